@@ -1,0 +1,53 @@
+# kube-outpost: kube-proxy for machines outside the cluster.
+# `make demo` and `make test` install what they need (Debian packages by name,
+# Go modules by version) and cache the slow builds.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+PKGS     := ./cmd/... ./internal/...
+E2E_PKGS := ./test/...
+
+.PHONY: all build deps lab-bins test unit e2e demo lint fmt vet clean
+
+all: build
+
+build:
+	@echo ">> building bin/kube-outpost $(VERSION)"
+	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/kube-outpost ./cmd/kube-outpost
+
+deps:
+	@bash hack/deps.sh
+
+lab-bins: deps
+	@bash test/lab/build-k8s.sh >/dev/null
+
+test: lint unit e2e
+
+unit:
+	@echo ">> unit tests"
+	@$(GO) test -race -count=1 $(PKGS)
+
+e2e: deps lab-bins build
+	@echo ">> end-to-end tests (real kube-apiserver, network namespaces, real packets)"
+	@$(GO) test -tags e2e -count=1 -timeout 25m -p 1 $(E2E_PKGS)
+
+demo: deps lab-bins build
+	@echo ">> demo: two clusters, kube-outpost on an outside host, a real curl to a ClusterIP"
+	@$(GO) run ./test/lab/demo
+
+lint: fmt vet
+
+fmt:
+	@echo ">> checking gofmt"
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	@echo ">> go vet"
+	@$(GO) vet $(PKGS)
+	@$(GO) vet -tags e2e $(E2E_PKGS)
+
+clean:
+	@echo ">> cleaning"
+	@rm -rf bin dist

@@ -1,0 +1,523 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// kubeconfig returns a kubeconfig with one cluster and user per context; the
+// cluster of context x is served at https://x.example:6443.
+func kubeconfig(current string, contexts ...string) string {
+	var cl, users, ctxs strings.Builder
+	for _, c := range contexts {
+		fmt.Fprintf(&cl, "- name: %s\n  cluster:\n    server: https://%s.example:6443\n", c, c)
+		fmt.Fprintf(&users, "- name: %s\n  user:\n    token: not-a-secret\n", c)
+		fmt.Fprintf(&ctxs, "- name: %s\n  context:\n    cluster: %s\n    user: %s\n", c, c, c)
+	}
+	return "apiVersion: v1\nkind: Config\nclusters:\n" + cl.String() + "users:\n" + users.String() +
+		"contexts:\n" + ctxs.String() + fmt.Sprintf("current-context: %q\n", current)
+}
+
+// testDir returns a directory holding the kubeconfigs the tests refer to.
+func testDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"prod.kubeconfig":  kubeconfig("default", "default"),
+		"multi.kubeconfig": kubeconfig("", "blue", "green"),
+		"gone.kubeconfig":  kubeconfig("gone", "blue"),
+		"bad.kubeconfig":   "clusters: {{{",
+		"noserver.kubeconfig": "apiVersion: v1\nkind: Config\ncurrent-context: x\n" +
+			"contexts:\n- name: x\n  context:\n    cluster: nowhere\n    user: u\n",
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "adir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// lines joins its arguments as the lines of a file, so that a test's line
+// numbers can be read off its position in the list.
+func lines(l ...string) string { return strings.Join(l, "\n") + "\n" }
+
+// problems returns err's problems as "line: message", failing the test if
+// err is not what Parse promises.
+func problems(t *testing.T, err error) []string {
+	t.Helper()
+	var merr *multierror.Error
+	if !errors.As(err, &merr) {
+		t.Fatalf("error %v (%T) is not a *multierror.Error", err, err)
+	}
+	var got []string
+	for _, e := range merr.Errors {
+		p, ok := e.(*Problem)
+		if !ok {
+			t.Fatalf("error %v (%T) is not a *Problem", e, e)
+		}
+		got = append(got, fmt.Sprintf("%d: %s", p.Line, p.Msg))
+	}
+	return got
+}
+
+func TestParse(t *testing.T) {
+	dir := testDir(t)
+	for _, tt := range []struct {
+		name string
+		toml string
+		want *Config
+	}{{
+		name: "defaults",
+		toml: lines(
+			`[[clusters]]`,
+			`name = "prod"`,
+			`kubeconfig = "prod.kubeconfig"`,
+			`service_cidrs = ["10.96.0.0/12"]`,
+		),
+		want: &Config{
+			Mode:           ModeIPTables,
+			MinSyncPeriod:  time.Second,
+			SyncPeriod:     30 * time.Second,
+			FullSyncPeriod: time.Hour,
+			Masquerade:     true,
+			MasqueradeMark: 0x00100000,
+			Clusters: []Cluster{{
+				Name:         "prod",
+				Kubeconfig:   filepath.Join(dir, "prod.kubeconfig"),
+				ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
+				ContextName:  "default",
+				Server:       "https://default.example:6443",
+			}},
+		},
+	}, {
+		name: "every key set",
+		toml: lines(
+			`mode = "nftables"`,
+			`min_sync_period = "100ms"`,
+			`sync_period = "100ms"`,
+			`full_sync_period = "30m"`,
+			`masquerade = false`,
+			`masquerade_mark = 0x200`,
+			``,
+			`[[clusters]] # a comment`,
+			`name = "blue-1"`,
+			`kubeconfig = "$DIR/multi.kubeconfig"`,
+			`context = "blue"`,
+			`service_cidrs = [`,
+			`  "10.96.0.0/16",   # IPv4`,
+			`  "fd00:10:96::/108",`,
+			`]`,
+			`[[clusters]]`,
+			`"name" = "green"`,
+			`kubeconfig = "sub/../multi.kubeconfig"`,
+			`context = "green"`,
+			`service_cidrs = ["10.97.0.0/16", "fd00:10:97::/108"]`,
+		),
+		want: &Config{
+			Mode:           ModeNFTables,
+			MinSyncPeriod:  100 * time.Millisecond,
+			SyncPeriod:     100 * time.Millisecond,
+			FullSyncPeriod: 30 * time.Minute,
+			Masquerade:     false,
+			MasqueradeMark: 0x200,
+			Clusters: []Cluster{{
+				Name:       "blue-1",
+				Kubeconfig: filepath.Join(dir, "multi.kubeconfig"),
+				Context:    "blue",
+				ServiceCIDRs: []netip.Prefix{
+					netip.MustParsePrefix("10.96.0.0/16"),
+					netip.MustParsePrefix("fd00:10:96::/108"),
+				},
+				ContextName: "blue",
+				Server:      "https://blue.example:6443",
+			}, {
+				Name:       "green",
+				Kubeconfig: filepath.Join(dir, "multi.kubeconfig"),
+				Context:    "green",
+				ServiceCIDRs: []netip.Prefix{
+					netip.MustParsePrefix("10.97.0.0/16"),
+					netip.MustParsePrefix("fd00:10:97::/108"),
+				},
+				ContextName: "green",
+				Server:      "https://green.example:6443",
+			}},
+		},
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			data := strings.ReplaceAll(tt.toml, "$DIR", dir)
+			got, err := Parse([]byte(data), filepath.Join(dir, "config.toml"))
+			if err != nil {
+				t.Fatalf("Parse:\n%v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Parse:\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseProblems(t *testing.T) {
+	// okCluster is a valid cluster for tests of the top-level keys: their
+	// lines come first, then these four.
+	okCluster := []string{
+		`[[clusters]]`,
+		`name = "prod"`,
+		`kubeconfig = "prod.kubeconfig"`,
+		`service_cidrs = ["10.96.0.0/12"]`,
+	}
+	top := func(l ...string) string { return lines(append(l, okCluster...)...) }
+
+	for _, tt := range []struct {
+		name string
+		toml string
+		want []string
+	}{
+		// Syntax: one problem, nothing else checked.
+		{"syntax error", lines(`mode = "ipvs"`, `sync_period = "30s`, `[[clusters]]`),
+			[]string{`2: syntax error: strings cannot contain newlines`}},
+		{"syntax error hides the rest", lines(`mode = "fast"`, `[[clusters]]`, `name = `),
+			[]string{`3: syntax error: expected value but found '\n' instead`}},
+		{"single clusters table", lines(`mode = "ipvs"`, `[clusters]`, `name = "prod"`),
+			[]string{`2: clusters: must be tables written [[clusters]]`}},
+
+		// Unknown keys.
+		{"unknown key near miss", lines(okCluster[0], okCluster[1], okCluster[2], `service_cidr = ["10.96.0.0/12"]`), []string{
+			`1: cluster "prod": service_cidrs is required: the cluster's Service IP ranges, like ["10.96.0.0/12"]`,
+			`4: unknown key "clusters[0].service_cidr" (did you mean "service_cidrs"?)`,
+		}},
+		{"unknown key in capitals", top(`Mode = "ipvs"`), []string{`1: unknown key "Mode" (did you mean "mode"?)`}},
+		{"unknown keys", top(`foo = 1`, `bar.baz = 2`), []string{`1: unknown key "foo"`, `2: unknown key "bar"`}},
+		{"cluster key at top level", top(`name = "prod"`), []string{
+			`1: unknown key "name" (cluster keys go in a [[clusters]] table)`,
+		}},
+		{"top-level key in a cluster", lines(append(okCluster, `mode = "ipvs"`)...), []string{
+			`5: unknown key "clusters[0].mode" (top-level keys go before the first [[clusters]])`,
+		}},
+		{"unknown table", lines(append(okCluster, `[extra]`, `a = 1`)...), []string{`5: unknown key "extra"`}},
+		{"unknown sub-table of a cluster", lines(append(okCluster, `[clusters.remap]`, `a = 1`)...), []string{
+			`5: unknown key "clusters[0].remap"`,
+		}},
+
+		// Top-level values.
+		{"mode", top(`mode = "fast"`), []string{`1: mode "fast": must be iptables, ipvs or nftables`}},
+		{"mode type", top(`mode = 1`), []string{`1: mode: must be a string, not an integer`}},
+		{"duration syntax", top(`full_sync_period = "1x"`), []string{
+			`1: full_sync_period "1x": not a duration (write it like "30s" or "1m30s")`,
+		}},
+		{"duration type", top(`sync_period = 30`), []string{
+			`1: sync_period: must be a duration string like "30s", not an integer`,
+		}},
+		{"duration zero", top(`min_sync_period = "0s"`), []string{`1: min_sync_period "0s": must be greater than zero`}},
+		{"duration negative", top(`sync_period = "-5s"`), []string{`1: sync_period "-5s": must be greater than zero`}},
+		{"min above sync", top(`sync_period = "10s"`, `min_sync_period = "20s"`), []string{
+			`2: min_sync_period 20s is longer than sync_period 10s`,
+		}},
+		{"default min above sync", top(`sync_period = "500ms"`), []string{
+			`1: min_sync_period 1s is longer than sync_period 500ms`,
+		}},
+		{"masquerade type", top(`masquerade = "yes"`), []string{`1: masquerade: must be true or false, not a string`}},
+		{"mark zero", top(`masquerade_mark = 0`), []string{
+			`1: masquerade_mark 0: must be one bit of a 32-bit mark, like 0x00100000`,
+		}},
+		{"mark too wide", top(`masquerade_mark = 0x100000000`), []string{
+			`1: masquerade_mark 4294967296: must be one bit of a 32-bit mark, like 0x00100000`,
+		}},
+		{"mark two bits", top(`masquerade_mark = 0x3000`), []string{`1: masquerade_mark 0x3000: must have exactly one bit set`}},
+		{"mark of kube-proxy", top(`masquerade_mark = 0x4000`), []string{
+			`1: masquerade_mark 0x4000: taken by kube-proxy, which uses 0x4000 and 0x8000`,
+		}},
+		{"mark of kube-proxy drop", top(`masquerade_mark = 0x8000`), []string{
+			`1: masquerade_mark 0x8000: taken by kube-proxy, which uses 0x4000 and 0x8000`,
+		}},
+		{"mark type", top(`masquerade_mark = "0x100"`), []string{
+			`1: masquerade_mark: must be an integer like 0x00100000, not a string`,
+		}},
+
+		// Clusters.
+		{"no clusters", lines(`mode = "ipvs"`), []string{`0: no clusters: add a [[clusters]] table`}},
+		{"empty clusters", lines(`clusters = []`), []string{`1: no clusters: add a [[clusters]] table`}},
+		{"name missing", lines(`[[clusters]]`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`1: clusters[0]: name is required`}},
+		{"name invalid", lines(`[[clusters]]`, `name = "Prod_1"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`2: clusters[0]: name "Prod_1": must be lowercase letters, digits and '-', starting and ending with a letter or digit`}},
+		{"name trailing dash", lines(`[[clusters]]`, `name = "prod-"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`2: clusters[0]: name "prod-": must be lowercase letters, digits and '-', starting and ending with a letter or digit`}},
+		{"name too long", lines(`[[clusters]]`, `name = "`+strings.Repeat("a", 41)+`"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`2: clusters[0]: name "` + strings.Repeat("a", 41) + `": longer than 40 characters`}},
+		{"name type", lines(`[[clusters]]`, `name = 7`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`2: clusters[0]: name: must be a string, not an integer`}},
+		{"name duplicate", lines(append(okCluster, `[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.112.0.0/12"]`)...),
+			[]string{`6: clusters[1]: name "prod": already used by clusters[0] (line 2)`}},
+
+		// Kubeconfig.
+		{"kubeconfig missing", lines(`[[clusters]]`, `name = "prod"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`1: cluster "prod": kubeconfig is required`}},
+		{"kubeconfig empty", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = ""`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`3: cluster "prod": kubeconfig is empty`}},
+		{"kubeconfig no such file", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "nope.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`3: cluster "prod": kubeconfig $DIR/nope.kubeconfig: no such file or directory`}},
+		{"kubeconfig directory", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "$DIR/adir"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`3: cluster "prod": kubeconfig $DIR/adir: is a directory`}},
+		{"kubeconfig invalid", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "bad.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`3: cluster "prod": kubeconfig $DIR/bad.kubeconfig: not a valid kubeconfig: *`}},
+		{"context not found", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "multi.kubeconfig"`, `context = "red"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`4: cluster "prod": kubeconfig $DIR/multi.kubeconfig: context "red" not found (have: blue, green)`}},
+		{"no current-context", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "multi.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`3: cluster "prod": kubeconfig $DIR/multi.kubeconfig: no current-context, so set context (have: blue, green)`}},
+		{"current-context not found", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "gone.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`3: cluster "prod": kubeconfig $DIR/gone.kubeconfig: current-context "gone" not found (have: blue)`}},
+		{"context without server", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "noserver.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
+			[]string{`3: cluster "prod": kubeconfig $DIR/noserver.kubeconfig: context "x": cluster "nowhere" has no server`}},
+
+		// Service CIDRs.
+		{"cidrs missing", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`),
+			[]string{`1: cluster "prod": service_cidrs is required: the cluster's Service IP ranges, like ["10.96.0.0/12"]`}},
+		{"cidrs empty", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = []`),
+			[]string{`4: cluster "prod": service_cidrs is empty: no ClusterIP would be reachable`}},
+		{"cidrs not an array", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = "10.96.0.0/12"`),
+			[]string{`4: cluster "prod": service_cidrs: must be an array of CIDR strings, not a string`}},
+		{"cidrs bad", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`,
+			`service_cidrs = ["10.96.0.0/12", "10.96.0.0/33", 10, "10.96.0.0", "10.300.0.0/16", "10.96.0.1/12", "fd00::1/108"]`), []string{
+			`4: cluster "prod": service_cidrs[1] "10.96.0.0/33": invalid prefix length`,
+			`4: cluster "prod": service_cidrs[2]: must be a string, not an integer`,
+			`4: cluster "prod": service_cidrs[3] "10.96.0.0": missing prefix length, like /12`,
+			`4: cluster "prod": service_cidrs[4] "10.300.0.0/16": invalid IP address`,
+			`4: cluster "prod": service_cidrs[5] "10.96.0.1/12": not a network address (did you mean 10.96.0.0/12?)`,
+			`4: cluster "prod": service_cidrs[6] "fd00::1/108": not a network address (did you mean fd00::/108?)`,
+		}},
+		{"cidrs over lines point at the key", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`,
+			`service_cidrs = [`, `  "10.96.0.0/12",`, `  "10.96.0.0/33",`, `]`, `context = "default"`),
+			[]string{`4: cluster "prod": service_cidrs[1] "10.96.0.0/33": invalid prefix length`}},
+		{"cidrs overlap", lines(
+			`[[clusters]]`,
+			`name = "a"`,
+			`kubeconfig = "prod.kubeconfig"`,
+			`service_cidrs = ["10.96.0.0/12", "fd00::/64"]`,
+			`[[clusters]]`,
+			`name = "b"`,
+			`kubeconfig = "prod.kubeconfig"`,
+			`service_cidrs = ["10.96.0.0/16", "10.112.0.0/12", "fd00::/108"]`,
+		), []string{
+			`8: cluster "b": service_cidrs[0] 10.96.0.0/16 overlaps cluster "a" service_cidrs[0] 10.96.0.0/12 (line 4)`,
+			`8: cluster "b": service_cidrs[2] fd00::/108 overlaps cluster "a" service_cidrs[1] fd00::/64 (line 4)`,
+		}},
+		{"cidrs may overlap within a cluster", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`,
+			`service_cidrs = ["10.96.0.0/12", "10.96.0.0/16"]`), nil},
+		{"inline clusters point at clusters", lines(`mode = "ipvs"`,
+			`clusters = [{name = "prod", kubeconfig = "prod.kubeconfig", service_cidrs = ["10.96.0.0/33"]}]`),
+			[]string{`2: cluster "prod": service_cidrs[0] "10.96.0.0/33": invalid prefix length`}},
+
+		// All at once, in line order.
+		{"many problems", lines(
+			`mode = "fast"`,
+			`masquerade_mark = 0x4000`,
+			`[[clusters]]`,
+			`name = "prod"`,
+			`kubeconfig = "nope.kubeconfig"`,
+			`service_cidrs = ["10.96.0.1/12"]`,
+			`[[clusters]]`,
+			`name = "prod"`,
+			`kubeconfig = "multi.kubeconfig"`,
+			`context = "red"`,
+			`service_cidrs = ["10.96.0.0/16"]`,
+			`sevice_cidrs = []`,
+		), []string{
+			`1: mode "fast": must be iptables, ipvs or nftables`,
+			`2: masquerade_mark 0x4000: taken by kube-proxy, which uses 0x4000 and 0x8000`,
+			`5: cluster "prod": kubeconfig $DIR/nope.kubeconfig: no such file or directory`,
+			`6: cluster "prod": service_cidrs[0] "10.96.0.1/12": not a network address (did you mean 10.96.0.0/12?)`,
+			`8: clusters[1]: name "prod": already used by clusters[0] (line 4)`,
+			`10: clusters[1]: kubeconfig $DIR/multi.kubeconfig: context "red" not found (have: blue, green)`,
+			`12: unknown key "clusters[1].sevice_cidrs" (did you mean "service_cidrs"?)`,
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := testDir(t)
+			data := strings.ReplaceAll(tt.toml, "$DIR", dir)
+			cfg, err := Parse([]byte(data), filepath.Join(dir, "config.toml"))
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Parse:\n%v", err)
+				}
+				return
+			}
+			if cfg != nil {
+				t.Errorf("Parse returned a config along with problems")
+			}
+			got := problems(t, err)
+			ok := len(got) == len(tt.want)
+			for i := 0; ok && i < len(got); i++ {
+				want := strings.ReplaceAll(tt.want[i], "$DIR", dir)
+				// A trailing * stands for text from a library.
+				if prefix, found := strings.CutSuffix(want, "*"); found {
+					ok = strings.HasPrefix(got[i], prefix)
+				} else {
+					ok = got[i] == want
+				}
+			}
+			if !ok {
+				t.Errorf("Parse problems:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProblemFormat(t *testing.T) {
+	dir := testDir(t)
+	path := filepath.Join(dir, "config.toml")
+	_, err := Parse([]byte(lines(`masquerade = 1`, `mode = "fast"`)), path)
+	want := path + ": no clusters: add a [[clusters]] table\n" +
+		path + ":1: masquerade: must be true or false, not an integer\n" +
+		path + `:2: mode "fast": must be iptables, ipvs or nftables`
+	if err == nil || err.Error() != want {
+		t.Errorf("error:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+func TestUnreadableKubeconfig(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads any file")
+	}
+	dir := testDir(t)
+	if err := os.Chmod(filepath.Join(dir, "prod.kubeconfig"), 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse([]byte(lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`,
+		`service_cidrs = ["10.96.0.0/12"]`)), filepath.Join(dir, "config.toml"))
+	want := fmt.Sprintf(`3: cluster "prod": kubeconfig %s/prod.kubeconfig: permission denied`, dir)
+	if got := problems(t, err); len(got) != 1 || got[0] != want {
+		t.Errorf("problems %q, want %q", got, want)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := testDir(t)
+	path := filepath.Join(dir, "config.toml")
+	if _, err := Load(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load of a missing file: %v, want fs.ErrNotExist", err)
+	}
+	data := lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/12", "fd00::/108"]`)
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load:\n%v", err)
+	}
+	want := []string{fmt.Sprintf(`cluster "prod": kubeconfig %s/prod.kubeconfig (context "default", `+
+		`server https://default.example:6443), service_cidrs 10.96.0.0/12,fd00::/108`, dir)}
+	if got := cfg.Summary(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Summary:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestExample keeps packaging/config.toml.example loadable and showing the
+// defaults, its second cluster included once uncommented.
+func TestExample(t *testing.T) {
+	data, err := os.ReadFile("../../packaging/config.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, kc := range map[string]string{
+		"prod.kubeconfig":    kubeconfig("default", "default"),
+		"staging.kubeconfig": kubeconfig("", "staging"),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(kc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := strings.ReplaceAll(string(data), "/etc/kube-outpost/", dir+"/")
+	path := filepath.Join(dir, "config.toml")
+
+	cfg, err := Parse([]byte(text), path)
+	if err != nil {
+		t.Fatalf("Parse example:\n%v", err)
+	}
+	defaults := Config{
+		Mode:           DefaultMode,
+		MinSyncPeriod:  DefaultMinSyncPeriod,
+		SyncPeriod:     DefaultSyncPeriod,
+		FullSyncPeriod: DefaultFullSyncPeriod,
+		Masquerade:     true,
+		MasqueradeMark: DefaultMasqueradeMark,
+		Clusters:       cfg.Clusters,
+	}
+	if !reflect.DeepEqual(*cfg, defaults) {
+		t.Errorf("example does not show the defaults:\n got %+v\nwant %+v", *cfg, defaults)
+	}
+	if len(cfg.Clusters) != 1 || cfg.Clusters[0].Name != "prod" ||
+		!reflect.DeepEqual(cfg.Clusters[0].ServiceCIDRs, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}) {
+		t.Errorf("example clusters: %+v", cfg.Clusters)
+	}
+
+	// Uncomment everything from the second cluster's header on.
+	head, tail, ok := strings.Cut(text, "\n# [[clusters]]\n")
+	if !ok {
+		t.Fatal("example has no commented second cluster")
+	}
+	tail = strings.ReplaceAll("\n# [[clusters]]\n"+tail, "\n# ", "\n")
+	cfg, err = Parse([]byte(head+tail), path)
+	if err != nil {
+		t.Fatalf("Parse example with its second cluster:\n%v", err)
+	}
+	if len(cfg.Clusters) != 2 || cfg.Clusters[1].Name != "staging" || cfg.Clusters[1].ContextName != "staging" {
+		t.Errorf("example clusters: %+v", cfg.Clusters)
+	}
+}
+
+func TestLocator(t *testing.T) {
+	l := newLocator(lines(
+		`# mode = "commented"`, // 1
+		`"mode" = "ipvs" # [[clusters]]`,
+		`a.b = """`,
+		`masquerade = "inside a string"`,
+		`"""`, // 5
+		`sync_period = [`,
+		`  "x = [",`,
+		`  { masquerade = 1 },`,
+		`]`,
+		`[[clusters]]`, // 10
+		`name = 'a'`,
+		`[clusters.sub]`,
+		`x = 1`,
+		`[[ clusters ]]`,
+		`name = "b"`, // 15
+	))
+	for _, tt := range []struct {
+		cluster int
+		path    string
+		want    int
+	}{
+		{-1, "mode", 2},
+		{-1, "a", 3},
+		{-1, "a.b", 3},
+		{-1, "masquerade", 0},
+		{-1, "sync_period", 6},
+		{-1, "clusters", 10},
+		{0, "clusters.name", 11},
+		{0, "clusters.sub", 12},
+		{0, "clusters.sub.x", 13},
+		{1, "clusters.name", 15},
+		{1, "clusters.kubeconfig", 14}, // missing: its table's header
+		{2, "clusters.name", 11},       // no such cluster: the first mention
+	} {
+		if got := l.line(tt.cluster, tt.path); got != tt.want {
+			t.Errorf("line(%d, %q) = %d, want %d", tt.cluster, tt.path, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,277 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// defaultAffinityTimeout is the Kubernetes default for
+// sessionAffinityConfig.clientIP.timeoutSeconds.
+const defaultAffinityTimeout = 10800 * time.Second
+
+type buildResult struct {
+	ports    []*ServicePort
+	problems []string
+}
+
+// buildService turns one Service and its EndpointSlices into ServicePorts.
+// A nil svc (deleted, or slices seen before their service) yields nothing.
+func buildService(cfg ClusterConfig, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) buildResult {
+	var res buildResult
+	if svc == nil || !proxied(svc) {
+		return res
+	}
+	problem := func(format string, args ...any) { res.problems = append(res.problems, fmt.Sprintf(format, args...)) }
+
+	if len(svc.Spec.ExternalIPs) > 0 {
+		problem("spec.externalIPs %v are not programmed: external IPs would let a namespace owner capture this host's traffic", svc.Spec.ExternalIPs)
+	}
+	var affinity time.Duration
+	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		affinity = defaultAffinityTimeout
+		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+		}
+		if affinity <= 0 {
+			affinity = defaultAffinityTimeout
+		}
+	}
+	localOnly := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for i, s := range ips {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			problem("spec.clusterIPs[%d] %q is not an IP address", i, s)
+			continue
+		}
+		ip = ip.Unmap()
+		if !inAny(cfg.ServiceCIDRs, ip) {
+			problem("spec.clusterIPs[%d] %s is outside the cluster's service_cidrs %v: refused", i, ip, cfg.ServiceCIDRs)
+			continue
+		}
+		seen := map[string]bool{}
+		for j, sp := range svc.Spec.Ports {
+			proto := Protocol(sp.Protocol)
+			if proto == "" {
+				proto = TCP
+			}
+			field := fmt.Sprintf("spec.ports[%d]", j)
+			switch {
+			case proto != TCP && proto != UDP && proto != SCTP:
+				problem("%s: protocol %q is not supported", field, sp.Protocol)
+				continue
+			case sp.Port < 1 || sp.Port > 65535:
+				problem("%s: port %d is out of range", field, sp.Port)
+				continue
+			}
+			id := fmt.Sprintf("%s/%s", sp.Name, proto)
+			if seen[id] {
+				problem("%s: duplicate port name %q for %s", field, sp.Name, proto)
+				continue
+			}
+			seen[id] = true
+			p := &ServicePort{
+				Key: PortKey{
+					Cluster: cfg.Name, Namespace: svc.Namespace, Name: svc.Name,
+					Port: sp.Name, Protocol: proto, IPv6: ip.Is6(),
+				},
+				ClusterIP: ip,
+				Port:      uint16(sp.Port),
+				Affinity:  affinity,
+			}
+			if localOnly {
+				p.NoEndpointsReason = "internalTrafficPolicy is Local, and an outside host has no node-local endpoints"
+			} else {
+				var eps []string
+				p.Endpoints, p.NoEndpointsReason, eps = selectEndpoints(sp.Name, proto, ip.Is6(), slices)
+				for _, e := range eps {
+					problem("%s", e)
+				}
+			}
+			res.ports = append(res.ports, p)
+		}
+	}
+	res.problems = dedupe(res.problems)
+	return res
+}
+
+// proxied says whether kube-proxy would program this service at all.
+func proxied(svc *corev1.Service) bool {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return false
+	}
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return false
+	}
+	if _, ok := svc.Labels["service.kubernetes.io/service-proxy-name"]; ok {
+		return false
+	}
+	if _, ok := svc.Labels[corev1.IsHeadlessService]; ok {
+		return false
+	}
+	return true
+}
+
+type candidate struct {
+	ready, serving, terminating bool
+}
+
+// selectEndpoints picks the usable endpoints of one service port, following
+// kube-proxy: ready endpoints; when none is ready, those that are terminating
+// but still serving. Unsafe addresses are dropped and reported.
+func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discoveryv1.EndpointSlice) ([]Endpoint, string, []string) {
+	want := discoveryv1.AddressTypeIPv4
+	if v6 {
+		want = discoveryv1.AddressTypeIPv6
+	}
+	var problems []string
+	cands := map[netip.AddrPort]candidate{}
+	for _, es := range slices {
+		if es.AddressType != want {
+			continue
+		}
+		port, ok := slicePort(es, portName, proto)
+		if !ok {
+			continue
+		}
+		for i, ep := range es.Endpoints {
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			// Like kube-proxy, only the first address counts: the others
+			// are the same endpoint by definition.
+			ip, err := netip.ParseAddr(ep.Addresses[0])
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("EndpointSlice %s: endpoints[%d] address %q is not an IP address: dropped", es.Name, i, ep.Addresses[0]))
+				continue
+			}
+			ip = ip.Unmap()
+			if ip.Is6() != v6 {
+				continue
+			}
+			if why := unsafeEndpoint(ip); why != "" {
+				problems = append(problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
+				continue
+			}
+			c := candidate{
+				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
+			}
+			c.serving = c.ready
+			if ep.Conditions.Serving != nil {
+				c.serving = *ep.Conditions.Serving
+			}
+			ap := netip.AddrPortFrom(ip, port)
+			// The same endpoint in two slices (during a slice split) counts
+			// once, with its best condition.
+			old := cands[ap]
+			cands[ap] = candidate{ready: old.ready || c.ready, serving: old.serving || c.serving, terminating: old.terminating || c.terminating}
+		}
+	}
+	var ready, fallback []Endpoint
+	for ap, c := range cands {
+		switch {
+		case c.ready && !c.terminating:
+			ready = append(ready, Endpoint{Addr: ap})
+		case c.serving && c.terminating:
+			fallback = append(fallback, Endpoint{Addr: ap, Terminating: true})
+		}
+	}
+	out := ready
+	if len(out) == 0 {
+		out = fallback
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr.Compare(out[j].Addr) < 0 })
+	reason := ""
+	if len(out) == 0 {
+		reason = "no ready endpoints"
+		if len(cands) == 0 {
+			reason = "no endpoints"
+		}
+	}
+	return out, reason, problems
+}
+
+// slicePort finds the target port a slice gives the named service port.
+func slicePort(es *discoveryv1.EndpointSlice, name string, proto Protocol) (uint16, bool) {
+	for _, p := range es.Ports {
+		pn := ""
+		if p.Name != nil {
+			pn = *p.Name
+		}
+		pp := TCP
+		if p.Protocol != nil {
+			pp = Protocol(*p.Protocol)
+		}
+		if pn != name || pp != proto || p.Port == nil {
+			continue
+		}
+		if *p.Port < 1 || *p.Port > 65535 {
+			return 0, false
+		}
+		return uint16(*p.Port), true
+	}
+	return 0, false
+}
+
+var metadataAddrs = []netip.Addr{
+	netip.MustParseAddr("169.254.169.254"),
+	netip.MustParseAddr("fd00:ec2::254"),
+}
+
+// unsafeEndpoint says why an endpoint address must never be a DNAT target on
+// this host ("" when it is fine). A Service owner could otherwise point a
+// ClusterIP at this host's loopback services or the cloud metadata API.
+func unsafeEndpoint(ip netip.Addr) string {
+	for _, m := range metadataAddrs {
+		if ip == m {
+			return "the cloud metadata address"
+		}
+	}
+	switch {
+	case ip.IsUnspecified():
+		return "unspecified"
+	case ip.IsLoopback():
+		return "a loopback address"
+	case ip.IsLinkLocalUnicast():
+		return "a link-local address"
+	case ip.IsMulticast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast():
+		return "a multicast address"
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the broadcast address"
+	}
+	return ""
+}
+
+func inAny(prefixes []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	out := in[:0]
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func joinProblems(p []string) string { return strings.Join(p, "; ") }

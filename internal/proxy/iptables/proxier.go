@@ -1,0 +1,448 @@
+// Package iptables programs the desired state with iptables-restore
+// transactions. It owns the chains named OUTPOST-* and one jump rule into
+// them from each built-in chain it hooks, and touches nothing else.
+package iptables
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+)
+
+// Options configure a Proxier.
+type Options struct {
+	Runner Runner
+	IPv6   bool
+	// MasqueradeMark is the fwmark bit of connections to masquerade; 0
+	// turns masquerading off.
+	MasqueradeMark uint32
+	Log            *slog.Logger
+}
+
+// Proxier is the iptables backend for one IP family.
+type Proxier struct {
+	opt Options
+	log *slog.Logger
+
+	// What the last successful sync programmed, to write only the
+	// difference next time.
+	applied map[model.PortKey]*programmed
+	// Clusters whose rules the last successful sync wrote (synced ones).
+	clusters map[string]bool
+	// Our chains as they stand in the kernel, per table.
+	chains   map[string]map[string]bool
+	needFull bool
+}
+
+// programmed is what was written for one service port.
+type programmed struct {
+	port     *model.ServicePort
+	dispatch string // OUTPOST-C rule, "" when the port has no endpoints
+	reject   string // OUTPOST-R rule, "" when it has endpoints
+}
+
+var _ proxy.Backend = (*Proxier)(nil)
+
+// jumps are the rules in built-in chains that lead into ours.
+var jumps = []struct{ table, chain, target, comment string }{
+	{"nat", "OUTPUT", chainServices, "kube-outpost: service portals for local processes"},
+	{"nat", "PREROUTING", chainServices, "kube-outpost: service portals for routed traffic"},
+	{"nat", "POSTROUTING", chainPostrt, "kube-outpost: masquerade proxied traffic"},
+	{"filter", "OUTPUT", chainFilter, "kube-outpost: reject services without endpoints"},
+	{"filter", "FORWARD", chainFilter, "kube-outpost: reject services without endpoints"},
+}
+
+// New makes a Proxier. Nothing touches the kernel before the first Sync.
+func New(opt Options) *Proxier {
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Proxier{opt: opt, log: log, needFull: true}
+}
+
+func (p *Proxier) family(ipv6 bool) bool { return ipv6 == p.opt.IPv6 }
+
+// Sync implements proxy.Backend.
+func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err error) {
+	defer func() {
+		if err != nil {
+			// The kernel may hold part of what we think it holds, or
+			// someone changed it: the next attempt rewrites everything.
+			p.needFull = true
+		}
+	}()
+	synced := map[string]bool{}
+	for _, c := range st.Clusters {
+		if c.Synced {
+			synced[c.Name] = true
+		}
+	}
+	// A cluster that appears, goes, or turns synced has chains whose
+	// content this process has not tracked: rewrite all.
+	if !sameSet(synced, p.clusters) {
+		full = true
+	}
+	full = full || p.needFull
+	if full {
+		chains, err := p.listChains(ctx)
+		if err != nil {
+			return err
+		}
+		p.chains = chains
+	}
+
+	tx := newTransaction()
+	next := map[model.PortKey]*programmed{}
+	keepTags := map[string]bool{}
+
+	// The top chains are a few rules per cluster: rewrite them every time.
+	tx.declare("nat", chainServices)
+	tx.declare("filter", chainFilter)
+	tx.declare("nat", chainPostrt)
+	if m := p.opt.MasqueradeMark; m != 0 {
+		tx.add("nat", chainPostrt, fmt.Sprintf("-m mark ! --mark %#x/%#x -j RETURN", m, m))
+		// Clear the bit, so that a packet passing this host twice is not
+		// masqueraded again on the second pass.
+		tx.add("nat", chainPostrt, fmt.Sprintf("-j MARK --xor-mark %#x", m))
+		tx.add("nat", chainPostrt, comment("kube-outpost: masquerade proxied traffic")+" -j MASQUERADE --random-fully")
+	}
+
+	for _, c := range st.Clusters {
+		cChain, rChain := clusterChain(c.Name), rejectChain(c.Name)
+		if !c.Synced {
+			// Keep what an earlier run programmed for this cluster.
+			keepTags[clusterTag(c.Name)] = true
+		} else if full {
+			tx.declare("nat", cChain)
+			tx.declare("filter", rChain)
+		}
+		for _, cidr := range c.ServiceCIDRs {
+			if !p.family(cidr.Addr().Is6()) {
+				continue
+			}
+			cm := comment("cluster " + c.Name)
+			if c.Synced || p.chains["nat"][cChain] {
+				tx.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, cChain))
+			}
+			if c.Synced || p.chains["filter"][rChain] {
+				tx.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
+			}
+		}
+		if !c.Synced {
+			continue
+		}
+		for key, port := range c.Ports {
+			if !p.family(key.IPv6) {
+				continue
+			}
+			old := p.applied[key]
+			if !full && old != nil && old.port.Equal(port) {
+				next[key] = old
+				continue
+			}
+			pr := &programmed{port: port}
+			if len(port.Endpoints) > 0 {
+				pr.dispatch = dispatchRule(port)
+				sChain := serviceChain(key)
+				tx.declare("nat", sChain)
+				for _, r := range serviceRules(port, p.opt.MasqueradeMark) {
+					tx.add("nat", sChain, r)
+				}
+			} else {
+				pr.reject = rejectRule(port)
+			}
+			next[key] = pr
+			if full {
+				if pr.dispatch != "" {
+					tx.add("nat", cChain, pr.dispatch)
+				}
+				if pr.reject != "" {
+					tx.add("filter", rChain, pr.reject)
+				}
+				continue
+			}
+			p.diffRule(tx, "nat", cChain, old.dispatchOrEmpty(), pr.dispatch)
+			p.diffRule(tx, "filter", rChain, old.rejectOrEmpty(), pr.reject)
+		}
+	}
+
+	// Service chains that are no longer wanted go, in the same transaction.
+	if full {
+		for _, table := range []string{"nat", "filter"} {
+			for ch := range p.chains[table] {
+				if tx.declared(table, ch) || keepTags[tagOf(ch)] {
+					continue
+				}
+				tx.remove(table, ch)
+			}
+		}
+	} else {
+		for key, old := range p.applied {
+			pr := next[key]
+			if pr != nil {
+				if old.dispatch != "" && pr.dispatch == "" {
+					tx.remove("nat", serviceChain(key))
+				}
+				continue
+			}
+			p.diffRule(tx, "nat", clusterChain(key.Cluster), old.dispatch, "")
+			p.diffRule(tx, "filter", rejectChain(key.Cluster), old.reject, "")
+			if old.dispatch != "" {
+				tx.remove("nat", serviceChain(key))
+			}
+		}
+	}
+
+	script := tx.script()
+	if err := p.opt.Runner.Restore(ctx, script); err != nil {
+		return err
+	}
+	if full {
+		for _, j := range jumps {
+			if err := p.opt.Runner.EnsureRule(ctx, j.table, j.chain, "-m", "comment", "--comment", j.comment, "-j", j.target); err != nil {
+				return err
+			}
+		}
+	}
+	tx.applyTo(p.chains)
+	p.applied = next
+	p.clusters = synced
+	p.needFull = false
+	p.log.Debug("iptables sync", "ipv6", p.opt.IPv6, "full", full, "ports", len(next), "bytes", len(script))
+	return nil
+}
+
+func (p *Proxier) diffRule(tx *transaction, table, chain, old, new string) {
+	if old == new {
+		return
+	}
+	if old != "" {
+		tx.del(table, chain, old)
+	}
+	if new != "" {
+		tx.add(table, chain, new)
+	}
+}
+
+func (pr *programmed) dispatchOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.dispatch
+}
+
+func (pr *programmed) rejectOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.reject
+}
+
+// listChains reads which of our chains exist, per table.
+func (p *Proxier) listChains(ctx context.Context) (map[string]map[string]bool, error) {
+	out := map[string]map[string]bool{}
+	for _, table := range []string{"nat", "filter"} {
+		data, err := p.opt.Runner.Save(ctx, table)
+		if err != nil {
+			return nil, err
+		}
+		out[table] = map[string]bool{}
+		for _, ch := range ourChains(data) {
+			out[table][ch] = true
+		}
+	}
+	return out, nil
+}
+
+// ourChains returns the OUTPOST-* chains declared in iptables-save output.
+func ourChains(save []byte) []string {
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(save))
+	sc.Buffer(make([]byte, 0, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, ":"+chainPrefix) {
+			out = append(out, strings.Fields(line[1:])[0])
+		}
+	}
+	return out
+}
+
+// Cleanup removes every chain named OUTPOST-* and every rule that jumps to
+// one, in each table, whatever version of kube-outpost wrote them.
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	tx := newTransaction()
+	for _, table := range []string{"nat", "filter", "mangle", "raw"} {
+		data, err := p.opt.Runner.Save(ctx, table)
+		if err != nil {
+			// A table that does not exist has nothing of ours.
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		sc.Buffer(make([]byte, 0, 64*1024), 16*1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			if !strings.HasPrefix(line, "-A ") {
+				continue
+			}
+			f := strings.Fields(line)
+			chain := f[1]
+			if strings.HasPrefix(chain, chainPrefix) {
+				continue
+			}
+			if i := indexOf(f, "-j"); i > 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], chainPrefix) {
+				tx.del(table, chain, strings.Join(f[2:], " "))
+			}
+		}
+		for _, ch := range ourChains(data) {
+			tx.remove(table, ch)
+		}
+	}
+	if tx.empty() {
+		return nil
+	}
+	if err := p.opt.Runner.Restore(ctx, tx.script()); err != nil {
+		return err
+	}
+	p.applied, p.clusters, p.chains, p.needFull = nil, nil, nil, true
+	return nil
+}
+
+func indexOf(f []string, s string) int {
+	for i, x := range f {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// transaction builds one iptables-restore script over several tables. In
+// each table: chain declarations (which create or flush), then rule
+// deletions, then additions, then chain removals, so that a chain is empty
+// and unreferenced by the time it is removed.
+type transaction struct {
+	tables map[string]*tableTx
+}
+
+type tableTx struct {
+	declared map[string]bool
+	order    []string // declared chains, in order
+	dels     []string
+	adds     []string
+	removes  []string
+	removed  map[string]bool
+}
+
+func newTransaction() *transaction { return &transaction{tables: map[string]*tableTx{}} }
+
+func (t *transaction) table(name string) *tableTx {
+	tt := t.tables[name]
+	if tt == nil {
+		tt = &tableTx{declared: map[string]bool{}, removed: map[string]bool{}}
+		t.tables[name] = tt
+	}
+	return tt
+}
+
+func (t *transaction) declare(table, chain string) {
+	tt := t.table(table)
+	if !tt.declared[chain] {
+		tt.declared[chain] = true
+		tt.order = append(tt.order, chain)
+	}
+}
+
+func (t *transaction) declared(table, chain string) bool { return t.table(table).declared[chain] }
+
+func (t *transaction) add(table, chain, rule string) {
+	tt := t.table(table)
+	tt.adds = append(tt.adds, "-A "+chain+" "+rule)
+}
+
+func (t *transaction) del(table, chain, rule string) {
+	tt := t.table(table)
+	tt.dels = append(tt.dels, "-D "+chain+" "+rule)
+}
+
+// remove flushes and deletes a chain.
+func (t *transaction) remove(table, chain string) {
+	tt := t.table(table)
+	if tt.removed[chain] {
+		return
+	}
+	tt.removed[chain] = true
+	t.declare(table, chain)
+	tt.removes = append(tt.removes, "-X "+chain)
+}
+
+func (t *transaction) empty() bool {
+	for _, tt := range t.tables {
+		if len(tt.order)+len(tt.dels)+len(tt.adds)+len(tt.removes) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *transaction) script() []byte {
+	var b bytes.Buffer
+	names := make([]string, 0, len(t.tables))
+	for n := range t.tables {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		tt := t.tables[n]
+		fmt.Fprintf(&b, "*%s\n", n)
+		for _, ch := range tt.order {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", ch)
+		}
+		for _, group := range [][]string{tt.dels, tt.adds, tt.removes} {
+			for _, l := range group {
+				b.WriteString(l)
+				b.WriteByte('\n')
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.Bytes()
+}
+
+// applyTo updates the set of our chains in the kernel after a successful
+// restore.
+func (t *transaction) applyTo(chains map[string]map[string]bool) {
+	for name, tt := range t.tables {
+		m := chains[name]
+		if m == nil {
+			m = map[string]bool{}
+			chains[name] = m
+		}
+		for ch := range tt.declared {
+			m[ch] = true
+		}
+		for ch := range tt.removed {
+			delete(m, ch)
+		}
+	}
+}

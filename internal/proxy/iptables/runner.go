@@ -1,0 +1,116 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	goipt "github.com/coreos/go-iptables/iptables"
+)
+
+// Runner is the lowest layer: the iptables commands. Tests swap in Fake, so
+// that everything above, rule generation included, runs for real.
+type Runner interface {
+	// Restore applies an iptables-restore script without flushing what it
+	// does not name, as one transaction.
+	Restore(ctx context.Context, script []byte) error
+	// Save returns iptables-save output for one table.
+	Save(ctx context.Context, table string) ([]byte, error)
+	// EnsureRule inserts rule at the top of a built-in chain unless present.
+	EnsureRule(ctx context.Context, table, chain string, rule ...string) error
+}
+
+// execRunner runs the iptables binaries of one IP family.
+type execRunner struct {
+	restore, save string
+	ipt           *goipt.IPTables
+}
+
+// NewRunner returns the Runner for the system's iptables (whichever backend,
+// nf_tables or legacy, the iptables alternative points at).
+func NewRunner(ipv6 bool) (Runner, error) {
+	proto, restore, save := goipt.ProtocolIPv4, "iptables-restore", "iptables-save"
+	if ipv6 {
+		proto, restore, save = goipt.ProtocolIPv6, "ip6tables-restore", "ip6tables-save"
+	}
+	for _, bin := range []string{restore, save} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("%s not found: install the iptables package: %w", bin, err)
+		}
+	}
+	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Timeout(5))
+	if err != nil {
+		return nil, fmt.Errorf("probing iptables: %w", err)
+	}
+	return &execRunner{restore: restore, save: save, ipt: ipt}, nil
+}
+
+func (r *execRunner) Restore(ctx context.Context, script []byte) error {
+	// --wait: the legacy backend serialises writers with the xtables lock.
+	cmd := exec.CommandContext(ctx, r.restore, "--noflush", "--wait=5")
+	cmd.Stdin = bytes.NewReader(script)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return &RestoreError{Output: strings.TrimSpace(out.String()), Err: err, Script: script}
+	}
+	return nil
+}
+
+func (r *execRunner) Save(ctx context.Context, table string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, r.save, "-t", table)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s -t %s: %w: %s", r.save, table, err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+func (r *execRunner) EnsureRule(_ context.Context, table, chain string, rule ...string) error {
+	ok, err := r.ipt.Exists(table, chain, rule...)
+	if err != nil {
+		return fmt.Errorf("checking %s/%s rule: %w", table, chain, err)
+	}
+	if ok {
+		return nil
+	}
+	if err := r.ipt.Insert(table, chain, 1, rule...); err != nil {
+		return fmt.Errorf("inserting %s/%s rule: %w", table, chain, err)
+	}
+	return nil
+}
+
+// RestoreError is a failed iptables-restore, with the lines it complained
+// about.
+type RestoreError struct {
+	Output string
+	Err    error
+	Script []byte
+}
+
+func (e *RestoreError) Error() string {
+	msg := fmt.Sprintf("iptables-restore: %v: %s", e.Err, e.Output)
+	// iptables-restore names the failing line number: quote that line.
+	var n int
+	if _, err := fmt.Sscanf(lastLineMention(e.Output), "line %d", &n); err == nil && n > 0 {
+		lines := strings.Split(string(e.Script), "\n")
+		if n <= len(lines) {
+			msg += fmt.Sprintf(" (line %d: %q)", n, lines[n-1])
+		}
+	}
+	return msg
+}
+
+func (e *RestoreError) Unwrap() error { return e.Err }
+
+func lastLineMention(s string) string {
+	i := strings.LastIndex(s, "line ")
+	if i < 0 {
+		return ""
+	}
+	return s[i:]
+}

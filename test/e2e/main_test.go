@@ -1,0 +1,273 @@
+//go:build e2e
+
+// Package e2e runs the real kube-outpost binary in a lab network namespace
+// against real kube-apiservers, and checks every behaviour with real packets
+// sent from the outside host.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kube-outpost/kube-outpost/test/lab"
+)
+
+var (
+	theLab *lab.Lab
+	pods   = map[string]*lab.Pod{}
+	// baseline is the host's ruleset before kube-outpost ever ran there.
+	baseline string
+	binary string // the kube-outpost binary under test
+)
+
+// The clusters' apiservers allocate from these ranges. kube-outpost is told
+// alpha's range is only the lower half, so the upper half tests the refusal
+// of ClusterIPs outside service_cidrs.
+var (
+	alphaRange = netip.MustParsePrefix("10.96.0.0/16")
+	betaRange  = netip.MustParsePrefix("10.97.0.0/16")
+	alphaCIDR  = netip.MustParsePrefix("10.96.0.0/17")
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e tests need root (network namespaces)")
+		os.Exit(1)
+	}
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "kube-outpost-e2e-")
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "kube-outpost")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/kube-outpost")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Printf("building kube-outpost: %v\n%s", err, out)
+		return 1
+	}
+	theLab, err = lab.Start(ctx, lab.Options{
+		Clusters: []lab.ClusterOptions{
+			{Name: "alpha", ServiceCIDR: alphaRange},
+			{Name: "beta", ServiceCIDR: betaRange},
+		},
+		Log: os.Stderr,
+	})
+	if err != nil {
+		fmt.Println("starting the lab:", err)
+		return 1
+	}
+	defer theLab.Close()
+	if err := addPods(ctx); err != nil {
+		fmt.Println("adding pods:", err)
+		return 1
+	}
+	if err := addForeignRules(ctx); err != nil {
+		fmt.Println("adding foreign rules:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// daemon is one kube-outpost process in the lab's host namespace.
+type daemon struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// writeConfig writes a config for both lab clusters (or the ones named).
+func writeConfig(t *testing.T, clusters ...string) string {
+	t.Helper()
+	if len(clusters) == 0 {
+		clusters = []string{"alpha", "beta"}
+	}
+	var b strings.Builder
+	b.WriteString("mode = \"iptables\"\nmin_sync_period = \"200ms\"\n")
+	for _, name := range clusters {
+		c := theLab.Cluster(name)
+		cidr := c.ServiceCIDR
+		if name == "alpha" {
+			cidr = alphaCIDR
+		}
+		fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", name, c.Kubeconfig, cidr.String())
+	}
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startDaemon runs kube-outpost in the host namespace until the test ends.
+func startDaemon(t *testing.T, cfgPath string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = theLab.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("kube-outpost log:\n%s", d.log.String())
+		}
+	})
+	return d
+}
+
+// stop sends SIGTERM, as systemd would, and waits.
+func (d *daemon) stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+		d.t.Error("kube-outpost did not stop within 15s of SIGTERM")
+	}
+}
+
+// count returns how many log lines match re.
+func (d *daemon) count(re string) int {
+	r := regexp.MustCompile(re)
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(d.log.String()))
+	for sc.Scan() {
+		if r.MatchString(sc.Text()) {
+			n++
+		}
+	}
+	return n
+}
+
+// eventually retries f until it returns nil or the time is up.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// iptablesSave returns the host namespace's ruleset, without the comment
+// lines and counters that change from one save to the next.
+func iptablesSave(t *testing.T) string {
+	t.Helper()
+	s, err := saveRules(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+func saveRules(ctx context.Context) (string, error) {
+	var out strings.Builder
+	for _, table := range []string{"nat", "filter"} {
+		s, err := theLab.HostRun(ctx, "iptables-save", "-t", table)
+		if err != nil {
+			return "", err
+		}
+		for _, l := range strings.Split(s, "\n") {
+			if strings.HasPrefix(l, "#") || l == "" {
+				continue
+			}
+			out.WriteString(counters.ReplaceAllString(l, "[0:0]"))
+			out.WriteByte('\n')
+		}
+	}
+	return out.String(), nil
+}
+
+// Every pod serves HTTP on 8080 and 9090 and UDP on 5353, answering with its
+// name.
+func addPods(ctx context.Context) error {
+	for _, name := range []string{"a1", "a2", "a3", "b1", "b2"} {
+		p, err := theLab.AddPod(ctx, name, []int{8080, 9090}, []int{5353})
+		if err != nil {
+			return err
+		}
+		pods[name] = p
+	}
+	return nil
+}
+
+// addForeignRules puts rules that are not ours in the host namespace, in the
+// tables and built-in chains kube-outpost uses, so the tests can check that
+// nothing of them is touched.
+func addForeignRules(ctx context.Context) error {
+	script := `*nat
+:FOREIGN-NAT - [0:0]
+-A FOREIGN-NAT -d 192.0.2.10/32 -p tcp -m tcp --dport 1 -j DNAT --to-destination 192.0.2.11:1
+-A OUTPUT -d 192.0.2.10/32 -m comment --comment "foreign rule" -j FOREIGN-NAT
+-A POSTROUTING -s 192.0.2.12/32 -j RETURN
+COMMIT
+*filter
+:FOREIGN-FILTER - [0:0]
+-A FOREIGN-FILTER -d 192.0.2.13/32 -j DROP
+-A OUTPUT -j FOREIGN-FILTER
+-A FORWARD -d 192.0.2.14/32 -j DROP
+COMMIT
+`
+	cmd := theLab.HostCommand(ctx, "iptables-restore", "--noflush")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	var err error
+	baseline, err = saveRules(ctx)
+	return err
+}

@@ -1,0 +1,464 @@
+//go:build linux
+
+// Package lab builds a throw-away network of Linux network namespaces with real
+// kube-apiservers, so that kube-outpost can be tested against real clusters and
+// real packets without touching the machine it runs on.
+//
+// Topology (all inside namespaces named "<ID>-..."; none has a default route or
+// any link to the machine's own namespace):
+//
+//	<ID>-router   bridges infra 10.250.0.1/24 and pods 10.244.0.1/16, ip_forward=1
+//	<ID>-host     10.250.0.2/24, the "outside host" where kube-outpost runs;
+//	              routes 10.244.0.0/16 and every ServiceCIDR via 10.250.0.1
+//	<ID>-api-<c>  10.250.0.(10+i)/24: etcd on 127.0.0.1 and kube-apiserver :6443
+//	<ID>-pod-<p>  10.244.1.N/16, route to 10.250.0.0/24 via 10.244.0.1;
+//	              HTTP and UDP responders served by the test process itself
+//
+// The machine needs root, iproute2, and the binaries test/lab/build-k8s.sh builds.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Fixed lab addressing. Cluster service ranges come from Options.
+var (
+	infraNet    = netip.MustParsePrefix("10.250.0.0/24")
+	podNet      = netip.MustParsePrefix("10.244.0.0/16")
+	routerInfra = netip.MustParseAddr("10.250.0.1")
+	routerPods  = netip.MustParseAddr("10.244.0.1")
+	hostIP      = netip.MustParseAddr("10.250.0.2")
+)
+
+type ClusterOptions struct {
+	Name        string       // e.g. "alpha"; [a-z0-9-], used in namespace and kubeconfig names
+	ServiceCIDR netip.Prefix // --service-cluster-ip-range, e.g. 10.96.0.0/16
+}
+
+type Options struct {
+	Clusters []ClusterOptions
+	// Log receives short progress lines; process output goes to files in Dir.
+	// nil discards.
+	Log io.Writer
+}
+
+type Lab struct {
+	ID       string // prefix of every namespace name: "ko<pid>", "ko<pid>x<n>" for further labs of a process
+	Dir      string // certificates, kubeconfigs, logs; kept after Close if KO_LAB_KEEP=1
+	HostNS   string // namespace of the outside host, where kube-outpost runs
+	HostIP   netip.Addr
+	Clusters []*Cluster
+
+	log      io.Writer
+	logMu    sync.Mutex
+	binDir   string
+	routerNS string
+
+	mu      sync.Mutex // guards the fields below
+	closed  bool
+	pods    map[string]*podState
+	podSeq  int                   // pod addresses are never reused, so stale conntrack entries cannot hit a new pod
+	clients map[net.Conn]struct{} // connections of the lab's Kubernetes clients, closed by Close
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var labSeq atomic.Int32
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$`)
+
+// Start builds the lab: namespaces and links, then for every cluster (in
+// parallel) etcd, kube-apiserver, the RBAC of packaging/rbac.yaml and a
+// kube-outpost kubeconfig. If anything fails, everything created so far is
+// removed again.
+func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
+	if err := validate(opts); err != nil {
+		return nil, err
+	}
+	id := fmt.Sprintf("ko%d", os.Getpid())
+	if n := labSeq.Add(1); n > 1 {
+		id += fmt.Sprintf("x%d", n)
+	}
+	l := &Lab{
+		ID:       id,
+		HostNS:   id + "-host",
+		HostIP:   hostIP,
+		log:      opts.Log,
+		routerNS: id + "-router",
+		pods:     map[string]*podState{},
+		clients:  map[net.Conn]struct{}{},
+	}
+	begin := time.Now()
+	cleanupStaleLabs(l.logf)
+
+	if l.binDir, err = findBinaries(ctx, l.log); err != nil {
+		return nil, err
+	}
+	if l.Dir, err = os.MkdirTemp("", id+"-"); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if cerr := l.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("teardown: %w", cerr))
+			}
+		}
+	}()
+
+	for i, co := range opts.Clusters {
+		l.Clusters = append(l.Clusters, &Cluster{
+			Name:            co.Name,
+			ServiceCIDR:     co.ServiceCIDR,
+			APIServerIP:     netip.AddrFrom4([4]byte{10, 250, 0, byte(10 + i)}),
+			Kubeconfig:      filepath.Join(l.Dir, co.Name, "kubeconfig"),
+			AdminKubeconfig: filepath.Join(l.Dir, co.Name, "admin.kubeconfig"),
+			CAFile:          filepath.Join(l.Dir, co.Name, "ca.crt"),
+			lab:             l,
+			ns:              id + "-api-" + co.Name,
+			dir:             filepath.Join(l.Dir, co.Name),
+		})
+	}
+	l.logf("creating namespaces (dir %s)", l.Dir)
+	if err := l.setupNetwork(); err != nil {
+		return nil, fmt.Errorf("lab network: %w", err)
+	}
+
+	// The apiservers start in parallel: each spends 10-20 s mostly waiting.
+	// The first failure cancels the others.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(l.Clusters))
+	var wg sync.WaitGroup
+	for i, c := range l.Clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.setup(sctx); err != nil {
+				errs[i] = fmt.Errorf("cluster %s: %w", c.Name, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	l.logf("ready in %s", time.Since(begin).Round(100*time.Millisecond))
+	return l, nil
+}
+
+func validate(opts Options) error {
+	seen := map[string]bool{}
+	if len(opts.Clusters) > 200 {
+		return errors.New("lab: at most 200 clusters")
+	}
+	for _, c := range opts.Clusters {
+		if !nameRE.MatchString(c.Name) {
+			return fmt.Errorf("lab: cluster name %q: want [a-z0-9-], at most 40 characters", c.Name)
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("lab: duplicate cluster name %q", c.Name)
+		}
+		seen[c.Name] = true
+		p := c.ServiceCIDR
+		if !p.IsValid() || !p.Addr().Is4() || p.Bits() > 30 {
+			return fmt.Errorf("lab: cluster %s: ServiceCIDR %v must be an IPv4 prefix of at most /30", c.Name, p)
+		}
+		if p.Overlaps(infraNet) || p.Overlaps(podNet) {
+			return fmt.Errorf("lab: cluster %s: ServiceCIDR %v overlaps the lab networks %v and %v", c.Name, p, infraNet, podNet)
+		}
+	}
+	return nil
+}
+
+// setupNetwork creates the router, host and apiserver namespaces and links.
+func (l *Lab) setupNetwork() error {
+	r := l.routerNS
+	steps := [][]string{
+		{"netns", r},
+		{"-n", r, "link", "add", "infra", "type", "bridge"},
+		{"-n", r, "addr", "add", routerInfra.String() + "/24", "dev", "infra"},
+		{"-n", r, "link", "set", "infra", "up"},
+		{"-n", r, "link", "add", "pods", "type", "bridge"},
+		{"-n", r, "addr", "add", routerPods.String() + "/16", "dev", "pods"},
+		{"-n", r, "link", "set", "pods", "up"},
+		{"sysctl", r, "net/ipv4/ip_forward", "1"},
+
+		{"netns", l.HostNS},
+		{"veth", r, "infra", "vhost", l.HostNS},
+		{"-n", l.HostNS, "addr", "add", l.HostIP.String() + "/24", "dev", "eth0"},
+		{"-n", l.HostNS, "route", "add", podNet.String(), "via", routerInfra.String()},
+	}
+	// Without a route to the ClusterIP the host's connect() fails with
+	// ENETUNREACH before the OUTPUT chain (where kube-outpost DNATs) is reached.
+	// replace, not add: two clusters may share a range.
+	for _, c := range l.Clusters {
+		steps = append(steps, []string{"-n", l.HostNS, "route", "replace", c.ServiceCIDR.Masked().String(), "via", routerInfra.String()})
+	}
+	for i, c := range l.Clusters {
+		steps = append(steps,
+			[]string{"netns", c.ns},
+			[]string{"veth", r, "infra", fmt.Sprintf("vapi%d", i), c.ns},
+			[]string{"-n", c.ns, "addr", "add", c.APIServerIP.String() + "/24", "dev", "eth0"},
+			[]string{"-n", c.ns, "route", "add", podNet.String(), "via", routerInfra.String()},
+		)
+	}
+	for _, s := range steps {
+		var err error
+		switch s[0] {
+		case "netns":
+			err = addNetns(s[1])
+		case "veth":
+			err = vethInto(s[1], s[2], s[3], s[4])
+		case "sysctl":
+			err = writeSysctlIn(s[1], s[2], s[3])
+		default:
+			err = ipCmd(s...)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Cluster returns the cluster with the given name, or nil.
+func (l *Lab) Cluster(name string) *Cluster {
+	for _, c := range l.Clusters {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Close stops the pods' servers and all processes, deletes every namespace of
+// the lab (killing whatever still runs in them, e.g. a kube-outpost a test
+// started with HostCommand) and removes Dir unless KO_LAB_KEEP=1. It is
+// idempotent and safe after a failed Start.
+func (l *Lab) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.close() })
+	return l.closeErr
+}
+
+func (l *Lab) close() error {
+	l.mu.Lock()
+	l.closed = true
+	pods := l.pods
+	l.pods = nil
+	clients := l.clients
+	l.clients = nil
+	l.mu.Unlock()
+
+	for _, p := range pods {
+		if p != nil { // nil: AddPod still running; it notices closed and cleans up
+			p.stop()
+		}
+	}
+	for c := range clients {
+		c.Close()
+	}
+	for _, c := range l.Clusters {
+		c.kill()
+	}
+	var errs []error
+	// Sweep by prefix rather than by a list of what was created, so that a
+	// namespace whose setup failed half-way is removed too.
+	names, err := listNetns()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range names {
+		if strings.HasPrefix(ns, l.ID+"-") {
+			if err := deleteNetns(ns); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if l.Dir != "" {
+		if os.Getenv("KO_LAB_KEEP") == "1" {
+			l.logf("KO_LAB_KEEP=1: keeping %s", l.Dir)
+		} else if err := os.RemoveAll(l.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (l *Lab) logf(format string, args ...any) {
+	if l.log == nil {
+		return
+	}
+	l.logMu.Lock()
+	defer l.logMu.Unlock()
+	fmt.Fprintf(l.log, "lab %s: %s\n", l.ID, fmt.Sprintf(format, args...))
+}
+
+// HostCommand returns `ip netns exec <HostNS> name args...`. The process is
+// killed if the test process dies (Pdeathsig), and by Close at the latest.
+func (l *Lab) HostCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.HostNS, name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// HostRun runs a command in HostNS and returns its combined output.
+func (l *Lab) HostRun(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := l.HostCommand(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s (in %s): %w\n%s", name, strings.Join(args, " "), l.HostNS, err, out)
+	}
+	return string(out), nil
+}
+
+// DialHost dials from HostNS, so the packets traverse the host's OUTPUT chain
+// and routes exactly like those of a process running there.
+func (l *Lab) DialHost(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dialIn(ctx, l.HostNS, network, addr)
+}
+
+// dialClient is DialHost for the lab's Kubernetes clients; Close closes these
+// connections, so no socket keeps a deleted namespace alive.
+func (l *Lab) dialClient(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := l.DialHost(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return nil, errors.New("lab is closed")
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.clients[tc] = struct{}{}
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *Lab
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.clients, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// HTTPGet fetches url from HostNS over a new connection (no keep-alive, so
+// every call is a new conntrack entry and goes through load balancing again).
+// It returns the body without surrounding whitespace; a non-2xx status is an
+// error that carries the body.
+func (l *Lab) HTTPGet(ctx context.Context, url string) (string, error) {
+	tr := &http.Transport{DialContext: l.DialHost, DisableKeepAlives: true, Proxy: nil}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	body := strings.TrimSpace(string(b))
+	if err != nil {
+		return body, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return body, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return body, nil
+}
+
+// UDPRequest sends one datagram from HostNS and returns the first answer,
+// trimmed. It waits 2 s for the answer, less if ctx ends sooner.
+func (l *Lab) UDPRequest(ctx context.Context, addr string, payload string) (string, error) {
+	c, err := l.DialHost(ctx, "udp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	c.SetDeadline(deadline)
+	// Unblock the read when ctx is cancelled (not only at its deadline).
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := c.Write([]byte(payload)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 64*1024)
+	n, err := c.Read(buf)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("udp %s: %w (%v)", addr, ctx.Err(), err)
+		}
+		return "", fmt.Errorf("udp %s: %w", addr, err)
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+// findBinaries returns the directory holding kube-apiserver and etcd:
+// $KO_LAB_BIN if set, otherwise what test/lab/build-k8s.sh prints (it builds
+// once, then answers from its cache). A file lock serialises the script across
+// test processes, so two packages' labs do not both run the first build.
+func findBinaries(ctx context.Context, log io.Writer) (string, error) {
+	if dir := os.Getenv("KO_LAB_BIN"); dir != "" {
+		return dir, nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "kube-outpost-lab-build.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "test", "lab", "build-k8s.sh"))
+	cmd.Dir = root
+	if log != nil {
+		cmd.Stderr = log
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("test/lab/build-k8s.sh: %w", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return "", fmt.Errorf("build-k8s.sh printed %q: %w", dir, err)
+		}
+	}
+	return dir, nil
+}

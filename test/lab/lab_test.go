@@ -1,0 +1,312 @@
+//go:build e2e && linux
+
+package lab_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kube-outpost/kube-outpost/test/lab"
+)
+
+// testLog sends the lab's progress lines to the test log.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestLab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root (network namespaces)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	begin := time.Now()
+	l, err := lab.Start(ctx, lab.Options{
+		Clusters: []lab.ClusterOptions{
+			{Name: "alpha", ServiceCIDR: mustPrefix("10.96.0.0/16")},
+			{Name: "beta", ServiceCIDR: mustPrefix("10.97.0.0/16")},
+		},
+		Log: testLog{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	t.Logf("Start took %s", time.Since(begin).Round(100*time.Millisecond))
+
+	alpha, beta := l.Cluster("alpha"), l.Cluster("beta")
+	if alpha == nil || beta == nil || l.Cluster("gamma") != nil {
+		t.Fatalf("Cluster lookup: alpha=%v beta=%v", alpha, beta)
+	}
+
+	t.Run("topology", func(t *testing.T) {
+		nss := labNetns(t, l.ID)
+		for _, want := range []string{l.ID + "-router", l.HostNS, l.ID + "-api-alpha", l.ID + "-api-beta"} {
+			if !slices.Contains(nss, want) {
+				t.Errorf("netns %s missing; have %v", want, nss)
+			}
+		}
+		for _, ns := range nss {
+			out, err := exec.Command("ip", "-n", ns, "route", "show", "default").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "" {
+				t.Errorf("netns %s: default route %q (err %v); the lab must have none", ns, out, err)
+			}
+		}
+		routes, err := l.HostRun(ctx, "ip", "route")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"10.96.0.0/16 via 10.250.0.1", "10.97.0.0/16 via 10.250.0.1", "10.244.0.0/16 via 10.250.0.1"} {
+			if !strings.Contains(routes, want) {
+				t.Errorf("host routes lack %q:\n%s", want, routes)
+			}
+		}
+	})
+
+	pods := map[string]*lab.Pod{}
+	for _, name := range []string{"web-1", "web-2"} {
+		p, err := l.AddPod(ctx, name, []int{8080}, []int{5353})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods[name] = p
+	}
+	if _, err := l.AddPod(ctx, "web-1", nil, nil); err == nil {
+		t.Error("AddPod with an existing name succeeded")
+	}
+
+	t.Run("pods", func(t *testing.T) {
+		for name, p := range pods {
+			if !p.IP.IsValid() || !strings.HasPrefix(p.IP.String(), "10.244.1.") {
+				t.Errorf("pod %s: address %v", name, p.IP)
+			}
+			url := "http://" + p.IP.String() + ":8080/anything"
+			if body, err := l.HTTPGet(ctx, url); err != nil || body != name {
+				t.Errorf("HTTPGet %s = %q, %v; want %q", url, body, err, name)
+			}
+			if got, err := l.UDPRequest(ctx, p.IP.String()+":5353", "ping"); err != nil || got != name {
+				t.Errorf("UDPRequest %s = %q, %v; want %q", p.IP, got, err, name)
+			}
+			// A real process in the host namespace sees the same, and the pod
+			// sees the host's own address as the source (plain routing, no NAT).
+			out, err := l.HostRun(ctx, "curl", "-sS", "-D", "-", "--max-time", "10", url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, "X-Pod: "+name) || !strings.Contains(out, "X-Remote-Addr: "+l.HostIP.String()+":") {
+				t.Errorf("curl from host:\n%s", out)
+			}
+		}
+	})
+
+	t.Run("kubeconfig", func(t *testing.T) {
+		for _, c := range l.Clusters {
+			checkKubeconfig(ctx, t, l, c)
+		}
+	})
+
+	t.Run("tls-verified", func(t *testing.T) {
+		// alpha's kubeconfig pointed at beta's apiserver must fail: each cluster
+		// has its own CA and the client really verifies the chain.
+		cfg, err := clientcmd.LoadFromFile(alpha.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Clusters["alpha"].Server = "https://" + beta.APIServerIP.String() + ":6443"
+		path := filepath.Join(t.TempDir(), "crossed")
+		if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+			t.Fatal(err)
+		}
+		cs, err := l.ClientFromKubeconfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("alpha's CA against beta's apiserver: err = %v, want a certificate error", err)
+		}
+	})
+
+	t.Run("apiserver-restart", func(t *testing.T) {
+		svc, err := alpha.Admin.CoreV1().Services("default").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "survivor"},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ip := mustAddr(t, svc.Spec.ClusterIP); !alpha.ServiceCIDR.Contains(ip) {
+			t.Errorf("ClusterIP %v outside %v", ip, alpha.ServiceCIDR)
+		}
+		if err := alpha.StopAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = alpha.Admin.CoreV1().Services("default").Get(sctx, "survivor", metav1.GetOptions{})
+		scancel()
+		if err == nil {
+			t.Error("alpha answered while stopped")
+		}
+		if _, err := beta.Admin.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err != nil {
+			t.Errorf("beta while alpha is stopped: %v", err)
+		}
+		if err := alpha.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := alpha.Admin.CoreV1().Services("default").Get(ctx, "survivor", metav1.GetOptions{})
+		if err != nil || got.Spec.ClusterIP != svc.Spec.ClusterIP {
+			t.Errorf("after restart: %v, %v (etcd should have kept the service)", got, err)
+		}
+		// The ServiceAccount token stays valid across the restart.
+		cs, err := l.ClientFromKubeconfig(alpha.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err != nil {
+			t.Errorf("kube-outpost token after restart: %v", err)
+		}
+	})
+
+	t.Run("remove-pod", func(t *testing.T) {
+		if err := l.RemovePod("web-2"); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(labNetns(t, l.ID), l.ID+"-pod-web-2") {
+			t.Error("netns of web-2 still there")
+		}
+		gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer gcancel()
+		if body, err := l.HTTPGet(gctx, "http://"+pods["web-2"].IP.String()+":8080/"); err == nil {
+			t.Errorf("removed pod answered %q", body)
+		} else {
+			t.Logf("removed pod: %v", err)
+		}
+		if body, err := l.HTTPGet(ctx, "http://"+pods["web-1"].IP.String()+":8080/"); err != nil || body != "web-1" {
+			t.Errorf("web-1 after removing web-2: %q, %v", body, err)
+		}
+		if err := l.RemovePod("web-2"); err == nil {
+			t.Error("second RemovePod succeeded")
+		}
+	})
+
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if left := labNetns(t, l.ID); len(left) > 0 {
+		t.Errorf("netns left after Close: %v", left)
+	}
+	if os.Getenv("KO_LAB_KEEP") != "1" {
+		if _, err := os.Stat(l.Dir); !os.IsNotExist(err) {
+			t.Errorf("%s still exists after Close (err %v)", l.Dir, err)
+		}
+	}
+	if pids := processesMentioning(l.Dir); len(pids) > 0 {
+		t.Errorf("processes of the lab still running after Close: %v", pids)
+	}
+}
+
+// checkKubeconfig verifies that the kube-outpost kubeconfig has exactly the
+// rights of packaging/rbac.yaml, over a verified TLS connection.
+func checkKubeconfig(ctx context.Context, t *testing.T, l *lab.Lab, c *lab.Cluster) {
+	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := cfg.Clusters[c.Name]
+	if cfg.CurrentContext != c.Name || cl == nil {
+		t.Fatalf("%s: current context %q, clusters %v", c.Kubeconfig, cfg.CurrentContext, cfg.Clusters)
+	}
+	if want := "https://" + c.APIServerIP.String() + ":6443"; cl.Server != want || cl.InsecureSkipTLSVerify || len(cl.CertificateAuthorityData) == 0 {
+		t.Errorf("%s: server %q (want %q), insecure %v, CA %d bytes", c.Name, cl.Server, want, cl.InsecureSkipTLSVerify, len(cl.CertificateAuthorityData))
+	}
+
+	var cs kubernetes.Interface
+	if cs, err = l.ClientFromKubeconfig(c.Kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("%s: list services: %v", c.Name, err)
+	} else if len(svcs.Items) == 0 {
+		t.Errorf("%s: no services (want at least default/kubernetes)", c.Name)
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("%s: list endpointslices: %v", c.Name, err)
+	}
+	w, err := cs.DiscoveryV1().EndpointSlices("").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Errorf("%s: watch endpointslices: %v", c.Name, err)
+	} else {
+		w.Stop()
+	}
+	_, err = cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "forbidden"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("%s: create service: err = %v, want Forbidden", c.Name, err)
+	}
+	if _, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("%s: list pods: err = %v, want Forbidden", c.Name, err)
+	}
+}
+
+func labNetns(t *testing.T, id string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip netns list: %v: %s", err, out)
+	}
+	var names []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], id+"-") {
+			names = append(names, f[0])
+		}
+	}
+	return names
+}
+
+// processesMentioning lists pids whose command line contains s (the lab's
+// processes all carry paths under Dir in their arguments).
+func processesMentioning(s string) []string {
+	var pids []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), s) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func mustAddr(t *testing.T, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

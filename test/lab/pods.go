@@ -1,0 +1,193 @@
+//go:build linux
+
+package lab
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Pod is a backend: a namespace on the pods bridge whose servers run as
+// goroutines of the test process.
+type Pod struct {
+	Name string
+	IP   netip.Addr
+}
+
+type podState struct {
+	pod     *Pod
+	ns      string
+	veth    string // router-side end, in the pods bridge
+	closers []io.Closer
+	wg      sync.WaitGroup
+}
+
+// stop closes the servers and waits for their goroutines.
+func (p *podState) stop() {
+	for _, c := range p.closers {
+		c.Close()
+	}
+	p.wg.Wait()
+}
+
+// podAddr returns the k-th pod address (k >= 1): 10.244.1.1, ... upwards through
+// the /16, leaving 10.244.0.0/24 to the router.
+func podAddr(k int) (netip.Addr, error) {
+	base := podNet.Addr().As4()
+	n := binary.BigEndian.Uint32(base[:]) + 256 + uint32(k)
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], n)
+	a := netip.AddrFrom4(b)
+	if !podNet.Contains(a) || a == netip.MustParseAddr("10.244.255.255") {
+		return netip.Addr{}, errors.New("lab: pod addresses exhausted")
+	}
+	return a, nil
+}
+
+// AddPod creates namespace <ID>-pod-<name> with the next pod address and serves,
+// on every tcpPort, HTTP answering any request with "<name>\n" (headers X-Pod:
+// <name> and X-Remote-Addr: the client address as the pod sees it), and on every
+// udpPort a responder answering each datagram with "<name>\n".
+func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int) (_ *Pod, err error) {
+	if !nameRE.MatchString(name) {
+		return nil, fmt.Errorf("lab: pod name %q: want [a-z0-9-], at most 40 characters", name)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, errors.New("lab is closed")
+	}
+	if _, ok := l.pods[name]; ok {
+		l.mu.Unlock()
+		return nil, fmt.Errorf("lab: pod %s exists", name)
+	}
+	l.podSeq++
+	k := l.podSeq
+	ip, err := podAddr(k)
+	if err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
+	p := &podState{pod: &Pod{Name: name, IP: ip}, ns: l.ID + "-pod-" + name, veth: fmt.Sprintf("vp%d", k)}
+	// A nil entry reserves the name while the namespace is set up; the pod is
+	// published (and visible to RemovePod and Close) only once complete.
+	l.pods[name] = nil
+	l.mu.Unlock()
+
+	defer func() {
+		if err != nil {
+			p.stop()
+			_ = deleteNetns(p.ns)
+			l.mu.Lock()
+			if l.pods != nil {
+				delete(l.pods, name)
+			}
+			l.mu.Unlock()
+		}
+	}()
+
+	if err := addNetns(p.ns); err != nil {
+		return nil, err
+	}
+	if err := vethInto(l.routerNS, "pods", p.veth, p.ns); err != nil {
+		return nil, err
+	}
+	if err := ipIn(p.ns, "addr", "add", ip.String()+"/16", "dev", "eth0"); err != nil {
+		return nil, err
+	}
+	// A route back to the infra network, deliberately not a default route: no
+	// lab namespace may have one.
+	if err := ipIn(p.ns, "route", "add", infraNet.String(), "via", routerPods.String()); err != nil {
+		return nil, err
+	}
+
+	for _, port := range tcpPorts {
+		ln, err := listenIn(p.ns, "tcp4", fmt.Sprintf(":%d", port))
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: listen tcp %d: %w", name, port, err)
+		}
+		srv := &http.Server{Handler: podHandler(name), ReadHeaderTimeout: 10 * time.Second}
+		p.closers = append(p.closers, srv, ln)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			_ = srv.Serve(ln) // returns when Close closes the listener
+		}()
+	}
+	for _, port := range udpPorts {
+		pc, err := listenPacketIn(p.ns, "udp4", fmt.Sprintf(":%d", port))
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: listen udp %d: %w", name, port, err)
+		}
+		p.closers = append(p.closers, pc)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			serveUDP(pc, []byte(name+"\n"))
+		}()
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errors.New("lab is closed")
+	}
+	l.pods[name] = p
+	l.logf("pod %s at %s (tcp %v, udp %v)", name, ip, tcpPorts, udpPorts)
+	return p.pod, nil
+}
+
+func podHandler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Pod", name)
+		w.Header().Set("X-Remote-Addr", r.RemoteAddr)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "%s\n", name)
+	})
+}
+
+func serveUDP(pc net.PacketConn, answer []byte) {
+	buf := make([]byte, 64*1024)
+	for {
+		_, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // e.g. ICMP-induced errors; keep serving
+		}
+		_, _ = pc.WriteTo(answer, addr)
+	}
+}
+
+// RemovePod stops the pod's servers and deletes its namespace (and with it the
+// veth into the pods bridge).
+func (l *Lab) RemovePod(name string) error {
+	l.mu.Lock()
+	p := l.pods[name]
+	if p != nil {
+		delete(l.pods, name)
+	}
+	l.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("lab: no pod %s", name)
+	}
+	p.stop()
+	// The kernel dismantles a deleted namespace asynchronously; until then its
+	// interfaces still answer (a SYN would get a RST from the old pod). Deleting
+	// the veth first makes the pod vanish from the network right now, like a
+	// real pod whose sandbox is gone.
+	err := ipIn(l.routerNS, "link", "del", p.veth)
+	return errors.Join(err, deleteNetns(p.ns))
+}
