@@ -126,6 +126,19 @@ type candidate struct {
 	ready, serving, terminating bool
 }
 
+// rank orders candidates: 2 usable as ready, 1 usable only as the
+// terminating fallback, 0 unusable. Like kube-proxy, a ready endpoint counts
+// as ready even when terminating (publishNotReadyAddresses sets both).
+func (c candidate) rank() int {
+	switch {
+	case c.ready:
+		return 2
+	case c.serving && c.terminating:
+		return 1
+	}
+	return 0
+}
+
 // selectEndpoints picks the usable endpoints of one service port, following
 // kube-proxy: ready endpoints; when none is ready, those that are terminating
 // but still serving. Unsafe addresses are dropped and reported.
@@ -159,31 +172,34 @@ func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discove
 			if ip.Is6() != v6 {
 				continue
 			}
+			if ip.Zone() != "" {
+				problems = append(problems, fmt.Sprintf("EndpointSlice %s: endpoint %s has an IPv6 zone: dropped", es.Name, ip))
+				continue
+			}
 			if why := unsafeEndpoint(ip); why != "" {
 				problems = append(problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
 				continue
 			}
 			c := candidate{
 				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
 				terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
 			}
-			c.serving = c.ready
-			if ep.Conditions.Serving != nil {
-				c.serving = *ep.Conditions.Serving
-			}
 			ap := netip.AddrPortFrom(ip, port)
-			// The same endpoint in two slices (during a slice split) counts
-			// once, with its best condition.
-			old := cands[ap]
-			cands[ap] = candidate{ready: old.ready || c.ready, serving: old.serving || c.serving, terminating: old.terminating || c.terminating}
+			// The same endpoint in two slices (during a slice split), or an
+			// IP reused by a new pod while the old one terminates: keep the
+			// best condition, as kube-proxy does.
+			if old, ok := cands[ap]; !ok || c.rank() > old.rank() {
+				cands[ap] = c
+			}
 		}
 	}
 	var ready, fallback []Endpoint
 	for ap, c := range cands {
-		switch {
-		case c.ready && !c.terminating:
+		switch c.rank() {
+		case 2:
 			ready = append(ready, Endpoint{Addr: ap})
-		case c.serving && c.terminating:
+		case 1:
 			fallback = append(fallback, Endpoint{Addr: ap, Terminating: true})
 		}
 	}

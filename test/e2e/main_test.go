@@ -29,16 +29,16 @@ var (
 	pods   = map[string]*lab.Pod{}
 	// baseline is the host's ruleset before kube-outpost ever ran there.
 	baseline string
-	binary string // the kube-outpost binary under test
+	binary   string // the kube-outpost binary under test
 )
 
-// The clusters' apiservers allocate from these ranges. kube-outpost is told
-// alpha's range is only the lower half, so the upper half tests the refusal
-// of ClusterIPs outside service_cidrs.
+// The clusters' apiservers allocate from these ranges, and kube-outpost is
+// told the same. A test adds a ServiceCIDR to alpha that kube-outpost is not
+// told about, to check that ClusterIPs outside service_cidrs are refused.
 var (
 	alphaRange = netip.MustParsePrefix("10.96.0.0/16")
 	betaRange  = netip.MustParsePrefix("10.97.0.0/16")
-	alphaCIDR  = netip.MustParsePrefix("10.96.0.0/17")
+	extraRange = netip.MustParsePrefix("10.98.0.0/24")
 )
 
 func TestMain(m *testing.M) {
@@ -122,11 +122,7 @@ func writeConfig(t *testing.T, clusters ...string) string {
 	b.WriteString("mode = \"iptables\"\nmin_sync_period = \"200ms\"\n")
 	for _, name := range clusters {
 		c := theLab.Cluster(name)
-		cidr := c.ServiceCIDR
-		if name == "alpha" {
-			cidr = alphaCIDR
-		}
-		fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", name, c.Kubeconfig, cidr.String())
+		fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", name, c.Kubeconfig, c.ServiceCIDR.String())
 	}
 	path := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {

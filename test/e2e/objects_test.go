@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -69,7 +70,8 @@ func service(t *testing.T, c kubernetes.Interface, ns, name string, ports []port
 	if err != nil {
 		t.Fatalf("creating service %s/%s: %v", ns, name, err)
 	}
-	return netip.MustParseAddr(got.Spec.ClusterIP)
+	vip, _ := netip.ParseAddr(got.Spec.ClusterIP) // "None" for headless
+	return vip
 }
 
 // slice creates or replaces the EndpointSlice <svc>-<suffix> of a service;
@@ -179,4 +181,20 @@ func answeredBy(t *testing.T, url string, n int, pods ...string) {
 	})
 }
 
-func url(ip netip.Addr, port int) string { return fmt.Sprintf("http://%s/", netip.AddrPortFrom(ip, uint16(port))) }
+// serviceCIDR adds a service range to a cluster (the ServiceCIDR API). The
+// apiserver allocates from it at once; without a controller-manager it is
+// never marked Ready, and never goes away, so tests that use it run last.
+func serviceCIDR(t *testing.T, c kubernetes.Interface, name string, cidr netip.Prefix) {
+	t.Helper()
+	_, err := c.NetworkingV1().ServiceCIDRs().Create(context.Background(), &networkingv1.ServiceCIDR{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       networkingv1.ServiceCIDRSpec{CIDRs: []string{cidr.String()}},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+func url(ip netip.Addr, port int) string {
+	return fmt.Sprintf("http://%s/", netip.AddrPortFrom(ip, uint16(port)))
+}

@@ -245,7 +245,7 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 	return nil
 }
 
-// StopAPIServer sends SIGTERM to kube-apiserver and waits for it to exit; etcd
+// StopAPIServer kills kube-apiserver and waits for it to exit; etcd
 // keeps running so that StartAPIServer brings back the same state.
 func (c *Cluster) StopAPIServer() error {
 	c.mu.Lock()
@@ -253,7 +253,9 @@ func (c *Cluster) StopAPIServer() error {
 	if c.apiserver == nil || c.apiserver.exited() {
 		return fmt.Errorf("apiserver of cluster %s is not running", c.Name)
 	}
-	return c.apiserver.stop(syscall.SIGTERM, 60*time.Second)
+	// SIGKILL: an outage is abrupt, and a graceful stop would wait for the
+	// watches of every client (kube-outpost's included) to end.
+	return c.apiserver.stop(syscall.SIGKILL, 10*time.Second)
 }
 
 // kill stops both processes; used by Lab.Close.

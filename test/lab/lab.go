@@ -45,11 +45,13 @@ var (
 	hostIP      = netip.MustParseAddr("10.250.0.2")
 )
 
+// ClusterOptions describes one cluster of the lab.
 type ClusterOptions struct {
 	Name        string       // e.g. "alpha"; [a-z0-9-], used in namespace and kubeconfig names
 	ServiceCIDR netip.Prefix // --service-cluster-ip-range, e.g. 10.96.0.0/16
 }
 
+// Options configures Start.
 type Options struct {
 	Clusters []ClusterOptions
 	// Log receives short progress lines; process output goes to files in Dir.
@@ -57,6 +59,7 @@ type Options struct {
 	Log io.Writer
 }
 
+// Lab is a running lab; Close it (also when the test fails).
 type Lab struct {
 	ID       string // prefix of every namespace name: "ko<pid>", "ko<pid>x<n>" for further labs of a process
 	Dir      string // certificates, kubeconfigs, logs; kept after Close if KO_LAB_KEEP=1
@@ -105,6 +108,14 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		clients:  map[net.Conn]struct{}{},
 	}
 	begin := time.Now()
+	// Close copes with a partly built lab, so it is the one error path.
+	defer func() {
+		if err != nil {
+			if cerr := l.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("teardown: %w", cerr))
+			}
+		}
+	}()
 	cleanupStaleLabs(l.logf)
 
 	if l.binDir, err = findBinaries(ctx, l.log); err != nil {
@@ -113,13 +124,11 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if l.Dir, err = os.MkdirTemp("", id+"-"); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			if cerr := l.Close(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("teardown: %w", cerr))
-			}
-		}
-	}()
+	// The marker lets a later Start recognise this directory as a lab's when
+	// this process dies without Close (see cleanupStaleLabs).
+	if err := os.WriteFile(filepath.Join(l.Dir, dirMarker), nil, 0o644); err != nil {
+		return nil, err
+	}
 
 	for i, co := range opts.Clusters {
 		l.Clusters = append(l.Clusters, &Cluster{
@@ -294,6 +303,7 @@ func (l *Lab) close() error {
 	if l.Dir != "" {
 		if os.Getenv("KO_LAB_KEEP") == "1" {
 			l.logf("KO_LAB_KEEP=1: keeping %s", l.Dir)
+			_ = os.WriteFile(filepath.Join(l.Dir, keptMarker), nil, 0o644)
 		} else if err := os.RemoveAll(l.Dir); err != nil {
 			errs = append(errs, err)
 		}
@@ -328,7 +338,8 @@ func (l *Lab) HostRun(ctx context.Context, name string, args ...string) (string,
 }
 
 // DialHost dials from HostNS, so the packets traverse the host's OUTPUT chain
-// and routes exactly like those of a process running there.
+// and routes exactly like those of a process running there. Use IP literals:
+// a name would be resolved by goroutines outside the namespace.
 func (l *Lab) DialHost(ctx context.Context, network, addr string) (net.Conn, error) {
 	return dialIn(ctx, l.HostNS, network, addr)
 }

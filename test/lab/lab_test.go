@@ -4,12 +4,15 @@ package lab_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -223,6 +226,89 @@ func TestLab(t *testing.T) {
 	if pids := processesMentioning(l.Dir); len(pids) > 0 {
 		t.Errorf("processes of the lab still running after Close: %v", pids)
 	}
+}
+
+// TestStartFailure checks that a failing Start removes what it created, and that
+// Start removes the leftovers of labs whose process died.
+func TestStartFailure(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root (network namespaces)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	dead := unusedPid(t)
+	staleNS := fmt.Sprintf("ko%d-host", dead)
+	if out, err := exec.Command("ip", "netns", "add", staleNS).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", staleNS).Run() })
+	staleDir := filepath.Join(os.TempDir(), fmt.Sprintf("ko%d-123", dead))
+	if err := os.MkdirAll(staleDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(staleDir) })
+	if err := os.WriteFile(filepath.Join(staleDir, ".kube-outpost-lab"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// Binaries that fail at once, so Start fails after the network is built.
+	bin := t.TempDir()
+	for _, name := range []string{"etcd", "kube-apiserver"} {
+		script := "#!/bin/sh\necho 'fake " + name + ": boom' >&2\nexit 3\n"
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("KO_LAB_BIN", bin)
+	before := time.Now()
+	l, err := lab.Start(ctx, lab.Options{
+		Clusters: []lab.ClusterOptions{{Name: "alpha", ServiceCIDR: mustPrefix("10.96.0.0/16")}},
+		Log:      testLog{t},
+	})
+	if err == nil {
+		l.Close()
+		t.Fatal("Start with a failing etcd succeeded")
+	}
+	if !strings.Contains(err.Error(), "fake etcd: boom") {
+		t.Errorf("error lacks the log tail of etcd: %v", err)
+	}
+	t.Logf("Start failed as expected after %s: %v", time.Since(before).Round(100*time.Millisecond), err)
+
+	ours := fmt.Sprintf("ko%d", os.Getpid())
+	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			if strings.HasPrefix(f[0], ours+"-") || strings.HasPrefix(f[0], ours+"x") || f[0] == staleNS {
+				t.Errorf("netns %s left behind", f[0])
+			}
+		}
+	}
+	if _, err := os.Stat(staleDir); !os.IsNotExist(err) {
+		t.Errorf("stale lab dir %s not removed (err %v)", staleDir, err)
+	}
+	if os.Getenv("KO_LAB_KEEP") != "1" {
+		dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), ours+"*"))
+		for _, d := range dirs {
+			if st, err := os.Stat(d); err == nil && st.ModTime().After(before) {
+				t.Errorf("dir %s of the failed lab left behind", d)
+			}
+		}
+	}
+}
+
+// unusedPid returns a pid no process has.
+func unusedPid(t *testing.T) int {
+	for pid := 4000000; pid > 1000; pid-- {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return pid
+		}
+	}
+	t.Fatal("no unused pid")
+	return 0
 }
 
 // checkKubeconfig verifies that the kube-outpost kubeconfig has exactly the

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -191,32 +192,60 @@ func deleteNetns(ns string) error {
 	return err
 }
 
-// labNetnsRE matches the namespaces of any lab: "ko<pid>[x<n>]-<role>".
-var labNetnsRE = regexp.MustCompile(`^ko([0-9]+)(x[0-9]+)?-`)
+// labNameRE matches the namespaces and directories of any lab:
+// "ko<pid>[x<n>]-<rest>".
+var labNameRE = regexp.MustCompile(`^ko([0-9]+)(x[0-9]+)?-`)
 
-// cleanupStaleLabs deletes namespaces (and the processes in them) left behind by
-// labs whose test process died without running Close, e.g. after a go test
-// timeout. The pid in the name tells whether the owner still runs.
+const (
+	dirMarker  = ".kube-outpost-lab" // in every lab Dir
+	keptMarker = ".kept"             // in a Dir kept on purpose (KO_LAB_KEEP=1)
+)
+
+// deadOwner reports whether name belongs to a lab whose process is gone. The
+// pid in the name tells; a reused pid only delays the cleanup.
+func deadOwner(name string) (int, bool) {
+	m := labNameRE.FindStringSubmatch(name)
+	if m == nil {
+		return 0, false
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return pid, pid != os.Getpid() && !processAlive(pid)
+}
+
+// cleanupStaleLabs deletes what labs whose test process died without Close
+// (e.g. killed at a go test timeout) left behind: their namespaces, with any
+// process still inside, and their directories, unless kept with KO_LAB_KEEP=1.
+// Their own children are already gone thanks to Pdeathsig.
 func cleanupStaleLabs(logf func(string, ...any)) {
 	names, err := listNetns()
 	if err != nil {
 		logf("list netns: %v", err)
-		return
 	}
 	for _, name := range names {
-		m := labNetnsRE.FindStringSubmatch(name)
-		if m == nil {
+		if pid, dead := deadOwner(name); dead {
+			logf("removing netns %s of dead lab (pid %d)", name, pid)
+			if err := deleteNetns(name); err != nil {
+				logf("%v", err)
+			}
+		}
+	}
+	entries, _ := os.ReadDir(os.TempDir())
+	for _, e := range entries {
+		dir := filepath.Join(os.TempDir(), e.Name())
+		if _, dead := deadOwner(e.Name()); !dead || !e.IsDir() ||
+			!exists(filepath.Join(dir, dirMarker)) || exists(filepath.Join(dir, keptMarker)) {
 			continue
 		}
-		pid, _ := strconv.Atoi(m[1])
-		if pid == os.Getpid() || processAlive(pid) {
-			continue
-		}
-		logf("removing netns %s of dead lab (pid %d)", name, pid)
-		if err := deleteNetns(name); err != nil {
+		logf("removing %s of dead lab", dir)
+		if err := os.RemoveAll(dir); err != nil {
 			logf("%v", err)
 		}
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func processAlive(pid int) bool {
