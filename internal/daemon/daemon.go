@@ -88,6 +88,11 @@ func newBackends(cfg *config.Config, log *slog.Logger) ([]proxy.Backend, error) 
 	if cfg.Masquerade {
 		mark = cfg.MasqueradeMark
 	}
+	ct, err := iptables.NewConntrack()
+	if err != nil {
+		log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
+		ct = nil
+	}
 	var out []proxy.Backend
 	for _, v6 := range []bool{false, true} {
 		if !wantsFamily(cfg, v6) {
@@ -97,7 +102,7 @@ func newBackends(cfg *config.Config, log *slog.Logger) ([]proxy.Backend, error) 
 		if err != nil {
 			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
 		}
-		out = append(out, iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Log: log}))
+		out = append(out, iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct, Log: log}))
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -23,7 +24,9 @@ type Options struct {
 	// MasqueradeMark is the fwmark bit of connections to masquerade; 0
 	// turns masquerading off.
 	MasqueradeMark uint32
-	Log            *slog.Logger
+	// Conntrack, when set, forgets UDP flows to endpoints that left.
+	Conntrack Conntrack
+	Log       *slog.Logger
 }
 
 // Proxier is the iptables backend for one IP family.
@@ -39,6 +42,8 @@ type Proxier struct {
 	// Our chains as they stand in the kernel, per table.
 	chains   map[string]map[string]bool
 	needFull bool
+	// sctp is nil until probed: whether this kernel matches SCTP ports.
+	sctp *bool
 }
 
 // programmed is what was written for one service port.
@@ -143,6 +148,9 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			if !p.family(key.IPv6) {
 				continue
 			}
+			if key.Protocol == model.SCTP && !p.sctpSupported(ctx) {
+				continue
+			}
 			old := p.applied[key]
 			if !full && old != nil && old.port.Equal(port) {
 				next[key] = old
@@ -213,11 +221,60 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		}
 	}
 	tx.applyTo(p.chains)
+	p.clearStaleUDP(ctx, p.applied, next)
 	p.applied = next
 	p.clusters = synced
 	p.needFull = false
 	p.log.Debug("iptables sync", "ipv6", p.opt.IPv6, "full", full, "ports", len(next), "bytes", len(script))
 	return nil
+}
+
+// clearStaleUDP forgets the UDP flows to endpoints that are no longer used.
+// Failures are logged, not returned: the rules are right, and the flows
+// time out on their own.
+func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.PortKey]*programmed) {
+	if p.opt.Conntrack == nil {
+		return
+	}
+	for key, old := range before {
+		if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
+			continue
+		}
+		keep := map[netip.AddrPort]bool{}
+		if cur := after[key]; cur != nil && cur.port.ClusterIP == old.port.ClusterIP && cur.port.Port == old.port.Port {
+			if cur == old {
+				continue
+			}
+			for _, ep := range cur.port.Endpoints {
+				keep[ep.Addr] = true
+			}
+		}
+		vip := netip.AddrPortFrom(old.port.ClusterIP, old.port.Port)
+		for _, ep := range old.port.Endpoints {
+			if keep[ep.Addr] {
+				continue
+			}
+			if err := p.opt.Conntrack.ClearUDP(ctx, vip, ep.Addr); err != nil {
+				p.log.Warn("could not forget UDP flows to a removed endpoint", "service", key.String(), "err", err)
+			}
+		}
+	}
+}
+
+// sctpSupported probes once whether the kernel can match SCTP ports; without
+// it one SCTP service would make every restore fail.
+func (p *Proxier) sctpSupported(ctx context.Context) bool {
+	if p.sctp != nil {
+		return *p.sctp
+	}
+	const probe = chainPrefix + "PROBE-SCTP"
+	script := fmt.Sprintf("*nat\n:%s - [0:0]\n-A %s -p sctp -m sctp --dport 1 -j RETURN\n-F %s\n-X %s\nCOMMIT\n", probe, probe, probe, probe)
+	ok := p.opt.Runner.Restore(ctx, []byte(script)) == nil
+	if !ok {
+		p.log.Warn("this kernel cannot match SCTP ports; SCTP services are not programmed")
+	}
+	p.sctp = &ok
+	return ok
 }
 
 func (p *Proxier) diffRule(tx *transaction, table, chain, old, new string) {
