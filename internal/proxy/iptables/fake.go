@@ -31,11 +31,16 @@ type Fake struct {
 	// FailNext, when set, makes the next Restore return it without
 	// changing anything; it is cleared by that call.
 	FailNext error
+	// Unsupported names match extensions this kernel lacks: a rule with
+	// "-m NAME" fails to restore, as iptables-restore fails when it
+	// cannot load the extension.
+	Unsupported map[string]bool
 }
 
 var _ Runner = (*Fake)(nil)
 
 type fakeTable struct {
+	name   string
 	chains map[string]*fakeChain
 }
 
@@ -68,6 +73,12 @@ var fakeTargets = map[string]bool{
 	"MARK": true, "CONNMARK": true, "LOG": true, "NOTRACK": true, "CT": true,
 }
 
+// fakeTargetTables are the tables the kernel allows some targets in.
+var fakeTargetTables = map[string]string{
+	"REJECT": "filter", "DNAT": "nat", "SNAT": "nat", "MASQUERADE": "nat", "REDIRECT": "nat",
+	"NOTRACK": "raw", "CT": "raw",
+}
+
 // maxChainName is the longest chain name iptables accepts.
 const maxChainName = 28
 
@@ -79,7 +90,7 @@ var errFakeRestore = errors.New("fake iptables-restore failed")
 func NewFake() *Fake {
 	f := &Fake{tables: map[string]*fakeTable{}}
 	for _, name := range fakeTableNames {
-		t := &fakeTable{chains: map[string]*fakeChain{}}
+		t := &fakeTable{name: name, chains: map[string]*fakeChain{}}
 		for _, ch := range fakeBuiltins[name] {
 			t.chains[ch] = &fakeChain{builtin: true, policy: "ACCEPT"}
 		}
@@ -89,7 +100,7 @@ func NewFake() *Fake {
 }
 
 func (t *fakeTable) clone() *fakeTable {
-	c := &fakeTable{chains: make(map[string]*fakeChain, len(t.chains))}
+	c := &fakeTable{name: t.name, chains: make(map[string]*fakeChain, len(t.chains))}
 	for name, ch := range t.chains {
 		cc := *ch
 		cc.rules = slices.Clone(ch.rules)
@@ -114,7 +125,7 @@ func (f *Fake) Restore(_ context.Context, script []byte) error {
 	for name, t := range f.tables {
 		work[name] = t.clone()
 	}
-	if n, err := restoreInto(work, script); err != nil {
+	if n, err := restoreInto(work, script, f.Unsupported); err != nil {
 		return &RestoreError{Output: fmt.Sprintf("line %d: %v", n, err), Err: errFakeRestore, Script: bytes.Clone(script)}
 	}
 	f.tables = work
@@ -123,7 +134,7 @@ func (f *Fake) Restore(_ context.Context, script []byte) error {
 
 // restoreInto applies script to tables, and on error returns the number of
 // the line at fault.
-func restoreInto(tables map[string]*fakeTable, script []byte) (int, error) {
+func restoreInto(tables map[string]*fakeTable, script []byte, unsupported map[string]bool) (int, error) {
 	var (
 		cur     *fakeTable
 		curName string
@@ -160,6 +171,11 @@ func restoreInto(tables map[string]*fakeTable, script []byte) (int, error) {
 			toks, err := splitRule(line)
 			if err != nil {
 				return n, err
+			}
+			for i, tok := range toks {
+				if (tok == "-m" || tok == "--match") && i+1 < len(toks) && unsupported[toks[i+1]] {
+					return n, fmt.Errorf("couldn't load match %q: no such file or directory", toks[i+1])
+				}
 			}
 			if err := cur.command(toks); err != nil {
 				return n, err
@@ -316,6 +332,9 @@ func (t *fakeTable) rule(toks []string) (fakeRule, error) {
 		}
 		r.target = toks[i+1]
 		if fakeTargets[r.target] {
+			if want := fakeTargetTables[r.target]; want != "" && want != t.name {
+				return r, fmt.Errorf("%s %s: the kernel accepts it only in table %s", tok, r.target, want)
+			}
 			continue
 		}
 		ch := t.chains[r.target]
@@ -403,6 +422,11 @@ func (f *Fake) EnsureRule(_ context.Context, table, chain string, rule ...string
 	ch := t.chains[chain]
 	if ch == nil {
 		return fmt.Errorf("ensuring rule in %s/%s: chain does not exist", table, chain)
+	}
+	for i, tok := range rule {
+		if (tok == "-m" || tok == "--match") && i+1 < len(rule) && f.Unsupported[rule[i+1]] {
+			return fmt.Errorf("ensuring rule in %s/%s: couldn't load match %q", table, chain, rule[i+1])
+		}
 	}
 	r, err := t.rule(rule)
 	if err != nil {

@@ -153,6 +153,8 @@ COMMIT
 		{"unterminated quote", "*nat\n-A FULL -m comment --comment \"x -j ACCEPT\nCOMMIT\n", "unterminated quote"},
 		{"unknown command", "*nat\n-P OUTPUT DROP\nCOMMIT\n", "unsupported command"},
 		{"two targets", "*nat\n-A FULL -j ACCEPT -j DROP\nCOMMIT\n", "more than one target"},
+		{"REJECT in nat", "*nat\n-A FULL -j REJECT\nCOMMIT\n", "only in table filter"},
+		{"DNAT in filter", "*filter\n-A OUTPUT -p tcp -j DNAT --to-destination 10.0.0.1:80\nCOMMIT\n", "only in table nat"},
 		// The failure is in the second table: the first must not stay
 		// applied either.
 		{"second table fails", "*filter\n:NEW - [0:0]\n-A OUTPUT -j NEW\nCOMMIT\n*nat\n-X EMPTY\n-X USED\nCOMMIT\n", "line 7: -X USED"},
@@ -291,5 +293,18 @@ func TestSplitAndJoinRule(t *testing.T) {
 		if again, _ := splitRule(c.text); !slices.Equal(again, c.toks) {
 			t.Errorf("splitRule(%q) = %q, want %q", c.text, again, c.toks)
 		}
+	}
+}
+
+func TestFakeUnsupportedMatch(t *testing.T) {
+	f := NewFake()
+	f.Unsupported = map[string]bool{"sctp": true}
+	err := f.Restore(t.Context(), []byte("*nat\n:X - [0:0]\n-A X -p sctp -m sctp --dport 1 -j RETURN\nCOMMIT\n"))
+	if err == nil || !strings.Contains(err.Error(), `line 3: couldn't load match "sctp"`) {
+		t.Errorf("got %v, want the sctp match refused on line 3", err)
+	}
+	mustRestore(t, f, "*nat\n:X - [0:0]\n-A X -p sctp -j RETURN\n-A X -p tcp -m tcp --dport 1 -j RETURN\nCOMMIT\n")
+	if err := f.EnsureRule(t.Context(), "nat", "OUTPUT", "-p", "sctp", "-m", "sctp", "--dport", "1", "-j", "X"); err == nil {
+		t.Error("EnsureRule with an unsupported match: no error")
 	}
 }

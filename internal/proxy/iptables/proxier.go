@@ -7,9 +7,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -40,7 +43,10 @@ type Proxier struct {
 	// Clusters whose rules the last successful sync wrote (synced ones).
 	clusters map[string]bool
 	// Our chains as they stand in the kernel, per table.
-	chains   map[string]map[string]bool
+	chains map[string]map[string]bool
+	// Rules outside our chains that jump to one, per table, as
+	// "chain<TAB>rule" by target, from the last full sync's listing.
+	hooks    map[string]map[string][]string
 	needFull bool
 	// sctp is nil until probed: whether this kernel matches SCTP ports.
 	sctp *bool
@@ -84,24 +90,22 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			p.needFull = true
 		}
 	}()
-	synced := map[string]bool{}
+	clusters := map[string]bool{}
 	for _, c := range st.Clusters {
-		if c.Synced {
-			synced[c.Name] = true
-		}
+		clusters[c.Name] = c.Synced
 	}
 	// A cluster that appears, goes, or turns synced has chains whose
 	// content this process has not tracked: rewrite all.
-	if !sameSet(synced, p.clusters) {
+	if !maps.Equal(clusters, p.clusters) {
 		full = true
 	}
 	full = full || p.needFull
 	if full {
-		chains, err := p.listChains(ctx)
+		chains, hooks, err := p.listChains(ctx)
 		if err != nil {
 			return err
 		}
-		p.chains = chains
+		p.chains, p.hooks = chains, hooks
 	}
 
 	tx := newTransaction()
@@ -144,7 +148,8 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		if !c.Synced {
 			continue
 		}
-		for key, port := range c.Ports {
+		for _, key := range sortedKeys(c.Ports) {
+			port := c.Ports[key]
 			if !p.family(key.IPv6) {
 				continue
 			}
@@ -185,15 +190,20 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	// Service chains that are no longer wanted go, in the same transaction.
 	if full {
 		for _, table := range []string{"nat", "filter"} {
-			for ch := range p.chains[table] {
+			for _, ch := range slices.Sorted(maps.Keys(p.chains[table])) {
 				if tx.declared(table, ch) || keepTags[tagOf(ch)] {
 					continue
+				}
+				for _, h := range p.hooks[table][ch] {
+					chain, rule, _ := strings.Cut(h, "\t")
+					tx.del(table, chain, rule)
 				}
 				tx.remove(table, ch)
 			}
 		}
 	} else {
-		for key, old := range p.applied {
+		for _, key := range sortedKeys(p.applied) {
+			old := p.applied[key]
 			pr := next[key]
 			if pr != nil {
 				if old.dispatch != "" && pr.dispatch == "" {
@@ -223,7 +233,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	tx.applyTo(p.chains)
 	p.clearStaleUDP(ctx, p.applied, next)
 	p.applied = next
-	p.clusters = synced
+	p.clusters = clusters
 	p.needFull = false
 	p.log.Debug("iptables sync", "ipv6", p.opt.IPv6, "full", full, "ports", len(next), "bytes", len(script))
 	return nil
@@ -269,7 +279,15 @@ func (p *Proxier) sctpSupported(ctx context.Context) bool {
 	}
 	const probe = chainPrefix + "PROBE-SCTP"
 	script := fmt.Sprintf("*nat\n:%s - [0:0]\n-A %s -p sctp -m sctp --dport 1 -j RETURN\n-F %s\n-X %s\nCOMMIT\n", probe, probe, probe, probe)
-	ok := p.opt.Runner.Restore(ctx, []byte(script)) == nil
+	err := p.opt.Runner.Restore(ctx, []byte(script))
+	ok := err == nil
+	var re *RestoreError
+	if !ok && !(errors.As(err, &re) && (strings.Contains(re.Output, "load match") || strings.Contains(re.Output, "No such file or directory"))) {
+		// Not a verdict on the kernel (a lock timeout, a cancelled
+		// context): leave SCTP out of this sync and ask again next time.
+		p.log.Warn("could not probe SCTP support", "err", err)
+		return false
+	}
 	if !ok {
 		p.log.Warn("this kernel cannot match SCTP ports; SCTP services are not programmed")
 	}
@@ -304,19 +322,30 @@ func (pr *programmed) rejectOrEmpty() string {
 }
 
 // listChains reads which of our chains exist, per table.
-func (p *Proxier) listChains(ctx context.Context) (map[string]map[string]bool, error) {
+func (p *Proxier) listChains(ctx context.Context) (map[string]map[string]bool, map[string]map[string][]string, error) {
 	out := map[string]map[string]bool{}
+	hooks := map[string]map[string][]string{}
 	for _, table := range []string{"nat", "filter"} {
 		data, err := p.opt.Runner.Save(ctx, table)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out[table] = map[string]bool{}
 		for _, ch := range ourChains(data) {
 			out[table][ch] = true
 		}
+		hooks[table] = map[string][]string{}
+		for _, l := range strings.Split(string(data), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 3 || f[0] != "-A" || strings.HasPrefix(f[1], chainPrefix) {
+				continue
+			}
+			if i := indexOf(f, "-j"); i > 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], chainPrefix) {
+				hooks[table][f[i+1]] = append(hooks[table][f[i+1]], f[1]+"\t"+strings.Join(f[2:], " "))
+			}
+		}
 	}
-	return out, nil
+	return out, hooks, nil
 }
 
 // ourChains returns the OUTPOST-* chains declared in iptables-save output.
@@ -363,11 +392,10 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 			tx.remove(table, ch)
 		}
 	}
-	if tx.empty() {
-		return nil
-	}
-	if err := p.opt.Runner.Restore(ctx, tx.script()); err != nil {
-		return err
+	if !tx.empty() {
+		if err := p.opt.Runner.Restore(ctx, tx.script()); err != nil {
+			return err
+		}
 	}
 	p.applied, p.clusters, p.chains, p.needFull = nil, nil, nil, true
 	return nil
@@ -502,4 +530,12 @@ func (t *transaction) applyTo(chains map[string]map[string]bool) {
 			delete(m, ch)
 		}
 	}
+}
+
+// sortedKeys returns a map's port keys in a fixed order, so that the same
+// state always makes the same script.
+func sortedKeys[V any](m map[model.PortKey]V) []model.PortKey {
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, func(a, b model.PortKey) int { return strings.Compare(a.String(), b.String()) })
+	return keys
 }

@@ -258,7 +258,7 @@ func TestNoEndpointsRejectsOnlyInFilter(t *testing.T) {
 	for _, table := range []string{"nat", "filter"} {
 		for _, ch := range f.Chains(table) {
 			for _, r := range f.Rules(table, ch) {
-				if strings.Contains(r, "10.96.0.14/32") && (table == "nat") {
+				if table == "nat" && strings.Contains(r, "10.96.0.14/32") {
 					t.Errorf("nat %s has a rule for a service without endpoints: %s", ch, r)
 				}
 			}
@@ -582,7 +582,9 @@ var changes = []struct {
 	{"add IPv6 service", func(w *world, c *model.ClusterState) bool { w.addService(c, true, 1); return true }},
 	{"remove service port", func(w *world, c *model.ClusterState) bool {
 		k, ok := w.pickKey(c)
-		delete(c.Ports, k)
+		if ok {
+			delete(c.Ports, k)
+		}
 		return ok
 	}},
 	{"endpoints to 0", func(w *world, c *model.ClusterState) bool {
@@ -678,8 +680,8 @@ func TestIncrementalEqualsFull(t *testing.T) {
 				if err := p.Sync(t.Context(), w.st, false); err != nil {
 					t.Fatalf("step %d (%s): Sync: %v", i, step, err)
 				}
-				if f.Restores != before+1 {
-					t.Fatalf("step %d (%s): %d restores", i, step, f.Restores-before)
+				if f.Restores == before {
+					t.Fatalf("step %d (%s): Sync did not restore", i, step)
 				}
 				if strings.Contains(string(f.LastScript), ":"+clusterPrefix) {
 					t.Errorf("step %d (%s): the sync was full, want incremental:\n%s", i, step, f.LastScript)
@@ -863,7 +865,6 @@ func TestUnsyncedClusterKeepsRules(t *testing.T) {
 // incremental and the cluster's chains stay forever (until some later full
 // sync).
 func TestUnsyncedClusterRemovedIncrementally(t *testing.T) {
-	t.Skip("bug: Proxier.Sync compares only the set of synced clusters (sameSet(synced, p.clusters)), so removing an unsynced cluster does not force the full sync that would remove its kept chains; fix: track every cluster's name with its Synced flag and compare with maps.Equal")
 	f := NewFake()
 	mustSync(t, newProxier(f, false, testMark), testState(), true)
 
@@ -1063,7 +1064,6 @@ func manyPorts(reverse bool) *model.State {
 }
 
 func TestDeterministicScript(t *testing.T) {
-	t.Skip("bug: Proxier.Sync ranges over c.Ports, p.applied and p.chains[table] (maps), so the order of chain declarations, rules and -X lines changes from run to run; fix: iterate over keys sorted (e.g. by PortKey.String()) and over chain names sorted")
 	var scripts []string
 	for i := range 4 {
 		f := NewFake()
@@ -1090,5 +1090,108 @@ func TestSameStateSameRules(t *testing.T) {
 		if dumps[i] != dumps[0] {
 			t.Fatalf("the same state gave different rules:\n%s", lineDiff(dumps[i], dumps[0]))
 		}
+	}
+}
+
+// TestStaleChainHookedByBuiltin shows a latent bug: a chain named OUTPOST-*
+// that this version does not use (left by another version) and that a rule
+// outside our chains jumps to cannot be removed by -X, and the full sync
+// fails, every time, with the Proxier wedged.
+func TestStaleChainHookedByBuiltin(t *testing.T) {
+	f := NewFake()
+	mustRestore(t, f, "*nat\n:OUTPOST-OLD - [0:0]\n-A OUTPOST-OLD -j RETURN\n-A PREROUTING -j OUTPOST-OLD\nCOMMIT\n")
+	p := newProxier(f, false, testMark)
+	mustSync(t, p, testState(), true)
+	if slices.Contains(f.Chains("nat"), "OUTPOST-OLD") || slices.Contains(f.Rules("nat", "PREROUTING"), "-j OUTPOST-OLD") {
+		t.Errorf("the stale chain or its hook is still there:\n%s", f.Dump())
+	}
+	checkAllFlows(t, f, testState(), false, true)
+}
+
+// TestCleanupThenSync shows a minor bug: when another process already
+// removed our rules, Cleanup finds nothing, returns before forgetting what
+// the Proxier programmed, and the next incremental Sync fails once (it
+// then recovers with a full one).
+func TestCleanupThenSync(t *testing.T) {
+	f := NewFake()
+	p := newProxier(f, false, testMark)
+	st := testState()
+	mustSync(t, p, st, true)
+	if err := newProxier(f, false, testMark).Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st = cloneState(st)
+	alpha := clusterOf(st, "alpha")
+	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
+	alpha.Ports[web] = withEndpoints(alpha.Ports[web], "10.0.1.9:8080")
+	if err := p.Sync(t.Context(), st, false); err != nil {
+		t.Fatalf("first Sync after Cleanup: %v", err)
+	}
+	checkSameAsFull(t, f, st, false, testMark)
+}
+
+// TestSCTPUnsupported: on a kernel that cannot match SCTP ports, SCTP
+// services are left out, and everything else is programmed.
+func TestSCTPUnsupported(t *testing.T) {
+	f := NewFake()
+	f.Unsupported = map[string]bool{"sctp": true}
+	p := newProxier(f, false, testMark)
+	mustSync(t, p, testState(), true)
+	runFlows(t, f, []flowCase{
+		{"sctp service", sctp("10.96.0.12", 9999), untouched},
+		{"tcp service", tcp("10.96.0.10", 80), shares(true, "10.0.1.1:8080", "10.0.1.2:8080", "10.0.1.3:8080")},
+		{"udp service", udp("10.96.0.11", 53), shares(true, "10.0.2.1:5353", "10.0.2.2:5353")},
+	})
+	if d := f.Dump(); strings.Contains(d, "sctp") || strings.Contains(d, "PROBE") {
+		t.Errorf("SCTP rules or the probe chain are in the tables:\n%s", d)
+	}
+	// Later syncs neither fail nor probe again.
+	n := f.Restores
+	mustSync(t, p, testState(), true)
+	if f.Restores != n+1 {
+		t.Errorf("a second full sync made %d restores, want 1", f.Restores-n)
+	}
+}
+
+// TestSCTPProbeTransientFailure shows a bug in the SCTP probe: any failure
+// of the probe's restore (here a lock timeout) is cached as "this kernel
+// has no SCTP match", so SCTP services stay unprogrammed until a restart.
+func TestSCTPProbeTransientFailure(t *testing.T) {
+	f := NewFake()
+	f.FailNext = errors.New("iptables-restore: exit status 4: Another app is currently holding the xtables lock")
+	p := newProxier(f, false, testMark)
+	st := testState()
+	if err := p.Sync(t.Context(), st, true); err != nil {
+		t.Logf("first Sync: %v", err)
+	}
+	mustSync(t, p, st, true)
+	checkFlow(t, f, sctp("10.96.0.12", 9999), shares(true, "10.0.3.1:9999"))
+}
+
+// TestRestoreErrorQuotesLine: RestoreError quotes the script line that
+// iptables-restore names, in each of the forms it uses (taken from
+// iptables 1.8.9, nf_tables and legacy).
+func TestRestoreErrorQuotesLine(t *testing.T) {
+	script := []byte("*nat\n-A OUTPOST-X -j NOPE\n-X OUTPOST-Y\nCOMMIT\n")
+	for _, c := range []struct {
+		name, output, want string
+		bug                bool
+	}{
+		{"legacy rule failure", "iptables-restore: line 2 failed: Bad rule (does a matching rule exist in that chain?).", `(line 2: "-A OUTPOST-X -j NOPE")`, false},
+		{"nf_tables failure", "iptables-restore v1.8.9 (nf_tables): \nline 3: CHAIN_DEL failed (Device or resource busy): chain OUTPOST-Y", `(line 3: "-X OUTPOST-Y")`, false},
+		{"no COMMIT", "iptables-restore: COMMIT expected at line 4", `(line 4: "COMMIT")`, false},
+		{"parameter problem", "iptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 2\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.", `(line 2: "-A OUTPOST-X -j NOPE")`, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.bug {
+			}
+			err := &RestoreError{Output: c.output, Err: errors.New("exit status 1"), Script: script}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%q does not quote the line: want %s", err.Error(), c.want)
+			}
+		})
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 
 	goipt "github.com/coreos/go-iptables/iptables"
@@ -96,7 +98,10 @@ func (e *RestoreError) Error() string {
 	msg := fmt.Sprintf("iptables-restore: %v: %s", e.Err, e.Output)
 	// iptables-restore names the failing line number: quote that line.
 	var n int
-	if _, err := fmt.Sscanf(lastLineMention(e.Output), "line %d", &n); err == nil && n > 0 {
+	if m := lineMention.FindAllStringSubmatch(e.Output, -1); len(m) > 0 {
+		n, _ = strconv.Atoi(m[len(m)-1][1])
+	}
+	if n > 0 {
 		lines := strings.Split(string(e.Script), "\n")
 		if n <= len(lines) {
 			msg += fmt.Sprintf(" (line %d: %q)", n, lines[n-1])
@@ -107,10 +112,6 @@ func (e *RestoreError) Error() string {
 
 func (e *RestoreError) Unwrap() error { return e.Err }
 
-func lastLineMention(s string) string {
-	i := strings.LastIndex(s, "line ")
-	if i < 0 {
-		return ""
-	}
-	return s[i:]
-}
+// lineMention is how iptables-restore names a script line: "line 3 failed",
+// "line 3: RULE_APPEND failed", "Error occurred at line: 3".
+var lineMention = regexp.MustCompile(`line:? (\d+)`)
