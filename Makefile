@@ -34,7 +34,8 @@ e2e: deps lab-bins build
 
 demo: deps lab-bins build
 	@echo ">> demo: two clusters, kube-outpost on an outside host, a real curl to a ClusterIP"
-	@$(GO) run ./test/lab/demo
+	@$(GO) build -o bin/demo ./test/lab/demo
+	@bin/demo
 
 lint: fmt vet
 

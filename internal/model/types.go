@@ -5,8 +5,10 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -42,6 +44,28 @@ func (k PortKey) String() string {
 		s += "(v6)"
 	}
 	return s
+}
+
+// Compare orders keys; cheap enough to sort thousands per sync.
+func (k PortKey) Compare(o PortKey) int {
+	return cmp.Or(
+		strings.Compare(k.Cluster, o.Cluster),
+		strings.Compare(k.Namespace, o.Namespace),
+		strings.Compare(k.Name, o.Name),
+		strings.Compare(k.Port, o.Port),
+		strings.Compare(string(k.Protocol), string(o.Protocol)),
+		boolCompare(k.IPv6, o.IPv6),
+	)
+}
+
+func boolCompare(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }
 
 // Endpoint is one backend of a service port.

@@ -13,6 +13,9 @@
 //	<ID>-api-<c>  10.250.0.(10+i)/24: etcd on 127.0.0.1 and kube-apiserver :6443
 //	<ID>-pod-<p>  10.244.1.N/16, route to 10.250.0.0/24 via 10.244.0.1;
 //	              HTTP and UDP responders served by the test process itself
+//	<ID>-client-<n> (AddRoutedClient) 10.251.N.2/30, veth to the host (10.251.N.1),
+//	              routes the ServiceCIDRs and 10.244.0.0/16 via the host: a legacy
+//	              machine that uses the host as its router; nothing routes back to it
 //
 // The machine needs root, iproute2, and the binaries test/lab/build-k8s.sh builds.
 package lab
@@ -77,6 +80,8 @@ type Lab struct {
 	pods    map[string]*podState
 	podSeq  int                   // pod addresses are never reused, so stale conntrack entries cannot hit a new pod
 	clients map[net.Conn]struct{} // connections of the lab's Kubernetes clients, closed by Close
+	routed  map[string]*Client    // routed clients by name; nil value: AddRoutedClient still running
+	routSeq int                   // subnets of routed clients are never reused either
 
 	closeOnce sync.Once
 	closeErr  error
@@ -106,6 +111,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		routerNS: id + "-router",
 		pods:     map[string]*podState{},
 		clients:  map[net.Conn]struct{}{},
+		routed:   map[string]*Client{},
 	}
 	begin := time.Now()
 	// Close copes with a partly built lab, so it is the one error path.
@@ -382,32 +388,52 @@ func (c *trackedConn) Close() error {
 // It returns the body without surrounding whitespace; a non-2xx status is an
 // error that carries the body.
 func (l *Lab) HTTPGet(ctx context.Context, url string) (string, error) {
-	tr := &http.Transport{DialContext: l.DialHost, DisableKeepAlives: true, Proxy: nil}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	body := strings.TrimSpace(string(b))
-	if err != nil {
-		return body, err
-	}
-	if resp.StatusCode/100 != 2 {
-		return body, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
-	}
-	return body, nil
+	body, _, err := httpGet(ctx, l.DialHost, url)
+	return body, err
+}
+
+// HTTPGetHeader is HTTPGet that also returns the response header (the lab's
+// pods send X-Pod and X-Remote-Addr).
+func (l *Lab) HTTPGetHeader(ctx context.Context, url string) (string, http.Header, error) {
+	return httpGet(ctx, l.DialHost, url)
 }
 
 // UDPRequest sends one datagram from HostNS and returns the first answer,
 // trimmed. It waits 2 s for the answer, less if ctx ends sooner.
 func (l *Lab) UDPRequest(ctx context.Context, addr string, payload string) (string, error) {
-	c, err := l.DialHost(ctx, "udp", addr)
+	return udpRequest(ctx, l.DialHost, addr, payload)
+}
+
+// dialFunc dials from one namespace.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// httpGet is HTTPGet over dial; the header is nil when no response came.
+func httpGet(ctx context.Context, dial dialFunc, url string) (string, http.Header, error) {
+	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true, Proxy: nil}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	body := strings.TrimSpace(string(b))
+	if err != nil {
+		return body, resp.Header, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return body, resp.Header, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return body, resp.Header, nil
+}
+
+// udpRequest is UDPRequest over dial.
+func udpRequest(ctx context.Context, dial dialFunc, addr string, payload string) (string, error) {
+	c, err := dial(ctx, "udp", addr)
 	if err != nil {
 		return "", err
 	}

@@ -119,6 +119,68 @@ func TestLab(t *testing.T) {
 		}
 	})
 
+	t.Run("routed-client", func(t *testing.T) {
+		c, err := l.AddRoutedClient(ctx, "legacy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.AddRoutedClient(ctx, "legacy"); err == nil {
+			t.Error("AddRoutedClient with an existing name succeeded")
+		}
+		if c.NS != l.ID+"-client-legacy" || !slices.Contains(labNetns(t, l.ID), c.NS) {
+			t.Errorf("client netns %q missing", c.NS)
+		}
+		if !strings.HasPrefix(c.IP.String(), "10.251.") || !netip.PrefixFrom(c.Gateway, 30).Masked().Contains(c.IP) {
+			t.Errorf("client %v, gateway %v", c.IP, c.Gateway)
+		}
+		out, err := exec.Command("ip", "-n", c.NS, "route").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		routes := string(out)
+		for _, p := range []string{"10.96.0.0/16", "10.97.0.0/16", "10.244.0.0/16"} {
+			if want := p + " via " + c.Gateway.String(); !strings.Contains(routes, want) {
+				t.Errorf("client routes lack %q:\n%s", want, routes)
+			}
+		}
+		if strings.Contains(routes, "default") {
+			t.Errorf("client has a default route:\n%s", routes)
+		}
+		if fwd, err := l.HostRun(ctx, "sysctl", "-n", "net.ipv4.ip_forward"); err != nil || strings.TrimSpace(fwd) != "1" {
+			t.Errorf("host ip_forward = %q, %v; want 1", fwd, err)
+		}
+		// The link works: the host answers a connection to a closed port
+		// with a RST.
+		if conn, err := c.Dial(ctx, "tcp", netip.AddrPortFrom(c.Gateway, 1).String()); !errors.Is(err, syscall.ECONNREFUSED) {
+			if conn != nil {
+				conn.Close()
+			}
+			t.Errorf("dial host side from client: %v, want connection refused", err)
+		}
+		// Nothing routes back: a pod can answer the client only through
+		// masquerading on the host.
+		if out, err := exec.Command("ip", "-n", l.ID+"-pod-web-1", "route", "get", c.IP.String()).CombinedOutput(); err == nil {
+			t.Errorf("pod web-1 has a route to the client: %s", out)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("client Close: %v", err)
+		}
+		if slices.Contains(labNetns(t, l.ID), c.NS) {
+			t.Error("client netns still there after its Close")
+		}
+		if out, err := l.HostRun(ctx, "ip", "-o", "addr"); err != nil || strings.Contains(out, c.Gateway.String()) {
+			t.Errorf("host still has the client link after its Close: %v\n%s", err, out)
+		}
+		// One more, left for the Lab's Close to sweep.
+		c2, err := l.AddRoutedClient(ctx, "legacy-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c2.IP == c.IP {
+			t.Errorf("second client reuses %v", c.IP)
+		}
+	})
+
 	t.Run("kubeconfig", func(t *testing.T) {
 		for _, c := range l.Clusters {
 			checkKubeconfig(ctx, t, l, c)

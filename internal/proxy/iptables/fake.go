@@ -409,35 +409,8 @@ func writeTable(b *bytes.Buffer, name string, t *fakeTable) {
 	b.WriteString("COMMIT\n")
 }
 
-// EnsureRule implements Runner. The rule's arguments are joined as
-// iptables-save would print them, so the stored text is the one a Restore
-// of the same rule stores.
-func (f *Fake) EnsureRule(_ context.Context, table, chain string, rule ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	t := f.tables[table]
-	if t == nil {
-		return fmt.Errorf("ensuring rule in %s/%s: table does not exist", table, chain)
-	}
-	ch := t.chains[chain]
-	if ch == nil {
-		return fmt.Errorf("ensuring rule in %s/%s: chain does not exist", table, chain)
-	}
-	for i, tok := range rule {
-		if (tok == "-m" || tok == "--match") && i+1 < len(rule) && f.Unsupported[rule[i+1]] {
-			return fmt.Errorf("ensuring rule in %s/%s: couldn't load match %q", table, chain, rule[i+1])
-		}
-	}
-	r, err := t.rule(rule)
-	if err != nil {
-		return fmt.Errorf("ensuring rule in %s/%s: %w", table, chain, err)
-	}
-	if slices.Contains(ch.rules, r) {
-		return nil
-	}
-	ch.rules = slices.Insert(ch.rules, 0, r)
-	return nil
-}
+// HasRandomFully implements Runner.
+func (f *Fake) HasRandomFully() bool { return true }
 
 // Dump returns every table in Save's format, tables in a fixed order: a
 // deterministic text for golden-style comparisons.

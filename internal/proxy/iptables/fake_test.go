@@ -238,35 +238,6 @@ func TestFakeSaveRoundTrip(t *testing.T) {
 	}
 }
 
-func TestFakeEnsureRule(t *testing.T) {
-	f := NewFake()
-	mustRestore(t, f, "*nat\n:X - [0:0]\n-A OUTPUT -j RETURN\nCOMMIT\n")
-	rule := []string{"-m", "comment", "--comment", "two words", "-j", "X"}
-	for range 2 {
-		if err := f.EnsureRule(t.Context(), "nat", "OUTPUT", rule...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want := []string{`-m comment --comment "two words" -j X`, "-j RETURN"}
-	if got := f.Rules("nat", "OUTPUT"); !slices.Equal(got, want) {
-		t.Errorf("after EnsureRule twice: %q, want %q", got, want)
-	}
-	// The text is what Restore stores for the same rule, so a -D works.
-	mustRestore(t, f, "*nat\n-D OUTPUT -m comment --comment \"two words\" -j X\nCOMMIT\n")
-	if got := f.Rules("nat", "OUTPUT"); !slices.Equal(got, []string{"-j RETURN"}) {
-		t.Errorf("after -D: %q", got)
-	}
-	for _, c := range [][]string{
-		{"nat", "NOPE", "-j", "ACCEPT"},
-		{"nope", "OUTPUT", "-j", "ACCEPT"},
-		{"nat", "OUTPUT", "-j", "MISSING"},
-	} {
-		if err := f.EnsureRule(t.Context(), c[0], c[1], c[2:]...); err == nil {
-			t.Errorf("EnsureRule(%q): no error", c)
-		}
-	}
-}
-
 func TestSplitAndJoinRule(t *testing.T) {
 	for _, c := range []struct {
 		in   string
@@ -304,7 +275,4 @@ func TestFakeUnsupportedMatch(t *testing.T) {
 		t.Errorf("got %v, want the sctp match refused on line 3", err)
 	}
 	mustRestore(t, f, "*nat\n:X - [0:0]\n-A X -p sctp -j RETURN\n-A X -p tcp -m tcp --dport 1 -j RETURN\nCOMMIT\n")
-	if err := f.EnsureRule(t.Context(), "nat", "OUTPUT", "-p", "sctp", "-m", "sctp", "--dport", "1", "-j", "X"); err == nil {
-		t.Error("EnsureRule with an unsupported match: no error")
-	}
 }

@@ -46,7 +46,9 @@ type Proxier struct {
 	chains map[string]map[string]bool
 	// Rules outside our chains that jump to one, per table, as
 	// "chain<TAB>rule" by target, from the last full sync's listing.
-	hooks    map[string]map[string][]string
+	hooks map[string]map[string][]string
+	// The rules of the top chains as last written, "table/chain" -> text.
+	top      map[string]string
 	needFull bool
 	// sctp is nil until probed: whether this kernel matches SCTP ports.
 	sctp *bool
@@ -112,16 +114,19 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	next := map[model.PortKey]*programmed{}
 	keepTags := map[string]bool{}
 
-	// The top chains are a few rules per cluster: rewrite them every time.
-	tx.declare("nat", chainServices)
-	tx.declare("filter", chainFilter)
-	tx.declare("nat", chainPostrt)
+	// The top chains hold a few rules per cluster: render them every time,
+	// write them when they changed.
+	top := newTopChains()
 	if m := p.opt.MasqueradeMark; m != 0 {
-		tx.add("nat", chainPostrt, fmt.Sprintf("-m mark ! --mark %#x/%#x -j RETURN", m, m))
+		top.add("nat", chainPostrt, fmt.Sprintf("-m mark ! --mark %#x/%#x -j RETURN", m, m))
 		// Clear the bit, so that a packet passing this host twice is not
 		// masqueraded again on the second pass.
-		tx.add("nat", chainPostrt, fmt.Sprintf("-j MARK --xor-mark %#x", m))
-		tx.add("nat", chainPostrt, comment("kube-outpost: masquerade proxied traffic")+" -j MASQUERADE --random-fully")
+		top.add("nat", chainPostrt, fmt.Sprintf("-j MARK --xor-mark %#x", m))
+		masq := comment("kube-outpost: masquerade proxied traffic") + " -j MASQUERADE"
+		if p.opt.Runner.HasRandomFully() {
+			masq += " --random-fully"
+		}
+		top.add("nat", chainPostrt, masq)
 	}
 
 	for _, c := range st.Clusters {
@@ -139,28 +144,35 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			}
 			cm := comment("cluster " + c.Name)
 			if c.Synced || p.chains["nat"][cChain] {
-				tx.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, cChain))
+				top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, cChain))
 			}
 			if c.Synced || p.chains["filter"][rChain] {
-				tx.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
+				top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
 			}
 		}
 		if !c.Synced {
 			continue
 		}
-		for _, key := range sortedKeys(c.Ports) {
-			port := c.Ports[key]
+		// Find what changed first and sort only that: at 10,000 services
+		// a partial sync must not pay for sorting them all.
+		var changed []model.PortKey
+		for key, port := range c.Ports {
 			if !p.family(key.IPv6) {
 				continue
 			}
+			if old := p.applied[key]; !full && old != nil && old.port.Equal(port) {
+				next[key] = old
+				continue
+			}
+			changed = append(changed, key)
+		}
+		slices.SortFunc(changed, model.PortKey.Compare)
+		for _, key := range changed {
+			port := c.Ports[key]
 			if key.Protocol == model.SCTP && !p.sctpSupported(ctx) {
 				continue
 			}
 			old := p.applied[key]
-			if !full && old != nil && old.port.Equal(port) {
-				next[key] = old
-				continue
-			}
 			pr := &programmed{port: port}
 			if len(port.Endpoints) > 0 {
 				pr.dispatch = dispatchRule(port)
@@ -187,6 +199,25 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		}
 	}
 
+	for _, tc := range top.chains {
+		if full || p.top[tc.table+"/"+tc.chain] != tc.text() {
+			tx.declare(tc.table, tc.chain)
+			for _, r := range tc.rules {
+				tx.add(tc.table, tc.chain, r)
+			}
+		}
+	}
+	if full {
+		// Hook our chains into the built-in ones, in the same transaction,
+		// unless the hook is there already.
+		for _, j := range jumps {
+			spec := fmt.Sprintf("%s -j %s", comment(j.comment), j.target)
+			if !slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec) {
+				tx.insert(j.table, j.chain, spec)
+			}
+		}
+	}
+
 	// Service chains that are no longer wanted go, in the same transaction.
 	if full {
 		for _, table := range []string{"nat", "filter"} {
@@ -202,7 +233,14 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			}
 		}
 	} else {
-		for _, key := range sortedKeys(p.applied) {
+		var gone []model.PortKey
+		for key, old := range p.applied {
+			if pr := next[key]; pr == nil || (old.dispatch != "" && pr.dispatch == "") {
+				gone = append(gone, key)
+			}
+		}
+		slices.SortFunc(gone, model.PortKey.Compare)
+		for _, key := range gone {
 			old := p.applied[key]
 			pr := next[key]
 			if pr != nil {
@@ -220,17 +258,13 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	}
 
 	script := tx.script()
-	if err := p.opt.Runner.Restore(ctx, script); err != nil {
-		return err
-	}
-	if full {
-		for _, j := range jumps {
-			if err := p.opt.Runner.EnsureRule(ctx, j.table, j.chain, "-m", "comment", "--comment", j.comment, "-j", j.target); err != nil {
-				return err
-			}
+	if len(script) > 0 {
+		if err := p.opt.Runner.Restore(ctx, script); err != nil {
+			return err
 		}
 	}
 	tx.applyTo(p.chains)
+	p.top = top.texts()
 	p.clearStaleUDP(ctx, p.applied, next)
 	p.applied = next
 	p.clusters = clusters
@@ -465,6 +499,12 @@ func (t *transaction) add(table, chain, rule string) {
 	tt.adds = append(tt.adds, "-A "+chain+" "+rule)
 }
 
+// insert puts a rule at the top of a chain.
+func (t *transaction) insert(table, chain, rule string) {
+	tt := t.table(table)
+	tt.adds = append(tt.adds, "-I "+chain+" 1 "+rule)
+}
+
 func (t *transaction) del(table, chain, rule string) {
 	tt := t.table(table)
 	tt.dels = append(tt.dels, "-D "+chain+" "+rule)
@@ -499,6 +539,9 @@ func (t *transaction) script() []byte {
 	sort.Strings(names)
 	for _, n := range names {
 		tt := t.tables[n]
+		if len(tt.order)+len(tt.dels)+len(tt.adds)+len(tt.removes) == 0 {
+			continue // a table without changes would cost a commit
+		}
 		fmt.Fprintf(&b, "*%s\n", n)
 		for _, ch := range tt.order {
 			fmt.Fprintf(&b, ":%s - [0:0]\n", ch)
@@ -534,8 +577,42 @@ func (t *transaction) applyTo(chains map[string]map[string]bool) {
 
 // sortedKeys returns a map's port keys in a fixed order, so that the same
 // state always makes the same script.
-func sortedKeys[V any](m map[model.PortKey]V) []model.PortKey {
-	keys := slices.Collect(maps.Keys(m))
-	slices.SortFunc(keys, func(a, b model.PortKey) int { return strings.Compare(a.String(), b.String()) })
-	return keys
+
+// topChains are OUTPOST-SERVICES, OUTPOST-POSTROUTING and OUTPOST-FILTER as
+// this sync wants them.
+type topChains struct {
+	chains []*topChain
+}
+
+type topChain struct {
+	table, chain string
+	rules        []string
+}
+
+func (c *topChain) text() string { return strings.Join(c.rules, "\n") }
+
+func newTopChains() *topChains {
+	return &topChains{chains: []*topChain{
+		{table: "nat", chain: chainServices},
+		{table: "nat", chain: chainPostrt},
+		{table: "filter", chain: chainFilter},
+	}}
+}
+
+func (t *topChains) add(table, chain, rule string) {
+	for _, c := range t.chains {
+		if c.table == table && c.chain == chain {
+			c.rules = append(c.rules, rule)
+			return
+		}
+	}
+	panic("unknown top chain " + table + "/" + chain)
+}
+
+func (t *topChains) texts() map[string]string {
+	out := map[string]string{}
+	for _, c := range t.chains {
+		out[c.table+"/"+c.chain] = c.text()
+	}
+	return out
 }

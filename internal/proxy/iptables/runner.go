@@ -20,8 +20,9 @@ type Runner interface {
 	Restore(ctx context.Context, script []byte) error
 	// Save returns iptables-save output for one table.
 	Save(ctx context.Context, table string) ([]byte, error)
-	// EnsureRule inserts rule at the top of a built-in chain unless present.
-	EnsureRule(ctx context.Context, table, chain string, rule ...string) error
+	// HasRandomFully says whether MASQUERADE takes --random-fully, which
+	// avoids source port clashes between many clients behind one address.
+	HasRandomFully() bool
 }
 
 // execRunner runs the iptables binaries of one IP family.
@@ -49,6 +50,8 @@ func NewRunner(ipv6 bool) (Runner, error) {
 	return &execRunner{restore: restore, save: save, ipt: ipt}, nil
 }
 
+func (r *execRunner) HasRandomFully() bool { return r.ipt.HasRandomFully() }
+
 func (r *execRunner) Restore(ctx context.Context, script []byte) error {
 	// --wait: the legacy backend serialises writers with the xtables lock.
 	cmd := exec.CommandContext(ctx, r.restore, "--noflush", "--wait=5")
@@ -70,20 +73,6 @@ func (r *execRunner) Save(ctx context.Context, table string) ([]byte, error) {
 		return nil, fmt.Errorf("%s -t %s: %w: %s", r.save, table, err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
-}
-
-func (r *execRunner) EnsureRule(_ context.Context, table, chain string, rule ...string) error {
-	ok, err := r.ipt.Exists(table, chain, rule...)
-	if err != nil {
-		return fmt.Errorf("checking %s/%s rule: %w", table, chain, err)
-	}
-	if ok {
-		return nil
-	}
-	if err := r.ipt.Insert(table, chain, 1, rule...); err != nil {
-		return fmt.Errorf("inserting %s/%s rule: %w", table, chain, err)
-	}
-	return nil
 }
 
 // RestoreError is a failed iptables-restore, with the lines it complained

@@ -1,0 +1,120 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRoutedClient: the host is the router of another machine that is not
+// in the clusters. That machine's packets to ClusterIPs enter through
+// PREROUTING, are DNATed there and masqueraded to the host's address (the
+// pods have no route back to the machine), and services without endpoints
+// are refused in FORWARD.
+func TestRoutedClient(t *testing.T) {
+	alpha := theLab.Cluster("alpha").Admin
+	startDaemon(t, writeConfig(t))
+	client, err := theLab.AddRoutedClient(context.Background(), "routed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := client.Close(); err != nil {
+			t.Errorf("removing the routed client: %v", err)
+		}
+	})
+
+	ns := namespace(t, alpha, "routed")
+	vip := service(t, alpha, ns, "web", web)
+	slice(t, alpha, ns, "web", "1", web, []ep{readyEP(ip("a1")), readyEP(ip("a2"))})
+	udpVIP := service(t, alpha, ns, "dns", dns)
+	slice(t, alpha, ns, "dns", "1", dns, []ep{readyEP(ip("a1")), readyEP(ip("a2"))})
+	emptyVIP := service(t, alpha, ns, "empty", web)
+	emptyUDPVIP := service(t, alpha, ns, "emptydns", dns)
+
+	t.Run("tcp is proxied and masqueraded to the host's address", func(t *testing.T) {
+		u := url(vip, 80)
+		wantSrc := theLab.HostIP.String()
+		eventually(t, 20*time.Second, "answers from a1 and a2 at "+u, func() error {
+			got := map[string]int{}
+			for i := 0; i < 40; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				body, hdr, err := client.HTTPGetHeader(ctx, u)
+				cancel()
+				if err != nil {
+					return err
+				}
+				src, err := netip.ParseAddrPort(hdr.Get("X-Remote-Addr"))
+				if err != nil {
+					return fmt.Errorf("X-Remote-Addr %q: %v", hdr.Get("X-Remote-Addr"), err)
+				}
+				if src.Addr().String() != wantSrc {
+					return fmt.Errorf("pod %s saw the request from %v, want the host's %s", body, src, wantSrc)
+				}
+				got[body]++
+			}
+			if got["a1"] == 0 || got["a2"] == 0 || len(got) != 2 {
+				return fmt.Errorf("answers %v, want a1 and a2 only", got)
+			}
+			return nil
+		})
+	})
+
+	t.Run("udp is proxied", func(t *testing.T) {
+		addr := netip.AddrPortFrom(udpVIP, 53).String()
+		eventually(t, 20*time.Second, "udp answers from a1 and a2", func() error {
+			got := map[string]int{}
+			for i := 0; i < 40; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				body, err := client.UDPRequest(ctx, addr, "ping")
+				cancel()
+				if err != nil {
+					return err
+				}
+				got[body]++
+			}
+			if got["a1"] == 0 || got["a2"] == 0 || len(got) != 2 {
+				return fmt.Errorf("answers %v, want a1 and a2 only", got)
+			}
+			return nil
+		})
+	})
+
+	t.Run("services without endpoints are refused", func(t *testing.T) {
+		eventually(t, 20*time.Second, "tcp refused", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return routedRefused(client.HTTPGet(ctx, url(emptyVIP, 80)))
+		})
+		eventually(t, 20*time.Second, "udp refused", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return routedRefused(client.UDPRequest(ctx, netip.AddrPortFrom(emptyUDPVIP, 53).String(), "ping"))
+		})
+		// The refusal comes from the host's FORWARD chain, not from
+		// somewhere further on.
+		if rules := iptablesSave(t); !strings.Contains(rules, "-A FORWARD") || !strings.Contains(rules, ns+"/empty") {
+			t.Fatalf("no FORWARD hook or reject rule for %s/empty:\n%s", ns, rules)
+		}
+	})
+}
+
+// routedRefused checks that a request from a routed client was actively
+// refused: a TCP reset, or an ICMP port unreachable on a connected UDP
+// socket, both ECONNREFUSED. (EPERM would only be a local sender's.)
+func routedRefused(body string, err error) error {
+	if err == nil {
+		return fmt.Errorf("the service answered %q", body)
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return nil
+	}
+	return fmt.Errorf("want connection refused, got %v", err)
+}
