@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./cmd/... ./internal/...
 E2E_PKGS := ./test/...
 
-.PHONY: all build deps lab-bins test unit e2e demo lint fmt vet clean
+.PHONY: all build deps lab-bins test unit e2e demo lint fmt vet clean bench
 
 all: build
 
@@ -52,3 +52,12 @@ vet:
 clean:
 	@echo ">> cleaning"
 	@rm -rf bin dist
+
+# Benchmarks against the real kernel run in a throw-away network namespace,
+# never in the machine's own.
+bench: deps
+	@echo ">> benchmarks: rule generation (fake iptables)"
+	@$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	@echo ">> benchmarks: iptables-restore on this kernel, 10,000 services x 10 endpoints (in netns kobench-$$$$)"
+	@ns=kobench-$$$$; ip netns add $$ns && trap "ip netns del $$ns" EXIT && \
+	  ip netns exec $$ns $(GO) test -tags kernel -run '^$$' -bench Kernel -benchtime 5x ./internal/proxy/iptables/

@@ -72,7 +72,7 @@ func BenchmarkKernelOneChange10k(b *testing.B) {
 	if err := p.Sync(ctx, st, true); err != nil {
 		b.Fatal(err)
 	}
-	defer cleanupKernel(b, p)
+	b.Cleanup(func() { cleanupKernel(b, p) }) // after the timer stops
 	cs := st.Clusters[0]
 	k := model.PortKey{Cluster: "bench", Namespace: "ns", Name: "svc-42", Port: "http", Protocol: model.TCP}
 	orig := cs.Ports[k]
@@ -95,7 +95,7 @@ func BenchmarkKernelAddService10k(b *testing.B) {
 	if err := p.Sync(ctx, st, true); err != nil {
 		b.Fatal(err)
 	}
-	defer cleanupKernel(b, p)
+	b.Cleanup(func() { cleanupKernel(b, p) }) // after the timer stops
 	cs := st.Clusters[0]
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
