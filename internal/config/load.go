@@ -233,8 +233,12 @@ func (c *checker) config(raw *rawConfig) *Config {
 	line := c.loc.line(-1, "mode")
 	if s, ok := c.str(line, "", "mode", raw.Mode, "a string"); ok {
 		switch m := Mode(s); m {
-		case ModeIPTables, ModeIPVS, ModeNFTables:
+		case ModeIPTables:
 			cfg.Mode = m
+		case ModeIPVS, ModeNFTables:
+			// Refused here rather than at start, so that check-config
+			// catches it before a restart.
+			c.add(line, "", "mode %q is not available in this version: use \"iptables\"", s)
 		default:
 			c.add(line, "", "mode %q: must be iptables, ipvs or nftables", s)
 		}

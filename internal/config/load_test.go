@@ -106,7 +106,7 @@ func TestParse(t *testing.T) {
 	}, {
 		name: "every key set",
 		toml: lines(
-			`mode = "nftables"`,
+			`mode = "iptables"`,
 			`min_sync_period = "100ms"`,
 			`sync_period = "100ms"`,
 			`full_sync_period = "30m"`,
@@ -128,7 +128,7 @@ func TestParse(t *testing.T) {
 			`service_cidrs = ["10.97.0.0/16", "fd00:10:97::/108"]`,
 		),
 		want: &Config{
-			Mode:           ModeNFTables,
+			Mode:           ModeIPTables,
 			MinSyncPeriod:  100 * time.Millisecond,
 			SyncPeriod:     100 * time.Millisecond,
 			FullSyncPeriod: 30 * time.Minute,
@@ -187,11 +187,11 @@ func TestParseProblems(t *testing.T) {
 		want []string
 	}{
 		// Syntax: one problem, nothing else checked.
-		{"syntax error", lines(`mode = "ipvs"`, `sync_period = "30s`, `[[clusters]]`),
+		{"syntax error", lines(`mode = "iptables"`, `sync_period = "30s`, `[[clusters]]`),
 			[]string{`2: syntax error: strings cannot contain newlines`}},
 		{"syntax error hides the rest", lines(`mode = "fast"`, `[[clusters]]`, `name = `),
 			[]string{`3: syntax error: expected value but found '\n' instead`}},
-		{"single clusters table", lines(`mode = "ipvs"`, `[clusters]`, `name = "prod"`),
+		{"single clusters table", lines(`mode = "iptables"`, `[clusters]`, `name = "prod"`),
 			[]string{`2: clusters: must be tables written [[clusters]]`}},
 
 		// Unknown keys.
@@ -199,12 +199,12 @@ func TestParseProblems(t *testing.T) {
 			`1: cluster "prod": service_cidrs is required: the cluster's Service IP ranges, like ["10.96.0.0/12"]`,
 			`4: unknown key "clusters[0].service_cidr" (did you mean "service_cidrs"?)`,
 		}},
-		{"unknown key in capitals", top(`Mode = "ipvs"`), []string{`1: unknown key "Mode" (did you mean "mode"?)`}},
+		{"unknown key in capitals", top(`Mode = "iptables"`), []string{`1: unknown key "Mode" (did you mean "mode"?)`}},
 		{"unknown keys", top(`foo = 1`, `bar.baz = 2`), []string{`1: unknown key "foo"`, `2: unknown key "bar"`}},
 		{"cluster key at top level", top(`name = "prod"`), []string{
 			`1: unknown key "name" (cluster keys go in a [[clusters]] table)`,
 		}},
-		{"top-level key in a cluster", lines(append(okCluster, `mode = "ipvs"`)...), []string{
+		{"top-level key in a cluster", lines(append(okCluster, `mode = "iptables"`)...), []string{
 			`5: unknown key "clusters[0].mode" (top-level keys go before the first [[clusters]])`,
 		}},
 		{"unknown table", lines(append(okCluster, `[extra]`, `a = 1`)...), []string{`5: unknown key "extra"`}},
@@ -214,6 +214,7 @@ func TestParseProblems(t *testing.T) {
 
 		// Top-level values.
 		{"mode", top(`mode = "fast"`), []string{`1: mode "fast": must be iptables, ipvs or nftables`}},
+		{"mode not in this version", top(`mode = "ipvs"`), []string{`1: mode "ipvs" is not available in this version: use "iptables"`}},
 		{"mode type", top(`mode = 1`), []string{`1: mode: must be a string, not an integer`}},
 		{"duration syntax", top(`full_sync_period = "1x"`), []string{
 			`1: full_sync_period "1x": not a duration (write it like "30s" or "1m30s")`,
@@ -248,7 +249,7 @@ func TestParseProblems(t *testing.T) {
 		}},
 
 		// Clusters.
-		{"no clusters", lines(`mode = "ipvs"`), []string{`0: no clusters: add a [[clusters]] table`}},
+		{"no clusters", lines(`mode = "iptables"`), []string{`0: no clusters: add a [[clusters]] table`}},
 		{"empty clusters", lines(`clusters = []`), []string{`1: no clusters: add a [[clusters]] table`}},
 		{"name missing", lines(`[[clusters]]`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/12"]`),
 			[]string{`1: clusters[0]: name is required`}},
@@ -317,7 +318,7 @@ func TestParseProblems(t *testing.T) {
 		}},
 		{"cidrs may overlap within a cluster", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`,
 			`service_cidrs = ["10.96.0.0/12", "10.96.0.0/16"]`), nil},
-		{"inline clusters point at clusters", lines(`mode = "ipvs"`,
+		{"inline clusters point at clusters", lines(`mode = "iptables"`,
 			`clusters = [{name = "prod", kubeconfig = "prod.kubeconfig", service_cidrs = ["10.96.0.0/33"]}]`),
 			[]string{`2: cluster "prod": service_cidrs[0] "10.96.0.0/33": invalid prefix length`}},
 
@@ -483,7 +484,7 @@ func TestExample(t *testing.T) {
 func TestLocator(t *testing.T) {
 	l := newLocator(lines(
 		`# mode = "commented"`, // 1
-		`"mode" = "ipvs" # [[clusters]]`,
+		`"mode" = "iptables" # [[clusters]]`,
 		`a.b = """`,
 		`masquerade = "inside a string"`,
 		`"""`, // 5
