@@ -110,6 +110,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	// Registered before Run, so that an early SIGHUP cannot kill the daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHUP(ctx, hup, d, *cfgPath, log)
 	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("stopped", "err", err)
 		return 1
@@ -130,4 +135,23 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// reloadOnHUP re-reads the config on SIGHUP (systemctl reload). A config
+// with any problem is refused as a whole, and the running one stays.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, d *daemon.Daemon, path string, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := config.Load(path)
+		if err == nil {
+			err = d.Reload(cfg)
+		}
+		if err != nil {
+			log.Error("reload refused; the running configuration stays in force", "config", path, "err", err)
+		}
+	}
 }

@@ -46,8 +46,10 @@ type Watcher struct {
 	sink   Sink
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	status Status
+	mu      sync.Mutex
+	status  Status
+	cancel  context.CancelFunc
+	factory informers.SharedInformerFactory
 }
 
 // Status is what an operator wants to know of a cluster's watch.
@@ -111,18 +113,20 @@ func strip(obj any) (any, error) {
 	return obj, nil
 }
 
-// Run watches until ctx is done. It returns at once; the informers retry on
-// their own while the apiserver is unreachable, and the rules programmed
-// before stay in place meanwhile.
-func (w *Watcher) Run(ctx context.Context) error {
+// Start watches until ctx is done or Stop is called. It returns at once; the
+// informers retry on their own while the apiserver is unreachable, and the
+// rules programmed before stay in place meanwhile.
+func (w *Watcher) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
 	factory := informers.NewSharedInformerFactoryWithOptions(w.client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector() }),
 		informers.WithTransform(strip))
 	svcInf := factory.Core().V1().Services().Informer()
+	fail := func(err error) error { cancel(); return err }
 	esInf := factory.Discovery().V1().EndpointSlices().Informer()
 	for _, inf := range []cache.SharedIndexInformer{svcInf, esInf} {
 		if err := inf.SetWatchErrorHandlerWithContext(w.watchError); err != nil {
-			return err
+			return fail(err)
 		}
 	}
 	svcReg, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -135,7 +139,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	esReg, err := esInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { w.upsertSlice(o) },
@@ -147,8 +151,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		return err
+		return fail(err)
 	}
+	w.mu.Lock()
+	w.cancel, w.factory = cancel, factory
+	w.mu.Unlock()
 	factory.Start(ctx.Done())
 	go func() {
 		// The handlers, not just the caches, must have seen every object
@@ -163,11 +170,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.log.Info("cluster synced")
 		w.sink.SetSynced(w.name)
 	}()
-	go func() {
-		<-ctx.Done()
-		factory.Shutdown()
-	}()
 	return nil
+}
+
+// Stop ends the watch and waits until no event handler runs any more, so
+// that nothing of this watcher reaches the model afterwards.
+func (w *Watcher) Stop() {
+	w.mu.Lock()
+	cancel, factory := w.cancel, w.factory
+	w.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	factory.Shutdown()
 }
 
 func (w *Watcher) upsertService(o any) {

@@ -4,10 +4,13 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/runner"
+	"github.com/kube-outpost/kube-outpost/internal/systemd"
 )
 
 // Daemon is one running kube-outpost.
@@ -30,11 +34,30 @@ type Daemon struct {
 	backends []proxy.Backend
 	runner   *runner.Runner
 	fullDue  atomic.Bool
+	notifier *systemd.Notifier
+	started  time.Time
 
-	mu       sync.Mutex
-	watchers map[string]*cluster.Watcher
-	lastSync SyncResult
+	mu          sync.Mutex
+	ctx         context.Context // Run's, for watchers started by Reload
+	clusters    map[string]*clusterHandle
+	generation  int
+	lastSync    SyncResult
+	syncStarted time.Time // zero when no sync runs
+	ready       bool
 }
+
+// clusterHandle is one configured cluster and its watcher.
+type clusterHandle struct {
+	cfg        config.Cluster
+	source     string // what the watcher was built from: a change restarts it
+	generation int
+	watcher    *cluster.Watcher
+}
+
+// readyGrace is how long READY waits for clusters that cannot be reached:
+// an unreachable apiserver must not keep the unit "activating" forever,
+// while the others are served.
+const readyGrace = 20 * time.Second
 
 // SyncResult describes the last sync attempt.
 type SyncResult struct {
@@ -48,7 +71,7 @@ type SyncResult struct {
 // New builds a daemon for cfg. Backends are made from cfg.Mode unless given
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, watchers: map[string]*cluster.Watcher{}}
+	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier()}
 	if len(backends) == 0 {
 		var err error
 		if backends, err = newBackends(cfg, log); err != nil {
@@ -58,13 +81,6 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	d.backends = backends
 	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
 	d.store = model.NewStore(log, d.runner.Trigger)
-	for _, c := range cfg.Clusters {
-		w, err := cluster.New(c, d.store, log)
-		if err != nil {
-			return nil, err
-		}
-		d.watchers[c.Name] = w
-	}
 	return d, nil
 }
 
@@ -124,20 +140,115 @@ func wantsFamily(cfg *config.Config, v6 bool) bool {
 // It leaves the rules in place when it returns: a restart must not cut
 // traffic.
 func (d *Daemon) Run(ctx context.Context) error {
-	var ccs []model.ClusterConfig
-	for _, c := range d.cfg.Clusters {
-		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs})
-	}
-	d.store.SetClusters(ccs)
-	for name, w := range d.watchers {
-		if err := w.Run(ctx); err != nil {
-			return fmt.Errorf("cluster %q: %w", name, err)
-		}
+	d.mu.Lock()
+	d.ctx = ctx
+	d.started = time.Now()
+	d.mu.Unlock()
+	if err := d.setClusters(d.cfg.Clusters); err != nil {
+		return err
 	}
 	go d.fullSyncTicker(ctx)
+	go d.watchdog(ctx)
+	go func() {
+		// Re-evaluate readiness once the grace for unreachable clusters is
+		// over, even if no change arrives.
+		select {
+		case <-ctx.Done():
+		case <-time.After(readyGrace):
+			d.runner.Trigger()
+		}
+	}()
 	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
 	d.runner.Loop(ctx)
+	d.notifier.Notify("STOPPING=1")
+	d.mu.Lock()
+	for _, h := range d.clusters {
+		h.watcher.Stop()
+	}
+	d.mu.Unlock()
 	d.log.Info("stopping; rules stay in place")
+	return nil
+}
+
+// Reload applies a new configuration's clusters: new ones start, removed
+// ones stop (and their rules go), changed ones restart (their rules stay
+// until they have synced again), unchanged ones keep running. Settings
+// outside [[clusters]] need a restart. On error nothing changed.
+func (d *Daemon) Reload(cfg *config.Config) error {
+	if diff := globalDiff(d.cfg, cfg); diff != "" {
+		d.log.Warn("reload: settings outside [[clusters]] need a restart; keeping the running ones", "changed", diff)
+	}
+	if err := d.setClusters(cfg.Clusters); err != nil {
+		return err
+	}
+	d.log.Info("configuration reloaded", "clusters", len(cfg.Clusters))
+	return nil
+}
+
+func globalDiff(a, b *config.Config) string {
+	var diff []string
+	if a.Mode != b.Mode {
+		diff = append(diff, "mode")
+	}
+	if a.MinSyncPeriod != b.MinSyncPeriod || a.SyncPeriod != b.SyncPeriod || a.FullSyncPeriod != b.FullSyncPeriod {
+		diff = append(diff, "sync periods")
+	}
+	if a.Masquerade != b.Masquerade || a.MasqueradeMark != b.MasqueradeMark {
+		diff = append(diff, "masquerade")
+	}
+	return strings.Join(diff, ", ")
+}
+
+// source is what a watcher depends on: the cluster's settings and the
+// kubeconfig's content (a rotated token must be picked up by a reload).
+func source(c config.Cluster) string {
+	data, _ := os.ReadFile(c.Kubeconfig)
+	sum := sha256.Sum256(data)
+	return fmt.Sprintf("%s|%s|%s|%v|%x", c.Kubeconfig, c.Context, c.Server, c.ServiceCIDRs, sum)
+}
+
+func (d *Daemon) setClusters(cfgs []config.Cluster) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// Build every new watcher first: a bad kubeconfig refuses the whole
+	// change before anything is stopped.
+	next := map[string]*clusterHandle{}
+	var started []*clusterHandle
+	for _, c := range cfgs {
+		src := source(c)
+		if h := d.clusters[c.Name]; h != nil && h.source == src {
+			h.cfg = c
+			next[c.Name] = h
+			continue
+		}
+		w, err := cluster.New(c, d.store, d.log)
+		if err != nil {
+			return err
+		}
+		d.generation++
+		h := &clusterHandle{cfg: c, source: src, generation: d.generation, watcher: w}
+		next[c.Name] = h
+		started = append(started, h)
+	}
+	// Old watchers stop before the model forgets their objects, so that
+	// none of their events lands in the new data.
+	for name, h := range d.clusters {
+		if next[name] != h {
+			h.watcher.Stop()
+		}
+	}
+	var ccs []model.ClusterConfig
+	for _, c := range cfgs {
+		h := next[c.Name]
+		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation})
+	}
+	d.store.SetClusters(ccs)
+	d.clusters = next
+	for _, h := range started {
+		if err := h.watcher.Start(d.ctx); err != nil {
+			return fmt.Errorf("cluster %q: %w", h.cfg.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -159,6 +270,9 @@ func (d *Daemon) sync(ctx context.Context) error {
 	st := d.store.Snapshot()
 	full := d.fullDue.Swap(false)
 	start := time.Now()
+	d.mu.Lock()
+	d.syncStarted = start
+	d.mu.Unlock()
 	var errs *multierror.Error
 	for _, b := range d.backends {
 		if err := b.Sync(ctx, st, full); err != nil {
@@ -171,13 +285,76 @@ func (d *Daemon) sync(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	d.lastSync = res
+	d.syncStarted = time.Time{}
 	d.mu.Unlock()
 	if res.Err != nil {
+		d.notifier.Notify("STATUS=sync failing, previous rules in force: " + firstLine(res.Err.Error()))
 		d.log.Error("sync failed; the previous rules stay in force and the sync is retried", "err", res.Err)
 		return res.Err
 	}
 	d.log.Debug("synced", "full", full, "ports", res.Ports, "duration", res.Duration)
+	d.notifyReady(st, res)
 	return nil
+}
+
+// notifyReady tells systemd the daemon is ready after the first successful
+// sync in which every cluster has synced, or, past readyGrace, in which
+// every cluster that can be reached has.
+func (d *Daemon) notifyReady(st *model.State, res SyncResult) {
+	var waiting []string
+	for _, c := range st.Clusters {
+		if !c.Synced {
+			waiting = append(waiting, c.Name)
+		}
+	}
+	status := fmt.Sprintf("STATUS=serving %d service ports of %d clusters; last sync %s", res.Ports, len(st.Clusters), res.Duration.Round(time.Millisecond))
+	if len(waiting) > 0 {
+		status += "; not synced yet: " + strings.Join(waiting, ", ")
+	}
+	d.mu.Lock()
+	becameReady := !d.ready && (len(waiting) == 0 || time.Since(d.started) >= readyGrace)
+	if becameReady {
+		d.ready = true
+	}
+	d.mu.Unlock()
+	if becameReady {
+		d.log.Info("ready", "clusters_not_synced", waiting)
+		d.notifier.Notify("READY=1\n" + status)
+		return
+	}
+	d.notifier.Notify(status)
+}
+
+// watchdog keeps systemd's watchdog fed while syncs complete; a sync stuck
+// for longer than the watchdog period (a hung iptables-restore) lets systemd
+// restart the daemon, which keeps the rules.
+func (d *Daemon) watchdog(ctx context.Context) {
+	every := systemd.WatchdogInterval()
+	if every == 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.mu.Lock()
+			stuck := !d.syncStarted.IsZero() && time.Since(d.syncStarted) > 2*every
+			d.mu.Unlock()
+			if !stuck {
+				d.notifier.Notify("WATCHDOG=1")
+			}
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // LastSync returns the last sync attempt.

@@ -15,6 +15,11 @@ import (
 type ClusterConfig struct {
 	Name         string
 	ServiceCIDRs []netip.Prefix
+	// Generation changes when the cluster's source changes (another
+	// kubeconfig, context or server): its objects are then dropped and
+	// re-listed, and it counts as unsynced until they are, so its rules
+	// stay as they were meanwhile.
+	Generation int
 }
 
 // Store collects Services and EndpointSlices per cluster and keeps the
@@ -58,9 +63,9 @@ func (s *Store) SetClusters(cfgs []ClusterConfig) {
 	next := make(map[string]*clusterData, len(cfgs))
 	for _, c := range cfgs {
 		cd := s.clusters[c.Name]
-		if cd == nil || !samePrefixes(cd.cfg.ServiceCIDRs, c.ServiceCIDRs) {
-			// A new range changes what is refused: start from scratch; the
-			// informers of a changed cluster are restarted by the daemon.
+		if cd == nil || cd.cfg.Generation != c.Generation || !samePrefixes(cd.cfg.ServiceCIDRs, c.ServiceCIDRs) {
+			// A new source or range: start from scratch; the daemon
+			// restarts the informers of a changed cluster.
 			cd = &clusterData{
 				svcs:    map[types.NamespacedName]*corev1.Service{},
 				slices:  map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
