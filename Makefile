@@ -3,12 +3,12 @@
 # Go modules by version) and cache the slow builds.
 
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION  ?= $(shell sh hack/version.sh)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./cmd/... ./internal/...
 E2E_PKGS := ./test/...
 
-.PHONY: all build deps lab-bins test unit e2e demo lint fmt vet clean bench
+.PHONY: all build deps lab-bins test unit e2e demo lint fmt vet clean bench package
 
 all: build
 
@@ -36,6 +36,19 @@ demo: deps lab-bins build
 	@echo ">> demo: two clusters, kube-outpost on an outside host, a real curl to a ClusterIP"
 	@$(GO) build -o bin/demo ./test/lab/demo
 	@bin/demo
+
+# Debian and RPM packages in dist/, with nfpm pinned in go.mod (go tool).
+package: build
+	@echo ">> packaging kube-outpost $(VERSION) (deb, rpm)"
+	@mkdir -p dist
+	@{ echo "# kube-outpost configuration. Nothing is configured yet, so the service"; \
+	   echo "# does not start. Uncomment and edit, then: systemctl enable --now kube-outpost"; \
+	   echo "# Every key is explained in /usr/share/doc/kube-outpost/config.toml.example."; echo; \
+	   sed -e '/^[^#]/s/^/# /' packaging/config.toml.example; } > dist/config.toml
+	@rm -f dist/*.deb dist/*.rpm
+	@VERSION=$(VERSION) $(GO) tool nfpm package --config nfpm.yaml --packager deb --target dist/
+	@VERSION=$(VERSION) $(GO) tool nfpm package --config nfpm.yaml --packager rpm --target dist/
+	@ls -l dist/*.deb dist/*.rpm
 
 lint: fmt vet
 

@@ -23,7 +23,7 @@
 #   - has no APT sources: nothing in it ever tries to download anything.
 set -euo pipefail
 
-RECIPE=3
+RECIPE=4
 SUITE=bookworm
 INCLUDE=systemd,systemd-sysv,iptables,conntrack,curl,ca-certificates,iproute2,kmod,dbus,udev,procps
 
@@ -191,7 +191,7 @@ ird="$work/initrd"
 mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules}
 cp /bin/busybox "$ird/bin/busybox"
 # insmod lines in dependency order for virtio over PCI and the block device.
-modprobe -d "$root" -S "$KVER" --show-depends virtio_pci virtio_blk | awk '$1 == "insmod" { print $2 }' | awk '!seen[$0]++' >"$work/mods"
+modprobe -d "$root" -S "$KVER" --show-depends -a virtio_pci virtio_blk | awk '$1 == "insmod" { print $2 }' | awk '!seen[$0]++' >"$work/mods"
 while read -r m; do
   cp "$m" "$ird/lib/modules/"
   echo "insmod /lib/modules/$(basename "$m")"
