@@ -30,6 +30,7 @@ Usage:
   kube-outpost run          [--config FILE] [--log-level LEVEL] [--log-format text|json]
   kube-outpost check-config [--config FILE]
   kube-outpost cleanup      [--log-level LEVEL]
+  kube-outpost service      install|uninstall|start|stop|status [--config FILE]
   kube-outpost version
 
 The config file defaults to ` + defaultConfig + `.
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "service":
+		return serviceCommand(args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "kube-outpost %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

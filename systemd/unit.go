@@ -1,0 +1,10 @@
+// Package unitfile carries the systemd unit, so that `kube-outpost service
+// install` writes the same hardened unit the packages ship.
+package unitfile
+
+import _ "embed"
+
+// Unit is systemd/kube-outpost.service.
+//
+//go:embed kube-outpost.service
+var Unit string
