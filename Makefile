@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./cmd/... ./internal/...
 E2E_PKGS := ./test/...
 
-.PHONY: all build deps lab-bins test unit e2e demo lint fmt vet clean bench package
+.PHONY: all build deps lab-bins test unit e2e test-vm demo lint fmt vet clean bench package
 
 all: build
 
@@ -22,7 +22,7 @@ deps:
 lab-bins: deps
 	@bash test/lab/build-k8s.sh >/dev/null
 
-test: lint unit e2e
+test: lint unit e2e test-vm
 
 unit:
 	@echo ">> unit tests"
@@ -31,6 +31,14 @@ unit:
 e2e: deps lab-bins build
 	@echo ">> end-to-end tests (real kube-apiserver, network namespaces, real packets)"
 	@$(GO) test -tags e2e -count=1 -timeout 25m -p 1 $(E2E_PKGS)
+
+# A real Debian bookworm under QEMU (software emulation) installs the .deb,
+# starts the unit and reaches a lab ClusterIP; the .rpm is checked on the host.
+test-vm: deps lab-bins package
+	@echo ">> VM tests: Debian VM installs and runs the package"
+	@bash test/vm/deps.sh
+	@bash test/vm/build-image.sh >/dev/null
+	@$(GO) test -tags vm -count=1 -timeout 20m ./test/vm/
 
 demo: deps lab-bins build
 	@echo ">> demo: two clusters, kube-outpost on an outside host, a real curl to a ClusterIP"

@@ -5,7 +5,6 @@
 set -euo pipefail
 
 pkgs=(iptables iproute2 conntrack curl socat openssl ca-certificates)
-[ "${WITH_VM:-0}" = 1 ] && pkgs+=(qemu-system-x86 busybox-static cpio kmod debootstrap rpm)
 
 missing=()
 for p in "${pkgs[@]}"; do

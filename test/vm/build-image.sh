@@ -7,7 +7,8 @@
 # stderr). The directory holds
 #   vmlinuz       the kernel of linux-image-<ver>-cloud-amd64
 #   initrd.gz     busybox + virtio modules; mounts /dev/vda and switch_roots
-#   rootfs.img    raw ext4; boot it with snapshot=on so that it stays pristine
+#   rootfs.img    raw ext4; boot it through a qcow2 overlay (or snapshot=on)
+#                 so that it stays pristine
 #   kernel-version, mirror, build-seconds
 #
 # Cached under ${XDG_CACHE_HOME:-$HOME/.cache}/kube-outpost-vm/img-<RECIPE>;
@@ -18,12 +19,13 @@
 #   - gets 10.0.2.15 by DHCP from QEMU's user networking (systemd-networkd);
 #   - waits for network-online.target, mounts /dev/vdb (an ext4 disk the test
 #     builds) on /vmtest, runs /vmtest/run.sh with its output on /dev/ttyS1,
-#     prints "VMTEST-RESULT: PASS" or "VMTEST-RESULT: FAIL <reason>" there,
-#     and powers off.
+#     prints "VMTEST-RESULT: PASS" or "VMTEST-RESULT: FAIL <reason>" there
+#     (or "VMTEST-REBOOT: ..." when run.sh exits 75: the test then boots the
+#     same disk again), and powers off.
 #   - has no APT sources: nothing in it ever tries to download anything.
 set -euo pipefail
 
-RECIPE=4
+RECIPE=6
 SUITE=bookworm
 INCLUDE=systemd,systemd-sysv,iptables,conntrack,curl,ca-certificates,iproute2,kmod,dbus,udev,procps
 
@@ -148,10 +150,12 @@ elif [ ! -f /vmtest/run.sh ]; then
   result="FAIL no /vmtest/run.sh"
 else
   cd /vmtest
-  timeout "${VMTEST_TIMEOUT:-900}" /bin/sh /vmtest/run.sh
+  timeout "${VMTEST_TIMEOUT:-900}" bash /vmtest/run.sh
   rc=$?
   if [ "$rc" = 0 ]; then
     result=PASS
+  elif [ "$rc" = 75 ]; then
+    result=REBOOT
   else
     result="FAIL run.sh exited $rc in step: $(cat /run/vmtest-step 2>/dev/null || echo '?')"
   fi
@@ -159,7 +163,12 @@ else
   sync
   umount /vmtest || true
 fi
-echo "VMTEST-RESULT: $result (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+if [ "$result" = REBOOT ]; then
+  # The test boots the same disk again; run.sh knows the boot from its state.
+  echo "VMTEST-REBOOT: run.sh asks for a power cycle (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+else
+  echo "VMTEST-RESULT: $result (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+fi
 sync
 systemctl --no-block poweroff
 EOF

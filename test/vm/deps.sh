@@ -5,7 +5,7 @@
 # Idempotent: apt-get runs only when something is missing.
 set -euo pipefail
 
-pkgs=(qemu-system-x86 debootstrap e2fsprogs rpm cpio kmod busybox-static iptables iproute2 ca-certificates debian-archive-keyring)
+pkgs=(qemu-system-x86 qemu-utils debootstrap e2fsprogs rpm cpio kmod busybox-static iptables iproute2 ca-certificates debian-archive-keyring)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,30 @@
+// Package vm installs and runs the kube-outpost packages in a real Debian
+// bookworm with systemd, booted under QEMU software emulation (TCG; nested KVM
+// hangs on the lab machines), and checks the .rpm on the host. The tests are
+// behind the build tag "vm":
+//
+//   - TestGuestNetwork: the guest reaches the lab's pods and apiserver, and a
+//     kube-outpost built from this tree, run by hand, serves a ClusterIP.
+//   - TestDebInVM: the .deb installs offline; the unit starts (Type=notify),
+//     reloads, restarts, works with the legacy iptables backend, comes up by
+//     itself after a power cycle; remove keeps config and rules, purge
+//     removes both.
+//   - TestRPMOnHost: the .rpm's files and scriptlets, and an install into a
+//     scratch root (Debian's rpm, --nodeps --noscripts).
+//
+// The guest image comes from test/vm/build-image.sh (cached); the packages
+// from `make package` (run by the tests; skipped while there is no such
+// target and dist/ is empty). QEMU runs inside the lab's host network
+// namespace with user networking, so every connection the guest makes (to
+// the lab's apiserver, to pod IPs) is made by the QEMU process from that
+// namespace, which has no route off the machine. The guest's script is
+// test/vm/run.sh; its output and the guest's console are in the test log.
+//
+// Run (as root): bash test/vm/deps.sh && bash test/vm/build-image.sh &&
+// go test -tags vm -count=1 -timeout 20m -v ./test/vm/
+//
+// Environment: KO_VM_IMAGE (an image directory; default: what
+// build-image.sh prints), KO_VM_DIST (a directory with the .deb and .rpm;
+// default: dist/ after `make package`), KO_VM_ARTIFACTS (a directory to keep
+// the guests' logs in).
+package vm
