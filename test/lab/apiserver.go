@@ -59,7 +59,10 @@ const (
 type Cluster struct {
 	Name        string
 	ServiceCIDR netip.Prefix
-	APIServerIP netip.Addr
+	// ServiceCIDRv6 is the IPv6 service range of a dual-stack cluster;
+	// invalid (zero) for an IPv4-only one.
+	ServiceCIDRv6 netip.Prefix
+	APIServerIP   netip.Addr
 	// Admin is authorized as system:masters and dials from the lab's host netns.
 	Admin kubernetes.Interface
 	// Kubeconfig is the file to give kube-outpost: the token of ServiceAccount
@@ -135,6 +138,9 @@ func (c *Cluster) writeCredentials() error {
 	// address of the service range) also verifies.
 	firstServiceIP := c.ServiceCIDR.Masked().Addr().Next()
 	ips := []net.IP{c.APIServerIP.AsSlice(), firstServiceIP.AsSlice(), net.IPv4(127, 0, 0, 1)}
+	if c.ServiceCIDRv6.IsValid() {
+		ips = append(ips, c.ServiceCIDRv6.Masked().Addr().Next().AsSlice())
+	}
 	dns := []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"}
 	certPEM, keyPEM, err := newServingCert(caCert, caKey, "kube-apiserver", ips, dns)
 	if err != nil {
@@ -210,12 +216,16 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		return fmt.Errorf("apiserver of cluster %s is already running", c.Name)
 	}
 	d := c.dir
+	ranges := c.ServiceCIDR.String()
+	if c.ServiceCIDRv6.IsValid() {
+		ranges += "," + c.ServiceCIDRv6.String() // dual-stack, IPv4 primary
+	}
 	p, err := startProcess(c.ns, "kube-apiserver "+c.Name, filepath.Join(d, "apiserver.log"), filepath.Join(c.lab.binDir, "kube-apiserver"),
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--bind-address="+c.APIServerIP.String(),
 		"--advertise-address="+c.APIServerIP.String(),
 		fmt.Sprintf("--secure-port=%d", apiserverPort),
-		"--service-cluster-ip-range="+c.ServiceCIDR.String(),
+		"--service-cluster-ip-range="+ranges,
 		"--token-auth-file="+filepath.Join(d, "tokens.csv"),
 		"--authorization-mode=RBAC",
 		"--cert-dir="+filepath.Join(d, "certs"),

@@ -18,6 +18,10 @@ import (
 // client gets 10.251.k.0/30, the host side .1 and the client .2.
 var clientNet = netip.MustParsePrefix("10.251.0.0/16")
 
+// clientNet6 holds their IPv6 links in a lab with IPv6: the k-th client gets
+// fd00:251:0:k::/64, the host side ::1 and the client ::2.
+var clientNet6 = netip.MustParsePrefix("fd00:251::/48")
+
 // Client is a machine that is not the host but uses it as its router towards
 // the clusters: a legacy box on a segment behind the host. Its packets reach
 // kube-outpost's rules through the host's PREROUTING and FORWARD chains, and
@@ -28,6 +32,10 @@ type Client struct {
 	NS      string     // network namespace: <ID>-client-<Name>
 	IP      netip.Addr // the client's address, 10.251.N.2
 	Gateway netip.Addr // the host's address on the client's link, 10.251.N.1
+	// In a lab with IPv6 (zero otherwise): the client's fd00:251:0:N::2 and the
+	// host's fd00:251:0:N::1 on the same link.
+	IPv6        netip.Addr
+	GatewayIPv6 netip.Addr
 
 	lab       *Lab
 	hostLink  string // host-side end of the veth pair
@@ -46,11 +54,24 @@ func clientAddrs(k int) (gw, ip netip.Addr) {
 	return gw, netip.AddrFrom4(b)
 }
 
+// clientAddrs6 is clientAddrs for IPv6: fd00:251:0:k::1 and fd00:251:0:k::2.
+func clientAddrs6(k int) (gw, ip netip.Addr) {
+	b := clientNet6.Addr().As16()
+	b[6], b[7] = byte(k>>8), byte(k)
+	b[15] = 1
+	gw = netip.AddrFrom16(b)
+	b[15] = 2
+	return gw, netip.AddrFrom16(b)
+}
+
 // AddRoutedClient creates namespace <ID>-client-<name>, linked to the host
 // namespace by a veth pair on a /30 of its own (10.251.N.0/30, host side .1,
 // client .2), with routes for every cluster's ServiceCIDR and for the pod
 // network via the host, and no default route. It turns on IPv4 forwarding in
-// the host namespace. Close removes it, and so does the Lab's Close.
+// the host namespace. In a lab with IPv6 the link also carries fd00:251:0:N::/64
+// (host ::1, client ::2), the client routes the pods' IPv6 network and every
+// ServiceCIDRv6 via the host, and the host forwards IPv6 too. Close removes
+// it, and so does the Lab's Close.
 func (l *Lab) AddRoutedClient(ctx context.Context, name string) (_ *Client, err error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("lab: client name %q: want [a-z0-9-], at most 40 characters", name)
@@ -96,7 +117,7 @@ func (l *Lab) AddRoutedClient(ctx context.Context, name string) (_ *Client, err 
 		}
 	}()
 
-	if err := addNetns(c.NS); err != nil {
+	if err := l.addNetns(c.NS); err != nil {
 		return nil, err
 	}
 	// Created inside the host namespace, the peer moved straight into the
@@ -113,6 +134,20 @@ func (l *Lab) AddRoutedClient(ctx context.Context, name string) (_ *Client, err 
 	for _, cl := range l.Clusters {
 		steps = append(steps, []string{"-n", c.NS, "route", "replace", cl.ServiceCIDR.Masked().String(), "via", gw.String()})
 	}
+	if l.ipv6 {
+		c.GatewayIPv6, c.IPv6 = clientAddrs6(k)
+		gw6 := c.GatewayIPv6.String()
+		steps = append(steps,
+			[]string{"-n", l.HostNS, "addr", "add", gw6 + "/64", "dev", c.hostLink, "nodad"},
+			[]string{"-n", c.NS, "addr", "add", c.IPv6.String() + "/64", "dev", "eth0", "nodad"},
+			[]string{"-n", c.NS, "route", "add", podNet6.String(), "via", gw6},
+		)
+		for _, cl := range l.Clusters {
+			if cl.ServiceCIDRv6.IsValid() {
+				steps = append(steps, []string{"-n", c.NS, "route", "replace", cl.ServiceCIDRv6.Masked().String(), "via", gw6})
+			}
+		}
+	}
 	for _, s := range steps {
 		if err := ipCmd(s...); err != nil {
 			return nil, err
@@ -121,6 +156,11 @@ func (l *Lab) AddRoutedClient(ctx context.Context, name string) (_ *Client, err 
 	if err := writeSysctlIn(l.HostNS, "net/ipv4/ip_forward", "1"); err != nil {
 		return nil, fmt.Errorf("ip_forward in %s: %w", l.HostNS, err)
 	}
+	if l.ipv6 {
+		if err := writeSysctlIn(l.HostNS, "net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return nil, fmt.Errorf("IPv6 forwarding in %s: %w", l.HostNS, err)
+		}
+	}
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -128,7 +168,11 @@ func (l *Lab) AddRoutedClient(ctx context.Context, name string) (_ *Client, err 
 		return nil, errors.New("lab is closed")
 	}
 	l.routed[name] = c
-	l.logf("routed client %s at %s via %s", name, ip, gw)
+	if l.ipv6 {
+		l.logf("routed client %s at %s and %s via %s and %s", name, ip, c.IPv6, gw, c.GatewayIPv6)
+	} else {
+		l.logf("routed client %s at %s via %s", name, ip, gw)
+	}
 	return c, nil
 }
 

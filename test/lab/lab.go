@@ -17,6 +17,22 @@
 //	              routes the ServiceCIDRs and 10.244.0.0/16 via the host: a legacy
 //	              machine that uses the host as its router; nothing routes back to it
 //
+// When any cluster has a ServiceCIDRv6, every namespace also gets IPv6 next to
+// IPv4 (unique local addresses, added with nodad in namespaces with accept_dad=0,
+// so that they are usable at once; still no default route anywhere):
+//
+//	<ID>-router   infra fd00:250::1/64, pods fd00:244::1/64, IPv6 forwarding on
+//	<ID>-host     fd00:250::2/64; routes fd00:244::/64 and every ServiceCIDRv6 via
+//	              fd00:250::1
+//	<ID>-api-<c>  fd00:250::a+i/64 (the apiserver itself listens on IPv4 only)
+//	<ID>-pod-<p>  fd00:244::X:Y/64 for 10.244.X.Y, route to fd00:250::/64 via
+//	              fd00:244::1; the HTTP and UDP responders listen on both families
+//	<ID>-client-<n> fd00:251:0:N::2/64, the host side fd00:251:0:N::1, routes
+//	              fd00:244::/64 and the ServiceCIDRv6s via the host (IPv6
+//	              forwarding on in the host namespace)
+//
+// and each kube-apiserver runs dual-stack (--service-cluster-ip-range=<v4>,<v6>).
+//
 // The machine needs root, iproute2, and the binaries test/lab/build-k8s.sh builds.
 package lab
 
@@ -46,12 +62,24 @@ var (
 	routerInfra = netip.MustParseAddr("10.250.0.1")
 	routerPods  = netip.MustParseAddr("10.244.0.1")
 	hostIP      = netip.MustParseAddr("10.250.0.2")
+
+	// The IPv6 counterparts, used when a cluster has a ServiceCIDRv6.
+	infraNet6    = netip.MustParsePrefix("fd00:250::/64")
+	podNet6      = netip.MustParsePrefix("fd00:244::/64")
+	routerInfra6 = netip.MustParseAddr("fd00:250::1")
+	routerPods6  = netip.MustParseAddr("fd00:244::1")
+	hostIP6      = netip.MustParseAddr("fd00:250::2")
 )
 
 // ClusterOptions describes one cluster of the lab.
 type ClusterOptions struct {
 	Name        string       // e.g. "alpha"; [a-z0-9-], used in namespace and kubeconfig names
 	ServiceCIDR netip.Prefix // --service-cluster-ip-range, e.g. 10.96.0.0/16
+	// ServiceCIDRv6, when set (e.g. fd00:96::/108), makes the cluster
+	// dual-stack: --service-cluster-ip-range=<ServiceCIDR>,<ServiceCIDRv6>.
+	// Any cluster with one gives the whole lab IPv6 addressing. The zero
+	// value means IPv4 only.
+	ServiceCIDRv6 netip.Prefix
 }
 
 // Options configures Start.
@@ -68,12 +96,14 @@ type Lab struct {
 	Dir      string // certificates, kubeconfigs, logs; kept after Close if KO_LAB_KEEP=1
 	HostNS   string // namespace of the outside host, where kube-outpost runs
 	HostIP   netip.Addr
+	HostIPv6 netip.Addr // fd00:250::2 when some cluster has a ServiceCIDRv6, else zero
 	Clusters []*Cluster
 
 	log      io.Writer
 	logMu    sync.Mutex
 	binDir   string
 	routerNS string
+	ipv6     bool // some cluster has a ServiceCIDRv6: IPv6 addressing everywhere
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -113,6 +143,12 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		clients:  map[net.Conn]struct{}{},
 		routed:   map[string]*Client{},
 	}
+	for _, c := range opts.Clusters {
+		if c.ServiceCIDRv6.IsValid() {
+			l.ipv6 = true
+			l.HostIPv6 = hostIP6
+		}
+	}
 	begin := time.Now()
 	// Close copes with a partly built lab, so it is the one error path.
 	defer func() {
@@ -140,6 +176,7 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 		l.Clusters = append(l.Clusters, &Cluster{
 			Name:            co.Name,
 			ServiceCIDR:     co.ServiceCIDR,
+			ServiceCIDRv6:   co.ServiceCIDRv6,
 			APIServerIP:     netip.AddrFrom4([4]byte{10, 250, 0, byte(10 + i)}),
 			Kubeconfig:      filepath.Join(l.Dir, co.Name, "kubeconfig"),
 			AdminKubeconfig: filepath.Join(l.Dir, co.Name, "admin.kubeconfig"),
@@ -178,8 +215,16 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	return l, nil
 }
 
+// KernelHasIPv6 reports whether this kernel has IPv6 (it does not when booted
+// with ipv6.disable=1), i.e. whether a lab with a ServiceCIDRv6 can start.
+func KernelHasIPv6() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return err == nil
+}
+
 func validate(opts Options) error {
 	seen := map[string]bool{}
+	ipv6 := false
 	if len(opts.Clusters) > 200 {
 		return errors.New("lab: at most 200 clusters")
 	}
@@ -198,6 +243,18 @@ func validate(opts Options) error {
 		if p.Overlaps(infraNet) || p.Overlaps(podNet) {
 			return fmt.Errorf("lab: cluster %s: ServiceCIDR %v overlaps the lab networks %v and %v", c.Name, p, infraNet, podNet)
 		}
+		if p6 := c.ServiceCIDRv6; p6 != (netip.Prefix{}) {
+			ipv6 = true
+			if !p6.IsValid() || !p6.Addr().Is6() || p6.Addr().Is4In6() || p6.Bits() < 64 || p6.Bits() > 126 {
+				return fmt.Errorf("lab: cluster %s: ServiceCIDRv6 %v must be an IPv6 prefix between /64 and /126", c.Name, p6)
+			}
+			if p6.Overlaps(infraNet6) || p6.Overlaps(podNet6) || p6.Overlaps(clientNet6) {
+				return fmt.Errorf("lab: cluster %s: ServiceCIDRv6 %v overlaps the lab networks %v, %v and %v", c.Name, p6, infraNet6, podNet6, clientNet6)
+			}
+		}
+	}
+	if ipv6 && !KernelHasIPv6() {
+		return errors.New("lab: a ServiceCIDRv6 is set, but this kernel has no IPv6 (booted with ipv6.disable=1?)")
 	}
 	return nil
 }
@@ -234,11 +291,14 @@ func (l *Lab) setupNetwork() error {
 			[]string{"-n", c.ns, "route", "add", podNet.String(), "via", routerInfra.String()},
 		)
 	}
+	if l.ipv6 {
+		steps = append(steps, l.ipv6Steps()...)
+	}
 	for _, s := range steps {
 		var err error
 		switch s[0] {
 		case "netns":
-			err = addNetns(s[1])
+			err = l.addNetns(s[1])
 		case "veth":
 			err = vethInto(s[1], s[2], s[3], s[4])
 		case "sysctl":
@@ -248,6 +308,56 @@ func (l *Lab) setupNetwork() error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// ipv6Steps are the setupNetwork steps that add IPv6 next to IPv4, once the
+// namespaces and links exist.
+func (l *Lab) ipv6Steps() [][]string {
+	r := l.routerNS
+	steps := [][]string{
+		// Without a multicast querier a snooping bridge may drop the
+		// neighbour solicitations between router and pods; a lab bridge
+		// has no use for snooping.
+		{"-n", r, "link", "set", "infra", "type", "bridge", "mcast_snooping", "0"},
+		{"-n", r, "link", "set", "pods", "type", "bridge", "mcast_snooping", "0"},
+		{"-n", r, "addr", "add", routerInfra6.String() + "/64", "dev", "infra", "nodad"},
+		{"-n", r, "addr", "add", routerPods6.String() + "/64", "dev", "pods", "nodad"},
+		{"sysctl", r, "net/ipv6/conf/all/forwarding", "1"},
+		{"-n", l.HostNS, "addr", "add", l.HostIPv6.String() + "/64", "dev", "eth0", "nodad"},
+		{"-n", l.HostNS, "route", "add", podNet6.String(), "via", routerInfra6.String()},
+	}
+	for _, c := range l.Clusters {
+		if c.ServiceCIDRv6.IsValid() {
+			steps = append(steps, []string{"-n", l.HostNS, "route", "replace", c.ServiceCIDRv6.Masked().String(), "via", routerInfra6.String()})
+		}
+	}
+	for i, c := range l.Clusters {
+		a := infraNet6.Addr().As16()
+		a[15] = byte(10 + i)
+		steps = append(steps,
+			[]string{"-n", c.ns, "addr", "add", netip.AddrFrom16(a).String() + "/64", "dev", "eth0", "nodad"},
+			[]string{"-n", c.ns, "route", "add", podNet6.String(), "via", routerInfra6.String()},
+		)
+	}
+	return steps
+}
+
+// addNetns creates a namespace; in an IPv6 lab with duplicate address
+// detection off, so that no address of the lab (link-local ones included)
+// is ever tentative: a test must not race DAD.
+func (l *Lab) addNetns(name string) error {
+	if err := addNetns(name); err != nil {
+		return err
+	}
+	if !l.ipv6 {
+		return nil
+	}
+	for _, key := range []string{"net/ipv6/conf/all/accept_dad", "net/ipv6/conf/default/accept_dad"} {
+		if err := writeSysctlIn(name, key, "0"); err != nil {
+			return fmt.Errorf("%s in %s: %w", key, name, err)
 		}
 	}
 	return nil

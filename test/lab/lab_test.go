@@ -96,9 +96,15 @@ func TestLab(t *testing.T) {
 	}
 
 	t.Run("pods", func(t *testing.T) {
+		if l.HostIPv6.IsValid() {
+			t.Errorf("HostIPv6 = %v in a lab without IPv6", l.HostIPv6)
+		}
 		for name, p := range pods {
 			if !p.IP.IsValid() || !strings.HasPrefix(p.IP.String(), "10.244.1.") {
 				t.Errorf("pod %s: address %v", name, p.IP)
+			}
+			if p.IPv6.IsValid() {
+				t.Errorf("pod %s: IPv6 %v in a lab without IPv6", name, p.IPv6)
 			}
 			url := "http://" + p.IP.String() + ":8080/anything"
 			if body, err := l.HTTPGet(ctx, url); err != nil || body != name {

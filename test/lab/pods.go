@@ -20,6 +20,9 @@ import (
 type Pod struct {
 	Name string
 	IP   netip.Addr
+	// IPv6 is fd00:244::X:Y for IP 10.244.X.Y in a lab with IPv6 (some
+	// cluster has a ServiceCIDRv6); invalid (zero) otherwise.
+	IPv6 netip.Addr
 }
 
 type podState struct {
@@ -52,10 +55,20 @@ func podAddr(k int) (netip.Addr, error) {
 	return a, nil
 }
 
+// podAddr6 returns the IPv6 address of the pod with IPv4 address 10.244.X.Y:
+// fd00:244::X:Y, which cannot collide with the router's fd00:244::1 (X >= 1).
+func podAddr6(ip netip.Addr) netip.Addr {
+	a4 := ip.As4()
+	b := podNet6.Addr().As16()
+	b[13], b[15] = a4[2], a4[3]
+	return netip.AddrFrom16(b)
+}
+
 // AddPod creates namespace <ID>-pod-<name> with the next pod address and serves,
 // on every tcpPort, HTTP answering any request with "<name>\n" (headers X-Pod:
 // <name> and X-Remote-Addr: the client address as the pod sees it), and on every
-// udpPort a responder answering each datagram with "<name>\n".
+// udpPort a responder answering each datagram with "<name>\n". In a lab with
+// IPv6 the pod also gets Pod.IPv6, and its servers answer on both families.
 func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int) (_ *Pod, err error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("lab: pod name %q: want [a-z0-9-], at most 40 characters", name)
@@ -80,6 +93,11 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 		return nil, err
 	}
 	p := &podState{pod: &Pod{Name: name, IP: ip}, ns: l.ID + "-pod-" + name, veth: fmt.Sprintf("vp%d", k)}
+	tcpNet, udpNet := "tcp4", "udp4"
+	if l.ipv6 {
+		p.pod.IPv6 = podAddr6(ip)
+		tcpNet, udpNet = "tcp", "udp" // dual-stack sockets
+	}
 	// A nil entry reserves the name while the namespace is set up; the pod is
 	// published (and visible to RemovePod and Close) only once complete.
 	l.pods[name] = nil
@@ -97,7 +115,7 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 		}
 	}()
 
-	if err := addNetns(p.ns); err != nil {
+	if err := l.addNetns(p.ns); err != nil {
 		return nil, err
 	}
 	if err := vethInto(l.routerNS, "pods", p.veth, p.ns); err != nil {
@@ -111,9 +129,17 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 	if err := ipIn(p.ns, "route", "add", infraNet.String(), "via", routerPods.String()); err != nil {
 		return nil, err
 	}
+	if l.ipv6 {
+		if err := ipIn(p.ns, "addr", "add", p.pod.IPv6.String()+"/64", "dev", "eth0", "nodad"); err != nil {
+			return nil, err
+		}
+		if err := ipIn(p.ns, "route", "add", infraNet6.String(), "via", routerPods6.String()); err != nil {
+			return nil, err
+		}
+	}
 
 	for _, port := range tcpPorts {
-		ln, err := listenIn(p.ns, "tcp4", fmt.Sprintf(":%d", port))
+		ln, err := listenIn(p.ns, tcpNet, fmt.Sprintf(":%d", port))
 		if err != nil {
 			return nil, fmt.Errorf("pod %s: listen tcp %d: %w", name, port, err)
 		}
@@ -126,7 +152,7 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 		}()
 	}
 	for _, port := range udpPorts {
-		pc, err := listenPacketIn(p.ns, "udp4", fmt.Sprintf(":%d", port))
+		pc, err := listenPacketIn(p.ns, udpNet, fmt.Sprintf(":%d", port))
 		if err != nil {
 			return nil, fmt.Errorf("pod %s: listen udp %d: %w", name, port, err)
 		}
@@ -144,7 +170,11 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 		return nil, errors.New("lab is closed")
 	}
 	l.pods[name] = p
-	l.logf("pod %s at %s (tcp %v, udp %v)", name, ip, tcpPorts, udpPorts)
+	if l.ipv6 {
+		l.logf("pod %s at %s and %s (tcp %v, udp %v)", name, ip, p.pod.IPv6, tcpPorts, udpPorts)
+	} else {
+		l.logf("pod %s at %s (tcp %v, udp %v)", name, ip, tcpPorts, udpPorts)
+	}
 	return p.pod, nil
 }
 

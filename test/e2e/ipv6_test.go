@@ -1,0 +1,334 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/kube-outpost/kube-outpost/test/lab"
+)
+
+// The dual-stack cluster of TestIPv6. Its lab is its own, so these ranges do
+// not meet the suite lab's (extraRange there is in different namespaces).
+var (
+	gammaRange   = netip.MustParsePrefix("10.98.0.0/16")
+	gammaRange6  = netip.MustParsePrefix("fd00:98::/108")
+	ipv6Services = []port{
+		{name: "http", proto: corev1.ProtocolTCP, port: 80, target: 8080},
+		{name: "dns", proto: corev1.ProtocolUDP, port: 53, target: 5353},
+	}
+)
+
+// TestIPv6 runs kube-outpost for a dual-stack cluster in a second lab that
+// has IPv6 everywhere, and checks both ClusterIPs of dual-stack services
+// with real packets from the host: ip6tables next to iptables.
+func TestIPv6(t *testing.T) {
+	if !lab.KernelHasIPv6() {
+		t.Skip("this kernel has no IPv6")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	l, err := lab.Start(ctx, lab.Options{
+		Clusters: []lab.ClusterOptions{{Name: "gamma", ServiceCIDR: gammaRange, ServiceCIDRv6: gammaRange6}},
+		Log:      os.Stderr,
+	})
+	if err != nil {
+		t.Fatalf("starting the IPv6 lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("closing the IPv6 lab: %v", err)
+		}
+	})
+	g1, err := l.AddPod(ctx, "g1", []int{8080}, []int{5353})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := l.AddPod(ctx, "g2", []int{8080}, []int{5353})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gamma := l.Cluster("gamma")
+	cfg := fmt.Sprintf("mode = \"iptables\"\nmin_sync_period = \"200ms\"\n\n[[clusters]]\nname = \"gamma\"\nkubeconfig = %q\nservice_cidrs = [%q, %q]\n",
+		gamma.Kubeconfig, gammaRange.String(), gammaRange6.String())
+	cfgPath := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemonIn(t, l, cfgPath)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("ip6tables-save of %s:\n%s", l.HostNS, ip6tablesSave(t, l))
+		}
+	})
+	admin := gamma.Admin
+	var served []string // URLs that answered while the daemon ran
+
+	t.Run("both ClusterIPs of a dual-stack service balance over both pods, tcp and udp", func(t *testing.T) {
+		ns := namespace(t, admin, "dual")
+		v4, v6 := dualStackService(t, admin, ns, "web")
+		slice(t, admin, ns, "web", "v4", ipv6Services, []ep{readyEP(g1.IP.String()), readyEP(g2.IP.String())})
+		slice6(t, admin, ns, "web", "v6", ipv6Services, g1.IPv6, g2.IPv6)
+		for _, vip := range []netip.Addr{v4, v6} {
+			answeredByIn(t, l, url(vip, 80), 40, "g1", "g2")
+			served = append(served, url(vip, 80))
+			udpAnsweredByIn(t, l, netip.AddrPortFrom(vip, 53).String(), 40, "g1", "g2")
+		}
+		// The IPv6 ClusterIP is proxied over IPv6 end to end: the pods see
+		// the host's IPv6 address (masqueraded), not an IPv4 one.
+		hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, hdr, err := l.HTTPGetHeader(hctx, url(v6, 80))
+		hcancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src, err := netip.ParseAddrPort(hdr.Get("X-Remote-Addr")); err != nil || src.Addr() != l.HostIPv6 {
+			t.Errorf("via %v the pod saw the client as %q (%v), want %v", v6, hdr.Get("X-Remote-Addr"), err, l.HostIPv6)
+		}
+		rules := ip6tablesSave(t, l)
+		for _, want := range []string{":OUTPOST-SERVICES", ":OUTPOST-FILTER", "-d " + v6.String() + "/128", "[" + g1.IPv6.String() + "]:8080", "gamma/dual/web:http(v6)", "gamma/dual/web:dns/UDP(v6)"} {
+			if !strings.Contains(rules, want) {
+				t.Errorf("ip6tables-save lacks %q:\n%s", want, rules)
+			}
+		}
+		if s := v4Rules(t, l); strings.Contains(s, v6.String()) || !strings.Contains(s, "-d "+v4.String()+"/32") {
+			t.Errorf("iptables-save should carry %v and not %v:\n%s", v4, v6, s)
+		}
+	})
+
+	t.Run("a dual-stack service without endpoints is refused on its IPv6 ClusterIP", func(t *testing.T) {
+		ns := namespace(t, admin, "empty")
+		v4, v6 := dualStackService(t, admin, ns, "web")
+		for _, vip := range []netip.Addr{v6, v4} {
+			eventually(t, 60*time.Second, fmt.Sprintf("tcp to %v refused", vip), func() error { return refusedIn(l, url(vip, 80)) })
+			eventually(t, 60*time.Second, fmt.Sprintf("udp to %v refused", vip), func() error {
+				return udpRefusedIn(l, netip.AddrPortFrom(vip, 53).String())
+			})
+		}
+		rules := ip6tablesSave(t, l)
+		for _, want := range []string{"gamma/empty/web:http(v6) has no endpoints", "gamma/empty/web:dns/UDP(v6) has no endpoints", "--reject-with tcp-reset", "--reject-with icmp6-port-unreachable"} {
+			if !strings.Contains(rules, want) {
+				t.Errorf("ip6tables-save lacks %q:\n%s", want, rules)
+			}
+		}
+	})
+
+	t.Run("cleanup removes the chains of both families", func(t *testing.T) {
+		if !strings.Contains(ip6tablesSave(t, l), "OUTPOST-") || !strings.Contains(v4Rules(t, l), "OUTPOST-") {
+			t.Fatal("no OUTPOST chains in ip6tables-save or iptables-save while the daemon runs")
+		}
+		d.stop()
+		out, err := l.HostRun(context.Background(), binary, "cleanup")
+		if err != nil {
+			t.Fatalf("kube-outpost cleanup: %v", err)
+		}
+		t.Logf("cleanup said: %s", strings.TrimSpace(out))
+		if s := ip6tablesSave(t, l); strings.Contains(s, "OUTPOST") {
+			t.Errorf("ip6tables-save after cleanup still has OUTPOST:\n%s", s)
+		}
+		if s := v4Rules(t, l); strings.Contains(s, "OUTPOST") {
+			t.Errorf("iptables-save after cleanup still has OUTPOST:\n%s", s)
+		}
+		for _, u := range served {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if _, err := l.HTTPGet(ctx, u); err == nil {
+				t.Errorf("%s still answers after cleanup", u)
+			}
+			cancel()
+		}
+	})
+}
+
+// startDaemonIn is startDaemon for a lab other than the suite's.
+func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = l.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	// Registered after the lab's Close, so it runs before it.
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("kube-outpost log:\n%s", d.log.String())
+		}
+	})
+	return d
+}
+
+// dualStackService creates a RequireDualStack service with ipv6Services and
+// returns its IPv4 and IPv6 ClusterIPs.
+func dualStackService(t *testing.T, c kubernetes.Interface, ns, name string) (v4, v6 netip.Addr) {
+	t.Helper()
+	service(t, c, ns, name, ipv6Services, func(s *corev1.Service) {
+		s.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+		s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+	})
+	svc, err := c.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range svc.Spec.ClusterIPs {
+		a, err := netip.ParseAddr(s)
+		switch {
+		case err != nil:
+			t.Fatalf("service %s/%s: ClusterIP %q: %v", ns, name, s, err)
+		case a.Is4():
+			v4 = a
+		default:
+			v6 = a
+		}
+	}
+	if !gammaRange.Contains(v4) || !gammaRange6.Contains(v6) {
+		t.Fatalf("service %s/%s: ClusterIPs %v, want one in %v and one in %v", ns, name, svc.Spec.ClusterIPs, gammaRange, gammaRange6)
+	}
+	return v4, v6
+}
+
+// slice6 creates the IPv6 EndpointSlice <svc>-<suffix> with ready endpoints.
+func slice6(t *testing.T, c kubernetes.Interface, ns, svc, suffix string, ports []port, ips ...netip.Addr) {
+	t.Helper()
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: svc + "-" + suffix,
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "kube-outpost-e2e"},
+		},
+		AddressType: discoveryv1.AddressTypeIPv6,
+	}
+	for _, p := range ports {
+		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.target)})
+	}
+	for _, ip := range ips {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{ip.String()},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+		})
+	}
+	if _, err := c.DiscoveryV1().EndpointSlices(ns).Create(context.Background(), es, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating EndpointSlice %s/%s: %v", ns, es.Name, err)
+	}
+}
+
+// answeredByIn is answeredBy from the host of lab l.
+func answeredByIn(t *testing.T, l *lab.Lab, u string, n int, pods ...string) {
+	t.Helper()
+	eventually(t, 60*time.Second, "answers from "+strings.Join(pods, ", ")+" at "+u, func() error {
+		got := map[string]int{}
+		for i := 0; i < n; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			body, err := l.HTTPGet(ctx, u)
+			cancel()
+			if err != nil {
+				return err
+			}
+			got[body]++
+		}
+		return sameAnswerers(got, pods)
+	})
+}
+
+// udpAnsweredByIn checks over n datagrams, each from a new socket (a new
+// flow), that exactly the pods named answer.
+func udpAnsweredByIn(t *testing.T, l *lab.Lab, addr string, n int, pods ...string) {
+	t.Helper()
+	eventually(t, 60*time.Second, "udp answers from "+strings.Join(pods, ", ")+" at "+addr, func() error {
+		got := map[string]int{}
+		for i := 0; i < n; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			body, err := l.UDPRequest(ctx, addr, "ping")
+			cancel()
+			if err != nil {
+				return err
+			}
+			got[body]++
+		}
+		return sameAnswerers(got, pods)
+	})
+}
+
+func sameAnswerers(got map[string]int, pods []string) error {
+	want := map[string]bool{}
+	for _, p := range pods {
+		want[p] = true
+		if got[p] == 0 {
+			return fmt.Errorf("%s never answered; answers: %v", p, got)
+		}
+	}
+	for p := range got {
+		if !want[p] {
+			return fmt.Errorf("%s answered but should not; answers: %v", p, got)
+		}
+	}
+	return nil
+}
+
+// refusedIn is refused from the host of lab l.
+func refusedIn(l *lab.Lab, u string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := l.HTTPGet(ctx, u)
+	if err == nil {
+		return errors.New("the service answered")
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return nil
+	}
+	return fmt.Errorf("want connection refused, got %v", err)
+}
+
+// udpRefusedIn is udpRefused from the host of lab l.
+func udpRefusedIn(l *lab.Lab, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := l.UDPRequest(ctx, addr, "ping")
+	if err == nil {
+		return errors.New("the service answered")
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPERM) {
+		return nil
+	}
+	return fmt.Errorf("want an immediate refusal, got %v", err)
+}
+
+// ip6tablesSave returns the nat and filter tables of l's host namespace.
+func ip6tablesSave(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	return saveIn(t, l, "ip6tables-save")
+}
+
+func v4Rules(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	return saveIn(t, l, "iptables-save")
+}
+
+func saveIn(t *testing.T, l *lab.Lab, bin string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, table := range []string{"nat", "filter"} {
+		s, err := l.HostRun(context.Background(), bin, "-t", table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(s)
+	}
+	return b.String()
+}
