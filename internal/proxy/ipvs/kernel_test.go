@@ -1,0 +1,512 @@
+//go:build ipvskernel && linux
+
+package ipvs
+
+// Real-kernel tests. They need root and a kernel with ip_vs, so they run in
+// the VM of test/vm (a Debian kernel), not on the development machine:
+//
+//	go test -tags ipvskernel -count=1 -v -run '^TestKernel' ./internal/proxy/ipvs/
+//
+// or, to copy a binary in: go test -c -tags ipvskernel -o ipvs.test
+// ./internal/proxy/ipvs/ && ./ipvs.test -test.run '^TestKernel' -test.v
+//
+// They skip when ip_vs is absent and cannot be loaded, and fail when a tool
+// is missing (iproute2, ipset, iptables). Each builds its own network
+// namespaces (kernel_topo_test.go): the machine's own IPVS, addresses and
+// rules are never the target.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mobyipvs "github.com/moby/ipvs"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+)
+
+const (
+	vipWeb    = "10.96.0.10" // TCP 80 and UDP 53
+	vipEmpty  = "10.96.0.11" // a service without endpoints
+	vipSticky = "10.96.0.12" // ClientIP affinity
+)
+
+// kernelState is one cluster whose web service (TCP and UDP) has the
+// endpoints of webPods.
+func kernelState(tp *topo, webPods ...string) *model.State {
+	var tcpEps, udpEps, all []string
+	for _, p := range webPods {
+		tcpEps = append(tcpEps, tp.pods[p].String()+":8080")
+		udpEps = append(udpEps, tp.pods[p].String()+":5353")
+	}
+	for _, p := range []string{"pod1", "pod2"} {
+		all = append(all, tp.pods[p].String()+":8080")
+	}
+	return state(cluster("k", true, []string{"10.96.0.0/16"},
+		svc("k", "default", "web", "http", model.TCP, vipWeb, 80, tcpEps...),
+		svc("k", "default", "web", "dns", model.UDP, vipWeb, 53, udpEps...),
+		svc("k", "default", "empty", "", model.TCP, vipEmpty, 80),
+		withAffinity(svc("k", "default", "sticky", "", model.TCP, vipSticky, 80, all...), time.Hour),
+	))
+}
+
+// ipvsText is a readable, sorted form of /proc/net/ip_vs; counts only when
+// asked, since they move with traffic.
+func ipvsText(es []ipvsEntry, counts bool) string {
+	var svcs []string
+	for _, e := range es {
+		lines := []string{e.Service}
+		var ds []string
+		for _, d := range e.Dests {
+			l := fmt.Sprintf("  -> %s %s %d", d.Addr, d.Forward, d.Weight)
+			if counts {
+				l += fmt.Sprintf(" active %d inactive %d", d.Active, d.Inactive)
+			}
+			ds = append(ds, l)
+		}
+		slices.Sort(ds)
+		svcs = append(svcs, strings.Join(append(lines, ds...), "\n"))
+	}
+	slices.Sort(svcs)
+	return strings.Join(svcs, "\n")
+}
+
+func wantRefused(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("%s: got %v, want connection refused", what, err)
+	}
+}
+
+func TestParseProcIPVS(t *testing.T) {
+	// As Linux 6.1 prints it (the service lines end with a space).
+	data := `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
+TCP  0A60000A:0050 rr 
+  -> 0AFA000C:1F90      Masq    1      0          0         
+  -> 0AFA000B:1F90      Masq    0      1          2         
+TCP  0A60000C:0050 rr persistent 900000 FFFFFFFF
+  -> 0AFA000B:1F90      Masq    1      0          0         
+UDP  0A60000A:0035 rr 
+`
+	es, err := parseProcIPVS(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `TCP 10.96.0.10:80 rr
+  -> 10.250.0.11:8080 Masq 0 active 1 inactive 2
+  -> 10.250.0.12:8080 Masq 1 active 0 inactive 0
+TCP 10.96.0.12:80 rr persistent
+  -> 10.250.0.11:8080 Masq 1 active 0 inactive 0
+UDP 10.96.0.10:53 rr`
+	if got := ipvsText(es, true); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestKernelInterface(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: run inside the VM of test/vm")
+	}
+	ns := fmt.Sprintf("koipvs%dx%d-if", os.Getpid(), topoSeq.Add(1))
+	addNS(t, ns)
+	k := NewKernel()
+	v4, v6 := netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("fd00:96::1")
+	inNS(t, ns, func() {
+		if err := k.EnsureInterface(); err != nil {
+			t.Skipf("cannot create a dummy interface here: %v", err)
+		}
+		for _, err := range []error{k.EnsureInterface(), k.AddAddr(v4), k.AddAddr(v4), k.AddAddr(v6)} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		addrs, err := k.InterfaceAddrs()
+		if err != nil || !slices.Equal(addrs, []netip.Addr{v4, v6}) {
+			t.Errorf("InterfaceAddrs: %v, %v", addrs, err)
+		}
+	})
+	out := run(t, "ip", "-n", ns, "-o", "addr", "show", "dev", Interface)
+	for _, want := range []string{"inet 10.96.0.1/32 scope host", "inet6 fd00:96::1/128 scope host"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ip addr: no %q in:\n%s", want, out)
+		}
+	}
+	// Down, as kube-ipvs0, yet the address is local.
+	if out := run(t, "ip", "-n", ns, "link", "show", Interface); !strings.Contains(out, "state DOWN") {
+		t.Errorf("outpost0 is not down:\n%s", out)
+	}
+	if out := run(t, "ip", "-n", ns, "route", "show", "table", "local"); !strings.Contains(out, "local 10.96.0.1 dev outpost0") {
+		t.Errorf("no local route for 10.96.0.1:\n%s", out)
+	}
+	inNS(t, ns, func() {
+		for _, err := range []error{k.DelAddr(v4), k.DelAddr(v4), k.DeleteInterface(), k.DeleteInterface(), k.DelAddr(v6)} {
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		if addrs, err := k.InterfaceAddrs(); err != nil || len(addrs) != 0 {
+			t.Errorf("after DeleteInterface: %v, %v", addrs, err)
+		}
+	})
+	// An outpost0 that is not ours is refused, not adopted.
+	run(t, "ip", "-n", ns, "link", "add", Interface, "type", "veth", "peer", "name", "other")
+	inNS(t, ns, func() {
+		if err := k.EnsureInterface(); err == nil || !strings.Contains(err.Error(), "veth") {
+			t.Errorf("EnsureInterface over a veth: %v", err)
+		}
+	})
+}
+
+func TestKernelBalancesAndRefuses(t *testing.T) {
+	requireIPVS(t)
+	tp := newTopo(t)
+	p := tp.newProxier(NewKernel(), nil)
+	if err := tp.sync(p, kernelState(tp, "pod1", "pod2")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Round robin over both pods, TCP and UDP, each reply masqueraded.
+	if seen := tp.podsAnswering(10, tp.askTCP, vipWeb+":80"); seen["pod1"] == 0 || seen["pod2"] == 0 {
+		t.Errorf("TCP answers: %v, want both pods", seen)
+	}
+	if seen := tp.podsAnswering(10, tp.askUDP, vipWeb+":53"); seen["pod1"] == 0 || seen["pod2"] == 0 {
+		t.Errorf("UDP answers: %v, want both pods", seen)
+	}
+	// ClientIP affinity: one pod for every connection.
+	if seen := tp.podsAnswering(8, tp.askTCP, vipSticky+":80"); len(seen) != 1 {
+		t.Errorf("sticky answers: %v, want one pod", seen)
+	}
+
+	want := `TCP 10.96.0.10:80 rr
+  -> 10.250.0.11:8080 Masq 1
+  -> 10.250.0.12:8080 Masq 1
+TCP 10.96.0.12:80 rr persistent
+  -> 10.250.0.11:8080 Masq 1
+  -> 10.250.0.12:8080 Masq 1
+UDP 10.96.0.10:53 rr
+  -> 10.250.0.11:5353 Masq 1
+  -> 10.250.0.12:5353 Masq 1`
+	if got := ipvsText(tp.readIPVS(), false); got != want {
+		t.Errorf("/proc/net/ip_vs:\n%s\nwant:\n%s", got, want)
+	}
+
+	// The persistence timeout, in seconds through netlink.
+	tp.in(func() {
+		vss, err := NewKernel().List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, vs := range vss {
+			if vs.VIP.String() == vipSticky && (!vs.Persistent || vs.Timeout != 3600) {
+				t.Errorf("sticky virtual server: %+v, want persistent 3600", vs.Service)
+			}
+		}
+	})
+
+	// A service without endpoints is refused.
+	_, err := tp.dialTCP(vipEmpty + ":80")
+	wantRefused(t, "service without endpoints", err)
+
+	// A port of a VIP that is no service is refused, even though this host
+	// listens on it on every address.
+	ln, pc := hostListeners(t, tp)
+	defer ln.Close()
+	defer pc.Close()
+	if _, err := tp.askTCP("127.0.0.1:2222"); err != nil {
+		t.Fatalf("the host's own listener does not answer: %v", err)
+	}
+	if _, err := tp.askUDP("127.0.0.1:5555"); err != nil {
+		t.Fatalf("the host's own UDP listener does not answer: %v", err)
+	}
+	for _, vip := range []string{vipWeb, vipEmpty, vipSticky} {
+		_, err := tp.dialTCP(vip + ":2222")
+		wantRefused(t, "TCP to "+vip+":2222", err)
+		_, err = tp.askUDP(vip + ":5555")
+		wantRefused(t, "UDP to "+vip+":5555", err)
+	}
+}
+
+// hostListeners listen in the host namespace on every address, TCP 2222
+// and UDP 5555, answering as the pods do, as "host".
+func hostListeners(t *testing.T, tp *topo) (net.Listener, net.PacketConn) {
+	var ln net.Listener
+	var pc net.PacketConn
+	tp.in(func() {
+		var err error
+		if ln, err = net.Listen("tcp4", ":2222"); err != nil {
+			t.Fatal(err)
+		}
+		if pc, err = net.ListenPacket("udp4", ":5555"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				if _, err := c.Read(buf); err == nil {
+					fmt.Fprintf(c, "host %s\n", c.RemoteAddr())
+				}
+			}()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo([]byte("host "+addr.String()+"\n"), addr)
+		}
+	}()
+	return ln, pc
+}
+
+func TestKernelGracefulTermination(t *testing.T) {
+	requireIPVS(t)
+	tp := newTopo(t)
+	// Short IPVS timeouts for connections that end (the reset state takes
+	// 10 s, which is not settable).
+	tp.in(func() {
+		h, err := mobyipvs.New("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		if err := h.SetConfig(&mobyipvs.Config{TimeoutTCPFin: 2 * time.Second, TimeoutUDP: 5 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	p := tp.newProxier(NewKernel(), nil)
+	if err := tp.sync(p, kernelState(tp, "pod1", "pod2")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tp.dialTCP(vipWeb + ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.abort()
+	a, err := c.ask()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaving, staying := a.pod, map[string]string{"pod1": "pod2", "pod2": "pod1"}[a.pod]
+	leavingTCP := tp.pods[leaving].String() + ":8080"
+	leavingUDP := tp.pods[leaving].String() + ":5353"
+	t.Logf("open connection on %s; removing it", leaving)
+
+	// The endpoint goes: weight 0 for TCP, gone at once for UDP.
+	if err := tp.sync(p, kernelState(tp, staying)); err != nil {
+		t.Fatal(err)
+	}
+	dest := func(svc, addr string) *ipvsDest {
+		e := find(tp.readIPVS(), svc)
+		if e == nil {
+			t.Fatalf("no virtual server %s:\n%s", svc, ipvsText(tp.readIPVS(), true))
+		}
+		for i := range e.Dests {
+			if e.Dests[i].Addr == addr {
+				return &e.Dests[i]
+			}
+		}
+		return nil
+	}
+	if d := dest("TCP 10.96.0.10:80 ", leavingTCP); d == nil || d.Weight != 0 || d.Active == 0 {
+		t.Fatalf("draining destination: %+v\n%s", d, ipvsText(tp.readIPVS(), true))
+	}
+	if d := dest("UDP 10.96.0.10:53 ", leavingUDP); d != nil {
+		t.Errorf("UDP destination not deleted at once: %+v", d)
+	}
+
+	// The open connection goes on; new ones go to the other pod.
+	if a, err := c.ask(); err != nil || a.pod != leaving {
+		t.Errorf("open connection after its endpoint left: %+v, %v", a, err)
+	}
+	if seen := tp.podsAnswering(6, tp.askTCP, vipWeb+":80"); seen[leaving] != 0 {
+		t.Errorf("new connections: %v, want only %s", seen, staying)
+	}
+
+	// While the connection lasts, syncs keep the destination.
+	if err := tp.sync(p, kernelState(tp, staying)); err != nil {
+		t.Fatal(err)
+	}
+	if dest("TCP 10.96.0.10:80 ", leavingTCP) == nil {
+		t.Fatalf("destination deleted while its connection is open")
+	}
+
+	// Once it is gone (the reset state expires in 10 s), the next sync
+	// deletes the destination.
+	c.abort()
+	deadline := time.Now().Add(45 * time.Second)
+	for dest("TCP 10.96.0.10:80 ", leavingTCP) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("destination still there 45 s after its last connection:\n%s", ipvsText(tp.readIPVS(), true))
+		}
+		time.Sleep(time.Second)
+		if err := tp.sync(p, kernelState(tp, staying)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// GracefulTimeout: deleted with its connection still open.
+	p = tp.newProxier(NewKernel(), func(o *Options) { o.GracefulTimeout = 2 * time.Second })
+	if err := tp.sync(p, kernelState(tp, "pod1", "pod2")); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := tp.dialTCP(vipWeb + ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.abort()
+	a, err = c2.ask()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := map[string]string{"pod1": "pod2", "pod2": "pod1"}[a.pod]
+	addr := tp.pods[a.pod].String() + ":8080"
+	if err := tp.sync(p, kernelState(tp, other)); err != nil {
+		t.Fatal(err)
+	}
+	if d := dest("TCP 10.96.0.10:80 ", addr); d == nil || d.Weight != 0 {
+		t.Fatalf("not draining: %+v", d)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if err := tp.sync(p, kernelState(tp, other)); err != nil {
+		t.Fatal(err)
+	}
+	if d := dest("TCP 10.96.0.10:80 ", addr); d != nil {
+		t.Errorf("still there after GracefulTimeout: %+v", d)
+	}
+	// expire_nodest_conn=1: the connection is dropped at its next packet.
+	_, err = c2.ask()
+	t.Logf("connection to the deleted destination: %v", err)
+}
+
+func TestKernelRestartChangesNothing(t *testing.T) {
+	requireIPVS(t)
+	tp := newTopo(t)
+	st := kernelState(tp, "pod1", "pod2")
+	p := tp.newProxier(NewKernel(), nil)
+	if err := tp.sync(p, st); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tp.dialTCP(vipWeb + ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.abort()
+	a, err := c.ask()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipvsBefore, rulesBefore := ipvsText(tp.readIPVS(), false), tp.iptablesSave()
+	setsBefore := tp.setMembers()
+
+	// A restarted daemon: a new Proxier over a fresh Kernel.
+	ck := &countingKernel{Kernel: NewKernel()}
+	p = tp.newProxier(ck, nil)
+	for range 2 {
+		if err := tp.sync(p, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ck.ops) != 0 {
+		t.Errorf("a restart changed the kernel: %q", ck.ops)
+	}
+	if got := ipvsText(tp.readIPVS(), false); got != ipvsBefore {
+		t.Errorf("IPVS after restart:\n%s\nwant:\n%s", got, ipvsBefore)
+	}
+	if got := tp.iptablesSave(); got != rulesBefore {
+		t.Errorf("iptables after restart:\n%s\nwant:\n%s", got, rulesBefore)
+	}
+	if got := tp.setMembers(); got != setsBefore {
+		t.Errorf("ipsets after restart:\n%s\nwant:\n%s", got, setsBefore)
+	}
+	if b, err := c.ask(); err != nil || b.pod != a.pod {
+		t.Errorf("open connection after restart: %+v, %v (was on %s)", b, err, a.pod)
+	}
+}
+
+// setMembers lists our sets and their members, sorted.
+func (tp *topo) setMembers() string {
+	tp.t.Helper()
+	var out []string
+	for _, name := range []string{"OUTPOST-IPVS-VIPS", "OUTPOST-IPVS-PORTS"} {
+		text, err := tp.cmdIn("ipset", "list", name)
+		if err != nil {
+			tp.t.Fatalf("ipset list %s: %v: %s", name, err, text)
+		}
+		_, members, _ := strings.Cut(text, "Members:\n")
+		m := strings.Fields(members)
+		slices.Sort(m)
+		out = append(out, name+": "+strings.Join(m, " "))
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestKernelCleanup(t *testing.T) {
+	requireIPVS(t)
+	tp := newTopo(t)
+	tp.in(func() {
+		r, err := iptables.NewRunner(false)
+		if err == nil {
+			err = r.Restore(context.Background(), []byte(foreignRules))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	rulesBefore := tp.iptablesSave()
+
+	k := NewKernel()
+	p := tp.newProxier(k, nil)
+	if err := tp.sync(p, kernelState(tp, "pod1", "pod2")); err != nil {
+		t.Fatal(err)
+	}
+	// Someone else's virtual server, on an address that is not on
+	// outpost0.
+	foreign := Service{ServiceKey: ServiceKey{VIP: netip.MustParseAddr("10.200.0.1"), Port: 80, Protocol: model.TCP}, Scheduler: "rr"}
+	tp.in(func() {
+		if err := k.AddService(foreign); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.AddDest(foreign, Destination{Addr: netip.MustParseAddrPort("10.250.0.11:8080"), Weight: 1}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	for range 2 { // the second finds nothing to do
+		if err := tp.cleanup(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := ipvsText(tp.readIPVS(), false), "TCP 10.200.0.1:80 rr\n  -> 10.250.0.11:8080 Masq 1"; got != want {
+		t.Errorf("IPVS after Cleanup:\n%s\nwant:\n%s", got, want)
+	}
+	if got := tp.iptablesSave(); got != rulesBefore {
+		t.Errorf("iptables after Cleanup:\n%s\nwant:\n%s", got, rulesBefore)
+	}
+	if out, err := tp.cmdIn("ipset", "list", "-n"); err != nil || strings.Contains(out, setPrefix) {
+		t.Errorf("ipsets after Cleanup: %v\n%s", err, out)
+	}
+	if out, err := tp.cmdIn("ip", "link", "show", Interface); err == nil {
+		t.Errorf("outpost0 still exists:\n%s", out)
+	}
+}
