@@ -29,6 +29,7 @@ const usage = `kube-outpost: reach Kubernetes ClusterIPs from machines that are 
 Usage:
   kube-outpost run          [--config FILE] [--log-level LEVEL] [--log-format text|json]
   kube-outpost check-config [--config FILE]
+  kube-outpost prepare      [--config FILE]    (privileged: kernel modules and sysctls the mode needs)
   kube-outpost cleanup      [--log-level LEVEL]
   kube-outpost service      install|uninstall|start|stop|status [--config FILE]
   kube-outpost version
@@ -60,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		fmt.Fprintf(stdout, "kube-outpost %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
-	case "run", "check-config", "cleanup":
+	case "run", "check-config", "cleanup", "prepare":
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -92,6 +93,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok, mode %s\n", *cfgPath, cfg.Mode)
 		for _, l := range cfg.Summary() {
 			fmt.Fprintln(stdout, l)
+		}
+		return 0
+	case "prepare":
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if err := daemon.Prepare(ctx, cfg); err != nil {
+			log.Error("cannot prepare the kernel", "mode", cfg.Mode, "err", err)
+			return 1
 		}
 		return 0
 	case "cleanup":

@@ -105,6 +105,7 @@ type rawConfig struct {
 	FullSyncPeriod any          `toml:"full_sync_period"`
 	Masquerade     any          `toml:"masquerade"`
 	MasqueradeMark any          `toml:"masquerade_mark"`
+	IPVSScheduler  any          `toml:"ipvs_scheduler"`
 	Clusters       []rawCluster `toml:"clusters"`
 }
 
@@ -116,7 +117,7 @@ type rawCluster struct {
 }
 
 var (
-	topKeys     = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "clusters"}
+	topKeys     = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
@@ -228,17 +229,18 @@ func (c *checker) config(raw *rawConfig) *Config {
 		FullSyncPeriod: DefaultFullSyncPeriod,
 		Masquerade:     true,
 		MasqueradeMark: DefaultMasqueradeMark,
+		IPVSScheduler:  DefaultIPVSScheduler,
 	}
 
 	line := c.loc.line(-1, "mode")
 	if s, ok := c.str(line, "", "mode", raw.Mode, "a string"); ok {
 		switch m := Mode(s); m {
-		case ModeIPTables:
+		case ModeIPTables, ModeIPVS:
 			cfg.Mode = m
-		case ModeIPVS, ModeNFTables:
+		case ModeNFTables:
 			// Refused here rather than at start, so that check-config
 			// catches it before a restart.
-			c.add(line, "", "mode %q is not available in this version: use \"iptables\"", s)
+			c.add(line, "", "mode %q is not available in this version: use \"iptables\" or \"ipvs\"", s)
 		default:
 			c.add(line, "", "mode %q: must be iptables, ipvs or nftables", s)
 		}
@@ -265,6 +267,17 @@ func (c *checker) config(raw *rawConfig) *Config {
 		}
 	}
 	cfg.MasqueradeMark = c.mark(raw.MasqueradeMark, cfg.MasqueradeMark)
+
+	if raw.IPVSScheduler != nil {
+		line := c.loc.line(-1, "ipvs_scheduler")
+		if s, ok := c.str(line, "", "ipvs_scheduler", raw.IPVSScheduler, "a string"); ok {
+			if slices.Contains(IPVSSchedulers, s) {
+				cfg.IPVSScheduler = s
+			} else {
+				c.add(line, "", "ipvs_scheduler %q: must be one of %s", s, strings.Join(IPVSSchedulers, ", "))
+			}
+		}
+	}
 
 	if len(raw.Clusters) == 0 {
 		c.add(c.loc.line(-1, "clusters"), "", "no clusters: add a [[clusters]] table")

@@ -95,6 +95,7 @@ func TestParse(t *testing.T) {
 			FullSyncPeriod: time.Hour,
 			Masquerade:     true,
 			MasqueradeMark: 0x00100000,
+			IPVSScheduler:  "rr",
 			Clusters: []Cluster{{
 				Name:         "prod",
 				Kubeconfig:   filepath.Join(dir, "prod.kubeconfig"),
@@ -112,6 +113,7 @@ func TestParse(t *testing.T) {
 			`full_sync_period = "30m"`,
 			`masquerade = false`,
 			`masquerade_mark = 0x200`,
+			`ipvs_scheduler = "sh"`,
 			``,
 			`[[clusters]] # a comment`,
 			`name = "blue-1"`,
@@ -134,6 +136,7 @@ func TestParse(t *testing.T) {
 			FullSyncPeriod: 30 * time.Minute,
 			Masquerade:     false,
 			MasqueradeMark: 0x200,
+			IPVSScheduler:  "sh",
 			Clusters: []Cluster{{
 				Name:       "blue-1",
 				Kubeconfig: filepath.Join(dir, "multi.kubeconfig"),
@@ -214,7 +217,8 @@ func TestParseProblems(t *testing.T) {
 
 		// Top-level values.
 		{"mode", top(`mode = "fast"`), []string{`1: mode "fast": must be iptables, ipvs or nftables`}},
-		{"mode not in this version", top(`mode = "ipvs"`), []string{`1: mode "ipvs" is not available in this version: use "iptables"`}},
+		{"mode not in this version", top(`mode = "nftables"`), []string{`1: mode "nftables" is not available in this version: use "iptables" or "ipvs"`}},
+		{"ipvs scheduler", top(`ipvs_scheduler = "fastest"`), []string{`1: ipvs_scheduler "fastest": must be one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh, fo, ovf, twos`}},
 		{"mode type", top(`mode = 1`), []string{`1: mode: must be a string, not an integer`}},
 		{"duration syntax", top(`full_sync_period = "1x"`), []string{
 			`1: full_sync_period "1x": not a duration (write it like "30s" or "1m30s")`,
@@ -456,6 +460,7 @@ func TestExample(t *testing.T) {
 		FullSyncPeriod: DefaultFullSyncPeriod,
 		Masquerade:     true,
 		MasqueradeMark: DefaultMasqueradeMark,
+		IPVSScheduler:  DefaultIPVSScheduler,
 		Clusters:       cfg.Clusters,
 	}
 	if !reflect.DeepEqual(*cfg, defaults) {

@@ -38,6 +38,9 @@ type Config struct {
 	// MasqueradeMark is the fwmark bit that tags connections to masquerade;
 	// one bit, chosen not to clash with kube-proxy's 0x4000 and 0x8000.
 	MasqueradeMark uint32
+	// IPVSScheduler is the IPVS scheduler of every virtual server in ipvs
+	// mode; the kernel needs its ip_vs_<name> module.
+	IPVSScheduler string
 
 	Clusters []Cluster
 }
@@ -72,4 +75,8 @@ const (
 	DefaultSyncPeriod     = 30 * time.Second
 	DefaultFullSyncPeriod = time.Hour
 	DefaultMasqueradeMark = 0x00100000
+	DefaultIPVSScheduler  = "rr"
 )
+
+// IPVSSchedulers are the schedulers Linux IPVS offers.
+var IPVSSchedulers = []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"}

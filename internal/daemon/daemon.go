@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 	"github.com/kube-outpost/kube-outpost/internal/runner"
 	"github.com/kube-outpost/kube-outpost/internal/systemd"
 )
@@ -72,14 +74,14 @@ type SyncResult struct {
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier()}
+	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
 	if len(backends) == 0 {
 		var err error
-		if backends, err = newBackends(cfg, log); err != nil {
+		if backends, err = newBackends(cfg, log, d.runner.Trigger); err != nil {
 			return nil, err
 		}
 	}
 	d.backends = backends
-	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
 	d.store = model.NewStore(log, d.runner.Trigger)
 	return d, nil
 }
@@ -96,29 +98,55 @@ func (e *ModeNotSupportedError) Error() string {
 
 func (e *ModeNotSupportedError) Unwrap() error { return e.Err }
 
-func newBackends(cfg *config.Config, log *slog.Logger) ([]proxy.Backend, error) {
-	if cfg.Mode != config.ModeIPTables {
-		return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: errors.New("only iptables is implemented in this version")}
-	}
+func newBackends(cfg *config.Config, log *slog.Logger, trigger func()) ([]proxy.Backend, error) {
 	mark := uint32(0)
 	if cfg.Masquerade {
 		mark = cfg.MasqueradeMark
 	}
-	ct, err := iptables.NewConntrack()
-	if err != nil {
-		log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
-		ct = nil
-	}
 	var out []proxy.Backend
-	for _, v6 := range []bool{false, true} {
-		if !wantsFamily(cfg, v6) {
-			continue
+	switch cfg.Mode {
+	case config.ModeIPTables:
+		ct, err := iptables.NewConntrack()
+		if err != nil {
+			log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
+			ct = nil
 		}
-		r, err := iptables.NewRunner(v6)
+		for _, v6 := range []bool{false, true} {
+			if !wantsFamily(cfg, v6) {
+				continue
+			}
+			r, err := iptables.NewRunner(v6)
+			if err != nil {
+				return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
+			}
+			out = append(out, iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct, Log: log}))
+		}
+	case config.ModeIPVS:
+		k := ipvs.NewKernel()
+		// Refuse to start rather than fall back: a silently different
+		// datapath is worse than a clear error.
+		if err := k.EnsureModule(context.Background()); err != nil {
+			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
+		}
+		ips, err := ipvs.NewIPSet()
 		if err != nil {
 			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
 		}
-		out = append(out, iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct, Log: log}))
+		for _, v6 := range []bool{false, true} {
+			if !wantsFamily(cfg, v6) {
+				continue
+			}
+			r, err := iptables.NewRunner(v6)
+			if err != nil {
+				return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
+			}
+			out = append(out, ipvs.New(ipvs.Options{
+				Kernel: k, IPTables: r, IPSet: ips, IPv6: v6, Scheduler: cfg.IPVSScheduler,
+				MasqueradeMark: mark, Log: log, Resync: trigger,
+			}))
+		}
+	default:
+		return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: errors.New("not implemented in this version")}
 	}
 	return out, nil
 }
@@ -147,6 +175,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.setClusters(d.cfg.Clusters); err != nil {
 		return err
 	}
+	d.otherModeCleanup(ctx)
 	go d.fullSyncTicker(ctx)
 	go d.watchdog(ctx)
 	go func() {
@@ -364,10 +393,56 @@ func (d *Daemon) LastSync() SyncResult {
 	return d.lastSync
 }
 
+// Prepare loads the kernel modules and sets the sysctls the configured mode
+// needs; it runs with more privileges than the daemon (see the unit).
+func Prepare(ctx context.Context, cfg *config.Config) error {
+	if cfg.Mode != config.ModeIPVS {
+		return nil // iptables mode: the kernel autoloads what its rules use
+	}
+	return ipvs.Prepare(ctx, ipvs.NewKernel(), cfg.IPVSScheduler)
+}
+
+// otherModeCleanup removes what another mode left when the mode was
+// switched: its rules would otherwise compete with ours (iptables DNAT in
+// nat OUTPUT comes before IPVS). It only acts when the other mode's objects
+// exist, so a normal restart never removes anything.
+func (d *Daemon) otherModeCleanup(ctx context.Context) {
+	var err error
+	switch d.cfg.Mode {
+	case config.ModeIPVS:
+		for _, v6 := range []bool{false, true} {
+			r, rerr := iptables.NewRunner(v6)
+			if rerr != nil {
+				continue
+			}
+			if !iptables.ModeInUse(ctx, r) {
+				continue
+			}
+			d.log.Info("removing the rules of iptables mode (mode switched to ipvs)", "ipv6", v6)
+			err = errors.Join(err, iptables.New(iptables.Options{Runner: r, IPv6: v6, Log: d.log}).CleanupServices(ctx))
+		}
+	case config.ModeIPTables:
+		if _, ierr := net.InterfaceByName(ipvs.Interface); ierr != nil {
+			return
+		}
+		d.log.Info("removing the virtual servers of ipvs mode (mode switched to iptables)")
+		err = cleanupIPVS(ctx, d.log)
+	}
+	if err != nil {
+		d.log.Warn("could not remove everything the other mode left", "err", err)
+	}
+}
+
 // Cleanup removes everything any kube-outpost mode ever programmed on this
 // host. Modes whose tools are missing had nothing programmed.
 func Cleanup(ctx context.Context, log *slog.Logger) error {
 	var errs *multierror.Error
+	// IPVS first: its chains are OUTPOST-IPVS-*, which the iptables cleanup
+	// below would also remove, but its ipsets can only go once no rule
+	// names them, and it knows its own order.
+	if err := cleanupIPVS(ctx, log); err != nil {
+		errs = multierror.Append(errs, err)
+	}
 	for _, v6 := range []bool{false, true} {
 		bin := "iptables-save"
 		if v6 {
@@ -389,4 +464,26 @@ func Cleanup(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	return errs.ErrorOrNil()
+}
+
+// cleanupIPVS removes ipvs mode's virtual servers, outpost0, ipsets and
+// chains, for both families. It never loads ip_vs: without it, there is
+// nothing of ours in IPVS.
+func cleanupIPVS(ctx context.Context, log *slog.Logger) error {
+	ips, err := ipvs.NewIPSet()
+	if err != nil {
+		ips = nil // no ipset tool: no sets of ours
+	}
+	k := ipvs.NewKernel()
+	var errs error
+	for _, v6 := range []bool{false, true} {
+		r, err := iptables.NewRunner(v6)
+		if err != nil {
+			continue
+		}
+		if err := ipvs.New(ipvs.Options{Kernel: k, IPTables: r, IPSet: ips, IPv6: v6, Log: log}).Cleanup(ctx); err != nil {
+			errs = errors.Join(errs, err)
+		}
+	}
+	return errs
 }
