@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -21,10 +22,11 @@ func (noProgram) Start(service.Service) error { return nil }
 func (noProgram) Stop(service.Service) error  { return nil }
 
 // unitTemplate is the packaged unit with this binary and config in place of
-// the packaged paths, as a kardianos/service template.
+// the packaged paths, as a kardianos/service template (its own small
+// engine: keys are bare names, {{Path}}, not text/template's {{.Path}}).
 func unitTemplate(cfgPath string) string {
 	u := strings.ReplaceAll(unitfile.Unit, "/etc/kube-outpost/config.toml", cfgPath)
-	return strings.ReplaceAll(u, "/usr/bin/kube-outpost", "{{.Path}}")
+	return strings.ReplaceAll(u, "/usr/bin/kube-outpost", "{{Path}}")
 }
 
 func serviceCommand(args []string, stdout, stderr io.Writer) int {
@@ -63,7 +65,11 @@ func serviceCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	switch action {
 	case "install":
-		err = svc.Install()
+		if err = svc.Install(); err != nil {
+			// kardianos creates the file before rendering it; an empty
+			// unit left behind reads as "masked" and blocks a retry.
+			removeIfEmpty("/etc/systemd/system/kube-outpost.service")
+		}
 	case "uninstall":
 		// Stopping first is harmless when it is not running; the rules stay
 		// either way (kube-outpost cleanup removes them).
@@ -95,4 +101,10 @@ func serviceCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "service %s: done (%s)\n", action, svc.Platform())
 	return 0
+}
+
+func removeIfEmpty(path string) {
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		os.Remove(path)
+	}
 }

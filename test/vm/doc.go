@@ -7,8 +7,14 @@
 //     kube-outpost built from this tree, run by hand, serves a ClusterIP.
 //   - TestDebInVM: the .deb installs offline; the unit starts (Type=notify),
 //     reloads, restarts, works with the legacy iptables backend, comes up by
-//     itself after a power cycle; remove keeps config and rules, purge
-//     removes both.
+//     itself after a power cycle; an upgrade to a newer .deb (`make package
+//     VERSION=<version>.upgrade1` in a copy of the tree) keeps the admin's
+//     edited config without a prompt and restarts the daemon on the new
+//     binary while the ClusterIP goes on answering; remove keeps config and
+//     rules, purge removes both. Then, in the same boot, the tarball install:
+//     the bare binary in /usr/local/bin, `kube-outpost service install`
+//     (/etc/systemd/system/kube-outpost.service), start, status, stop,
+//     uninstall, and `kube-outpost cleanup`.
 //   - TestRPMOnHost: the .rpm's files and scriptlets, and an install into a
 //     scratch root (Debian's rpm, --nodeps --noscripts).
 //
@@ -25,6 +31,7 @@
 //
 // Environment: KO_VM_IMAGE (an image directory; default: what
 // build-image.sh prints), KO_VM_DIST (a directory with the .deb and .rpm;
-// default: dist/ after `make package`), KO_VM_ARTIFACTS (a directory to keep
-// the guests' logs in).
+// default: dist/ after `make package`), KO_VM_UPGRADE_DEB (the .deb to
+// upgrade to, of a higher version; default: built as above),
+// KO_VM_ARTIFACTS (a directory to keep the guests' logs in).
 package vm

@@ -9,7 +9,10 @@
 #               reload, restart, the legacy iptables backend), then a power
 #               cycle (exit 75: the runner powers off with VMTEST-REBOOT and
 #               the test boots the same disk again) to check that the enabled
-#               unit comes up at boot, then remove and purge.
+#               unit comes up at boot, then an upgrade to the newer .deb in
+#               /vmtest/upgrade ($UPGRADE_VERSION), remove and purge; then the
+#               tarball install: the bare binary in /usr/local/bin and
+#               `kube-outpost service install|start|status|stop|uninstall`.
 #
 # Every step is announced with "== STEP:"; the first failing command ends the
 # run (set -e) and the runner prints VMTEST-RESULT: FAIL with the step.
@@ -239,6 +242,75 @@ journalctl -b --no-pager -o short-monotonic -u systemd-networkd-wait-online -u k
 curl_one "$url" || soft_fail "$url did not answer right after boot"
 run curl_pods 20 "$url"
 
+# An upgrade as an admin does it: a newer .deb (built from the same tree by
+# vm_test.go, version $UPGRADE_VERSION) over the running, configured, enabled
+# package, with /etc/kube-outpost/config.toml edited. The packaged config is
+# the same in both versions, so dpkg must keep the admin's file without a
+# prompt: stdin is /dev/null and there is no --force-confold, so a prompt
+# fails the install. postinst must try-restart the daemon onto the new
+# binary, and the rules must go on serving while it restarts.
+step "upgrade to $UPGRADE_VERSION"
+newdeb=$(ls /vmtest/upgrade/kube-outpost_*.deb)
+old_version=$(dpkg-query -W -f '${Version}' kube-outpost)
+echo "installed: $old_version; upgrading to: $(dpkg-deb -f "$newdeb" Version)"
+echo "# vmtest: the admin's edit, to be kept across upgrades" >>/etc/kube-outpost/config.toml
+conf_sum=$(sha256sum </etc/kube-outpost/config.toml)
+run kube-outpost check-config --config /etc/kube-outpost/config.toml
+pid=$(systemctl show -p MainPID --value kube-outpost)
+echo "MainPID $pid, $(readlink /proc/"$pid"/exe)"
+# One request every 0.2 s, each on a new connection, from before the upgrade
+# starts until after it has finished.
+rm -f /run/vmtest-loop-stop
+(
+  set +eE
+  trap - ERR
+  while [ ! -e /run/vmtest-loop-stop ]; do
+    if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
+    sleep 0.2
+  done
+) >/run/vmtest-loop.log 2>&1 &
+loop=$!
+for ((i = 0; i < 100; i++)); do
+  grep -q '^ok' /run/vmtest-loop.log 2>/dev/null && break
+  sleep 0.2
+done
+apt_rc=0
+apt-get install -y -q -o Acquire::Retries=0 "$newdeb" </dev/null 2>&1 | tee /run/vmtest-upgrade.log || apt_rc=$?
+sleep 1 # a few more requests after the restart
+touch /run/vmtest-loop-stop
+wait "$loop" || true
+[ "$apt_rc" = 0 ] || fail "apt-get install $newdeb exited $apt_rc"
+ok=$(grep -c '^ok' /run/vmtest-loop.log || true)
+failed=$(grep -c '^FAILED' /run/vmtest-loop.log || true)
+echo "requests to $url during the upgrade: $ok answered, $failed failed"
+if [ "$failed" != 0 ]; then
+  grep '^FAILED' /run/vmtest-loop.log | head -n 10
+  soft_fail "$failed of $((ok + failed)) requests to $url failed during the upgrade"
+fi
+new_version=$(dpkg-query -W -f '${Version}' kube-outpost)
+[ "$new_version" = "$UPGRADE_VERSION" ] || fail "after the upgrade dpkg has kube-outpost $new_version, want $UPGRADE_VERSION"
+if grep -E "Configuration file|config file" /run/vmtest-upgrade.log; then
+  soft_fail "dpkg talked about the config file during the upgrade (see above)"
+fi
+[ "$(sha256sum </etc/kube-outpost/config.toml)" = "$conf_sum" ] || fail "the upgrade changed the admin's /etc/kube-outpost/config.toml: $(tail -n 5 /etc/kube-outpost/config.toml)"
+run grep -F "# vmtest: the admin's edit" /etc/kube-outpost/config.toml
+leftovers=$(ls /etc/kube-outpost/ | grep -E '\.(dpkg|ucf)-' || true)
+[ -z "$leftovers" ] || soft_fail "the upgrade left $leftovers in /etc/kube-outpost"
+run kube-outpost version
+kube-outpost version | grep -qF "kube-outpost $UPGRADE_VERSION " || fail "kube-outpost version does not show $UPGRADE_VERSION"
+run systemctl show -p ActiveState,SubState,MainPID,ExecMainStartTimestamp,StatusText,NRestarts kube-outpost
+[ "$(systemctl is-enabled kube-outpost)" = enabled ] || fail "the upgrade left the unit $(systemctl is-enabled kube-outpost 2>&1)"
+[ "$(systemctl show -p ActiveState --value kube-outpost)" = active ] || fail "the upgrade left the unit $(systemctl show -p ActiveState --value kube-outpost)"
+[ "$(systemctl show -p SubState --value kube-outpost)" = running ] || fail "the upgrade left the unit in SubState $(systemctl show -p SubState --value kube-outpost)"
+newpid=$(systemctl show -p MainPID --value kube-outpost)
+[ "$newpid" != "$pid" ] || fail "the upgrade did not restart kube-outpost (MainPID $pid before and after)"
+# The old binary, replaced on disk, would show as "/usr/bin/kube-outpost (deleted)".
+exe=$(readlink /proc/"$newpid"/exe)
+echo "MainPID $pid -> $newpid, $exe"
+[ "$exe" = /usr/bin/kube-outpost ] || fail "MainPID $newpid runs $exe, not the new /usr/bin/kube-outpost"
+journalctl -u kube-outpost --no-pager -o short-monotonic -n 12
+run curl_pods 20 "$url"
+
 step "apt-get remove"
 run apt-get remove -y -q kube-outpost
 state=$(systemctl is-active kube-outpost 2>&1 || true)
@@ -265,6 +337,79 @@ if dpkg -l kube-outpost 2>/dev/null | grep -q '^[a-z][a-z] '; then
   run dpkg -l kube-outpost
 fi
 echo "after purge: no OUTPOST rules, config gone"
+
+# The tarball install, on the purged machine: the bare binary in
+# /usr/local/bin, and `kube-outpost service ...` (kardianos/service) writing
+# and driving /etc/systemd/system/kube-outpost.service.
+step "tarball install: kube-outpost service install"
+unit=/etc/systemd/system/kube-outpost.service
+[ ! -e "$unit" ] || fail "$unit exists before service install"
+deb=$(ls /vmtest/kube-outpost_*.deb)
+dpkg-deb -x "$deb" /tmp/tarball
+run install -m 0755 /tmp/tarball/usr/bin/kube-outpost /usr/local/bin/kube-outpost
+install -d -m 0700 /etc/kube-outpost
+install -m 0600 /vmtest/config.toml /etc/kube-outpost/config.toml
+install -m 0600 /vmtest/prod.kubeconfig /etc/kube-outpost/prod.kubeconfig
+run /usr/local/bin/kube-outpost version
+if ! run /usr/local/bin/kube-outpost service install --config /etc/kube-outpost/config.toml; then
+  ls -l "$unit" 2>&1 || true
+  [ ! -e "$unit" ] || echo "$unit: $(wc -c <"$unit") bytes"
+  fail "kube-outpost service install failed"
+fi
+run ls -l "$unit"
+cat "$unit"
+grep -qxF 'ExecStart=/usr/local/bin/kube-outpost run --config /etc/kube-outpost/config.toml' "$unit" || fail "$unit: no ExecStart=/usr/local/bin/kube-outpost run --config /etc/kube-outpost/config.toml"
+grep -qxF 'Type=notify' "$unit" || fail "$unit: no Type=notify"
+run systemctl show -p LoadState,FragmentPath,NeedDaemonReload,UnitFileState,Type,ExecStart kube-outpost
+# service install should have told systemd (daemon-reload); say so if not.
+if [ "$(systemctl show -p LoadState --value kube-outpost)" != loaded ] || [ "$(systemctl show -p NeedDaemonReload --value kube-outpost)" = yes ]; then
+  soft_fail "systemd does not know the unit service install wrote (LoadState=$(systemctl show -p LoadState --value kube-outpost), NeedDaemonReload=$(systemctl show -p NeedDaemonReload --value kube-outpost)): daemon-reload needed"
+  run systemctl daemon-reload
+fi
+[ "$(systemctl show -p FragmentPath --value kube-outpost)" = "$unit" ] || fail "systemd loads kube-outpost.service from $(systemctl show -p FragmentPath --value kube-outpost), not $unit"
+echo "after service install: enabled=$(systemctl is-enabled kube-outpost 2>&1 || true) active=$(systemctl is-active kube-outpost 2>&1 || true)"
+
+step "tarball install: kube-outpost service start, status"
+run /usr/local/bin/kube-outpost service start
+run systemctl show -p Type,ActiveState,SubState,MainPID,StatusText,ExecMainStatus kube-outpost
+[ "$(systemctl is-active kube-outpost)" = active ] || fail "after service start: systemctl is-active says $(systemctl is-active kube-outpost)"
+exe=$(readlink /proc/"$(systemctl show -p MainPID --value kube-outpost)"/exe)
+[ "$exe" = /usr/local/bin/kube-outpost ] || fail "the service runs $exe, not /usr/local/bin/kube-outpost"
+if ! curl_one "$url"; then
+  warn "$url did not answer right after service start returned"
+  wait_curl 30 "$url" || fail "$url never answered"
+fi
+run curl_pods 20 "$url"
+st=0
+out=$(/usr/local/bin/kube-outpost service status 2>&1) || st=$?
+echo "kube-outpost service status: exit $st: $out"
+[ "$st" = 0 ] && [ "$out" = running ] || fail "kube-outpost service status: exit $st, '$out' (want exit 0, 'running')"
+
+step "tarball install: kube-outpost service stop, status"
+run /usr/local/bin/kube-outpost service stop
+state=$(systemctl is-active kube-outpost 2>&1 || true)
+[ "$state" = inactive ] || fail "after service stop: systemctl is-active says $state"
+st=0
+out=$(/usr/local/bin/kube-outpost service status 2>&1) || st=$?
+echo "kube-outpost service status: exit $st: $out"
+[ "$st" = 3 ] && [ "$out" = stopped ] || fail "kube-outpost service status: exit $st, '$out' (want exit 3, 'stopped')"
+n=$(outpost_rules)
+echo "after service stop: $n OUTPOST lines in iptables-save"
+[ "$n" -gt 0 ] || fail "service stop deleted the rules (only cleanup should)"
+
+step "tarball install: kube-outpost service uninstall, cleanup"
+run /usr/local/bin/kube-outpost service uninstall
+[ ! -e "$unit" ] || fail "$unit still there after service uninstall"
+run systemctl show -p LoadState,UnitFileState,NeedDaemonReload kube-outpost
+load=$(systemctl show -p LoadState --value kube-outpost)
+[ "$load" = not-found ] || soft_fail "after service uninstall systemd still has the unit (LoadState=$load): no daemon-reload?"
+if [ -e /etc/systemd/system/multi-user.target.wants/kube-outpost.service ]; then
+  fail "service uninstall left the unit enabled"
+fi
+run /usr/local/bin/kube-outpost cleanup
+n=$(outpost_rules)
+[ "$n" = 0 ] || fail "after cleanup: $n OUTPOST lines left: $(iptables-save | grep OUTPOST)"
+echo "after uninstall and cleanup: no unit, no OUTPOST rules"
 
 if [ -s /var/lib/vmtest/soft ]; then
   echo "checks failed: $(head -n1 /var/lib/vmtest/soft)" >/run/vmtest-step

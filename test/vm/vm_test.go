@@ -260,15 +260,97 @@ func TestGuestNetwork(t *testing.T) {
 }
 
 // TestDebInVM installs the .deb in the guest, offline, and checks the unit:
-// start (Type=notify), reload, restart, remove, purge.
+// start (Type=notify), reload, restart, a power cycle, an upgrade to a newer
+// .deb built from the same tree (the admin's config kept, the daemon
+// restarted on the new binary, the ClusterIP answering throughout), remove,
+// purge; then, in the same boot, the tarball install of the bare binary with
+// `kube-outpost service install|start|status|stop|uninstall` and cleanup.
 func TestDebInVM(t *testing.T) {
 	deb, _ := packages(t)
 	img := image(t)
 	w := setup(t)
+	upgrade := upgradePackage(t, deb)
 	share := t.TempDir()
 	copyFile(t, deb, filepath.Join(share, filepath.Base(deb)))
-	w.writeShare(t, share, "package")
+	if err := os.Mkdir(filepath.Join(share, "upgrade"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, upgrade.deb, filepath.Join(share, "upgrade", filepath.Base(upgrade.deb)))
+	w.writeShare(t, share, "package", "UPGRADE_VERSION="+upgrade.version)
 	w.boot(t, img, share)
+}
+
+// upgrade is a second .deb, of a higher version than the one under test.
+type upgrade struct {
+	deb, version string
+}
+
+// upgradePackage builds the .deb to upgrade to: `make package` with
+// VERSION=<the version of deb>.upgrade1 (higher for dpkg, whatever the
+// version from git is) in a copy of the source tree, so that dist/ and bin/
+// stay as they are. $KO_VM_UPGRADE_DEB names a ready one instead.
+func upgradePackage(t *testing.T, deb string) upgrade {
+	t.Helper()
+	if d := os.Getenv("KO_VM_UPGRADE_DEB"); d != "" {
+		u := upgrade{deb: d, version: debVersion(t, d)}
+		mustBeNewer(t, u.version, debVersion(t, deb))
+		return u
+	}
+	from := debVersion(t, deb)
+	version := from + ".upgrade1"
+	mustBeNewer(t, version, from)
+	begin := time.Now()
+	tree := t.TempDir()
+	ls := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	ls.Dir = repoRoot
+	out, err := ls.Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	for _, f := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		fi, err := os.Lstat(filepath.Join(repoRoot, f))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue // deleted in the work tree, or not a file
+		}
+		b, err := os.ReadFile(filepath.Join(repoRoot, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(tree, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tree, f), b, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("make", "package", "VERSION="+version)
+	cmd.Dir = tree
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make package VERSION=%s (in a copy of the tree): %v\n%s", version, err, out)
+	}
+	u := upgrade{deb: newest(filepath.Join(tree, "dist", "kube-outpost_*_amd64.deb")), version: version}
+	if u.deb == "" {
+		t.Fatalf("make package VERSION=%s made no .deb in %s/dist", version, tree)
+	}
+	if got := debVersion(t, u.deb); got != version {
+		t.Fatalf("%s: version %q, want %q", u.deb, got, version)
+	}
+	t.Logf("upgrade package %s (%s to build)", filepath.Base(u.deb), time.Since(begin).Round(100*time.Millisecond))
+	return u
+}
+
+// debVersion is the Version field of a .deb.
+func debVersion(t *testing.T, deb string) string {
+	t.Helper()
+	return strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, "Version"))
+}
+
+// mustBeNewer fails the test unless dpkg sorts version after from.
+func mustBeNewer(t *testing.T, version, from string) {
+	t.Helper()
+	if err := exec.Command("dpkg", "--compare-versions", version, "gt", from).Run(); err != nil {
+		t.Fatalf("upgrade package: version %q is not newer than %q for dpkg", version, from)
+	}
 }
 
 // TestRPMOnHost checks the .rpm with Debian's rpm: its files and scriptlets,
@@ -342,9 +424,9 @@ func copyFile(t *testing.T, from, to string) {
 }
 
 // writeShare puts into dir what the guest's /vmtest needs besides the
-// package or binary: run.sh, vmtest.env, config.toml, the cluster's
-// kubeconfig and CA.
-func (w *world) writeShare(t *testing.T, dir, mode string) {
+// package or binary: run.sh, vmtest.env (plus extraEnv, NAME=value lines),
+// config.toml, the cluster's kubeconfig and CA.
+func (w *world) writeShare(t *testing.T, dir, mode string, extraEnv ...string) {
 	t.Helper()
 	copyFile(t, filepath.Join(repoRoot, "test", "vm", "run.sh"), filepath.Join(dir, "run.sh"))
 	copyFile(t, w.cluster.Kubeconfig, filepath.Join(dir, "prod.kubeconfig"))
@@ -371,6 +453,9 @@ POD_IPS="%s"
 POD_PORT=%d
 APISERVER=https://%s:6443
 `, mode, w.clusterIP, svcPort, serviceCIDR, strings.Join(names, " "), strings.Join(ips, " "), podPort, w.cluster.APIServerIP)
+	for _, e := range extraEnv {
+		env += e + "\n"
+	}
 	for name, content := range map[string]string{"config.toml": config, "vmtest.env": env} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
