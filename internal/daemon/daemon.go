@@ -103,24 +103,15 @@ func newBackends(cfg *config.Config, log *slog.Logger, trigger func()) ([]proxy.
 	if cfg.Masquerade {
 		mark = cfg.MasqueradeMark
 	}
-	var out []proxy.Backend
 	switch cfg.Mode {
 	case config.ModeIPTables:
 		ct, err := iptables.NewConntrack()
 		if err != nil {
 			log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
-			ct = nil
 		}
-		for _, v6 := range []bool{false, true} {
-			if !wantsFamily(cfg, v6) {
-				continue
-			}
-			r, err := iptables.NewRunner(v6)
-			if err != nil {
-				return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
-			}
-			out = append(out, iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct, Log: log}))
-		}
+		return perFamily(cfg, func(v6 bool, r iptables.Runner) proxy.Backend {
+			return iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct, Log: log})
+		})
 	case config.ModeIPVS:
 		k := ipvs.NewKernel()
 		// Refuse to start rather than fall back: a silently different
@@ -132,21 +123,29 @@ func newBackends(cfg *config.Config, log *slog.Logger, trigger func()) ([]proxy.
 		if err != nil {
 			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
 		}
-		for _, v6 := range []bool{false, true} {
-			if !wantsFamily(cfg, v6) {
-				continue
-			}
-			r, err := iptables.NewRunner(v6)
-			if err != nil {
-				return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
-			}
-			out = append(out, ipvs.New(ipvs.Options{
+		return perFamily(cfg, func(v6 bool, r iptables.Runner) proxy.Backend {
+			return ipvs.New(ipvs.Options{
 				Kernel: k, IPTables: r, IPSet: ips, IPv6: v6, Scheduler: cfg.IPVSScheduler,
 				MasqueradeMark: mark, Log: log, Resync: trigger,
-			}))
+			})
+		})
+	}
+	return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: errors.New("not implemented in this version")}
+}
+
+// perFamily makes one backend per IP family the configured clusters use,
+// each with that family's iptables runner.
+func perFamily(cfg *config.Config, mk func(v6 bool, r iptables.Runner) proxy.Backend) ([]proxy.Backend, error) {
+	var out []proxy.Backend
+	for _, v6 := range []bool{false, true} {
+		if !wantsFamily(cfg, v6) {
+			continue
 		}
-	default:
-		return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: errors.New("not implemented in this version")}
+		r, err := iptables.NewRunner(v6)
+		if err != nil {
+			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
+		}
+		out = append(out, mk(v6, r))
 	}
 	return out, nil
 }
