@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/daemon"
@@ -79,6 +81,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cluster.UserAgent = "kube-outpost/" + version
+	// moby/ipvs logs through logrus, and warns at every start that its own
+	// modprobe failed: in the sandbox it cannot, and need not (the unit's
+	// prepare step loaded ip_vs). Our errors say what matters.
+	logrus.SetLevel(logrus.ErrorLevel)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -25,9 +25,12 @@
 #   - has no APT sources: nothing in it ever tries to download anything.
 set -euo pipefail
 
-RECIPE=6
+RECIPE=7
 SUITE=bookworm
-INCLUDE=systemd,systemd-sysv,iptables,conntrack,curl,ca-certificates,iproute2,kmod,dbus,udev,procps
+# ipset: what ipvs mode needs (the .deb only recommends it, and the guest
+# installs no recommends and has no APT sources), and the real-kernel tests
+# of internal/proxy/ipvs.
+INCLUDE=systemd,systemd-sysv,iptables,conntrack,curl,ca-certificates,iproute2,kmod,dbus,udev,procps,ipset
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/kube-outpost-vm"
 out="$cache/img-$RECIPE"

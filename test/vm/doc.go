@@ -17,6 +17,20 @@
 //     uninstall, and `kube-outpost cleanup`.
 //   - TestRPMOnHost: the .rpm's files and scriptlets, and an install into a
 //     scratch root (Debian's rpm, --nodeps --noscripts).
+//   - TestIPVSMode: the .deb with mode = "ipvs" (test/vm/ipvs.sh): the
+//     unit's privileged ExecStartPre loads ip_vs and sets net.ipv4.vs.*,
+//     start is Type=notify READY, the ClusterIP answers from both pods, the
+//     virtual server and its real servers are in /proc/net/ip_vs and the
+//     ClusterIP on outpost0, a service without endpoints is refused at once,
+//     a restart keeps the virtual server, an open connection and a request
+//     loop; `kube-outpost cleanup` and `apt-get purge` each remove the
+//     virtual servers, outpost0, the OUTPOST-IPVS chains and ipsets.
+//   - TestIPVSKernel: the real-kernel tests of internal/proxy/ipvs (`go test
+//     -c -tags ipvskernel`), as root in the guest; every TestKernel test must
+//     pass there, and a skip fails.
+//
+// The two IPVS tests share one boot (the parts "mode", then "kernel", each
+// in a process of its own); the first of them to run boots it.
 //
 // The guest image comes from test/vm/build-image.sh (cached); the packages
 // from `make package` (run by the tests; skipped while there is no such

@@ -13,6 +13,10 @@
 #               /vmtest/upgrade ($UPGRADE_VERSION), remove and purge; then the
 #               tarball install: the bare binary in /usr/local/bin and
 #               `kube-outpost service install|start|status|stop|uninstall`.
+# MODE=ipvs:    the parts in $PARTS (test/vm/ipvs.sh), each in a process of
+#               its own (`run.sh --part NAME`) so that a failing part ends
+#               only itself: "mode", the .deb with mode = "ipvs", and
+#               "kernel", the real-kernel tests of internal/proxy/ipvs.
 #
 # Every step is announced with "== STEP:"; the first failing command ends the
 # run (set -e) and the runner prints VMTEST-RESULT: FAIL with the step.
@@ -47,6 +51,11 @@ dump() {
   journalctl -u kube-outpost --no-pager -o short-monotonic 2>&1 | tail -n 80 || true
   iptables-save 2>&1 | grep -E 'OUTPOST|^\*|^COMMIT' | head -n 60 || true
   ip route || true
+  if [ -e /proc/net/ip_vs ]; then
+    cat /proc/net/ip_vs || true
+    ip addr show outpost0 2>&1 || true
+    ipset list -n 2>&1 || true
+  fi
 }
 trap 'rc=$?; echo "VMTEST-ERROR: line $LINENO: \"$BASH_COMMAND\" exited $rc"; dump' ERR
 
@@ -89,6 +98,19 @@ wait_curl() {
 
 outpost_rules() { iptables-save | grep -c OUTPOST || true; }
 
+# A part of MODE=ipvs, run by the MODE=ipvs branch below.
+if [ "${1:-}" = --part ]; then
+  . /vmtest/ipvs.sh
+  "part_$2"
+  if [ -s /var/lib/vmtest/soft ]; then
+    echo "checks failed: $(head -n1 /var/lib/vmtest/soft)" >/run/vmtest-step
+    echo "VMTEST-ERROR: failed checks:"
+    cat /var/lib/vmtest/soft
+    exit 1
+  fi
+  exit 0
+fi
+
 mkdir -p /var/lib/vmtest
 boot=$(( $(cat /var/lib/vmtest/boots 2>/dev/null || echo 0) + 1 ))
 echo "$boot" >/var/lib/vmtest/boots
@@ -130,6 +152,29 @@ if [ "$MODE" = smoke ]; then
   wait $pid || true
   run /vmtest/kube-outpost cleanup
   [ "$(outpost_rules)" = 0 ] || fail "rules left after cleanup: $(iptables-save | grep OUTPOST)"
+  exit 0
+fi
+
+if [ "$MODE" = ipvs ]; then
+  failed=""
+  for part in $PARTS; do
+    echo "VMTEST-PART-BEGIN: $part (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+    begin=$(date +%s%N)
+    rm -f /var/lib/vmtest/soft /run/vmtest-step
+    rc=0
+    bash /vmtest/run.sh --part "$part" || rc=$?
+    took=$((($(date +%s%N) - begin) / 1000000))ms
+    if [ "$rc" = 0 ]; then
+      echo "VMTEST-PART: $part PASS ($took)"
+    else
+      echo "VMTEST-PART: $part FAIL exit $rc in step: $(cat /run/vmtest-step 2>/dev/null || echo '?') ($took)"
+      failed="$failed $part"
+    fi
+  done
+  if [ -n "$failed" ]; then
+    echo "parts failed:$failed" >/run/vmtest-step
+    exit 1
+  fi
   exit 0
 fi
 

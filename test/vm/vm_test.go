@@ -44,6 +44,11 @@ type world struct {
 	cluster   *lab.Cluster
 	clusterIP netip.Addr
 	pods      []*lab.Pod
+
+	// A Service without endpoints, made by the first test that needs it.
+	emptyOnce sync.Once
+	emptyIP   netip.Addr
+	emptyErr  error
 }
 
 var (
@@ -190,6 +195,19 @@ func image(t *testing.T) string {
 // Makefile has no package target yet.
 func packages(t *testing.T) (deb, rpm string) {
 	t.Helper()
+	deb, rpm, err := distPackages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deb == "" || rpm == "" {
+		t.Skipf("no kube-outpost_<ver>_amd64.deb and kube-outpost-<ver>.x86_64.rpm in %s, and no `make package` target to build them", distDir)
+	}
+	t.Logf("packages: %s, %s", deb, rpm)
+	return deb, rpm
+}
+
+// distPackages is packages without a test: "" for what there is none of.
+func distPackages() (deb, rpm string, err error) {
 	distOnce.Do(func() {
 		if d := os.Getenv("KO_VM_DIST"); d != "" {
 			distDir = d
@@ -210,15 +228,9 @@ func packages(t *testing.T) (deb, rpm string) {
 		fmt.Fprintf(os.Stderr, "make package: %s\n", time.Since(begin).Round(time.Second))
 	})
 	if distErr != nil {
-		t.Fatal(distErr)
+		return "", "", distErr
 	}
-	deb = newest(filepath.Join(distDir, "kube-outpost_*_amd64.deb"))
-	rpm = newest(filepath.Join(distDir, "kube-outpost-*.x86_64.rpm"))
-	if deb == "" || rpm == "" {
-		t.Skipf("no kube-outpost_<ver>_amd64.deb and kube-outpost-<ver>.x86_64.rpm in %s, and no `make package` target to build them", distDir)
-	}
-	t.Logf("packages: %s, %s", deb, rpm)
-	return deb, rpm
+	return newest(filepath.Join(distDir, "kube-outpost_*_amd64.deb")), newest(filepath.Join(distDir, "kube-outpost-*.x86_64.rpm")), nil
 }
 
 // newest returns the most recently modified file matching pattern, or "".
@@ -428,17 +440,11 @@ func copyFile(t *testing.T, from, to string) {
 // config.toml, the cluster's kubeconfig and CA.
 func (w *world) writeShare(t *testing.T, dir, mode string, extraEnv ...string) {
 	t.Helper()
-	copyFile(t, filepath.Join(repoRoot, "test", "vm", "run.sh"), filepath.Join(dir, "run.sh"))
+	for _, f := range []string{"run.sh", "ipvs.sh"} {
+		copyFile(t, filepath.Join(repoRoot, "test", "vm", f), filepath.Join(dir, f))
+	}
 	copyFile(t, w.cluster.Kubeconfig, filepath.Join(dir, "prod.kubeconfig"))
 	copyFile(t, w.cluster.CAFile, filepath.Join(dir, "ca.crt"))
-	config := fmt.Sprintf(`# written by test/vm
-mode = "iptables"
-
-[[clusters]]
-name = "prod"
-kubeconfig = "/etc/kube-outpost/prod.kubeconfig"
-service_cidrs = [%q]
-`, serviceCIDR.String())
 	var ips, names []string
 	for _, p := range w.pods {
 		ips = append(ips, p.IP.String())
@@ -456,24 +462,58 @@ APISERVER=https://%s:6443
 	for _, e := range extraEnv {
 		env += e + "\n"
 	}
-	for name, content := range map[string]string{"config.toml": config, "vmtest.env": env} {
+	for name, content := range map[string]string{"config.toml": configTOML("iptables"), "config-ipvs.toml": configTOML("ipvs"), "vmtest.env": env} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 }
 
+// configTOML is the guest's /etc/kube-outpost/config.toml for a proxy mode.
+func configTOML(mode string) string {
+	return fmt.Sprintf(`# written by test/vm
+mode = %q
+
+[[clusters]]
+name = "prod"
+kubeconfig = "/etc/kube-outpost/prod.kubeconfig"
+service_cidrs = [%q]
+`, mode, serviceCIDR.String())
+}
+
 // maxBoots bounds the power cycles run.sh may ask for (exit 75).
 const maxBoots = 2
 
-// boot makes an ext4 disk of share, boots the guest in the lab's host
-// namespace with it as /dev/vdb, follows the guest's test output (its second
-// serial port, QEMU's stdout) and fails the test unless the guest reports
-// VMTEST-RESULT: PASS. When the guest powers off with VMTEST-REBOOT, it is
-// booted again from the same disks (a power cycle). The root disk is a qcow2
-// overlay over the cached image, which stays pristine. QEMU is killed when
-// the test ends, whatever happened.
+// boot boots the guest (runGuest), logs its output, and fails the test
+// unless the guest reports VMTEST-RESULT: PASS.
 func (w *world) boot(t *testing.T, img, share string) {
+	t.Helper()
+	g := w.runGuest(t, img, share)
+	artifacts(t, t.Name(), g.log, g.consoles)
+	t.Logf("guest log:\n%s", g.log)
+	if !strings.HasPrefix(g.result, "PASS") {
+		t.Fatal(g.problem)
+	}
+}
+
+// guestRun is what the boots of one guest came to.
+type guestRun struct {
+	result   string // after "VMTEST-RESULT: " of the last boot; "" if none came
+	log      string // the test's output, every boot
+	consoles []string
+	boots    int
+	booted   time.Duration // first boot: from QEMU's start to the test runner
+	total    time.Duration
+	problem  string // unless the result is PASS: what went wrong, with the console's end
+}
+
+// runGuest makes an ext4 disk of share, boots the guest in the lab's host
+// namespace with it as /dev/vdb and follows the guest's test output (its
+// second serial port, QEMU's stdout) until it powers off. When it powers off
+// with VMTEST-REBOOT, it is booted again from the same disks (a power cycle).
+// The root disk is a qcow2 overlay over the cached image, which stays
+// pristine. QEMU is killed at guestTimeout, whatever happened.
+func (w *world) runGuest(t *testing.T, img, share string) guestRun {
 	t.Helper()
 	tmp := t.TempDir()
 	disk := filepath.Join(tmp, "share.img")
@@ -489,31 +529,35 @@ func (w *world) boot(t *testing.T, img, share string) {
 	defer cancel()
 	begin := time.Now()
 	var guestLog strings.Builder
-	var consoles []string
+	var g guestRun
 	for n := 1; ; n++ {
 		consolePath := filepath.Join(tmp, fmt.Sprintf("console-%d.log", n))
-		consoles = append(consoles, consolePath)
+		g.consoles = append(g.consoles, consolePath)
 		r := w.runQEMU(ctx, t, img, overlay, disk, consolePath, &guestLog)
 		t.Logf("boot %d: up to the test runner in %s, QEMU ran %s", n, r.booted.Round(100*time.Millisecond), r.ran.Round(100*time.Millisecond))
+		if n == 1 {
+			g.booted = r.booted
+		}
 		if r.result == "REBOOT" && n < maxBoots && ctx.Err() == nil {
 			continue
 		}
-		total := time.Since(begin)
-		artifacts(t, guestLog.String(), consoles)
-		t.Logf("guest: %d boot(s), %s in all", n, total.Round(100*time.Millisecond))
-		t.Logf("guest log:\n%s", guestLog.String())
+		g.boots, g.total, g.log = n, time.Since(begin), guestLog.String()
+		t.Logf("guest: %d boot(s), %s in all", n, g.total.Round(100*time.Millisecond))
+		if r.result != "REBOOT" {
+			g.result = r.result
+		}
 		switch {
 		case strings.HasPrefix(r.result, "PASS"):
-			return
 		case r.result == "REBOOT":
-			t.Fatalf("guest: asked for more than %d boots", maxBoots)
+			g.problem = fmt.Sprintf("guest: asked for more than %d boots", maxBoots)
 		case r.result != "":
-			t.Fatalf("guest: VMTEST-RESULT: %s\n(full guest log above)\nconsole:\n%s", r.result, tail(consolePath, 40))
+			g.problem = fmt.Sprintf("guest: VMTEST-RESULT: %s\n(full guest log above)\nconsole:\n%s", r.result, tail(consolePath, 40))
 		case ctx.Err() != nil:
-			t.Fatalf("guest: no result within %s\nconsole:\n%s", guestTimeout, tail(consolePath, 60))
+			g.problem = fmt.Sprintf("guest: no result within %s\nconsole:\n%s", guestTimeout, tail(consolePath, 60))
 		default:
-			t.Fatalf("guest: QEMU exited (%v) without a result\nqemu stderr: %s\nconsole:\n%s", r.err, r.stderr, tail(consolePath, 60))
+			g.problem = fmt.Sprintf("guest: QEMU exited (%v) without a result\nqemu stderr: %s\nconsole:\n%s", r.err, r.stderr, tail(consolePath, 60))
 		}
+		return g
 	}
 }
 
@@ -626,13 +670,13 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// artifacts keeps the guest's logs in $KO_VM_ARTIFACTS/<test>/, if set.
-func artifacts(t *testing.T, guestLog string, consoles []string) {
+// artifacts keeps the guest's logs in $KO_VM_ARTIFACTS/<name>/, if set.
+func artifacts(t *testing.T, name, guestLog string, consoles []string) {
 	dir := os.Getenv("KO_VM_ARTIFACTS")
 	if dir == "" {
 		return
 	}
-	dir = filepath.Join(dir, t.Name())
+	dir = filepath.Join(dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Log(err)
 		return

@@ -323,8 +323,10 @@ func (k *kernel) InterfaceAddrs() ([]netip.Addr, error) {
 }
 
 // hostAddr is a in the form we bind it: full-length prefix, so that it
-// adds no subnet route, and host scope, so that the kernel never picks a
-// ClusterIP as the source address of traffic to anywhere else.
+// adds no subnet route, and host scope, so that the kernel never picks an
+// IPv4 ClusterIP as the source address of traffic to anywhere else. (Linux
+// ignores the requested scope of an IPv6 address: it derives it from the
+// address, so IPv6 ClusterIPs get global scope.)
 func hostAddr(a netip.Addr) *netlink.Addr {
 	bits := a.BitLen()
 	na := &netlink.Addr{

@@ -137,7 +137,10 @@ func TestKernelInterface(t *testing.T) {
 		}
 	})
 	out := run(t, "ip", "-n", ns, "-o", "addr", "show", "dev", Interface)
-	for _, want := range []string{"inet 10.96.0.1/32 scope host", "inet6 fd00:96::1/128 scope host"} {
+	// IPv6: Linux ignores the scope asked for and derives it from the
+	// address (ipv6_addr_scope: global for fd00::/8), so the Debian 6.1
+	// kernel of test/vm lists "scope global nodad"; only IPv4 keeps host.
+	for _, want := range []string{"inet 10.96.0.1/32 scope host", "inet6 fd00:96::1/128 "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ip addr: no %q in:\n%s", want, out)
 		}

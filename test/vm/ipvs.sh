@@ -1,0 +1,284 @@
+# Sourced by run.sh (bash) in the guest of the VM test: the parts of MODE=ipvs.
+# run.sh runs each part as `bash /vmtest/run.sh --part NAME` (part_NAME
+# below), a process of its own, so that a failing part ends only itself and
+# the next one still runs; each ends with "VMTEST-PART: NAME PASS|FAIL ..."
+# (vm_test.go reads those, and each part's section of the log).
+#
+# part_mode:   the .deb with mode = "ipvs": the privileged ExecStartPre loads
+#              ip_vs (not loaded before: this part runs first in a fresh
+#              boot), Type=notify READY, the ClusterIP over both pods, the
+#              virtual server in /proc/net/ip_vs, the ClusterIP on outpost0,
+#              a service without endpoints refused, a restart that keeps the
+#              virtual server, an open connection and a request loop; then
+#              `kube-outpost cleanup` and `apt-get purge` each remove the
+#              virtual servers, outpost0, the OUTPOST-IPVS chains and ipsets.
+# part_kernel: the real-kernel tests of internal/proxy/ipvs
+#              (/vmtest/ipvs.test, built by vm_test.go with -tags ipvskernel);
+#              a skipped test is a failure here.
+#
+# Lines "VMTEST-INFO: ..." are figures the Go test logs as they come.
+
+# hexip A.B.C.D: as /proc/net/ip_vs prints addresses.
+hexip() {
+  local IFS=.
+  # shellcheck disable=SC2086
+  set -- $1
+  printf '%02X%02X%02X%02X' "$1" "$2" "$3" "$4"
+}
+
+# ipvs_show [counts]: /proc/net/ip_vs decoded, one line per virtual server
+# ("TCP 10.96.0.10:80 rr") followed by its destinations
+# ("  -> 10.244.1.1:8080 Masq 1"), with the connection counts if asked.
+ipvs_show() {
+  [ -e /proc/net/ip_vs ] || return 0
+  awk -v counts="${1:-}" '
+    function hex(s,   n, i) { n = 0; for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789ABCDEF", toupper(substr(s, i, 1))) - 1; return n }
+    function addr(s,   a, p) { split(s, a, ":"); p = a[1]; return hex(substr(p, 1, 2)) "." hex(substr(p, 3, 2)) "." hex(substr(p, 5, 2)) "." hex(substr(p, 7, 2)) ":" hex(a[2]) }
+    NR <= 3 { next }
+    $1 == "->" { l = "  -> " addr($2) " " $3 " " $4; if (counts != "") l = l " active " $5 " inactive " $6; print l; next }
+    { l = $1 " " addr($2) " " $3; for (i = 4; i <= NF; i++) l = l " " $i; print l }
+  ' /proc/net/ip_vs
+}
+
+# ipvs_entry VIP PORT: the TCP virtual server VIP:PORT and its destinations.
+ipvs_entry() {
+  ipvs_show | awk -v key="TCP $1:$2 " 'index($0 " ", key) == 1 { on = 1; print; next } /^  ->/ { if (on) print; next } { on = 0 }'
+}
+
+ipvs_services() { ipvs_show | grep -c '^[A-Z]' || true; }
+
+# check_programmed: the virtual server of the ClusterIP with the two pods,
+# none for the service without endpoints, both ClusterIPs on outpost0.
+check_programmed() {
+  local entry p n
+  entry=$(ipvs_entry "$CLUSTER_IP" "$SVC_PORT")
+  [ -n "$entry" ] || fail "no virtual server TCP $CLUSTER_IP:$SVC_PORT in /proc/net/ip_vs:
+$(cat /proc/net/ip_vs)"
+  case "$(head -n1 <<<"$entry")" in *" rr") ;; *) fail "virtual server $CLUSTER_IP:$SVC_PORT: scheduler is not rr: $(head -n1 <<<"$entry")" ;; esac
+  for p in $POD_IPS; do
+    grep -qxF "  -> $p:$POD_PORT Masq 1" <<<"$entry" || fail "virtual server $CLUSTER_IP:$SVC_PORT: no real server $p:$POD_PORT (Masq, weight 1):
+$entry"
+  done
+  n=$(grep -c '^  ->' <<<"$entry" || true)
+  [ "$n" = "$(wc -w <<<"$POD_IPS")" ] || fail "virtual server $CLUSTER_IP:$SVC_PORT: $n real servers, want $(wc -w <<<"$POD_IPS"):
+$entry"
+  [ -z "$(ipvs_entry "$EMPTY_CLUSTER_IP" "$SVC_PORT")" ] || fail "a virtual server for the service without endpoints: $(ipvs_entry "$EMPTY_CLUSTER_IP" "$SVC_PORT")"
+  grep -q "^TCP  $(hexip "$CLUSTER_IP"):$(printf %04X "$SVC_PORT") " /proc/net/ip_vs || fail "/proc/net/ip_vs: no raw line for $CLUSTER_IP:$SVC_PORT"
+  for ip in "$CLUSTER_IP" "$EMPTY_CLUSTER_IP"; do
+    ip -o addr show dev outpost0 | grep "inet $ip/32 " >/dev/null || fail "$ip is not on outpost0: $(ip -o addr show dev outpost0)"
+  done
+}
+
+# check_gone WHAT: nothing of ipvs mode is left.
+check_gone() {
+  local left=""
+  [ "$(ipvs_services)" = 0 ] || left="$left
+virtual servers: $(ipvs_show)"
+  ! ip link show outpost0 >/dev/null 2>&1 || left="$left
+outpost0: $(ip addr show outpost0)"
+  ! iptables-save | grep OUTPOST >/dev/null || left="$left
+iptables: $(iptables-save | grep OUTPOST)"
+  ! ipset list -n | grep '^OUTPOST' >/dev/null || left="$left
+ipsets: $(ipset list -n | grep OUTPOST)"
+  [ -z "$left" ] || fail "left after $1:$left"
+  echo "after $1: no virtual servers, no outpost0, no OUTPOST chains, no OUTPOST ipsets"
+}
+
+# ms_since NANOS: milliseconds since a `date +%s%N`.
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# http_fd FD: one HTTP/1.1 request on the open connection FD; prints the body.
+http_fd() {
+  local fd=$1 line len=0 body=""
+  printf 'GET / HTTP/1.1\r\nHost: vmtest\r\n\r\n' >&"$fd"
+  IFS= read -r -t 5 line <&"$fd" || return 1
+  case "$line" in "HTTP/1.1 200"*) ;; *) echo "status: $line" >&2; return 1 ;; esac
+  while IFS= read -r -t 5 line <&"$fd"; do
+    line=${line%$'\r'}
+    [ -n "$line" ] || break
+    case "${line,,}" in content-length:*) len=${line#*: } ;; esac
+  done
+  [ "$len" -gt 0 ] || return 1
+  IFS= read -r -N "$len" -t 5 body <&"$fd" || return 1
+  echo "${body%$'\n'}"
+}
+
+part_mode() {
+  local url="http://$CLUSTER_IP:$SVC_PORT/" empty="http://$EMPTY_CLUSTER_IP:$SVC_PORT/" t0 ms pid rc
+
+  step "ipvs mode: install the .deb offline"
+  deb=$(ls /vmtest/kube-outpost_*.deb)
+  run apt-get install -y -q -o Acquire::Retries=0 "$deb"
+  for tool in ipset modprobe; do
+    command -v "$tool" >/dev/null || fail "$tool is missing: the .deb recommends it and the image should have it"
+  done
+
+  step "ipvs mode: configure"
+  install -m 0644 /vmtest/config-ipvs.toml /etc/kube-outpost/config.toml
+  install -m 0600 /vmtest/prod.kubeconfig /etc/kube-outpost/prod.kubeconfig
+  run cat /etc/kube-outpost/config.toml
+  run kube-outpost check-config --config /etc/kube-outpost/config.toml
+  if [ -e /proc/net/ip_vs ]; then
+    warn "ip_vs is loaded before the unit starts: its ExecStartPre is not what loads it here"
+  else
+    echo "before start: ip_vs not loaded ($(lsmod | grep -c '^ip_vs' || true) ip_vs modules)"
+  fi
+
+  step "ipvs mode: systemctl start"
+  t0=$(date +%s%N)
+  run systemctl start kube-outpost
+  ms=$(ms_since "$t0")
+  echo "VMTEST-INFO: ipvs mode: systemctl start returned in ${ms} ms"
+  run systemctl show -p Type,StatusText,ExecMainStatus,ActiveState,SubState,MainPID kube-outpost
+  [ "$(systemctl show -p Type --value kube-outpost)" = notify ] || fail "Type is not notify"
+  [ "$(systemctl is-active kube-outpost)" = active ] || fail "not active after start"
+  [ "$(systemctl show -p SubState --value kube-outpost)" = running ] || fail "SubState is not running"
+  run lsmod | grep -E '^(ip_vs|dummy|ip_set|xt_ipvs|xt_set)' || true
+  for m in ip_vs ip_vs_rr; do
+    lsmod | grep "^$m " >/dev/null || fail "module $m is not loaded after start (the unit's privileged ExecStartPre should load it)"
+  done
+  for s in conntrack=1 conn_reuse_mode=0 expire_nodest_conn=1 expire_quiescent_template=1; do
+    got=$(cat "/proc/sys/net/ipv4/vs/${s%=*}")
+    echo "net.ipv4.vs.${s%=*} = $got"
+    [ "$got" = "${s#*=}" ] || fail "net.ipv4.vs.${s%=*} is $got, want ${s#*=}"
+  done
+  # Type=notify: READY comes after the first sync, so the ClusterIP answers
+  # at once.
+  if ! curl_one "$url"; then
+    soft_fail "$url did not answer right after systemctl start returned"
+    wait_curl 30 "$url" || fail "$url never answered"
+  fi
+  t0=$(date +%s%N)
+  run curl_pods 40 "$url"
+  echo "VMTEST-INFO: ipvs mode: 40 requests to the ClusterIP in $(ms_since "$t0") ms"
+
+  step "ipvs mode: the kernel's state"
+  run cat /proc/net/ip_vs
+  echo "decoded:"
+  ipvs_show counts
+  check_programmed
+  run ip -d addr show outpost0
+  ip -d link show outpost0 | grep dummy >/dev/null || fail "outpost0 is not a dummy interface"
+  run ip route show table local dev outpost0
+  echo "+ iptables-save | grep OUTPOST"
+  iptables-save | grep OUTPOST
+  run ipset list -n
+  iptables-save | grep '^:OUTPOST-IPVS-' >/dev/null || fail "no OUTPOST-IPVS chains"
+  ! iptables-save | grep '^:OUTPOST-SERVICES' >/dev/null || fail "iptables mode's chains in ipvs mode"
+  ipset list -n | grep '^OUTPOST-IPVS-' >/dev/null || fail "no OUTPOST-IPVS ipsets"
+
+  step "ipvs mode: a service without endpoints is refused"
+  rc=0
+  t0=$(date +%s%N)
+  curl -sS -v --max-time 5 -o /dev/null "$empty" 2>/run/vmtest-curl.err || rc=$?
+  ms=$(ms_since "$t0")
+  echo "curl -v $empty: exit $rc in ${ms} ms:"
+  cat /run/vmtest-curl.err
+  echo "VMTEST-INFO: ipvs mode: the service without endpoints refused in ${ms} ms (curl exit $rc)"
+  [ "$rc" = 7 ] || fail "curl $empty: exit $rc, want 7 (connection refused)"
+  grep -qi refused /run/vmtest-curl.err || fail "curl $empty: not refused: $(cat /run/vmtest-curl.err)"
+  [ "$ms" -lt 2000 ] || fail "curl $empty took ${ms} ms to be refused"
+
+  step "ipvs mode: systemctl restart keeps the virtual server and the traffic"
+  before=$(ipvs_show)
+  pid=$(systemctl show -p MainPID --value kube-outpost)
+  # An open connection, across the restart.
+  exec 3<>"/dev/tcp/$CLUSTER_IP/$SVC_PORT"
+  first=$(http_fd 3) || fail "no answer on a connection to $CLUSTER_IP:$SVC_PORT"
+  echo "open connection: answered by $first"
+  # One request every 0.1 s, each on a new connection, during the restart.
+  rm -f /run/vmtest-loop-stop
+  (
+    set +eE
+    trap - ERR
+    while [ ! -e /run/vmtest-loop-stop ]; do
+      if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
+      sleep 0.1
+    done
+  ) >/run/vmtest-loop.log 2>&1 &
+  loop=$!
+  for ((i = 0; i < 100; i++)); do
+    grep -q '^ok' /run/vmtest-loop.log 2>/dev/null && break
+    sleep 0.1
+  done
+  t0=$(date +%s%N)
+  rc=0
+  run systemctl restart kube-outpost || rc=$?
+  echo "VMTEST-INFO: ipvs mode: systemctl restart returned in $(ms_since "$t0") ms"
+  sleep 1
+  touch /run/vmtest-loop-stop
+  wait "$loop" || true
+  [ "$rc" = 0 ] || fail "systemctl restart exited $rc"
+  [ "$(systemctl is-active kube-outpost)" = active ] || fail "not active after restart"
+  [ "$(systemctl show -p MainPID --value kube-outpost)" != "$pid" ] || fail "restart kept MainPID $pid"
+  ok=$(grep -c '^ok' /run/vmtest-loop.log || true)
+  failed=$(grep -c '^FAILED' /run/vmtest-loop.log || true)
+  echo "VMTEST-INFO: ipvs mode: requests during the restart: $ok answered, $failed failed"
+  if [ "$failed" != 0 ]; then
+    grep '^FAILED' /run/vmtest-loop.log | head -n 10
+    soft_fail "$failed of $((ok + failed)) requests to $url failed during the restart"
+  fi
+  [ "$ok" -gt 0 ] || fail "no request answered during the restart"
+  if again=$(http_fd 3); then
+    echo "open connection after the restart: answered by $again"
+    [ "$again" = "$first" ] || soft_fail "the open connection moved from $first to $again"
+  else
+    soft_fail "the connection opened before the restart does not answer after it"
+  fi
+  exec 3<&- 3>&-
+  after=$(ipvs_show)
+  if [ "$after" != "$before" ]; then
+    soft_fail "the restart changed IPVS: before:
+$before
+after:
+$after"
+  fi
+  check_programmed
+  run curl_pods 20 "$url"
+
+  step "ipvs mode: journal"
+  journalctl -u kube-outpost --no-pager -o short-monotonic | tail -n 40
+
+  step "ipvs mode: systemd-analyze security"
+  echo "+ systemd-analyze security kube-outpost.service | tail -1"
+  line=$(systemd-analyze security --no-pager kube-outpost.service 2>&1 | tail -n 1)
+  echo "$line"
+  echo "VMTEST-INFO: ipvs mode: systemd-analyze security: $line"
+
+  step "ipvs mode: systemctl stop keeps everything; kube-outpost cleanup removes it"
+  run systemctl stop kube-outpost
+  check_programmed
+  curl_one "$url" || fail "$url does not answer after systemctl stop (only cleanup should stop it)"
+  run kube-outpost cleanup
+  check_gone "kube-outpost cleanup"
+  rc=0
+  curl -sS --max-time 1 -o /dev/null "$url" 2>&1 || rc=$?
+  [ "$rc" != 0 ] || fail "$url still answers after cleanup"
+
+  step "ipvs mode: apt-get purge removes everything"
+  run systemctl start kube-outpost
+  wait_curl 30 "$url" || fail "$url does not answer after starting again"
+  check_programmed
+  run apt-get purge -y -q kube-outpost
+  check_gone "apt-get purge"
+  [ ! -e /etc/kube-outpost/config.toml ] || fail "/etc/kube-outpost/config.toml still there after purge"
+}
+
+part_kernel() {
+  local rc=0 log=/run/vmtest-ipvs.test.log
+  step "ipvs kernel tests: ipvs.test -test.run '^TestKernel'"
+  echo "ip_vs: $([ -e /proc/net/ip_vs ] && echo loaded || echo 'not loaded')"
+  run ipset version
+  cd /tmp
+  echo "+ /vmtest/ipvs.test -test.v -test.count=1 -test.timeout=5m -test.run '^TestKernel'"
+  timeout 330 /vmtest/ipvs.test -test.v -test.count=1 -test.timeout=5m -test.run '^TestKernel' 2>&1 | tee "$log" || rc=$?
+  cd /vmtest
+  echo "ipvs.test exited $rc"
+  [ "$rc" = 0 ] || fail "ipvs.test exited $rc"
+  # This kernel has ip_vs and the image has every tool: nothing may skip.
+  if grep -E '^\s*--- SKIP' "$log"; then
+    fail "ipvs.test skipped tests"
+  fi
+  [ "$(tail -n1 "$log")" = PASS ] || fail "ipvs.test did not end with PASS"
+  grep -q -- '--- PASS: TestKernel' "$log" || fail "ipvs.test ran no TestKernel test"
+}

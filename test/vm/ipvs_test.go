@@ -1,0 +1,281 @@
+//go:build vm
+
+package vm
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// The IPVS tests share one boot of the guest (MODE=ipvs in run.sh, the parts
+// in ipvs.sh): a boot under TCG costs ~20 s. The first of them to run boots
+// it with the parts of every IPVS test that `go test -run` selects; each
+// then checks its own part, whose result and section of the guest's output
+// are marked "VMTEST-PART-BEGIN: <part>" ... "VMTEST-PART: <part> PASS|FAIL".
+// The part "mode" runs first, in a guest where nothing has loaded ip_vs yet.
+var (
+	ipvsOnce   sync.Once
+	ipvsGuest  *ipvsBoot
+	ipvsBooter string // the test that booted it
+)
+
+// ipvsParts: part name, and the test that checks it, in the order they run.
+var ipvsParts = []struct{ part, test string }{
+	{"mode", "TestIPVSMode"},
+	{"kernel", "TestIPVSKernel"},
+}
+
+// ipvsBoot is what the IPVS guest came to.
+type ipvsBoot struct {
+	run     guestRun
+	prelude string              // the guest's output before the first part
+	parts   map[string]ipvsPart // by part name
+	notRun  map[string]error    // parts left out, and why
+	// kernelTests is what ipvs.test -test.list '^TestKernel' lists: each
+	// must pass in the guest.
+	kernelTests []string
+}
+
+type ipvsPart struct {
+	result string // after "VMTEST-PART: <part> "; "" if the part never ended
+	log    string // its section of the guest's output
+}
+
+// TestIPVSMode installs the .deb in the guest with mode = "ipvs" (ipvs.sh,
+// part_mode): start (Type=notify, the privileged ExecStartPre loading ip_vs
+// and setting net.ipv4.vs.*), the ClusterIP over both pods, the virtual
+// server and its real servers in /proc/net/ip_vs, the ClusterIP on
+// outpost0, a service without endpoints refused at once, a restart that
+// keeps the virtual server, an open connection and a request loop; then
+// `kube-outpost cleanup` and `apt-get purge` each leave nothing behind.
+func TestIPVSMode(t *testing.T) {
+	packages(t) // skips without packages
+	img := image(t)
+	w := setup(t)
+	b := w.ipvs(t, img)
+	b.check(t, "mode")
+}
+
+// TestIPVSKernel runs the real-kernel tests of internal/proxy/ipvs
+// (build tag ipvskernel; each makes its own network namespaces) as root in
+// the guest, whose Debian kernel has ip_vs: every test that
+// `ipvs.test -test.list '^TestKernel'` lists must pass there. A skip fails:
+// the guest has ip_vs, ipset and the modules, so nothing may be missing.
+func TestIPVSKernel(t *testing.T) {
+	img := image(t)
+	w := setup(t)
+	b := w.ipvs(t, img)
+	p := b.check(t, "kernel")
+
+	passed := map[string]string{}
+	var skipped, failed []string
+	re := regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+) \(([0-9.]+s)\)`)
+	for _, l := range strings.Split(p.log, "\n") {
+		m := re.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		switch m[1] {
+		case "PASS":
+			passed[m[2]] = m[3]
+		case "FAIL":
+			failed = append(failed, m[2])
+		case "SKIP":
+			skipped = append(skipped, m[2])
+		}
+	}
+	var missing, times []string
+	for _, name := range b.kernelTests {
+		d, ok := passed[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		times = append(times, name+" "+d)
+	}
+	t.Logf("ipvs.test in the guest: %s", strings.Join(times, ", "))
+	if len(failed) > 0 || len(skipped) > 0 || len(missing) > 0 {
+		t.Fatalf("ipvs.test in the guest: failed %v, skipped %v, did not pass %v (of %v); its output is above", failed, skipped, missing, b.kernelTests)
+	}
+}
+
+// check fails the test unless its part ran and passed; it logs the part's
+// section of the guest's output.
+func (b *ipvsBoot) check(t *testing.T, part string) ipvsPart {
+	t.Helper()
+	if err, ok := b.notRun[part]; ok {
+		t.Fatalf("the IPVS guest did not run part %q: %v", part, err)
+	}
+	p, ok := b.parts[part]
+	t.Logf("IPVS guest (shared, booted by %s): up to the test runner in %s, %s in all; this part: %s",
+		ipvsBooter, b.run.booted.Round(100*time.Millisecond), b.run.total.Round(100*time.Millisecond), p.result)
+	t.Logf("guest log, before the parts:\n%s", b.prelude)
+	if !ok || p.log == "" {
+		t.Fatalf("the guest's output has no part %q\n%s\nguest log:\n%s", part, b.run.problem, b.run.log)
+	}
+	t.Logf("guest log, part %s:\n%s", part, p.log)
+	if !strings.HasPrefix(p.result, "PASS") {
+		if p.result == "" {
+			t.Fatalf("part %s did not end\n%s", part, b.run.problem)
+		}
+		t.Fatalf("part %s: %s", part, p.result)
+	}
+	return p
+}
+
+// ipvs returns the IPVS guest, booting it on first use.
+func (w *world) ipvs(t *testing.T, img string) *ipvsBoot {
+	t.Helper()
+	ipvsOnce.Do(func() {
+		ipvsBooter = t.Name()
+		ipvsGuest = w.bootIPVS(t, img)
+	})
+	if ipvsGuest == nil {
+		t.Fatalf("the IPVS guest could not be booted (see %s)", ipvsBooter)
+	}
+	return ipvsGuest
+}
+
+// bootIPVS prepares the parts that the selected tests check, boots the guest
+// and splits its output by part.
+func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
+	t.Helper()
+	b := &ipvsBoot{parts: map[string]ipvsPart{}, notRun: map[string]error{}}
+	share := t.TempDir()
+	var parts []string
+	for _, p := range ipvsParts {
+		if !selected(p.test) {
+			b.notRun[p.part] = fmt.Errorf("%s is not selected by -run/-skip", p.test)
+			continue
+		}
+		var err error
+		switch p.part {
+		case "mode":
+			var deb string
+			if deb, _, err = distPackages(); err == nil && deb == "" {
+				err = fmt.Errorf("no .deb in %s", distDir)
+			}
+			if err == nil {
+				copyFile(t, deb, filepath.Join(share, filepath.Base(deb)))
+			}
+		case "kernel":
+			b.kernelTests, err = buildKernelTests(t, filepath.Join(share, "ipvs.test"))
+		}
+		if err != nil {
+			b.notRun[p.part] = err
+			continue
+		}
+		parts = append(parts, p.part)
+	}
+	if len(parts) == 0 {
+		return b
+	}
+	empty, err := w.emptyService()
+	if err != nil {
+		t.Fatalf("the service without endpoints: %v", err)
+	}
+	w.writeShare(t, share, "ipvs", fmt.Sprintf("PARTS=%q", strings.Join(parts, " ")), "EMPTY_CLUSTER_IP="+empty.String())
+	b.run = w.runGuest(t, img, share)
+	artifacts(t, "TestIPVS", b.run.log, b.run.consoles)
+
+	// Split the output by part.
+	var cur string
+	var sec, prelude strings.Builder
+	for _, l := range strings.SplitAfter(b.run.log, "\n") {
+		switch {
+		case strings.HasPrefix(l, "VMTEST-PART-BEGIN: "):
+			cur = strings.Fields(strings.TrimPrefix(l, "VMTEST-PART-BEGIN: "))[0]
+			sec.Reset()
+			sec.WriteString(l)
+			b.parts[cur] = ipvsPart{log: sec.String()}
+		case strings.HasPrefix(l, "VMTEST-PART: "):
+			name, result, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(l, "VMTEST-PART: ")), " ")
+			sec.WriteString(l)
+			b.parts[name] = ipvsPart{result: result, log: sec.String()}
+			cur = ""
+		case cur != "":
+			sec.WriteString(l)
+			b.parts[cur] = ipvsPart{log: sec.String()}
+		case len(b.parts) == 0:
+			prelude.WriteString(l)
+		}
+	}
+	b.prelude = prelude.String()
+	return b
+}
+
+// buildKernelTests builds the real-kernel tests of internal/proxy/ipvs into
+// bin and lists the TestKernel tests in it.
+func buildKernelTests(t *testing.T, bin string) ([]string, error) {
+	begin := time.Now()
+	cmd := exec.Command("go", "test", "-c", "-tags", "ipvskernel", "-o", bin, "./internal/proxy/ipvs/")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go test -c -tags ipvskernel ./internal/proxy/ipvs/: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "-test.list", "^TestKernel").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ipvs.test -test.list: %v", err)
+	}
+	names := strings.Fields(string(out))
+	if len(names) == 0 {
+		return nil, fmt.Errorf("ipvs.test -test.list '^TestKernel' lists nothing")
+	}
+	t.Logf("ipvs.test (go test -c -tags ipvskernel) built in %s: %s", time.Since(begin).Round(100*time.Millisecond), strings.Join(names, " "))
+	return names, nil
+}
+
+// emptyService creates, once, a Service "empty" without endpoints (no
+// EndpointSlice) next to "web", and returns its ClusterIP.
+func (w *world) emptyService() (netip.Addr, error) {
+	w.emptyOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		svc, err := w.cluster.Admin.CoreV1().Services("vmtest").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "vmtest", Name: "empty"},
+			Spec: corev1.ServiceSpec{
+				Type:  corev1.ServiceTypeClusterIP,
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: svcPort, TargetPort: intstr.FromInt32(podPort)}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			w.emptyErr = err
+			return
+		}
+		w.emptyIP, w.emptyErr = netip.ParseAddr(svc.Spec.ClusterIP)
+	})
+	return w.emptyIP, w.emptyErr
+}
+
+// selected says whether `go test -run/-skip` select the top-level test name
+// (an approximation of the testing package's matching, good enough to leave
+// out the part of a test that will not run).
+func selected(name string) bool {
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+		top, _, _ := strings.Cut(f.Value.String(), "/")
+		if re, err := regexp.Compile(top); err == nil && !re.MatchString(name) {
+			return false
+		}
+	}
+	if f := flag.Lookup("test.skip"); f != nil && f.Value.String() != "" && !strings.Contains(f.Value.String(), "/") {
+		if re, err := regexp.Compile(f.Value.String()); err == nil && re.MatchString(name) {
+			return false
+		}
+	}
+	return true
+}
