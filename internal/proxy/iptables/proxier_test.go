@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 )
 
 // The tests here run the real Proxier against a Fake and check what packets
@@ -26,55 +27,14 @@ const (
 	remote6  = "fd00:ffff::20"
 )
 
-// svc makes a ServicePort. Its family follows clusterIP; eps are
-// "ip:port" strings.
-func svc(cluster, ns, name, portName string, pr model.Protocol, clusterIP string, port uint16, eps ...string) *model.ServicePort {
-	ip := netip.MustParseAddr(clusterIP)
-	sp := &model.ServicePort{
-		Key:       model.PortKey{Cluster: cluster, Namespace: ns, Name: name, Port: portName, Protocol: pr, IPv6: ip.Is6()},
-		ClusterIP: ip,
-		Port:      port,
-	}
-	return withEndpoints(sp, eps...)
-}
-
-// withEndpoints returns a copy of sp with other endpoints: ServicePorts are
-// never modified once published.
-func withEndpoints(sp *model.ServicePort, eps ...string) *model.ServicePort {
-	c := *sp
-	c.Endpoints, c.NoEndpointsReason = nil, ""
-	for _, e := range eps {
-		c.Endpoints = append(c.Endpoints, model.Endpoint{Addr: netip.MustParseAddrPort(e)})
-	}
-	slices.SortFunc(c.Endpoints, func(a, b model.Endpoint) int { return a.Addr.Compare(b.Addr) })
-	if len(eps) == 0 {
-		c.NoEndpointsReason = "no ready endpoints"
-	}
-	return &c
-}
-
-func withAffinity(sp *model.ServicePort, d time.Duration) *model.ServicePort {
-	c := *sp
-	c.Affinity = d
-	return &c
-}
-
-func cluster(name string, synced bool, cidrs []string, ports ...*model.ServicePort) *model.ClusterState {
-	c := &model.ClusterState{Name: name, Synced: synced, Ports: map[model.PortKey]*model.ServicePort{}}
-	for _, s := range cidrs {
-		c.ServiceCIDRs = append(c.ServiceCIDRs, netip.MustParsePrefix(s))
-	}
-	for _, p := range ports {
-		c.Ports[p.Key] = p
-	}
-	return c
-}
-
-func state(cs ...*model.ClusterState) *model.State {
-	s := &model.State{Clusters: cs}
-	sort.Slice(s.Clusters, func(i, j int) bool { return s.Clusters[i].Name < s.Clusters[j].Name })
-	return s
-}
+// The state builders are shared with the other backend's tests.
+var (
+	svc           = modeltest.Svc
+	withEndpoints = modeltest.WithEndpoints
+	withAffinity  = modeltest.WithAffinity
+	cluster       = modeltest.Cluster
+	state         = modeltest.State
+)
 
 // cloneState copies the clusters and their port maps, not the (immutable)
 // ServicePorts.
