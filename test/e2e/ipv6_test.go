@@ -15,7 +15,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -83,7 +82,7 @@ func TestIPv6(t *testing.T) {
 		ns := namespace(t, admin, "dual")
 		v4, v6 := dualStackService(t, admin, ns, "web")
 		slice(t, admin, ns, "web", "v4", ipv6Services, []ep{readyEP(g1.IP.String()), readyEP(g2.IP.String())})
-		slice6(t, admin, ns, "web", "v6", ipv6Services, g1.IPv6, g2.IPv6)
+		slice(t, admin, ns, "web", "v6", ipv6Services, []ep{readyEP(g1.IPv6.String()), readyEP(g2.IPv6.String())})
 		for _, vip := range []netip.Addr{v4, v6} {
 			answeredByIn(t, l, url(vip, 80), 40, "g1", "g2")
 			served = append(served, url(vip, 80))
@@ -154,27 +153,6 @@ func TestIPv6(t *testing.T) {
 	})
 }
 
-// startDaemonIn is startDaemon for a lab other than the suite's.
-func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
-	t.Helper()
-	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = l.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	// Registered after the lab's Close, so it runs before it.
-	t.Cleanup(func() {
-		d.stop()
-		if t.Failed() {
-			t.Logf("kube-outpost log:\n%s", d.log.String())
-		}
-	})
-	return d
-}
-
 // dualStackService creates a RequireDualStack service with ipv6Services and
 // returns its IPv4 and IPv6 ClusterIPs.
 func dualStackService(t *testing.T, c kubernetes.Interface, ns, name string) (v4, v6 netip.Addr) {
@@ -202,30 +180,6 @@ func dualStackService(t *testing.T, c kubernetes.Interface, ns, name string) (v4
 		t.Fatalf("service %s/%s: ClusterIPs %v, want one in %v and one in %v", ns, name, svc.Spec.ClusterIPs, gammaRange, gammaRange6)
 	}
 	return v4, v6
-}
-
-// slice6 creates the IPv6 EndpointSlice <svc>-<suffix> with ready endpoints.
-func slice6(t *testing.T, c kubernetes.Interface, ns, svc, suffix string, ports []port, ips ...netip.Addr) {
-	t.Helper()
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns, Name: svc + "-" + suffix,
-			Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "kube-outpost-e2e"},
-		},
-		AddressType: discoveryv1.AddressTypeIPv6,
-	}
-	for _, p := range ports {
-		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.target)})
-	}
-	for _, ip := range ips {
-		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{ip.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-		})
-	}
-	if _, err := c.DiscoveryV1().EndpointSlices(ns).Create(context.Background(), es, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating EndpointSlice %s/%s: %v", ns, es.Name, err)
-	}
 }
 
 // answeredByIn is answeredBy from the host of lab l.

@@ -131,17 +131,26 @@ func writeConfig(t *testing.T, clusters ...string) string {
 	return path
 }
 
-// startDaemon runs kube-outpost in the host namespace until the test ends.
+// startDaemon runs kube-outpost in the suite lab's host namespace until the
+// test ends.
 func startDaemon(t *testing.T, cfgPath string) *daemon {
 	t.Helper()
+	return startDaemonIn(t, theLab, cfgPath)
+}
+
+// startDaemonIn runs kube-outpost in a lab's host namespace until the test
+// ends.
+func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = theLab.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")
+	d.cmd = l.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { d.cmd.Wait(); close(d.done) }()
+	// Registered after the lab's Close, so it runs before it.
 	t.Cleanup(func() {
 		d.stop()
 		if t.Failed() {

@@ -74,7 +74,8 @@ func service(t *testing.T, c kubernetes.Interface, ns, name string, ports []port
 	return vip
 }
 
-// slice creates or replaces the EndpointSlice <svc>-<suffix> of a service;
+// slice creates or replaces the EndpointSlice <svc>-<suffix> of a service,
+// of the address family of its endpoints;
 // the tests play the EndpointSlice controller, which the lab does not run.
 func slice(t *testing.T, c kubernetes.Interface, ns, svc, suffix string, ports []port, eps []ep) {
 	t.Helper()
@@ -84,6 +85,9 @@ func slice(t *testing.T, c kubernetes.Interface, ns, svc, suffix string, ports [
 			Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "kube-outpost-e2e"},
 		},
 		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	if len(eps) > 0 && netip.MustParseAddr(eps[0].ip).Is6() {
+		es.AddressType = discoveryv1.AddressTypeIPv6
 	}
 	for _, p := range ports {
 		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.target)})
