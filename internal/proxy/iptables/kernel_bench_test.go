@@ -42,6 +42,17 @@ func kernelProxier(b *testing.B) *Proxier {
 	return New(Options{Runner: r, MasqueradeMark: 0x100000})
 }
 
+// syncedKernelProxier has st programmed, and is cleaned up after the
+// benchmark's timer stops.
+func syncedKernelProxier(b *testing.B, st *model.State) *Proxier {
+	p := kernelProxier(b)
+	if err := p.Sync(context.Background(), st, true); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cleanupKernel(b, p) })
+	return p
+}
+
 func cleanupKernel(b *testing.B, p *Proxier) {
 	if err := p.Cleanup(context.Background()); err != nil {
 		b.Fatal(err)
@@ -67,12 +78,8 @@ func BenchmarkKernelFullSync10k(b *testing.B) {
 // BenchmarkKernelOneChange10k: one service's endpoints change among 10,000.
 func BenchmarkKernelOneChange10k(b *testing.B) {
 	st := bigState(10000, 10)
-	p := kernelProxier(b)
+	p := syncedKernelProxier(b, st)
 	ctx := context.Background()
-	if err := p.Sync(ctx, st, true); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cleanupKernel(b, p) }) // after the timer stops
 	cs := st.Clusters[0]
 	k := model.PortKey{Cluster: "bench", Namespace: "ns", Name: "svc-42", Port: "http", Protocol: model.TCP}
 	orig := cs.Ports[k]
@@ -90,12 +97,8 @@ func BenchmarkKernelOneChange10k(b *testing.B) {
 // BenchmarkKernelAddService10k: one service appears among 10,000.
 func BenchmarkKernelAddService10k(b *testing.B) {
 	st := bigState(10000, 10)
-	p := kernelProxier(b)
+	p := syncedKernelProxier(b, st)
 	ctx := context.Background()
-	if err := p.Sync(ctx, st, true); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cleanupKernel(b, p) }) // after the timer stops
 	cs := st.Clusters[0]
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
