@@ -58,22 +58,43 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "kube-outpost")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/kube-outpost")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Printf("building kube-outpost: %v\n%s", err, out)
-		return 1
+	// In the VM (test/vm) there is no Go: the binary comes built.
+	if binary = os.Getenv("KO_E2E_BINARY"); binary == "" {
+		binary = filepath.Join(dir, "kube-outpost")
+		build := exec.Command("go", "build", "-o", binary, "../../cmd/kube-outpost")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Printf("building kube-outpost: %v\n%s", err, out)
+			return 1
+		}
 	}
-	theLab, err = lab.Start(ctx, lab.Options{
+	opts := lab.Options{
 		Clusters: []lab.ClusterOptions{
 			{Name: "alpha", ServiceCIDR: alphaRange},
 			{Name: "beta", ServiceCIDR: betaRange},
 		},
 		Log: os.Stderr,
-	})
+	}
+	if path := os.Getenv("KO_E2E_REMOTE"); path != "" {
+		spec, err := lab.ReadRemoteSpec(path)
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		opts.Clusters, opts.Remote = nil, spec
+	}
+	theLab, err = lab.Start(ctx, opts)
 	if err != nil {
 		fmt.Println("starting the lab:", err)
 		return 1
+	}
+	for _, c := range []struct {
+		name string
+		want netip.Prefix
+	}{{"alpha", alphaRange}, {"beta", betaRange}} {
+		if cl := theLab.Cluster(c.name); cl == nil || cl.ServiceCIDR != c.want {
+			fmt.Printf("the lab has no cluster %s with service range %v\n", c.name, c.want)
+			return 1
+		}
 	}
 	defer theLab.Close()
 	if err := addPods(ctx); err != nil {
@@ -119,7 +140,7 @@ func writeConfig(t *testing.T, clusters ...string) string {
 		clusters = []string{"alpha", "beta"}
 	}
 	var b strings.Builder
-	b.WriteString("mode = \"iptables\"\nmin_sync_period = \"200ms\"\n")
+	fmt.Fprintf(&b, "mode = %q\nmin_sync_period = \"200ms\"\n", mode)
 	for _, name := range clusters {
 		c := theLab.Cluster(name)
 		fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", name, c.Kubeconfig, c.ServiceCIDR.String())
@@ -142,6 +163,13 @@ func startDaemon(t *testing.T, cfgPath string) *daemon {
 // ends.
 func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
 	t.Helper()
+	if mode == "ipvs" {
+		// What the unit's privileged ExecStartPre does: the net.ipv4.vs
+		// sysctls are per network namespace.
+		if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
+			t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
+		}
+	}
 	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = l.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
@@ -240,7 +268,7 @@ func saveRules(ctx context.Context) (string, error) {
 // Every pod serves HTTP on 8080 and 9090 and UDP on 5353, answering with its
 // name.
 func addPods(ctx context.Context) error {
-	for _, name := range []string{"a1", "a2", "a3", "b1", "b2"} {
+	for _, name := range []string{"a1", "a2", "a3", "b1", "b2", "x1"} {
 		p, err := theLab.AddPod(ctx, name, []int{8080, 9090}, []int{5353})
 		if err != nil {
 			return err

@@ -30,7 +30,7 @@ func TestClusterIPOutsideServiceCIDRs(t *testing.T) {
 		}
 		return nil
 	})
-	if rules := iptablesSave(t); strings.Contains(rules, outside.String()) || strings.Contains(rules, "outside/outside") {
+	if rules := kernelState(t); mentions(rules, outside) || strings.Contains(rules, "outside/outside") {
 		t.Fatalf("a ClusterIP outside service_cidrs was programmed:\n%s", rules)
 	}
 }

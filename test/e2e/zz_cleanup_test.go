@@ -19,8 +19,8 @@ func TestCleanup(t *testing.T) {
 	slice(t, beta, ns, "web", "1", web, []ep{readyEP(ip("b1"))})
 	service(t, beta, ns, "empty", web) // a REJECT rule too
 	answeredBy(t, url(vip, 80), 3, "b1")
-	if !strings.Contains(iptablesSave(t), "OUTPOST-") {
-		t.Fatal("no OUTPOST chains while the daemon runs")
+	if ownState(t) == "" {
+		t.Fatal("nothing of kube-outpost's in the kernel while the daemon runs")
 	}
 	d.stop()
 	out, err := theLab.HostRun(context.Background(), binary, "cleanup")
@@ -30,6 +30,9 @@ func TestCleanup(t *testing.T) {
 	t.Logf("cleanup said: %s", strings.TrimSpace(out))
 	if got := iptablesSave(t); got != baseline {
 		t.Fatalf("after cleanup the ruleset differs from before kube-outpost ran\nbefore:\n%s\nafter:\n%s", baseline, got)
+	}
+	if own := ownState(t); own != "" {
+		t.Fatalf("after cleanup the kernel still has:\n%s", own)
 	}
 	// A second cleanup has nothing to do and succeeds.
 	if _, err := theLab.HostRun(context.Background(), binary, "cleanup"); err != nil {

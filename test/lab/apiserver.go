@@ -210,6 +210,10 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 
 // StartAPIServer starts kube-apiserver (again) and waits until /readyz is ok.
 func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	if c.lab.remote != "" {
+		_, err := c.lab.control(ctx, "/clusters/"+c.Name+"/apiserver/start")
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.apiserver != nil && !c.apiserver.exited() {
@@ -258,6 +262,10 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 // StopAPIServer kills kube-apiserver and waits for it to exit; etcd
 // keeps running so that StartAPIServer brings back the same state.
 func (c *Cluster) StopAPIServer() error {
+	if c.lab.remote != "" {
+		_, err := c.lab.control(context.Background(), "/clusters/"+c.Name+"/apiserver/stop")
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.apiserver == nil || c.apiserver.exited() {

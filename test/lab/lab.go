@@ -88,6 +88,10 @@ type Options struct {
 	// Log receives short progress lines; process output goes to files in Dir.
 	// nil discards.
 	Log io.Writer
+	// Remote, when set, makes a remote lab: Clusters must be empty, the
+	// clusters and pods are those of the lab that wrote the spec (see
+	// remote.go). Only for a throw-away machine.
+	Remote *RemoteSpec
 }
 
 // Lab is a running lab; Close it (also when the test fails).
@@ -103,7 +107,8 @@ type Lab struct {
 	logMu    sync.Mutex
 	binDir   string
 	routerNS string
-	ipv6     bool // some cluster has a ServiceCIDRv6: IPv6 addressing everywhere
+	ipv6     bool   // some cluster has a ServiceCIDRv6: IPv6 addressing everywhere
+	remote   string // control URL of the serving lab; "" for a local lab
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -128,6 +133,9 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$`)
 func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := validate(opts); err != nil {
 		return nil, err
+	}
+	if opts.Remote != nil && len(opts.Clusters) > 0 {
+		return nil, errors.New("lab: a remote lab takes its clusters from the spec")
 	}
 	id := fmt.Sprintf("ko%d", os.Getpid())
 	if n := labSeq.Add(1); n > 1 {
@@ -160,8 +168,10 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	}()
 	cleanupStaleLabs(l.logf)
 
-	if l.binDir, err = findBinaries(ctx, l.log); err != nil {
-		return nil, err
+	if opts.Remote == nil {
+		if l.binDir, err = findBinaries(ctx, l.log); err != nil {
+			return nil, err
+		}
 	}
 	if l.Dir, err = os.MkdirTemp("", id+"-"); err != nil {
 		return nil, err
@@ -170,6 +180,13 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	// this process dies without Close (see cleanupStaleLabs).
 	if err := os.WriteFile(filepath.Join(l.Dir, dirMarker), nil, 0o644); err != nil {
 		return nil, err
+	}
+	if opts.Remote != nil {
+		if err := l.startRemote(ctx, opts.Remote); err != nil {
+			return nil, fmt.Errorf("remote lab: %w", err)
+		}
+		l.logf("ready in %s", time.Since(begin).Round(100*time.Millisecond))
+		return l, nil
 	}
 
 	for i, co := range opts.Clusters {
@@ -403,6 +420,9 @@ func (l *Lab) close() error {
 		c.kill()
 	}
 	var errs []error
+	if l.remote != "" {
+		errs = append(errs, l.closeRemote())
+	}
 	// Sweep by prefix rather than by a list of what was created, so that a
 	// namespace whose setup failed half-way is removed too.
 	names, err := listNetns()

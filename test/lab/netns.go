@@ -106,8 +106,9 @@ func writeSysctlIn(ns, key, value string) error {
 }
 
 // ipCmd runs `ip args...` and returns an error carrying its output. Every call
-// the lab makes either creates/deletes a named namespace or carries `-n <ns>`,
-// so nothing is ever configured in the machine's own namespace.
+// a local lab makes either creates/deletes a named namespace or carries
+// `-n <ns>`, so nothing is ever configured in the machine's own namespace (a
+// remote lab's uplink is the one exception, see remote.go).
 func ipCmd(args ...string) error {
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {

@@ -76,6 +76,9 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if l.remote != "" {
+		return l.addRemotePod(ctx, name, tcpPorts, udpPorts)
+	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -204,6 +207,10 @@ func serveUDP(pc net.PacketConn, answer []byte) {
 // RemovePod stops the pod's servers and deletes its namespace (and with it the
 // veth into the pods bridge).
 func (l *Lab) RemovePod(name string) error {
+	if l.remote != "" {
+		_, err := l.control(context.Background(), "/pods/"+name+"/remove")
+		return err
+	}
 	l.mu.Lock()
 	p := l.pods[name]
 	if p != nil {

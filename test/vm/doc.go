@@ -28,9 +28,16 @@
 //   - TestIPVSKernel: the real-kernel tests of internal/proxy/ipvs (`go test
 //     -c -tags ipvskernel`), as root in the guest; every TestKernel test must
 //     pass there, and a skip fails.
+//   - TestIPVSE2E: the end-to-end suite of test/e2e (`go test -c -tags
+//     e2e`) in ipvs mode in the guest: the daemon and the clients in a
+//     namespace of the guest, the apiservers "alpha" and "beta" and the
+//     pods of this lab reached through QEMU's user networking (a remote lab,
+//     test/lab/remote.go, served by this process at 10.0.2.2). Every test
+//     must pass, except those in e2eSkips, which must skip.
+//     `-run TestIPVSE2E/<pattern>` passes <pattern> to the suite.
 //
-// The two IPVS tests share one boot (the parts "mode", then "kernel", each
-// in a process of its own); the first of them to run boots it.
+// The three IPVS tests share one boot (the parts "mode", "kernel", then
+// "e2e", each in a process of its own); the first of them to run boots it.
 //
 // The guest image comes from test/vm/build-image.sh (cached); the packages
 // from `make package` (run by the tests; skipped while there is no such

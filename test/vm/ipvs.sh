@@ -15,6 +15,12 @@
 # part_kernel: the real-kernel tests of internal/proxy/ipvs
 #              (/vmtest/ipvs.test, built by vm_test.go with -tags ipvskernel);
 #              a skipped test is a failure here.
+# part_e2e:    the end-to-end suite of test/e2e (/vmtest/e2e.test, built by
+#              vm_test.go with -tags e2e) in ipvs mode: the same scenarios
+#              as on the host in iptables mode, with the daemon and the
+#              clients in a namespace of this guest and the apiservers and
+#              pods of the host's lab (a remote lab: test/lab/remote.go).
+#              vm_test.go checks the result of every test.
 #
 # Lines "VMTEST-INFO: ..." are figures the Go test logs as they come.
 
@@ -281,4 +287,20 @@ part_kernel() {
   fi
   [ "$(tail -n1 "$log")" = PASS ] || fail "ipvs.test did not end with PASS"
   grep -q -- '--- PASS: TestKernel' "$log" || fail "ipvs.test ran no TestKernel test"
+}
+
+part_e2e() {
+  local rc=0 log=/run/vmtest-e2e.test.log
+  step "e2e suite in ipvs mode: e2e.test against the host's lab"
+  run cat /vmtest/remote.json | head -c 200
+  echo
+  mkdir -p /tmp/e2e
+  cd /tmp/e2e
+  echo "+ KO_E2E_MODE=ipvs KO_E2E_REMOTE=/vmtest/remote.json KO_E2E_BINARY=/vmtest/kube-outpost /vmtest/e2e.test -test.v -test.count=1 -test.timeout=14m $E2E_RUN"
+  # shellcheck disable=SC2086
+  KO_E2E_MODE=ipvs KO_E2E_REMOTE=/vmtest/remote.json KO_E2E_BINARY=/vmtest/kube-outpost \
+    timeout 870 /vmtest/e2e.test -test.v -test.count=1 -test.timeout=14m $E2E_RUN 2>&1 | tee "$log" || rc=$?
+  cd /vmtest
+  echo "e2e.test exited $rc"
+  [ "$rc" = 0 ] || fail "e2e.test exited $rc"
 }

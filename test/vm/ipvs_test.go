@@ -4,8 +4,10 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/test/lab"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -37,6 +40,7 @@ var (
 var ipvsParts = []struct{ part, test string }{
 	{"mode", "TestIPVSMode"},
 	{"kernel", "TestIPVSKernel"},
+	{"e2e", "TestIPVSE2E"},
 }
 
 // ipvsBoot is what the IPVS guest came to.
@@ -48,6 +52,8 @@ type ipvsBoot struct {
 	// kernelTests is what ipvs.test -test.list '^TestKernel' lists: each
 	// must pass in the guest.
 	kernelTests []string
+	// e2eTests is what e2e.test -test.list . lists.
+	e2eTests []string
 }
 
 type ipvsPart struct {
@@ -174,6 +180,8 @@ func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
 			}
 		case "kernel":
 			b.kernelTests, err = buildKernelTests(t, filepath.Join(share, "ipvs.test"))
+		case "e2e":
+			b.e2eTests, err = w.prepareE2E(t, share)
 		}
 		if err != nil {
 			b.notRun[p.part] = err
@@ -188,8 +196,12 @@ func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
 	if err != nil {
 		t.Fatalf("the service without endpoints: %v", err)
 	}
-	w.writeShare(t, share, "ipvs", fmt.Sprintf("PARTS=%q", strings.Join(parts, " ")), "EMPTY_CLUSTER_IP="+empty.String())
-	b.run = w.runGuest(t, img, share)
+	w.writeShare(t, share, "ipvs", fmt.Sprintf("PARTS=%q", strings.Join(parts, " ")), "EMPTY_CLUSTER_IP="+empty.String(), fmt.Sprintf("E2E_RUN=%q", e2eRun()))
+	timeout := guestTimeout
+	if b.e2eTests != nil {
+		timeout += e2eTimeout
+	}
+	b.run = w.runGuest(t, img, share, timeout)
 	artifacts(t, "TestIPVS", b.run.log, b.run.consoles)
 
 	// Split the output by part.
@@ -278,4 +290,139 @@ func selected(name string) bool {
 		}
 	}
 	return true
+}
+
+// TestIPVSE2E runs the end-to-end suite of test/e2e in the guest in ipvs
+// mode (part e2e): the scenarios written for iptables mode on this machine
+// run unchanged against real IPVS, with the daemon and the clients in a
+// namespace of the guest and the apiservers and pods of this lab, which the
+// guest reaches through QEMU's user networking (test/lab/remote.go). Every
+// test the suite lists must pass, except those that cannot run there, which
+// must skip: e2eSkips.
+func TestIPVSE2E(t *testing.T) {
+	img := image(t)
+	w := setup(t)
+	b := w.ipvs(t, img)
+	p := b.check(t, "e2e")
+
+	results := map[string]string{}
+	re := regexp.MustCompile(`^--- (PASS|FAIL|SKIP): (\S+) \(([0-9.]+s)\)`)
+	for _, l := range strings.Split(p.log, "\n") {
+		if m := re.FindStringSubmatch(l); m != nil {
+			results[m[2]] = m[1] + " " + m[3]
+		}
+	}
+	var bad, times []string
+	for _, name := range b.e2eTests {
+		if !selectedE2E(name) {
+			continue
+		}
+		got := results[name]
+		want := "PASS"
+		if _, ok := e2eSkips[name]; ok {
+			want = "SKIP"
+		}
+		if !strings.HasPrefix(got, want) {
+			bad = append(bad, fmt.Sprintf("%s: %q, want %s", name, got, want))
+			continue
+		}
+		times = append(times, name+" "+got)
+	}
+	t.Logf("e2e.test in the guest, ipvs mode: %s", strings.Join(times, ", "))
+	if len(bad) > 0 {
+		t.Fatalf("e2e.test in the guest: %s (the guest's output is above)", strings.Join(bad, "; "))
+	}
+}
+
+// e2eSkips are the end-to-end tests that cannot run in the guest, and why.
+var e2eSkips = map[string]string{
+	"TestIPVSModeRefusedWithoutModule": "the guest's kernel has ip_vs",
+	"TestIPv6":                         "a remote lab is IPv4 only: QEMU's user networking carries the guest's traffic",
+}
+
+// prepareE2E builds the end-to-end suite and the binary into share, starts
+// this lab's control server for the guest and writes its spec: the guest
+// reaches this lab's host namespace, where QEMU runs, at 10.0.2.2.
+func (w *world) prepareE2E(t *testing.T, share string) ([]string, error) {
+	begin := time.Now()
+	bin := filepath.Join(share, "e2e.test")
+	for _, args := range [][]string{
+		{"test", "-c", "-tags", "e2e", "-o", bin, "./test/e2e/"},
+		{"build", "-trimpath", "-o", filepath.Join(share, "kube-outpost"), "./cmd/kube-outpost"},
+	} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	out, err := exec.Command(bin, "-test.list", ".").Output()
+	if err != nil {
+		return nil, fmt.Errorf("e2e.test -test.list: %v", err)
+	}
+	var names []string
+	for _, n := range strings.Fields(string(out)) {
+		if strings.HasPrefix(n, "Test") {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("e2e.test -test.list . lists nothing")
+	}
+	ln, err := w.lab.ListenHost("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	spec, err := w.lab.Serve(t.Context(), ln, fmt.Sprintf("http://10.0.2.2:%d", port))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	var clusters []lab.RemoteCluster
+	for _, c := range spec.Clusters {
+		if c.Name != "prod" {
+			clusters = append(clusters, c)
+		}
+	}
+	spec.Clusters = clusters
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(share, "remote.json"), data, 0o600); err != nil {
+		return nil, err
+	}
+	t.Logf("e2e.test and kube-outpost built in %s; the guest's lab is served on port %d: %s", time.Since(begin).Round(100*time.Millisecond), port, strings.Join(names, " "))
+	return names, nil
+}
+
+// e2eRun is the -test.run of e2e.test in the guest: what follows
+// "TestIPVSE2E/" in this test's -run, if anything.
+func e2eRun() string {
+	if sub := e2eSubPattern(); sub != "" {
+		return "-test.run=" + sub
+	}
+	return ""
+}
+
+func e2eSubPattern() string {
+	f := flag.Lookup("test.run")
+	if f == nil {
+		return ""
+	}
+	_, sub, _ := strings.Cut(f.Value.String(), "TestIPVSE2E/")
+	return sub
+}
+
+// selectedE2E says whether the guest's -test.run selected an e2e test.
+func selectedE2E(name string) bool {
+	sub := e2eSubPattern()
+	if sub == "" {
+		return true
+	}
+	top, _, _ := strings.Cut(sub, "/")
+	re, err := regexp.Compile(top)
+	return err != nil || re.MatchString(name)
 }

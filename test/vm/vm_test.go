@@ -31,11 +31,16 @@ const (
 	// guestTimeout bounds one boot, from QEMU's start to its exit. A boot
 	// takes ~15 s under TCG on 2 cores; the package checks a minute or two.
 	guestTimeout = 8 * time.Minute
-	svcPort      = 80
-	podPort      = 8080
+	// e2eTimeout is added for the IPVS guest when it runs the end-to-end
+	// suite (part e2e), which takes a few minutes under TCG.
+	e2eTimeout = 15 * time.Minute
+	svcPort    = 80
+	podPort    = 8080
 )
 
-var serviceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+// The VM tests' cluster "prod"; the end-to-end suite's "alpha" and "beta"
+// (TestIPVSE2E) have test/e2e's ranges, 10.96.0.0/16 and 10.97.0.0/16.
+var serviceCIDR = netip.MustParsePrefix("10.95.0.0/16")
 
 // world is what the VM tests share: one lab with one cluster, two pods behind
 // one Service.
@@ -101,10 +106,13 @@ func setup(t *testing.T) *world {
 func startWorld() (_ *world, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l, err := lab.Start(ctx, lab.Options{
-		Clusters: []lab.ClusterOptions{{Name: "prod", ServiceCIDR: serviceCIDR}},
-		Log:      os.Stderr,
-	})
+	clusters := []lab.ClusterOptions{{Name: "prod", ServiceCIDR: serviceCIDR}}
+	if selected("TestIPVSE2E") {
+		clusters = append(clusters,
+			lab.ClusterOptions{Name: "alpha", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16")},
+			lab.ClusterOptions{Name: "beta", ServiceCIDR: netip.MustParsePrefix("10.97.0.0/16")})
+	}
+	l, err := lab.Start(ctx, lab.Options{Clusters: clusters, Log: os.Stderr})
 	if err != nil {
 		return nil, err
 	}
@@ -488,7 +496,7 @@ const maxBoots = 2
 // unless the guest reports VMTEST-RESULT: PASS.
 func (w *world) boot(t *testing.T, img, share string) {
 	t.Helper()
-	g := w.runGuest(t, img, share)
+	g := w.runGuest(t, img, share, guestTimeout)
 	artifacts(t, t.Name(), g.log, g.consoles)
 	t.Logf("guest log:\n%s", g.log)
 	if !strings.HasPrefix(g.result, "PASS") {
@@ -512,8 +520,8 @@ type guestRun struct {
 // second serial port, QEMU's stdout) until it powers off. When it powers off
 // with VMTEST-REBOOT, it is booted again from the same disks (a power cycle).
 // The root disk is a qcow2 overlay over the cached image, which stays
-// pristine. QEMU is killed at guestTimeout, whatever happened.
-func (w *world) runGuest(t *testing.T, img, share string) guestRun {
+// pristine. QEMU is killed at timeout, whatever happened.
+func (w *world) runGuest(t *testing.T, img, share string, timeout time.Duration) guestRun {
 	t.Helper()
 	tmp := t.TempDir()
 	disk := filepath.Join(tmp, "share.img")
@@ -525,7 +533,7 @@ func (w *world) runGuest(t *testing.T, img, share string) guestRun {
 		t.Fatalf("qemu-img create: %v: %s", err, out)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), guestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	begin := time.Now()
 	var guestLog strings.Builder
@@ -553,7 +561,7 @@ func (w *world) runGuest(t *testing.T, img, share string) guestRun {
 		case r.result != "":
 			g.problem = fmt.Sprintf("guest: VMTEST-RESULT: %s\n(full guest log above)\nconsole:\n%s", r.result, tail(consolePath, 40))
 		case ctx.Err() != nil:
-			g.problem = fmt.Sprintf("guest: no result within %s\nconsole:\n%s", guestTimeout, tail(consolePath, 60))
+			g.problem = fmt.Sprintf("guest: no result within %s\nconsole:\n%s", timeout, tail(consolePath, 60))
 		default:
 			g.problem = fmt.Sprintf("guest: QEMU exited (%v) without a result\nqemu stderr: %s\nconsole:\n%s", r.err, r.stderr, tail(consolePath, 60))
 		}

@@ -1,0 +1,217 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The scenarios are written once and run in every proxy mode: here, on this
+// machine's kernel, in iptables mode; in the IPVS VM suite (test/vm), whose
+// kernel has ip_vs, in ipvs mode, with KO_E2E_MODE=ipvs and a remote lab
+// (KO_E2E_REMOTE, see test/lab/remote.go). What differs between the modes
+// is only how the kernel's state is read, in this file.
+var mode = envOr("KO_E2E_MODE", "iptables")
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// onlyIn skips a test written for one mode's kernel objects, saying why.
+func onlyIn(t *testing.T, m, why string) {
+	t.Helper()
+	if mode != m {
+		t.Skipf("only in %s mode: %s", m, why)
+	}
+}
+
+// kernelState is everything the host namespace's kernel holds for proxying,
+// as text with every address spelled out: the iptables rules (our chains,
+// and in ipvs mode the fixed rules), and in ipvs mode the virtual servers
+// with their real servers, our ipsets and the addresses on outpost0. A
+// service is programmed when its ClusterIP appears in it; an address that
+// must never be programmed must not.
+func kernelState(t *testing.T) string {
+	t.Helper()
+	s, err := saveRules(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode != "ipvs" {
+		return s
+	}
+	ctx := context.Background()
+	var b strings.Builder
+	b.WriteString(s)
+	vs, err := theLab.HostRun(ctx, "cat", "/proc/net/ip_vs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString(decodeIPVS(t, vs))
+	sets, err := theLab.HostRun(ctx, "ipset", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString(sets)
+	if addrs, err := theLab.HostRun(ctx, "ip", "-o", "addr", "show", "dev", "outpost0"); err == nil {
+		b.WriteString(addrs)
+	}
+	return b.String()
+}
+
+// decodeIPVS turns /proc/net/ip_vs (hex addresses) into lines like
+// "TCP 10.96.0.10:80 rr" and "  -> 10.244.1.1:8080 Masq 1".
+func decodeIPVS(t *testing.T, s string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && (f[0] == "TCP" || f[0] == "UDP" || f[0] == "SCTP"):
+			fmt.Fprintf(&b, "%s %s %s\n", f[0], hexAddrPort(t, f[1]), strings.Join(f[2:], " "))
+		case len(f) >= 4 && f[0] == "->" && f[1] != "RemoteAddress:Port":
+			fmt.Fprintf(&b, "  -> %s %s %s\n", hexAddrPort(t, f[1]), f[2], f[3])
+		}
+	}
+	return b.String()
+}
+
+// hexAddrPort decodes "0A600001:0050" (IPv4) or "[fd00:...]:0050" (IPv6,
+// which /proc/net/ip_vs prints in brackets).
+func hexAddrPort(t *testing.T, s string) string {
+	t.Helper()
+	i := strings.LastIndexByte(s, ':')
+	port, err := strconv.ParseUint(s[i+1:], 16, 16)
+	if err != nil {
+		t.Fatalf("/proc/net/ip_vs: port in %q: %v", s, err)
+	}
+	h := s[:i]
+	if strings.HasPrefix(h, "[") {
+		a, err := netip.ParseAddr(strings.Trim(h, "[]"))
+		if err != nil {
+			t.Fatalf("/proc/net/ip_vs: %q: %v", s, err)
+		}
+		return netip.AddrPortFrom(a, uint16(port)).String()
+	}
+	n, err := strconv.ParseUint(h, 16, 32)
+	if err != nil {
+		t.Fatalf("/proc/net/ip_vs: address in %q: %v", s, err)
+	}
+	a := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	return netip.AddrPortFrom(a, uint16(port)).String()
+}
+
+// mentions says whether the kernel state names addr as a whole address
+// (10.96.0.1 does not match 10.96.0.10).
+func mentions(state string, addr netip.Addr) bool {
+	s := addr.String()
+	for i := 0; ; {
+		j := strings.Index(state[i:], s)
+		if j < 0 {
+			return false
+		}
+		end := i + j + len(s)
+		if end == len(state) || !strings.ContainsRune("0123456789abcdef.", rune(state[end])) {
+			if k := i + j; k == 0 || !strings.ContainsRune("0123456789abcdef.", rune(state[k-1])) {
+				return true
+			}
+		}
+		i = end
+	}
+}
+
+// ownState is kernelState without anything that is not kube-outpost's: what
+// must be empty after cleanup.
+func ownState(t *testing.T) string {
+	t.Helper()
+	var own []string
+	for _, l := range strings.Split(kernelState(t), "\n") {
+		if strings.Contains(l, "OUTPOST") || strings.Contains(l, "outpost0") ||
+			strings.HasPrefix(l, "TCP ") || strings.HasPrefix(l, "UDP ") || strings.HasPrefix(l, "SCTP ") {
+			own = append(own, l)
+		}
+	}
+	return strings.Join(own, "\n")
+}
+
+// refusedHere checks that the host itself refuses a service without
+// endpoints (name ns/svc, ClusterIP vip) for routed clients: in iptables
+// mode a reject rule of the service behind the FORWARD hook; in ipvs mode,
+// where a routed client's packets to a local VIP go through INPUT, the VIP
+// in our VIPS set, no port of it in PORTS, and the INPUT hook.
+func refusedHere(t *testing.T, name string, vip netip.Addr) {
+	t.Helper()
+	state := kernelState(t)
+	switch mode {
+	case "ipvs":
+		vips, err := theLab.HostRun(context.Background(), "ipset", "list", "OUTPOST-IPVS-VIPS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports, err := theLab.HostRun(context.Background(), "ipset", "list", "OUTPOST-IPVS-PORTS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(state, "-A INPUT") || !strings.Contains(state, "OUTPOST-IPVS-FILTER") || !mentions(vips, vip) || mentions(ports, vip) {
+			t.Fatalf("%s (%s): want the INPUT hook, the VIP in OUTPOST-IPVS-VIPS and no port of it in OUTPOST-IPVS-PORTS:\n%s", name, vip, state)
+		}
+	default:
+		if !strings.Contains(state, "-A FORWARD") || !strings.Contains(state, name) {
+			t.Fatalf("no FORWARD hook or reject rule for %s:\n%s", name, state)
+		}
+	}
+}
+
+// programmedByMode checks that the service port vip:port (TCP) is
+// programmed the way the mode under test does it, so that a suite run in
+// ipvs mode cannot pass on iptables rules: a virtual server with the
+// endpoints as real servers, or a dispatch rule into a service chain.
+func programmedByMode(t *testing.T, vip netip.Addr, port int, endpoints ...string) {
+	t.Helper()
+	state := kernelState(t)
+	switch mode {
+	case "ipvs":
+		head := fmt.Sprintf("TCP %s ", netip.AddrPortFrom(vip, uint16(port)))
+		_, rest, ok := strings.Cut(state, head)
+		if !ok {
+			t.Fatalf("no virtual server %q in the kernel:\n%s", head, state)
+		}
+		var dests []string
+		for _, l := range strings.Split(rest, "\n")[1:] {
+			if !strings.HasPrefix(l, "  -> ") {
+				break
+			}
+			dests = append(dests, strings.Fields(l)[1])
+		}
+		slices.Sort(dests)
+		want := slices.Sorted(slices.Values(endpoints))
+		if !slices.Equal(dests, want) {
+			t.Fatalf("virtual server %s has real servers %v, want %v", head, dests, want)
+		}
+		if strings.Contains(state, "OUTPOST-SERVICES") {
+			t.Fatalf("ipvs mode, but iptables mode's chains are there:\n%s", state)
+		}
+	default:
+		if !strings.Contains(state, fmt.Sprintf("-d %s/32 -p tcp -m tcp --dport %d", vip, port)) || !strings.Contains(state, ":OUTPOST-SERVICES") {
+			t.Fatalf("no dispatch rule for %s:%d in OUTPOST-SERVICES' tree:\n%s", vip, port, state)
+		}
+		for _, ep := range endpoints {
+			if !strings.Contains(state, "--to-destination "+ep) {
+				t.Fatalf("no DNAT to %s:\n%s", ep, state)
+			}
+		}
+		if strings.Contains(state, "OUTPOST-IPVS") {
+			t.Fatalf("iptables mode, but ipvs mode's chains are there:\n%s", state)
+		}
+	}
+}
