@@ -16,6 +16,9 @@
 //	<ID>-client-<n> (AddRoutedClient) 10.251.N.2/30, veth to the host (10.251.N.1),
 //	              routes the ServiceCIDRs and 10.244.0.0/16 via the host: a legacy
 //	              machine that uses the host as its router; nothing routes back to it
+//	<ID>-node-<n> (AddNode) 10.250.0.(220+k)/24 on the infra bridge, with its own
+//	              pods (Node.AddPod) on 10.245.k.0/24 behind it, which nothing
+//	              else routes: reached by a route via the node or its NodePorts
 //
 // When any cluster has a ServiceCIDRv6, every namespace also gets IPv6 next to
 // IPv4 (unique local addresses, added with nodad in namespaces with accept_dad=0,
@@ -116,6 +119,7 @@ type Lab struct {
 	podSeq  int                   // pod addresses are never reused, so stale conntrack entries cannot hit a new pod
 	clients map[net.Conn]struct{} // connections of the lab's Kubernetes clients, closed by Close
 	routed  map[string]*Client    // routed clients by name; nil value: AddRoutedClient still running
+	nodes   map[string]*Node      // by name
 	routSeq int                   // subnets of routed clients are never reused either
 
 	closeOnce sync.Once
@@ -459,7 +463,13 @@ func (l *Lab) logf(format string, args ...any) {
 // HostCommand returns `ip netns exec <HostNS> name args...`. The process is
 // killed if the test process dies (Pdeathsig), and by Close at the latest.
 func (l *Lab) HostCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.HostNS, name}, args...)...)
+	return l.nsCommand(ctx, l.HostNS, name, args...)
+}
+
+// nsCommand returns `ip netns exec <ns> name args...`, killed if the test
+// process dies.
+func (l *Lab) nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
 }

@@ -125,6 +125,52 @@ func TestLab(t *testing.T) {
 		}
 	})
 
+	t.Run("node", func(t *testing.T) {
+		n, err := l.AddNode(ctx, "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := n.AddPod(ctx, "np1", []int{8080}, []int{5353})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !n.PodCIDR.Contains(p.IP) || n.PodCIDR.Addr().Next() == p.IP {
+			t.Fatalf("pod %v not on node subnet %v (or on the node's own address)", p.IP, n.PodCIDR)
+		}
+		url := "http://" + p.IP.String() + ":8080/"
+		short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
+		// Nothing routes the node's pod subnet: unreachable from the host.
+		c, cancel := short()
+		if _, err := l.HTTPGet(c, url); err == nil {
+			t.Fatal("a pod behind a node answers the host without a route")
+		}
+		cancel()
+		// Through the node's NodePort.
+		if err := n.ForwardNodePort("tcp", 30080, netip.AddrPortFrom(p.IP, 8080)); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.ForwardNodePort("udp", 30053, netip.AddrPortFrom(p.IP, 5353)); err != nil {
+			t.Fatal(err)
+		}
+		if body, err := l.HTTPGet(ctx, fmt.Sprintf("http://%s:30080/", n.IP)); err != nil || body != "np1" {
+			t.Fatalf("via NodePort: %q, %v", body, err)
+		}
+		if body, err := l.UDPRequest(ctx, fmt.Sprintf("%s:30053", n.IP), "ping"); err != nil || body != "np1" {
+			t.Fatalf("UDP via NodePort: %q, %v", body, err)
+		}
+		// With a route via the node, directly.
+		if _, err := l.HostRun(ctx, "ip", "route", "add", n.PodCIDR.String(), "via", n.IP.String()); err != nil {
+			t.Fatal(err)
+		}
+		defer l.HostRun(ctx, "ip", "route", "del", n.PodCIDR.String())
+		if body, err := l.HTTPGet(ctx, url); err != nil || body != "np1" {
+			t.Fatalf("via a route: %q, %v", body, err)
+		}
+		if err := l.RemovePod("np1"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("routed-client", func(t *testing.T) {
 		c, err := l.AddRoutedClient(ctx, "legacy")
 		if err != nil {

@@ -26,11 +26,12 @@ type Pod struct {
 }
 
 type podState struct {
-	pod     *Pod
-	ns      string
-	veth    string // router-side end, in the pods bridge
-	closers []io.Closer
-	wg      sync.WaitGroup
+	pod      *Pod
+	ns       string
+	veth     string // bridge-side end, in the pods bridge
+	bridgeNS string // the router's namespace, or the node's the pod is behind
+	closers  []io.Closer
+	wg       sync.WaitGroup
 }
 
 // stop closes the servers and waits for their goroutines.
@@ -70,14 +71,22 @@ func podAddr6(ip netip.Addr) netip.Addr {
 // udpPort a responder answering each datagram with "<name>\n". In a lab with
 // IPv6 the pod also gets Pod.IPv6, and its servers answer on both families.
 func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int) (_ *Pod, err error) {
+	if l.remote != "" {
+		if !nameRE.MatchString(name) {
+			return nil, fmt.Errorf("lab: pod name %q: want [a-z0-9-], at most 40 characters", name)
+		}
+		return l.addRemotePod(ctx, name, tcpPorts, udpPorts)
+	}
+	return l.addPod(ctx, name, nil, tcpPorts, udpPorts)
+}
+
+// addPod adds a pod on the router's pods bridge, or behind node n.
+func (l *Lab) addPod(ctx context.Context, name string, n *Node, tcpPorts, udpPorts []int) (_ *Pod, err error) {
 	if !nameRE.MatchString(name) {
 		return nil, fmt.Errorf("lab: pod name %q: want [a-z0-9-], at most 40 characters", name)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
-	}
-	if l.remote != "" {
-		return l.addRemotePod(ctx, name, tcpPorts, udpPorts)
 	}
 	l.mu.Lock()
 	if l.closed {
@@ -90,14 +99,24 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 	}
 	l.podSeq++
 	k := l.podSeq
-	ip, err := podAddr(k)
-	if err != nil {
+	// On the router's bridge: the k-th address of the pod network, the
+	// router as gateway. Behind a node: the next address of its subnet.
+	bridgeNS, bits, gw := l.routerNS, podNet.Bits(), routerPods
+	var ip netip.Addr
+	if n != nil {
+		bridgeNS, bits, gw = n.NS, n.PodCIDR.Bits(), n.PodCIDR.Addr().Next()
+		n.pods++
+		if ip, err = nthAddr(n.PodCIDR, n.pods+1); err != nil {
+			l.mu.Unlock()
+			return nil, fmt.Errorf("lab: node %s: %w", n.Name, err)
+		}
+	} else if ip, err = podAddr(k); err != nil {
 		l.mu.Unlock()
 		return nil, err
 	}
-	p := &podState{pod: &Pod{Name: name, IP: ip}, ns: l.ID + "-pod-" + name, veth: fmt.Sprintf("vp%d", k)}
+	p := &podState{pod: &Pod{Name: name, IP: ip}, ns: l.ID + "-pod-" + name, veth: fmt.Sprintf("vp%d", k), bridgeNS: bridgeNS}
 	tcpNet, udpNet := "tcp4", "udp4"
-	if l.ipv6 {
+	if l.ipv6 && n == nil {
 		p.pod.IPv6 = podAddr6(ip)
 		tcpNet, udpNet = "tcp", "udp" // dual-stack sockets
 	}
@@ -121,18 +140,18 @@ func (l *Lab) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int)
 	if err := l.addNetns(p.ns); err != nil {
 		return nil, err
 	}
-	if err := vethInto(l.routerNS, "pods", p.veth, p.ns); err != nil {
+	if err := vethInto(bridgeNS, "pods", p.veth, p.ns); err != nil {
 		return nil, err
 	}
-	if err := ipIn(p.ns, "addr", "add", ip.String()+"/16", "dev", "eth0"); err != nil {
+	if err := ipIn(p.ns, "addr", "add", fmt.Sprintf("%s/%d", ip, bits), "dev", "eth0"); err != nil {
 		return nil, err
 	}
 	// A route back to the infra network, deliberately not a default route: no
 	// lab namespace may have one.
-	if err := ipIn(p.ns, "route", "add", infraNet.String(), "via", routerPods.String()); err != nil {
+	if err := ipIn(p.ns, "route", "add", infraNet.String(), "via", gw.String()); err != nil {
 		return nil, err
 	}
-	if l.ipv6 {
+	if l.ipv6 && n == nil {
 		if err := ipIn(p.ns, "addr", "add", p.pod.IPv6.String()+"/64", "dev", "eth0", "nodad"); err != nil {
 			return nil, err
 		}
@@ -225,6 +244,6 @@ func (l *Lab) RemovePod(name string) error {
 	// interfaces still answer (a SYN would get a RST from the old pod). Deleting
 	// the veth first makes the pod vanish from the network right now, like a
 	// real pod whose sandbox is gone.
-	err := ipIn(l.routerNS, "link", "del", p.veth)
+	err := ipIn(p.bridgeNS, "link", "del", p.veth)
 	return errors.Join(err, deleteNetns(p.ns))
 }

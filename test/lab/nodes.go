@@ -1,0 +1,133 @@
+//go:build linux
+
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// nodePodNet holds the pod subnets of nodes: the k-th node gets
+// 10.245.k.0/24, with its own address .1 on it. Nothing but the node routes
+// it: the host reaches those pods only through the node.
+var nodePodNet = netip.MustParsePrefix("10.245.0.0/16")
+
+// maxNodes bounds AddNode: node k has infra address 10.250.0.(220+k), above
+// the apiservers' 10.250.0.10-209.
+const maxNodes = 30
+
+// Node is a Kubernetes node as far as the network goes: namespace
+// <ID>-node-<name> on the infra bridge at 10.250.0.(220+k), with pods of its
+// own (Node.AddPod) on subnet 10.245.k.0/24 behind it, forwarding between
+// them. The lab routes nothing to that subnet, so a test decides how the host
+// reaches those pods: a route via Node.IP (what reach = "routes" installs),
+// or the node's NodePorts (ForwardNodePort, what reach = "nodeport" uses).
+// The Kubernetes Node object is the test's to create.
+type Node struct {
+	Name    string
+	NS      string
+	IP      netip.Addr
+	PodCIDR netip.Prefix
+
+	lab  *Lab
+	pods int // pods added so far, guarded by lab.mu
+}
+
+// AddNode creates a node. Lab.Close removes it.
+func (l *Lab) AddNode(ctx context.Context, name string) (_ *Node, err error) {
+	if !nameRE.MatchString(name) {
+		return nil, fmt.Errorf("lab: node name %q: want [a-z0-9-], at most 40 characters", name)
+	}
+	if l.remote != "" {
+		return nil, errors.New("lab: a remote lab has no nodes")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, errors.New("lab is closed")
+	}
+	if l.nodes == nil {
+		l.nodes = map[string]*Node{}
+	}
+	if _, ok := l.nodes[name]; ok || len(l.nodes) >= maxNodes {
+		l.mu.Unlock()
+		return nil, fmt.Errorf("lab: node %s exists, or %d nodes already", name, maxNodes)
+	}
+	k := len(l.nodes) + 1
+	b := nodePodNet.Addr().As4()
+	b[2] = byte(k)
+	n := &Node{
+		Name:    name,
+		NS:      l.ID + "-node-" + name,
+		IP:      netip.AddrFrom4([4]byte{10, 250, 0, byte(220 + k)}),
+		PodCIDR: netip.PrefixFrom(netip.AddrFrom4(b), 24),
+		lab:     l,
+	}
+	l.nodes[name] = n
+	l.mu.Unlock()
+
+	if err := l.addNetns(n.NS); err != nil {
+		return nil, err
+	}
+	if err := vethInto(l.routerNS, "infra", fmt.Sprintf("vnode%d", k), n.NS); err != nil {
+		return nil, err
+	}
+	gw := n.PodCIDR.Addr().Next()
+	for _, s := range [][]string{
+		{"addr", "add", n.IP.String() + "/24", "dev", "eth0"},
+		{"link", "add", "pods", "type", "bridge"},
+		{"addr", "add", fmt.Sprintf("%s/%d", gw, n.PodCIDR.Bits()), "dev", "pods"},
+		{"link", "set", "pods", "up"},
+	} {
+		if err := ipIn(n.NS, s...); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeSysctlIn(n.NS, "net/ipv4/ip_forward", "1"); err != nil {
+		return nil, err
+	}
+	l.logf("node %s at %s, pods %s", name, n.IP, n.PodCIDR)
+	return n, nil
+}
+
+// AddPod is Lab.AddPod for a pod behind the node, on its pod subnet.
+func (n *Node) AddPod(ctx context.Context, name string, tcpPorts, udpPorts []int) (*Pod, error) {
+	return n.lab.addPod(ctx, name, n, tcpPorts, udpPorts)
+}
+
+// ForwardNodePort makes the node forward proto ("tcp" or "udp") traffic to
+// its own address at nodePort to target, as kube-proxy does on a node for a
+// NodePort service with one endpoint. The client's address is kept (no
+// masquerade): the pod answers through the node, its only way out.
+func (n *Node) ForwardNodePort(proto string, nodePort int, target netip.AddrPort) error {
+	proto = strings.ToLower(proto)
+	if proto != "tcp" && proto != "udp" {
+		return fmt.Errorf("lab: protocol %q: want tcp or udp", proto)
+	}
+	script := fmt.Sprintf("*nat\n-A PREROUTING -d %s/32 -p %s -m %s --dport %d -j DNAT --to-destination %s\nCOMMIT\n",
+		n.IP, proto, proto, nodePort, target)
+	cmd := n.lab.nsCommand(context.Background(), n.NS, "iptables-restore", "--noflush")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: node %s: forwarding %s/%d: %v: %s", n.Name, proto, nodePort, err, out)
+	}
+	return nil
+}
+
+// nthAddr returns the n-th address of p (n = 0 is p's own address).
+func nthAddr(p netip.Prefix, n int) (netip.Addr, error) {
+	a := p.Masked().Addr()
+	for i := 0; i < n; i++ {
+		a = a.Next()
+	}
+	if !p.Contains(a) || !p.Contains(a.Next()) { // the last one is broadcast
+		return netip.Addr{}, fmt.Errorf("no address %d in %v", n, p)
+	}
+	return a, nil
+}
