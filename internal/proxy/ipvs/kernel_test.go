@@ -13,7 +13,7 @@ package ipvs
 // They skip when ip_vs is absent and cannot be loaded, and fail when a tool
 // is missing (iproute2, ipset, iptables). Each builds its own network
 // namespaces (kernel_topo_test.go): the machine's own IPVS, addresses and
-// rules are never the target.
+// rules are never the target. IPv6 and dual-stack: kernel_ipv6_test.go.
 
 import (
 	"context"
@@ -43,21 +43,45 @@ const (
 // kernelState is one cluster whose web service (TCP and UDP) has the
 // endpoints of webPods.
 func kernelState(tp *topo, webPods ...string) *model.State {
+	return state(cluster("k", true, []string{"10.96.0.0/16"}, kernelPorts(tp, false, webPods...)...))
+}
+
+// kernelPorts are the service ports of kernelState, of one family: the web
+// service (TCP 80, UDP 53) with the endpoints of webPods, the service
+// without endpoints, the sticky one over both pods.
+func kernelPorts(tp *topo, v6 bool, webPods ...string) []*model.ServicePort {
+	pods, web, empty, sticky := tp.pods, vipWeb, vipEmpty, vipSticky
+	if v6 {
+		pods, web, empty, sticky = tp.pods6, vip6Web, vip6Empty, vip6Sticky
+	}
+	ep := func(pod string, port uint16) string { return netip.AddrPortFrom(pods[pod], port).String() }
 	var tcpEps, udpEps, all []string
 	for _, p := range webPods {
-		tcpEps = append(tcpEps, tp.pods[p].String()+":8080")
-		udpEps = append(udpEps, tp.pods[p].String()+":5353")
+		tcpEps = append(tcpEps, ep(p, 8080))
+		udpEps = append(udpEps, ep(p, 5353))
 	}
 	for _, p := range []string{"pod1", "pod2"} {
-		all = append(all, tp.pods[p].String()+":8080")
+		all = append(all, ep(p, 8080))
 	}
-	return state(cluster("k", true, []string{"10.96.0.0/16"},
-		svc("k", "default", "web", "http", model.TCP, vipWeb, 80, tcpEps...),
-		svc("k", "default", "web", "dns", model.UDP, vipWeb, 53, udpEps...),
-		svc("k", "default", "empty", "", model.TCP, vipEmpty, 80),
-		withAffinity(svc("k", "default", "sticky", "", model.TCP, vipSticky, 80, all...), time.Hour),
-	))
+	return []*model.ServicePort{
+		svc("k", "default", "web", "http", model.TCP, web, 80, tcpEps...),
+		svc("k", "default", "web", "dns", model.UDP, web, 53, udpEps...),
+		svc("k", "default", "empty", "", model.TCP, empty, 80),
+		withAffinity(svc("k", "default", "sticky", "", model.TCP, sticky, 80, all...), time.Hour),
+	}
 }
+
+// kernelStateIPVS is /proc/net/ip_vs (ipvsText, without counts) once
+// kernelState(tp, "pod1", "pod2") is programmed.
+const kernelStateIPVS = `TCP 10.96.0.10:80 rr
+  -> 10.250.0.11:8080 Masq 1
+  -> 10.250.0.12:8080 Masq 1
+TCP 10.96.0.12:80 rr persistent
+  -> 10.250.0.11:8080 Masq 1
+  -> 10.250.0.12:8080 Masq 1
+UDP 10.96.0.10:53 rr
+  -> 10.250.0.11:5353 Masq 1
+  -> 10.250.0.12:5353 Masq 1`
 
 // ipvsText is a readable, sorted form of /proc/net/ip_vs; counts only when
 // asked, since they move with traffic.
@@ -88,7 +112,8 @@ func wantRefused(t *testing.T, what string, err error) {
 }
 
 func TestParseProcIPVS(t *testing.T) {
-	// As Linux 6.1 prints it (the service lines end with a space).
+	// As Linux 6.1 prints it (the service lines end with a space; IPv6
+	// addresses in full, "%pI6", the ports in hex).
 	data := `IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port Scheduler Flags
   -> RemoteAddress:Port Forward Weight ActiveConn InActConn
@@ -98,6 +123,13 @@ TCP  0A60000A:0050 rr
 TCP  0A60000C:0050 rr persistent 900000 FFFFFFFF
   -> 0AFA000B:1F90      Masq    1      0          0         
 UDP  0A60000A:0035 rr 
+TCP  [fd00:0096:0000:0000:0000:0000:0000:0010]:0050 rr 
+  -> [fd00:0250:0000:0000:0000:0000:0000:0012]:1F90      Masq    1      3          0         
+  -> [fd00:0250:0000:0000:0000:0000:0000:0011]:1F90      Masq    1      0          0         
+TCP  [fd00:0096:0000:0000:0000:0000:0000:0012]:0050 rr persistent 900000 80000000
+  -> [fd00:0250:0000:0000:0000:0000:0000:0011]:1F90      Masq    1      0          0         
+UDP  [fd00:0096:0000:0000:0000:0000:0000:0010]:0035 rr 
+  -> [fd00:0250:0000:0000:0000:0000:0000:0011]:14E9      Masq    1      0          1         
 `
 	es, err := parseProcIPVS(data)
 	if err != nil {
@@ -108,9 +140,25 @@ UDP  0A60000A:0035 rr
   -> 10.250.0.12:8080 Masq 1 active 0 inactive 0
 TCP 10.96.0.12:80 rr persistent
   -> 10.250.0.11:8080 Masq 1 active 0 inactive 0
-UDP 10.96.0.10:53 rr`
+TCP [fd00:96::10]:80 rr
+  -> [fd00:250::11]:8080 Masq 1 active 0 inactive 0
+  -> [fd00:250::12]:8080 Masq 1 active 3 inactive 0
+TCP [fd00:96::12]:80 rr persistent
+  -> [fd00:250::11]:8080 Masq 1 active 0 inactive 0
+UDP 10.96.0.10:53 rr
+UDP [fd00:96::10]:53 rr
+  -> [fd00:250::11]:5353 Masq 1 active 0 inactive 1`
 	if got := ipvsText(es, true); got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	for _, bad := range []string{
+		"TCP  [fd00:96::10]:0050 rr \n",                           // not as the kernel prints it
+		"TCP  [fd00:0096:0000:0000:0000:0000:0000:0010]:80 rr \n", // decimal port
+		"FWM  00000001 rr \n",                                     // firewall mark: never ours
+	} {
+		if es, err := parseProcIPVS(bad); err == nil {
+			t.Errorf("parseProcIPVS(%q) = %+v, want an error", bad, es)
+		}
 	}
 }
 
@@ -191,17 +239,8 @@ func TestKernelBalancesAndRefuses(t *testing.T) {
 		t.Errorf("sticky answers: %v, want one pod", seen)
 	}
 
-	want := `TCP 10.96.0.10:80 rr
-  -> 10.250.0.11:8080 Masq 1
-  -> 10.250.0.12:8080 Masq 1
-TCP 10.96.0.12:80 rr persistent
-  -> 10.250.0.11:8080 Masq 1
-  -> 10.250.0.12:8080 Masq 1
-UDP 10.96.0.10:53 rr
-  -> 10.250.0.11:5353 Masq 1
-  -> 10.250.0.12:5353 Masq 1`
-	if got := ipvsText(tp.readIPVS(), false); got != want {
-		t.Errorf("/proc/net/ip_vs:\n%s\nwant:\n%s", got, want)
+	if got := ipvsText(tp.readIPVS(), false); got != kernelStateIPVS {
+		t.Errorf("/proc/net/ip_vs:\n%s\nwant:\n%s", got, kernelStateIPVS)
 	}
 
 	// The persistence timeout, in seconds through netlink.
@@ -223,7 +262,7 @@ UDP 10.96.0.10:53 rr
 
 	// A port of a VIP that is no service is refused, even though this host
 	// listens on it on every address.
-	ln, pc := hostListeners(t, tp)
+	ln, pc := hostListeners(t, tp, false)
 	defer ln.Close()
 	defer pc.Close()
 	if _, err := tp.askTCP("127.0.0.1:2222"); err != nil {
@@ -240,17 +279,21 @@ UDP 10.96.0.10:53 rr
 	}
 }
 
-// hostListeners listen in the host namespace on every address, TCP 2222
-// and UDP 5555, answering as the pods do, as "host".
-func hostListeners(t *testing.T, tp *topo) (net.Listener, net.PacketConn) {
+// hostListeners listen in the host namespace on every address of one
+// family, TCP 2222 and UDP 5555, answering as the pods do, as "host".
+func hostListeners(t *testing.T, tp *topo, v6 bool) (net.Listener, net.PacketConn) {
+	f := "4"
+	if v6 {
+		f = "6"
+	}
 	var ln net.Listener
 	var pc net.PacketConn
 	tp.in(func() {
 		var err error
-		if ln, err = net.Listen("tcp4", ":2222"); err != nil {
+		if ln, err = net.Listen("tcp"+f, ":2222"); err != nil {
 			t.Fatal(err)
 		}
-		if pc, err = net.ListenPacket("udp4", ":5555"); err != nil {
+		if pc, err = net.ListenPacket("udp"+f, ":5555"); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -420,7 +463,7 @@ func TestKernelRestartChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	ipvsBefore, rulesBefore := ipvsText(tp.readIPVS(), false), tp.iptablesSave()
-	setsBefore := tp.setMembers()
+	setsBefore := tp.setMembers(false)
 
 	// A restarted daemon: a new Proxier over a fresh Kernel.
 	ck := &countingKernel{Kernel: NewKernel()}
@@ -439,7 +482,7 @@ func TestKernelRestartChangesNothing(t *testing.T) {
 	if got := tp.iptablesSave(); got != rulesBefore {
 		t.Errorf("iptables after restart:\n%s\nwant:\n%s", got, rulesBefore)
 	}
-	if got := tp.setMembers(); got != setsBefore {
+	if got := tp.setMembers(false); got != setsBefore {
 		t.Errorf("ipsets after restart:\n%s\nwant:\n%s", got, setsBefore)
 	}
 	if b, err := c.ask(); err != nil || b.pod != a.pod {
@@ -447,11 +490,12 @@ func TestKernelRestartChangesNothing(t *testing.T) {
 	}
 }
 
-// setMembers lists our sets and their members, sorted.
-func (tp *topo) setMembers() string {
+// setMembers lists our sets of one family and their members, sorted.
+func (tp *topo) setMembers(v6 bool) string {
 	tp.t.Helper()
 	var out []string
-	for _, name := range []string{"OUTPOST-IPVS-VIPS", "OUTPOST-IPVS-PORTS"} {
+	vips, ports := ourSets(v6)
+	for _, name := range []string{vips.name, ports.name} {
 		text, err := tp.cmdIn("ipset", "list", name)
 		if err != nil {
 			tp.t.Fatalf("ipset list %s: %v: %s", name, err, text)

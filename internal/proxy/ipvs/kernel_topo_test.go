@@ -7,7 +7,9 @@ package ipvs
 // Every test builds its own: a "host" namespace, where the Proxier runs and
 // clients connect from, and two "pod" namespaces behind a bridge in it, with
 // TCP and UDP servers that answer with their name and the address they see
-// the client at. Nothing happens in the namespace the test binary starts in.
+// the client at. A dual-stack topology (newDualTopo) gives the bridge and the
+// pods IPv6 addresses too, and the pods' servers listen on both families.
+// Nothing happens in the namespace the test binary starts in.
 //
 // How code runs in a namespace: setns(2) on a locked OS thread (inNS). The
 // Proxier runs entirely on the calling goroutine: its netlink sockets,
@@ -46,13 +48,17 @@ import (
 
 var topoSeq atomic.Int32
 
-const hostBridgeIP = "10.250.0.1"
+const (
+	hostBridgeIP  = "10.250.0.1"
+	hostBridgeIP6 = "fd00:250::1"
+)
 
 // topo is one test's namespaces.
 type topo struct {
-	t    *testing.T
-	host string
-	pods map[string]netip.Addr // name -> address
+	t     *testing.T
+	host  string
+	pods  map[string]netip.Addr // name -> IPv4 address
+	pods6 map[string]netip.Addr // name -> IPv6 address; empty unless dual-stack
 }
 
 // requireIPVS skips the test unless this is root on a kernel with ip_vs
@@ -73,29 +79,69 @@ func requireIPVS(t *testing.T) {
 	}
 }
 
-// newTopo makes the namespaces, deleted when the test ends.
+// newTopo makes the namespaces, IPv4 only, deleted when the test ends.
 func newTopo(t *testing.T) *topo {
 	t.Helper()
+	return makeTopo(t, false)
+}
+
+// newDualTopo makes the namespaces of newTopo with IPv6 as well: the
+// bridge has hostBridgeIP6/64 and the pods fd00:250::11 and ::12 (pods6).
+func newDualTopo(t *testing.T) *topo {
+	t.Helper()
+	return makeTopo(t, true)
+}
+
+func makeTopo(t *testing.T, dual bool) *topo {
+	t.Helper()
 	prefix := fmt.Sprintf("koipvs%dx%d-", os.Getpid(), topoSeq.Add(1))
-	tp := &topo{t: t, host: prefix + "host", pods: map[string]netip.Addr{}}
+	tp := &topo{t: t, host: prefix + "host", pods: map[string]netip.Addr{}, pods6: map[string]netip.Addr{}}
 	addNS(t, tp.host)
+	if dual {
+		noDAD(t, tp.host)
+	}
 	run(t, "ip", "-n", tp.host, "link", "add", "br0", "type", "bridge")
 	run(t, "ip", "-n", tp.host, "addr", "add", hostBridgeIP+"/24", "dev", "br0")
+	if dual {
+		run(t, "ip", "-n", tp.host, "addr", "add", hostBridgeIP6+"/64", "dev", "br0", "nodad")
+	}
 	run(t, "ip", "-n", tp.host, "link", "set", "br0", "up")
 	for i, name := range []string{"pod1", "pod2"} {
 		ns := prefix + name
 		ip := netip.MustParseAddr(fmt.Sprintf("10.250.0.%d", 11+i))
 		addNS(t, ns)
+		if dual {
+			noDAD(t, ns)
+		}
 		run(t, "ip", "-n", tp.host, "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", ns)
 		run(t, "ip", "-n", tp.host, "link", "set", name, "master", "br0", "up")
 		run(t, "ip", "-n", ns, "addr", "add", ip.String()+"/24", "dev", "eth0")
+		if dual {
+			ip6 := netip.MustParseAddr(fmt.Sprintf("fd00:250::%d", 11+i))
+			run(t, "ip", "-n", ns, "addr", "add", ip6.String()+"/64", "dev", "eth0", "nodad")
+			tp.pods6[name] = ip6
+		}
 		run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
-		// No default route: a reply reaches the host only if the request
-		// was masqueraded to the bridge address.
+		// No default route, of either family: a reply reaches the host
+		// only if the request was masqueraded to the bridge address.
 		tp.pods[name] = ip
-		startServers(t, ns, name)
+		startServers(t, ns, name, dual)
 	}
 	return tp
+}
+
+// noDAD turns off duplicate address detection in namespace ns, for the
+// interfaces there and those made later, so that IPv6 addresses are
+// usable at once (the addresses are added with nodad as well).
+func noDAD(t *testing.T, ns string) {
+	t.Helper()
+	inNS(t, ns, func() {
+		for _, conf := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/accept_dad", []byte("0"), 0o644); err != nil {
+				t.Fatalf("accept_dad in %s: %v", ns, err)
+			}
+		}
+	})
 }
 
 func addNS(t *testing.T, ns string) {
@@ -159,25 +205,40 @@ func (tp *topo) in(fn func()) {
 
 // startServers serves, in namespace ns, TCP on :8080 (one answer per line
 // received, for as long as the connection lasts) and UDP on :5353 (one
-// answer per datagram). An answer is "<name> <client address>".
-func startServers(t *testing.T, ns, name string) {
-	var ln net.Listener
-	var pc net.PacketConn
+// answer per datagram), over IPv4 and, when v6, over IPv6 as well (separate
+// IPv6-only sockets, so that the IPv4 ones stay what they were). An answer
+// is "<name> <client address>".
+func startServers(t *testing.T, ns, name string, v6 bool) {
+	families := []string{"4"}
+	if v6 {
+		families = append(families, "6")
+	}
+	var lns []net.Listener
+	var pcs []net.PacketConn
 	inNS(t, ns, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", ":8080"); err != nil {
-			t.Fatal(err)
-		}
-		if pc, err = net.ListenPacket("udp4", ":5353"); err != nil {
-			t.Fatal(err)
+		for _, f := range families {
+			ln, err := net.Listen("tcp"+f, ":8080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lns = append(lns, ln)
+			pc, err := net.ListenPacket("udp"+f, ":5353")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pcs = append(pcs, pc)
 		}
 	})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
 	t.Cleanup(func() {
-		ln.Close()
-		pc.Close()
+		for _, ln := range lns {
+			ln.Close()
+		}
+		for _, pc := range pcs {
+			pc.Close()
+		}
 		mu.Lock()
 		for c := range conns {
 			c.Close()
@@ -185,45 +246,50 @@ func startServers(t *testing.T, ns, name string) {
 		mu.Unlock()
 		wg.Wait()
 	})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := bufio.NewReader(c)
-				for {
-					if _, err := r.ReadString('\n'); err != nil {
-						c.Close()
-						return
-					}
-					fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
-				}
-			}()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 2048)
-		for {
-			_, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
+	for _, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
 					return
 				}
-				continue
+				mu.Lock()
+				conns[c] = true
+				mu.Unlock()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := bufio.NewReader(c)
+					for {
+						if _, err := r.ReadString('\n'); err != nil {
+							c.Close()
+							return
+						}
+						fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
+					}
+				}()
 			}
-			_, _ = pc.WriteTo([]byte(fmt.Sprintf("%s %s\n", name, addr)), addr)
-		}
-	}()
+		}()
+	}
+	for _, pc := range pcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 2048)
+			for {
+				_, addr, err := pc.ReadFrom(buf)
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue
+				}
+				_, _ = pc.WriteTo([]byte(fmt.Sprintf("%s %s\n", name, addr)), addr)
+			}
+		}()
+	}
 }
 
 // answer is what a pod server says: its name and where it saw the client.
@@ -250,11 +316,20 @@ type tcpConn struct {
 	r *bufio.Reader
 }
 
+// network is proto ("tcp", "udp") with the family of addr, "ip:port" or
+// "[ip6]:port".
+func network(proto, addr string) string {
+	if a, err := netip.ParseAddrPort(addr); err == nil && a.Addr().Is6() {
+		return proto + "6"
+	}
+	return proto + "4"
+}
+
 // dialTCP connects from the host namespace.
 func (tp *topo) dialTCP(addr string) (*tcpConn, error) {
 	var c net.Conn
 	var err error
-	tp.in(func() { c, err = net.DialTimeout("tcp4", addr, 3*time.Second) })
+	tp.in(func() { c, err = net.DialTimeout(network("tcp", addr), addr, 3*time.Second) })
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +370,7 @@ func (tp *topo) askTCP(addr string) (answer, error) {
 func (tp *topo) askUDP(addr string) (answer, error) {
 	var c net.Conn
 	var err error
-	tp.in(func() { c, err = net.Dial("udp4", addr) })
+	tp.in(func() { c, err = net.Dial(network("udp", addr), addr) })
 	if err != nil {
 		return answer{}, err
 	}
@@ -313,17 +388,22 @@ func (tp *topo) askUDP(addr string) (answer, error) {
 }
 
 // podsAnswering asks n times with ask and returns how often each pod answered. Every
-// answer must come from the host's bridge address (masqueraded).
+// answer must come from the host's bridge address of addr's family
+// (masqueraded).
 func (tp *topo) podsAnswering(n int, ask func(string) (answer, error), addr string) map[string]int {
 	tp.t.Helper()
+	bridge := netip.MustParseAddr(hostBridgeIP)
+	if network("tcp", addr) == "tcp6" {
+		bridge = netip.MustParseAddr(hostBridgeIP6)
+	}
 	seen := map[string]int{}
 	for range n {
 		a, err := ask(addr)
 		if err != nil {
 			tp.t.Fatalf("%s: %v", addr, err)
 		}
-		if a.client != netip.MustParseAddr(hostBridgeIP) {
-			tp.t.Errorf("%s: pod %s saw the client at %s, want the host's %s (masquerade)", addr, a.pod, a.client, hostBridgeIP)
+		if a.client != bridge {
+			tp.t.Errorf("%s: pod %s saw the client at %s, want the host's %s (masquerade)", addr, a.pod, a.client, bridge)
 		}
 		seen[a.pod]++
 	}
@@ -332,12 +412,12 @@ func (tp *topo) podsAnswering(n int, ask func(string) (answer, error), addr stri
 
 // ipvsEntry is a virtual server as /proc/net/ip_vs shows it.
 type ipvsEntry struct {
-	Service string // "TCP 10.96.0.10:80 rr", "... rr persistent"
+	Service string // "TCP 10.96.0.10:80 rr", "TCP [fd00:96::10]:80 rr", "... rr persistent"
 	Dests   []ipvsDest
 }
 
 type ipvsDest struct {
-	Addr             string // "10.250.0.11:8080"
+	Addr             string // "10.250.0.11:8080", "[fd00:250::11]:8080"
 	Forward          string // "Masq"
 	Weight           int
 	Active, Inactive int
@@ -360,7 +440,8 @@ func (tp *topo) readIPVS() []ipvsEntry {
 	return es
 }
 
-// parseProcIPVS reads the IPv4 virtual servers of /proc/net/ip_vs. The
+// parseProcIPVS reads the virtual servers of /proc/net/ip_vs, of both
+// families (firewall-mark ones are an error: nothing here makes them). The
 // persistence timeout there is in jiffies (it depends on CONFIG_HZ), so only
 // the word "persistent" is kept.
 func parseProcIPVS(data string) ([]ipvsEntry, error) {
@@ -399,17 +480,31 @@ func parseProcIPVS(data string) ([]ipvsEntry, error) {
 	return out, nil
 }
 
-var hexAP = regexp.MustCompile(`^([0-9A-F]{8}):([0-9A-F]{4})$`)
+var (
+	hexAP  = regexp.MustCompile(`^([0-9A-F]{8}):([0-9A-F]{4})$`)
+	hexAP6 = regexp.MustCompile(`^\[([0-9a-fA-F]{4}(?::[0-9a-fA-F]{4}){7})\]:([0-9A-F]{4})$`)
+)
 
-// hexAddrPort turns /proc/net/ip_vs's "0A60000A:0050" into "10.96.0.10:80".
+// hexAddrPort turns /proc/net/ip_vs's "0A60000A:0050" into "10.96.0.10:80",
+// and its IPv6 form, "[fd00:0096:0000:0000:0000:0000:0000:0010]:0050"
+// (%pI6: every group in full, the port in hex), into "[fd00:96::10]:80".
 func hexAddrPort(s string) (string, error) {
-	m := hexAP.FindStringSubmatch(s)
-	if m == nil {
+	var a netip.Addr
+	var hexPort string
+	if m := hexAP.FindStringSubmatch(s); m != nil {
+		b, _ := hex.DecodeString(m[1])
+		a, hexPort = netip.AddrFrom4([4]byte(b)), m[2]
+	} else if m := hexAP6.FindStringSubmatch(s); m != nil {
+		var err error
+		if a, err = netip.ParseAddr(m[1]); err != nil {
+			return "", fmt.Errorf("unexpected address %q: %v", s, err)
+		}
+		hexPort = m[2]
+	} else {
 		return "", fmt.Errorf("unexpected address %q", s)
 	}
-	b, _ := hex.DecodeString(m[1])
-	port, _ := strconv.ParseUint(m[2], 16, 16)
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b)), uint16(port)).String(), nil
+	port, _ := strconv.ParseUint(hexPort, 16, 16)
+	return netip.AddrPortFrom(a, uint16(port)).String(), nil
 }
 
 // find returns the entry of a virtual server, nil if absent.
@@ -422,25 +517,29 @@ func find(es []ipvsEntry, prefix string) *ipvsEntry {
 	return nil
 }
 
-// newProxier makes a real Proxier for the host namespace over k.
+// newProxier makes a real Proxier for the host namespace over k. When mod
+// sets IPv6, it gets the ip6tables runner, as the daemon's (perFamily).
 func (tp *topo) newProxier(k Kernel, mod func(*Options)) *Proxier {
 	tp.t.Helper()
-	var r iptables.Runner
-	var err error
-	tp.in(func() { r, err = iptables.NewRunner(false) })
-	if err != nil {
-		tp.t.Fatal(err)
-	}
 	ips, err := NewIPSet()
 	if err != nil {
 		tp.t.Fatal(err)
 	}
-	opt := Options{Kernel: k, IPTables: r, IPSet: ips, Log: slog.New(slog.NewTextHandler(testWriter{tp.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	opt := Options{Kernel: k, IPSet: ips, Log: slog.New(slog.NewTextHandler(testWriter{tp.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if mod != nil {
 		mod(&opt)
 	}
+	if opt.IPTables == nil {
+		tp.in(func() { opt.IPTables, err = iptables.NewRunner(opt.IPv6) })
+		if err != nil {
+			tp.t.Fatal(err)
+		}
+	}
 	return New(opt)
 }
+
+// ipv6 is the Options change of an IPv6 Proxier.
+func ipv6(o *Options) { o.IPv6 = true }
 
 type testWriter struct{ t *testing.T }
 
@@ -535,9 +634,20 @@ func (c *countingKernel) DeleteInterface() error {
 // comments and counters, to compare rulesets.
 func (tp *topo) iptablesSave() string {
 	tp.t.Helper()
-	out, err := tp.cmdIn("iptables-save")
+	return tp.rulesSave("iptables-save")
+}
+
+// ip6tablesSave is iptablesSave for IPv6.
+func (tp *topo) ip6tablesSave() string {
+	tp.t.Helper()
+	return tp.rulesSave("ip6tables-save")
+}
+
+func (tp *topo) rulesSave(bin string) string {
+	tp.t.Helper()
+	out, err := tp.cmdIn(bin)
 	if err != nil {
-		tp.t.Fatalf("iptables-save: %v: %s", err, out)
+		tp.t.Fatalf("%s: %v: %s", bin, err, out)
 	}
 	var keep []string
 	counters := regexp.MustCompile(`\[\d+:\d+\]`)
