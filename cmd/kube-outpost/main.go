@@ -30,7 +30,7 @@ const usage = `kube-outpost: reach Kubernetes ClusterIPs from machines that are 
 
 Usage:
   kube-outpost run          [--config FILE] [--log-level LEVEL] [--log-format text|json]
-  kube-outpost check-config [--config FILE]
+  kube-outpost check-config [--config FILE] [--online]
   kube-outpost prepare      [--config FILE]    (privileged: kernel modules and sysctls the mode needs)
   kube-outpost cleanup      [--log-level LEVEL]
   kube-outpost service      install|uninstall|start|stop|status [--config FILE]
@@ -54,6 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", defaultConfig, "configuration file")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
+	var online *bool
+	if cmd == "check-config" {
+		online = fs.Bool("online", false, "also connect to every cluster and check its credentials and permissions")
+	}
 	switch cmd {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -75,12 +79,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", cmd, fs.Arg(0))
 		return 2
 	}
-	log, err := newLogger(stderr, *level, *format)
+	var lv slog.LevelVar
+	flagLevel, flagFormat, err := parseLogFlags(*level, *format)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	lv.Set(flagLevel)
+	log := newLogger(stderr, &lv, flagFormat)
+	// Flags given on the command line win over the config's log settings.
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
 	cluster.UserAgent = "kube-outpost/" + version
+	daemon.Version = version
 	// moby/ipvs logs through logrus, and warns at every start that its own
 	// modprobe failed: in the sandbox it cannot, and need not (the unit's
 	// prepare step loaded ip_vs). Our errors say what matters.
@@ -99,6 +110,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok, mode %s\n", *cfgPath, cfg.Mode)
 		for _, l := range cfg.Summary() {
 			fmt.Fprintln(stdout, l)
+		}
+		if *online {
+			return checkOnline(ctx, cfg, stdout, stderr)
 		}
 		return 0
 	case "prepare":
@@ -126,6 +140,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if !explicit["log-level"] {
+		lv.Set(cfg.LogLevel)
+	}
+	if !explicit["log-format"] {
+		log = newLogger(stderr, &lv, cfg.LogFormat)
+	}
+	log.Info("starting kube-outpost", "version", version, "config", *cfgPath)
 	d, err := daemon.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -135,7 +156,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go reloadOnHUP(ctx, hup, d, *cfgPath, log)
+	applyLevel := func(c *config.Config) {
+		if !explicit["log-level"] && c.LogLevel != lv.Level() {
+			log.Info("log level changed", "from", lv.Level(), "to", c.LogLevel)
+			lv.Set(c.LogLevel)
+		}
+	}
+	go reloadOnHUP(ctx, hup, d, *cfgPath, log, applyLevel)
 	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("stopped", "err", err)
 		return 1
@@ -143,24 +170,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+func parseLogFlags(level, format string) (slog.Level, config.LogFormat, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+		return 0, "", fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	switch f := config.LogFormat(strings.ToLower(format)); f {
+	case config.LogText, config.LogJSON:
+		return l, f, nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return 0, "", fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// newLogger logs at level, which a reload may change.
+func newLogger(w io.Writer, level slog.Leveler, format config.LogFormat) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == config.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // reloadOnHUP re-reads the config on SIGHUP (systemctl reload). A config
-// with any problem is refused as a whole, and the running one stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, d *daemon.Daemon, path string, log *slog.Logger) {
+// with any problem is refused as a whole, and the running one stays. The log
+// level follows the new config at once; apply does that.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, d *daemon.Daemon, path string, log *slog.Logger, apply func(*config.Config)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -173,6 +207,8 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, d *daemon.Daemon, pa
 		}
 		if err != nil {
 			log.Error("reload refused; the running configuration stays in force", "config", path, "err", err)
+			continue
 		}
+		apply(cfg)
 	}
 }

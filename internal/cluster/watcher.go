@@ -4,13 +4,18 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"path"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -50,15 +55,30 @@ type Watcher struct {
 	status  Status
 	cancel  context.CancelFunc
 	factory informers.SharedInformerFactory
+	// answering says, per resource, whether the last list or watch
+	// request got an answer and no list or watch failed after it.
+	answering map[string]bool
 }
 
 // Status is what an operator wants to know of a cluster's watch.
 type Status struct {
-	Synced      bool
+	Synced bool
+	// Connected is true while the apiserver answers: the last list or
+	// watch of each resource succeeded and nothing failed after it. With
+	// Synced, it means the cluster's changes reach the rules now.
+	Connected bool
+	// WatchErrors counts list and watch requests that failed (refused,
+	// timed out, or answered with an error) and watches that broke.
 	WatchErrors int
 	LastError   string
 	LastErrorAt time.Time
 }
+
+// The resources watched, named as the last element of their API path.
+const (
+	resServices       = "services"
+	resEndpointSlices = "endpointslices"
+)
 
 // RESTConfig loads the client configuration of a configured cluster.
 func RESTConfig(c config.Cluster) (*rest.Config, error) {
@@ -81,18 +101,79 @@ func New(c config.Cluster, sink Sink, log *slog.Logger) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
+	w := &Watcher{name: c.Name, sink: sink, log: log.With("cluster", c.Name), answering: map[string]bool{}}
+	// The watch error handler alone cannot tell an apiserver that is down:
+	// the reflector retries a refused watch without calling it. Every
+	// request's outcome can.
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &observer{next: rt, w: w} })
+	if w.client, err = kubernetes.NewForConfig(rc); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", c.Name, err)
 	}
-	return &Watcher{name: c.Name, client: client, sink: sink, log: log.With("cluster", c.Name)}, nil
+	return w, nil
 }
 
 // Status returns a copy of the watch status.
 func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.status
+	st := w.status
+	st.Connected = w.answering[resServices] && w.answering[resEndpointSlices]
+	return st
+}
+
+// answered records the outcome of a request for a resource: nil, or why it
+// failed.
+func (w *Watcher) answered(resource string, err error) {
+	if resource != resServices && resource != resEndpointSlices {
+		return
+	}
+	if err != nil {
+		w.failed(resource, err)
+		return
+	}
+	w.mu.Lock()
+	w.answering[resource] = true
+	w.mu.Unlock()
+}
+
+// failed counts a failed list or watch of a resource. An outage produces
+// one per retry: say it, but not forever.
+func (w *Watcher) failed(resource string, err error) {
+	w.mu.Lock()
+	w.answering[resource] = false
+	w.status.WatchErrors++
+	w.status.LastError = err.Error()
+	w.status.LastErrorAt = time.Now()
+	n := w.status.WatchErrors
+	w.mu.Unlock()
+	if n <= 3 || n%50 == 0 {
+		w.log.Warn("watch failed; rules stay as they are until it recovers", "resource", resource, "err", err, "errors", n)
+	}
+}
+
+// observer passes each apiserver request's outcome to its watcher.
+type observer struct {
+	next http.RoundTripper
+	w    *Watcher
+}
+
+func (o *observer) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := o.next.RoundTrip(req)
+	res := path.Base(req.URL.Path)
+	switch {
+	case errors.Is(req.Context().Err(), context.Canceled):
+		// Stopped by us (a reload, the end): not the apiserver's doing.
+		// A deadline that passed is: the apiserver did not answer.
+	case err != nil:
+		o.w.answered(res, err)
+	// 410 Gone is the routine "resource version too old": the reflector
+	// lists again, which is the apiserver working as it should.
+	case resp.StatusCode >= 400 && resp.StatusCode != http.StatusGone:
+		o.w.answered(res, fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status))
+	default:
+		o.w.answered(res, nil)
+	}
+	return resp, err
 }
 
 // selector is kube-proxy's: services handled by another proxy, and headless
@@ -104,11 +185,18 @@ func selector() string {
 }
 
 // strip drops what the model never reads, so the informer caches of a large
-// cluster stay small.
+// cluster stay small. A slice keeps its last-change-trigger-time, from which
+// the network programming latency is measured.
 func strip(obj any) (any, error) {
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
-		m.SetAnnotations(nil)
+		var keep map[string]string
+		if _, ok := obj.(*discoveryv1.EndpointSlice); ok {
+			if v, ok := m.GetAnnotations()[corev1.EndpointsLastChangeTriggerTime]; ok {
+				keep = map[string]string{corev1.EndpointsLastChangeTriggerTime: v}
+			}
+		}
+		m.SetAnnotations(keep)
 	}
 	return obj, nil
 }
@@ -124,8 +212,9 @@ func (w *Watcher) Start(ctx context.Context) error {
 	svcInf := factory.Core().V1().Services().Informer()
 	fail := func(err error) error { cancel(); return err }
 	esInf := factory.Discovery().V1().EndpointSlices().Informer()
-	for _, inf := range []cache.SharedIndexInformer{svcInf, esInf} {
-		if err := inf.SetWatchErrorHandlerWithContext(w.watchError); err != nil {
+	for res, inf := range map[string]cache.SharedIndexInformer{resServices: svcInf, resEndpointSlices: esInf} {
+		handler := func(ctx context.Context, r *cache.Reflector, err error) { w.watchError(ctx, res, err) }
+		if err := inf.SetWatchErrorHandlerWithContext(handler); err != nil {
 			return fail(err)
 		}
 	}
@@ -198,16 +287,20 @@ func (w *Watcher) upsertSlice(o any) {
 	}
 }
 
-func (w *Watcher) watchError(_ context.Context, _ *cache.Reflector, err error) {
+func (w *Watcher) watchError(_ context.Context, resource string, err error) {
+	// What the reflector's default handler treats as routine: a watch
+	// that ended or expired, after which it lists or watches again.
+	if errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+		w.log.Debug("watch ended; listing again", "resource", resource, "err", err)
+		return
+	}
+	// A failed request was counted when it failed; what is left are
+	// failures after an answer, such as a watch stream that broke.
 	w.mu.Lock()
-	w.status.WatchErrors++
-	w.status.LastError = err.Error()
-	w.status.LastErrorAt = time.Now()
-	n := w.status.WatchErrors
+	counted := !w.answering[resource]
 	w.mu.Unlock()
-	// An outage produces an error per retry: say it, but not forever.
-	if n <= 3 || n%50 == 0 {
-		w.log.Warn("watch failed; rules stay as they are until it recovers", "err", err, "errors", n)
+	if !counted {
+		w.failed(resource, err)
 	}
 }
 

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -106,6 +108,10 @@ type rawConfig struct {
 	Masquerade     any          `toml:"masquerade"`
 	MasqueradeMark any          `toml:"masquerade_mark"`
 	IPVSScheduler  any          `toml:"ipvs_scheduler"`
+	MetricsAddress any          `toml:"metrics_address"`
+	HealthzAddress any          `toml:"healthz_address"`
+	LogLevel       any          `toml:"log_level"`
+	LogFormat      any          `toml:"log_format"`
 	Clusters       []rawCluster `toml:"clusters"`
 }
 
@@ -117,7 +123,8 @@ type rawCluster struct {
 }
 
 var (
-	topKeys     = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler", "clusters"}
+	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
+		"metrics_address", "healthz_address", "log_level", "log_format", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
@@ -230,6 +237,10 @@ func (c *checker) config(raw *rawConfig) *Config {
 		Masquerade:     true,
 		MasqueradeMark: DefaultMasqueradeMark,
 		IPVSScheduler:  DefaultIPVSScheduler,
+		MetricsAddress: DefaultMetricsAddress,
+		HealthzAddress: DefaultHealthzAddress,
+		LogLevel:       DefaultLogLevel,
+		LogFormat:      DefaultLogFormat,
 	}
 
 	line := c.loc.line(-1, "mode")
@@ -279,6 +290,9 @@ func (c *checker) config(raw *rawConfig) *Config {
 		}
 	}
 
+	c.serving(cfg, raw)
+	c.logging(cfg, raw)
+
 	if len(raw.Clusters) == 0 {
 		c.add(c.loc.line(-1, "clusters"), "", "no clusters: add a [[clusters]] table")
 	}
@@ -305,6 +319,85 @@ func (c *checker) duration(key string, v any, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// serving checks the addresses of the metrics and health endpoints.
+func (c *checker) serving(cfg *Config, raw *rawConfig) {
+	before := len(c.problems)
+	cfg.MetricsAddress = c.address("metrics_address", raw.MetricsAddress, cfg.MetricsAddress)
+	cfg.HealthzAddress = c.address("healthz_address", raw.HealthzAddress, cfg.HealthzAddress)
+	m, h := cfg.MetricsAddress, cfg.HealthzAddress
+	// Equal addresses share one listener; a wildcard and another address
+	// on the same port would make the second listen fail at every start.
+	if len(c.problems) == before && m.IsValid() && h.IsValid() && m != h && m.Port() == h.Port() &&
+		(m.Addr().IsUnspecified() || h.Addr().IsUnspecified()) {
+		at := c.loc.line(-1, "healthz_address")
+		if at == 0 {
+			at = c.loc.line(-1, "metrics_address")
+		}
+		c.add(at, "", "healthz_address %s and metrics_address %s cannot both listen on port %d: "+
+			"give them the same address to serve both on one listener, or different ports", h, m, h.Port())
+	}
+}
+
+// address parses an IP:port to listen on; "" turns the endpoint off. Host
+// names are refused: the daemon must not depend on a resolver to start.
+func (c *checker) address(key string, v any, def netip.AddrPort) netip.AddrPort {
+	line := c.loc.line(-1, key)
+	s, ok := c.str(line, "", key, v, fmt.Sprintf("a string like %q", def))
+	if !ok {
+		return def
+	}
+	if s == "" {
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		host, _, splitErr := net.SplitHostPort(s)
+		switch {
+		case splitErr != nil:
+			c.add(line, "", "%s %q: must be an IP address and port, like %q, or \"\" to turn it off", key, s, def)
+		case host == "":
+			c.add(line, "", "%s %q: give the IP address to listen on, like %q (0.0.0.0 means every IPv4 address)", key, s, def)
+		case !isIP(host):
+			c.add(line, "", "%s %q: %q is not an IP address (host names are not resolved), like %q", key, s, host, def)
+		default:
+			c.add(line, "", "%s %q: invalid port: must be 1-65535", key, s)
+		}
+		return def
+	}
+	if ap.Port() == 0 {
+		c.add(line, "", "%s %q: invalid port: must be 1-65535", key, s)
+		return def
+	}
+	return ap
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+
+func (c *checker) logging(cfg *Config, raw *rawConfig) {
+	line := c.loc.line(-1, "log_level")
+	if s, ok := c.str(line, "", "log_level", raw.LogLevel, "a string"); ok {
+		if l, known := logLevels[s]; known {
+			cfg.LogLevel = l
+		} else {
+			c.add(line, "", "log_level %q: must be debug, info, warn or error", s)
+		}
+	}
+	line = c.loc.line(-1, "log_format")
+	if s, ok := c.str(line, "", "log_format", raw.LogFormat, "a string"); ok {
+		switch f := LogFormat(s); f {
+		case LogText, LogJSON:
+			cfg.LogFormat = f
+		default:
+			c.add(line, "", "log_format %q: must be text or json", s)
+		}
+	}
 }
 
 func (c *checker) mark(v any, def uint32) uint32 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -96,6 +97,10 @@ func TestParse(t *testing.T) {
 			Masquerade:     true,
 			MasqueradeMark: 0x00100000,
 			IPVSScheduler:  "rr",
+			MetricsAddress: netip.MustParseAddrPort("127.0.0.1:10249"),
+			HealthzAddress: netip.MustParseAddrPort("127.0.0.1:10256"),
+			LogLevel:       slog.LevelInfo,
+			LogFormat:      LogText,
 			Clusters: []Cluster{{
 				Name:         "prod",
 				Kubeconfig:   filepath.Join(dir, "prod.kubeconfig"),
@@ -114,6 +119,10 @@ func TestParse(t *testing.T) {
 			`masquerade = false`,
 			`masquerade_mark = 0x200`,
 			`ipvs_scheduler = "sh"`,
+			`metrics_address = "[::1]:9100"`,
+			`healthz_address = ""`,
+			`log_level = "debug"`,
+			`log_format = "json"`,
 			``,
 			`[[clusters]] # a comment`,
 			`name = "blue-1"`,
@@ -137,6 +146,9 @@ func TestParse(t *testing.T) {
 			Masquerade:     false,
 			MasqueradeMark: 0x200,
 			IPVSScheduler:  "sh",
+			MetricsAddress: netip.MustParseAddrPort("[::1]:9100"),
+			LogLevel:       slog.LevelDebug,
+			LogFormat:      LogJSON,
 			Clusters: []Cluster{{
 				Name:       "blue-1",
 				Kubeconfig: filepath.Join(dir, "multi.kubeconfig"),
@@ -235,6 +247,38 @@ func TestParseProblems(t *testing.T) {
 			`1: min_sync_period 1s is longer than sync_period 500ms`,
 		}},
 		{"masquerade type", top(`masquerade = "yes"`), []string{`1: masquerade: must be true or false, not a string`}},
+		{"addresses", top(
+			`metrics_address = "localhost:10249"`,
+			`healthz_address = "127.0.0.1"`,
+		), []string{
+			`1: metrics_address "localhost:10249": "localhost" is not an IP address (host names are not resolved), like "127.0.0.1:10249"`,
+			`2: healthz_address "127.0.0.1": must be an IP address and port, like "127.0.0.1:10256", or "" to turn it off`,
+		}},
+		{"address ports", top(
+			`metrics_address = "127.0.0.1:0"`,
+			`healthz_address = "127.0.0.1:70000"`,
+		), []string{
+			`1: metrics_address "127.0.0.1:0": invalid port: must be 1-65535`,
+			`2: healthz_address "127.0.0.1:70000": invalid port: must be 1-65535`,
+		}},
+		{"address without IP", top(`metrics_address = ":10249"`), []string{
+			`1: metrics_address ":10249": give the IP address to listen on, like "127.0.0.1:10249" (0.0.0.0 means every IPv4 address)`,
+		}},
+		{"address type", top(`healthz_address = 10256`), []string{
+			`1: healthz_address: must be a string like "127.0.0.1:10256", not an integer`,
+		}},
+		{"addresses clash on a port", top(`metrics_address = "0.0.0.0:10249"`, `healthz_address = "127.0.0.1:10249"`), []string{
+			`2: healthz_address 127.0.0.1:10249 and metrics_address 0.0.0.0:10249 cannot both listen on port 10249: ` +
+				`give them the same address to serve both on one listener, or different ports`,
+		}},
+		{"addresses may be equal", top(`metrics_address = "0.0.0.0:10249"`, `healthz_address = "0.0.0.0:10249"`), nil},
+		{"addresses may share a port on two IPs", top(`metrics_address = "127.0.0.1:9000"`, `healthz_address = "127.0.0.2:9000"`), nil},
+		{"log level", top(`log_level = "verbose"`), []string{`1: log_level "verbose": must be debug, info, warn or error`}},
+		{"log level in capitals", top(`log_level = "INFO"`), []string{`1: log_level "INFO": must be debug, info, warn or error`}},
+		{"log format", top(`log_format = "logfmt"`, `log_level = 3`), []string{
+			`1: log_format "logfmt": must be text or json`,
+			`2: log_level: must be a string, not an integer`,
+		}},
 		{"mark zero", top(`masquerade_mark = 0`), []string{
 			`1: masquerade_mark 0: must be one bit of a 32-bit mark, like 0x00100000`,
 		}},
@@ -461,6 +505,10 @@ func TestExample(t *testing.T) {
 		Masquerade:     true,
 		MasqueradeMark: DefaultMasqueradeMark,
 		IPVSScheduler:  DefaultIPVSScheduler,
+		MetricsAddress: DefaultMetricsAddress,
+		HealthzAddress: DefaultHealthzAddress,
+		LogLevel:       DefaultLogLevel,
+		LogFormat:      DefaultLogFormat,
 		Clusters:       cfg.Clusters,
 	}
 	if !reflect.DeepEqual(*cfg, defaults) {

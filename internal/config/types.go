@@ -5,6 +5,7 @@
 package config
 
 import (
+	"log/slog"
 	"net/netip"
 	"time"
 )
@@ -42,8 +43,27 @@ type Config struct {
 	// mode; the kernel needs its ip_vs_<name> module.
 	IPVSScheduler string
 
+	// MetricsAddress serves Prometheus metrics at /metrics; the zero value
+	// turns it off.
+	MetricsAddress netip.AddrPort
+	// HealthzAddress serves /healthz, /livez and /readyz; the zero value
+	// turns it off. When it equals MetricsAddress, one listener serves all.
+	HealthzAddress netip.AddrPort
+	// LogLevel and LogFormat apply unless run's --log-level or --log-format
+	// is given.
+	LogLevel  slog.Level
+	LogFormat LogFormat
+
 	Clusters []Cluster
 }
+
+// LogFormat is how log records are written.
+type LogFormat string
+
+const (
+	LogText LogFormat = "text"
+	LogJSON LogFormat = "json"
+)
 
 // Cluster is one Kubernetes cluster whose services this host reaches.
 type Cluster struct {
@@ -76,6 +96,16 @@ const (
 	DefaultFullSyncPeriod = time.Hour
 	DefaultMasqueradeMark = 0x00100000
 	DefaultIPVSScheduler  = "rr"
+	DefaultLogLevel       = slog.LevelInfo
+	DefaultLogFormat      = LogText
+)
+
+// The addresses kube-proxy uses by default, so that existing scrape configs
+// and probes find us where they look for it. Only loopback: metrics and
+// health say which services exist, which is not for the whole network.
+var (
+	DefaultMetricsAddress = netip.MustParseAddrPort("127.0.0.1:10249")
+	DefaultHealthzAddress = netip.MustParseAddrPort("127.0.0.1:10256")
 )
 
 // IPVSSchedulers are the schedulers Linux IPVS offers.

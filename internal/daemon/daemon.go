@@ -20,6 +20,8 @@ import (
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/health"
+	"github.com/kube-outpost/kube-outpost/internal/metrics"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
@@ -38,6 +40,12 @@ type Daemon struct {
 	fullDue  atomic.Bool
 	notifier *systemd.Notifier
 	started  time.Time
+	metrics  *metrics.Metrics
+	health   *health.Tracker
+
+	// Only the sync loop touches these.
+	mustFull     bool        // the backends' next sync is full: the first one, and after a failure
+	unprogrammed []time.Time // trigger times of changes a failed sync did not program
 
 	mu          sync.Mutex
 	ctx         context.Context // Run's, for watchers started by Reload
@@ -70,19 +78,30 @@ type SyncResult struct {
 	Ports    int
 }
 
+// Version is reported in kube_outpost_build_info; set by main.
+var Version = "dev"
+
 // New builds a daemon for cfg. Backends are made from cfg.Mode unless given
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier()}
+	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true}
 	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
+	// kube-proxy's health timeout: a failed sync is retried within
+	// SyncPeriod, so twice that is at least one retry that failed too.
+	d.health = health.NewTracker(2*cfg.SyncPeriod, nil)
+	d.metrics = metrics.New(metrics.Options{
+		Version: Version, Mode: string(cfg.Mode), Log: log,
+		Clusters: d.clusterStatuses,
+		Refusals: func() []model.RefusalCount { return d.store.RefusalCounts() },
+	})
 	if len(backends) == 0 {
 		var err error
-		if backends, err = newBackends(cfg, log, d.runner.Trigger); err != nil {
+		if backends, err = newBackends(cfg, log, d.queue); err != nil {
 			return nil, err
 		}
 	}
 	d.backends = backends
-	d.store = model.NewStore(log, d.runner.Trigger)
+	d.store = model.NewStore(log, d.queue)
 	return d, nil
 }
 
@@ -167,6 +186,16 @@ func wantsFamily(cfg *config.Config, v6 bool) bool {
 // It leaves the rules in place when it returns: a restart must not cut
 // traffic.
 func (d *Daemon) Run(ctx context.Context) error {
+	// Whatever Run started ends with it, the HTTP servers included.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// First: a port that is taken must stop the start before anything
+	// else happens.
+	servers, err := d.listen()
+	if err != nil {
+		return err
+	}
+	d.serve(ctx, servers)
 	d.mu.Lock()
 	d.ctx = ctx
 	d.started = time.Now()
@@ -223,6 +252,15 @@ func globalDiff(a, b *config.Config) string {
 	}
 	if a.Masquerade != b.Masquerade || a.MasqueradeMark != b.MasqueradeMark {
 		diff = append(diff, "masquerade")
+	}
+	if a.IPVSScheduler != b.IPVSScheduler {
+		diff = append(diff, "ipvs_scheduler")
+	}
+	if a.MetricsAddress != b.MetricsAddress || a.HealthzAddress != b.HealthzAddress {
+		diff = append(diff, "metrics and healthz addresses")
+	}
+	if a.LogFormat != b.LogFormat {
+		diff = append(diff, "log_format")
 	}
 	return strings.Join(diff, ", ")
 }
@@ -289,25 +327,34 @@ func (d *Daemon) fullSyncTicker(ctx context.Context) {
 			return
 		case <-t.C:
 			d.fullDue.Store(true)
-			d.runner.Trigger()
+			d.queue()
 		}
 	}
 }
 
 func (d *Daemon) sync(ctx context.Context) error {
-	st := d.store.Snapshot()
+	d.health.SyncStarted()
+	st, triggers := d.store.Checkout()
+	triggers = append(d.unprogrammed, triggers...)
+	d.unprogrammed = nil
 	full := d.fullDue.Swap(false)
 	start := time.Now()
 	d.mu.Lock()
 	d.syncStarted = start
 	d.mu.Unlock()
 	var errs *multierror.Error
+	restoreFailures := 0
 	for _, b := range d.backends {
 		if err := b.Sync(ctx, st, full); err != nil {
 			errs = multierror.Append(errs, err)
+			var re *iptables.RestoreError
+			if errors.As(err, &re) {
+				restoreFailures++
+			}
 		}
 	}
-	res := SyncResult{At: start, Duration: time.Since(start), Full: full, Err: errs.ErrorOrNil()}
+	end := time.Now()
+	res := SyncResult{At: start, Duration: end.Sub(start), Full: full, Err: errs.ErrorOrNil()}
 	for _, c := range st.Clusters {
 		res.Ports += len(c.Ports)
 	}
@@ -315,7 +362,15 @@ func (d *Daemon) sync(ctx context.Context) error {
 	d.lastSync = res
 	d.syncStarted = time.Time{}
 	d.mu.Unlock()
+	d.metrics.ObserveSync(metrics.Sync{
+		Duration: res.Duration, End: end, Full: full || d.mustFull, Err: res.Err,
+		RestoreFailures: restoreFailures, State: st, Triggers: triggers,
+	})
+	d.health.SyncDone(res.Err == nil)
+	d.mustFull = res.Err != nil
 	if res.Err != nil {
+		// Measured when a later sync programs them.
+		d.unprogrammed = triggers[:min(len(triggers), maxUnprogrammed)]
 		d.notifier.Notify("STATUS=sync failing, previous rules in force: " + firstLine(res.Err.Error()))
 		d.log.Error("sync failed; the previous rules stay in force and the sync is retried", "err", res.Err)
 		return res.Err
@@ -346,6 +401,7 @@ func (d *Daemon) notifyReady(st *model.State, res SyncResult) {
 	}
 	d.mu.Unlock()
 	if becameReady {
+		d.health.SetReady()
 		d.log.Info("ready", "clusters_not_synced", waiting)
 		d.notifier.Notify("READY=1\n" + status)
 		return

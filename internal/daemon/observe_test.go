@@ -1,0 +1,373 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/health"
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+)
+
+var alphaCIDR = netip.MustParsePrefix("10.96.0.0/16")
+
+// testDaemon is a daemon over the real iptables backend on a Fake runner,
+// without listeners: the tests drive its store and its sync by hand.
+func testDaemon(t *testing.T) (*Daemon, *iptables.Fake) {
+	t.Helper()
+	fake := iptables.NewFake()
+	cfg := &config.Config{
+		Mode: config.ModeIPTables, MinSyncPeriod: time.Millisecond, SyncPeriod: time.Hour, FullSyncPeriod: time.Hour,
+	}
+	d, err := New(cfg, slog.New(slog.DiscardHandler), iptables.New(iptables.Options{Runner: fake}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.started = time.Now()
+	return d, fake
+}
+
+func service(name, ip string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, ClusterIPs: []string{ip},
+			Ports: []corev1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		},
+	}
+}
+
+// slice is the EndpointSlice of a service, changed at trigger by the
+// EndpointSlice controller's account.
+func slice(svc string, trigger time.Time, ips ...string) *discoveryv1.EndpointSlice {
+	port, proto := int32(8080), corev1.ProtocolTCP
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: "ns", Name: svc + "-1",
+			Labels:      map[string]string{discoveryv1.LabelServiceName: svc},
+			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger.Format(time.RFC3339Nano)},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Port: &port, Protocol: &proto}},
+	}
+	for _, ip := range ips {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}})
+	}
+	return es
+}
+
+func value(t *testing.T, d *Daemon, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := d.metrics.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !hasLabels(m, labels) {
+				continue
+			}
+			switch {
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	return -1 // absent
+}
+
+func hasLabels(m *dto.Metric, kv []string) bool {
+	for i := 0; i+1 < len(kv); i += 2 {
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == kv[i] && l.GetValue() == kv[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// TestSyncObserved follows syncs through the metrics and the health
+// checks: counts from the programmed state, full and partial syncs,
+// failures, and latencies measured only once a change is programmed.
+func TestSyncObserved(t *testing.T) {
+	d, fake := testDaemon(t)
+	ctx := context.Background()
+	check := func(what string, want map[string]float64) {
+		t.Helper()
+		for key, w := range want {
+			parts := strings.Split(key, "|")
+			var labels []string
+			for _, l := range parts[1:] {
+				k, v, _ := strings.Cut(l, "=")
+				labels = append(labels, k, v)
+			}
+			name := parts[0]
+			if got := value(t, d, name, labels...); got != w {
+				t.Errorf("%s: %s = %v, want %v", what, key, got, w)
+			}
+		}
+	}
+
+	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}, Generation: 1}})
+	d.store.SetSynced("alpha")
+	d.store.UpsertService("alpha", service("web", "10.96.0.10"))
+	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.1.0.1", "10.1.0.2"))
+	// A refused service: one refusal, whatever the number of syncs.
+	ext := service("ext", "10.96.0.11")
+	ext.Spec.ExternalIPs = []string{"203.0.113.7"}
+	d.store.UpsertService("alpha", ext)
+	if st := d.health.Status(); st.PendingSince == nil {
+		t.Fatalf("changes were not queued for the health check: %+v", st)
+	}
+
+	if err := d.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("first sync", map[string]float64{
+		"kube_outpost_services_programmed|cluster=alpha":                        2,
+		"kube_outpost_endpoints_programmed|cluster=alpha":                       2,
+		"kube_outpost_service_ports_programmed":                                 2,
+		"kube_outpost_sync_proxy_rules_duration_seconds":                        1,
+		"kube_outpost_sync_full_proxy_rules_duration_seconds":                   1,
+		"kube_outpost_sync_partial_proxy_rules_duration_seconds":                0,
+		"kube_outpost_network_programming_duration_seconds":                     1,
+		"kube_outpost_services_refused_total|cluster=alpha|reason=external_ips": 1,
+		"kube_outpost_sync_proxy_rules_restore_failures_total":                  0,
+	})
+	if st := d.health.Status(); !st.Healthy || !st.Ready || st.PendingSince != nil {
+		t.Errorf("after the first sync, with alpha synced: %+v, want healthy and ready", st)
+	}
+
+	// iptables-restore fails: the change is not programmed, so its latency
+	// is not observed yet, and the counts stay those of the rules in force.
+	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.1.0.1"))
+	fake.FailNext = &iptables.RestoreError{Output: "iptables-restore: line 3 failed", Err: errors.New("exit status 1")}
+	if err := d.sync(ctx); err == nil {
+		t.Fatal("sync succeeded although iptables-restore failed")
+	}
+	check("failed sync", map[string]float64{
+		"kube_outpost_endpoints_programmed|cluster=alpha":                       2,
+		"kube_outpost_network_programming_duration_seconds":                     1,
+		"kube_outpost_sync_proxy_rules_restore_failures_total":                  1,
+		"kube_outpost_sync_proxy_rules_errors_total":                            1,
+		"kube_outpost_sync_partial_proxy_rules_duration_seconds":                1,
+		"kube_outpost_services_refused_total|cluster=alpha|reason=external_ips": 1,
+	})
+	if st := d.health.Status(); st.PendingSince == nil {
+		t.Errorf("after a failed sync: %+v, want the change still pending", st)
+	}
+
+	// A failure that is not iptables-restore's (here: a lock timeout) is
+	// a sync error, not a restore failure.
+	fake.FailNext = errors.New("another app is currently holding the xtables lock")
+	if err := d.sync(ctx); err == nil {
+		t.Fatal("sync succeeded although the runner failed")
+	}
+	check("second failed sync", map[string]float64{
+		"kube_outpost_sync_proxy_rules_restore_failures_total": 1,
+		"kube_outpost_sync_proxy_rules_errors_total":           2,
+	})
+
+	// The retry programs the change. It is a full sync, as is any after
+	// a failure: the second failed one was too.
+	if err := d.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("retry", map[string]float64{
+		"kube_outpost_endpoints_programmed|cluster=alpha":        1,
+		"kube_outpost_network_programming_duration_seconds":      2,
+		"kube_outpost_sync_full_proxy_rules_duration_seconds":    3,
+		"kube_outpost_sync_partial_proxy_rules_duration_seconds": 1,
+	})
+	if st := d.health.Status(); !st.Healthy || st.PendingSince != nil {
+		t.Errorf("after the retry: %+v, want healthy with nothing pending", st)
+	}
+
+	// Nothing changed: a partial sync, with nothing to measure.
+	if err := d.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("idle sync", map[string]float64{
+		"kube_outpost_sync_partial_proxy_rules_duration_seconds": 2,
+		"kube_outpost_network_programming_duration_seconds":      2,
+	})
+}
+
+// TestClusterSeries: a cluster's watch series exist while it is
+// configured, and go with a reload that drops it.
+func TestClusterSeries(t *testing.T) {
+	d, _ := testDaemon(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.ctx = ctx
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	// An apiserver that refuses connections at once: nothing listens on
+	// port 1 of loopback.
+	data := "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\n" +
+		"users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"
+	if err := os.WriteFile(kc, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl := func(name, cidr string) config.Cluster {
+		return config.Cluster{Name: name, Kubeconfig: kc, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix(cidr)}}
+	}
+	if err := d.setClusters([]config.Cluster{cl("alpha", "10.96.0.0/16"), cl("beta", "10.97.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, h := range d.clusters {
+			h.watcher.Stop()
+		}
+	}()
+	for _, c := range []string{"alpha", "beta"} {
+		if up, synced := value(t, d, "kube_outpost_cluster_up", "cluster", c), value(t, d, "kube_outpost_cluster_synced", "cluster", c); up != 0 || synced != 0 {
+			t.Errorf("%s, unreachable: up %v, synced %v, want 0 and 0", c, up, synced)
+		}
+	}
+	if err := d.setClusters([]config.Cluster{cl("alpha", "10.96.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"kube_outpost_cluster_up", "kube_outpost_cluster_synced", "kube_outpost_watch_errors_total"} {
+		if n, err := testutil.GatherAndCount(d.metrics.Gatherer(), name); err != nil || n != 1 {
+			t.Errorf("%s: %d series (%v) after beta was dropped, want alpha's only", name, n, err)
+		}
+		if v := value(t, d, name, "cluster", "beta"); v != -1 {
+			t.Errorf("%s{cluster=beta} = %v after beta was dropped", name, v)
+		}
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// TestServe checks which endpoints each listener serves, apart and shared.
+func TestServe(t *testing.T) {
+	for _, tt := range []struct {
+		name             string
+		metrics, healthz string
+		listeners        int
+	}{
+		{"apart", "127.0.0.1:0", "127.0.0.2:0", 2},
+		{"shared", "127.0.0.1:0", "127.0.0.1:0", 1},
+		{"metrics only", "127.0.0.1:0", "", 1},
+		{"none", "", "", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _ := testDaemon(t)
+			parse := func(s string) netip.AddrPort {
+				if s == "" {
+					return netip.AddrPort{}
+				}
+				return netip.MustParseAddrPort(s)
+			}
+			d.cfg.MetricsAddress, d.cfg.HealthzAddress = parse(tt.metrics), parse(tt.healthz)
+			servers, err := d.listen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			d.serve(ctx, servers)
+			if len(servers) != tt.listeners {
+				t.Fatalf("%d listeners, want %d", len(servers), tt.listeners)
+			}
+			for _, s := range servers {
+				base := "http://" + s.ln.Addr().String()
+				serves := func(path string) bool {
+					code, _ := get(t, base+path)
+					return code != http.StatusNotFound
+				}
+				isMetrics := strings.Contains(strings.Join(s.keys, ","), "metrics_address")
+				isHealth := strings.Contains(strings.Join(s.keys, ","), "healthz_address")
+				if serves("/metrics") != isMetrics {
+					t.Errorf("%s (%v): /metrics served: %v", base, s.keys, !isMetrics)
+				}
+				for _, p := range []string{"/healthz", "/livez", "/readyz"} {
+					if serves(p) != isHealth {
+						t.Errorf("%s (%v): %s served: %v", base, s.keys, p, !isHealth)
+					}
+				}
+				if isHealth {
+					// Before the first sync: alive, not ready.
+					if code, body := get(t, base+"/healthz"); code != 200 {
+						t.Errorf("/healthz before the first sync: %d %s", code, body)
+					}
+					code, body := get(t, base+"/readyz")
+					var st health.Status
+					if err := json.Unmarshal([]byte(body), &st); err != nil || code != 503 || st.Ready {
+						t.Errorf("/readyz before the first sync: %d %s (%v)", code, body, err)
+					}
+				}
+				if isMetrics {
+					if _, body := get(t, base+"/metrics"); !strings.Contains(body, `kube_outpost_build_info{mode="iptables",version="dev"} 1`) {
+						t.Errorf("/metrics lacks the build info:\n%s", body)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRunPortTaken: a taken port stops Run before anything else starts,
+// with the key named.
+func TestRunPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, fake := testDaemon(t)
+	d.cfg.HealthzAddress = netip.MustParseAddrPort(ln.Addr().String())
+	d.cfg.MetricsAddress = netip.MustParseAddrPort("127.0.0.1:0")
+	err = d.Run(context.Background())
+	want := fmt.Sprintf("cannot serve healthz_address %s", ln.Addr())
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Run: %v, want an error starting with %q", err, want)
+	}
+	if fake.Restores != 0 {
+		t.Errorf("a refused start ran iptables-restore %d times", fake.Restores)
+	}
+}

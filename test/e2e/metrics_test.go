@@ -1,0 +1,457 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// The observed daemon serves metrics on the default address, loopback of
+// the host namespace, and health on the host's lab address, as a load
+// balancer on the network would probe it.
+const (
+	metricsAddr = "127.0.0.1:10249"
+	healthzPort = 10256
+)
+
+// observed is a daemon whose iptables-restore can be made to fail.
+type observed struct {
+	*daemon
+	failFlag string // while this file exists, iptables-restore exits 1
+	http     *http.Client
+	healthz  string // base URL of the health endpoints
+}
+
+// startObserved runs kube-outpost for both clusters with a short
+// sync_period, so that the health check's window (twice it) is short, and
+// with a PATH whose iptables-restore fails on demand.
+func startObserved(t *testing.T) *observed {
+	t.Helper()
+	dir := t.TempDir()
+	o := &observed{
+		failFlag: filepath.Join(dir, "fail-iptables-restore"),
+		http: &http.Client{
+			Transport: &http.Transport{DialContext: theLab.DialHost, DisableKeepAlives: true, Proxy: nil},
+			Timeout:   5 * time.Second,
+		},
+		healthz: "http://" + netip.AddrPortFrom(theLab.HostIP, healthzPort).String(),
+	}
+
+	real, err := exec.LookPath("iptables-restore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := fmt.Sprintf("#!/bin/sh\nif [ -e %q ]; then\n  echo 'iptables-restore: made to fail by the e2e test' >&2\n  exit 1\nfi\nexec %q \"$@\"\n", o.failFlag, real)
+	if err := os.WriteFile(filepath.Join(bin, "iptables-restore"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	// writeConfig's file, with our settings instead of any it has.
+	cfgPath := writeConfig(t)
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := []string{
+		`sync_period = "2s"`,
+		fmt.Sprintf(`healthz_address = %q`, netip.AddrPortFrom(theLab.HostIP, healthzPort)),
+	}
+	var kept []string
+	for _, l := range strings.Split(string(data), "\n") {
+		key, _, _ := strings.Cut(l, "=")
+		if key = strings.TrimSpace(key); key == "sync_period" || key == "healthz_address" || key == "metrics_address" {
+			continue
+		}
+		kept = append(kept, l)
+	}
+	// Top-level keys go before the first [[clusters]]: first in the file.
+	if err := os.WriteFile(cfgPath, []byte(strings.Join(append(ours, kept...), "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if mode == "ipvs" {
+		if out, err := theLab.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
+			t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
+		}
+	}
+	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = theLab.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")
+	// `ip netns exec` keeps the environment, so the daemon finds the
+	// wrapper first.
+	d.cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		os.Remove(o.failFlag)
+		d.stop()
+		if t.Failed() {
+			t.Logf("kube-outpost log:\n%s", d.log.String())
+		}
+	})
+	o.daemon = d
+	return o
+}
+
+func (o *observed) get(url string) (int, string, error) {
+	resp, err := o.http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// scrape returns the metrics as text.
+func (o *observed) scrape() (samples, error) {
+	code, body, err := o.get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %d: %s", code, body)
+	}
+	return parseSamples(body)
+}
+
+// status returns the code of a health endpoint.
+func (o *observed) status(path string) (int, string) {
+	code, body, err := o.get(o.healthz + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	return code, body
+}
+
+// samples are a scrape's series, by name and then labels written as
+// `a="x",b="y"` (sorted, as the exposition writes them).
+type samples map[string]map[string]float64
+
+var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$`)
+
+func parseSamples(text string) (samples, error) {
+	out := samples{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		l := sc.Text()
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		m := sampleLine.FindStringSubmatch(l)
+		if m == nil {
+			return nil, fmt.Errorf("unparsable metrics line %q", l)
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %q: %v", l, err)
+		}
+		if out[m[1]] == nil {
+			out[m[1]] = map[string]float64{}
+		}
+		out[m[1]][m[2]] = v
+	}
+	return out, sc.Err()
+}
+
+// get returns a series' value, and whether it exists.
+func (s samples) get(name, labels string) (float64, bool) {
+	v, ok := s[name][labels]
+	return v, ok
+}
+
+// value is get with absent series as 0, as counters that never counted.
+func (s samples) value(name, labels string) float64 {
+	v, _ := s.get(name, labels)
+	return v
+}
+
+// want checks series against values; the first mismatch is the error.
+func (s samples) want(series map[string]float64) error {
+	for key, w := range series {
+		name, labels, _ := strings.Cut(key, "|")
+		if v, ok := s.get(name, labels); !ok || v != w {
+			return fmt.Errorf("%s{%s} = %v (present: %v), want %v", name, labels, v, ok, w)
+		}
+	}
+	return nil
+}
+
+// triggeredSlice writes an EndpointSlice as the EndpointSlice controller
+// would after a change at `at`: with the last-change-trigger-time
+// annotation, from which kube-outpost measures network programming latency.
+func triggeredSlice(t *testing.T, c kubernetes.Interface, ns, svc string, ports []port, eps []ep, at time.Time) {
+	t.Helper()
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: svc + "-1",
+			Labels:      map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "kube-outpost-e2e"},
+			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: at.UTC().Format(time.RFC3339Nano)},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for _, p := range ports {
+		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.target)})
+	}
+	for _, e := range eps {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{e.ip},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(e.ready), Serving: ptr.To(e.serving), Terminating: ptr.To(e.terminating)},
+		})
+	}
+	ctx := context.Background()
+	api := c.DiscoveryV1().EndpointSlices(ns)
+	old, err := api.Get(ctx, es.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = api.Create(ctx, es, metav1.CreateOptions{})
+	case err == nil:
+		es.ResourceVersion = old.ResourceVersion
+		_, err = api.Update(ctx, es, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatalf("writing EndpointSlice %s/%s: %v", ns, es.Name, err)
+	}
+}
+
+// TestMetrics scrapes a running daemon as Prometheus would, and probes its
+// health as a load balancer would, while the clusters change, objects are
+// refused, iptables-restore fails, and an apiserver goes away.
+func TestMetrics(t *testing.T) {
+	alphaC, betaC := theLab.Cluster("alpha"), theLab.Cluster("beta")
+	alpha := alphaC.Admin
+	o := startObserved(t)
+	var s samples
+	scrape := func() error {
+		var err error
+		s, err = o.scrape()
+		return err
+	}
+
+	eventually(t, 60*time.Second, "both clusters up and synced, the daemon ready", func() error {
+		if err := scrape(); err != nil {
+			return err
+		}
+		if err := s.want(map[string]float64{
+			`kube_outpost_cluster_up|cluster="alpha"`:                   1,
+			`kube_outpost_cluster_up|cluster="beta"`:                    1,
+			`kube_outpost_cluster_synced|cluster="alpha"`:               1,
+			`kube_outpost_cluster_synced|cluster="beta"`:                1,
+			`kube_outpost_watch_errors_total|cluster="alpha"`:           0,
+			`kube_outpost_build_info|mode="` + mode + `",version="dev"`: 1,
+		}); err != nil {
+			return err
+		}
+		if _, ok := s.get("kube_outpost_services_programmed", `cluster="alpha"`); !ok {
+			return errors.New("no services_programmed for alpha yet")
+		}
+		if code, body := o.status("/readyz"); code != http.StatusOK {
+			return fmt.Errorf("/readyz: %d %s", code, body)
+		}
+		return nil
+	})
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if _, ok := s.get(name, ""); !ok {
+			t.Errorf("no %s: the runtime and process collectors are missing", name)
+		}
+	}
+	if code, body := o.status("/healthz"); code != http.StatusOK || !strings.Contains(body, `"healthy":true`) {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+
+	ns := namespace(t, alpha, "metrics")
+	http1 := []port{{name: "http", proto: corev1.ProtocolTCP, port: 80, target: 8080}}
+
+	t.Run("a service with two endpoints is counted, and its latency measured", func(t *testing.T) {
+		// Other tests' services stay in the lab: count from here.
+		base := s
+		vip := service(t, alpha, ns, "web", http1)
+		triggeredSlice(t, alpha, ns, "web", http1, []ep{readyEP(ip("a1")), readyEP(ip("a2"))}, time.Now())
+		answeredBy(t, url(vip, 80), 20, "a1", "a2")
+		eventually(t, 20*time.Second, "the service counted", func() error {
+			if err := scrape(); err != nil {
+				return err
+			}
+			return s.want(map[string]float64{
+				`kube_outpost_services_programmed|cluster="alpha"`:  base.value("kube_outpost_services_programmed", `cluster="alpha"`) + 1,
+				`kube_outpost_endpoints_programmed|cluster="alpha"`: base.value("kube_outpost_endpoints_programmed", `cluster="alpha"`) + 2,
+				`kube_outpost_service_ports_programmed|`:            base.value("kube_outpost_service_ports_programmed", "") + 1,
+			})
+		})
+		for _, name := range []string{"kube_outpost_sync_proxy_rules_duration_seconds_count", "kube_outpost_network_programming_duration_seconds_count"} {
+			if s.value(name, "") <= base.value(name, "") {
+				t.Errorf("%s did not grow: %v, then %v", name, base.value(name, ""), s.value(name, ""))
+			}
+		}
+		if s.value("kube_outpost_sync_proxy_rules_last_timestamp_seconds", "") <= base.value("kube_outpost_sync_proxy_rules_last_timestamp_seconds", "") {
+			t.Error("the last sync time did not move")
+		}
+
+		// An endpoint goes: one more latency, one endpoint less.
+		base = s
+		triggeredSlice(t, alpha, ns, "web", http1, []ep{readyEP(ip("a2"))}, time.Now())
+		answeredBy(t, url(vip, 80), 10, "a2")
+		eventually(t, 20*time.Second, "the endpoint change measured", func() error {
+			if err := scrape(); err != nil {
+				return err
+			}
+			if err := s.want(map[string]float64{
+				`kube_outpost_endpoints_programmed|cluster="alpha"`: base.value("kube_outpost_endpoints_programmed", `cluster="alpha"`) - 1,
+			}); err != nil {
+				return err
+			}
+			const n = "kube_outpost_network_programming_duration_seconds_count"
+			if s.value(n, "") <= base.value(n, "") {
+				return fmt.Errorf("%s still %v", n, s.value(n, ""))
+			}
+			return nil
+		})
+	})
+
+	t.Run("refused objects are counted by reason", func(t *testing.T) {
+		base := s
+		ext := `kube_outpost_services_refused_total|cluster="alpha",reason="external_ips"`
+		unsafe := `kube_outpost_services_refused_total|cluster="alpha",reason="unsafe_endpoint"`
+		extName, unsafeName := strings.Split(ext, "|"), strings.Split(unsafe, "|")
+		service(t, alpha, ns, "ext", http1, func(svc *corev1.Service) { svc.Spec.ExternalIPs = []string{"203.0.113.7"} })
+		service(t, alpha, ns, "bad", http1)
+		slice(t, alpha, ns, "bad", "1", http1, []ep{readyEP("224.1.1.1")})
+		eventually(t, 20*time.Second, "refusals counted", func() error {
+			if err := scrape(); err != nil {
+				return err
+			}
+			return s.want(map[string]float64{
+				ext:    base.value(extName[0], extName[1]) + 1,
+				unsafe: base.value(unsafeName[0], unsafeName[1]) + 1,
+			})
+		})
+	})
+
+	t.Run("healthz fails while iptables-restore does, and recovers", func(t *testing.T) {
+		onlyIn(t, "iptables", "ipvs mode runs iptables-restore only for its few fixed rules, not for a new service")
+		const failures = "kube_outpost_sync_proxy_rules_restore_failures_total"
+		base := s
+		if err := os.WriteFile(o.failFlag, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		vip := service(t, alpha, ns, "flip", http1)
+		slice(t, alpha, ns, "flip", "1", http1, []ep{readyEP(ip("a3"))})
+		eventually(t, 30*time.Second, "/healthz failing", func() error {
+			if code, body := o.status("/healthz"); code != http.StatusServiceUnavailable {
+				return fmt.Errorf("/healthz: %d %s", code, body)
+			}
+			return nil
+		})
+		_, unhealthy := o.status("/healthz")
+		if code, body := o.status("/readyz"); code != http.StatusServiceUnavailable {
+			t.Errorf("/readyz while unhealthy: %d %s", code, body)
+		}
+		if err := scrape(); err != nil {
+			t.Fatal(err)
+		}
+		if s.value(failures, "") <= base.value(failures, "") {
+			t.Errorf("%s did not grow: %v, then %v", failures, base.value(failures, ""), s.value(failures, ""))
+		}
+		if n := o.count(`made to fail by the e2e test`); n == 0 {
+			t.Error("the daemon never logged the failing iptables-restore")
+		}
+
+		if err := os.Remove(o.failFlag); err != nil {
+			t.Fatal(err)
+		}
+		answeredBy(t, url(vip, 80), 5, "a3")
+		eventually(t, 30*time.Second, "/healthz recovered", func() error {
+			for _, p := range []string{"/healthz", "/livez", "/readyz"} {
+				if code, body := o.status(p); code != http.StatusOK {
+					return fmt.Errorf("%s: %d %s", p, code, body)
+				}
+			}
+			return nil
+		})
+		if testing.Verbose() {
+			t.Logf("GET /healthz while iptables-restore failed:\n%s", unhealthy)
+		}
+	})
+
+	t.Run("cluster_up follows the apiserver", func(t *testing.T) {
+		const watchErrors = "kube_outpost_watch_errors_total"
+		base := s
+		if err := betaC.StopAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		restarted := false
+		defer func() {
+			if !restarted {
+				betaC.StartAPIServer(context.Background())
+			}
+		}()
+		eventually(t, 60*time.Second, "beta down", func() error {
+			if err := scrape(); err != nil {
+				return err
+			}
+			return s.want(map[string]float64{
+				`kube_outpost_cluster_up|cluster="beta"`:     0,
+				`kube_outpost_cluster_synced|cluster="beta"`: 1, // its rules stay
+				`kube_outpost_cluster_up|cluster="alpha"`:    1,
+			})
+		})
+		if s.value(watchErrors, `cluster="beta"`) <= base.value(watchErrors, `cluster="beta"`) {
+			t.Errorf("%s{beta} did not grow with its apiserver down: %v", watchErrors, s.value(watchErrors, `cluster="beta"`))
+		}
+		if code, body := o.status("/healthz"); code != http.StatusOK {
+			t.Errorf("/healthz with an apiserver down (its rules stay in force): %d %s", code, body)
+		}
+		if err := betaC.StartAPIServer(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		restarted = true
+		eventually(t, 120*time.Second, "beta up again", func() error {
+			if err := scrape(); err != nil {
+				return err
+			}
+			return s.want(map[string]float64{`kube_outpost_cluster_up|cluster="beta"`: 1})
+		})
+	})
+
+	// What an operator sees, for the documentation: run with -v.
+	if testing.Verbose() {
+		ctx := context.Background()
+		if out, err := theLab.HostRun(ctx, "sh", "-c", "curl -s "+metricsAddr+"/metrics | grep kube_outpost_"); err == nil {
+			t.Logf("curl -s %s/metrics | grep kube_outpost_\n%s", metricsAddr, out)
+		}
+		for _, p := range []string{"/healthz", "/readyz"} {
+			if out, err := theLab.HostRun(ctx, "curl", "-si", o.healthz+p); err == nil {
+				t.Logf("curl -si %s%s\n%s", o.healthz, p, out)
+			}
+		}
+	}
+}
