@@ -19,6 +19,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/daemon"
+	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,9 +35,13 @@ Usage:
   kube-outpost prepare      [--config FILE]    (privileged: kernel modules and sysctls the mode needs)
   kube-outpost cleanup      [--log-level LEVEL]
   kube-outpost service      install|uninstall|start|stop|status [--config FILE]
+  kube-outpost status       [--socket PATH] [--output text|json]
+  kube-outpost explain      CLUSTER/NAMESPACE/NAME | CLUSTER-IP:PORT[/PROTOCOL] [--socket PATH] [--output text|json]
   kube-outpost version
 
-The config file defaults to ` + defaultConfig + `.
+The config file defaults to ` + defaultConfig + `. status and explain ask the
+running daemon on its status socket (status_socket), by default
+` + status.DefaultSocket + `; they need root.
 `
 
 func main() {
@@ -64,6 +69,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "service":
 		return serviceCommand(args, stdout, stderr)
+	case "status":
+		return statusCommand(args, stdout, stderr)
+	case "explain":
+		return explainCommand(args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "kube-outpost %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -54,6 +54,9 @@ func TestCheckConfig(t *testing.T) {
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`}},
 		{name: "no command", args: nil, code: 2, stderr: []string{"Usage:"}},
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"kube-outpost dev"}},
+		{name: "status without a daemon", args: []string{"status", "--socket", filepath.Join(dir, "none.sock")}, code: 1,
+			stderr: []string{"kube-outpost is not running (no socket at " + filepath.Join(dir, "none.sock") + ")"}},
+		{name: "explain usage", args: []string{"explain"}, code: 2, stderr: []string{"Usage: kube-outpost explain"}},
 		{name: "stray argument", args: []string{"check-config", "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}},
 		{name: "bad log level", args: []string{"run", "--log-level", "loud"}, code: 2, stderr: []string{"--log-level"}},
 	} {

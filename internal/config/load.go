@@ -112,20 +112,36 @@ type rawConfig struct {
 	HealthzAddress any          `toml:"healthz_address"`
 	LogLevel       any          `toml:"log_level"`
 	LogFormat      any          `toml:"log_format"`
+	StatusSocket   any          `toml:"status_socket"`
 	Clusters       []rawCluster `toml:"clusters"`
 }
 
 type rawCluster struct {
-	Name         any `toml:"name"`
-	Kubeconfig   any `toml:"kubeconfig"`
-	Context      any `toml:"context"`
-	ServiceCIDRs any `toml:"service_cidrs"`
+	Name              any `toml:"name"`
+	Kubeconfig        any `toml:"kubeconfig"`
+	Context           any `toml:"context"`
+	ServiceCIDRs      any `toml:"service_cidrs"`
+	LocalServiceCIDR  any `toml:"local_service_cidr"`
+	Namespaces        any `toml:"namespaces"`
+	ExcludeNamespaces any `toml:"exclude_namespaces"`
+	ServiceSelector   any `toml:"service_selector"`
+	Reach             any `toml:"reach"`
+	NodeAddressTypes  any `toml:"node_address_types"`
+	ServeNodePorts    any `toml:"serve_node_ports"`
+	AllowExternalIPs  any `toml:"allow_external_ips"`
+	EndpointCIDRs     any `toml:"endpoint_cidrs"`
 }
 
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
-		"metrics_address", "healthz_address", "log_level", "log_format", "clusters"}
+		"metrics_address", "healthz_address", "log_level", "log_format", "status_socket", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs"}
+	// multiClusterKeys are parsed (clusterkeys.go) but not offered until
+	// the daemon acts on them: a key that is accepted and ignored would
+	// mislead.
+	multiClusterKeys = []string{"local_service_cidr",
+		"namespaces", "exclude_namespaces", "service_selector", "reach", "node_address_types",
+		"serve_node_ports", "allow_external_ips", "endpoint_cidrs"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 )
@@ -142,12 +158,15 @@ type checker struct {
 	names    map[string]int
 }
 
+// seenCIDR is a range where a cluster's ClusterIPs appear on this host: a
+// service CIDR, or the local_service_cidr that replaces one.
 type seenCIDR struct {
-	cluster int
-	who     string
-	index   int
-	prefix  netip.Prefix
-	line    int
+	cluster  int
+	who      string
+	key      string // e.g. "service_cidrs[1]" or "local_service_cidr"
+	prefix   netip.Prefix
+	line     int
+	replaced bool // a service CIDR mapped away by local_service_cidr
 }
 
 // add records a problem; who, when not empty, names the cluster.
@@ -241,6 +260,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 		HealthzAddress: DefaultHealthzAddress,
 		LogLevel:       DefaultLogLevel,
 		LogFormat:      DefaultLogFormat,
+		StatusSocket:   DefaultStatusSocket,
 	}
 
 	line := c.loc.line(-1, "mode")
@@ -292,6 +312,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 
 	c.serving(cfg, raw)
 	c.logging(cfg, raw)
+	c.statusSocket(cfg, raw)
 
 	if len(raw.Clusters) == 0 {
 		c.add(c.loc.line(-1, "clusters"), "", "no clusters: add a [[clusters]] table")
@@ -300,6 +321,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	for i, rc := range raw.Clusters {
 		cfg.Clusters = append(cfg.Clusters, c.cluster(i, rc))
 	}
+	c.overlaps()
 	return cfg
 }
 
@@ -400,6 +422,24 @@ func (c *checker) logging(cfg *Config, raw *rawConfig) {
 	}
 }
 
+// statusSocket checks the path of the status socket; "" turns it off.
+func (c *checker) statusSocket(cfg *Config, raw *rawConfig) {
+	line := c.loc.line(-1, "status_socket")
+	s, ok := c.str(line, "", "status_socket", raw.StatusSocket, fmt.Sprintf("a path like %q", DefaultStatusSocket))
+	switch {
+	case !ok:
+	case s != "" && !filepath.IsAbs(s):
+		c.add(line, "", "status_socket %q: must be an absolute path, like %q, or \"\" to turn it off", s, DefaultStatusSocket)
+	case len(s) > maxSocketPath:
+		c.add(line, "", "status_socket %q: %d bytes, longer than the %d a unix socket's path may have", s, len(s), maxSocketPath)
+	default:
+		cfg.StatusSocket = s
+	}
+}
+
+// maxSocketPath is the room in sockaddr_un.sun_path, without its NUL.
+const maxSocketPath = 107
+
 func (c *checker) mark(v any, def uint32) uint32 {
 	if v == nil {
 		return def
@@ -462,6 +502,11 @@ func (c *checker) cluster(i int, raw rawCluster) Cluster {
 	}
 
 	cl.ServiceCIDRs = c.serviceCIDRs(i, who, line("service_cidrs"), raw.ServiceCIDRs)
+	c.localServiceCIDR(i, &cl, who, line("local_service_cidr"), raw.LocalServiceCIDR)
+	c.selection(&cl, who, line, raw)
+	c.reach(&cl, who, line, raw)
+	cl.AllowExternalIPs = c.cidrList(line("allow_external_ips"), who, "allow_external_ips", raw.AllowExternalIPs)
+	cl.EndpointCIDRs = c.cidrList(line("endpoint_cidrs"), who, "endpoint_cidrs", raw.EndpointCIDRs)
 	return cl
 }
 
@@ -503,8 +548,8 @@ func (c *checker) kubeconfig(cl *Cluster, who string, line func(string) int) {
 	cl.ContextName, cl.Server = name, server.Server
 }
 
-// serviceCIDRs checks the CIDRs of clusters[i], and that they do not overlap
-// those of earlier clusters: a ClusterIP must say which cluster it belongs to.
+// serviceCIDRs checks the CIDRs of clusters[i]; overlaps checks them
+// against the other clusters' once all are known.
 func (c *checker) serviceCIDRs(i int, who string, line int, v any) []netip.Prefix {
 	if v == nil {
 		c.add(line, who, `service_cidrs is required: the cluster's Service IP ranges, like ["10.96.0.0/12"]`)
@@ -530,13 +575,7 @@ func (c *checker) serviceCIDRs(i int, who string, line int, v any) []netip.Prefi
 			c.add(line, who, "service_cidrs[%d] %q: %v", j, s, err)
 			continue
 		}
-		for _, o := range c.cidrs {
-			if o.cluster != i && o.prefix.Overlaps(p) {
-				c.add(line, who, "service_cidrs[%d] %s overlaps %s service_cidrs[%d] %s (line %d)",
-					j, p, o.who, o.index, o.prefix, o.line)
-			}
-		}
-		c.cidrs = append(c.cidrs, seenCIDR{cluster: i, who: who, index: j, prefix: p, line: line})
+		c.cidrs = append(c.cidrs, seenCIDR{cluster: i, who: who, key: fmt.Sprintf("service_cidrs[%d]", j), prefix: p, line: line})
 		out = append(out, p)
 	}
 	return out

@@ -101,12 +101,14 @@ func TestParse(t *testing.T) {
 			HealthzAddress: netip.MustParseAddrPort("127.0.0.1:10256"),
 			LogLevel:       slog.LevelInfo,
 			LogFormat:      LogText,
+			StatusSocket:   "/run/kube-outpost/status.sock",
 			Clusters: []Cluster{{
 				Name:         "prod",
 				Kubeconfig:   filepath.Join(dir, "prod.kubeconfig"),
 				ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
 				ContextName:  "default",
-				Server:       "https://default.example:6443",
+				Reach:        ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Server: "https://default.example:6443",
 			}},
 		},
 	}, {
@@ -123,6 +125,7 @@ func TestParse(t *testing.T) {
 			`healthz_address = ""`,
 			`log_level = "debug"`,
 			`log_format = "json"`,
+			`status_socket = ""`,
 			``,
 			`[[clusters]] # a comment`,
 			`name = "blue-1"`,
@@ -158,7 +161,8 @@ func TestParse(t *testing.T) {
 					netip.MustParsePrefix("fd00:10:96::/108"),
 				},
 				ContextName: "blue",
-				Server:      "https://blue.example:6443",
+				Reach:       ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Server: "https://blue.example:6443",
 			}, {
 				Name:       "green",
 				Kubeconfig: filepath.Join(dir, "multi.kubeconfig"),
@@ -168,7 +172,8 @@ func TestParse(t *testing.T) {
 					netip.MustParsePrefix("fd00:10:97::/108"),
 				},
 				ContextName: "green",
-				Server:      "https://green.example:6443",
+				Reach:       ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Server: "https://green.example:6443",
 			}},
 		},
 	}} {
@@ -271,6 +276,15 @@ func TestParseProblems(t *testing.T) {
 			`2: healthz_address 127.0.0.1:10249 and metrics_address 0.0.0.0:10249 cannot both listen on port 10249: ` +
 				`give them the same address to serve both on one listener, or different ports`,
 		}},
+		{"status socket", top(`status_socket = "run/ko.sock"`), []string{
+			`1: status_socket "run/ko.sock": must be an absolute path, like "/run/kube-outpost/status.sock", or "" to turn it off`,
+		}},
+		{"status socket too long", top(`status_socket = "/run/` + strings.Repeat("x", 110) + `"`), []string{
+			`1: status_socket "/run/` + strings.Repeat("x", 110) + `": 115 bytes, longer than the 107 a unix socket's path may have`,
+		}},
+		{"status socket type", top(`status_socket = false`), []string{
+			`1: status_socket: must be a path like "/run/kube-outpost/status.sock", not a boolean`,
+		}},
 		{"addresses may be equal", top(`metrics_address = "0.0.0.0:10249"`, `healthz_address = "0.0.0.0:10249"`), nil},
 		{"addresses may share a port on two IPs", top(`metrics_address = "127.0.0.1:9000"`, `healthz_address = "127.0.0.2:9000"`), nil},
 		{"log level", top(`log_level = "verbose"`), []string{`1: log_level "verbose": must be debug, info, warn or error`}},
@@ -361,8 +375,8 @@ func TestParseProblems(t *testing.T) {
 			`kubeconfig = "prod.kubeconfig"`,
 			`service_cidrs = ["10.96.0.0/16", "10.112.0.0/12", "fd00::/108"]`,
 		), []string{
-			`8: cluster "b": service_cidrs[0] 10.96.0.0/16 overlaps cluster "a" service_cidrs[0] 10.96.0.0/12 (line 4)`,
-			`8: cluster "b": service_cidrs[2] fd00::/108 overlaps cluster "a" service_cidrs[1] fd00::/64 (line 4)`,
+			`8: cluster "b": service_cidrs[0] 10.96.0.0/16 overlaps cluster "a" service_cidrs[0] 10.96.0.0/12 (line 4): two clusters cannot share ClusterIPs on one host; set local_service_cidr on one of them to reach its ClusterIPs at a range of this host's own`,
+			`8: cluster "b": service_cidrs[2] fd00::/108 overlaps cluster "a" service_cidrs[1] fd00::/64 (line 4): two clusters cannot share ClusterIPs on one host; set local_service_cidr on one of them to reach its ClusterIPs at a range of this host's own`,
 		}},
 		{"cidrs may overlap within a cluster", lines(`[[clusters]]`, `name = "prod"`, `kubeconfig = "prod.kubeconfig"`,
 			`service_cidrs = ["10.96.0.0/12", "10.96.0.0/16"]`), nil},
@@ -509,6 +523,7 @@ func TestExample(t *testing.T) {
 		HealthzAddress: DefaultHealthzAddress,
 		LogLevel:       DefaultLogLevel,
 		LogFormat:      DefaultLogFormat,
+		StatusSocket:   DefaultStatusSocket,
 		Clusters:       cfg.Clusters,
 	}
 	if !reflect.DeepEqual(*cfg, defaults) {

@@ -53,9 +53,28 @@ type Config struct {
 	// is given.
 	LogLevel  slog.Level
 	LogFormat LogFormat
+	// StatusSocket is the unix socket `kube-outpost status` and `kube-outpost
+	// explain` ask the daemon on; "" turns it off.
+	StatusSocket string
 
 	Clusters []Cluster
 }
+
+// Reach is how packets reach a cluster's endpoints from this host.
+type Reach string
+
+const (
+	// ReachDirect DNATs to the endpoint IPs: the network routes pod IPs.
+	ReachDirect Reach = "direct"
+	// ReachNodePort DNATs to <node address>:<nodePort> of the service.
+	ReachNodePort Reach = "nodeport"
+	// ReachRoutes installs a route per node podCIDR via the node, then
+	// behaves like direct.
+	ReachRoutes Reach = "routes"
+)
+
+// NodeAddressTypes are the node address types a cluster may prefer.
+var NodeAddressTypes = []string{"InternalIP", "ExternalIP"}
 
 // LogFormat is how log records are written.
 type LogFormat string
@@ -78,6 +97,35 @@ type Cluster struct {
 	Context string
 	// ServiceCIDRs: ClusterIPs outside them are refused.
 	ServiceCIDRs []netip.Prefix
+	// LocalServiceCIDR, when valid, is where this host reaches the
+	// cluster's ClusterIPs of its family: each is mapped 1:1, at the same
+	// offset, from the cluster's service range of that family (exactly one,
+	// of the same size), so that clusters with the same service range can
+	// be reached side by side. The zero value maps nothing.
+	LocalServiceCIDR netip.Prefix
+
+	// Namespaces limits the watch to these namespaces (empty: all);
+	// ExcludeNamespaces leaves these out. At most one of the two is set.
+	Namespaces        []string
+	ExcludeNamespaces []string
+	// ServiceSelector is a Kubernetes label selector on Services ("" for
+	// all), validated by Load.
+	ServiceSelector string
+
+	// Reach is how packets get from this host to the cluster's endpoints.
+	Reach Reach
+	// NodeAddressTypes is the order in which a node's addresses are
+	// preferred when Reach is nodeport or routes (default InternalIP).
+	NodeAddressTypes []string
+	// ServeNodePorts makes this host answer on its own non-loopback
+	// addresses at each service's nodePort, as a node would.
+	ServeNodePorts bool
+	// AllowExternalIPs: externalIPs and LoadBalancer ingress IPs inside
+	// these ranges are programmed; none is when it is empty.
+	AllowExternalIPs []netip.Prefix
+	// EndpointCIDRs, when not empty, is where endpoints may be: others are
+	// dropped.
+	EndpointCIDRs []netip.Prefix
 
 	// ContextName is the context in use: Context, or the kubeconfig's
 	// current-context when Context is empty. Filled by Load from the
@@ -98,6 +146,8 @@ const (
 	DefaultIPVSScheduler  = "rr"
 	DefaultLogLevel       = slog.LevelInfo
 	DefaultLogFormat      = LogText
+	// DefaultStatusSocket is under the unit's RuntimeDirectory.
+	DefaultStatusSocket = "/run/kube-outpost/status.sock"
 )
 
 // The addresses kube-proxy uses by default, so that existing scrape configs

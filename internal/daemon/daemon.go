@@ -52,7 +52,8 @@ type Daemon struct {
 	clusters    map[string]*clusterHandle
 	generation  int
 	lastSync    SyncResult
-	syncStarted time.Time // zero when no sync runs
+	lastSuccess SyncResult // zero before the first successful sync
+	syncStarted time.Time  // zero when no sync runs
 	ready       bool
 }
 
@@ -195,7 +196,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	statusLn, err := d.listenStatus()
+	if err != nil {
+		closeAll(servers)
+		return err
+	}
 	d.serve(ctx, servers)
+	stopStatus := d.serveStatus(ctx, statusLn)
+	defer stopStatus()
 	d.mu.Lock()
 	d.ctx = ctx
 	d.started = time.Now()
@@ -360,6 +368,9 @@ func (d *Daemon) sync(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	d.lastSync = res
+	if res.Err == nil {
+		d.lastSuccess = res
+	}
 	d.syncStarted = time.Time{}
 	d.mu.Unlock()
 	d.metrics.ObserveSync(metrics.Sync{

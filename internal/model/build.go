@@ -1,8 +1,10 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -89,12 +91,15 @@ func buildService(cfg ClusterConfig, svc *corev1.Service, slices []*discoveryv1.
 				Port:      uint16(sp.Port),
 				Affinity:  affinity,
 			}
+			sel := selectEndpoints(sp.Name, proto, ip.Is6(), slices)
 			if localOnly {
+				// Every endpoint is filtered out, and nothing about them is
+				// reported: none of them is ever used.
 				p.NoEndpointsReason = "internalTrafficPolicy is Local, and an outside host has no node-local endpoints"
+				p.Excluded = filtered(sel)
 			} else {
-				var eps []string
-				p.Endpoints, p.NoEndpointsReason, eps = selectEndpoints(sp.Name, proto, ip.Is6(), slices)
-				for _, e := range eps {
+				p.Endpoints, p.NoEndpointsReason, p.Excluded = sel.endpoints, sel.reason, sel.excluded
+				for _, e := range sel.problems {
 					problem("%s", e)
 				}
 			}
@@ -139,22 +144,43 @@ func (c candidate) rank() int {
 	return 0
 }
 
+// selection is what selectEndpoints decided for one service port.
+type selection struct {
+	endpoints []Endpoint
+	reason    string // why endpoints is empty
+	// excluded are the endpoints left out, with the reason: the same
+	// decisions that chose endpoints, recorded where they are made.
+	excluded []ExcludedEndpoint
+	problems []string
+}
+
 // selectEndpoints picks the usable endpoints of one service port, following
 // kube-proxy: ready endpoints; when none is ready, those that are terminating
 // but still serving. Unsafe addresses are dropped and reported.
-func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discoveryv1.EndpointSlice) ([]Endpoint, string, []string) {
+func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discoveryv1.EndpointSlice) selection {
 	want := discoveryv1.AddressTypeIPv4
 	if v6 {
 		want = discoveryv1.AddressTypeIPv6
 	}
-	var problems []string
+	var sel selection
+	var dropped []ExcludedEndpoint
+	drop := func(addr string, port uint16, r Exclusion, detail string) {
+		dropped = append(dropped, ExcludedEndpoint{Address: addr, Port: port, Reason: r, Detail: detail})
+	}
 	cands := map[netip.AddrPort]candidate{}
 	for _, es := range slices {
+		// Slices of the other family or FQDN slices are not this port's:
+		// the other family's port lists their endpoints.
 		if es.AddressType != want {
 			continue
 		}
-		port, ok := slicePort(es, portName, proto)
-		if !ok {
+		port, noPort := slicePort(es, portName, proto)
+		if noPort != "" {
+			for _, ep := range es.Endpoints {
+				if len(ep.Addresses) > 0 {
+					drop(normalized(ep.Addresses[0]), 0, ExcludedNoPort, noPort)
+				}
+			}
 			continue
 		}
 		for i, ep := range es.Endpoints {
@@ -165,19 +191,23 @@ func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discove
 			// are the same endpoint by definition.
 			ip, err := netip.ParseAddr(ep.Addresses[0])
 			if err != nil {
-				problems = append(problems, fmt.Sprintf("EndpointSlice %s: endpoints[%d] address %q is not an IP address: dropped", es.Name, i, ep.Addresses[0]))
+				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoints[%d] address %q is not an IP address: dropped", es.Name, i, ep.Addresses[0]))
+				drop(ep.Addresses[0], port, ExcludedInvalid, "not an IP address")
 				continue
 			}
 			ip = ip.Unmap()
 			if ip.Is6() != v6 {
+				drop(ip.String(), port, ExcludedWrongFamily, fmt.Sprintf("an address of the other family in an %s EndpointSlice", want))
 				continue
 			}
 			if ip.Zone() != "" {
-				problems = append(problems, fmt.Sprintf("EndpointSlice %s: endpoint %s has an IPv6 zone: dropped", es.Name, ip))
+				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s has an IPv6 zone: dropped", es.Name, ip))
+				drop(ip.String(), port, ExcludedInvalid, "an address with an IPv6 zone")
 				continue
 			}
 			if why := unsafeEndpoint(ip); why != "" {
-				problems = append(problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
+				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
+				drop(ip.String(), port, ExcludedUnsafe, why)
 				continue
 			}
 			c := candidate{
@@ -195,31 +225,104 @@ func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discove
 		}
 	}
 	var ready, fallback []Endpoint
+	candIPs := map[string]bool{}
 	for ap, c := range cands {
+		candIPs[ap.Addr().String()] = true
 		switch c.rank() {
 		case 2:
 			ready = append(ready, Endpoint{Addr: ap})
 		case 1:
 			fallback = append(fallback, Endpoint{Addr: ap, Terminating: true})
+		default:
+			r, detail := ExcludedNotReady, "not ready"
+			if c.terminating && !c.serving {
+				r, detail = ExcludedNotServing, "terminating, and no longer serving"
+			}
+			drop(ap.Addr().String(), ap.Port(), r, detail)
 		}
 	}
 	out := ready
 	if len(out) == 0 {
 		out = fallback
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Addr.Compare(out[j].Addr) < 0 })
-	reason := ""
-	if len(out) == 0 {
-		reason = "no ready endpoints"
-		if len(cands) == 0 {
-			reason = "no endpoints"
+	} else {
+		for _, e := range fallback {
+			drop(e.Addr.Addr().String(), e.Addr.Port(), ExcludedTerminating, "terminating; still serving, but used only while no endpoint is ready")
 		}
 	}
-	return out, reason, problems
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr.Compare(out[j].Addr) < 0 })
+	sel.endpoints = out
+	if len(out) == 0 {
+		sel.reason = "no ready endpoints"
+		if len(cands) == 0 {
+			sel.reason = "no endpoints"
+		}
+	}
+	// An address that a slice without the port also lists is not left out
+	// for that when another slice gives it the port.
+	kept := dropped[:0]
+	for _, d := range dropped {
+		if d.Reason != ExcludedNoPort || !candIPs[d.Address] {
+			kept = append(kept, d)
+		}
+	}
+	sel.excluded = sortExcluded(kept)
+	return sel
 }
 
-// slicePort finds the target port a slice gives the named service port.
-func slicePort(es *discoveryv1.EndpointSlice, name string, proto Protocol) (uint16, bool) {
+// filtered is a selection of a port whose traffic policy leaves every
+// endpoint out: the usable ones become exclusions too.
+func filtered(sel selection) []ExcludedEndpoint {
+	out := slices.Clone(sel.excluded)
+	for _, e := range sel.endpoints {
+		out = append(out, ExcludedEndpoint{Address: e.Addr.Addr().String(), Port: e.Addr.Port(), Reason: ExcludedFiltered,
+			Detail: "internalTrafficPolicy is Local: only node-local endpoints are used, and this host is no node"})
+	}
+	return sortExcluded(out)
+}
+
+// sortExcluded orders exclusions by address (unparsable ones last, by
+// text), then port, and keeps the first of each address and port: the
+// same endpoint in two slices is one endpoint.
+func sortExcluded(in []ExcludedEndpoint) []ExcludedEndpoint {
+	if len(in) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(in, func(a, b ExcludedEndpoint) int {
+		ia, ea := netip.ParseAddr(a.Address)
+		ib, eb := netip.ParseAddr(b.Address)
+		switch {
+		case ea == nil && eb == nil:
+			if c := ia.Compare(ib); c != 0 {
+				return c
+			}
+		case ea == nil:
+			return -1
+		case eb == nil:
+			return 1
+		default:
+			if c := strings.Compare(a.Address, b.Address); c != 0 {
+				return c
+			}
+		}
+		// Then the detail, so that which of two slices naming the same
+		// endpoint comes first does not matter.
+		return cmp.Or(cmp.Compare(a.Port, b.Port), strings.Compare(a.Detail, b.Detail))
+	})
+	return slices.CompactFunc(in, func(a, b ExcludedEndpoint) bool { return a.Address == b.Address && a.Port == b.Port })
+}
+
+// normalized is an address as netip prints it, or as given when it does
+// not parse.
+func normalized(addr string) string {
+	if ip, err := netip.ParseAddr(addr); err == nil {
+		return ip.Unmap().String()
+	}
+	return addr
+}
+
+// slicePort finds the target port a slice gives the named service port; when
+// there is none it says why instead.
+func slicePort(es *discoveryv1.EndpointSlice, name string, proto Protocol) (uint16, string) {
 	for _, p := range es.Ports {
 		pn := ""
 		if p.Name != nil {
@@ -233,11 +336,19 @@ func slicePort(es *discoveryv1.EndpointSlice, name string, proto Protocol) (uint
 			continue
 		}
 		if *p.Port < 1 || *p.Port > 65535 {
-			return 0, false
+			return 0, fmt.Sprintf("EndpointSlice %s gives port %s the number %d, out of range", es.Name, portName(name, proto), *p.Port)
 		}
-		return uint16(*p.Port), true
+		return uint16(*p.Port), ""
 	}
-	return 0, false
+	return 0, fmt.Sprintf("EndpointSlice %s has no port %s", es.Name, portName(name, proto))
+}
+
+// portName names a service port in messages: "http"/TCP, or unnamed/UDP.
+func portName(name string, proto Protocol) string {
+	if name == "" {
+		return "unnamed/" + string(proto)
+	}
+	return fmt.Sprintf("%q/%s", name, proto)
 }
 
 var metadataAddrs = []netip.Addr{

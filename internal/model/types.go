@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -90,23 +91,85 @@ type ServicePort struct {
 	Endpoints []Endpoint
 	// NoEndpointsReason says why Endpoints is empty, for logs and status.
 	NoEndpointsReason string
+	// Excluded are the endpoints of the service's EndpointSlices that are
+	// not in Endpoints, each with the reason, sorted by address. They
+	// program nothing; they are kept so that `kube-outpost explain` shows
+	// the decisions buildService made instead of guessing them again.
+	Excluded []ExcludedEndpoint
 }
 
-// Equal reports whether two service ports program the same rules.
+// Exclusion classifies why an endpoint is left out: a small fixed set that
+// scripts can match, with the specifics in ExcludedEndpoint.Detail.
+type Exclusion string
+
+const (
+	// ExcludedNotReady: not ready, and not a terminating endpoint that
+	// still serves either.
+	ExcludedNotReady Exclusion = "not-ready"
+	// ExcludedNotServing: terminating and no longer serving.
+	ExcludedNotServing Exclusion = "terminating-not-serving"
+	// ExcludedTerminating: terminating but still serving, and left out
+	// because ready endpoints exist (the fallback is not needed).
+	ExcludedTerminating Exclusion = "terminating"
+	// ExcludedUnsafe: an address that must never be a DNAT target on
+	// this host (loopback, link-local, the metadata address, ...).
+	ExcludedUnsafe Exclusion = "unsafe-address"
+	// ExcludedInvalid: not an IP address, or one with an IPv6 zone.
+	ExcludedInvalid Exclusion = "invalid-address"
+	// ExcludedWrongFamily: an address of the other IP family than its
+	// EndpointSlice's addressType.
+	ExcludedWrongFamily Exclusion = "wrong-family"
+	// ExcludedNoPort: its EndpointSlice gives no usable target port for
+	// this service port.
+	ExcludedNoPort Exclusion = "no-port"
+	// ExcludedFiltered: usable, but the service's traffic policy leaves it
+	// out (internalTrafficPolicy: Local).
+	ExcludedFiltered Exclusion = "filtered"
+)
+
+// ExcludedEndpoint is an endpoint left out of a service port, and why.
+type ExcludedEndpoint struct {
+	// Address is the endpoint's first address, normalized when it parses,
+	// as the EndpointSlice has it when it does not.
+	Address string
+	// Port is its target port for this service port; 0 when its slice
+	// gives none.
+	Port   uint16
+	Reason Exclusion
+	// Detail says it in words, naming what the reason alone does not
+	// (which unsafe range, which slice lacks which port).
+	Detail string
+}
+
+// String is the address with its port, "10.0.1.7:8080", or the bare
+// address when there is no port.
+func (e ExcludedEndpoint) String() string {
+	if e.Port == 0 {
+		return e.Address
+	}
+	if ip, err := netip.ParseAddr(e.Address); err == nil {
+		return netip.AddrPortFrom(ip, e.Port).String()
+	}
+	return fmt.Sprintf("%s:%d", e.Address, e.Port)
+}
+
+// Equal reports whether two service ports are the same desired state.
+//
+// Excluded is part of it although it programs nothing: the store keeps the
+// old value of a port whose new one is Equal, so leaving Excluded out would
+// have explain show the reasons of an earlier change (an endpoint that
+// turned ready would still be "not ready"). The price is that a change
+// only to left-out endpoints makes a sync in which the backend rewrites
+// that one port to the same rules; kube-proxy syncs on such changes too.
 func (p *ServicePort) Equal(o *ServicePort) bool {
 	if p == o {
 		return true
 	}
 	if p == nil || o == nil || p.Key != o.Key || p.ClusterIP != o.ClusterIP || p.Port != o.Port ||
-		p.Affinity != o.Affinity || len(p.Endpoints) != len(o.Endpoints) || p.NoEndpointsReason != o.NoEndpointsReason {
+		p.Affinity != o.Affinity || p.NoEndpointsReason != o.NoEndpointsReason {
 		return false
 	}
-	for i := range p.Endpoints {
-		if p.Endpoints[i] != o.Endpoints[i] {
-			return false
-		}
-	}
-	return true
+	return slices.Equal(p.Endpoints, o.Endpoints) && slices.Equal(p.Excluded, o.Excluded)
 }
 
 // ClusterState is the desired state of one cluster.

@@ -66,8 +66,8 @@ func TestIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	gamma := l.Cluster("gamma")
-	cfg := fmt.Sprintf("mode = \"iptables\"\nmin_sync_period = \"200ms\"\n\n[[clusters]]\nname = \"gamma\"\nkubeconfig = %q\nservice_cidrs = [%q, %q]\n",
-		gamma.Kubeconfig, gammaRange.String(), gammaRange6.String())
+	cfg := fmt.Sprintf("mode = \"iptables\"\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n\n[[clusters]]\nname = \"gamma\"\nkubeconfig = %q\nservice_cidrs = [%q, %q]\n",
+		statusSocket(t), gamma.Kubeconfig, gammaRange.String(), gammaRange6.String())
 	cfgPath := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -140,7 +140,7 @@ func writeConfig(t *testing.T, clusters ...string) string {
 		clusters = []string{"alpha", "beta"}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "mode = %q\nmin_sync_period = \"200ms\"\n", mode)
+	fmt.Fprintf(&b, "mode = %q\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n", mode, statusSocket(t))
 	for _, name := range clusters {
 		c := theLab.Cluster(name)
 		fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", name, c.Kubeconfig, c.ServiceCIDR.String())
@@ -150,6 +150,19 @@ func writeConfig(t *testing.T, clusters ...string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// statusSocket is a status socket path for one test's daemons: short, since
+// a unix socket path has at most 107 bytes, and a test's TempDir may be
+// longer.
+func statusSocket(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ko-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "status.sock")
 }
 
 // startDaemon runs kube-outpost in the suite lab's host namespace until the

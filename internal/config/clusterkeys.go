@@ -1,0 +1,190 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// overlaps refuses two clusters whose ClusterIPs would land in the same
+// range on this host: a ClusterIP must say which cluster it belongs to.
+func (c *checker) overlaps() {
+	for a, x := range c.cidrs {
+		if x.replaced {
+			continue
+		}
+		for _, y := range c.cidrs[:a] {
+			if y.replaced || y.cluster == x.cluster || !x.prefix.Overlaps(y.prefix) {
+				continue
+			}
+			hint := ""
+			if x.key != "local_service_cidr" && y.key != "local_service_cidr" {
+				hint = ": two clusters cannot share ClusterIPs on one host; set local_service_cidr on one of them to reach its ClusterIPs at a range of this host's own"
+			}
+			c.add(x.line, x.who, "%s %s overlaps %s %s %s (line %d)%s", x.key, x.prefix, y.who, y.key, y.prefix, y.line, hint)
+		}
+	}
+}
+
+// localServiceCIDR checks local_service_cidr: a range of the same size as
+// the cluster's one service range of that family, whose ClusterIPs it then
+// stands for.
+func (c *checker) localServiceCIDR(i int, cl *Cluster, who string, line int, v any) {
+	s, ok := c.str(line, who, "local_service_cidr", v, "a CIDR string")
+	if !ok {
+		return
+	}
+	p, err := parseCIDR(s)
+	if err != nil {
+		c.add(line, who, "local_service_cidr %q: %v", s, err)
+		return
+	}
+	var same []netip.Prefix
+	for _, sc := range cl.ServiceCIDRs {
+		if sc.Addr().Is4() == p.Addr().Is4() {
+			same = append(same, sc)
+		}
+	}
+	family := "IPv4"
+	if p.Addr().Is6() {
+		family = "IPv6"
+	}
+	switch {
+	case len(cl.ServiceCIDRs) == 0:
+		return // already reported
+	case len(same) != 1:
+		c.add(line, who, "local_service_cidr %s: the cluster must have exactly one %s service_cidrs entry to map from, it has %d", p, family, len(same))
+		return
+	case same[0].Bits() != p.Bits():
+		c.add(line, who, "local_service_cidr %s: must be the size of service_cidrs %s (/%d), so that every ClusterIP has its local address", p, same[0], same[0].Bits())
+		return
+	}
+	cl.LocalServiceCIDR = p
+	for k := range c.cidrs {
+		if c.cidrs[k].cluster == i && c.cidrs[k].prefix == same[0] {
+			c.cidrs[k].replaced = true
+		}
+	}
+	c.cidrs = append(c.cidrs, seenCIDR{cluster: i, who: who, key: "local_service_cidr", prefix: p, line: line})
+}
+
+// selection checks namespaces, exclude_namespaces and service_selector.
+func (c *checker) selection(cl *Cluster, who string, line func(string) int, raw rawCluster) {
+	cl.Namespaces = c.namespaceList(line("namespaces"), who, "namespaces", raw.Namespaces)
+	cl.ExcludeNamespaces = c.namespaceList(line("exclude_namespaces"), who, "exclude_namespaces", raw.ExcludeNamespaces)
+	if len(cl.Namespaces) > 0 && len(cl.ExcludeNamespaces) > 0 {
+		c.add(line("exclude_namespaces"), who, "set namespaces or exclude_namespaces, not both: with namespaces, every other namespace is left out already")
+	}
+	if s, ok := c.str(line("service_selector"), who, "service_selector", raw.ServiceSelector, "a label selector string"); ok {
+		if _, err := labels.Parse(s); err != nil {
+			c.add(line("service_selector"), who, "service_selector %q: %v", s, err)
+		} else {
+			cl.ServiceSelector = s
+		}
+	}
+}
+
+func (c *checker) namespaceList(line int, who, key string, v any) []string {
+	list, ok := c.strings(line, who, key, v)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for j, ns := range list {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			c.add(line, who, "%s[%d] %q: not a namespace name: %s", key, j, ns, strings.Join(errs, "; "))
+			continue
+		}
+		if slices.Contains(out, ns) {
+			c.add(line, who, "%s[%d] %q: listed twice", key, j, ns)
+			continue
+		}
+		out = append(out, ns)
+	}
+	return out
+}
+
+// reach checks reach, node_address_types and serve_node_ports.
+func (c *checker) reach(cl *Cluster, who string, line func(string) int, raw rawCluster) {
+	cl.Reach = ReachDirect
+	if s, ok := c.str(line("reach"), who, "reach", raw.Reach, "a string"); ok {
+		switch r := Reach(s); r {
+		case ReachDirect, ReachNodePort, ReachRoutes:
+			cl.Reach = r
+		default:
+			c.add(line("reach"), who, "reach %q: must be direct, nodeport or routes", s)
+		}
+	}
+	cl.NodeAddressTypes = []string{"InternalIP"}
+	if list, ok := c.strings(line("node_address_types"), who, "node_address_types", raw.NodeAddressTypes); ok {
+		if len(list) == 0 {
+			c.add(line("node_address_types"), who, "node_address_types is empty: no node address would be used")
+		}
+		var out []string
+		for j, t := range list {
+			if !slices.Contains(NodeAddressTypes, t) || slices.Contains(out, t) {
+				c.add(line("node_address_types"), who, "node_address_types[%d] %q: must be one of %s, each once", j, t, strings.Join(NodeAddressTypes, ", "))
+				continue
+			}
+			out = append(out, t)
+		}
+		if len(out) > 0 {
+			cl.NodeAddressTypes = out
+		}
+		if cl.Reach == ReachDirect && raw.Reach != nil {
+			c.add(line("node_address_types"), who, "node_address_types is only used with reach = \"nodeport\" or \"routes\"")
+		}
+	}
+	if raw.ServeNodePorts != nil {
+		if b, ok := raw.ServeNodePorts.(bool); ok {
+			cl.ServeNodePorts = b
+		} else {
+			c.typeErr(line("serve_node_ports"), who, "serve_node_ports", "true or false", raw.ServeNodePorts)
+		}
+	}
+}
+
+// cidrList checks an optional array of CIDR strings.
+func (c *checker) cidrList(line int, who, key string, v any) []netip.Prefix {
+	list, ok := c.strings(line, who, key, v)
+	if !ok {
+		return nil
+	}
+	var out []netip.Prefix
+	for j, s := range list {
+		p, err := parseCIDR(s)
+		if err != nil {
+			c.add(line, who, "%s[%d] %q: %v", key, j, s, err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// strings returns v if it is an array of strings; it reports anything else.
+// An absent value gives ok == false silently.
+func (c *checker) strings(line int, who, key string, v any) ([]string, bool) {
+	if v == nil {
+		return nil, false
+	}
+	list, ok := v.([]any)
+	if !ok {
+		c.typeErr(line, who, key, "an array of strings", v)
+		return nil, false
+	}
+	out := make([]string, 0, len(list))
+	for j, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			c.typeErr(line, who, fmt.Sprintf("%s[%d]", key, j), "a string", e)
+			return nil, false
+		}
+		out = append(out, s)
+	}
+	return out, true
+}

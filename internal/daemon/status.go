@@ -1,0 +1,140 @@
+// The daemon's side of `kube-outpost status` and `kube-outpost explain`:
+// the status socket and what it answers from.
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/kube-outpost/kube-outpost/internal/cluster"
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
+	"github.com/kube-outpost/kube-outpost/internal/status"
+)
+
+// statusSource answers `kube-outpost status` and `kube-outpost explain` on
+// the status socket. It reads what the daemon holds in memory, and the
+// kernel for explain; it never asks an apiserver, so that it answers while
+// one is down.
+type statusSource struct {
+	d *Daemon
+	// kernel is how explain reads the kernel. Made at the first explain,
+	// not at start: an iptables runner runs `iptables --version`, which a
+	// daemon nobody asks should not pay for. Tests replace it.
+	kernel func() status.Kernel
+}
+
+var _ status.Source = (*statusSource)(nil)
+
+func newStatusSource(d *Daemon) *statusSource {
+	return &statusSource{d: d, kernel: sync.OnceValue(func() status.Kernel { return kernelReaders(d) })}
+}
+
+// kernelReaders are read-only handles on what the backends program: the
+// iptables of each family a backend exists for (see perFamily), and IPVS
+// in ipvs mode.
+func kernelReaders(d *Daemon) status.Kernel {
+	cfg := d.cfg
+	k := status.Kernel{Mode: string(cfg.Mode), Scheduler: cfg.IPVSScheduler}
+	runners := map[bool]iptables.Runner{}
+	for _, v6 := range []bool{false, true} {
+		if !wantsFamily(cfg, v6) {
+			continue
+		}
+		r, err := iptables.NewRunner(v6)
+		if err != nil {
+			// Explain says "no iptables" for that family's ports.
+			d.log.Warn("explain cannot read iptables", "ipv6", v6, "err", err)
+			continue
+		}
+		runners[v6] = r
+	}
+	k.IPTables = func(v6 bool) iptables.Runner { return runners[v6] }
+	if cfg.Mode == config.ModeIPVS {
+		k.IPVS = ipvs.NewKernel()
+	}
+	return k
+}
+
+// Status reports, per cluster: from the watcher, whether the apiserver
+// answers (Connected) and its last error; from the model, whether the
+// cluster synced, what it programs and what it refuses; from the sync loop,
+// the last sync and the last successful one.
+func (s *statusSource) Status() status.Report {
+	d := s.d
+	// Store first, daemon lock second: the store never takes d.mu, so
+	// this order cannot deadlock with a sync in progress.
+	st := d.store.Snapshot()
+	refusals := d.store.Refusals()
+	d.mu.Lock()
+	r := status.Report{
+		Mode: string(d.cfg.Mode), Version: Version, StartedAt: d.started,
+		LastSync: syncStatus(d.lastSync), LastSuccess: syncStatus(d.lastSuccess),
+	}
+	watch := make(map[string]cluster.Status, len(d.clusters))
+	servers := make(map[string]string, len(d.clusters))
+	for name, h := range d.clusters {
+		watch[name] = h.watcher.Status()
+		servers[name] = h.cfg.Server
+	}
+	d.mu.Unlock()
+	for _, c := range st.Clusters {
+		cs := status.ClusterFromModel(c, refusals)
+		w := watch[c.Name]
+		cs.Server = servers[c.Name]
+		cs.Reachable = w.Connected
+		cs.LastError, cs.LastErrorAt = w.LastError, w.LastErrorAt
+		r.Clusters = append(r.Clusters, cs)
+	}
+	return r
+}
+
+func syncStatus(r SyncResult) status.Sync {
+	s := status.Sync{At: r.At, Duration: status.Duration(r.Duration), Full: r.Full}
+	if r.Err != nil {
+		s.Error = r.Err.Error()
+	}
+	return s
+}
+
+// Explain puts the model's desired state for q next to the kernel's.
+func (s *statusSource) Explain(ctx context.Context, q status.Query) (status.Explanation, error) {
+	return status.BuildExplanation(ctx, s.d.store.Snapshot(), s.d.store.Refusals(), q, s.kernel())
+}
+
+// listenStatus makes the status socket, nil when it is turned off. A
+// socket another daemon answers on stops the start: two daemons would
+// fight over the same rules.
+func (d *Daemon) listenStatus() (*status.Listener, error) {
+	if d.cfg.StatusSocket == "" {
+		return nil, nil
+	}
+	return status.Listen(d.cfg.StatusSocket)
+}
+
+// serveStatus answers on the socket until ctx is done or stop is called;
+// stop returns once the socket is gone, so that a daemon that exits leaves
+// none behind. A failure while serving is logged, not fatal: the datapath
+// matters more than its observers.
+func (d *Daemon) serveStatus(ctx context.Context, l *status.Listener) (stop func()) {
+	if l == nil {
+		return func() {}
+	}
+	d.log.Info("serving status", "socket", d.cfg.StatusSocket)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	src := newStatusSource(d)
+	go func() {
+		defer close(done)
+		if err := l.Serve(ctx, src); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("stopped serving status", "socket", d.cfg.StatusSocket, "err", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}

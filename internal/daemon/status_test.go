@@ -1,0 +1,103 @@
+// To be moved to internal/daemon/status_test.go with daemonsource.go.txt.
+// It uses testDaemon, service and slice of observe_test.go.
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+	"github.com/kube-outpost/kube-outpost/internal/status"
+)
+
+// TestStatusSource: what the socket answers comes from the store, the
+// watchers and the sync loop, and explain reads the kernel the backend
+// wrote.
+func TestStatusSource(t *testing.T) {
+	d, fake := testDaemon(t)
+	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}}})
+	d.store.UpsertService("alpha", service("web", "10.96.0.10"))
+	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.0.0.1", "10.0.0.2", "127.0.0.1"))
+	d.store.SetSynced("alpha")
+	if err := d.sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	src := newStatusSource(d)
+	src.kernel = func() status.Kernel {
+		return status.Kernel{Mode: "iptables", IPTables: func(bool) iptables.Runner { return fake }}
+	}
+
+	r := src.Status()
+	if r.Mode != "iptables" || r.LastSync.At.IsZero() || r.LastSync.Error != "" || !r.LastSuccess.At.Equal(r.LastSync.At) {
+		t.Errorf("report %+v", r)
+	}
+	if len(r.Clusters) != 1 {
+		t.Fatalf("clusters %+v", r.Clusters)
+	}
+	c := r.Clusters[0]
+	if !c.Synced || c.Services != 1 || c.Endpoints != 2 || len(c.Refused) != 1 || !strings.Contains(c.Refused[0].Reason, "127.0.0.1 is a loopback address") {
+		t.Errorf("cluster %+v", c)
+	}
+
+	q, _ := model.ParseQuery("alpha/ns/web")
+	ex, err := src.Explain(t.Context(), q)
+	if err != nil || len(ex.Ports) != 1 || len(ex.Ports[0].Mismatches) != 0 || len(ex.Ports[0].Kernel.IPTables.Endpoints) != 2 {
+		t.Errorf("explain: %+v, %v", ex, err)
+	}
+	if len(ex.Ports) == 1 && (len(ex.Ports[0].Excluded) != 1 || ex.Ports[0].Excluded[0].Reason != string(model.ExcludedUnsafe)) {
+		t.Errorf("excluded %+v", ex.Ports[0].Excluded)
+	}
+
+	// A failed sync: the last attempt says so, the last success stays.
+	fake.FailNext = &iptables.RestoreError{Output: "line 3 failed", Err: os.ErrInvalid}
+	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.0.0.1"))
+	d.sync(t.Context())
+	r = src.Status()
+	if r.LastSync.Error == "" || r.LastSuccess.Error != "" || !r.LastSuccess.At.Before(r.LastSync.At) {
+		t.Errorf("after a failed sync: last %+v, last success %+v", r.LastSync, r.LastSuccess)
+	}
+}
+
+// TestRunStatusSocket: Run serves the socket, a second daemon on the same
+// socket does not start, and the socket goes with the daemon.
+func TestRunStatusSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "ko-") // a socket path has 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "status.sock")
+	d, _ := testDaemon(t)
+	d.cfg.StatusSocket = sock
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := status.Get(t.Context(), sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the status socket never answered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d2, _ := testDaemon(t)
+	d2.cfg.StatusSocket = sock
+	if err := d2.Run(t.Context()); !errors.Is(err, status.ErrInUse) {
+		t.Errorf("a second daemon on the same socket: %v, want status.ErrInUse", err)
+	}
+	cancel()
+	<-done
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left after Run returned: %v", err)
+	}
+}

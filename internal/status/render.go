@@ -1,0 +1,341 @@
+package status
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+)
+
+// WriteJSON writes v indented, for --output json.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// WriteReport writes r for an operator: a table with one line per cluster,
+// then what needs attention per cluster.
+func WriteReport(w io.Writer, r Report) error {
+	return renderer{now: time.Now(), loc: time.Local}.report(w, r)
+}
+
+// WriteExplanation writes ex for an operator: per service port, the
+// endpoints the model wants next to what the kernel does, what was left
+// out and why, the rules, and every difference.
+func WriteExplanation(w io.Writer, ex Explanation) error {
+	return renderer{now: time.Now(), loc: time.Local}.explanation(w, ex)
+}
+
+// renderer holds the clock and zone, which tests fix.
+type renderer struct {
+	now time.Time
+	loc *time.Location
+}
+
+func (rd renderer) report(w io.Writer, r Report) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "kube-outpost %s, %s mode, running since %s (%s)\n", r.Version, r.Mode, rd.when(r.StartedAt), human(rd.now.Sub(r.StartedAt)))
+	b.WriteString(rd.syncLine(r))
+
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nCLUSTER\tAPISERVER\tCONNECTION\tSYNCED\tSERVICES\tPORTS\tENDPOINTS\tNO ENDPOINTS\tREFUSED")
+	for _, c := range r.Clusters {
+		synced := "yes"
+		if !c.Synced {
+			synced = "NO"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", c.Name, c.Server, reachWord(c), synced,
+			c.Services, c.ServicePorts, c.Endpoints, c.PortsWithoutEndpoints, len(c.Refused))
+	}
+	tw.Flush()
+
+	for _, c := range r.Clusters {
+		lines := rd.clusterDetails(c)
+		if len(lines) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s:\n", c.Name)
+		for _, l := range lines {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func (rd renderer) syncLine(r Report) string {
+	s := r.LastSync
+	switch {
+	case s.At.IsZero():
+		return "last sync: none yet\n"
+	case s.Error == "":
+		return fmt.Sprintf("last sync: ok %s ago, took %s (%s)\n", human(rd.now.Sub(s.At)), human(s.Duration.Std()), fullWord(s.Full))
+	}
+	line := fmt.Sprintf("last sync: FAILED %s ago after %s (%s): %s\n", human(rd.now.Sub(s.At)), human(s.Duration.Std()), fullWord(s.Full), s.Error)
+	if ok := r.LastSuccess; ok.At.IsZero() {
+		line += "           no sync has succeeded yet: the rules of an earlier run, if any, are in force\n"
+	} else {
+		line += fmt.Sprintf("           last successful sync %s ago (%s): its rules stay in force\n", human(rd.now.Sub(ok.At)), rd.when(ok.At))
+	}
+	return line
+}
+
+func fullWord(full bool) string {
+	if full {
+		return "full"
+	}
+	return "partial"
+}
+
+// reachWord is the apiserver's state in one word, for the table.
+func reachWord(c ClusterStatus) string {
+	switch {
+	case c.Reachable:
+		return "ok"
+	case c.LastError == "":
+		return "connecting"
+	}
+	return "UNREACHABLE"
+}
+
+// clusterDetails are the lines worth reading about a cluster: outages,
+// errors, not being synced, refusals.
+func (rd renderer) clusterDetails(c ClusterStatus) []string {
+	var out []string
+	switch {
+	case !c.Reachable && c.LastError != "" && !c.UnreachableSince.IsZero():
+		since := c.UnreachableSince
+		out = append(out, fmt.Sprintf("apiserver unreachable since %s (%s ago): %s", rd.when(since), human(rd.now.Sub(since)), c.LastError))
+	case !c.Reachable && c.LastError != "":
+		out = append(out, fmt.Sprintf("apiserver unreachable; last error %s ago: %s", human(rd.now.Sub(c.LastErrorAt)), c.LastError))
+	case !c.Reachable:
+		out = append(out, "apiserver not contacted yet")
+	case c.LastError != "" && !c.LastErrorAt.IsZero():
+		out = append(out, fmt.Sprintf("apiserver reachable; last error %s ago: %s", human(rd.now.Sub(c.LastErrorAt)), c.LastError))
+	}
+	if !c.Synced {
+		out = append(out, "not synced yet: the rules of an earlier run for this cluster stay in force until it is")
+	}
+	if len(c.Refused) > 0 {
+		out = append(out, fmt.Sprintf("refused (%d):", len(c.Refused)))
+		var b bytes.Buffer
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		for _, r := range c.Refused {
+			fmt.Fprintf(tw, "  %s/%s\t%s\n", r.Namespace, r.Name, r.Reason)
+		}
+		tw.Flush()
+		out = append(out, strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")...)
+	}
+	return out
+}
+
+func (rd renderer) explanation(w io.Writer, ex Explanation) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s (%s mode)\n", ex.Query, ex.Mode)
+	for _, n := range ex.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	if len(ex.Refused) > 0 {
+		b.WriteString("refused:\n")
+		for _, r := range ex.Refused {
+			fmt.Fprintf(&b, "  %s/%s/%s: %s\n", r.Cluster, r.Namespace, r.Name, r.Reason)
+		}
+	}
+	for _, p := range ex.Ports {
+		b.WriteByte('\n')
+		rd.port(&b, p)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func (rd renderer) port(b *bytes.Buffer, p PortExplanation) {
+	name := p.Key
+	if !p.InModel {
+		name = "(not in the model) cluster " + p.Cluster
+	}
+	fmt.Fprintf(b, "%s  %s\n", name, p.Target)
+	if p.InModel {
+		aff := "none"
+		if p.Affinity > 0 {
+			aff = "ClientIP, " + human(p.Affinity.Std())
+		}
+		fmt.Fprintf(b, "  session affinity: %s\n", aff)
+		switch r := p.NoEndpointsReason; r {
+		case "":
+		case "no endpoints":
+			b.WriteString("  endpoints: none, so connections are refused\n")
+		default:
+			fmt.Fprintf(b, "  endpoints: none (%s), so connections are refused\n", r)
+		}
+	}
+	if !p.ClusterSynced {
+		b.WriteString("  cluster not synced: the kernel may still hold an earlier run's rules\n")
+	}
+
+	rd.endpointTable(b, p)
+
+	if len(p.Excluded) > 0 {
+		b.WriteString("  left out:\n")
+		tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+		for _, e := range p.Excluded {
+			why := e.Detail
+			if e.Reason == string(model.ExcludedUnsafe) {
+				why = "unsafe address: " + why
+			}
+			fmt.Fprintf(tw, "    %s\t%s\n", e.Addr, why)
+		}
+		tw.Flush()
+	}
+
+	switch k := p.Kernel; {
+	case k.Error != "":
+		fmt.Fprintf(b, "  kernel: could not be read: %s\n", k.Error)
+	case k.IPTables != nil:
+		v := k.IPTables
+		b.WriteString("  kernel rules:\n")
+		// Only the way that matters: to the DNAT rules where there are
+		// endpoints (or a dispatch rule is found), to the reject rule
+		// where there are none (or one is found).
+		var groups [][]string
+		if len(p.Endpoints) > 0 || len(v.Dispatch) > 0 {
+			groups = append(groups, v.Path, v.Dispatch, v.Rules)
+		}
+		if len(p.Endpoints) == 0 || len(v.Reject) > 0 {
+			groups = append(groups, v.RejectPath, v.Reject)
+		}
+		for _, group := range groups {
+			for _, r := range group {
+				fmt.Fprintf(b, "    %s\n", r)
+			}
+		}
+	case k.IPVS != nil:
+		v := k.IPVS
+		bound := "bound to outpost0"
+		if !v.Bound {
+			bound = "NOT bound to outpost0"
+		}
+		if s := v.Server; s != nil {
+			pers := ""
+			if s.Persistent {
+				pers = fmt.Sprintf(", persistent %ds", s.TimeoutSeconds)
+			}
+			fmt.Fprintf(b, "  kernel: virtual server %s, scheduler %s%s; ClusterIP %s\n", p.Target, s.Scheduler, pers, bound)
+		} else {
+			fmt.Fprintf(b, "  kernel: no virtual server for %s; ClusterIP %s\n", p.Target, bound)
+		}
+	}
+
+	for _, n := range p.Notes {
+		fmt.Fprintf(b, "  note: %s\n", n)
+	}
+	switch {
+	case p.Kernel.Error != "":
+	case len(p.Mismatches) == 0:
+		b.WriteString("  model and kernel agree\n")
+	default:
+		fmt.Fprintf(b, "  MISMATCH between model and kernel (%d):\n", len(p.Mismatches))
+		for _, m := range p.Mismatches {
+			fmt.Fprintf(b, "    - %s\n", m)
+		}
+	}
+}
+
+// endpointTable lines up each endpoint's share in the model and in the
+// kernel, one row per address either of them has.
+func (rd renderer) endpointTable(b *bytes.Buffer, p PortExplanation) {
+	type row struct{ model, kernel, conns string }
+	rows := map[netip.AddrPort]*row{}
+	var order []netip.AddrPort
+	at := func(a netip.AddrPort) *row {
+		if r := rows[a]; r != nil {
+			return r
+		}
+		r := &row{model: "-", kernel: "-"}
+		rows[a] = r
+		order = append(order, a)
+		return r
+	}
+	for _, e := range p.Endpoints {
+		r := at(e.Addr)
+		if e.Weight > 0 {
+			r.model = fmt.Sprintf("weight %d", e.Weight)
+		} else {
+			r.model = percent(e.Probability)
+		}
+		if e.Terminating {
+			r.model += " (terminating)"
+		}
+	}
+	ipvsMode := false
+	switch k := p.Kernel; {
+	case k.IPTables != nil:
+		for _, e := range k.IPTables.Endpoints {
+			at(e.Addr).kernel = percent(e.Probability)
+		}
+	case k.IPVS != nil && k.IPVS.Server != nil:
+		ipvsMode = true
+		for _, d := range k.IPVS.Server.Destinations {
+			r := at(d.Addr)
+			r.kernel = fmt.Sprintf("weight %d", d.Weight)
+			r.conns = fmt.Sprintf("%d active, %d inactive", d.ActiveConns, d.InactiveConns)
+		}
+	}
+	if len(order) == 0 {
+		if p.NoEndpointsReason == "" { // else said above
+			b.WriteString("  endpoints: none\n")
+		}
+		return
+	}
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	if ipvsMode {
+		fmt.Fprintln(tw, "  ENDPOINT\tMODEL\tKERNEL\tCONNECTIONS")
+	} else {
+		fmt.Fprintln(tw, "  ENDPOINT\tMODEL\tKERNEL")
+	}
+	for _, a := range order {
+		r := rows[a]
+		if ipvsMode {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a, r.model, r.kernel, r.conns)
+		} else {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", a, r.model, r.kernel)
+		}
+	}
+	tw.Flush()
+}
+
+func percent(p float64) string { return fmt.Sprintf("%.1f%%", p*100) }
+
+func (rd renderer) when(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.In(rd.loc).Format("2006-01-02 15:04:05 MST")
+}
+
+// human rounds a duration to what an operator reads: 105ms, 1.2s, 3m12s,
+// 2h05m, 3d4h.
+func human(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s" // clocks of two processes
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	d = d.Round(time.Hour)
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}

@@ -1,0 +1,217 @@
+// Package status is what `kube-outpost status` and `kube-outpost explain`
+// need: the answers' wire types, a server that a running daemon offers on a
+// root-only unix socket, the client of that socket, the text an operator
+// reads, and BuildExplanation, which puts the model's desired state next to
+// what the kernel really holds, so that a difference between them shows.
+//
+// The daemon answers from what it has in memory and from the kernel; it
+// never asks an apiserver, so status works while a cluster is down.
+package status
+
+import (
+	"encoding/json"
+	"math"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+)
+
+// Report is the answer to GET /status.
+type Report struct {
+	Mode      string    `json:"mode"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	// LastSync is the last sync attempt, successful or not; its At is zero
+	// before the first one.
+	LastSync Sync `json:"last_sync"`
+	// LastSuccess is the last successful sync, zero before the first.
+	LastSuccess Sync            `json:"last_successful_sync"`
+	Clusters    []ClusterStatus `json:"clusters"`
+}
+
+// Sync is one sync of the kernel rules.
+type Sync struct {
+	At       time.Time `json:"at,omitzero"`
+	Duration Duration  `json:"duration_seconds"`
+	// Full: every rule was rewritten, not only what changed.
+	Full  bool   `json:"full"`
+	Error string `json:"error,omitempty"`
+}
+
+// ClusterStatus is one configured cluster.
+type ClusterStatus struct {
+	Name   string `json:"name"`
+	Server string `json:"server"`
+	// Reachable: the apiserver answered the last request. False with no
+	// LastError means it has not been asked yet.
+	Reachable bool `json:"reachable"`
+	// UnreachableSince is when the current outage began; zero while
+	// reachable, or when the daemon cannot tell.
+	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
+	LastError        string    `json:"last_error,omitempty"`
+	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
+	// Synced: the informers have listed everything once, so the cluster's
+	// rules are this run's. Until then the rules of an earlier run stay.
+	Synced bool `json:"synced"`
+	// Services and ServicePorts are those with a ClusterIP that is
+	// programmed; Endpoints counts endpoints over all ports, as DNAT
+	// targets or real servers.
+	Services     int `json:"services"`
+	ServicePorts int `json:"service_ports"`
+	Endpoints    int `json:"endpoints"`
+	// PortsWithoutEndpoints are refused (TCP reset, ICMP unreachable).
+	PortsWithoutEndpoints int       `json:"ports_without_endpoints"`
+	Refused               []Refusal `json:"refused"`
+}
+
+// Refusal is a service, or part of one, that is not programmed, and why.
+type Refusal struct {
+	Cluster   string `json:"cluster,omitempty"` // in an Explanation, which may span clusters
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Reason    string `json:"reason"`
+}
+
+// Query is what to explain; see model.ParseQuery for its text form.
+type Query = model.Query
+
+// Explanation is the answer to GET /explain: what a packet to a service
+// meets on this host.
+type Explanation struct {
+	Query string `json:"query"`
+	Mode  string `json:"mode"`
+	// Notes are what the operator should know first: a cluster not
+	// synced, a service that only the kernel still has.
+	Notes []string `json:"notes,omitempty"`
+	// Refused are the model's problems with the services involved.
+	Refused []Refusal         `json:"refused,omitempty"`
+	Ports   []PortExplanation `json:"ports"`
+}
+
+// PortExplanation is one service port on one IP family.
+type PortExplanation struct {
+	// Key is the service port as rule comments and logs name it:
+	// cluster/namespace/name:port.
+	Key     string `json:"key"`
+	Cluster string `json:"cluster"`
+	Service string `json:"service"` // namespace/name
+	// Target is ClusterIP:port/PROTOCOL.
+	Target        string `json:"target"`
+	ClusterSynced bool   `json:"cluster_synced"`
+	// InModel is false for a port that only the kernel has: rules an
+	// earlier run or someone else left.
+	InModel  bool     `json:"in_model"`
+	Affinity Duration `json:"affinity_seconds"`
+	// NoEndpointsReason says why Endpoints is empty.
+	NoEndpointsReason string `json:"no_endpoints_reason,omitempty"`
+	// Endpoints are the model's: the endpoints this host should balance
+	// over, with the share each should get.
+	Endpoints []Endpoint `json:"endpoints"`
+	// Excluded are the endpoints of the service left out, with why.
+	Excluded []Excluded `json:"excluded"`
+	Kernel   KernelView `json:"kernel"`
+	// Mismatches are the differences between the model and the kernel;
+	// none when the kernel does what the model wants.
+	Mismatches []string `json:"mismatches"`
+	// Notes are differences that are expected, such as an endpoint
+	// draining its connections.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Endpoint is one endpoint the model wants.
+type Endpoint struct {
+	Addr netip.AddrPort `json:"addr"`
+	// Terminating: used only because no endpoint is ready.
+	Terminating bool `json:"terminating,omitempty"`
+	// Probability is the share of new connections it should get (iptables
+	// mode); Weight its IPVS weight (ipvs mode).
+	Probability float64 `json:"probability,omitempty"`
+	Weight      int     `json:"weight,omitempty"`
+}
+
+// Excluded is an endpoint left out, as model.ExcludedEndpoint.
+type Excluded struct {
+	Addr   string `json:"addr"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail"`
+}
+
+// KernelView is what the kernel holds for the port, in the daemon's mode.
+type KernelView struct {
+	// Error is set when the kernel could not be read.
+	Error    string        `json:"error,omitempty"`
+	IPTables *IPTablesView `json:"iptables,omitempty"`
+	IPVS     *IPVSView     `json:"ipvs,omitempty"`
+}
+
+// IPTablesView is the iptables rules for the port. Rules are written as
+// iptables arguments, "-t nat -A CHAIN ...".
+type IPTablesView struct {
+	// Path are the nat rules on the way to the dispatch rule.
+	Path []string `json:"path"`
+	// Dispatch are the rules that send the port to its chain: one.
+	Dispatch []string `json:"dispatch"`
+	Chain    string   `json:"chain,omitempty"`
+	Rules    []string `json:"rules"`
+	// Endpoints are the DNAT targets with the share the statistic ladder
+	// gives each.
+	Endpoints []KernelEndpoint `json:"endpoints"`
+	// NotDNATed is the share of new connections no rule DNATs.
+	NotDNATed       float64  `json:"not_dnated,omitempty"`
+	AffinitySeconds int      `json:"affinity_seconds,omitempty"`
+	RejectPath      []string `json:"reject_path"`
+	Reject          []string `json:"reject"`
+}
+
+// KernelEndpoint is one DNAT target of a service chain.
+type KernelEndpoint struct {
+	Addr        netip.AddrPort `json:"addr"`
+	Probability float64        `json:"probability"`
+}
+
+// IPVSView is the virtual server of the port.
+type IPVSView struct {
+	// Bound: the ClusterIP is on outpost0, so IPVS receives its packets.
+	Bound bool `json:"bound"`
+	// Server is nil when IPVS has no virtual server for the port.
+	Server *VirtualServer `json:"server,omitempty"`
+}
+
+// VirtualServer is an IPVS virtual server.
+type VirtualServer struct {
+	Scheduler string `json:"scheduler"`
+	// Persistent (ClientIP affinity) for TimeoutSeconds.
+	Persistent     bool          `json:"persistent"`
+	TimeoutSeconds uint32        `json:"timeout_seconds,omitempty"`
+	Destinations   []Destination `json:"destinations"`
+}
+
+// Destination is a real server of a virtual server.
+type Destination struct {
+	Addr          netip.AddrPort `json:"addr"`
+	Weight        int            `json:"weight"`
+	ActiveConns   int            `json:"active_conns"`
+	InactiveConns int            `json:"inactive_conns"`
+}
+
+// Duration is a time.Duration that JSON writes as seconds, which scripts
+// read more easily than nanoseconds.
+type Duration time.Duration
+
+// Std is d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return strconv.AppendFloat(nil, time.Duration(d).Seconds(), 'f', -1, 64), nil
+}
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s float64
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*d = Duration(math.Round(s * float64(time.Second)))
+	return nil
+}
