@@ -273,4 +273,3 @@ func hasRefusal(rs []status.Refusal, ns, name, reason string) bool {
 	}
 	return false
 }
-
