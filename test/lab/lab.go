@@ -7,7 +7,8 @@
 // Topology (all inside namespaces named "<ID>-..."; none has a default route or
 // any link to the machine's own namespace):
 //
-//	<ID>-router   bridges infra 10.250.0.1/24 and pods 10.244.0.1/16, ip_forward=1
+//	<ID>-router   bridges infra 10.250.0.1/24 and pods 10.244.0.1/16, ip_forward=1;
+//	              every bridge has a fixed MAC address (bridgeMAC)
 //	<ID>-host     10.250.0.2/24, the "outside host" where kube-outpost runs;
 //	              routes 10.244.0.0/16 and every ServiceCIDR via 10.250.0.1
 //	<ID>-api-<c>  10.250.0.(10+i)/24: etcd on 127.0.0.1 and kube-apiserver :6443
@@ -285,10 +286,10 @@ func (l *Lab) setupNetwork() error {
 	r := l.routerNS
 	steps := [][]string{
 		{"netns", r},
-		{"-n", r, "link", "add", "infra", "type", "bridge"},
+		{"-n", r, "link", "add", "infra", "address", bridgeMAC(routerInfra), "type", "bridge"},
 		{"-n", r, "addr", "add", routerInfra.String() + "/24", "dev", "infra"},
 		{"-n", r, "link", "set", "infra", "up"},
-		{"-n", r, "link", "add", "pods", "type", "bridge"},
+		{"-n", r, "link", "add", "pods", "address", bridgeMAC(routerPods), "type", "bridge"},
 		{"-n", r, "addr", "add", routerPods.String() + "/16", "dev", "pods"},
 		{"-n", r, "link", "set", "pods", "up"},
 		{"sysctl", r, "net/ipv4/ip_forward", "1"},

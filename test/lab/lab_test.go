@@ -72,6 +72,11 @@ func TestLab(t *testing.T) {
 				t.Errorf("netns %s: default route %q (err %v); the lab must have none", ns, out, err)
 			}
 		}
+		// Bridges with addresses of their own: one taken from a port would
+		// change as ports come and go, and cut off whoever cached it.
+		for _, br := range []string{"infra", "pods"} {
+			checkOwnMAC(t, l.ID+"-router", br)
+		}
 		routes, err := l.HostRun(ctx, "ip", "route")
 		if err != nil {
 			t.Fatal(err)
@@ -126,9 +131,22 @@ func TestLab(t *testing.T) {
 	})
 
 	t.Run("node", func(t *testing.T) {
+		infraMAC := linkMAC(t, l.ID+"-router", "infra")
 		n, err := l.AddNode(ctx, "n1")
 		if err != nil {
 			t.Fatal(err)
+		}
+		checkOwnMAC(t, n.NS, "pods")
+		// The node's veth joining infra changes nothing for the host, which
+		// still reaches the router (and the pods) at the address it cached.
+		if got := linkMAC(t, l.ID+"-router", "infra"); got != infraMAC {
+			t.Errorf("router's infra address %s became %s when the node joined", infraMAC, got)
+		}
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		body, err := l.HTTPGet(c, "http://"+pods["web-1"].IP.String()+":8080/")
+		cancel()
+		if err != nil || body != "web-1" {
+			t.Errorf("web-1 through the router after the node joined: %q, %v", body, err)
 		}
 		p, err := n.AddPod(ctx, "np1", []int{8080}, []int{5353})
 		if err != nil {
@@ -138,9 +156,8 @@ func TestLab(t *testing.T) {
 			t.Fatalf("pod %v not on node subnet %v (or on the node's own address)", p.IP, n.PodCIDR)
 		}
 		url := "http://" + p.IP.String() + ":8080/"
-		short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
 		// Nothing routes the node's pod subnet: unreachable from the host.
-		c, cancel := short()
+		c, cancel = context.WithTimeout(ctx, 2*time.Second)
 		if _, err := l.HTTPGet(c, url); err == nil {
 			t.Fatal("a pod behind a node answers the host without a route")
 		}
@@ -302,8 +319,13 @@ func TestLab(t *testing.T) {
 	})
 
 	t.Run("remove-pod", func(t *testing.T) {
+		podsMAC := linkMAC(t, l.ID+"-router", "pods")
 		if err := l.RemovePod("web-2"); err != nil {
 			t.Fatal(err)
+		}
+		// web-1 still reaches the router at the address it cached.
+		if got := linkMAC(t, l.ID+"-router", "pods"); got != podsMAC {
+			t.Errorf("router's pods address %s became %s when web-2 left", podsMAC, got)
 		}
 		if slices.Contains(labNetns(t, l.ID), l.ID+"-pod-web-2") {
 			t.Error("netns of web-2 still there")
@@ -468,6 +490,27 @@ func checkKubeconfig(ctx context.Context, t *testing.T, l *lab.Lab, c *lab.Clust
 	}
 	if _, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("%s: list pods: err = %v, want Forbidden", c.Name, err)
+	}
+}
+
+// linkMAC returns the MAC address of dev in namespace ns.
+func linkMAC(t *testing.T, ns, dev string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", ns, "-br", "link", "show", "dev", dev).CombinedOutput()
+	f := strings.Fields(string(out))
+	if err != nil || len(f) < 3 {
+		t.Fatalf("ip -n %s link show dev %s: %v: %s", ns, dev, err, out)
+	}
+	return f[2] // "infra UP 02:00:0a:fa:00:01 <BROADCAST,...>"
+}
+
+// checkOwnMAC checks that bridge br in namespace ns has a MAC address set
+// for it (addr_assign_type 3, NET_ADDR_SET), not one taken from a port.
+func checkOwnMAC(t *testing.T, ns, br string) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+br+"/addr_assign_type").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "3" {
+		t.Errorf("bridge %s in %s: addr_assign_type %q (%v), want 3: an address of its own", br, ns, out, err)
 	}
 }
 

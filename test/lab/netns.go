@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,6 +143,25 @@ func vethInto(bridgeNS, bridge, outer, ns string) error {
 		return err
 	}
 	return ipIn(ns, "link", "set", "eth0", "up")
+}
+
+// bridgeMAC is the MAC address of a lab bridge whose own IPv4 address is a:
+// 02:00 followed by a's four bytes (locally administered, unicast, and
+// unlike any veth's random one). Every lab bridge is created with one.
+//
+// A bridge without an address of its own takes the lowest of its ports'
+// and changes it whenever a port with a lower one joins or that port
+// leaves (AddNode's veth joining infra, AddPod's and RemovePod's on a pods
+// bridge). Neighbours that cached the old address then send into the void:
+// a frame to a port's address reaches the bridge as PACKET_OTHERHOST,
+// which IP and ARP drop, unicast ARP probes included. The host's entry for
+// the router stays REACHABLE for up to 45 s, then STALE until its next
+// packet, then fails its probes; a TCP connect through the router that
+// began meanwhile has no SYN left to send by then and times out after
+// ~130 s, as TestLab/remove-pod did when the node joined infra.
+func bridgeMAC(a netip.Addr) string {
+	b := a.As4()
+	return fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
 }
 
 // listNetns returns the names of all named network namespaces on the machine.

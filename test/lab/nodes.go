@@ -81,7 +81,7 @@ func (l *Lab) AddNode(ctx context.Context, name string) (_ *Node, err error) {
 	gw := n.PodCIDR.Addr().Next()
 	for _, s := range [][]string{
 		{"addr", "add", n.IP.String() + "/24", "dev", "eth0"},
-		{"link", "add", "pods", "type", "bridge"},
+		{"link", "add", "pods", "address", bridgeMAC(gw), "type", "bridge"},
 		{"addr", "add", fmt.Sprintf("%s/%d", gw, n.PodCIDR.Bits()), "dev", "pods"},
 		{"link", "set", "pods", "up"},
 	} {

@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -158,6 +159,97 @@ UDP [fd00:96::10]:53 rr
 	} {
 		if es, err := parseProcIPVS(bad); err == nil {
 			t.Errorf("parseProcIPVS(%q) = %+v, want an error", bad, es)
+		}
+	}
+}
+
+// TestKernelReadIPVSOtherNamespaces checks readIPVS while another
+// namespace has virtual servers, as the tests meet them: earlier tests'
+// namespaces keep theirs until the kernel dismantles the namespace, once
+// the garbage collector has closed their Kernel's netlink socket (see
+// readProcOnce). readIPVS must see every virtual server of its namespace,
+// as netlink lists them, and none of the other's. What a reader in 512-byte
+// pieces (os.ReadFile) sees is logged: the guest's 6.1 loses some of ours.
+func TestKernelReadIPVSOtherNamespaces(t *testing.T) {
+	requireIPVS(t)
+	seq := topoSeq.Add(1)
+	tp := &topo{t: t, host: fmt.Sprintf("koipvs%dx%d-host", os.Getpid(), seq)}
+	other := fmt.Sprintf("koipvs%dx%d-other", os.Getpid(), seq)
+	addNS(t, tp.host)
+	addNS(t, other)
+	// The last byte of a VIP picks its bucket in the kernel's table: both
+	// namespaces' virtual servers are spread over all of it, interleaved.
+	const n = 20
+	add := func(ns string, net3 [3]byte, count, step int) {
+		k := NewKernel() // its netlink socket opens in ns, on first use
+		var svcs []Service
+		for i := range count {
+			vip := netip.AddrFrom4([4]byte{net3[0], net3[1], net3[2], byte(1 + i*step)})
+			svcs = append(svcs, Service{ServiceKey: ServiceKey{VIP: vip, Port: 80, Protocol: model.TCP}, Scheduler: "rr"})
+		}
+		inNS(t, ns, func() {
+			for _, s := range svcs {
+				if err := k.AddService(s); err != nil {
+					t.Fatal(err)
+				}
+				if err := k.AddDest(s, Destination{Addr: netip.MustParseAddrPort("10.250.0.11:8080"), Weight: 1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+		t.Cleanup(func() {
+			inNS(t, ns, func() {
+				for _, s := range svcs {
+					_ = k.DelService(s)
+				}
+			})
+		})
+	}
+	add(other, [3]byte{10, 200, 1}, 50, 5)
+	add(tp.host, [3]byte{10, 96, 1}, n, 12)
+
+	var listed []VirtualServer
+	var err error
+	tp.in(func() { listed, err = NewKernel().List() })
+	if err != nil || len(listed) != n {
+		t.Fatalf("netlink lists %d virtual servers (%v), want %d", len(listed), err, n)
+	}
+	es := tp.readIPVS()
+	if len(es) != n {
+		t.Errorf("readIPVS: %d virtual servers, want %d:\n%s", len(es), n, ipvsText(es, false))
+	}
+	for _, e := range es {
+		if !strings.HasPrefix(e.Service, "TCP 10.96.1.") || len(e.Dests) != 1 {
+			t.Errorf("readIPVS: %s with %d destinations: not one of ours", e.Service, len(e.Dests))
+		}
+	}
+
+	var data []byte
+	tp.in(func() { data, err = readInPieces("/proc/thread-self/net/ip_vs", 512) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	pieces, err := parseProcIPVS(string(data))
+	t.Logf("read in 512-byte pieces instead, /proc/net/ip_vs shows %d of our %d virtual servers (%v)", len(pieces), n, err)
+}
+
+// readInPieces reads a file to its end, size bytes per read(2).
+func readInPieces(path string, size int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var data []byte
+	buf := make([]byte, size)
+	for {
+		n, err := f.Read(buf)
+		data = append(data, buf[:n]...)
+		if errors.Is(err, io.EOF) {
+			return data, nil
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 }
