@@ -6,9 +6,9 @@ GO       ?= go
 VERSION  ?= $(shell sh hack/version.sh)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./cmd/... ./internal/... ./test/packaging/...
-E2E_PKGS := ./test/...
+E2E_PKGS := ./test/... ./internal/routes/
 
-.PHONY: all build deps lab-bins test unit e2e test-vm demo lint fmt vet clean bench package
+.PHONY: all build deps lab-bins test unit fuzz e2e test-vm demo lint fmt vet clean bench package
 
 all: build
 
@@ -22,11 +22,20 @@ deps:
 lab-bins: deps
 	@bash test/lab/build-k8s.sh >/dev/null
 
-test: lint unit e2e test-vm
+test: lint unit fuzz e2e test-vm
 
 unit:
 	@echo ">> unit tests"
 	@$(GO) test -race -count=1 $(PKGS)
+
+# The model fuzzed with random Services and EndpointSlices of several
+# clusters: no panic, nothing refused programmed, the same state in any
+# event order. Bounded, to keep `make test` within its budget; a short
+# minimization time keeps the fuzzing time spent fuzzing.
+FUZZTIME ?= 30s
+fuzz:
+	@echo ">> fuzzing the model for $(FUZZTIME)"
+	@$(GO) test -run '^$$' -fuzz '^FuzzStore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/model/
 
 e2e: deps lab-bins build
 	@echo ">> end-to-end tests (real kube-apiserver, network namespaces, real packets)"

@@ -116,6 +116,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		// The file is fine; whether its local ranges fit this host's
+		// network is a question for this host's kernel.
+		if err := daemon.CheckHost(cfg); err != nil {
+			for _, l := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintf(stderr, "%s: %s\n", *cfgPath, l)
+			}
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s: ok, mode %s\n", *cfgPath, cfg.Mode)
 		for _, l := range cfg.Summary() {
 			fmt.Fprintln(stdout, l)

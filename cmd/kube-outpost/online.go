@@ -26,7 +26,8 @@ const (
 // checkOnline is `check-config --online`: it connects to every configured
 // cluster with the kubeconfig the daemon would use, and prints one block per
 // cluster saying whether the credentials authenticate, grant what the
-// watcher needs, and grant more. It returns the exit code: 1 when a cluster
+// watcher needs (in all namespaces, or in each of the cluster's
+// `namespaces`), and grant more. It returns the exit code: 1 when a cluster
 // is unreachable, rejects the credentials or misses a permission; 0
 // otherwise, excess permissions being warnings only.
 func checkOnline(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer) int {
@@ -65,7 +66,9 @@ func checkCluster(ctx context.Context, c config.Cluster) *rbaccheck.Result {
 		if client, err = kubernetes.NewForConfig(rc); err == nil {
 			ctx, cancel := context.WithTimeout(ctx, clusterTimeout)
 			defer cancel()
-			return rbaccheck.Check(ctx, client, rbaccheck.Options{})
+			// A cluster with namespaces is watched in those only, by
+			// informers a Role in each of them allows.
+			return rbaccheck.Check(ctx, client, rbaccheck.Options{WatchNamespaces: c.Namespaces, Nodes: c.Reach == config.ReachNodePort || c.Reach == config.ReachRoutes})
 		}
 	}
 	return &rbaccheck.Result{Findings: []rbaccheck.Finding{{

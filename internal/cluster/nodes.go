@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
@@ -94,6 +95,25 @@ func NewNodeWatcher(client kubernetes.Interface, opts NodeWatcherOptions) *NodeW
 		log:      log.With("cluster", opts.Cluster),
 		nodes:    map[string]nodeEntry{},
 	}
+}
+
+// NodeWatcherFor makes the node watcher of a configured cluster, with a
+// client built as New builds the cluster watcher's (RESTConfig: the same
+// kubeconfig, context, user agent and rate limits). opts.Cluster defaults to
+// the cluster's name. It does not connect yet.
+func NodeWatcherFor(c config.Cluster, opts NodeWatcherOptions) (*NodeWatcher, error) {
+	rc, err := RESTConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", c.Name, err)
+	}
+	if opts.Cluster == "" {
+		opts.Cluster = c.Name
+	}
+	return NewNodeWatcher(cs, opts), nil
 }
 
 // Start watches until ctx is done or Stop is called. It returns at once; the

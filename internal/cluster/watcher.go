@@ -9,7 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"path"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +19,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/types"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -50,22 +54,40 @@ type Watcher struct {
 	client kubernetes.Interface
 	sink   Sink
 	log    *slog.Logger
+	sel    scope
+	// feeds are the list and watch streams this watcher opens, one per
+	// resource and watched namespace.
+	feeds []feed
 
-	mu      sync.Mutex
-	status  Status
-	cancel  context.CancelFunc
-	factory informers.SharedInformerFactory
-	// answering says, per resource, whether the last list or watch
-	// request got an answer and no list or watch failed after it.
-	answering map[string]bool
+	mu     sync.Mutex
+	status Status
+	cancel context.CancelFunc
+	// running counts the informers and the goroutine that reports the
+	// sync, which Stop waits for.
+	running sync.WaitGroup
+	// answering says, per feed, whether the last list or watch request got
+	// an answer and no list or watch failed after it.
+	answering map[feed]bool
+
+	// deliver serialises what the handlers hand to the sink, so that the
+	// set of selected services and the slices the sink holds agree.
+	deliver sync.Mutex
+	// selected are the services the sink holds: only their slices are
+	// passed on.
+	selected map[types.NamespacedName]bool
+	// slices is each slice informer's cache, by watched namespace ("" for
+	// a cluster-wide informer), to find the slices of a service that
+	// becomes selected.
+	slices map[string]cache.Indexer
 }
 
 // Status is what an operator wants to know of a cluster's watch.
 type Status struct {
 	Synced bool
 	// Connected is true while the apiserver answers: the last list or
-	// watch of each resource succeeded and nothing failed after it. With
-	// Synced, it means the cluster's changes reach the rules now.
+	// watch of each resource in each watched namespace succeeded and
+	// nothing failed after it. With Synced, it means the cluster's changes
+	// reach the rules now.
 	Connected bool
 	// WatchErrors counts list and watch requests that failed (refused,
 	// timed out, or answered with an error) and watches that broke.
@@ -79,6 +101,76 @@ const (
 	resServices       = "services"
 	resEndpointSlices = "endpointslices"
 )
+
+// feed is one list and watch stream: a resource in one namespace, or in all
+// of them when namespace is "".
+type feed struct {
+	resource  string
+	namespace string
+}
+
+func (f feed) String() string {
+	if f.namespace == "" {
+		return f.resource
+	}
+	return f.resource + " in namespace " + f.namespace
+}
+
+// feedOf names the feed an API request path belongs to: the resource is its
+// last element, preceded by namespaces/<name> for a namespaced request. Any
+// prefix (an apiserver behind a proxy path) does not matter.
+func feedOf(p string) feed {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	f := feed{resource: parts[len(parts)-1]}
+	if n := len(parts); n >= 3 && parts[n-3] == "namespaces" {
+		f.namespace = parts[n-2]
+	}
+	return f
+}
+
+// scope is what a cluster's informers list and watch.
+type scope struct {
+	// namespaces get one informer per resource each; [""] is one
+	// cluster-wide informer per resource.
+	namespaces []string
+	// fields leaves the excluded namespaces out, at the apiserver.
+	fields string
+	// services and slices are the label selectors of the two resources.
+	services, slices string
+}
+
+// newScope turns a cluster's namespaces, exclude_namespaces and
+// service_selector into what the informers ask the apiserver for, so that
+// the objects left out never reach this host's memory.
+func newScope(c config.Cluster) (scope, error) {
+	sel := scope{namespaces: slices.Clone(c.Namespaces), slices: proxySelector().String()}
+	if len(sel.namespaces) == 0 {
+		sel.namespaces = []string{metav1.NamespaceAll}
+	}
+	var not []fields.Selector
+	for _, ns := range c.ExcludeNamespaces {
+		not = append(not, fields.OneTermNotEqualSelector("metadata.namespace", ns))
+	}
+	if len(not) > 0 {
+		sel.fields = fields.AndSelectors(not...).String()
+	}
+	svc, err := labels.Parse(c.ServiceSelector)
+	if err != nil {
+		return scope{}, fmt.Errorf("cluster %q: service_selector %q: %w", c.Name, c.ServiceSelector, err)
+	}
+	reqs, _ := proxySelector().Requirements()
+	sel.services = svc.Add(reqs...).String()
+	return sel, nil
+}
+
+// feeds are the streams the scope opens.
+func (s scope) feeds() []feed {
+	var out []feed
+	for _, ns := range s.namespaces {
+		out = append(out, feed{resServices, ns}, feed{resEndpointSlices, ns})
+	}
+	return out
+}
 
 // RESTConfig loads the client configuration of a configured cluster.
 func RESTConfig(c config.Cluster) (*rest.Config, error) {
@@ -101,7 +193,10 @@ func New(c config.Cluster, sink Sink, log *slog.Logger) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{name: c.Name, sink: sink, log: log.With("cluster", c.Name), answering: map[string]bool{}}
+	w, err := newWatcher(c, sink, log)
+	if err != nil {
+		return nil, err
+	}
 	// The watch error handler alone cannot tell an apiserver that is down:
 	// the reflector retries a refused watch without calling it. Every
 	// request's outcome can.
@@ -112,42 +207,54 @@ func New(c config.Cluster, sink Sink, log *slog.Logger) (*Watcher, error) {
 	return w, nil
 }
 
+// newWatcher makes a watcher without a client.
+func newWatcher(c config.Cluster, sink Sink, log *slog.Logger) (*Watcher, error) {
+	sel, err := newScope(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Watcher{name: c.Name, sink: sink, log: log.With("cluster", c.Name), sel: sel, feeds: sel.feeds(), answering: map[feed]bool{}}, nil
+}
+
 // Status returns a copy of the watch status.
 func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	st := w.status
-	st.Connected = w.answering[resServices] && w.answering[resEndpointSlices]
+	st.Connected = len(w.feeds) > 0
+	for _, f := range w.feeds {
+		st.Connected = st.Connected && w.answering[f]
+	}
 	return st
 }
 
-// answered records the outcome of a request for a resource: nil, or why it
-// failed.
-func (w *Watcher) answered(resource string, err error) {
-	if resource != resServices && resource != resEndpointSlices {
+// answered records the outcome of a request of a feed: nil, or why it
+// failed. Requests of other feeds are not this watcher's.
+func (w *Watcher) answered(f feed, err error) {
+	if !slices.Contains(w.feeds, f) {
 		return
 	}
 	if err != nil {
-		w.failed(resource, err)
+		w.failed(f, err)
 		return
 	}
 	w.mu.Lock()
-	w.answering[resource] = true
+	w.answering[f] = true
 	w.mu.Unlock()
 }
 
-// failed counts a failed list or watch of a resource. An outage produces
-// one per retry: say it, but not forever.
-func (w *Watcher) failed(resource string, err error) {
+// failed counts a failed list or watch of a feed. An outage produces one
+// per retry: say it, but not forever.
+func (w *Watcher) failed(f feed, err error) {
 	w.mu.Lock()
-	w.answering[resource] = false
+	w.answering[f] = false
 	w.status.WatchErrors++
 	w.status.LastError = err.Error()
 	w.status.LastErrorAt = time.Now()
 	n := w.status.WatchErrors
 	w.mu.Unlock()
 	if n <= 3 || n%50 == 0 {
-		w.log.Warn("watch failed; rules stay as they are until it recovers", "resource", resource, "err", err, "errors", n)
+		w.log.Warn("watch failed; rules stay as they are until it recovers", "resource", f.resource, "namespace", f.namespace, "err", err, "errors", n)
 	}
 }
 
@@ -159,29 +266,30 @@ type observer struct {
 
 func (o *observer) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := o.next.RoundTrip(req)
-	res := path.Base(req.URL.Path)
+	f := feedOf(req.URL.Path)
 	switch {
 	case errors.Is(req.Context().Err(), context.Canceled):
 		// Stopped by us (a reload, the end): not the apiserver's doing.
 		// A deadline that passed is: the apiserver did not answer.
 	case err != nil:
-		o.w.answered(res, err)
+		o.w.answered(f, err)
 	// 410 Gone is the routine "resource version too old": the reflector
 	// lists again, which is the apiserver working as it should.
 	case resp.StatusCode >= 400 && resp.StatusCode != http.StatusGone:
-		o.w.answered(res, fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status))
+		o.w.answered(f, fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status))
 	default:
-		o.w.answered(res, nil)
+		o.w.answered(f, nil)
 	}
 	return resp, err
 }
 
-// selector is kube-proxy's: services handled by another proxy, and headless
-// services' slices, are not ours.
-func selector() string {
+// proxySelector is kube-proxy's: services handled by another proxy, and
+// headless services' slices, are not ours. The EndpointSlice controller
+// copies both labels from a service to its slices.
+func proxySelector() labels.Selector {
 	noProxyName, _ := labels.NewRequirement("service.kubernetes.io/service-proxy-name", selection.DoesNotExist, nil)
 	noHeadless, _ := labels.NewRequirement(corev1.IsHeadlessService, selection.DoesNotExist, nil)
-	return labels.NewSelector().Add(*noProxyName, *noHeadless).String()
+	return labels.NewSelector().Add(*noProxyName, *noHeadless)
 }
 
 // strip drops what the model never reads, so the informer caches of a large
@@ -201,56 +309,104 @@ func strip(obj any) (any, error) {
 	return obj, nil
 }
 
+// byService indexes slices by the service they belong to.
+const byService = "service"
+
+func sliceService(obj any) ([]string, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	nn, ok := sliceOwner(es)
+	if !ok {
+		return nil, nil
+	}
+	return []string{nn.String()}, nil
+}
+
+func sliceOwner(es *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
+	name := es.Labels[discoveryv1.LabelServiceName]
+	return types.NamespacedName{Namespace: es.Namespace, Name: name}, name != ""
+}
+
 // Start watches until ctx is done or Stop is called. It returns at once; the
 // informers retry on their own while the apiserver is unreachable, and the
 // rules programmed before stay in place meanwhile.
+//
+// With namespaces, every namespace has its own informers, whose requests a
+// Role in that namespace allows. EndpointSlices cannot be selected by their
+// service's labels: every slice of a watched namespace is listed, and only
+// the ones of selected services are passed on.
 func (w *Watcher) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	factory := informers.NewSharedInformerFactoryWithOptions(w.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector() }),
-		informers.WithTransform(strip))
-	svcInf := factory.Core().V1().Services().Informer()
-	fail := func(err error) error { cancel(); return err }
-	esInf := factory.Discovery().V1().EndpointSlices().Informer()
-	for res, inf := range map[string]cache.SharedIndexInformer{resServices: svcInf, resEndpointSlices: esInf} {
-		handler := func(ctx context.Context, r *cache.Reflector, err error) { w.watchError(ctx, res, err) }
-		if err := inf.SetWatchErrorHandlerWithContext(handler); err != nil {
-			return fail(err)
+	w.selected = map[types.NamespacedName]bool{}
+	w.slices = map[string]cache.Indexer{}
+	withFields := func(labelSelector string) func(*metav1.ListOptions) {
+		return func(o *metav1.ListOptions) { o.LabelSelector, o.FieldSelector = labelSelector, w.sel.fields }
+	}
+	var infs []cache.SharedIndexInformer
+	var synced []cache.InformerSynced
+	for _, ns := range w.sel.namespaces {
+		svcInf := coreinformers.NewFilteredServiceInformer(w.client, ns, 0, cache.Indexers{}, withFields(w.sel.services))
+		esInf := discoveryinformers.NewFilteredEndpointSliceInformer(w.client, ns, 0,
+			cache.Indexers{byService: sliceService}, withFields(w.sel.slices))
+		w.slices[ns] = esInf.GetIndexer()
+		for f, inf := range map[feed]cache.SharedIndexInformer{{resServices, ns}: svcInf, {resEndpointSlices, ns}: esInf} {
+			handler := func(ctx context.Context, _ *cache.Reflector, err error) { w.watchError(ctx, f, err) }
+			if err := inf.SetWatchErrorHandlerWithContext(handler); err != nil {
+				cancel()
+				return err
+			}
+			if err := inf.SetTransform(strip); err != nil {
+				cancel()
+				return err
+			}
 		}
+		svcReg, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { w.serviceChanged(o) },
+			UpdateFunc: func(_, o any) { w.serviceChanged(o) },
+			DeleteFunc: func(o any) {
+				if svc, ok := unwrap(o).(*corev1.Service); ok {
+					w.serviceGone(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name})
+				}
+			},
+		})
+		if err != nil {
+			cancel()
+			return err
+		}
+		esReg, err := esInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { w.sliceChanged(nil, o) },
+			UpdateFunc: func(old, o any) { w.sliceChanged(old, o) },
+			DeleteFunc: func(o any) {
+				if es, ok := unwrap(o).(*discoveryv1.EndpointSlice); ok {
+					w.sliceGone(es)
+				}
+			},
+		})
+		if err != nil {
+			cancel()
+			return err
+		}
+		infs = append(infs, svcInf, esInf)
+		synced = append(synced, svcReg.HasSynced, esReg.HasSynced)
 	}
-	svcReg, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { w.upsertService(o) },
-		UpdateFunc: func(_, o any) { w.upsertService(o) },
-		DeleteFunc: func(o any) {
-			if svc, ok := unwrap(o).(*corev1.Service); ok {
-				w.sink.DeleteService(w.name, svc.Namespace, svc.Name)
-			}
-		},
-	})
-	if err != nil {
-		return fail(err)
+	where := strings.Join(w.sel.namespaces, ",")
+	if where == "" {
+		where = "all"
 	}
-	esReg, err := esInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { w.upsertSlice(o) },
-		UpdateFunc: func(_, o any) { w.upsertSlice(o) },
-		DeleteFunc: func(o any) {
-			if es, ok := unwrap(o).(*discoveryv1.EndpointSlice); ok {
-				w.sink.DeleteSlice(w.name, es)
-			}
-		},
-	})
-	if err != nil {
-		return fail(err)
-	}
+	w.log.Debug("watching", "namespaces", where, "fields", w.sel.fields, "services", w.sel.services, "endpointslices", w.sel.slices)
 	w.mu.Lock()
-	w.cancel, w.factory = cancel, factory
+	w.cancel = cancel
 	w.mu.Unlock()
-	factory.Start(ctx.Done())
-	go func() {
+	for _, inf := range infs {
+		w.running.Go(func() { inf.RunWithContext(ctx) })
+	}
+	w.running.Go(func() {
 		// The handlers, not just the caches, must have seen every object
-		// before the cluster counts as synced: only then may the backend
-		// replace the rules of an earlier run.
-		if !cache.WaitForCacheSync(ctx.Done(), svcReg.HasSynced, esReg.HasSynced) {
+		// of every namespace before the cluster counts as synced: only
+		// then may the backend replace the rules of an earlier run.
+		if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 			return
 		}
 		w.mu.Lock()
@@ -258,7 +414,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 		w.mu.Unlock()
 		w.log.Info("cluster synced")
 		w.sink.SetSynced(w.name)
-	}()
+	})
 	return nil
 }
 
@@ -266,41 +422,147 @@ func (w *Watcher) Start(ctx context.Context) error {
 // that nothing of this watcher reaches the model afterwards.
 func (w *Watcher) Stop() {
 	w.mu.Lock()
-	cancel, factory := w.cancel, w.factory
+	cancel := w.cancel
 	w.mu.Unlock()
 	if cancel == nil {
 		return
 	}
 	cancel()
-	factory.Shutdown()
+	w.running.Wait()
 }
 
-func (w *Watcher) upsertService(o any) {
-	if svc, ok := o.(*corev1.Service); ok {
-		w.sink.UpsertService(w.name, svc)
+// serviceChanged passes on a service the apiserver says is selected. One
+// that becomes selected brings its slices along: they were left out until
+// now, whichever came first. The slices go first, so that the service is
+// never programmed without the endpoints it has, which would refuse its
+// connections for a moment.
+func (w *Watcher) serviceChanged(o any) {
+	svc, ok := o.(*corev1.Service)
+	if !ok {
+		return
+	}
+	nn := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+	w.deliver.Lock()
+	defer w.deliver.Unlock()
+	if !w.selected[nn] {
+		w.selected[nn] = true
+		for _, es := range w.slicesOf(nn) {
+			w.sink.UpsertSlice(w.name, es)
+		}
+	}
+	w.sink.UpsertService(w.name, svc)
+}
+
+// serviceGone removes a service that was deleted or no longer matches the
+// label selector (the apiserver sends a watch a delete for an object that
+// stops matching it), and its slices with it: they would only take memory
+// in the model until the service came back.
+func (w *Watcher) serviceGone(nn types.NamespacedName) {
+	w.deliver.Lock()
+	defer w.deliver.Unlock()
+	w.sink.DeleteService(w.name, nn.Namespace, nn.Name)
+	if !w.selected[nn] {
+		return
+	}
+	delete(w.selected, nn)
+	// A slice deleted from the cache but not yet from the model is
+	// removed by its own delete event, which sliceGone always passes on.
+	for _, es := range w.slicesOf(nn) {
+		w.sink.DeleteSlice(w.name, es)
 	}
 }
 
-func (w *Watcher) upsertSlice(o any) {
-	if es, ok := o.(*discoveryv1.EndpointSlice); ok {
-		w.sink.UpsertSlice(w.name, es)
+// sliceChanged passes on a slice of a selected service.
+func (w *Watcher) sliceChanged(old, o any) {
+	es, ok := o.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
 	}
+	nn, ok := sliceOwner(es)
+	w.deliver.Lock()
+	defer w.deliver.Unlock()
+	if prev, isSlice := old.(*discoveryv1.EndpointSlice); isSlice {
+		// A slice moved to another service leaves the first one.
+		if was, _ := sliceOwner(prev); was != nn && w.selected[was] {
+			w.sink.DeleteSlice(w.name, prev)
+		}
+	}
+	if !ok || !w.selected[nn] || w.superseded(es) {
+		return
+	}
+	w.sink.UpsertSlice(w.name, es)
 }
 
-func (w *Watcher) watchError(_ context.Context, resource string, err error) {
+// sliceGone passes on every slice deletion: the sink ignores the ones it
+// does not hold, and one it holds must go even if its service just left.
+func (w *Watcher) sliceGone(es *discoveryv1.EndpointSlice) {
+	w.deliver.Lock()
+	defer w.deliver.Unlock()
+	w.sink.DeleteSlice(w.name, es)
+}
+
+// superseded reports whether the cache already holds a newer version of
+// the slice, or none any more: an event for that is on its way. Passing on
+// the older one would take the model back to it, after serviceChanged took
+// the newer one from the cache. Resource versions are compared for
+// equality only, as the API allows; a relist that stores an equal copy
+// keeps them equal.
+func (w *Watcher) superseded(es *discoveryv1.EndpointSlice) bool {
+	idx := w.indexerFor(es.Namespace)
+	if idx == nil {
+		return false
+	}
+	cur, exists, err := idx.GetByKey(es.Namespace + "/" + es.Name)
+	if err != nil {
+		return false
+	}
+	if !exists {
+		return true
+	}
+	c, ok := cur.(*discoveryv1.EndpointSlice)
+	return ok && c.ResourceVersion != es.ResourceVersion
+}
+
+// slicesOf returns the cached slices of a service.
+func (w *Watcher) slicesOf(nn types.NamespacedName) []*discoveryv1.EndpointSlice {
+	idx := w.indexerFor(nn.Namespace)
+	if idx == nil {
+		return nil
+	}
+	objs, err := idx.ByIndex(byService, nn.String())
+	if err != nil {
+		return nil
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if es, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, es)
+		}
+	}
+	return out
+}
+
+func (w *Watcher) indexerFor(namespace string) cache.Indexer {
+	if idx, ok := w.slices[namespace]; ok {
+		return idx
+	}
+	return w.slices[metav1.NamespaceAll]
+}
+
+func (w *Watcher) watchError(_ context.Context, f feed, err error) {
 	// What the reflector's default handler treats as routine: a watch
 	// that ended or expired, after which it lists or watches again.
 	if errors.Is(err, io.EOF) || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-		w.log.Debug("watch ended; listing again", "resource", resource, "err", err)
+		w.log.Debug("watch ended; listing again", "resource", f.resource, "namespace", f.namespace, "err", err)
 		return
 	}
 	// A failed request was counted when it failed; what is left are
 	// failures after an answer, such as a watch stream that broke.
 	w.mu.Lock()
-	counted := !w.answering[resource]
+	counted := !w.answering[f]
 	w.mu.Unlock()
 	if !counted {
-		w.failed(resource, err)
+		w.failed(f, err)
 	}
 }
 

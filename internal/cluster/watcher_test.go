@@ -72,7 +72,10 @@ func (rt roundTripper) RoundTrip(*http.Request) (*http.Response, error) {
 }
 
 func TestConnected(t *testing.T) {
-	w := &Watcher{name: "c", log: slog.New(slog.DiscardHandler), answering: map[string]bool{}}
+	w, err := newWatcher(config.Cluster{Name: "c"}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	request := func(path string, rt roundTripper) {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodGet, "https://apiserver"+path, nil)
@@ -120,14 +123,14 @@ func TestConnected(t *testing.T) {
 	}
 	// The refused and forbidden requests above; not the other resource's.
 	errorsNow("after failed requests", 2)
-	w.watchError(context.Background(), resEndpointSlices, io.ErrUnexpectedEOF)
+	w.watchError(context.Background(), feed{resEndpointSlices, ""}, io.ErrUnexpectedEOF)
 	check("after a broken watch", false)
 	errorsNow("after a broken watch", 3)
 	request(slices, roundTripper{code: 200})
 	check("after the watch resumed", true)
 	// A failed list is reported by the informer too: one failure.
 	request(slices, roundTripper{code: 503})
-	w.watchError(context.Background(), resEndpointSlices, apierrors.NewServiceUnavailable("down"))
+	w.watchError(context.Background(), feed{resEndpointSlices, ""}, apierrors.NewServiceUnavailable("down"))
 	errorsNow("after a failed list", 4)
 	request(slices, roundTripper{code: 200})
 	// Requests we cancel, stopping the watch, are not the apiserver's
@@ -139,9 +142,9 @@ func TestConnected(t *testing.T) {
 	check("after a cancelled request", true)
 	errorsNow("after a cancelled request", 4)
 	// The routine ends of a watch are no errors.
-	w.watchError(context.Background(), resServices, io.EOF)
-	w.watchError(context.Background(), resServices, apierrors.NewResourceExpired("too old resource version"))
-	w.watchError(context.Background(), resServices, apierrors.NewGone("gone"))
+	w.watchError(context.Background(), feed{resServices, ""}, io.EOF)
+	w.watchError(context.Background(), feed{resServices, ""}, apierrors.NewResourceExpired("too old resource version"))
+	w.watchError(context.Background(), feed{resServices, ""}, apierrors.NewGone("gone"))
 	check("after routine watch ends", true)
 	errorsNow("after routine watch ends", 4)
 }
@@ -153,6 +156,7 @@ type fakeAPIServer struct {
 	failing atomic.Bool
 	mu      sync.Mutex
 	stop    chan struct{} // closed to end the open watches
+	svcs    []corev1.Service
 	slices  []discoveryv1.EndpointSlice
 }
 
@@ -178,6 +182,9 @@ func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/api/v1/services":
 		kind, apiVersion = "Service", "v1"
+		for _, svc := range f.svcs {
+			items = append(items, svc)
+		}
 	case "/apis/discovery.k8s.io/v1/endpointslices":
 		kind, apiVersion = "EndpointSlice", "discovery.k8s.io/v1"
 		for _, es := range f.slices {
@@ -252,6 +259,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // Connected follows the apiserver going away and coming back.
 func TestWatcherAgainstAPIServer(t *testing.T) {
 	api := &fakeAPIServer{stop: make(chan struct{})}
+	// Only a selected service's slices are passed on.
+	api.svcs = []corev1.Service{{
+		TypeMeta:   metav1.TypeMeta{Kind: "Service", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", ResourceVersion: "8"},
+	}}
 	api.slices = []discoveryv1.EndpointSlice{{
 		TypeMeta: metav1.TypeMeta{Kind: "EndpointSlice", APIVersion: "discovery.k8s.io/v1"},
 		ObjectMeta: metav1.ObjectMeta{

@@ -188,3 +188,25 @@ func (c *checker) strings(line int, who, key string, v any) ([]string, bool) {
 	}
 	return out, true
 }
+
+// nodePortsNeedMasquerade refuses serve_node_ports with masquerade = false:
+// a client that reaches a node port of this host is not routed back
+// through it by the pod, so without source NAT the pod's reply goes to
+// the client directly, from an address the client never dialed, and the
+// connection fails.
+func (c *checker) nodePortsNeedMasquerade(cfg *Config) {
+	if cfg.Masquerade {
+		return
+	}
+	for i, cl := range cfg.Clusters {
+		if !cl.ServeNodePorts {
+			continue
+		}
+		who := fmt.Sprintf("clusters[%d]", i)
+		if cl.Name != "" {
+			who = fmt.Sprintf("cluster %q", cl.Name)
+		}
+		c.add(c.loc.line(i, "clusters.serve_node_ports"), who, "serve_node_ports needs masquerade = true (line %d): "+
+			"replies to a client of a node port would not come back through this host", c.loc.line(-1, "masquerade"))
+	}
+}

@@ -91,8 +91,12 @@ func (c *Config) Summary() []string {
 		for i, p := range cl.ServiceCIDRs {
 			cidrs[i] = p.String()
 		}
-		lines = append(lines, fmt.Sprintf("cluster %q: kubeconfig %s (context %q, server %s), service_cidrs %s",
-			cl.Name, cl.Kubeconfig, cl.ContextName, cl.Server, strings.Join(cidrs, ",")))
+		line := fmt.Sprintf("cluster %q: kubeconfig %s (context %q, server %s), service_cidrs %s",
+			cl.Name, cl.Kubeconfig, cl.ContextName, cl.Server, strings.Join(cidrs, ","))
+		if cl.LocalServiceCIDR.IsValid() {
+			line += fmt.Sprintf(", reached here at local_service_cidr %s", cl.LocalServiceCIDR)
+		}
+		lines = append(lines, line)
 	}
 	return lines
 }
@@ -135,13 +139,10 @@ type rawCluster struct {
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
 		"metrics_address", "healthz_address", "log_level", "log_format", "status_socket", "clusters"}
-	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs"}
-	// multiClusterKeys are parsed (clusterkeys.go) but not offered until
-	// the daemon acts on them: a key that is accepted and ignored would
-	// mislead.
-	multiClusterKeys = []string{"local_service_cidr",
-		"namespaces", "exclude_namespaces", "service_selector", "reach", "node_address_types",
-		"serve_node_ports", "allow_external_ips", "endpoint_cidrs"}
+	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
+		"namespaces", "exclude_namespaces", "service_selector",
+		"local_service_cidr", "allow_external_ips", "endpoint_cidrs", "serve_node_ports",
+		"reach", "node_address_types"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 )
@@ -322,6 +323,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 		cfg.Clusters = append(cfg.Clusters, c.cluster(i, rc))
 	}
 	c.overlaps()
+	c.nodePortsNeedMasquerade(cfg)
 	return cfg
 }
 

@@ -21,11 +21,13 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/health"
+	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
 	"github.com/kube-outpost/kube-outpost/internal/metrics"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
+	"github.com/kube-outpost/kube-outpost/internal/routes"
 	"github.com/kube-outpost/kube-outpost/internal/runner"
 	"github.com/kube-outpost/kube-outpost/internal/systemd"
 )
@@ -42,10 +44,16 @@ type Daemon struct {
 	started  time.Time
 	metrics  *metrics.Metrics
 	health   *health.Tracker
+	host     hostcheck.Source // this host's addresses and routes
 
 	// Only the sync loop touches these.
 	mustFull     bool        // the backends' next sync is full: the first one, and after a failure
 	unprogrammed []time.Time // trigger times of changes a failed sync did not program
+	// routes installs reach = "routes" routes (reach.go); nil when tests
+	// give fake backends and no fake installer.
+	routes        *routes.Installer
+	routesUsed    bool // a routes cluster was configured in this run
+	routesCleaned bool // the leftovers of an earlier run were removed
 
 	mu          sync.Mutex
 	ctx         context.Context // Run's, for watchers started by Reload
@@ -55,6 +63,7 @@ type Daemon struct {
 	lastSuccess SyncResult // zero before the first successful sync
 	syncStarted time.Time  // zero when no sync runs
 	ready       bool
+	routeState  map[string]routeState // by routes cluster, from the last route sync
 }
 
 // clusterHandle is one configured cluster and its watcher.
@@ -63,6 +72,9 @@ type clusterHandle struct {
 	source     string // what the watcher was built from: a change restarts it
 	generation int
 	watcher    *cluster.Watcher
+	// nodes watches the cluster's Nodes when it is reached through them
+	// (reach.go); nil for reach = "direct".
+	nodes *cluster.NodeWatcher
 }
 
 // readyGrace is how long READY waits for clusters that cannot be reached:
@@ -85,7 +97,7 @@ var Version = "dev"
 // New builds a daemon for cfg. Backends are made from cfg.Mode unless given
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true}
+	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource}
 	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
 	// kube-proxy's health timeout: a failed sync is retried within
 	// SyncPeriod, so twice that is at least one retry that failed too.
@@ -100,6 +112,7 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 		if backends, err = newBackends(cfg, log, d.queue); err != nil {
 			return nil, err
 		}
+		d.routes = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
 	}
 	d.backends = backends
 	d.store = model.NewStore(log, d.queue)
@@ -171,7 +184,9 @@ func perFamily(cfg *config.Config, mk func(v6 bool, r iptables.Runner) proxy.Bac
 }
 
 // wantsFamily: a family gets a backend only when some cluster has service
-// CIDRs in it, so an IPv4-only setup never needs ip6tables.
+// CIDRs in it, so an IPv4-only setup never needs ip6tables. A local range
+// or an external IP range is of a family the cluster has a service CIDR
+// of (config validation; a ServicePort's external IPs are of its family).
 func wantsFamily(cfg *config.Config, v6 bool) bool {
 	for _, c := range cfg.Clusters {
 		for _, p := range c.ServiceCIDRs {
@@ -208,9 +223,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.ctx = ctx
 	d.started = time.Now()
 	d.mu.Unlock()
+	// Before the first service is built: an endpoint at this host's own
+	// address must never be programmed, not even for a moment.
+	d.refreshHostAddrs()
 	if err := d.setClusters(d.cfg.Clusters); err != nil {
 		return err
 	}
+	go d.watchHostAddrs(ctx)
 	d.otherModeCleanup(ctx)
 	go d.fullSyncTicker(ctx)
 	go d.watchdog(ctx)
@@ -229,9 +248,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	for _, h := range d.clusters {
 		h.watcher.Stop()
+		if h.nodes != nil {
+			h.nodes.Stop()
+		}
 	}
 	d.mu.Unlock()
-	d.log.Info("stopping; rules stay in place")
+	d.log.Info("stopping; rules and routes stay in place")
 	return nil
 }
 
@@ -278,10 +300,23 @@ func globalDiff(a, b *config.Config) string {
 func source(c config.Cluster) string {
 	data, _ := os.ReadFile(c.Kubeconfig)
 	sum := sha256.Sum256(data)
-	return fmt.Sprintf("%s|%s|%s|%v|%x", c.Kubeconfig, c.Context, c.Server, c.ServiceCIDRs, sum)
+	return fmt.Sprintf("%s|%s|%s|%v|%q|%q|%q|%s|%q|%x", c.Kubeconfig, c.Context, c.Server, c.ServiceCIDRs, c.Namespaces, c.ExcludeNamespaces, c.ServiceSelector,
+		c.Reach, c.NodeAddressTypes, sum)
 }
 
 func (d *Daemon) setClusters(cfgs []config.Cluster) error {
+	// A colliding local range would shadow real addresses of this host's
+	// networks: refused at start and at reload, like check-config does.
+	if err := checkHost(cfgs, d.host); err != nil {
+		var c hostcheck.Collision
+		if !errors.As(err, &c) {
+			// Not a verdict: the kernel could not be read. check-config
+			// reports it; the daemon serves on.
+			d.log.Warn("could not check local_service_cidr against this host's network", "err", err)
+		} else {
+			return hostProblem(err)
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Build every new watcher first: a bad kubeconfig refuses the whole
@@ -299,8 +334,12 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 		if err != nil {
 			return err
 		}
+		nw, err := d.newNodeWatcher(c)
+		if err != nil {
+			return err
+		}
 		d.generation++
-		h := &clusterHandle{cfg: c, source: src, generation: d.generation, watcher: w}
+		h := &clusterHandle{cfg: c, source: src, generation: d.generation, watcher: w, nodes: nw}
 		next[c.Name] = h
 		started = append(started, h)
 	}
@@ -309,18 +348,28 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 	for name, h := range d.clusters {
 		if next[name] != h {
 			h.watcher.Stop()
+			if h.nodes != nil {
+				h.nodes.Stop()
+			}
 		}
 	}
 	var ccs []model.ClusterConfig
 	for _, c := range cfgs {
 		h := next[c.Name]
-		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation})
+		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation,
+			LocalServiceCIDR: c.LocalServiceCIDR, AllowExternalIPs: c.AllowExternalIPs, EndpointCIDRs: c.EndpointCIDRs,
+			ServeNodePorts: c.ServeNodePorts, Reach: string(c.Reach), NodeAddressTypes: c.NodeAddressTypes})
 	}
 	d.store.SetClusters(ccs)
 	d.clusters = next
 	for _, h := range started {
 		if err := h.watcher.Start(d.ctx); err != nil {
 			return fmt.Errorf("cluster %q: %w", h.cfg.Name, err)
+		}
+		if h.nodes != nil {
+			if err := h.nodes.Start(d.ctx); err != nil {
+				return fmt.Errorf("cluster %q: nodes: %w", h.cfg.Name, err)
+			}
 		}
 	}
 	return nil
@@ -342,6 +391,7 @@ func (d *Daemon) fullSyncTicker(ctx context.Context) {
 
 func (d *Daemon) sync(ctx context.Context) error {
 	d.health.SyncStarted()
+	d.refreshListeners() // listeners.go: node ports held by local processes
 	st, triggers := d.store.Checkout()
 	triggers = append(d.unprogrammed, triggers...)
 	d.unprogrammed = nil
@@ -360,6 +410,12 @@ func (d *Daemon) sync(ctx context.Context) error {
 				restoreFailures++
 			}
 		}
+	}
+	// After the backends: a route only makes pod IPs reachable, which
+	// DNAT rules already pointing there need, and a failure here must not
+	// hold back the rules of every other cluster.
+	if err := d.syncRoutes(ctx); err != nil {
+		errs = multierror.Append(errs, err)
 	}
 	end := time.Now()
 	res := SyncResult{At: start, Duration: end.Sub(start), Full: full, Err: errs.ErrorOrNil()}
@@ -528,6 +584,11 @@ func Cleanup(ctx context.Context, log *slog.Logger) error {
 		if err := iptables.New(iptables.Options{Runner: r, IPv6: v6, Log: log}).Cleanup(ctx); err != nil {
 			errs = multierror.Append(errs, err)
 		}
+	}
+	// reach = "routes": the routes of ours (protocol routes.Protocol),
+	// and nothing else.
+	if err := routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log}).Cleanup(ctx); err != nil {
+		errs = multierror.Append(errs, err)
 	}
 	return errs.ErrorOrNil()
 }

@@ -76,9 +76,11 @@ func (s *statusSource) Status() status.Report {
 	}
 	watch := make(map[string]cluster.Status, len(d.clusters))
 	servers := make(map[string]string, len(d.clusters))
+	reach := make(map[string]reachStatus, len(d.clusters))
 	for name, h := range d.clusters {
 		watch[name] = h.watcher.Status()
 		servers[name] = h.cfg.Server
+		reach[name] = d.reachStatus(h)
 	}
 	d.mu.Unlock()
 	for _, c := range st.Clusters {
@@ -87,6 +89,8 @@ func (s *statusSource) Status() status.Report {
 		cs.Server = servers[c.Name]
 		cs.Reachable = w.Connected
 		cs.LastError, cs.LastErrorAt = w.LastError, w.LastErrorAt
+		rs := reach[c.Name]
+		cs.Reach, cs.NodeAddressTypes, cs.Nodes, cs.Routes = rs.reach, rs.types, rs.nodes, rs.routes
 		r.Clusters = append(r.Clusters, cs)
 	}
 	return r

@@ -17,22 +17,48 @@ import (
 // sessionAffinityConfig.clientIP.timeoutSeconds.
 const defaultAffinityTimeout = 10800 * time.Second
 
+// maxServicePorts bounds the ports of one service: each costs rules, and a
+// Service with thousands of them is a mistake or an attack, which must not
+// slow down every other service's sync.
+const maxServicePorts = 1000
+
 type buildResult struct {
 	ports    []*ServicePort
 	problems []string
 }
 
+// buildEnv is what buildService needs to know beyond its cluster: facts
+// about this host and the other clusters. nil means none.
+type buildEnv struct {
+	// host are this host's own addresses: an endpoint or external IP
+	// there would turn a service into a way into this host.
+	host map[netip.Addr]bool
+	// ranges are where each configured cluster's VIPs are on this host.
+	ranges []ownedRange
+}
+
+type ownedRange struct {
+	cluster string
+	prefix  netip.Prefix
+}
+
+func (e *buildEnv) isHost(ip netip.Addr) bool { return e != nil && e.host[ip] }
+
 // buildService turns one Service and its EndpointSlices into ServicePorts.
 // A nil svc (deleted, or slices seen before their service) yields nothing.
-func buildService(cfg ClusterConfig, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) buildResult {
+func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices []*discoveryv1.EndpointSlice) buildResult {
 	var res buildResult
 	if svc == nil || !proxied(svc) {
 		return res
 	}
 	problem := func(format string, args ...any) { res.problems = append(res.problems, fmt.Sprintf(format, args...)) }
 
-	if len(svc.Spec.ExternalIPs) > 0 {
-		problem("spec.externalIPs %v are not programmed: external IPs would let a namespace owner capture this host's traffic", svc.Spec.ExternalIPs)
+	externals := externalIPs(cfg, env, svc, problem)
+	mappedFrom := mappedCIDR(cfg.ServiceCIDRs, cfg.LocalServiceCIDR)
+	svcPorts := svc.Spec.Ports
+	if len(svcPorts) > maxServicePorts {
+		problem("spec.ports has %d ports: only the first %d are programmed", len(svcPorts), maxServicePorts)
+		svcPorts = svcPorts[:maxServicePorts]
 	}
 	var affinity time.Duration
 	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
@@ -50,6 +76,7 @@ func buildService(cfg ClusterConfig, svc *corev1.Service, slices []*discoveryv1.
 	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
 		ips = []string{svc.Spec.ClusterIP}
 	}
+	families := map[bool]bool{}
 	for i, s := range ips {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
@@ -61,8 +88,25 @@ func buildService(cfg ClusterConfig, svc *corev1.Service, slices []*discoveryv1.
 			problem("spec.clusterIPs[%d] %s is outside the cluster's service_cidrs %v: refused", i, ip, cfg.ServiceCIDRs)
 			continue
 		}
+		if families[ip.Is6()] {
+			// Two ClusterIPs of one family: only a broken object has them,
+			// and both would be the same PortKeys.
+			problem("spec.clusterIPs[%d] %s: a second ClusterIP of its family: refused", i, ip)
+			continue
+		}
+		families[ip.Is6()] = true
+		var local netip.Addr
+		if mappedFrom.IsValid() && mappedFrom.Contains(ip) {
+			local = mapAddr(ip, mappedFrom, cfg.LocalServiceCIDR)
+		}
+		var exts []netip.Addr
+		for _, e := range externals {
+			if e.Is6() == ip.Is6() {
+				exts = append(exts, e)
+			}
+		}
 		seen := map[string]bool{}
-		for j, sp := range svc.Spec.Ports {
+		for j, sp := range svcPorts {
 			proto := Protocol(sp.Protocol)
 			if proto == "" {
 				proto = TCP
@@ -87,11 +131,19 @@ func buildService(cfg ClusterConfig, svc *corev1.Service, slices []*discoveryv1.
 					Cluster: cfg.Name, Namespace: svc.Namespace, Name: svc.Name,
 					Port: sp.Name, Protocol: proto, IPv6: ip.Is6(),
 				},
-				ClusterIP: ip,
-				Port:      uint16(sp.Port),
-				Affinity:  affinity,
+				ClusterIP:   ip,
+				LocalIP:     local,
+				ExternalIPs: exts,
+				Port:        uint16(sp.Port),
+				Affinity:    affinity,
 			}
-			sel := selectEndpoints(sp.Name, proto, ip.Is6(), slices)
+			if sp.NodePort > 0 && sp.NodePort <= 65535 {
+				p.NodePort = uint16(sp.NodePort)
+			}
+			if cfg.ServeNodePorts {
+				p.ServedNodePort = p.NodePort // settled against other claims in nodeports.go
+			}
+			sel := selectEndpoints(cfg, env, sp.Name, proto, ip.Is6(), slices)
 			if localOnly {
 				// Every endpoint is filtered out, and nothing about them is
 				// reported: none of them is ever used.
@@ -106,8 +158,84 @@ func buildService(cfg ClusterConfig, svc *corev1.Service, slices []*discoveryv1.
 			res.ports = append(res.ports, p)
 		}
 	}
+	for _, e := range externals {
+		if !families[e.Is6()] {
+			problem("external IP %s: the service has no ClusterIP of its family to lead it to: not programmed", e)
+		}
+	}
 	res.problems = dedupe(res.problems)
 	return res
+}
+
+// externalIPs are the service's external IPs (spec.externalIPs, and the
+// IPs of status.loadBalancer.ingress) that this host may capture, sorted
+// and unique. Anyone who can edit a Service, or its status, can set them
+// (CVE-2020-8554), so only those inside the cluster's allow_external_ips
+// are taken, and never one that is this host's own, a special address, or
+// in any cluster's service range on this host.
+func externalIPs(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, problem func(string, ...any)) []netip.Addr {
+	var out []netip.Addr
+	var refused []string
+	take := func(field, s string) {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || ip.Zone() != "" {
+			problem("%s %q is not an IP address: not programmed", field, s)
+			return
+		}
+		ip = ip.Unmap()
+		if !inAny(cfg.AllowExternalIPs, ip) {
+			refused = append(refused, ip.String())
+			return
+		}
+		if why := unsafeEndpoint(ip); why != "" {
+			problem("%s %s is %s: never programmed", field, ip, why)
+			return
+		}
+		if env.isHost(ip) {
+			problem("%s %s is this host's own address: never programmed, it would take over the host's own port", field, ip)
+			return
+		}
+		if env != nil {
+			for _, r := range env.ranges {
+				if r.prefix.Contains(ip) {
+					problem("%s %s is in cluster %q's service range %s on this host: not programmed", field, ip, r.cluster, r.prefix)
+					return
+				}
+			}
+		}
+		out = append(out, ip)
+	}
+	for i, s := range svc.Spec.ExternalIPs {
+		take(fmt.Sprintf("spec.externalIPs[%d]", i), s)
+	}
+	if len(refused) > 0 {
+		problem("spec.externalIPs %v are not programmed: external IPs would let a namespace owner capture this host's traffic%s", refused, allowHint(cfg))
+	}
+	refused = nil
+	for i, ing := range svc.Status.LoadBalancer.Ingress {
+		// ipMode Proxy: the load balancer proxies, so the IP is not
+		// the destination of the packets (kube-proxy skips it too).
+		if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
+			continue
+		}
+		take(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), ing.IP)
+	}
+	// Without allow_external_ips, a LoadBalancer's IP is the cloud's, reached
+	// through the cloud: not taking it is the normal case, not worth a
+	// warning on every LoadBalancer service. With it, the operator opted
+	// in and wants to know which ones stay out.
+	if len(refused) > 0 && len(cfg.AllowExternalIPs) > 0 {
+		problem("status.loadBalancer.ingress IPs %v are not programmed: outside allow_external_ips %v", refused, cfg.AllowExternalIPs)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+func allowHint(cfg ClusterConfig) string {
+	if len(cfg.AllowExternalIPs) == 0 {
+		return " (allow_external_ips is not set)"
+	}
+	return fmt.Sprintf(" (outside allow_external_ips %v)", cfg.AllowExternalIPs)
 }
 
 // proxied says whether kube-proxy would program this service at all.
@@ -157,7 +285,7 @@ type selection struct {
 // selectEndpoints picks the usable endpoints of one service port, following
 // kube-proxy: ready endpoints; when none is ready, those that are terminating
 // but still serving. Unsafe addresses are dropped and reported.
-func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discoveryv1.EndpointSlice) selection {
+func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Protocol, v6 bool, slices []*discoveryv1.EndpointSlice) selection {
 	want := discoveryv1.AddressTypeIPv4
 	if v6 {
 		want = discoveryv1.AddressTypeIPv6
@@ -208,6 +336,19 @@ func selectEndpoints(portName string, proto Protocol, v6 bool, slices []*discove
 			if why := unsafeEndpoint(ip); why != "" {
 				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
 				drop(ip.String(), port, ExcludedUnsafe, why)
+				continue
+			}
+			if env.isHost(ip) {
+				// DNAT to this host's own address reaches its own
+				// listeners, as a loopback endpoint would.
+				why := "this host's own address"
+				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
+				drop(ip.String(), port, ExcludedUnsafe, why)
+				continue
+			}
+			if len(cfg.EndpointCIDRs) > 0 && !inAny(cfg.EndpointCIDRs, ip) {
+				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is outside endpoint_cidrs %v: dropped", es.Name, ip, cfg.EndpointCIDRs))
+				drop(ip.String(), port, ExcludedOutsideEndpointCIDRs, fmt.Sprintf("outside the cluster's endpoint_cidrs %v", cfg.EndpointCIDRs))
 				continue
 			}
 			c := candidate{

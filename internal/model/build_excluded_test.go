@@ -142,7 +142,7 @@ func TestExcluded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := buildService(testCfg, tt.svc, tt.slices)
+			res := buildService(testCfg, nil, tt.svc, tt.slices)
 			sortPorts(res.ports)
 			if len(res.ports) != len(tt.want) {
 				t.Fatalf("%d ports, want %d: %s", len(res.ports), len(tt.want), fmtPorts(res.ports))

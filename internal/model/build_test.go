@@ -543,7 +543,7 @@ func TestBuildService(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := buildService(testCfg, tt.svc, tt.slices)
+			res := buildService(testCfg, nil, tt.svc, tt.slices)
 			if !samePorts(res.ports, tt.want) {
 				t.Errorf("ports:\n got %s\nwant %s", fmtPorts(res.ports), fmtPorts(tt.want))
 			}
@@ -574,7 +574,7 @@ func TestBuildServiceProblemsDeduplicated(t *testing.T) {
 		svcPort("a", corev1.ProtocolTCP, 80), svcPort("b", corev1.ProtocolTCP, 81)})
 	es := newSlice("web", "web-1", discoveryv1.AddressTypeIPv4,
 		[]discoveryv1.EndpointPort{slicePortOf("a", tcp, 80), slicePortOf("b", tcp, 81)}, readyEP("127.0.0.1"))
-	res := buildService(testCfg, svc, []*discoveryv1.EndpointSlice{es})
+	res := buildService(testCfg, nil, svc, []*discoveryv1.EndpointSlice{es})
 	if len(res.problems) != 1 {
 		t.Fatalf("problems = %q, want exactly one", res.problems)
 	}
@@ -586,8 +586,8 @@ func TestBuildServiceSliceOrder(t *testing.T) {
 	ports := []discoveryv1.EndpointPort{slicePortOf("", tcp, 8080)}
 	a := newSlice("web", "a", discoveryv1.AddressTypeIPv4, ports, readyEP("10.0.0.5"), terminatingEP("10.0.0.1", true))
 	b := newSlice("web", "b", discoveryv1.AddressTypeIPv4, ports, readyEP("10.0.0.3"), readyEP("10.0.0.5"))
-	r1 := buildService(testCfg, svc, []*discoveryv1.EndpointSlice{a, b})
-	r2 := buildService(testCfg, svc, []*discoveryv1.EndpointSlice{b, a})
+	r1 := buildService(testCfg, nil, svc, []*discoveryv1.EndpointSlice{a, b})
+	r2 := buildService(testCfg, nil, svc, []*discoveryv1.EndpointSlice{b, a})
 	if !samePorts(r1.ports, r2.ports) {
 		t.Fatalf("order matters:\n%s\n%s", fmtPorts(r1.ports), fmtPorts(r2.ports))
 	}
@@ -608,7 +608,7 @@ func TestBuildServiceDuplicatePrefersReady(t *testing.T) {
 		{newSlice("web", "a", discoveryv1.AddressTypeIPv4, ports, readyEP("10.0.0.1"), readyEP("10.0.0.2")),
 			newSlice("web", "b", discoveryv1.AddressTypeIPv4, ports, terminatingEP("10.0.0.2", true))},
 	} {
-		res := buildService(testCfg, svc, slices)
+		res := buildService(testCfg, nil, svc, slices)
 		want := sp(key("web", "", TCP, false), "10.96.0.10", 80, eps("10.0.0.1:8080", "10.0.0.2:8080"), "")
 		if len(res.ports) != 1 || !res.ports[0].Equal(want) {
 			t.Errorf("got %s, want %s", fmtPorts(res.ports), fmtPort(want))
@@ -623,7 +623,7 @@ func TestBuildServiceNilServingMeansServing(t *testing.T) {
 	svc := newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", corev1.ProtocolTCP, 80)})
 	es := newSlice("web", "a", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{slicePortOf("", tcp, 8080)},
 		ep("10.0.0.1", no, nil, yes))
-	res := buildService(testCfg, svc, []*discoveryv1.EndpointSlice{es})
+	res := buildService(testCfg, nil, svc, []*discoveryv1.EndpointSlice{es})
 	want := sp(key("web", "", TCP, false), "10.96.0.10", 80, eps("~10.0.0.1:8080"), "")
 	if len(res.ports) != 1 || !res.ports[0].Equal(want) {
 		t.Errorf("got %s, want %s", fmtPorts(res.ports), fmtPort(want))

@@ -83,6 +83,9 @@ var ErrNotFound = errors.New("not found")
 type Match struct {
 	Cluster *ClusterState
 	Port    *ServicePort
+	// Addr is where the port is reached on this host that the query
+	// asked about: its VIP, or, for a query by external IP, that one.
+	Addr netip.Addr
 }
 
 // Lookup returns the service ports q selects, sorted by key. When there is
@@ -95,8 +98,9 @@ func (st *State) Lookup(q Query) ([]Match, error) {
 			continue
 		}
 		for _, k := range slices.SortedFunc(maps.Keys(c.Ports), PortKey.Compare) {
-			if p := c.Ports[k]; q.matches(p) {
-				out = append(out, Match{Cluster: c, Port: p})
+			p := c.Ports[k]
+			if addr, ok := q.matches(p); ok {
+				out = append(out, Match{Cluster: c, Port: p, Addr: addr})
 			}
 		}
 	}
@@ -106,11 +110,21 @@ func (st *State) Lookup(q Query) ([]Match, error) {
 	return nil, st.notFound(q)
 }
 
-func (q Query) matches(p *ServicePort) bool {
-	if q.IsTarget() {
-		return p.ClusterIP == q.Target.Addr() && p.Port == q.Target.Port() && (q.Protocol == "" || q.Protocol == p.Key.Protocol)
+// matches says whether q selects p, and at which of p's addresses. A
+// target query matches the addresses packets are sent to on this host
+// (VIP and external IPs), not a ClusterIP that a local_service_cidr maps
+// away: that address may be another cluster's here.
+func (q Query) matches(p *ServicePort) (netip.Addr, bool) {
+	if !q.IsTarget() {
+		return p.VIP(), p.Key.Namespace == q.Namespace && p.Key.Name == q.Name
 	}
-	return p.Key.Namespace == q.Namespace && p.Key.Name == q.Name
+	if p.Port != q.Target.Port() || (q.Protocol != "" && q.Protocol != p.Key.Protocol) {
+		return netip.Addr{}, false
+	}
+	if slices.Contains(p.Addrs(), q.Target.Addr()) {
+		return q.Target.Addr(), true
+	}
+	return netip.Addr{}, false
 }
 
 func (st *State) notFound(q Query) error {
@@ -118,7 +132,13 @@ func (st *State) notFound(q Query) error {
 		c := st.ClusterFor(q.Target.Addr())
 		switch {
 		case c == nil:
-			return fmt.Errorf("%s is in no cluster's service_cidrs: kube-outpost does not handle it: %w", q.Target.Addr(), ErrNotFound)
+			for _, m := range st.Clusters {
+				if local, ok := m.LocalFor(q.Target.Addr()); ok {
+					return fmt.Errorf("%s is in cluster %q's service_cidrs %s, which this host reaches at local_service_cidr %s: ask for %s: %w",
+						q.Target.Addr(), m.Name, m.MappedCIDR(), m.LocalServiceCIDR, netip.AddrPortFrom(local, q.Target.Port()), ErrNotFound)
+				}
+			}
+			return fmt.Errorf("%s is in no cluster's service_cidrs or local_service_cidr, and no service has it as an external IP: kube-outpost does not handle it: %w", q.Target.Addr(), ErrNotFound)
 		case !c.Synced:
 			return fmt.Errorf("cluster %q has not synced yet, and no service port with %s has arrived so far (the rules of an earlier run stay in force): %w", c.Name, q, ErrNotFound)
 		}
@@ -138,11 +158,12 @@ func (st *State) notFound(q Query) error {
 	return fmt.Errorf("no cluster %q is configured (clusters: %s): %w", q.Cluster, strings.Join(names, ", "), ErrNotFound)
 }
 
-// ClusterFor returns the cluster whose service CIDRs hold ip, nil when none
-// does. Configured ranges never overlap, so there is at most one.
+// ClusterFor returns the cluster whose VIP ranges on this host (Ranges)
+// hold ip, nil when none does. Configured ranges never overlap, so there
+// is at most one.
 func (st *State) ClusterFor(ip netip.Addr) *ClusterState {
 	for _, c := range st.Clusters {
-		if inAny(c.ServiceCIDRs, ip) {
+		if inAny(c.Ranges(), ip) {
 			return c
 		}
 	}

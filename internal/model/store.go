@@ -2,6 +2,7 @@ package model
 
 import (
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sort"
 	"strings"
@@ -17,11 +18,25 @@ import (
 type ClusterConfig struct {
 	Name         string
 	ServiceCIDRs []netip.Prefix
+	// LocalServiceCIDR, AllowExternalIPs and EndpointCIDRs are the
+	// cluster's config keys of those names (see config.Cluster).
+	LocalServiceCIDR netip.Prefix
+	AllowExternalIPs []netip.Prefix
+	EndpointCIDRs    []netip.Prefix
 	// Generation changes when the cluster's source changes (another
 	// kubeconfig, context or server): its objects are then dropped and
 	// re-listed, and it counts as unsynced until they are, so its rules
 	// stay as they were meanwhile.
 	Generation int
+	// ServeNodePorts is the cluster's serve_node_ports.
+	ServeNodePorts bool
+	// Reach is the cluster's reach: ReachDirect ("" counts as it),
+	// ReachNodePort or ReachRoutes (see reach_store.go).
+	Reach string
+	// NodeAddressTypes is the cluster's node_address_types, the
+	// preference among a node's addresses (DefaultNodeAddressTypes when
+	// empty).
+	NodeAddressTypes []string
 }
 
 // Store collects Services and EndpointSlices per cluster and keeps the
@@ -43,6 +58,26 @@ type Store struct {
 	// by cluster name, so that a cluster restarted by a reload keeps
 	// counting; dropped with the cluster.
 	refusals map[string]map[RefusalReason]uint64
+
+	// env is what every service's build shares: this host's addresses and
+	// the clusters' ranges. A change to it rebuilds every service.
+	env buildEnv
+	// order is each cluster's position in the config, which breaks ties
+	// between claims of the same address (see claims.go).
+	order map[string]int
+	// cands are the service ports as built, before conflicts between
+	// services are settled: what each one claims.
+	cands map[PortKey]*claimant
+	// vipClaims and extClaims say which ports claim each VIP:port and
+	// external IP:port. They are kept apart because they never meet: an
+	// external IP in any cluster's VIP range is refused.
+	vipClaims map[claimKey]map[PortKey]bool
+	extClaims map[claimKey]map[PortKey]bool
+	// nodeClaims say which ports serve each node port, per family; the
+	// address of a key is the family's unspecified address (nodeports.go).
+	nodeClaims map[claimKey]map[PortKey]bool
+	// listeners are the ports local processes listen on (nodeports.go).
+	listeners map[listenKey]string
 }
 
 // maxTriggers bounds the trigger times kept while syncs fail, so that a
@@ -57,10 +92,18 @@ type clusterData struct {
 	slices  map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice // by service, then slice name
 	ports   map[PortKey]*ServicePort
 	byOwner map[types.NamespacedName][]PortKey // the keys each service produced
-	refused map[types.NamespacedName]string    // last reported problems, to warn once per change
+	// built is each service's last build, before conflicts with other
+	// services are settled.
+	built   map[types.NamespacedName]*builtService
+	refused map[types.NamespacedName]string // last reported problems, to warn once per change
 	// since is when this data started: a trigger time before it belongs to
 	// a change made before we watched, which the first list only reports.
 	since time.Time
+	// nodes is the last node snapshot (SetNodes), and nodesSynced whether
+	// one arrived: a cluster reached through its nodes is not synced
+	// before (reach_store.go).
+	nodes       []NodeInfo
+	nodesSynced bool
 }
 
 // NewStore makes an empty store. onChange is called, without locks held,
@@ -73,7 +116,9 @@ func NewStore(log *slog.Logger, onChange func()) *Store {
 		onChange = func() {}
 	}
 	return &Store{log: log, onChange: onChange, now: time.Now, clusters: map[string]*clusterData{},
-		refusals: map[string]map[RefusalReason]uint64{}}
+		refusals: map[string]map[RefusalReason]uint64{}, order: map[string]int{},
+		cands: map[PortKey]*claimant{}, vipClaims: map[claimKey]map[PortKey]bool{}, extClaims: map[claimKey]map[PortKey]bool{},
+		nodeClaims: map[claimKey]map[PortKey]bool{}, listeners: map[listenKey]string{}}
 }
 
 // SetClusters replaces the set of configured clusters. Clusters that stay
@@ -91,6 +136,7 @@ func (s *Store) SetClusters(cfgs []ClusterConfig) {
 				slices:  map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
 				ports:   map[PortKey]*ServicePort{},
 				byOwner: map[types.NamespacedName][]PortKey{},
+				built:   map[types.NamespacedName]*builtService{},
 				refused: map[types.NamespacedName]string{},
 				since:   s.now(),
 			}
@@ -104,8 +150,40 @@ func (s *Store) SetClusters(cfgs []ClusterConfig) {
 			delete(s.refusals, name)
 		}
 	}
+	clear(s.order)
+	s.env.ranges = nil
+	for i, c := range cfgs {
+		s.order[c.Name] = i
+		for _, p := range effectiveRanges(c.ServiceCIDRs, c.LocalServiceCIDR) {
+			s.env.ranges = append(s.env.ranges, ownedRange{cluster: c.Name, prefix: p})
+		}
+	}
+	// Another cluster's range, order or settings can change any service's
+	// outcome: rebuild all. Reloads are rare; events stay incremental.
+	s.rebuildAll()
 	s.mu.Unlock()
 	s.onChange()
+}
+
+// SetHostAddrs tells the model this host's own addresses, which no
+// endpoint and no external IP may be. The daemon reads them from the
+// kernel; the model only compares.
+func (s *Store) SetHostAddrs(addrs []netip.Addr) {
+	m := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap().WithZone("")] = true
+	}
+	s.mu.Lock()
+	if maps.Equal(m, s.env.host) {
+		s.mu.Unlock()
+		return
+	}
+	s.env.host = m
+	changed := s.rebuildAll()
+	s.mu.Unlock()
+	if changed {
+		s.onChange()
+	}
 }
 
 // SetSynced marks a cluster's informers as having listed everything once.
@@ -210,9 +288,43 @@ func (s *Store) update(cluster string, nn types.NamespacedName, trigger time.Tim
 	}
 }
 
-// recompute rebuilds the ServicePorts of one service and reports whether
-// the desired state changed.
+// recompute rebuilds the ServicePorts of one service, settles its claims
+// against the other services', and reports whether the desired state
+// changed. Only the services that share an address with it are looked at
+// again.
 func (s *Store) recompute(cd *clusterData, nn types.NamespacedName) bool {
+	old := cd.built[nn]
+	b := s.build(cd, nn)
+	touchedV, touchedE := map[claimKey]bool{}, map[claimKey]bool{}
+	for _, bs := range []*builtService{old, b} {
+		if bs == nil {
+			continue
+		}
+		for _, p := range bs.ports {
+			touchedV[vipKey(p)] = true
+			for _, k := range extKeys(p) {
+				touchedE[k] = true
+			}
+		}
+	}
+	touchedN := nodeKeysOf(old, b)
+	s.unclaim(old)
+	s.claim(b)
+	affected := s.affected(touchedV, touchedE)
+	s.addNodeClaimants(affected, touchedN)
+	affected[owner{cd.cfg.Name, nn}] = true
+	changed := false
+	for _, o := range sortedOwners(affected) {
+		if c := s.clusters[o.cluster]; c != nil && s.materialize(c, o.nn) {
+			changed = true
+		}
+	}
+	return changed
+}
+
+// build runs buildService for one service and records the result in
+// cd.built; it returns the record, nil when the service yields nothing.
+func (s *Store) build(cd *clusterData, nn types.NamespacedName) *builtService {
 	var sliceList []*discoveryv1.EndpointSlice
 	for _, es := range cd.slices[nn] {
 		sliceList = append(sliceList, es)
@@ -220,12 +332,70 @@ func (s *Store) recompute(cd *clusterData, nn types.NamespacedName) bool {
 	// Map iteration order must not leak into the result: same input, same rules.
 	sort.Slice(sliceList, func(i, j int) bool { return sliceList[i].Name < sliceList[j].Name })
 
-	res := buildService(cd.cfg, cd.svcs[nn], sliceList)
-	s.report(cd, nn, res.problems)
+	svc := cd.svcs[nn]
+	res := buildService(cd.cfg, &s.env, svc, sliceList)
+	if cd.cfg.Reach == ReachNodePort {
+		reachViaNodePorts(cd.cfg, cd.nodes, svc, sliceList, &res) // reach_store.go
+	}
+	if len(res.ports) == 0 && len(res.problems) == 0 {
+		delete(cd.built, nn)
+		return nil
+	}
+	b := &builtService{ports: res.ports, problems: res.problems}
+	if svc != nil {
+		b.created = svc.CreationTimestamp.Time
+	}
+	cd.built[nn] = b
+	return b
+}
+
+// rebuildAll builds every service of every cluster again and settles all
+// claims from scratch; it reports whether the desired state changed.
+func (s *Store) rebuildAll() bool {
+	clear(s.cands)
+	clear(s.vipClaims)
+	clear(s.extClaims)
+	clear(s.nodeClaims)
+	for _, cd := range s.clusters {
+		clear(cd.built)
+		for nn := range cd.svcs {
+			s.claim(s.build(cd, nn))
+		}
+	}
+	changed := false
+	for _, cd := range s.clusters {
+		owners := map[types.NamespacedName]bool{}
+		for nn := range cd.built {
+			owners[nn] = true
+		}
+		for nn := range cd.byOwner {
+			owners[nn] = true
+		}
+		for nn := range cd.refused {
+			owners[nn] = true
+		}
+		for nn := range owners {
+			if s.materialize(cd, nn) {
+				changed = true
+			}
+		}
+	}
+	return changed
+}
+
+// materialize publishes one service's ports as its build and the settled
+// claims make them, and reports whether that changed the desired state.
+func (s *Store) materialize(cd *clusterData, nn types.NamespacedName) bool {
+	var ports []*ServicePort
+	var problems []string
+	if b := cd.built[nn]; b != nil {
+		ports, problems = s.settle(b)
+	}
+	s.report(cd, nn, problems)
 
 	changed := false
-	newKeys := make(map[PortKey]bool, len(res.ports))
-	for _, p := range res.ports {
+	newKeys := make(map[PortKey]bool, len(ports))
+	for _, p := range ports {
 		newKeys[p.Key] = true
 		if old := cd.ports[p.Key]; old.Equal(p) {
 			continue // keep the old pointer: backends see "unchanged"
@@ -239,11 +409,11 @@ func (s *Store) recompute(cd *clusterData, nn types.NamespacedName) bool {
 			changed = true
 		}
 	}
-	if len(res.ports) == 0 {
+	if len(ports) == 0 {
 		delete(cd.byOwner, nn)
 	} else {
-		keys := make([]PortKey, 0, len(res.ports))
-		for _, p := range res.ports {
+		keys := make([]PortKey, 0, len(ports))
+		for _, p := range ports {
 			keys = append(keys, p.Key)
 		}
 		cd.byOwner[nn] = keys
@@ -293,7 +463,23 @@ const (
 	ReasonDuplicatePort       RefusalReason = "duplicate_port"
 	ReasonInvalidEndpoint     RefusalReason = "invalid_endpoint"
 	ReasonUnsafeEndpoint      RefusalReason = "unsafe_endpoint"
-	ReasonOther               RefusalReason = "other"
+	// ReasonOutsideEndpointCIDRs: an endpoint outside the cluster's
+	// endpoint_cidrs.
+	ReasonOutsideEndpointCIDRs RefusalReason = "outside_endpoint_cidrs"
+	// ReasonConflict: another service, of this cluster or another, holds
+	// the same address, port and protocol on this host.
+	ReasonConflict RefusalReason = "conflict"
+	// ReasonNodePortConflict: another cluster's service is served at the
+	// same node port and protocol on this host (serve_node_ports).
+	ReasonNodePortConflict RefusalReason = "node_port_conflict"
+	// ReasonNodePortInUse: a local process listens on the node port.
+	ReasonNodePortInUse RefusalReason = "node_port_in_use"
+	// ReasonNoNodePort: a service port without a nodePort in a cluster
+	// with reach = "nodeport", which cannot carry it.
+	ReasonNoNodePort RefusalReason = "no_node_port"
+	// ReasonTooManyPorts: a service with more ports than one may have.
+	ReasonTooManyPorts RefusalReason = "too_many_ports"
+	ReasonOther        RefusalReason = "other"
 )
 
 // reasonOf classifies a problem of buildService by its wording, which is
@@ -302,11 +488,23 @@ const (
 // instead of quietly counting as "other".
 func reasonOf(problem string) RefusalReason {
 	switch {
-	case strings.HasPrefix(problem, "spec.externalIPs"):
+	case strings.Contains(problem, NoNodePortReason):
+		return ReasonNoNodePort
+	case strings.HasPrefix(problem, nodePortConflictPrefix):
+		return ReasonNodePortConflict
+	case strings.HasPrefix(problem, nodePortInUsePrefix):
+		return ReasonNodePortInUse
+	case strings.HasPrefix(problem, conflictPrefix):
+		return ReasonConflict
+	case strings.HasPrefix(problem, "spec.externalIPs"), strings.HasPrefix(problem, "status.loadBalancer"),
+		strings.HasPrefix(problem, "external IP "):
 		return ReasonExternalIPs
+	case strings.HasPrefix(problem, "spec.ports has"):
+		return ReasonTooManyPorts
 	case strings.HasPrefix(problem, "spec.clusterIPs") && strings.Contains(problem, "outside the cluster's service_cidrs"):
 		return ReasonOutsideServiceCIDRs
-	case strings.HasPrefix(problem, "spec.clusterIPs") && strings.HasSuffix(problem, "is not an IP address"):
+	case strings.HasPrefix(problem, "spec.clusterIPs") &&
+		(strings.HasSuffix(problem, "is not an IP address") || strings.Contains(problem, "a second ClusterIP of its family")):
 		return ReasonInvalidClusterIP
 	case strings.HasPrefix(problem, "spec.ports") && strings.HasSuffix(problem, "is not supported"):
 		return ReasonUnsupportedProtocol
@@ -317,6 +515,9 @@ func reasonOf(problem string) RefusalReason {
 	case strings.HasPrefix(problem, "EndpointSlice ") && strings.HasSuffix(problem, ": dropped"):
 		if strings.Contains(problem, "is not an IP address") || strings.Contains(problem, "has an IPv6 zone") {
 			return ReasonInvalidEndpoint
+		}
+		if strings.Contains(problem, "is outside endpoint_cidrs") {
+			return ReasonOutsideEndpointCIDRs
 		}
 		return ReasonUnsafeEndpoint
 	}
@@ -380,13 +581,17 @@ func (s *Store) snapshot() *State {
 			ports[k] = v
 		}
 		st.Clusters = append(st.Clusters, &ClusterState{
-			Name:         cd.cfg.Name,
-			ServiceCIDRs: cd.cfg.ServiceCIDRs,
-			Synced:       cd.synced,
-			Ports:        ports,
+			Name:             cd.cfg.Name,
+			ServiceCIDRs:     cd.cfg.ServiceCIDRs,
+			LocalServiceCIDR: cd.cfg.LocalServiceCIDR,
+			AllowExternalIPs: cd.cfg.AllowExternalIPs,
+			Synced:           cd.synced && cd.nodesReady(),
+			Ports:            ports,
+			ServeNodePorts:   cd.cfg.ServeNodePorts,
 		})
 	}
 	sort.Slice(st.Clusters, func(i, j int) bool { return st.Clusters[i].Name < st.Clusters[j].Name })
+	st.HostAddrs = s.hostAddrs()
 	return st
 }
 

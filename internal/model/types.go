@@ -81,9 +81,24 @@ type Endpoint struct {
 // once published: a change makes a new ServicePort, so a backend may compare
 // pointers to find what changed since its last sync.
 type ServicePort struct {
-	Key       PortKey
+	Key PortKey
+	// ClusterIP is the service's ClusterIP as the cluster has it: what
+	// status and explain name it by.
 	ClusterIP netip.Addr
-	Port      uint16
+	// LocalIP is ClusterIP mapped into the cluster's local_service_cidr,
+	// where this host reaches it; zero when the cluster maps no range of
+	// ClusterIP's family. Use VIP for the address to program.
+	LocalIP netip.Addr
+	// ExternalIPs are the service's externalIPs and load balancer ingress
+	// IPs of this port's family that the cluster's allow_external_ips
+	// lets this host capture, sorted and unique. They lead to the same
+	// endpoints as the VIP.
+	ExternalIPs []netip.Addr
+	Port        uint16
+	// NodePort is the service port's nodePort (NodePort and LoadBalancer
+	// services), 0 when it has none: what reach = "nodeport" sends to and
+	// what serve_node_ports answers on.
+	NodePort uint16
 	// Affinity is the ClientIP session affinity timeout; 0 means none.
 	Affinity time.Duration
 	// Endpoints are the usable endpoints, sorted and unique. Empty means the
@@ -96,6 +111,12 @@ type ServicePort struct {
 	// program nothing; they are kept so that `kube-outpost explain` shows
 	// the decisions buildService made instead of guessing them again.
 	Excluded []ExcludedEndpoint
+	// ServedNodePort is NodePort when this host answers on it, at each of
+	// its own non-loopback addresses (the cluster's serve_node_ports), and
+	// 0 when it does not: the cluster does not serve node ports, the port
+	// has none, or it was refused (another cluster's service serves the
+	// same node port, or a local process listens on it; see nodeports.go).
+	ServedNodePort uint16
 }
 
 // Exclusion classifies why an endpoint is left out: a small fixed set that
@@ -122,6 +143,9 @@ const (
 	// ExcludedNoPort: its EndpointSlice gives no usable target port for
 	// this service port.
 	ExcludedNoPort Exclusion = "no-port"
+	// ExcludedOutsideEndpointCIDRs: the cluster sets endpoint_cidrs and
+	// the address is in none of them.
+	ExcludedOutsideEndpointCIDRs Exclusion = "outside-endpoint-cidrs"
 	// ExcludedFiltered: usable, but the service's traffic policy leaves it
 	// out (internalTrafficPolicy: Local).
 	ExcludedFiltered Exclusion = "filtered"
@@ -153,6 +177,21 @@ func (e ExcludedEndpoint) String() string {
 	return fmt.Sprintf("%s:%d", e.Address, e.Port)
 }
 
+// VIP is the address this host reaches the port's ClusterIP at: its local
+// mapping when the cluster has one, else the ClusterIP itself.
+func (p *ServicePort) VIP() netip.Addr {
+	if p.LocalIP.IsValid() {
+		return p.LocalIP
+	}
+	return p.ClusterIP
+}
+
+// Addrs are every address the port is programmed at: VIP first, then the
+// external IPs.
+func (p *ServicePort) Addrs() []netip.Addr {
+	return append([]netip.Addr{p.VIP()}, p.ExternalIPs...)
+}
+
 // Equal reports whether two service ports are the same desired state.
 //
 // Excluded is part of it although it programs nothing: the store keeps the
@@ -165,28 +204,54 @@ func (p *ServicePort) Equal(o *ServicePort) bool {
 	if p == o {
 		return true
 	}
-	if p == nil || o == nil || p.Key != o.Key || p.ClusterIP != o.ClusterIP || p.Port != o.Port ||
-		p.Affinity != o.Affinity || p.NoEndpointsReason != o.NoEndpointsReason {
+	if p == nil || o == nil || p.Key != o.Key || p.ClusterIP != o.ClusterIP || p.LocalIP != o.LocalIP || p.Port != o.Port || p.NodePort != o.NodePort ||
+		p.Affinity != o.Affinity || p.NoEndpointsReason != o.NoEndpointsReason || p.ServedNodePort != o.ServedNodePort {
 		return false
 	}
-	return slices.Equal(p.Endpoints, o.Endpoints) && slices.Equal(p.Excluded, o.Excluded)
+	return slices.Equal(p.ExternalIPs, o.ExternalIPs) && slices.Equal(p.Endpoints, o.Endpoints) && slices.Equal(p.Excluded, o.Excluded)
 }
 
 // ClusterState is the desired state of one cluster.
 type ClusterState struct {
 	Name         string
 	ServiceCIDRs []netip.Prefix
+	// LocalServiceCIDR, when valid, replaces the service CIDR of its
+	// family on this host: the ClusterIPs in that one are reached at the
+	// same offset in this one (ServicePort.LocalIP).
+	LocalServiceCIDR netip.Prefix
+	// AllowExternalIPs are the ranges the cluster's external IPs may be
+	// programmed in; none is when it is empty.
+	AllowExternalIPs []netip.Prefix
 	// Synced is false until the cluster's informers have listed everything
 	// once. A backend must leave the kernel state of an unsynced cluster as
 	// it is: after a restart with the apiserver down, the rules of the last
 	// run keep serving.
 	Synced bool
 	Ports  map[PortKey]*ServicePort
+	// ServeNodePorts is the cluster's serve_node_ports: its ports'
+	// ServedNodePort are answered at this host's own addresses.
+	ServeNodePorts bool
+}
+
+// Ranges are where the cluster's VIPs are on this host: its service CIDRs,
+// with the one that LocalServiceCIDR maps replaced by it.
+func (c *ClusterState) Ranges() []netip.Prefix {
+	return effectiveRanges(c.ServiceCIDRs, c.LocalServiceCIDR)
+}
+
+// MappedCIDR is the service CIDR that LocalServiceCIDR stands for; the
+// zero value when nothing is mapped.
+func (c *ClusterState) MappedCIDR() netip.Prefix {
+	return mappedCIDR(c.ServiceCIDRs, c.LocalServiceCIDR)
 }
 
 // State is the desired state of every configured cluster, sorted by name.
 type State struct {
 	Clusters []*ClusterState
+	// HostAddrs are this host's own addresses as the daemon last read
+	// them (not ipvs mode's VIPs), sorted: where served node ports are
+	// answered, loopback and link-local ones excepted (HostNodePortAddrs).
+	HostAddrs []netip.Addr
 }
 
 // Refusal is an object, or part of one, that is not programmed, and why.

@@ -11,7 +11,8 @@
 //
 //   - The needed permissions are checked exactly: a SelfSubjectAccessReview
 //     goes through the apiserver's whole authorizer chain (RBAC, webhooks,
-//     system:masters), as the watcher's own requests will.
+//     system:masters), as the watcher's own requests will, and where they
+//     will: cluster-wide, or in each of a cluster's namespaces.
 //   - Excess is found two ways, each with its blind spots. Targeted access
 //     reviews of a few dangerous capabilities (everything, Secrets, creating
 //     pods, writing the watched resources, granting RBAC, impersonation)
@@ -19,7 +20,8 @@
 //     but only cover the capabilities asked about, cluster-wide. Rules
 //     reviews list every rule RBAC grants, but per namespace: they see
 //     ClusterRoleBindings and the RoleBindings of the namespaces asked
-//     about (default, kube-system and the ServiceAccount's own), not
+//     about (default, kube-system, the watched ones and the
+//     ServiceAccount's own), not
 //     RoleBindings in other namespaces, which cannot be enumerated with
 //     the permissions being checked. Authorizers that cannot list their
 //     rules (webhooks) make the review "incomplete"; that is reported as a
@@ -42,8 +44,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// Permission is a verb on a resource, in all namespaces: the watcher's
-// informers are cluster-wide, so a grant in one namespace is no use to it.
+// Permission is a verb on a resource. The watcher needs it in all
+// namespaces, or, when a cluster's namespaces are listed, in each of them:
+// its informers are cluster-wide, or one per listed namespace.
 type Permission struct {
 	Verb        string
 	Group       string
@@ -67,14 +70,22 @@ func resourceName(group, resource, sub string) string {
 	return s
 }
 
-// Needed is what the watcher (internal/cluster) does: a shared informer per
-// resource, which lists and then watches in all namespaces. It never gets a
-// single object, so get is not needed.
+// Needed is what the watcher (internal/cluster) does: an informer per
+// resource (and watched namespace), which lists and then watches. It never
+// gets a single object, so get is not needed.
 var Needed = []Permission{
 	{Verb: "list", Resource: "services"},
 	{Verb: "watch", Resource: "services"},
 	{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"},
 	{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices"},
+}
+
+// NodesNeeded is what a cluster with reach = "nodeport" or "routes" needs
+// on top of Needed: its node watcher lists and watches Nodes, which are
+// cluster-scoped. For a direct cluster it is excess.
+var NodesNeeded = []Permission{
+	{Verb: "list", Resource: "nodes"},
+	{Verb: "watch", Resource: "nodes"},
 }
 
 // everything is asked first: when it is allowed, every other excess check
@@ -166,7 +177,9 @@ type Finding struct {
 // Access is the answer for one needed permission.
 type Access struct {
 	Permission
-	Allowed bool
+	// Namespace is where it was asked for; "" is all namespaces.
+	Namespace string
+	Allowed   bool
 	// Reason is the authorizer's explanation, e.g. the binding that allows
 	// it; often empty for a denial.
 	Reason string
@@ -178,17 +191,22 @@ type Result struct {
 	// empty when it could not tell.
 	User   string
 	Groups []string
-	// Needed has one entry per Needed permission, in that order; nil when
-	// the check could not get that far (see Findings).
+	// Needed has one entry per Needed permission, in that order, for each
+	// watched namespace in turn (Options.WatchNamespaces); nil when the
+	// check could not get that far (see Findings).
 	Needed   []Access
 	Findings []Finding
+	// alsoNeeded are needed beyond Needed (NodesNeeded), not excess.
+	alsoNeeded []Permission
+	// want is how many entries Needed must have.
+	want int
 }
 
 // Failed reports whether kube-outpost could not work with these
 // credentials: unreachable, unauthenticated, or a needed permission missing
 // or unknown.
 func (r *Result) Failed() bool {
-	if len(r.Needed) < len(Needed) {
+	if len(r.Needed) < max(r.want, len(Needed)) {
 		return true
 	}
 	for _, a := range r.Needed {
@@ -199,12 +217,25 @@ func (r *Result) Failed() bool {
 	return r.Count(Error) > 0
 }
 
-// Missing returns the needed permissions that are not granted.
+// Missing returns the needed permissions that are not granted, once for
+// each namespace they are missing in.
 func (r *Result) Missing() []Permission {
 	var out []Permission
 	for _, a := range r.Needed {
 		if !a.Allowed {
 			out = append(out, a.Permission)
+		}
+	}
+	return out
+}
+
+// missingIn returns the namespaces a needed permission is missing in, in
+// the order asked; "" stands for all namespaces.
+func (r *Result) missingIn() []string {
+	var out []string
+	for _, a := range r.Needed {
+		if !a.Allowed && !slices.Contains(out, a.Namespace) {
+			out = append(out, a.Namespace)
 		}
 	}
 	return out
@@ -228,7 +259,14 @@ func (r *Result) add(s Severity, k Kind, format string, args ...any) {
 // Options tune a check; the zero value is the default.
 type Options struct {
 	// Namespaces whose rules are reviewed; DefaultNamespaces when nil.
+	// The watched namespaces are reviewed as well.
 	Namespaces []string
+	// WatchNamespaces are the namespaces the watcher lists and watches in,
+	// a cluster's `namespaces`: the needed permissions are asked for in
+	// each of them. Nil means all namespaces, with cluster-wide informers.
+	WatchNamespaces []string
+	// Nodes: the cluster's reach needs the Node list (NodesNeeded).
+	Nodes bool
 }
 
 // Check asks the apiserver behind client about the caller's identity and
@@ -239,14 +277,40 @@ func Check(ctx context.Context, client kubernetes.Interface, opts Options) *Resu
 	if !r.authenticate(ctx, client) {
 		return r
 	}
-	for _, p := range Needed {
-		st, err := review(ctx, client, p)
+	watched := opts.WatchNamespaces
+	if len(watched) == 0 {
+		watched = []string{metav1.NamespaceAll}
+	}
+	type ask struct {
+		p  Permission
+		ns string
+	}
+	var asks []ask
+	for _, ns := range watched {
+		for _, p := range Needed {
+			asks = append(asks, ask{p, ns})
+		}
+	}
+	if opts.Nodes {
+		r.alsoNeeded = NodesNeeded
+		for _, p := range NodesNeeded {
+			asks = append(asks, ask{p, metav1.NamespaceAll})
+		}
+	}
+	r.want = len(asks)
+	for _, a := range asks {
+		p, ns := a.p, a.ns
+		st, err := reviewIn(ctx, client, p, ns)
 		if err != nil {
-			r.fail(err, "cannot ask whether it may "+p.String())
+			doing := "cannot ask whether it may " + p.String()
+			if ns != "" {
+				doing += inNamespace(ns)
+			}
+			r.fail(err, doing)
 			r.Needed = nil // unknown is not ok: Failed says so
 			return r
 		}
-		r.Needed = append(r.Needed, Access{Permission: p, Allowed: st.Allowed, Reason: reason(st)})
+		r.Needed = append(r.Needed, Access{Permission: p, Namespace: ns, Allowed: st.Allowed, Reason: reason(st)})
 	}
 	r.excess(ctx, client, opts)
 	return r
@@ -289,9 +353,23 @@ func (r *Result) fail(err error, doing string) {
 	r.add(Error, kind, "%s", text)
 }
 
+// inNamespace is how a namespace is named after a permission.
+func inNamespace(ns string) string {
+	if ns == "" {
+		return " in all namespaces"
+	}
+	return " in namespace " + ns
+}
+
+// review asks whether p is allowed cluster-wide.
 func review(ctx context.Context, client kubernetes.Interface, p Permission) (authorizationv1.SubjectAccessReviewStatus, error) {
+	return reviewIn(ctx, client, p, metav1.NamespaceAll)
+}
+
+// reviewIn asks whether p is allowed in namespace ns ("" is all).
+func reviewIn(ctx context.Context, client kubernetes.Interface, p Permission, ns string) (authorizationv1.SubjectAccessReviewStatus, error) {
 	ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource},
 	}}
 	res, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
 	if err != nil {
@@ -341,13 +419,15 @@ func because(reason string) string {
 	return ": " + reason
 }
 
-// namespaces are the ones to review rules in: the configured ones, and a
+// namespaces are the ones to review rules in: the configured ones, the
+// watched ones (where a Role grants what is needed, and maybe more), and a
 // ServiceAccount's own.
 func (r *Result) namespaces(opts Options) []string {
 	ns := slices.Clone(opts.Namespaces)
 	if ns == nil {
 		ns = slices.Clone(DefaultNamespaces)
 	}
+	ns = append(ns, opts.WatchNamespaces...)
 	if parts := strings.Split(r.User, ":"); len(parts) == 4 && parts[0] == "system" && parts[1] == "serviceaccount" {
 		ns = append(ns, parts[2])
 	}
@@ -391,7 +471,7 @@ func (r *Result) rules(ctx context.Context, client kubernetes.Interface, namespa
 			continue
 		}
 		for _, rule := range rr.Status.ResourceRules {
-			if text := resourceExcess(rule); text != "" {
+			if text := resourceExcess(rule, r.alsoNeeded); text != "" {
 				note(text, ns)
 			}
 		}
@@ -432,7 +512,7 @@ var readVerbs = []string{"get", "list", "watch"}
 
 // resourceExcess describes what a rule grants beyond Needed and the
 // defaults, or returns "" when nothing.
-func resourceExcess(rule authorizationv1.ResourceRule) string {
+func resourceExcess(rule authorizationv1.ResourceRule, alsoNeeded []Permission) string {
 	names := ""
 	if len(rule.ResourceNames) > 0 {
 		names = " (only the objects named " + strings.Join(rule.ResourceNames, ", ") + ")"
@@ -454,7 +534,7 @@ func resourceExcess(rule authorizationv1.ResourceRule) string {
 			var verbs []string
 			for _, v := range rule.Verbs {
 				p := Permission{Verb: v, Group: g, Resource: res}
-				if slices.Contains(Needed, p) || slices.Contains(defaultGrants, p) {
+				if slices.Contains(Needed, p) || slices.Contains(alsoNeeded, p) || slices.Contains(defaultGrants, p) {
 					continue
 				}
 				verbs = append(verbs, v)

@@ -394,3 +394,22 @@ func TestOptionsNamespaces(t *testing.T) {
 		t.Errorf("rules reviewed in %v, want %v", z.rulesReviews, want)
 	}
 }
+
+// reach = nodeport or routes needs the Node list: then it is needed, and
+// missing it fails; for a direct cluster it is excess.
+func TestNodesForReach(t *testing.T) {
+	nodes := rule(s("list", "watch"), s(""), s("nodes"))
+	withNodes := newAuthz(append(slices.Clone(shipped), nodes)...)
+	r := Check(context.Background(), withNodes.client(), Options{Nodes: true})
+	if r.Failed() || len(r.Findings) != 0 || len(r.Needed) != len(Needed)+len(NodesNeeded) {
+		t.Fatalf("reach with node access: failed %v, findings %+v, needed %+v", r.Failed(), r.Findings, r.Needed)
+	}
+	r = Check(context.Background(), newAuthz(shipped...).client(), Options{Nodes: true})
+	if got := r.Missing(); !r.Failed() || !slices.Equal(got, NodesNeeded) {
+		t.Fatalf("reach without node access: failed %v, missing %v", r.Failed(), got)
+	}
+	r = withNodes.check(t)
+	if r.Failed() || len(texts(r, Warning)) == 0 {
+		t.Fatalf("direct cluster with node access: failed %v, warnings %v", r.Failed(), texts(r, Warning))
+	}
+}

@@ -3,6 +3,7 @@ package rbaccheck
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -16,10 +17,10 @@ func (r *Result) Write(w io.Writer, indent string) {
 	}
 	for _, a := range r.Needed {
 		if a.Allowed {
-			line("ok", a.Permission.String()+" in all namespaces")
+			line("ok", a.Permission.String()+inNamespace(a.Namespace))
 			continue
 		}
-		line("MISSING", a.Permission.String()+" in all namespaces"+because(a.Reason))
+		line("MISSING", a.Permission.String()+inNamespace(a.Namespace)+because(a.Reason))
 	}
 	for _, s := range []Severity{Error, Warning, Note} {
 		for _, f := range r.Findings {
@@ -36,8 +37,12 @@ func (r *Result) Write(w io.Writer, indent string) {
 
 // hint says how to grant what is missing, to the identity found.
 func (r *Result) hint() string {
-	if len(r.Missing()) == 0 {
+	missing := r.missingIn()
+	if len(missing) == 0 {
 		return ""
+	}
+	if !slices.Contains(missing, "") {
+		return r.namespacedHint(missing)
 	}
 	// The file is packaging/rbac.yaml in the source, and installed with
 	// the documentation, where the operator reading this finds it.
@@ -53,6 +58,32 @@ func (r *Result) hint() string {
 		return fmt.Sprintf("%s, then: kubectl create clusterrolebinding kube-outpost-user --clusterrole=kube-outpost --user=%s", apply, r.User)
 	}
 	return "bind the ClusterRole of /usr/share/doc/kube-outpost/rbac.yaml to these credentials' user"
+}
+
+// NamespacePlaceholder stands for the watched namespace in
+// packaging/rbac-namespaced.yaml; it is not a valid namespace name, so a
+// copy applied without replacing it fails instead of granting nothing.
+const NamespacePlaceholder = "WATCHED-NAMESPACE"
+
+// namespacedHint is hint for a cluster whose namespaces are listed: a Role
+// in each namespace that lacks a permission, from rbac-namespaced.yaml.
+func (r *Result) namespacedHint(namespaces []string) string {
+	apply := fmt.Sprintf(`for ns in %s; do sed "s/%s/$ns/" /usr/share/doc/kube-outpost/rbac-namespaced.yaml | kubectl apply -f -; done`,
+		strings.Join(namespaces, " "), NamespacePlaceholder)
+	bind := ""
+	parts := strings.Split(r.User, ":")
+	switch {
+	case r.User == "system:serviceaccount:kube-outpost:kube-outpost":
+		return apply + " (it binds this ServiceAccount)"
+	case len(parts) == 4 && parts[0] == "system" && parts[1] == "serviceaccount":
+		bind = "--serviceaccount=" + parts[2] + ":" + parts[3]
+	case r.User != "":
+		bind = "--user=" + r.User
+	default:
+		return "bind the Role of /usr/share/doc/kube-outpost/rbac-namespaced.yaml to these credentials' user in namespace " + strings.Join(namespaces, ", ")
+	}
+	return fmt.Sprintf(`%s, then: for ns in %s; do kubectl -n "$ns" create rolebinding kube-outpost-%s --role=kube-outpost %s; done`,
+		apply, strings.Join(namespaces, " "), parts[len(parts)-1], bind)
 }
 
 // verdict is the last line of a block: what to do about this cluster.

@@ -60,7 +60,7 @@ func BuildExplanation(ctx context.Context, st *model.State, refusals []model.Ref
 				"and the model may lack services it has not listed yet", m.Cluster.Name))
 		}
 		pe := desired(m, k.Mode)
-		k.read(ctx, &pe, &m.Port.Key, m.Port.ClusterIP, m.Port.Port, m.Port.Key.Protocol)
+		k.read(ctx, &pe, &m.Port.Key, m.Addr, m.Port.Port, m.Port.Key.Protocol)
 		ex.Ports = append(ex.Ports, pe)
 	}
 	if err == nil {
@@ -105,7 +105,7 @@ func desired(m model.Match, mode string) PortExplanation {
 		Key:               p.Key.String(),
 		Cluster:           p.Key.Cluster,
 		Service:           p.Key.Namespace + "/" + p.Key.Name,
-		Target:            target(p.ClusterIP, p.Port, p.Key.Protocol),
+		Target:            target(m.Addr, p.Port, p.Key.Protocol),
 		ClusterSynced:     m.Cluster.Synced,
 		InModel:           true,
 		Affinity:          Duration(p.Affinity),
@@ -113,6 +113,12 @@ func desired(m model.Match, mode string) PortExplanation {
 		Endpoints:         []Endpoint{},
 		Excluded:          []Excluded{},
 		Mismatches:        []string{},
+	}
+	if m.Addr != p.ClusterIP {
+		pe.ClusterIP = p.ClusterIP.String()
+	}
+	for _, ip := range p.ExternalIPs {
+		pe.ExternalIPs = append(pe.ExternalIPs, ip.String())
 	}
 	for _, e := range p.Endpoints {
 		ep := Endpoint{Addr: e.Addr, Terminating: e.Terminating}

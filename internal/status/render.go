@@ -123,6 +123,13 @@ func (rd renderer) clusterDetails(c ClusterStatus) []string {
 	if !c.Synced {
 		out = append(out, "not synced yet: the rules of an earlier run for this cluster stay in force until it is")
 	}
+	for _, r := range c.LocalRanges {
+		out = append(out, fmt.Sprintf("service range %s reached at local range %s (same offset: dial the local address)", r.ServiceCIDR, r.LocalCIDR))
+	}
+	if len(c.AllowExternalIPs) > 0 {
+		out = append(out, "external IPs captured on this host in "+strings.Join(c.AllowExternalIPs, ", "))
+	}
+	out = append(out, rd.reachDetails(c)...)
 	if len(c.Refused) > 0 {
 		out = append(out, fmt.Sprintf("refused (%d):", len(c.Refused)))
 		var b bytes.Buffer
@@ -162,6 +169,12 @@ func (rd renderer) port(b *bytes.Buffer, p PortExplanation) {
 		name = "(not in the model) cluster " + p.Cluster
 	}
 	fmt.Fprintf(b, "%s  %s\n", name, p.Target)
+	if p.ClusterIP != "" {
+		fmt.Fprintf(b, "  ClusterIP %s in the cluster; dial %s on this host\n", p.ClusterIP, p.Target)
+	}
+	if len(p.ExternalIPs) > 0 {
+		fmt.Fprintf(b, "  external IPs on this host: %s\n", strings.Join(p.ExternalIPs, ", "))
+	}
 	if p.InModel {
 		aff := "none"
 		if p.Affinity > 0 {
@@ -338,4 +351,42 @@ func human(d time.Duration) string {
 	}
 	d = d.Round(time.Hour)
 	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// reachDetails are the lines of a cluster reached through its nodes: its
+// node list and, for reach = "routes", its routes.
+func (rd renderer) reachDetails(c ClusterStatus) []string {
+	if c.Reach == "" || c.Reach == "direct" {
+		return nil
+	}
+	types := strings.Join(c.NodeAddressTypes, ", ")
+	if types == "" {
+		types = "InternalIP"
+	}
+	var out []string
+	switch n := c.Nodes; {
+	case n == nil:
+		out = append(out, fmt.Sprintf("reach %s (node addresses: %s)", c.Reach, types))
+	case n.Synced:
+		out = append(out, fmt.Sprintf("reach %s (node addresses: %s): %d nodes, %d Ready", c.Reach, types, n.Nodes, n.Ready))
+	default:
+		out = append(out, fmt.Sprintf("reach %s (node addresses: %s): node list NOT received yet", c.Reach, types))
+	}
+	if n := c.Nodes; n != nil && n.LastError != "" {
+		hint := ""
+		if strings.Contains(n.LastError, "forbidden") {
+			hint = " (needs list and watch on nodes: packaging/rbac-nodes.yaml)"
+		}
+		out = append(out, fmt.Sprintf("node watch: %d errors, last %s ago: %s%s", n.WatchErrors, human(rd.now.Sub(n.LastErrorAt)), n.LastError, hint))
+	}
+	if r := c.Routes; r != nil {
+		out = append(out, fmt.Sprintf("routes: %d of %d installed (ip route show proto 95)", r.Installed, len(r.Wanted)))
+		for _, x := range r.Refused {
+			out = append(out, "  route refused: "+x)
+		}
+		for _, x := range r.Problems {
+			out = append(out, "  not routed: "+x)
+		}
+	}
+	return out
 }

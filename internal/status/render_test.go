@@ -76,7 +76,7 @@ staging  https://10.0.0.2:6443  UNREACHABLE  NO      1         1      0         
 
 prod:
   refused (2):
-    default/legacy  spec.externalIPs [203.0.113.7] are not programmed: external IPs would let a namespace owner capture this host's traffic
+    default/legacy  spec.externalIPs [203.0.113.7] are not programmed: external IPs would let a namespace owner capture this host's traffic (allow_external_ips is not set)
     default/web     EndpointSlice web-7f9c2: endpoint 127.0.0.1 is a loopback address: dropped
 
 staging:

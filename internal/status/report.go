@@ -19,6 +19,12 @@ func ClusterFromModel(c *model.ClusterState, refusals []model.Refusal) ClusterSt
 		}
 	}
 	cs.Services = len(services)
+	if from := c.MappedCIDR(); from.IsValid() {
+		cs.LocalRanges = append(cs.LocalRanges, LocalRange{ServiceCIDR: from.String(), LocalCIDR: c.LocalServiceCIDR.String()})
+	}
+	for _, p := range c.AllowExternalIPs {
+		cs.AllowExternalIPs = append(cs.AllowExternalIPs, p.String())
+	}
 	for _, r := range refusals {
 		if r.Cluster == c.Name {
 			cs.Refused = append(cs.Refused, Refusal{Namespace: r.Namespace, Name: r.Name, Reason: r.Reason})

@@ -64,6 +64,56 @@ type ClusterStatus struct {
 	// PortsWithoutEndpoints are refused (TCP reset, ICMP unreachable).
 	PortsWithoutEndpoints int       `json:"ports_without_endpoints"`
 	Refused               []Refusal `json:"refused"`
+	// LocalRanges say where this host reaches the cluster's ClusterIPs
+	// when local_service_cidr maps them; none when it does not.
+	LocalRanges []LocalRange `json:"local_ranges,omitempty"`
+	// AllowExternalIPs are the ranges its external IPs may be captured in.
+	AllowExternalIPs []string `json:"allow_external_ips,omitempty"`
+	// Reach is how this host reaches the cluster's endpoints: "direct",
+	// "nodeport" or "routes".
+	Reach string `json:"reach,omitempty"`
+	// NodeAddressTypes is the preference among node addresses of a
+	// cluster reached through its nodes.
+	NodeAddressTypes []string `json:"node_address_types,omitempty"`
+	// Nodes is the node watch of a cluster reached through its nodes;
+	// nil with reach = "direct", which does not list nodes.
+	Nodes *NodeWatch `json:"nodes,omitempty"`
+	// Routes are the routes of a cluster with reach = "routes"; nil
+	// before the first route sync and for the other strategies.
+	Routes *Routes `json:"routes,omitempty"`
+}
+
+// NodeWatch is the state of a cluster's node list.
+type NodeWatch struct {
+	// Synced: every node was listed once. Before, a nodeport cluster
+	// is not synced and no route of a routes cluster is changed.
+	Synced bool `json:"synced"`
+	Nodes  int  `json:"nodes"`
+	// Ready nodes are the ones used; the others are skipped.
+	Ready       int       `json:"ready"`
+	WatchErrors int       `json:"watch_errors"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Routes are what reach = "routes" wants for a cluster's nodes, and what of
+// it is not installed.
+type Routes struct {
+	// Wanted are the routes of the cluster's Ready nodes, "<pod CIDR> via
+	// <node address>"; Installed is how many of them are.
+	Wanted    []string `json:"wanted"`
+	Installed int      `json:"installed"`
+	// Refused are wanted routes that are not installed, with the reason.
+	Refused []string `json:"refused,omitempty"`
+	// Problems are pod CIDRs of Ready nodes that give no route at all.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// LocalRange is a service range of a cluster and the range of this host
+// where its ClusterIPs are reached, at the same offset.
+type LocalRange struct {
+	ServiceCIDR string `json:"service_cidr"`
+	LocalCIDR   string `json:"local_cidr"`
 }
 
 // Refusal is a service, or part of one, that is not programmed, and why.
@@ -97,9 +147,15 @@ type PortExplanation struct {
 	Key     string `json:"key"`
 	Cluster string `json:"cluster"`
 	Service string `json:"service"` // namespace/name
-	// Target is ClusterIP:port/PROTOCOL.
-	Target        string `json:"target"`
-	ClusterSynced bool   `json:"cluster_synced"`
+	// Target is the address:port/PROTOCOL that packets are sent to on
+	// this host: the ClusterIP, its local mapping, or an external IP.
+	Target string `json:"target"`
+	// ClusterIP is the port's ClusterIP in its cluster when Target is
+	// another address (local_service_cidr, or an external IP).
+	ClusterIP string `json:"cluster_ip,omitempty"`
+	// ExternalIPs are the port's external IPs on this host.
+	ExternalIPs   []string `json:"external_ips,omitempty"`
+	ClusterSynced bool     `json:"cluster_synced"`
 	// InModel is false for a port that only the kernel has: rules an
 	// earlier run or someone else left.
 	InModel  bool     `json:"in_model"`

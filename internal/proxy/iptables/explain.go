@@ -83,12 +83,13 @@ func ReadPort(ctx context.Context, r Runner, vip netip.AddrPort, proto model.Pro
 	v := &PortView{}
 	v.Path = nat.path(m.vip.Addr(), chainServices)
 	v.RejectPath = filter.path(m.vip.Addr(), chainFilter)
-	for _, r := range nat.under(clusterPrefix) {
+	// External IPs are dispatched from their own chains (rules.go).
+	for _, r := range append(nat.under(clusterPrefix), nat.under(extPrefix)...) {
 		if m.matches(r.toks) {
 			v.Dispatch = append(v.Dispatch, r.Rule)
 		}
 	}
-	for _, r := range filter.under(rejectPrefix) {
+	for _, r := range append(filter.under(rejectPrefix), filter.under(extRejPrefix)...) {
 		if m.matches(r.toks) && target(r.toks) == "REJECT" {
 			v.Reject = append(v.Reject, r.Rule)
 		}

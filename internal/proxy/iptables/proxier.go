@@ -40,8 +40,9 @@ type Proxier struct {
 	// What the last successful sync programmed, to write only the
 	// difference next time.
 	applied map[model.PortKey]*programmed
-	// Clusters whose rules the last successful sync wrote (synced ones).
-	clusters map[string]bool
+	// The clusters the last successful sync saw, with what decides their
+	// chains: a change to it makes the next sync full.
+	clusters map[string]clusterShape
 	// Our chains as they stand in the kernel, per table.
 	chains map[string]map[string]bool
 	// Rules outside our chains that jump to one, per table, as
@@ -52,6 +53,18 @@ type Proxier struct {
 	needFull bool
 	// sctp is nil until probed: whether this kernel matches SCTP ports.
 	sctp *bool
+	// hostAddrs are this family's addresses that node ports are served
+	// at, as the last successful sync had them: to forget UDP flows.
+	hostAddrs []netip.Addr
+	// warnedNoMasq: serve_node_ports without a masquerade mark was
+	// logged once.
+	warnedNoMasq bool
+}
+
+// clusterShape is what of a cluster decides which of its chains exist.
+type clusterShape struct {
+	synced    bool
+	nodePorts bool // serves node ports
 }
 
 // programmed is what was written for one service port.
@@ -59,17 +72,29 @@ type programmed struct {
 	port     *model.ServicePort
 	dispatch string // OUTPOST-C rule, "" when the port has no endpoints
 	reject   string // OUTPOST-R rule, "" when it has endpoints
+	// extDispatch and extReject are the OUTPOST-X and OUTPOST-XR rules
+	// of its external IPs, likewise.
+	extDispatch, extReject []string
+	// nodeDispatch and nodeReject are its OUTPOST-N and OUTPOST-NR
+	// rules, "" when its node port is not served.
+	nodeDispatch, nodeReject string
 }
 
 var _ proxy.Backend = (*Proxier)(nil)
 
 // jumps are the rules in built-in chains that lead into ours.
-var jumps = []struct{ table, chain, target, comment string }{
-	{"nat", "OUTPUT", chainServices, "kube-outpost: service portals for local processes"},
-	{"nat", "PREROUTING", chainServices, "kube-outpost: service portals for routed traffic"},
-	{"nat", "POSTROUTING", chainPostrt, "kube-outpost: masquerade proxied traffic"},
-	{"filter", "OUTPUT", chainFilter, "kube-outpost: reject services without endpoints"},
-	{"filter", "FORWARD", chainFilter, "kube-outpost: reject services without endpoints"},
+var jumps = []struct {
+	table, chain, target, comment string
+	// nodePorts: only while a cluster serves node ports.
+	nodePorts bool
+}{
+	{"nat", "OUTPUT", chainServices, "kube-outpost: service portals for local processes", false},
+	{"nat", "PREROUTING", chainServices, "kube-outpost: service portals for routed traffic", false},
+	{"nat", "POSTROUTING", chainPostrt, "kube-outpost: masquerade proxied traffic", false},
+	{"filter", "OUTPUT", chainFilter, "kube-outpost: reject services without endpoints", false},
+	{"filter", "FORWARD", chainFilter, "kube-outpost: reject services without endpoints", false},
+	// Packets to this host's own addresses: node ports without endpoints.
+	{"filter", "INPUT", chainFilter, "kube-outpost: reject node ports without endpoints", true},
 }
 
 // New makes a Proxier. Nothing touches the kernel before the first Sync.
@@ -92,12 +117,13 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			p.needFull = true
 		}
 	}()
-	clusters := map[string]bool{}
+	clusters := map[string]clusterShape{}
 	for _, c := range st.Clusters {
-		clusters[c.Name] = c.Synced
+		clusters[c.Name] = clusterShape{synced: c.Synced, nodePorts: p.servesNodePorts(c)}
 	}
-	// A cluster that appears, goes, or turns synced has chains whose
-	// content this process has not tracked: rewrite all.
+	// A cluster that appears, goes, turns synced or starts or stops
+	// serving node ports has chains whose content this process has not
+	// tracked: rewrite all.
 	if !maps.Equal(clusters, p.clusters) {
 		full = true
 	}
@@ -129,8 +155,35 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		top.add("nat", chainPostrt, masq)
 	}
 
+	// Node port rules come after every range: a packet to a service
+	// address never reaches them.
+	var nodeTop []struct{ table, rule string }
 	for _, c := range st.Clusters {
 		cChain, rChain := clusterChain(c.Name), rejectChain(c.Name)
+		xChain, xrChain := extChain(c.Name), extRejChain(c.Name)
+		nChain, nrChain := nodeChain(c.Name), nodeRejChain(c.Name)
+		serveNP := p.servesNodePorts(c)
+		if serveNP {
+			cm := comment("cluster " + c.Name + " node ports")
+			local := notLoopback(p.opt.IPv6) + " -m addrtype --dst-type LOCAL"
+			if c.Synced || p.chains["nat"][nChain] {
+				nodeTop = append(nodeTop, struct{ table, rule string }{"nat", fmt.Sprintf("%s %s -j %s", local, cm, nChain)})
+			}
+			if c.Synced || p.chains["filter"][nrChain] {
+				nodeTop = append(nodeTop, struct{ table, rule string }{"filter",
+					fmt.Sprintf("%s -m conntrack --ctstate NEW %s -j %s", local, cm, nrChain)})
+			}
+			if c.Synced && full {
+				tx.declare("nat", nChain)
+				tx.declare("filter", nrChain)
+			}
+		}
+		var allowed []netip.Prefix
+		for _, cidr := range c.AllowExternalIPs {
+			if p.family(cidr.Addr().Is6()) {
+				allowed = append(allowed, cidr)
+			}
+		}
 		if !c.Synced {
 			// Keep what an earlier run programmed for this cluster.
 			keepTags[clusterTag(c.Name)] = true
@@ -138,7 +191,17 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			tx.declare("nat", cChain)
 			tx.declare("filter", rChain)
 		}
-		for _, cidr := range c.ServiceCIDRs {
+		if c.Synced && len(allowed) > 0 {
+			// Declaring flushes: in a partial sync, only a chain that
+			// does not exist yet (allow_external_ips was just set).
+			if full || !p.chains["nat"][xChain] {
+				tx.declare("nat", xChain)
+			}
+			if full || !p.chains["filter"][xrChain] {
+				tx.declare("filter", xrChain)
+			}
+		}
+		for _, cidr := range c.Ranges() {
 			if !p.family(cidr.Addr().Is6()) {
 				continue
 			}
@@ -148,6 +211,15 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			}
 			if c.Synced || p.chains["filter"][rChain] {
 				top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
+			}
+		}
+		for _, cidr := range allowed {
+			cm := comment("cluster " + c.Name + " external IPs")
+			if c.Synced || p.chains["nat"][xChain] {
+				top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xChain))
+			}
+			if c.Synced || p.chains["filter"][xrChain] {
+				top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xrChain))
 			}
 		}
 		if !c.Synced {
@@ -176,6 +248,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			pr := &programmed{port: port}
 			if len(port.Endpoints) > 0 {
 				pr.dispatch = dispatchRule(port)
+				pr.extDispatch = extDispatchRules(port)
 				sChain := serviceChain(key)
 				tx.declare("nat", sChain)
 				for _, r := range serviceRules(port, p.opt.MasqueradeMark) {
@@ -183,6 +256,14 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 				}
 			} else {
 				pr.reject = rejectRule(port)
+				pr.extReject = extRejectRules(port)
+			}
+			if serveNP && port.ServedNodePort != 0 {
+				if len(port.Endpoints) > 0 {
+					pr.nodeDispatch = nodeDispatchRule(port)
+				} else {
+					pr.nodeReject = nodeRejectRule(port)
+				}
 			}
 			next[key] = pr
 			if full {
@@ -192,10 +273,33 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 				if pr.reject != "" {
 					tx.add("filter", rChain, pr.reject)
 				}
+				for _, r := range pr.extDispatch {
+					tx.add("nat", xChain, r)
+				}
+				for _, r := range pr.extReject {
+					tx.add("filter", xrChain, r)
+				}
+				if pr.nodeDispatch != "" {
+					tx.add("nat", nChain, pr.nodeDispatch)
+				}
+				if pr.nodeReject != "" {
+					tx.add("filter", nrChain, pr.nodeReject)
+				}
 				continue
 			}
 			p.diffRule(tx, "nat", cChain, old.dispatchOrEmpty(), pr.dispatch)
 			p.diffRule(tx, "filter", rChain, old.rejectOrEmpty(), pr.reject)
+			p.diffRules(tx, "nat", xChain, old.extDispatchOrNil(), pr.extDispatch)
+			p.diffRules(tx, "filter", xrChain, old.extRejectOrNil(), pr.extReject)
+			p.diffRule(tx, "nat", nChain, old.nodeDispatchOrEmpty(), pr.nodeDispatch)
+			p.diffRule(tx, "filter", nrChain, old.nodeRejectOrEmpty(), pr.nodeReject)
+		}
+	}
+	for _, r := range nodeTop {
+		if r.table == "nat" {
+			top.add("nat", chainServices, r.rule)
+		} else {
+			top.add("filter", chainFilter, r.rule)
 		}
 	}
 
@@ -209,11 +313,21 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	}
 	if full {
 		// Hook our chains into the built-in ones, in the same transaction,
-		// unless the hook is there already.
+		// unless the hook is there already; the node ports' hook goes when
+		// no cluster serves them any more. (A change to that makes the
+		// sync full.)
+		nodePorts := false
+		for _, c := range clusters {
+			nodePorts = nodePorts || c.nodePorts
+		}
 		for _, j := range jumps {
 			spec := fmt.Sprintf("%s -j %s", comment(j.comment), j.target)
-			if !slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec) {
+			have := slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec)
+			switch want := !j.nodePorts || nodePorts; {
+			case want && !have:
 				tx.insert(j.table, j.chain, spec)
+			case !want && have:
+				tx.del(j.table, j.chain, spec)
 			}
 		}
 	}
@@ -251,6 +365,10 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			}
 			p.diffRule(tx, "nat", clusterChain(key.Cluster), old.dispatch, "")
 			p.diffRule(tx, "filter", rejectChain(key.Cluster), old.reject, "")
+			p.diffRules(tx, "nat", extChain(key.Cluster), old.extDispatch, nil)
+			p.diffRules(tx, "filter", extRejChain(key.Cluster), old.extReject, nil)
+			p.diffRule(tx, "nat", nodeChain(key.Cluster), old.nodeDispatch, "")
+			p.diffRule(tx, "filter", nodeRejChain(key.Cluster), old.nodeReject, "")
 			if old.dispatch != "" {
 				tx.remove("nat", serviceChain(key))
 			}
@@ -265,7 +383,9 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	}
 	tx.applyTo(p.chains)
 	p.top = top.texts()
-	p.clearStaleUDP(ctx, p.applied, next)
+	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
+	p.clearStaleUDP(ctx, p.applied, next, hostAddrs)
+	p.hostAddrs = hostAddrs
 	p.applied = next
 	p.clusters = clusters
 	p.needFull = false
@@ -276,7 +396,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 // clearStaleUDP forgets the UDP flows to endpoints that are no longer used.
 // Failures are logged, not returned: the rules are right, and the flows
 // time out on their own.
-func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.PortKey]*programmed) {
+func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.PortKey]*programmed, hostAddrs []netip.Addr) {
 	if p.opt.Conntrack == nil {
 		return
 	}
@@ -284,25 +404,79 @@ func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.Por
 		if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
 			continue
 		}
-		keep := map[netip.AddrPort]bool{}
-		if cur := after[key]; cur != nil && cur.port.ClusterIP == old.port.ClusterIP && cur.port.Port == old.port.Port {
-			if cur == old {
-				continue
-			}
-			for _, ep := range cur.port.Endpoints {
-				keep[ep.Addr] = true
+		cur := after[key]
+		if cur == old {
+			continue
+		}
+		var vips []netip.AddrPort
+		for _, a := range old.port.Addrs() {
+			vips = append(vips, netip.AddrPortFrom(a, old.port.Port))
+		}
+		if old.nodeDispatch != "" {
+			// Flows that came in at the node port, at any address of
+			// this host it was served at (then or now).
+			for _, a := range slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(p.hostAddrs), hostAddrs...)), netip.Addr.Compare)) {
+				vips = append(vips, netip.AddrPortFrom(a, old.port.ServedNodePort))
 			}
 		}
-		vip := netip.AddrPortFrom(old.port.ClusterIP, old.port.Port)
-		for _, ep := range old.port.Endpoints {
-			if keep[ep.Addr] {
-				continue
-			}
-			if err := p.opt.Conntrack.ClearUDP(ctx, vip, ep.Addr); err != nil {
-				p.log.Warn("could not forget UDP flows to a removed endpoint", "service", key.String(), "err", err)
+		for _, vip := range vips {
+			for _, ep := range old.port.Endpoints {
+				if keepsFlow(cur, vip, ep.Addr, hostAddrs) {
+					continue
+				}
+				if err := p.opt.Conntrack.ClearUDP(ctx, vip, ep.Addr); err != nil {
+					p.log.Warn("could not forget UDP flows to a removed endpoint", "service", key.String(), "err", err)
+				}
 			}
 		}
 	}
+}
+
+// keepsFlow says whether cur still sends vip to ep: a flow that it does
+// is still right. vip is a service address or a node port at one of
+// hostAddrs.
+func keepsFlow(cur *programmed, vip, ep netip.AddrPort, hostAddrs []netip.Addr) bool {
+	if cur == nil {
+		return false
+	}
+	atVIP := cur.port.Port == vip.Port() && slices.Contains(cur.port.Addrs(), vip.Addr())
+	atNode := cur.nodeDispatch != "" && cur.port.ServedNodePort == vip.Port() && slices.Contains(hostAddrs, vip.Addr())
+	if !atVIP && !atNode {
+		return false
+	}
+	return slices.ContainsFunc(cur.port.Endpoints, func(e model.Endpoint) bool { return e.Addr == ep })
+}
+
+// servesNodePorts says whether this Proxier serves c's node ports: the
+// cluster asks for it, and connections can be masqueraded (config refuses
+// serve_node_ports with masquerade = false; without the mark, the pods'
+// replies would not come back, so nothing is better than that).
+func (p *Proxier) servesNodePorts(c *model.ClusterState) bool {
+	if !c.ServeNodePorts {
+		return false
+	}
+	if p.opt.MasqueradeMark == 0 {
+		if !p.warnedNoMasq {
+			p.warnedNoMasq = true
+			p.log.Warn("serve_node_ports needs masquerading, which is off: node ports are not served", "cluster", c.Name)
+		}
+		return false
+	}
+	return true
+}
+
+func (pr *programmed) nodeDispatchOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.nodeDispatch
+}
+
+func (pr *programmed) nodeRejectOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.nodeReject
 }
 
 // sctpSupported probes once whether the kernel can match SCTP ports; without
@@ -346,6 +520,35 @@ func (pr *programmed) dispatchOrEmpty() string {
 		return ""
 	}
 	return pr.dispatch
+}
+
+// diffRules turns the rules old into new in one chain, whose order does
+// not matter: each rule matches its own address.
+func (p *Proxier) diffRules(tx *transaction, table, chain string, old, new []string) {
+	for _, r := range old {
+		if !slices.Contains(new, r) {
+			tx.del(table, chain, r)
+		}
+	}
+	for _, r := range new {
+		if !slices.Contains(old, r) {
+			tx.add(table, chain, r)
+		}
+	}
+}
+
+func (pr *programmed) extDispatchOrNil() []string {
+	if pr == nil {
+		return nil
+	}
+	return pr.extDispatch
+}
+
+func (pr *programmed) extRejectOrNil() []string {
+	if pr == nil {
+		return nil
+	}
+	return pr.extReject
 }
 
 func (pr *programmed) rejectOrEmpty() string {

@@ -332,8 +332,8 @@ func sortedPorts(c *model.ClusterState) []*model.ServicePort {
 	return out
 }
 
-// canonicalDump is f.Dump() with the rules of the dispatch (OUTPOST-C-*)
-// and reject (OUTPOST-R-*) chains sorted: each of their rules matches its
+// canonicalDump is f.Dump() with the rules of the dispatch (OUTPOST-C-*,
+// OUTPOST-N-*) and reject (OUTPOST-R-*, OUTPOST-NR-*) chains sorted: each of their rules matches its
 // own ClusterIP:port/protocol, so their order means nothing, and an
 // incremental sync appends where a full one writes in its own order.
 func canonicalDump(f *Fake) string {
@@ -346,7 +346,8 @@ func canonicalDump(f *Fake) string {
 		}
 		for _, ch := range chains {
 			rules := f.Rules(table, ch)
-			if strings.HasPrefix(ch, clusterPrefix) || strings.HasPrefix(ch, rejectPrefix) {
+			if strings.HasPrefix(ch, clusterPrefix) || strings.HasPrefix(ch, rejectPrefix) ||
+				strings.HasPrefix(ch, nodePrefix) || strings.HasPrefix(ch, nodeRejPrefix) {
 				sort.Strings(rules)
 			}
 			for _, r := range rules {

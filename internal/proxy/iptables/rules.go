@@ -20,6 +20,31 @@ import (
 //	filter OUTPUT, FORWARD -> OUTPOST-FILTER -(service CIDR)-> OUTPOST-R-<cluster>
 //	       OUTPOST-R-<cluster>: REJECT for each ClusterIP:port without endpoints
 //
+// A cluster's VIPs are in its service CIDRs, or in its local_service_cidr
+// for the one that maps. External IPs are outside them, so they have
+// chains of their own, entered for the cluster's allow_external_ips
+// ranges, with the same kind of rules leading to the same service chains:
+//
+//	nat    OUTPOST-SERVICES -(allowed range)-> OUTPOST-X-<cluster> -> OUTPOST-S-...
+//	filter OUTPOST-FILTER -(allowed range)-> OUTPOST-XR-<cluster>: REJECT
+//
+// A cluster with serve_node_ports has its served node ports answered at
+// this host's own addresses, non-loopback ones only (no route_localnet,
+// CVE-2020-8558), for routed packets and local processes alike, after
+// every range above, and refused in filter INPUT (packets to this host)
+// and OUTPUT when they have no endpoints. Only new connections are
+// refused: a reply to a connection of this host's own from a local port
+// that happens to be a node port must pass.
+//
+//	nat    OUTPOST-SERVICES -(local address, not loopback)-> OUTPOST-N-<cluster>
+//	       OUTPOST-N-<cluster>: one rule per served node port -> OUTPOST-S-...
+//	filter INPUT -> OUTPOST-FILTER -(local, not loopback, NEW)-> OUTPOST-NR-<cluster>: REJECT
+//
+// Node port traffic is always masqueraded: the service chain marks every
+// connection it handles, and a client that dialed this host would not get
+// the pod's replies otherwise. Without a masquerade mark no node port is
+// served (config refuses serve_node_ports with masquerade = false).
+//
 // The DNAT rules sit in the service chain itself (no per-endpoint chain as in
 // kube-proxy): one chain per service port is what nf_tables-backed iptables
 // pays for most. The cluster tag in every chain name lets a restarted daemon
@@ -32,6 +57,10 @@ const (
 	clusterPrefix = "OUTPOST-C-"
 	rejectPrefix  = "OUTPOST-R-"
 	servicePrefix = "OUTPOST-S-"
+	extPrefix     = "OUTPOST-X-"
+	extRejPrefix  = "OUTPOST-XR-"
+	nodePrefix    = "OUTPOST-N-"
+	nodeRejPrefix = "OUTPOST-NR-"
 )
 
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -47,13 +76,17 @@ func clusterTag(cluster string) string { return hash("cluster/"+cluster, 6) }
 
 func clusterChain(cluster string) string { return clusterPrefix + clusterTag(cluster) }
 func rejectChain(cluster string) string  { return rejectPrefix + clusterTag(cluster) }
+func extChain(cluster string) string     { return extPrefix + clusterTag(cluster) }
+func extRejChain(cluster string) string  { return extRejPrefix + clusterTag(cluster) }
+func nodeChain(cluster string) string    { return nodePrefix + clusterTag(cluster) }
+func nodeRejChain(cluster string) string { return nodeRejPrefix + clusterTag(cluster) }
 func serviceChain(k model.PortKey) string {
 	return servicePrefix + clusterTag(k.Cluster) + hash(k.String(), 12)
 }
 
 // tagOf returns the cluster tag a per-cluster chain name carries, or "".
 func tagOf(chain string) string {
-	for _, p := range []string{clusterPrefix, rejectPrefix, servicePrefix} {
+	for _, p := range []string{clusterPrefix, rejectPrefix, servicePrefix, extPrefix, extRejPrefix, nodePrefix, nodeRejPrefix} {
 		if strings.HasPrefix(chain, p) && len(chain) >= len(p)+6 {
 			return chain[len(p) : len(p)+6]
 		}
@@ -73,28 +106,81 @@ func hostPrefix(ip netip.Addr) string { return netip.PrefixFrom(ip, ip.BitLen())
 
 func comment(s string) string { return fmt.Sprintf("-m comment --comment %q", s) }
 
-// portMatch matches packets to a service's ClusterIP:port.
-func portMatch(p *model.ServicePort) string {
+// portMatch matches packets to addr at a service's port: its VIP (the
+// ClusterIP, or its local mapping) or one of its external IPs.
+func portMatch(p *model.ServicePort, addr netip.Addr) string {
 	pr := proto(p.Key.Protocol)
-	return fmt.Sprintf("-d %s -p %s -m %s --dport %d", hostPrefix(p.ClusterIP), pr, pr, p.Port)
+	return fmt.Sprintf("-d %s -p %s -m %s --dport %d", hostPrefix(addr), pr, pr, p.Port)
 }
 
 // dispatchRule is the OUTPOST-C rule for a port, without "-A chain".
 func dispatchRule(p *model.ServicePort) string {
-	return fmt.Sprintf("%s %s -j %s", portMatch(p), comment(p.Key.String()), serviceChain(p.Key))
+	return fmt.Sprintf("%s %s -j %s", portMatch(p, p.VIP()), comment(p.Key.String()), serviceChain(p.Key))
+}
+
+// extDispatchRules are the OUTPOST-X rules for a port's external IPs.
+func extDispatchRules(p *model.ServicePort) []string {
+	var out []string
+	for _, ip := range p.ExternalIPs {
+		out = append(out, fmt.Sprintf("%s %s -j %s", portMatch(p, ip), comment(p.Key.String()+" external IP"), serviceChain(p.Key)))
+	}
+	return out
 }
 
 // rejectRule is the OUTPOST-R rule for a port without endpoints: refuse fast
 // instead of letting the client time out on a ClusterIP nobody answers.
-func rejectRule(p *model.ServicePort) string {
-	with := "icmp-port-unreachable"
+func rejectRule(p *model.ServicePort) string { return rejectAt(p, p.VIP()) }
+
+// extRejectRules are the OUTPOST-XR rules for the external IPs of a port
+// without endpoints.
+func extRejectRules(p *model.ServicePort) []string {
+	var out []string
+	for _, ip := range p.ExternalIPs {
+		out = append(out, rejectAt(p, ip))
+	}
+	return out
+}
+
+func rejectAt(p *model.ServicePort, addr netip.Addr) string {
+	return fmt.Sprintf("%s %s -j REJECT --reject-with %s", portMatch(p, addr), comment(p.Key.String()+" has no endpoints"), rejectWith(p))
+}
+
+func rejectWith(p *model.ServicePort) string {
 	switch {
 	case p.Key.Protocol == model.TCP:
-		with = "tcp-reset"
+		return "tcp-reset"
 	case p.Key.IPv6:
-		with = "icmp6-port-unreachable"
+		return "icmp6-port-unreachable"
 	}
-	return fmt.Sprintf("%s %s -j REJECT --reject-with %s", portMatch(p), comment(p.Key.String()+" has no endpoints"), with)
+	return "icmp-port-unreachable"
+}
+
+// nodePortMatch matches packets at a port's served node port; the
+// OUTPOST-SERVICES and OUTPOST-FILTER rules that lead there match the
+// addresses.
+func nodePortMatch(p *model.ServicePort) string {
+	pr := proto(p.Key.Protocol)
+	return fmt.Sprintf("-p %s -m %s --dport %d", pr, pr, p.ServedNodePort)
+}
+
+// nodeDispatchRule is the OUTPOST-N rule for a served node port with
+// endpoints.
+func nodeDispatchRule(p *model.ServicePort) string {
+	return fmt.Sprintf("%s %s -j %s", nodePortMatch(p), comment(p.Key.String()+" node port"), serviceChain(p.Key))
+}
+
+// nodeRejectRule is the OUTPOST-NR rule for a served node port without
+// endpoints.
+func nodeRejectRule(p *model.ServicePort) string {
+	return fmt.Sprintf("%s %s -j REJECT --reject-with %s", nodePortMatch(p), comment(p.Key.String()+" node port has no endpoints"), rejectWith(p))
+}
+
+// notLoopback is the match that keeps node ports off the loopback range.
+func notLoopback(ipv6 bool) string {
+	if ipv6 {
+		return "! -d ::1/128"
+	}
+	return "! -d 127.0.0.0/8"
 }
 
 // serviceRules are the rules of a port's OUTPOST-S chain, without

@@ -19,9 +19,11 @@ import (
 
 // packet is one packet to trace.
 type packet struct {
-	// routed is a packet the host forwards (nat PREROUTING, filter
-	// FORWARD); otherwise a local process sent it (nat OUTPUT, filter
-	// OUTPUT).
+	// routed is a packet from another machine (nat PREROUTING, then
+	// filter FORWARD, or filter INPUT when it is for one of this host's
+	// addresses after nat); otherwise a local process sent it (nat
+	// OUTPUT, filter OUTPUT). Every packet is the first of its
+	// connection (conntrack state NEW).
 	routed   bool
 	src, dst string
 	proto    string // tcp, udp or sctp
@@ -114,9 +116,9 @@ func tracePacket(t testing.TB, f *Fake, pkt packet, seen ...string) ([]outcome, 
 	for _, s := range seen {
 		tr.seen[s] = true
 	}
-	natHook, filterHook := "OUTPUT", "OUTPUT"
+	natHook := "OUTPUT"
 	if pkt.routed {
-		natHook, filterHook = "PREROUTING", "FORWARD"
+		natHook = "PREROUTING"
 	}
 	var outs []outcome
 	end := func(s pstate) {
@@ -135,18 +137,46 @@ func tracePacket(t testing.TB, f *Fake, pkt packet, seen ...string) ([]outcome, 
 			continue
 		}
 		s.verdict = ""
+		filterHook := "OUTPUT"
+		if pkt.routed {
+			filterHook = "FORWARD"
+			if isLocal(s.dst) {
+				filterHook = "INPUT"
+			}
+		}
 		for _, s := range tr.hook("filter", filterHook, s) {
 			if s.verdict == "DROP" || s.verdict == "REJECT" {
 				end(s)
 				continue
 			}
 			s.verdict = ""
+			if filterHook == "INPUT" {
+				end(s) // delivered to this host: no POSTROUTING
+				continue
+			}
 			for _, s := range tr.hook("nat", "POSTROUTING", s) {
 				end(s)
 			}
 		}
 	}
 	return mergeOutcomes(outs), tr.walked
+}
+
+// localAddrs are the tracer's host's own addresses: -m addrtype
+// --dst-type LOCAL matches them, and a routed packet to one of them is
+// delivered (filter INPUT) instead of forwarded.
+var localAddrs = []netip.Prefix{
+	netip.MustParsePrefix(hostIP + "/32"), netip.MustParsePrefix(hostIP6 + "/128"),
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+}
+
+func isLocal(a netip.Addr) bool {
+	for _, p := range localAddrs {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func mergeOutcomes(outs []outcome) []outcome {
@@ -534,6 +564,24 @@ func (tr *tracer) parse(table, text string) *rule {
 				} else {
 					r.conds = append(r.conds, yes(tr.seen[name] != n))
 				}
+			case "addrtype":
+				if len(opts) != 1 || opts[0].name != "--dst-type" || one(opts[0]) != "LOCAL" {
+					fail("-m addrtype: only [!] --dst-type LOCAL is modelled")
+				}
+				n := opts[0].neg
+				r.conds = append(r.conds, func(s pstate) []branch { return []branch{{s, isLocal(s.dst) != n}} })
+			case "conntrack":
+				if len(opts) != 1 || opts[0].name != "--ctstate" {
+					fail("-m conntrack: only [!] --ctstate STATES is modelled")
+				}
+				states := strings.Split(one(opts[0]), ",")
+				for _, st := range states {
+					if !slices.Contains([]string{"NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED", "SNAT", "DNAT"}, st) {
+						fail("--ctstate %q: unknown state", st)
+					}
+				}
+				// Every traced packet is the first of its connection.
+				r.conds = append(r.conds, yes(slices.Contains(states, "NEW") != opts[0].neg))
 			case "mark":
 				if len(opts) != 1 || opts[0].name != "--mark" {
 					fail("-m mark wants exactly [!] --mark VALUE[/MASK]")
@@ -825,7 +873,9 @@ func TestTracerRefusesUnknownSyntax(t *testing.T) {
 		table, chain, rule, want string
 	}{
 		{"nat", "OUTPUT", "-i eth0 -j ACCEPT", `"-i" is not modelled`},
-		{"nat", "OUTPUT", "-m addrtype --dst-type LOCAL -j ACCEPT", `match module "addrtype"`},
+		{"nat", "OUTPUT", "-m addrtype --src-type LOCAL -j ACCEPT", "only [!] --dst-type LOCAL is modelled"},
+		{"nat", "OUTPUT", "-m conntrack --ctstate BOGUS -j ACCEPT", "unknown state"},
+		{"nat", "OUTPUT", "-m set --match-set X dst -j ACCEPT", `match module "set"`},
 		{"nat", "OUTPUT", "-p tcp -m tcp --sport 80 -j ACCEPT", "--sport is not modelled"},
 		{"nat", "OUTPUT", "-m tcp --dport 80 -j ACCEPT", "without -p tcp"},
 		{"nat", "OUTPUT", "-p icmp -j ACCEPT", `protocol "icmp"`},

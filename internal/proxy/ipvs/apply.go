@@ -14,8 +14,11 @@ type result struct {
 	// vips and ports are what the ipsets must hold afterwards: the VIPs
 	// still bound or wanted, and the wanted virtual servers that exist.
 	vips, ports setContent
-	errs        []error
-	changes     int
+	// nodes is what the NODEPORTS set must hold: the node ports served,
+	// kept, or whose virtual server could not be deleted.
+	nodes   setContent
+	errs    []error
+	changes int
 }
 
 func (r *result) did(err error) bool {
@@ -50,6 +53,7 @@ func (p *Proxier) apply(pl *plan) result {
 	}
 
 	stuck := map[netip.Addr]bool{} // VIPs with a virtual server we failed to delete
+	stuckNodes := map[string]bool{}
 	for _, key := range sortedKeys(pl.have) {
 		if pl.want[key] != nil {
 			continue
@@ -58,6 +62,8 @@ func (p *Proxier) apply(pl *plan) result {
 		// as kube-proxy does.
 		if r.did(k.DelService(pl.have[key].Service)) {
 			p.log.Debug("deleted virtual server", "service", key)
+		} else if pl.nodeHave[key] {
+			stuckNodes[portMember(key)] = true // still there: still ours
 		} else {
 			stuck[key.VIP] = true
 		}
@@ -103,6 +109,13 @@ func (p *Proxier) apply(pl *plan) result {
 		pm[portMember(key)] = true
 	}
 	r.vips, r.ports = newSetContent(vm), newSetContent(pm)
+	nm := stuckNodes
+	for _, set := range []map[string]bool{pl.wantNodes, pl.keptNodes} {
+		for m := range set {
+			nm[m] = true
+		}
+	}
+	r.nodes = newSetContent(nm)
 	return r
 }
 

@@ -44,6 +44,19 @@ func (f *FakeIPSet) List(context.Context) ([]string, error) {
 	return slices.Sorted(maps.Keys(f.sets)), nil
 }
 
+// Save implements IPSetRunner.
+func (f *FakeIPSet) Save(_ context.Context, name string) ([]string, error) {
+	if m := f.Members(name); m != nil {
+		return m, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sets[name] != nil {
+		return []string{}, nil
+	}
+	return nil, nil
+}
+
 // Members returns a set's members sorted, nil when the set does not exist.
 func (f *FakeIPSet) Members(name string) []string {
 	f.mu.Lock()

@@ -16,6 +16,9 @@ type IPSetRunner interface {
 	Restore(ctx context.Context, script []byte) error
 	// List returns the names of every set (`ipset list -n`).
 	List(ctx context.Context) ([]string, error)
+	// Save returns the members of a set, sorted (`ipset save NAME`);
+	// nil when the set does not exist.
+	Save(ctx context.Context, name string) ([]string, error)
 }
 
 type execIPSet struct{ bin string }
@@ -36,6 +39,34 @@ func (r execIPSet) Restore(ctx context.Context, script []byte) error {
 		return fmt.Errorf("ipset restore: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+func (r execIPSet) Save(ctx context.Context, name string) ([]string, error) {
+	names, err := r.List(ctx)
+	if err != nil || !slices.Contains(names, name) {
+		return nil, err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, r.bin, "save", name)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("ipset save %s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+	}
+	return saveMembers(out, name), nil
+}
+
+// saveMembers returns the members of set name in `ipset save` output.
+func saveMembers(out []byte, name string) []string {
+	members := []string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[0] == "add" && f[1] == name {
+			members = append(members, f[2])
+		}
+	}
+	slices.Sort(members)
+	return members
 }
 
 func (r execIPSet) List(ctx context.Context) ([]string, error) {
@@ -67,6 +98,22 @@ func ourSets(ipv6 bool) (vips, ports ipset) {
 	}
 	return ipset{name: setPrefix + "VIPS" + sfx, typ: "hash:ip", ipv6: ipv6},
 		ipset{name: setPrefix + "PORTS" + sfx, typ: "hash:ip,port", ipv6: ipv6}
+}
+
+// nodePortSet is the set of the node ports this host serves, at each of
+// its addresses (serve_node_ports), with endpoints or not:
+//
+//	NODEPORTS (hash:ip,port): host address,proto:node port
+//
+// It exists only while a cluster serves node ports. It is also how a
+// restarted daemon knows which virtual servers at this host's own
+// addresses are ours: they are not on outpost0.
+func nodePortSet(ipv6 bool) ipset {
+	sfx := ""
+	if ipv6 {
+		sfx = "6"
+	}
+	return ipset{name: setPrefix + "NODEPORTS" + sfx, typ: "hash:ip,port", ipv6: ipv6}
 }
 
 // setPrefix starts the name of every set of ours, and only ours.

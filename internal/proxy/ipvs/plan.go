@@ -23,8 +23,16 @@ type plan struct {
 	want map[ServiceKey]*wanted
 	// have are our virtual servers in the kernel, kept ones excepted.
 	have map[ServiceKey]*VirtualServer
-	// kept are the virtual servers on keptVIPs.
+	// kept are the virtual servers on keptVIPs, and at kept node ports.
 	kept map[ServiceKey]bool
+
+	// Served node ports, as NODEPORTS members (address,proto:port).
+	// oldNodes were served before this sync (the set as it was);
+	// wantNodes are served by synced clusters now; keptNodes are old ones
+	// kept because a cluster that serves node ports has not synced yet.
+	oldNodes, wantNodes, keptNodes map[string]bool
+	// nodeHave are the keys of have that are node port virtual servers.
+	nodeHave map[ServiceKey]bool
 }
 
 // wanted is one virtual server as the desired state has it.
@@ -35,26 +43,42 @@ type wanted struct {
 }
 
 // plan compares the desired state with what the kernel holds.
-func (p *Proxier) plan(st *model.State, addrs []netip.Addr, vss []VirtualServer) *plan {
+func (p *Proxier) plan(st *model.State, addrs []netip.Addr, vss []VirtualServer, oldNodes setContent) *plan {
 	pl := &plan{
-		bound:    map[netip.Addr]bool{},
-		wantVIPs: map[netip.Addr]bool{},
-		keptVIPs: map[netip.Addr]bool{},
-		want:     map[ServiceKey]*wanted{},
-		have:     map[ServiceKey]*VirtualServer{},
-		kept:     map[ServiceKey]bool{},
+		bound:     map[netip.Addr]bool{},
+		wantVIPs:  map[netip.Addr]bool{},
+		keptVIPs:  map[netip.Addr]bool{},
+		want:      map[ServiceKey]*wanted{},
+		have:      map[ServiceKey]*VirtualServer{},
+		kept:      map[ServiceKey]bool{},
+		oldNodes:  map[string]bool{},
+		wantNodes: map[string]bool{},
+		keptNodes: map[string]bool{},
+		nodeHave:  map[ServiceKey]bool{},
 	}
+	for _, m := range oldNodes {
+		pl.oldNodes[m] = true
+	}
+	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
+	keepNodes := false
 	for _, a := range addrs {
 		if p.bindable(a) {
 			pl.bound[a] = true
 		}
 	}
 	for _, c := range st.Clusters {
+		if !c.Synced && p.servesNodePorts(c) {
+			// Which of the old node ports are this cluster's is not
+			// known: all that no synced cluster takes stay.
+			keepNodes = true
+		}
 		if !c.Synced {
-			// Clusters' service CIDRs never overlap: what lies in this
-			// cluster's is this cluster's.
+			// Clusters' VIP ranges never overlap: what lies in this
+			// cluster's is this cluster's. So may a bound address in its
+			// allow_external_ips be; one that a synced cluster wants is
+			// taken back below.
 			for a := range pl.bound {
-				if inAny(c.ServiceCIDRs, a) {
+				if inAny(c.Ranges(), a) || inAny(c.AllowExternalIPs, a) {
 					pl.keptVIPs[a] = true
 				}
 			}
@@ -63,24 +87,42 @@ func (p *Proxier) plan(st *model.State, addrs []netip.Addr, vss []VirtualServer)
 		keys := slices.SortedFunc(maps.Keys(c.Ports), model.PortKey.Compare)
 		for _, key := range keys {
 			sp := c.Ports[key]
-			if !sp.ClusterIP.IsValid() || !p.family(sp.ClusterIP) {
+			if !sp.ClusterIP.IsValid() || !p.family(sp.VIP()) {
 				continue
 			}
-			pl.wantVIPs[sp.ClusterIP] = true
-			w := p.wanted(sp)
-			if w == nil {
-				continue
+			// External IPs are bound like VIPs: binding one makes this
+			// host take the packets to it, which is what
+			// allow_external_ips asks for, on this host only.
+			for _, addr := range sp.Addrs() {
+				if !p.family(addr) {
+					continue
+				}
+				pl.wantVIPs[addr] = true
+				w := p.wanted(sp, addr)
+				if w == nil {
+					continue
+				}
+				if old := pl.want[w.svc.ServiceKey]; old != nil {
+					p.log.Warn("two service ports have the same address, port and protocol; programming the first",
+						"first", old.name, "ignored", w.name)
+					continue
+				}
+				pl.want[w.svc.ServiceKey] = w
 			}
-			if old := pl.want[w.svc.ServiceKey]; old != nil {
-				p.log.Warn("two service ports have the same ClusterIP, port and protocol; programming the first",
-					"first", old.name, "ignored", w.name)
-				continue
+			if p.servesNodePorts(c) && sp.ServedNodePort != 0 {
+				p.planNodePort(pl, sp, hostAddrs)
 			}
-			pl.want[w.svc.ServiceKey] = w
 		}
 	}
 	for a := range pl.wantVIPs {
 		delete(pl.keptVIPs, a)
+	}
+	if keepNodes {
+		for m := range pl.oldNodes {
+			if !pl.wantNodes[m] {
+				pl.keptNodes[m] = true
+			}
+		}
 	}
 	for i := range vss {
 		vs := &vss[i]
@@ -92,17 +134,50 @@ func (p *Proxier) plan(st *model.State, addrs []netip.Addr, vss []VirtualServer)
 			// A virtual server on a ClusterIP we are about to bind is ours
 			// too: the address is in our service CIDRs.
 			pl.have[vs.ServiceKey] = vs
+		case pl.keptNodes[portMember(vs.ServiceKey)]:
+			pl.kept[vs.ServiceKey] = true
+		case pl.oldNodes[portMember(vs.ServiceKey)] || pl.wantNodes[portMember(vs.ServiceKey)]:
+			// Served before, or about to be: one at a node port we
+			// serve now is taken over, as a VIP's is.
+			pl.have[vs.ServiceKey] = vs
+			pl.nodeHave[vs.ServiceKey] = true
 		}
 	}
 	return pl
 }
 
-// wanted returns the virtual server of a service port, nil when it has no
-// endpoints (then the port is refused by the filter rules).
-func (p *Proxier) wanted(sp *model.ServicePort) *wanted {
+// planNodePort adds a served node port: a NODEPORTS member at each of this
+// host's addresses, and there a virtual server when it has endpoints.
+func (p *Proxier) planNodePort(pl *plan, sp *model.ServicePort, hostAddrs []netip.Addr) {
+	for _, a := range hostAddrs {
+		k := ServiceKey{VIP: a, Port: sp.ServedNodePort, Protocol: sp.Key.Protocol}
+		pl.wantNodes[portMember(k)] = true
+		w := p.wantedAt(sp, a, sp.ServedNodePort)
+		if w == nil {
+			continue
+		}
+		w.name += " node port"
+		if old := pl.want[k]; old != nil {
+			p.log.Warn("two service ports have the same address, port and protocol; programming the first",
+				"first", old.name, "ignored", w.name)
+			continue
+		}
+		pl.want[k] = w
+	}
+}
+
+// wanted returns the virtual server of a service port at addr (its VIP or
+// an external IP), nil when it has no endpoints (then the port is refused
+// by the filter rules).
+func (p *Proxier) wanted(sp *model.ServicePort, addr netip.Addr) *wanted {
+	return p.wantedAt(sp, addr, sp.Port)
+}
+
+// wantedAt is wanted at another port: a node port.
+func (p *Proxier) wantedAt(sp *model.ServicePort, addr netip.Addr, port uint16) *wanted {
 	w := &wanted{
 		svc: Service{
-			ServiceKey: ServiceKey{VIP: sp.ClusterIP, Port: sp.Port, Protocol: sp.Key.Protocol},
+			ServiceKey: ServiceKey{VIP: addr, Port: port, Protocol: sp.Key.Protocol},
 			Scheduler:  p.opt.Scheduler,
 		},
 		name: sp.Key.String(),
@@ -156,6 +231,19 @@ func (pl *plan) interimPorts() setContent {
 	}
 	for k := range pl.kept {
 		m[portMember(k)] = true
+	}
+	return newSetContent(m)
+}
+
+// interimNodes are the node ports to refuse at while the kernel changes:
+// those served before and those about to be (a port whose virtual server
+// does not exist yet is refused, as a VIP's).
+func (pl *plan) interimNodes() setContent {
+	m := map[string]bool{}
+	for _, set := range []map[string]bool{pl.oldNodes, pl.wantNodes, pl.keptNodes} {
+		for k := range set {
+			m[k] = true
+		}
 	}
 	return newSetContent(m)
 }

@@ -4,6 +4,12 @@
 // around it. A virtual server is ours exactly when its address is on
 // outpost0; nothing else in IPVS is ever touched.
 //
+// A port's VIP is its ClusterIP, or its local_service_cidr mapping. Each
+// allowed external IP of a port is one more virtual server, its address
+// bound to outpost0 like a VIP: that makes this host answer for the
+// external IP, which is what allow_external_ips asks for, and only on this
+// host (nothing is announced); its other ports are refused like a VIP's.
+//
 // Every sync reads IPVS and outpost0 back and applies only the difference,
 // so a restarted daemon converges on what an earlier one left without
 // tearing down anything that is already right.
@@ -75,6 +81,13 @@ type Proxier struct {
 	// seen with it after a restart.
 	zeroed map[destKey]time.Time
 	timer  clock.Timer
+	// nodePortsOn: a cluster serves node ports, so the NODEPORTS set
+	// exists and the rules refuse node ports without endpoints.
+	// rulesNodePorts is what the rules in the kernel were written for,
+	// nil when unknown.
+	nodePortsOn    bool
+	rulesNodePorts *bool
+	warnedNoMasq   bool
 }
 
 // destKey is one destination of one virtual server.
@@ -147,8 +160,19 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	full = full || p.needFull
 	if full {
 		clear(p.sets)
+		p.rulesNodePorts = nil
+	}
+	p.nodePortsOn = false
+	for _, c := range st.Clusters {
+		p.nodePortsOn = p.nodePortsOn || p.servesNodePorts(c)
 	}
 	if err := p.prepare(ctx, full); err != nil {
+		return err
+	}
+	// The node ports served before: which virtual servers at this host's
+	// addresses are ours.
+	oldNodes, err := p.nodeMembers(ctx)
+	if err != nil {
 		return err
 	}
 	addrs, err := p.opt.Kernel.InterfaceAddrs()
@@ -159,7 +183,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	if err != nil {
 		return err
 	}
-	pl := p.plan(st, addrs, vss)
+	pl := p.plan(st, addrs, vss, oldNodes)
 
 	// Before the kernel changes: refuse ports whose virtual server is about
 	// to go, and protect VIPs about to be bound, so that the host's own
@@ -167,15 +191,28 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	if err := p.writeSets(ctx, pl.interimVIPs(), pl.interimPorts()); err != nil {
 		return err
 	}
-	if full {
+	if p.nodePortsOn {
+		if err := p.writeNodeSet(ctx, pl.interimNodes()); err != nil {
+			return err
+		}
+	}
+	if full || p.rulesNodePorts == nil || *p.rulesNodePorts != p.nodePortsOn {
 		// The sets exist now: the rules may name them.
 		if err := p.syncRules(ctx); err != nil {
 			return err
 		}
+		on := p.nodePortsOn
+		p.rulesNodePorts = &on
 	}
 	res := p.apply(pl)
 	// After: open the ports whose virtual server now exists.
 	setErr := p.writeSets(ctx, res.vips, res.ports)
+	if p.nodePortsOn {
+		setErr = errors.Join(setErr, p.writeNodeSet(ctx, res.nodes))
+	} else if oldNodes != nil && len(res.nodes) == 0 {
+		// No rule names it any more: node ports are served no longer.
+		setErr = errors.Join(setErr, p.dropNodeSet(ctx))
+	}
 	p.scheduleResync()
 	if err := errors.Join(append(res.errs, setErr)...); err != nil {
 		return err
@@ -242,6 +279,67 @@ func (p *Proxier) writeSets(ctx context.Context, vips, ports setContent) error {
 	return nil
 }
 
+// servesNodePorts says whether c's node ports are served: the cluster asks
+// for it, and connections are masqueraded (config refuses
+// serve_node_ports with masquerade = false: the pods' replies would not
+// come back through this host).
+func (p *Proxier) servesNodePorts(c *model.ClusterState) bool {
+	if !c.ServeNodePorts {
+		return false
+	}
+	if p.opt.MasqueradeMark == 0 {
+		if !p.warnedNoMasq {
+			p.warnedNoMasq = true
+			p.log.Warn("serve_node_ports needs masquerading, which is off: node ports are not served", "cluster", c.Name)
+		}
+		return false
+	}
+	return true
+}
+
+// nodeMembers are the members of the NODEPORTS set: as last written, or
+// read from the kernel after a restart or a failure; nil when the set
+// does not exist.
+func (p *Proxier) nodeMembers(ctx context.Context) (setContent, error) {
+	s := nodePortSet(p.opt.IPv6)
+	if cur, ok := p.sets[s.name]; ok {
+		return cur, nil
+	}
+	if p.opt.IPSet == nil {
+		return nil, nil
+	}
+	m, err := p.opt.IPSet.Save(ctx, s.name)
+	if err != nil || m == nil {
+		return nil, err
+	}
+	p.sets[s.name] = setContent(m)
+	return setContent(m), nil
+}
+
+// writeNodeSet gives the NODEPORTS set the content wanted, if it differs.
+func (p *Proxier) writeNodeSet(ctx context.Context, members setContent) error {
+	s := nodePortSet(p.opt.IPv6)
+	if cur, ok := p.sets[s.name]; ok && cur != nil && slices.Equal(cur, members) {
+		return nil
+	}
+	if err := p.opt.IPSet.Restore(ctx, s.appendSwap(nil, members)); err != nil {
+		delete(p.sets, s.name)
+		return err
+	}
+	p.sets[s.name] = members
+	return nil
+}
+
+// dropNodeSet destroys the NODEPORTS set once no rule names it.
+func (p *Proxier) dropNodeSet(ctx context.Context) error {
+	s := nodePortSet(p.opt.IPv6)
+	if err := p.opt.IPSet.Restore(ctx, fmt.Appendf(nil, "destroy %s\n", s.name)); err != nil {
+		return err
+	}
+	delete(p.sets, s.name)
+	return nil
+}
+
 // scheduleResync asks for another sync while destinations drain.
 func (p *Proxier) scheduleResync() {
 	if p.timer != nil {
@@ -282,13 +380,23 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 			others++
 		}
 	}
-	if len(ours) > 0 {
+	// Virtual servers at this host's own addresses are ours when the
+	// NODEPORTS set says so.
+	var nodes setContent
+	if p.opt.IPSet != nil {
+		m, err := p.opt.IPSet.Save(ctx, nodePortSet(p.opt.IPv6).name)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		nodes = m
+	}
+	if len(ours) > 0 || len(nodes) > 0 {
 		vss, err := k.List()
 		if err != nil {
 			errs = append(errs, err)
 		}
 		for _, vs := range vss {
-			if ours[vs.VIP] {
+			if ours[vs.VIP] || (p.family(vs.VIP) && slices.Contains(nodes, portMember(vs.ServiceKey))) {
 				if err := k.DelService(vs.Service); err != nil {
 					errs = append(errs, err)
 				}

@@ -15,7 +15,16 @@ import (
 //	                      on a port that is no virtual server
 //
 // Which VIPs and ports exist is in two ipsets, so that a service change
-// never touches iptables. The chains' prefix differs from the iptables
+// never touches iptables. While a cluster serves node ports
+// (serve_node_ports), a third set holds them, and one more pair of rules
+// refuses new connections to a node port of this host's own address that
+// is no virtual server (a service without endpoints):
+//
+//	filter INPUT -> OUTPOST-IPVS-FILTER: ... and to a NODEPORTS member that
+//	                is not in PORTS
+//
+// Node port connections are masqueraded by the rule for every IPVS
+// connection: node ports are only served with masquerading on. The chains' prefix differs from the iptables
 // backend's chain names (OUTPOST-SERVICES, OUTPOST-C-..., ...) so that our
 // Cleanup can tell them apart.
 const (
@@ -68,12 +77,21 @@ func (p *Proxier) chainRules() []chainSpec {
 	// source, on ports that are no service (kube-proxy matches NEW too).
 	match := fmt.Sprintf("-m conntrack --ctstate NEW -m set --match-set %s dst -m set ! --match-set %s dst,dst", vips.name, ports.name)
 	refuse := comment("kube-outpost: ClusterIP port without endpoints")
+	filter := []string{
+		// A TCP client gets a reset, as from a closed port.
+		fmt.Sprintf("-p tcp %s %s -j REJECT --reject-with tcp-reset", match, refuse),
+		fmt.Sprintf("%s %s -j REJECT", match, refuse),
+	}
+	if p.nodePortsOn {
+		np := fmt.Sprintf("-m conntrack --ctstate NEW -m set --match-set %s dst,dst -m set ! --match-set %s dst,dst",
+			nodePortSet(p.opt.IPv6).name, ports.name)
+		refuse := comment("kube-outpost: node port without endpoints")
+		filter = append(filter,
+			fmt.Sprintf("-p tcp %s %s -j REJECT --reject-with tcp-reset", np, refuse),
+			fmt.Sprintf("%s %s -j REJECT", np, refuse))
+	}
 	return []chainSpec{
-		{"filter", chainFilter, []string{
-			// A TCP client gets a reset, as from a closed port.
-			fmt.Sprintf("-p tcp %s %s -j REJECT --reject-with tcp-reset", match, refuse),
-			fmt.Sprintf("%s %s -j REJECT", match, refuse),
-		}},
+		{"filter", chainFilter, filter},
 		{"nat", chainPostrouting, []string{masq}},
 	}
 }

@@ -1,0 +1,78 @@
+package hostcheck
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
+)
+
+type fakeSource struct {
+	addrs  []Address
+	routes []Route
+	err    error
+	asked  int
+}
+
+func (f *fakeSource) Addrs() ([]Address, error) { f.asked++; return f.addrs, f.err }
+func (f *fakeSource) Routes() ([]Route, error)  { return f.routes, f.err }
+
+func cluster(name, local string) config.Cluster {
+	c := config.Cluster{Name: name, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}}
+	if local != "" {
+		c.LocalServiceCIDR = netip.MustParsePrefix(local)
+	}
+	return c
+}
+
+func TestCheck(t *testing.T) {
+	src := &fakeSource{
+		addrs: []Address{{netip.MustParseAddr("10.250.0.2"), "eth0"}, {netip.MustParseAddr("100.66.0.1"), "lo"}},
+		routes: []Route{
+			{Dst: netip.MustParsePrefix("10.250.0.0/24"), Link: "eth0", Connected: true},
+			{Dst: netip.MustParsePrefix("100.64.0.0/10"), Link: "eth0"}, // via a gateway: how packets leave
+			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Link: "wg0", Connected: true},
+			{Dst: netip.MustParsePrefix("172.16.0.0/12"), Link: "br0", Connected: true},
+		},
+	}
+	got, err := Check([]config.Cluster{
+		cluster("a", "100.64.0.0/16"), // fine: only a gateway route covers it
+		cluster("b", "100.66.0.0/16"), // holds an address of lo
+		cluster("c", "172.20.0.0/16"), // inside a connected network
+		cluster("d", "10.250.0.0/16"), // holds an address and a connected network
+		cluster("e", ""),              // maps nothing
+	}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`cluster "b": local_service_cidr 100.66.0.0/16 collides with address 100.66.0.1 on lo of this host`,
+		`cluster "c": local_service_cidr 172.20.0.0/16 collides with connected route 172.16.0.0/12 on br0 of this host`,
+		`cluster "d": local_service_cidr 10.250.0.0/16 collides with address 10.250.0.2 on eth0 of this host`,
+		`cluster "d": local_service_cidr 10.250.0.0/16 collides with connected route 10.250.0.0/24 on eth0 of this host`,
+	}
+	var msgs []string
+	for _, c := range got {
+		e := c.Error()
+		if !strings.Contains(e, "choose a range this host neither has an address in nor a connected route to") {
+			t.Errorf("%q does not say how to fix it", e)
+		}
+		msgs = append(msgs, strings.SplitN(e, ":", 3)[0]+":"+strings.SplitN(e, ":", 3)[1])
+	}
+	if !reflect.DeepEqual(msgs, want) {
+		t.Errorf("collisions:\n%q\nwant:\n%q", msgs, want)
+	}
+}
+
+func TestCheckNothingMapped(t *testing.T) {
+	src := &fakeSource{err: errors.New("no netlink here")}
+	if got, err := Check([]config.Cluster{cluster("a", "")}, src); err != nil || got != nil || src.asked != 0 {
+		t.Errorf("Check without local ranges = %v, %v after %d reads; want nothing, and no read", got, err, src.asked)
+	}
+	if _, err := Check([]config.Cluster{cluster("a", "100.64.0.0/16")}, src); err == nil {
+		t.Error("a read error was not returned")
+	}
+}

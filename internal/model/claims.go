@@ -1,0 +1,241 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Two service ports must never be programmed at the same address, port and
+// protocol: the backends would pick one by the order of their rules, and
+// which one would change with unrelated events. Config validation keeps
+// the clusters' VIP ranges apart, and buildService keeps external IPs out
+// of them, but external IPs of two services (of one cluster or two) can
+// still meet, and the VIP check stays as a defence. Each address:port is
+// held by the claimant that sorts first: the older service (creation
+// time), then the cluster earlier in the config, then by name. That order
+// depends on nothing but the objects and the config, so the same state
+// wins after a restart or whatever order the events arrive in. Losers are
+// refused, logged and counted like any other problem.
+
+// conflictPrefix starts every problem about a claim lost to another
+// service; reasonOf counts them as ReasonConflict.
+const conflictPrefix = "conflict: "
+
+// claimKey is an address, port and protocol on this host.
+type claimKey struct {
+	addr  netip.Addr
+	port  uint16
+	proto Protocol
+}
+
+func (k claimKey) String() string {
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.addr, k.port), k.proto)
+}
+
+func vipKey(p *ServicePort) claimKey {
+	return claimKey{addr: p.VIP(), port: p.Port, proto: p.Key.Protocol}
+}
+
+func extKeys(p *ServicePort) []claimKey {
+	out := make([]claimKey, 0, len(p.ExternalIPs))
+	for _, ip := range p.ExternalIPs {
+		out = append(out, claimKey{addr: ip, port: p.Port, proto: p.Key.Protocol})
+	}
+	return out
+}
+
+// builtService is one service as buildService made it.
+type builtService struct {
+	ports    []*ServicePort
+	problems []string
+	created  time.Time
+}
+
+// claimant is a built port and what orders it among claimants.
+type claimant struct {
+	port    *ServicePort
+	created time.Time
+}
+
+type owner struct {
+	cluster string
+	nn      types.NamespacedName
+}
+
+func sortedOwners(m map[owner]bool) []owner {
+	out := make([]owner, 0, len(m))
+	for o := range m {
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b owner) int {
+		return cmp.Or(strings.Compare(a.cluster, b.cluster), strings.Compare(a.nn.Namespace, b.nn.Namespace), strings.Compare(a.nn.Name, b.nn.Name))
+	})
+	return out
+}
+
+func addClaim(m map[claimKey]map[PortKey]bool, k claimKey, pk PortKey) {
+	set := m[k]
+	if set == nil {
+		set = map[PortKey]bool{}
+		m[k] = set
+	}
+	set[pk] = true
+}
+
+func delClaim(m map[claimKey]map[PortKey]bool, k claimKey, pk PortKey) {
+	if set := m[k]; set != nil {
+		delete(set, pk)
+		if len(set) == 0 {
+			delete(m, k)
+		}
+	}
+}
+
+func (s *Store) claim(b *builtService) {
+	if b == nil {
+		return
+	}
+	for _, p := range b.ports {
+		s.cands[p.Key] = &claimant{port: p, created: b.created}
+		addClaim(s.vipClaims, vipKey(p), p.Key)
+		for _, k := range extKeys(p) {
+			addClaim(s.extClaims, k, p.Key)
+		}
+		if k, ok := nodeKey(p); ok {
+			addClaim(s.nodeClaims, k, p.Key)
+		}
+	}
+}
+
+func (s *Store) unclaim(b *builtService) {
+	if b == nil {
+		return
+	}
+	for _, p := range b.ports {
+		// A port key is one service's, so this claimant is this
+		// service's own, as built last time.
+		delete(s.cands, p.Key)
+		delClaim(s.vipClaims, vipKey(p), p.Key)
+		for _, k := range extKeys(p) {
+			delClaim(s.extClaims, k, p.Key)
+		}
+		if k, ok := nodeKey(p); ok {
+			delClaim(s.nodeClaims, k, p.Key)
+		}
+	}
+}
+
+// affected are the services whose published ports may change when the
+// claims on these keys changed: the claimants of the VIPs, and the
+// claimants of the external IPs of those and of the keys given. A port
+// that loses its VIP withdraws its external IPs, which can hand them to
+// another service; nothing goes further than that.
+func (s *Store) affected(vips, exts map[claimKey]bool) map[owner]bool {
+	out := map[owner]bool{}
+	add := func(pk PortKey) {
+		out[owner{pk.Cluster, types.NamespacedName{Namespace: pk.Namespace, Name: pk.Name}}] = true
+	}
+	exts = maps.Clone(exts)
+	for k := range vips {
+		for pk := range s.vipClaims[k] {
+			add(pk)
+			if c := s.cands[pk]; c != nil {
+				for _, ek := range extKeys(c.port) {
+					exts[ek] = true
+				}
+			}
+		}
+	}
+	for k := range exts {
+		for pk := range s.extClaims[k] {
+			add(pk)
+		}
+	}
+	return out
+}
+
+// before orders two claimants: the older service first, then the cluster
+// earlier in the config, then the port key.
+func (s *Store) before(a, b PortKey) bool {
+	ca, cb := s.cands[a], s.cands[b]
+	if c := ca.created.Compare(cb.created); c != 0 {
+		return c < 0
+	}
+	if oa, ob := s.order[a.Cluster], s.order[b.Cluster]; oa != ob {
+		return oa < ob
+	}
+	return a.Compare(b) < 0
+}
+
+// winner is the first of the claimants that eligible accepts; ok reports
+// whether there is one.
+func (s *Store) winner(claimants map[PortKey]bool, eligible func(PortKey) bool) (PortKey, bool) {
+	var best PortKey
+	found := false
+	for pk := range claimants {
+		if eligible != nil && !eligible(pk) {
+			continue
+		}
+		if !found || s.before(pk, best) {
+			best, found = pk, true
+		}
+	}
+	return best, found
+}
+
+func (s *Store) holdsVIP(pk PortKey) bool {
+	c := s.cands[pk]
+	if c == nil {
+		return false
+	}
+	w, ok := s.winner(s.vipClaims[vipKey(c.port)], nil)
+	return ok && w == pk
+}
+
+// settle applies the claims to one built service: the ports and external
+// IPs it holds, and its problems with a line for each one it lost.
+func (s *Store) settle(b *builtService) ([]*ServicePort, []string) {
+	problems := slices.Clone(b.problems)
+	var out []*ServicePort
+	for _, p := range b.ports {
+		vk := vipKey(p)
+		if w, ok := s.winner(s.vipClaims[vk], nil); ok && w != p.Key {
+			problems = append(problems, s.lost(p, vk, w, "its VIP"))
+			continue
+		}
+		var exts []netip.Addr
+		for _, ek := range extKeys(p) {
+			if w, ok := s.winner(s.extClaims[ek], s.holdsVIP); ok && w != p.Key {
+				problems = append(problems, s.lost(p, ek, w, "external IP"))
+				continue
+			}
+			exts = append(exts, ek.addr)
+		}
+		served, why := s.settleNodePort(p)
+		if why != "" {
+			problems = append(problems, why)
+		}
+		if len(exts) != len(p.ExternalIPs) || served != p.ServedNodePort {
+			c := *p // published ports are never modified: a copy
+			c.ExternalIPs = exts
+			c.ServedNodePort = served
+			p = &c
+		}
+		out = append(out, p)
+	}
+	return out, dedupe(problems)
+}
+
+// lost says which service holds what p wanted, in words that name it.
+func (s *Store) lost(p *ServicePort, k claimKey, w PortKey, what string) string {
+	return fmt.Sprintf("%s%s %s of port %s is already programmed for cluster %q service %s/%s, which wins "+
+		"(created earlier, or its cluster comes first in the config): not programmed for this one",
+		conflictPrefix, what, k, portName(p.Key.Port, p.Key.Protocol), w.Cluster, w.Namespace, w.Name)
+}

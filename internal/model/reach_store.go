@@ -1,0 +1,129 @@
+package model
+
+import (
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// A cluster's reach, as config.Reach spells it: how packets get from this
+// host to the cluster's endpoints.
+const (
+	// ReachDirect DNATs to the endpoint IPs; "" counts as it.
+	ReachDirect = "direct"
+	// ReachNodePort DNATs a service port to <node address>:<nodePort>.
+	ReachNodePort = "nodeport"
+	// ReachRoutes DNATs to the endpoint IPs like ReachDirect; the daemon
+	// routes the nodes' pod CIDRs via the nodes (package routes).
+	ReachRoutes = "routes"
+)
+
+// throughNodes reports whether a cluster is reached through its nodes, and
+// so needs a node list before its desired state is complete.
+func throughNodes(reach string) bool { return reach == ReachNodePort || reach == ReachRoutes }
+
+// nodesReady: a cluster reached through its nodes counts as synced only
+// once its first node list arrived. Before, reach = "nodeport" would refuse
+// every port (no node to send to) and reach = "routes" would DNAT to pods
+// this host cannot route to yet; either would replace the working rules of
+// the last run after a restart.
+func (cd *clusterData) nodesReady() bool { return !throughNodes(cd.cfg.Reach) || cd.nodesSynced }
+
+// SetNodes hands the model a cluster's node list (a NodeWatcher snapshot,
+// never a partial one). With reach = "nodeport" every service of the
+// cluster is built again, since every port's endpoints are nodes. The first
+// call lets a cluster reached through its nodes count as synced. Calls for a
+// cluster that is not configured are ignored. nodes is kept, not copied: it
+// must not be modified afterwards.
+func (s *Store) SetNodes(cluster string, nodes []NodeInfo) {
+	s.mu.Lock()
+	cd := s.clusters[cluster]
+	if cd == nil {
+		s.mu.Unlock()
+		return
+	}
+	changed := !cd.nodesSynced && throughNodes(cd.cfg.Reach)
+	cd.nodes, cd.nodesSynced = nodes, true
+	if cd.cfg.Reach == ReachNodePort {
+		for nn := range cd.svcs {
+			if s.recompute(cd, nn) {
+				changed = true
+			}
+		}
+	}
+	s.mu.Unlock()
+	if changed {
+		s.onChange()
+	}
+}
+
+// reachViaNodePorts turns the ports of one service, as buildService made
+// them for reach = "direct", into reach = "nodeport" ones: each port's
+// endpoints become the nodes' addresses at the port's NodePort
+// (NodePortEndpoints), and a port without a NodePort is refused and
+// reported. The direct selection still decides whether the service has
+// endpoints at all: without one, the nodes would refuse the connection
+// too, so the port is refused here with the direct reason.
+func reachViaNodePorts(cfg ClusterConfig, nodes []NodeInfo, svc *corev1.Service, sliceList []*discoveryv1.EndpointSlice, res *buildResult) {
+	if svc == nil || len(res.ports) == 0 {
+		return
+	}
+	// internalTrafficPolicy: Local comes first: this host is no node, so
+	// there is no local endpoint, whichever way the cluster is reached.
+	// buildService already refused such ports.
+	if p := svc.Spec.InternalTrafficPolicy; p != nil && *p == corev1.ServiceInternalTrafficPolicyLocal {
+		return
+	}
+	etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+	for _, p := range res.ports {
+		if p.NodePort == 0 {
+			res.problems = append(res.problems, "port "+portName(p.Key.Port, p.Key.Protocol)+": "+NoNodePortReason)
+		}
+		if len(p.Endpoints) == 0 {
+			// Neither the pods nor the node addresses: explain shows the
+			// pods left out, which is the real cause.
+			if p.NodePort == 0 {
+				p.NoEndpointsReason = NoNodePortReason
+			}
+			continue
+		}
+		q := NodePortQuery{NodePort: p.NodePort, Nodes: nodes, Prefer: cfg.NodeAddressTypes, IPv6: p.Key.IPv6}
+		if etpLocal {
+			q.OnlyNodes = endpointNodes(p.Endpoints, sliceList, p.Key.IPv6)
+		}
+		p.Endpoints, p.Excluded, p.NoEndpointsReason = NodePortEndpoints(q)
+	}
+	res.problems = dedupe(res.problems)
+}
+
+// endpointNodes are the nodeName of the slices' endpoints that are among
+// eps (the port's usable endpoints), sorted and unique; never nil, since
+// a nil OnlyNodes means "every node".
+func endpointNodes(eps []Endpoint, sliceList []*discoveryv1.EndpointSlice, v6 bool) []string {
+	use := make(map[netip.Addr]bool, len(eps))
+	for _, e := range eps {
+		use[e.Addr.Addr()] = true
+	}
+	want := discoveryv1.AddressTypeIPv4
+	if v6 {
+		want = discoveryv1.AddressTypeIPv6
+	}
+	out := []string{}
+	for _, es := range sliceList {
+		if es.AddressType != want {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if len(ep.Addresses) == 0 || ep.NodeName == nil || *ep.NodeName == "" {
+				continue
+			}
+			if ip, err := netip.ParseAddr(ep.Addresses[0]); err == nil && use[ip.Unmap()] {
+				out = append(out, *ep.NodeName)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
