@@ -121,34 +121,43 @@ func startMonitor(t *testing.T, ns string) *monitor {
 // It returns what was recorded since the last mark, without the marks.
 func (m *monitor) mark(t *testing.T, ns string) []string {
 	t.Helper()
-	marker := fmt.Sprintf("192.0.2.%d", time.Now().UnixNano()%250+1)
-	if out, err := exec.Command("ip", "-n", ns, "route", "add", marker, "dev", "veth0").CombinedOutput(); err != nil {
-		t.Fatalf("marker: %v: %s", err, out)
-	}
-	exec.Command("ip", "-n", ns, "route", "del", marker, "dev", "veth0").Run()
-	deadline := time.After(10 * time.Second)
-	for {
-		m.mu.Lock()
-		for i, l := range m.lines {
-			if strings.HasPrefix(l, "Deleted "+marker+" ") {
-				var got []string
-				for _, l := range m.lines[:i] {
-					if !strings.Contains(l, marker+" ") {
-						got = append(got, l)
+	// ip monitor subscribes a moment after it starts: a marker it missed
+	// is tried again with a new one, so the first mark also waits for the
+	// subscription. Lines of missed markers are dropped with the rest.
+	deadline := time.Now().Add(10 * time.Second)
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		marker := fmt.Sprintf("192.0.2.%d", (time.Now().UnixNano()+int64(attempt))%250+1)
+		if out, err := exec.Command("ip", "-n", ns, "route", "add", marker, "dev", "veth0").CombinedOutput(); err != nil {
+			t.Fatalf("marker: %v: %s", err, out)
+		}
+		exec.Command("ip", "-n", ns, "route", "del", marker, "dev", "veth0").Run()
+		wait := time.After(time.Second)
+		for {
+			m.mu.Lock()
+			for i, l := range m.lines {
+				if strings.HasPrefix(l, "Deleted "+marker+" ") {
+					var got []string
+					for _, l := range m.lines[:i] {
+						if !strings.Contains(l, "192.0.2.") {
+							got = append(got, l)
+						}
 					}
+					m.lines = nil
+					m.mu.Unlock()
+					return got
 				}
-				m.lines = nil
-				m.mu.Unlock()
-				return got
 			}
-		}
-		m.mu.Unlock()
-		select {
-		case <-m.more:
-		case <-deadline:
-			t.Fatal("ip monitor did not report the marker route")
+			m.mu.Unlock()
+			select {
+			case <-m.more:
+				continue
+			case <-wait:
+			}
+			break
 		}
 	}
+	t.Fatal("ip monitor did not report the marker route")
+	return nil
 }
 
 func TestKernel(t *testing.T) {
