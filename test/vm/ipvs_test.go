@@ -338,6 +338,8 @@ func TestIPVSE2E(t *testing.T) {
 var e2eSkips = map[string]string{
 	"TestIPVSModeRefusedWithoutModule": "the guest's kernel has ip_vs",
 	"TestIPv6":                         "a remote lab is IPv4 only: QEMU's user networking carries the guest's traffic",
+	"TestMultiCluster":                 "it starts three apiservers of its own, which a remote lab cannot",
+	"TestReach":                        "it needs lab nodes, which a remote lab cannot have",
 }
 
 // prepareE2E builds the end-to-end suite and the binary into share, starts
