@@ -42,54 +42,6 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// createNode registers a lab node as kubelet and the node IPAM controller
-// would: its InternalIP, its pod CIDR, Ready.
-func createNode(ctx context.Context, t *testing.T, cs kubernetes.Interface, n *lab.Node) {
-	t.Helper()
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name},
-		Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
-	}
-	created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Status is a subresource: set it the way kubelet does.
-	now := metav1.Now()
-	created.Status = corev1.NodeStatus{
-		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: n.IP.String()},
-			{Type: corev1.NodeHostName, Address: n.Name},
-		},
-		Conditions: []corev1.NodeCondition{{
-			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-			LastHeartbeatTime: now, LastTransitionTime: now,
-		}},
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// setReady sets a node's Ready condition, as the node lifecycle controller
-// does when its kubelet stops reporting.
-func setReady(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string, status corev1.ConditionStatus) {
-	t.Helper()
-	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range n.Status.Conditions {
-		if n.Status.Conditions[i].Type == corev1.NodeReady {
-			n.Status.Conditions[i].Status = status
-			n.Status.Conditions[i].Reason = "NodeStatusUnknown"
-		}
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // grantNodes is the RBAC reach = "nodeport" and "routes" add to
 // packaging/rbac.yaml: list and watch Nodes, nothing else.
 func grantNodes(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
@@ -140,7 +92,9 @@ func TestLabReach(t *testing.T) {
 			t.Fatal(err)
 		}
 		nodes[name], pods[name] = n, p
-		createNode(ctx, t, admin, n)
+		if err := n.Register(ctx, admin); err != nil {
+			t.Fatal(err)
+		}
 	}
 	url := func(node string) string { return fmt.Sprintf("http://%s:8080/", pods[node].IP) }
 	answers := func(node string) bool {
@@ -248,7 +202,9 @@ func TestLabReach(t *testing.T) {
 	}
 
 	// n1 stops being Ready: its route goes, n2's stays.
-	setReady(ctx, t, admin, "n1", corev1.ConditionUnknown)
+	if err := lab.SetNodeReady(ctx, admin, "n1", corev1.ConditionUnknown); err != nil {
+		t.Fatal(err)
+	}
 	snap = next("n1 not Ready", func(s []model.NodeInfo) bool { return len(s) == 2 && s[0].Name == "n1" && !s[0].Ready })
 	sync(snap)
 	if got, want := ourRoutes(), fmt.Sprintf("%s via %s dev eth0 metric %d", n2.PodCIDR, n2.IP, routes.Metric); got != want {

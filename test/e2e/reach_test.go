@@ -69,7 +69,9 @@ func TestReach(t *testing.T) {
 			t.Fatal(err)
 		}
 		nodes[name], pods[name] = n, p
-		reachNode(ctx, t, admin, n)
+		if err := n.Register(ctx, admin); err != nil {
+			t.Fatal(err)
+		}
 	}
 	applyNodeRBAC(ctx, t, admin)
 	podAnswers := func(node string) error {
@@ -144,7 +146,9 @@ func TestReach(t *testing.T) {
 		})
 
 		// n1 stops being Ready: its route goes, and with it its pod.
-		setNodeReady(ctx, t, admin, "n1", corev1.ConditionUnknown)
+		if err := lab.SetNodeReady(ctx, admin, "n1", corev1.ConditionUnknown); err != nil {
+			t.Fatal(err)
+		}
 		eventually(t, 30*time.Second, "n1's route withdrawn", func() error {
 			if got, want := ourRoutes(), routeOf("n2")+" metric 2048"; got != want {
 				return fmt.Errorf("ip route show proto 95: %q, want %q", got, want)
@@ -157,7 +161,9 @@ func TestReach(t *testing.T) {
 		if err := podAnswers("n2"); err != nil {
 			t.Errorf("the pod behind n2: %v", err)
 		}
-		setNodeReady(ctx, t, admin, "n1", corev1.ConditionTrue)
+		if err := lab.SetNodeReady(ctx, admin, "n1", corev1.ConditionTrue); err != nil {
+			t.Fatal(err)
+		}
 		eventually(t, 30*time.Second, "n1's route back", func() error { return podAnswers("n1") })
 
 		// Routes stay when the daemon stops, like the rules; cleanup
@@ -236,7 +242,9 @@ func TestReach(t *testing.T) {
 		})
 
 		// A NotReady node is skipped: only n2's pod answers.
-		setNodeReady(ctx, t, admin, "n1", corev1.ConditionFalse)
+		if err := lab.SetNodeReady(ctx, admin, "n1", corev1.ConditionFalse); err != nil {
+			t.Fatal(err)
+		}
 		answeredByIn(t, l, url(vip, 80), 20, "r2")
 		cs, err := reachStatus(sock)
 		if err != nil {
@@ -245,54 +253,11 @@ func TestReach(t *testing.T) {
 		if cs.Reach != "nodeport" || cs.Nodes == nil || cs.Nodes.Nodes != 2 || cs.Nodes.Ready != 1 || cs.Routes != nil {
 			t.Errorf("status: reach %q, nodes %+v, routes %+v", cs.Reach, cs.Nodes, cs.Routes)
 		}
-		setNodeReady(ctx, t, admin, "n1", corev1.ConditionTrue)
+		if err := lab.SetNodeReady(ctx, admin, "n1", corev1.ConditionTrue); err != nil {
+			t.Fatal(err)
+		}
 		answeredByIn(t, l, url(vip, 80), 20, "r1", "r2")
 	})
-}
-
-// reachNode registers a lab node as kubelet and the node IPAM controller
-// would: its InternalIP, its pod CIDR, Ready.
-func reachNode(ctx context.Context, t *testing.T, cs kubernetes.Interface, n *lab.Node) {
-	t.Helper()
-	created, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name},
-		Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := metav1.Now()
-	created.Status = corev1.NodeStatus{
-		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: n.IP.String()},
-			{Type: corev1.NodeHostName, Address: n.Name},
-		},
-		Conditions: []corev1.NodeCondition{{
-			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-			LastHeartbeatTime: now, LastTransitionTime: now,
-		}},
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// setNodeReady sets a node's Ready condition, as the node lifecycle
-// controller does when its kubelet stops reporting.
-func setNodeReady(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string, st corev1.ConditionStatus) {
-	t.Helper()
-	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range n.Status.Conditions {
-		if n.Status.Conditions[i].Type == corev1.NodeReady {
-			n.Status.Conditions[i].Status = st
-		}
-	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // applyNodeRBAC applies packaging/rbac-nodes.yaml, which binds the

@@ -8,6 +8,10 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // nodePodNet holds the pod subnets of nodes: the k-th node gets
@@ -130,4 +134,50 @@ func nthAddr(p netip.Prefix, n int) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("no address %d in %v", n, p)
 	}
 	return a, nil
+}
+
+// Register creates the node's Kubernetes Node object with cs, as kubelet and
+// the node IPAM controller would: its InternalIP, its pod CIDR, Ready.
+func (n *Node) Register(ctx context.Context, cs kubernetes.Interface) error {
+	created, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name},
+		Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	// Status is a subresource: set it the way kubelet does.
+	now := metav1.Now()
+	created.Status = corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: n.IP.String()},
+			{Type: corev1.NodeHostName, Address: n.Name},
+		},
+		Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			LastHeartbeatTime: now, LastTransitionTime: now,
+		}},
+	}
+	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	return err
+}
+
+// SetNodeReady sets a Node's Ready condition, as the node lifecycle
+// controller does when its kubelet stops reporting.
+func SetNodeReady(ctx context.Context, cs kubernetes.Interface, name string, status corev1.ConditionStatus) error {
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			n.Status.Conditions[i].Status = status
+			n.Status.Conditions[i].Reason = "NodeStatusUnknown"
+			if status == corev1.ConditionTrue {
+				n.Status.Conditions[i].Reason = "KubeletReady"
+			}
+		}
+	}
+	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
 }
