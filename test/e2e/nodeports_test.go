@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,27 +124,7 @@ func TestNodePorts(t *testing.T) {
 	t.Run("a legacy machine reaches the pods at the host's address and node port, masqueraded", func(t *testing.T) {
 		wantSrc := theLab.HostIP.String()
 		eventually(t, 30*time.Second, "answers from a1 and a2 at "+at(webNP), func() error {
-			got := map[string]int{}
-			for range 30 {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				body, hdr, err := client.HTTPGetHeader(ctx, at(webNP))
-				cancel()
-				if err != nil {
-					return err
-				}
-				src, err := netip.ParseAddrPort(hdr.Get("X-Remote-Addr"))
-				if err != nil {
-					return fmt.Errorf("X-Remote-Addr %q: %v", hdr.Get("X-Remote-Addr"), err)
-				}
-				if src.Addr().String() != wantSrc {
-					return fmt.Errorf("pod %s saw the request from %v, want the host's %s (masqueraded)", body, src, wantSrc)
-				}
-				got[body]++
-			}
-			if got["a1"] == 0 || got["a2"] == 0 || len(got) != 2 {
-				return fmt.Errorf("answers %v, want a1 and a2 only", got)
-			}
-			return nil
+			return masqueradedBy(client, at(webNP), 30, wantSrc, "a1", "a2")
 		})
 	})
 

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
 // TestRoutedClient: the host is the router of another machine that is not
@@ -42,27 +44,7 @@ func TestRoutedClient(t *testing.T) {
 		u := url(vip, 80)
 		wantSrc := theLab.HostIP.String()
 		eventually(t, 20*time.Second, "answers from a1 and a2 at "+u, func() error {
-			got := map[string]int{}
-			for i := 0; i < 40; i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				body, hdr, err := client.HTTPGetHeader(ctx, u)
-				cancel()
-				if err != nil {
-					return err
-				}
-				src, err := netip.ParseAddrPort(hdr.Get("X-Remote-Addr"))
-				if err != nil {
-					return fmt.Errorf("X-Remote-Addr %q: %v", hdr.Get("X-Remote-Addr"), err)
-				}
-				if src.Addr().String() != wantSrc {
-					return fmt.Errorf("pod %s saw the request from %v, want the host's %s", body, src, wantSrc)
-				}
-				got[body]++
-			}
-			if got["a1"] == 0 || got["a2"] == 0 || len(got) != 2 {
-				return fmt.Errorf("answers %v, want a1 and a2 only", got)
-			}
-			return nil
+			return masqueradedBy(client, u, 40, wantSrc, "a1", "a2")
 		})
 	})
 
@@ -113,4 +95,36 @@ func routedRefused(body string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("want connection refused, got %v", err)
+}
+
+// masqueradedBy sends n requests from a routed client to u and checks that
+// exactly the pods want answer, each seeing the request come from wantSrc
+// (the host's address: masqueraded).
+func masqueradedBy(client *lab.Client, u string, n int, wantSrc string, want ...string) error {
+	got := map[string]int{}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		body, hdr, err := client.HTTPGetHeader(ctx, u)
+		cancel()
+		if err != nil {
+			return err
+		}
+		src, err := netip.ParseAddrPort(hdr.Get("X-Remote-Addr"))
+		if err != nil {
+			return fmt.Errorf("X-Remote-Addr %q: %v", hdr.Get("X-Remote-Addr"), err)
+		}
+		if src.Addr().String() != wantSrc {
+			return fmt.Errorf("pod %s saw the request from %v, want the host's %s (masqueraded)", body, src, wantSrc)
+		}
+		got[body]++
+	}
+	if len(got) != len(want) {
+		return fmt.Errorf("answers %v, want %v only", got, want)
+	}
+	for _, p := range want {
+		if got[p] == 0 {
+			return fmt.Errorf("answers %v, want %v only", got, want)
+		}
+	}
+	return nil
 }
