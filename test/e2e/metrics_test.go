@@ -22,10 +22,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 )
 
 // The observed daemon serves metrics on the default address, loopback of
@@ -211,36 +208,9 @@ func (s samples) want(series map[string]float64) error {
 // annotation, from which kube-outpost measures network programming latency.
 func triggeredSlice(t *testing.T, c kubernetes.Interface, ns, svc string, ports []port, eps []ep, at time.Time) {
 	t.Helper()
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns, Name: svc + "-1",
-			Labels:      map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "kube-outpost-e2e"},
-			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: at.UTC().Format(time.RFC3339Nano)},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-	}
-	for _, p := range ports {
-		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.name), Protocol: ptr.To(p.proto), Port: ptr.To(p.target)})
-	}
-	for _, e := range eps {
-		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{e.ip},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(e.ready), Serving: ptr.To(e.serving), Terminating: ptr.To(e.terminating)},
-		})
-	}
-	ctx := context.Background()
-	api := c.DiscoveryV1().EndpointSlices(ns)
-	old, err := api.Get(ctx, es.Name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		_, err = api.Create(ctx, es, metav1.CreateOptions{})
-	case err == nil:
-		es.ResourceVersion = old.ResourceVersion
-		_, err = api.Update(ctx, es, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		t.Fatalf("writing EndpointSlice %s/%s: %v", ns, es.Name, err)
-	}
+	slice(t, c, ns, svc, "1", ports, eps, func(es *discoveryv1.EndpointSlice) {
+		es.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: at.UTC().Format(time.RFC3339Nano)}
+	})
 }
 
 // TestMetrics scrapes a running daemon as Prometheus would, and probes its

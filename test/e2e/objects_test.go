@@ -77,7 +77,7 @@ func service(t *testing.T, c kubernetes.Interface, ns, name string, ports []port
 // slice creates or replaces the EndpointSlice <svc>-<suffix> of a service,
 // of the address family of its endpoints;
 // the tests play the EndpointSlice controller, which the lab does not run.
-func slice(t *testing.T, c kubernetes.Interface, ns, svc, suffix string, ports []port, eps []ep) {
+func slice(t *testing.T, c kubernetes.Interface, ns, svc, suffix string, ports []port, eps []ep, mutate ...func(*discoveryv1.EndpointSlice)) {
 	t.Helper()
 	es := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
@@ -99,6 +99,9 @@ func slice(t *testing.T, c kubernetes.Interface, ns, svc, suffix string, ports [
 				Ready: ptr.To(e.ready), Serving: ptr.To(e.serving), Terminating: ptr.To(e.terminating),
 			},
 		})
+	}
+	for _, m := range mutate {
+		m(es)
 	}
 	ctx := context.Background()
 	api := c.DiscoveryV1().EndpointSlices(ns)
