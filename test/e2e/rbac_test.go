@@ -6,11 +6,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,7 +29,6 @@ import (
 // (cluster-admin, and a mix of cluster-wide writes and a namespaced Secret
 // read), rejected, for another CA, and for a port nothing listens on.
 func TestRBACCheckOnline(t *testing.T) {
-	ctx := context.Background()
 	alpha, beta := theLab.Cluster("alpha"), theLab.Cluster("beta")
 	ns := namespace(t, alpha.Admin, "rbac-check")
 	// Unique names: the lab may be kept (KO_LAB_KEEP) and the test run again.
@@ -175,20 +172,8 @@ func TestRBACCheckOnline(t *testing.T) {
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := rbacConfig(t, c.clusters)
-			ctx, cancel := context.WithTimeout(ctx, time.Minute)
-			defer cancel()
-			out, err := theLab.HostRun(ctx, binary, "check-config", "--online", "--config", cfg)
-			code := 0
-			if err != nil {
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) {
-					t.Fatal(err)
-				}
-				code = ee.ExitCode()
-			}
-			// Always logged: the README shows this output.
-			t.Logf("kube-outpost check-config --online (exit %d):\n%s", code, out)
+			// Always logged (checkConfigOnline): the README shows this output.
+			code, out := checkConfigOnline(t, rbacConfig(t, c.clusters))
 			if code != c.code {
 				t.Errorf("exit code %d, want %d", code, c.code)
 			}
