@@ -554,32 +554,8 @@ func TestKernelRestartChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ipvsBefore, rulesBefore := ipvsText(tp.readIPVS(), false), tp.iptablesSave()
-	setsBefore := tp.setMembers(false)
-
 	// A restarted daemon: a new Proxier over a fresh Kernel.
-	ck := &countingKernel{Kernel: NewKernel()}
-	p = tp.newProxier(ck, nil)
-	for range 2 {
-		if err := tp.sync(p, st); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(ck.ops) != 0 {
-		t.Errorf("a restart changed the kernel: %q", ck.ops)
-	}
-	if got := ipvsText(tp.readIPVS(), false); got != ipvsBefore {
-		t.Errorf("IPVS after restart:\n%s\nwant:\n%s", got, ipvsBefore)
-	}
-	if got := tp.iptablesSave(); got != rulesBefore {
-		t.Errorf("iptables after restart:\n%s\nwant:\n%s", got, rulesBefore)
-	}
-	if got := tp.setMembers(false); got != setsBefore {
-		t.Errorf("ipsets after restart:\n%s\nwant:\n%s", got, setsBefore)
-	}
-	if b, err := c.ask(); err != nil || b.pod != a.pod {
-		t.Errorf("open connection after restart: %+v, %v (was on %s)", b, err, a.pod)
-	}
+	tp.restartChangesNothing(t, st, nil, false, c, a)
 }
 
 // setMembers lists our sets of one family and their members, sorted.
@@ -647,5 +623,40 @@ func TestKernelCleanup(t *testing.T) {
 	}
 	if out, err := tp.cmdIn("ip", "link", "show", Interface); err == nil {
 		t.Errorf("outpost0 still exists:\n%s", out)
+	}
+}
+
+// restartChangesNothing starts a new Proxier of one family over a fresh
+// Kernel, as a restarted daemon would, syncs st twice and checks that no
+// kernel operation ran, that IPVS, the family's rules and our sets are as
+// before, and that the open connection c is still on the pod of answer a.
+func (tp *topo) restartChangesNothing(t *testing.T, st *model.State, mod func(*Options), v6 bool, c *tcpConn, a answer) {
+	t.Helper()
+	rules := tp.iptablesSave
+	if v6 {
+		rules = tp.ip6tablesSave
+	}
+	ipvsBefore, rulesBefore, setsBefore := ipvsText(tp.readIPVS(), false), rules(), tp.setMembers(v6)
+	ck := &countingKernel{Kernel: NewKernel()}
+	p := tp.newProxier(ck, mod)
+	for range 2 {
+		if err := tp.sync(p, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ck.ops) != 0 {
+		t.Errorf("a restart changed the kernel: %q", ck.ops)
+	}
+	if got := ipvsText(tp.readIPVS(), false); got != ipvsBefore {
+		t.Errorf("IPVS after restart:\n%s\nwant:\n%s", got, ipvsBefore)
+	}
+	if got := rules(); got != rulesBefore {
+		t.Errorf("rules after restart:\n%s\nwant:\n%s", got, rulesBefore)
+	}
+	if got := tp.setMembers(v6); got != setsBefore {
+		t.Errorf("ipsets after restart:\n%s\nwant:\n%s", got, setsBefore)
+	}
+	if b, err := c.ask(); err != nil || b.pod != a.pod {
+		t.Errorf("open connection after restart: %+v, %v (was on %s)", b, err, a.pod)
 	}
 }
