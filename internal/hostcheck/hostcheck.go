@@ -27,6 +27,9 @@ type Route struct {
 	// Connected: scope link, without a gateway: the range is a network
 	// on Link itself.
 	Connected bool
+	// Gateway is the next hop, when the route has one (the first of a
+	// multipath route's).
+	Gateway netip.Addr
 }
 
 // Source reads this host's addresses and routes; Netlink is the real one,

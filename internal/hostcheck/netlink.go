@@ -46,14 +46,30 @@ func (n Netlink) Routes() ([]Route, error) {
 	var out []Route
 	for _, r := range list {
 		link := names[r.LinkIndex]
-		if r.Dst == nil || slices.Contains(n.IgnoreLinks, link) {
+		if slices.Contains(n.IgnoreLinks, link) {
 			continue
 		}
-		dst, ok := prefixOf(r.Dst)
-		if !ok {
-			continue
+		var dst netip.Prefix
+		switch {
+		case r.Dst != nil:
+			var ok bool
+			if dst, ok = prefixOf(r.Dst); !ok {
+				continue
+			}
+		case r.Family == netlink.FAMILY_V6:
+			dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0) // a default route
+		default:
+			dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 		}
-		out = append(out, Route{Dst: dst, Link: link, Connected: r.Scope == netlink.SCOPE_LINK && r.Gw == nil && len(r.MultiPath) == 0})
+		gw := r.Gw
+		if gw == nil && len(r.MultiPath) > 0 {
+			gw = r.MultiPath[0].Gw
+		}
+		var via netip.Addr
+		if ip, ok := netip.AddrFromSlice(gw); ok {
+			via = ip.Unmap()
+		}
+		out = append(out, Route{Dst: dst, Link: link, Gateway: via, Connected: r.Scope == netlink.SCOPE_LINK && r.Gw == nil && len(r.MultiPath) == 0})
 	}
 	return out, nil
 }
