@@ -323,6 +323,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 		cfg.Clusters = append(cfg.Clusters, c.cluster(i, rc))
 	}
 	c.overlaps()
+	c.ranges(cfg, raw)
 	c.nodePortsNeedMasquerade(cfg)
 	return cfg
 }
