@@ -305,16 +305,17 @@ func source(c config.Cluster) string {
 }
 
 func (d *Daemon) setClusters(cfgs []config.Cluster) error {
-	// A colliding local range would shadow real addresses of this host's
-	// networks: refused at start and at reload, like check-config does.
+	// A service range or allowed external IP range that collides with this
+	// host's network would let a cluster shadow real addresses: refused at
+	// start and at reload, like check-config does.
 	if err := checkHost(cfgs, d.host); err != nil {
 		var c hostcheck.Collision
 		if !errors.As(err, &c) {
 			// Not a verdict: the kernel could not be read. check-config
 			// reports it; the daemon serves on.
-			d.log.Warn("could not check local_service_cidr against this host's network", "err", err)
+			d.log.Warn("could not check the clusters' service ranges and allow_external_ips against this host's network", "err", err)
 		} else {
-			return hostProblem(err)
+			return fmt.Errorf("a cluster's ranges collide with this host's network:\n%w", err)
 		}
 	}
 	d.mu.Lock()

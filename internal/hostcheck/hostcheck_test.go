@@ -67,12 +67,59 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-func TestCheckNothingMapped(t *testing.T) {
-	src := &fakeSource{err: errors.New("no netlink here")}
-	if got, err := Check([]config.Cluster{cluster("a", "")}, src); err != nil || got != nil || src.asked != 0 {
-		t.Errorf("Check without local ranges = %v, %v after %d reads; want nothing, and no read", got, err, src.asked)
+// TestCheckServiceRangesAndExternalIPs: every range where a cluster
+// decides, not only local_service_cidr, is refused when it holds a host
+// address or the default gateway or overlaps a connected network; a
+// service range mapped away by local_service_cidr is not on this host.
+func TestCheckServiceRangesAndExternalIPs(t *testing.T) {
+	src := &fakeSource{
+		addrs: []Address{{netip.MustParseAddr("10.0.5.20"), "eth0"}, {netip.MustParseAddr("fd00:5::20"), "eth0"}},
+		routes: []Route{
+			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Link: "eth0", Gateway: netip.MustParseAddr("10.0.5.1")},
+			{Dst: netip.MustParsePrefix("::/0"), Link: "eth0", Gateway: netip.MustParseAddr("fd00:5::1")},
+			{Dst: netip.MustParsePrefix("10.0.5.0/28"), Link: "eth0", Connected: true},
+			{Dst: netip.MustParsePrefix("fd00:5::/64"), Link: "eth0", Connected: true},
+			{Dst: netip.MustParsePrefix("192.168.0.0/16"), Link: "eth0", Gateway: netip.MustParseAddr("10.0.5.2")},
+		},
 	}
-	if _, err := Check([]config.Cluster{cluster("a", "100.64.0.0/16")}, src); err == nil {
+	p := netip.MustParsePrefix
+	got, err := Check([]config.Cluster{
+		// 10.0.0.0/16 holds the host's address, its gateway and its network.
+		{Name: "a", ServiceCIDRs: []netip.Prefix{p("10.96.0.0/16"), p("10.0.0.0/16")}},
+		// Mapped away, the same range is not on this host.
+		{Name: "b", ServiceCIDRs: []netip.Prefix{p("10.0.0.0/16")}, LocalServiceCIDR: p("100.64.0.0/16")},
+		{Name: "c", ServiceCIDRs: []netip.Prefix{p("10.97.0.0/16"), p("fd00:5::/112")},
+			AllowExternalIPs: []netip.Prefix{p("192.168.10.0/24"), p("10.0.5.0/31")}},
+	}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`cluster "a": service_cidrs[1] 10.0.0.0/16 collides with address 10.0.5.20 on eth0 of this host: a ClusterIP the cluster sets there would take over this host's own traffic; set local_service_cidr`,
+		`cluster "a": service_cidrs[1] 10.0.0.0/16 collides with default gateway 10.0.5.1 of this host: a ClusterIP`,
+		`cluster "a": service_cidrs[1] 10.0.0.0/16 collides with connected route 10.0.5.0/28 on eth0 of this host: a ClusterIP`,
+		`cluster "c": service_cidrs[1] fd00:5::/112 collides with address fd00:5::20 on eth0 of this host: a ClusterIP`,
+		`cluster "c": service_cidrs[1] fd00:5::/112 collides with default gateway fd00:5::1 of this host: a ClusterIP`,
+		`cluster "c": service_cidrs[1] fd00:5::/112 collides with connected route fd00:5::/64 on eth0 of this host: a ClusterIP`,
+		`cluster "c": allow_external_ips[1] 10.0.5.0/31 collides with default gateway 10.0.5.1 of this host: an external IP the cluster sets there would take over this host's own traffic; allow only`,
+		`cluster "c": allow_external_ips[1] 10.0.5.0/31 collides with connected route 10.0.5.0/28 on eth0 of this host: an external IP`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d collisions, want %d:\n%v", len(got), len(want), got)
+	}
+	for i, c := range got {
+		if !strings.HasPrefix(c.Error(), want[i]) {
+			t.Errorf("collision %d:\n%s\nwant it to start with\n%s", i, c.Error(), want[i])
+		}
+	}
+}
+
+func TestCheckNoRanges(t *testing.T) {
+	src := &fakeSource{err: errors.New("no netlink here")}
+	if got, err := Check([]config.Cluster{{Name: "a"}}, src); err != nil || got != nil || src.asked != 0 {
+		t.Errorf("Check without ranges = %v, %v after %d reads; want nothing, and no read", got, err, src.asked)
+	}
+	if _, err := Check([]config.Cluster{cluster("a", "")}, src); err == nil {
 		t.Error("a read error was not returned")
 	}
 }
