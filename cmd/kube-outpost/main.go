@@ -116,8 +116,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		// The file is fine; whether its local ranges fit this host's
-		// network is a question for this host's kernel.
+		// Warnings first: they stand whatever the host says.
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *cfgPath, w)
+		}
+		// The file is fine; whether its service ranges and external IPs
+		// fit this host's network is a question for this host's kernel.
 		if err := daemon.CheckHost(cfg); err != nil {
 			for _, l := range strings.Split(err.Error(), "\n") {
 				fmt.Fprintf(stderr, "%s: %s\n", *cfgPath, l)
@@ -164,6 +168,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log = newLogger(stderr, &lv, cfg.LogFormat)
 	}
 	log.Info("starting kube-outpost", "version", version, "config", *cfgPath)
+	logWarnings(log, *cfgPath, cfg)
 	d, err := daemon.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -226,6 +231,15 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, d *daemon.Daemon, pa
 			log.Error("reload refused; the running configuration stays in force", "config", path, "err", err)
 			continue
 		}
+		logWarnings(log, path, cfg)
 		apply(cfg)
+	}
+}
+
+// logWarnings logs what check-config warns about, once per loaded config:
+// at start and at each accepted reload.
+func logWarnings(log *slog.Logger, path string, cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		log.Warn(w, "config", path)
 	}
 }
