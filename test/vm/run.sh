@@ -369,6 +369,10 @@ echo "after remove: $n OUTPOST lines in iptables-save"
 # Stopped, the rules go on serving the last endpoints (no longer updated).
 curl_one "$url" || echo "after remove: $url does not answer"
 du -sh /var/lib/kube-outpost 2>&1 || true
+# The copy purge runs as root is where the sandboxed daemon cannot write.
+[ "$(stat -c %u:%a /var/lib/kube-outpost-purge/kube-outpost 2>&1)" = 0:700 ] ||
+  fail "after remove: no root-only purge copy: $(ls -la /var/lib/kube-outpost-purge 2>&1)"
+[ ! -e /var/lib/kube-outpost/kube-outpost.cleanup ] || fail "after remove: a purge copy in the daemon's state directory"
 run dpkg -l kube-outpost
 
 step "apt-get purge"
@@ -377,6 +381,7 @@ n=$(outpost_rules)
 [ "$n" = 0 ] || fail "after purge: $n OUTPOST lines left: $(iptables-save | grep OUTPOST)"
 [ ! -e /etc/kube-outpost/config.toml ] || fail "/etc/kube-outpost/config.toml still there after purge"
 [ ! -e /var/lib/kube-outpost ] || fail "/var/lib/kube-outpost still there after purge: $(ls -la /var/lib/kube-outpost)"
+[ ! -e /var/lib/kube-outpost-purge ] || fail "/var/lib/kube-outpost-purge still there after purge: $(ls -la /var/lib/kube-outpost-purge)"
 ls -la /etc/kube-outpost 2>&1 || true
 if dpkg -l kube-outpost 2>/dev/null | grep -q '^[a-z][a-z] '; then
   run dpkg -l kube-outpost
