@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 )
@@ -60,9 +59,6 @@ func (c Collision) Error() string {
 	case c.Key == "local_service_cidr":
 		return fmt.Sprintf("cluster %q: local_service_cidr %s collides with %s of this host: its ClusterIPs would shadow real addresses; "+
 			"choose a range this host neither has an address in nor a connected route to, such as one of 100.64.0.0/10 that is free here", c.Cluster, c.Range, c.With)
-	case strings.HasPrefix(c.Key, "allow_external_ips"):
-		return fmt.Sprintf("cluster %q: %s %s collides with %s of this host: an external IP the cluster sets there would take over "+
-			"this host's own traffic; allow only the cluster's load balancer addresses, outside this host's networks", c.Cluster, c.Key, c.Range, c.With)
 	}
 	return fmt.Sprintf("cluster %q: %s %s collides with %s of this host: a ClusterIP the cluster sets there would take over "+
 		"this host's own traffic; set local_service_cidr to reach the cluster's ClusterIPs at a range this host neither has an address in "+
@@ -90,14 +86,15 @@ func owned(c config.Cluster) []keyedRange {
 	if c.LocalServiceCIDR.IsValid() {
 		out = append(out, keyedRange{"local_service_cidr", c.LocalServiceCIDR})
 	}
-	for j, p := range c.AllowExternalIPs {
-		out = append(out, keyedRange{fmt.Sprintf("allow_external_ips[%d]", j), p})
-	}
+	// allow_external_ips is not here: it is the admin's opt-in to load
+	// balancer addresses, which often sit on the host's own LAN (a MetalLB
+	// L2 pool). The model refuses the single external IPs that would take
+	// over the host's own traffic: its addresses and its gateways.
 	return out
 }
 
 // Check returns the collisions of the clusters' service ranges (as they
-// appear here) and allowed external IPs with src's addresses, default
+// appear here) with src's addresses, default
 // gateways and connected routes, in cluster order. An error reading src is
 // returned as is: nothing could be checked.
 func Check(clusters []config.Cluster, src Source) ([]Collision, error) {

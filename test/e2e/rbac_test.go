@@ -278,10 +278,14 @@ func rbacKubeconfig(t *testing.T, name, server string, ca []byte, token string) 
 	t.Helper()
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["alpha"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
-	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
+	path := filepath.Join(t.TempDir(), name+".kubeconfig")
+	// The token in a file of its own, as check-config advises.
+	if err := os.WriteFile(path+".token", []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{TokenFile: path + ".token"}
 	kc.Contexts["alpha"] = &clientcmdapi.Context{Cluster: "alpha", AuthInfo: name}
 	kc.CurrentContext = "alpha"
-	path := filepath.Join(t.TempDir(), name+".kubeconfig")
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {
 		t.Fatal(err)
 	}

@@ -425,10 +425,18 @@ func (c *Cluster) writeOutpostKubeconfig(ctx context.Context) error {
 // writeKubeconfig writes a single-context kubeconfig. The context and cluster
 // are named after the lab cluster; the user name also carries the cluster so
 // that several lab kubeconfigs can be merged without clashes.
+//
+// The token goes to a file of its own beside it (tokenFile, 0600), as
+// check-config advises: a token inline is copied with every copy of the
+// kubeconfig.
 func writeKubeconfig(path, cluster, user, server string, caPEM []byte, token string) error {
+	tokenFile := path + ".token"
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		return err
+	}
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters[cluster] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
-	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{TokenFile: tokenFile}
 	cfg.Contexts[cluster] = &clientcmdapi.Context{Cluster: cluster, AuthInfo: user}
 	cfg.CurrentContext = cluster
 	return clientcmd.WriteToFile(*cfg, path)
@@ -558,4 +566,40 @@ func randomHex(n int) string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// InlineKubeconfig is the kubeconfig at path with its token file read into
+// it: what a copy for another machine (the VM guest) needs, since the
+// token file's path means nothing there.
+func InlineKubeconfig(path string) ([]byte, error) {
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range cfg.AuthInfos {
+		if a.TokenFile == "" {
+			continue
+		}
+		tok, err := os.ReadFile(a.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		a.Token, a.TokenFile = strings.TrimSpace(string(tok)), ""
+	}
+	return clientcmd.Write(*cfg)
+}
+
+// writeKubeconfigFrom writes an inline kubeconfig (InlineKubeconfig's) at
+// path the way writeKubeconfig does, its token in a file beside it.
+func writeKubeconfigFrom(path string, inline []byte) error {
+	cfg, err := clientcmd.Load(inline)
+	if err != nil {
+		return err
+	}
+	ctx := cfg.Contexts[cfg.CurrentContext]
+	if ctx == nil || cfg.Clusters[ctx.Cluster] == nil || cfg.AuthInfos[ctx.AuthInfo] == nil {
+		return fmt.Errorf("kubeconfig for %s: no complete current context", path)
+	}
+	cl := cfg.Clusters[ctx.Cluster]
+	return writeKubeconfig(path, ctx.Cluster, ctx.AuthInfo, cl.Server, cl.CertificateAuthorityData, cfg.AuthInfos[ctx.AuthInfo].Token)
 }

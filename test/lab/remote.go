@@ -73,7 +73,7 @@ type RemoteCluster struct {
 func (l *Lab) Serve(ctx context.Context, ln net.Listener, control string) (*RemoteSpec, error) {
 	spec := &RemoteSpec{Control: control}
 	for _, c := range l.Clusters {
-		kc, err := os.ReadFile(c.Kubeconfig)
+		kc, err := InlineKubeconfig(c.Kubeconfig)
 		if err != nil {
 			return nil, err
 		}
@@ -209,7 +209,7 @@ func (l *Lab) startRemote(ctx context.Context, spec *RemoteSpec) error {
 		if err := os.WriteFile(c.CAFile, c.caPEM, 0o644); err != nil {
 			return err
 		}
-		if err := os.WriteFile(c.Kubeconfig, specKubeconfig(spec, c.Name), 0o600); err != nil {
+		if err := writeKubeconfigFrom(c.Kubeconfig, specKubeconfig(spec, c.Name)); err != nil {
 			return err
 		}
 		if err := writeKubeconfig(c.AdminKubeconfig, c.Name, "admin@"+c.Name, c.url(), c.caPEM, c.adminToken); err != nil {

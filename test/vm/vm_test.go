@@ -451,7 +451,13 @@ func (w *world) writeShare(t *testing.T, dir, mode string, extraEnv ...string) {
 	for _, f := range []string{"run.sh", "ipvs.sh"} {
 		copyFile(t, filepath.Join(repoRoot, "test", "vm", f), filepath.Join(dir, f))
 	}
-	copyFile(t, w.cluster.Kubeconfig, filepath.Join(dir, "prod.kubeconfig"))
+	kc, err := lab.InlineKubeconfig(w.cluster.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prod.kubeconfig"), kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	copyFile(t, w.cluster.CAFile, filepath.Join(dir, "ca.crt"))
 	var ips, names []string
 	for _, p := range w.pods {
