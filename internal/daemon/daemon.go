@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -45,6 +46,8 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	health   *health.Tracker
 	host     hostcheck.Source // this host's addresses and routes
+	// lookupHost resolves apiserver host names (host.go); tests fake it.
+	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// Only the sync loop touches these.
 	mustFull     bool        // the backends' next sync is full: the first one, and after a failure
@@ -97,7 +100,8 @@ var Version = "dev"
 // New builds a daemon for cfg. Backends are made from cfg.Mode unless given
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource}
+	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource,
+		lookupHost: lookupHost}
 	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
 	// kube-proxy's health timeout: a failed sync is retried within
 	// SyncPeriod, so twice that is at least one retry that failed too.
@@ -318,6 +322,8 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 			return fmt.Errorf("a cluster's ranges collide with this host's network:\n%w", err)
 		}
 	}
+	// Before the lock: resolving may take up to its timeout.
+	apiservers := d.apiserverAddrs(cfgs)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Build every new watcher first: a bad kubeconfig refuses the whole
@@ -359,7 +365,8 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 		h := next[c.Name]
 		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation,
 			LocalServiceCIDR: c.LocalServiceCIDR, AllowExternalIPs: c.AllowExternalIPs, EndpointCIDRs: c.EndpointCIDRs,
-			ServeNodePorts: c.ServeNodePorts, Reach: string(c.Reach), NodeAddressTypes: c.NodeAddressTypes})
+			ServeNodePorts: c.ServeNodePorts, Reach: string(c.Reach), NodeAddressTypes: c.NodeAddressTypes,
+			APIServerAddrs: apiservers[c.Name]})
 	}
 	d.store.SetClusters(ccs)
 	d.clusters = next

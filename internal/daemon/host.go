@@ -3,14 +3,17 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
+	"net"
 	"net/netip"
+	"net/url"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
+	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 )
 
@@ -41,8 +44,9 @@ func checkHost(clusters []config.Cluster, src hostcheck.Source) error {
 	return errors.Join(errs...)
 }
 
-// refreshHostAddrs hands the model this host's addresses, which no
-// endpoint and no external IP may be.
+// refreshHostAddrs hands the model this host's addresses and default
+// gateways, which no endpoint, VIP or external IP may be. The model
+// builds everything again only when they changed.
 func (d *Daemon) refreshHostAddrs() {
 	addrs, err := d.host.Addrs()
 	if err != nil {
@@ -53,7 +57,70 @@ func (d *Daemon) refreshHostAddrs() {
 	for _, a := range addrs {
 		ips = append(ips, a.IP)
 	}
-	d.store.SetHostAddrs(ips)
+	routes, err := d.host.Routes()
+	if err != nil {
+		d.log.Warn("could not read this host's routes; its default gateways stay those read last", "err", err)
+		d.store.SetHostAddrs(ips)
+		return
+	}
+	d.store.SetHostFacts(model.HostFacts{Addrs: ips, Gateways: hostcheck.Gateways(routes)})
+}
+
+// apiserverLookupTimeout bounds the resolution of the apiservers' host
+// names at start and at each reload, all of them at once.
+const apiserverLookupTimeout = 2 * time.Second
+
+// apiserverAddrs are the addresses of each cluster's apiserver, by cluster
+// name: no cluster's VIP or external IP may take them (it would capture
+// this host's own watch connection), nor another cluster's endpoint.
+//
+// A server given as an IP address is exact. A host name is resolved here,
+// once per start or reload, best effort: the answer is the resolver's of
+// this moment, and a name that does not resolve within the timeout
+// protects nothing until the next reload (a warning says so). Putting the
+// apiserver's address in the kubeconfig is the reliable way.
+func (d *Daemon) apiserverAddrs(cfgs []config.Cluster) map[string][]netip.Addr {
+	out := map[string][]netip.Addr{}
+	ctx, cancel := context.WithTimeout(context.Background(), apiserverLookupTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range cfgs {
+		if c.Server == "" {
+			continue
+		}
+		if ip, ok := hostcheck.APIServerAddr(c.Server); ok {
+			out[c.Name] = []netip.Addr{ip}
+			continue
+		}
+		u, err := url.Parse(c.Server)
+		if err != nil || u.Hostname() == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(name, host string) {
+			defer wg.Done()
+			ips, err := d.lookupHost(ctx, host)
+			if err != nil {
+				d.log.Warn("could not resolve the apiserver's host name; other clusters' services are not kept off its addresses until the next reload",
+					"cluster", name, "host", host, "err", err)
+				return
+			}
+			for i := range ips {
+				ips[i] = ips[i].Unmap().WithZone("")
+			}
+			mu.Lock()
+			out[name] = ips
+			mu.Unlock()
+		}(c.Name, u.Hostname())
+	}
+	wg.Wait()
+	return out
+}
+
+// lookupHost resolves a host name with the system's resolver.
+func lookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
 // watchHostAddrs keeps the model's host addresses current: at every
@@ -87,7 +154,3 @@ func (d *Daemon) watchHostAddrs(ctx context.Context) {
 	}
 }
 
-// hostProblem wraps collisions for setClusters' callers.
-func hostProblem(err error) error {
-	return fmt.Errorf("local_service_cidr collides with this host's network:\n%w", err)
-}

@@ -28,21 +28,23 @@ type buildResult struct {
 }
 
 // buildEnv is what buildService needs to know beyond its cluster: facts
-// about this host and the other clusters. nil means none.
+// about this host and the other clusters (targets.go). nil means none.
 type buildEnv struct {
 	// host are this host's own addresses: an endpoint or external IP
 	// there would turn a service into a way into this host.
 	host map[netip.Addr]bool
+	// gateways are the next hops of this host's default routes.
+	gateways map[netip.Addr]bool
 	// ranges are where each configured cluster's VIPs are on this host.
 	ranges []ownedRange
+	// apiservers are the configured clusters' apiserver addresses.
+	apiservers []ownedAddr
 }
 
 type ownedRange struct {
 	cluster string
 	prefix  netip.Prefix
 }
-
-func (e *buildEnv) isHost(ip netip.Addr) bool { return e != nil && e.host[ip] }
 
 // buildService turns one Service and its EndpointSlices into ServicePorts.
 // A nil svc (deleted, or slices seen before their service) yields nothing.
@@ -98,6 +100,17 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 		var local netip.Addr
 		if mappedFrom.IsValid() && mappedFrom.Contains(ip) {
 			local = mapAddr(ip, mappedFrom, cfg.LocalServiceCIDR)
+		}
+		if why := env.protected(cmp.Or(local, ip)); why != "" {
+			// A VIP is captured whole in ipvs mode (bound to outpost0,
+			// every other port rejected) and per port in iptables mode,
+			// for local and routed traffic alike.
+			at := "is"
+			if local.IsValid() {
+				at = fmt.Sprintf("is reached at %s on this host, which is", local)
+			}
+			problem("spec.clusterIPs[%d] %s %s %s: refused%s", i, ip, at, why, protectedSuffix)
+			continue
 		}
 		var exts []netip.Addr
 		for _, e := range externals {
@@ -171,8 +184,9 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 // IPs of status.loadBalancer.ingress) that this host may capture, sorted
 // and unique. Anyone who can edit a Service, or its status, can set them
 // (CVE-2020-8554), so only those inside the cluster's allow_external_ips
-// are taken, and never one that is this host's own, a special address, or
-// in any cluster's service range on this host.
+// are taken, and never one that is protected (targets.go: a special or
+// platform address, this host's own, its default gateway, a configured
+// cluster's apiserver) or in any cluster's service range on this host.
 func externalIPs(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, problem func(string, ...any)) []netip.Addr {
 	var out []netip.Addr
 	var refused []string
@@ -187,12 +201,8 @@ func externalIPs(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, problem 
 			refused = append(refused, ip.String())
 			return
 		}
-		if why := unsafeEndpoint(ip); why != "" {
-			problem("%s %s is %s: never programmed", field, ip, why)
-			return
-		}
-		if env.isHost(ip) {
-			problem("%s %s is this host's own address: never programmed, it would take over the host's own port", field, ip)
+		if why := env.protected(ip); why != "" {
+			problem("%s %s is %s: never programmed%s", field, ip, why, protectedSuffix)
 			return
 		}
 		if env != nil {
@@ -284,7 +294,8 @@ type selection struct {
 
 // selectEndpoints picks the usable endpoints of one service port, following
 // kube-proxy: ready endpoints; when none is ready, those that are terminating
-// but still serving. Unsafe addresses are dropped and reported.
+// but still serving. Addresses that checkTarget refuses are dropped and
+// reported.
 func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Protocol, v6 bool, slices []*discoveryv1.EndpointSlice) selection {
 	want := discoveryv1.AddressTypeIPv4
 	if v6 {
@@ -333,22 +344,9 @@ func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Pr
 				drop(ip.String(), port, ExcludedInvalid, "an address with an IPv6 zone")
 				continue
 			}
-			if why := unsafeEndpoint(ip); why != "" {
-				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
-				drop(ip.String(), port, ExcludedUnsafe, why)
-				continue
-			}
-			if env.isHost(ip) {
-				// DNAT to this host's own address reaches its own
-				// listeners, as a loopback endpoint would.
-				why := "this host's own address"
-				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is %s: dropped", es.Name, ip, why))
-				drop(ip.String(), port, ExcludedUnsafe, why)
-				continue
-			}
-			if len(cfg.EndpointCIDRs) > 0 && !inAny(cfg.EndpointCIDRs, ip) {
-				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s is outside endpoint_cidrs %v: dropped", es.Name, ip, cfg.EndpointCIDRs))
-				drop(ip.String(), port, ExcludedOutsideEndpointCIDRs, fmt.Sprintf("outside the cluster's endpoint_cidrs %v", cfg.EndpointCIDRs))
+			if r, detail := env.checkTarget(cfg, ip); r != "" {
+				sel.problems = append(sel.problems, targetProblem("EndpointSlice "+es.Name+": endpoint", ip, cfg, r, detail))
+				drop(ip.String(), port, r, detail)
 				continue
 			}
 			c := candidate{
@@ -490,35 +488,6 @@ func portName(name string, proto Protocol) string {
 		return "unnamed/" + string(proto)
 	}
 	return fmt.Sprintf("%q/%s", name, proto)
-}
-
-var metadataAddrs = []netip.Addr{
-	netip.MustParseAddr("169.254.169.254"),
-	netip.MustParseAddr("fd00:ec2::254"),
-}
-
-// unsafeEndpoint says why an endpoint address must never be a DNAT target on
-// this host ("" when it is fine). A Service owner could otherwise point a
-// ClusterIP at this host's loopback services or the cloud metadata API.
-func unsafeEndpoint(ip netip.Addr) string {
-	for _, m := range metadataAddrs {
-		if ip == m {
-			return "the cloud metadata address"
-		}
-	}
-	switch {
-	case ip.IsUnspecified():
-		return "unspecified"
-	case ip.IsLoopback():
-		return "a loopback address"
-	case ip.IsLinkLocalUnicast():
-		return "a link-local address"
-	case ip.IsMulticast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast():
-		return "a multicast address"
-	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return "the broadcast address"
-	}
-	return ""
 }
 
 func inAny(prefixes []netip.Prefix, ip netip.Addr) bool {

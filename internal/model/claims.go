@@ -18,11 +18,15 @@ import (
 // the clusters' VIP ranges apart, and buildService keeps external IPs out
 // of them, but external IPs of two services (of one cluster or two) can
 // still meet, and the VIP check stays as a defence. Each address:port is
-// held by the claimant that sorts first: the older service (creation
-// time), then the cluster earlier in the config, then by name. That order
-// depends on nothing but the objects and the config, so the same state
-// wins after a restart or whatever order the events arrive in. Losers are
-// refused, logged and counted like any other problem.
+// held by the claimant that sorts first (before): between clusters, the
+// one earlier in the config, which is the admin's choice and nothing a
+// cluster can change; inside one cluster, the older service (creation
+// time), then by name. A cluster's apiserver sets its objects' creation
+// times, and a compromised one would backdate them to win: so a creation
+// time is only ever compared with another of the same apiserver. That
+// order depends on nothing but the objects and the config, so the same
+// state wins after a restart or whatever order the events arrive in.
+// Losers are refused, logged and counted like any other problem.
 
 // conflictPrefix starts every problem about a claim lost to another
 // service; reasonOf counts them as ReasonConflict.
@@ -161,15 +165,16 @@ func (s *Store) affected(vips, exts map[claimKey]bool) map[owner]bool {
 	return out
 }
 
-// before orders two claimants: the older service first, then the cluster
-// earlier in the config, then the port key.
+// before orders two claimants: the cluster earlier in the config first;
+// inside one cluster, the older service, then the port key.
 func (s *Store) before(a, b PortKey) bool {
-	ca, cb := s.cands[a], s.cands[b]
-	if c := ca.created.Compare(cb.created); c != 0 {
-		return c < 0
-	}
 	if oa, ob := s.order[a.Cluster], s.order[b.Cluster]; oa != ob {
 		return oa < ob
+	}
+	if a.Cluster == b.Cluster {
+		if c := s.cands[a].created.Compare(s.cands[b].created); c != 0 {
+			return c < 0
+		}
 	}
 	return a.Compare(b) < 0
 }
@@ -236,6 +241,6 @@ func (s *Store) settle(b *builtService) ([]*ServicePort, []string) {
 // lost says which service holds what p wanted, in words that name it.
 func (s *Store) lost(p *ServicePort, k claimKey, w PortKey, what string) string {
 	return fmt.Sprintf("%s%s %s of port %s is already programmed for cluster %q service %s/%s, which wins "+
-		"(created earlier, or its cluster comes first in the config): not programmed for this one",
+		"(its cluster comes first in the config, or it is older in the same cluster): not programmed for this one",
 		conflictPrefix, what, k, portName(p.Key.Port, p.Key.Protocol), w.Cluster, w.Namespace, w.Name)
 }

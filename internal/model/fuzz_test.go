@@ -15,22 +15,28 @@ import (
 )
 
 // The fuzzed clusters share one service range, as on a host that needs
-// local_service_cidr; a and b allow external IPs, b filters endpoints.
+// local_service_cidr; a and b allow external IPs, b filters endpoints. The
+// host has an address in a's local range and its router in c's service
+// range, which a config check refuses but the model must survive; b's
+// apiserver is among the endpoints and a's among the external IPs.
 var (
 	fuzzHost     = netip.MustParseAddr("10.250.0.2")
+	fuzzFacts    = HostFacts{Addrs: []netip.Addr{fuzzHost, netip.MustParseAddr("100.64.0.7")}, Gateways: []netip.Addr{netip.MustParseAddr("10.97.0.1")}}
 	fuzzClusters = []ClusterConfig{
 		{Name: "a", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112"), LocalServiceCIDR: netip.MustParsePrefix("100.64.0.0/16"),
-			AllowExternalIPs: prefixes("192.0.2.0/24", "10.250.0.0/24", "100.64.0.0/10")},
+			AllowExternalIPs: prefixes("192.0.2.0/24", "10.250.0.0/24", "100.64.0.0/10"), APIServerAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.2")}},
 		{Name: "b", ServiceCIDRs: prefixes("10.96.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.65.0.0/16"),
-			AllowExternalIPs: prefixes("192.0.2.0/24"), EndpointCIDRs: prefixes("10.244.0.0/16", "fd00:244::/64")},
+			AllowExternalIPs: prefixes("192.0.2.0/24"), EndpointCIDRs: prefixes("10.244.0.0/16", "fd00:244::/64"),
+			APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.244.0.2")}},
 		{Name: "c", ServiceCIDRs: prefixes("10.97.0.0/16")},
 	}
-	fuzzClusterIPs = []string{"10.96.0.10", "10.96.0.11", "10.97.0.10", "fd00:96::10", "10.98.0.1", "bogus", "::ffff:10.96.0.10"}
-	fuzzExternal   = []string{"192.0.2.5", "192.0.2.6", "198.51.100.1", "127.0.0.1", "10.250.0.2", "100.64.0.5", "not-an-ip", "2001:db8::5"}
-	fuzzEndpoints  = []string{"10.244.0.1", "10.244.0.2", "127.0.0.1", "10.250.0.2", "169.254.1.1", "10.1.0.1", "fd00:244::5", "bogus", "224.0.0.1", "10.244.0.1"}
-	fuzzPortNums   = []int32{80, 80, 443, 0, 70000, -1, 53}
-	fuzzProtos     = []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, "", "ICMP"}
-	fuzzPortNames  = []string{"", "a", "b"}
+	fuzzClusterIPs = []string{"10.96.0.10", "10.96.0.11", "10.97.0.10", "fd00:96::10", "10.98.0.1", "bogus", "::ffff:10.96.0.10", "10.96.0.7", "10.97.0.1"}
+	fuzzExternal   = []string{"192.0.2.5", "192.0.2.6", "198.51.100.1", "127.0.0.1", "10.250.0.2", "100.64.0.5", "not-an-ip", "2001:db8::5", "192.0.2.2", "100.100.100.200"}
+	fuzzEndpoints  = []string{"10.244.0.1", "10.244.0.2", "127.0.0.1", "10.250.0.2", "169.254.1.1", "10.1.0.1", "fd00:244::5", "bogus", "224.0.0.1", "10.244.0.1",
+		"10.97.0.1", "100.65.0.3", "168.63.129.16"}
+	fuzzPortNums  = []int32{80, 80, 443, 0, 70000, -1, 53}
+	fuzzProtos    = []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, "", "ICMP"}
+	fuzzPortNames = []string{"", "a", "b"}
 )
 
 func prefixes(ss ...string) []netip.Prefix {
@@ -125,7 +131,7 @@ func FuzzStore(f *testing.F) {
 		in := &fuzzInput{data: data}
 		s := NewStore(nil, nil)
 		s.SetClusters(fuzzClusters)
-		s.SetHostAddrs([]netip.Addr{fuzzHost})
+		s.SetHostFacts(fuzzFacts)
 		live := map[objKey]any{}
 		for len(in.data) > 0 {
 			cl := fuzzClusters[in.n(len(fuzzClusters))].Name
@@ -168,7 +174,7 @@ func FuzzStore(f *testing.F) {
 				again.UpsertSlice(k.cluster, o)
 			}
 		}
-		again.SetHostAddrs([]netip.Addr{fuzzHost})
+		again.SetHostFacts(fuzzFacts)
 		if a, b := dumpState(got), dumpState(again.Snapshot()); a != b {
 			t.Fatalf("the state depends on the order of events:\nin event order:\n%s\nin another order:\n%s", a, b)
 		}
@@ -198,13 +204,27 @@ func dumpState(st *State) string {
 }
 
 // checkInvariants fails when the state programs anything that must never
-// be: an address two ports share, an external IP outside its cluster's
-// allowlist or at this host, an unsafe endpoint.
+// be: an address two ports share, a VIP or external IP at this host, its
+// gateway or an apiserver, an external IP outside its cluster's allowlist,
+// an endpoint that checkTarget refuses.
 func checkInvariants(t *testing.T, st *State) {
 	t.Helper()
 	cfgs := map[string]ClusterConfig{}
 	for _, c := range fuzzClusters {
 		cfgs[c.Name] = c
+	}
+	// What must never be a service address, written out rather than
+	// asked of the code under test.
+	protected := map[netip.Addr]bool{}
+	for _, a := range append(slices.Clone(fuzzFacts.Addrs), fuzzFacts.Gateways...) {
+		protected[a] = true
+	}
+	apiservers := map[netip.Addr]string{}
+	for _, c := range fuzzClusters {
+		for _, a := range c.APIServerAddrs {
+			protected[a] = true
+			apiservers[a] = c.Name
+		}
 	}
 	held := map[claimKey]PortKey{}
 	for _, c := range st.Clusters {
@@ -215,6 +235,11 @@ func checkInvariants(t *testing.T, st *State) {
 			}
 			if !inAny(c.Ranges(), p.VIP()) {
 				t.Fatalf("%v: VIP %v outside the cluster's ranges %v", k, p.VIP(), c.Ranges())
+			}
+			for _, a := range p.Addrs() {
+				if protected[a] || unsafeEndpoint(a) != "" {
+					t.Fatalf("%v: service address %v is protected", k, a)
+				}
 			}
 			for _, a := range p.Addrs() {
 				ck := claimKey{addr: a, port: p.Port, proto: p.Key.Protocol}
@@ -235,9 +260,17 @@ func checkInvariants(t *testing.T, st *State) {
 			}
 			for _, e := range p.Endpoints {
 				ip := e.Addr.Addr()
-				if unsafeEndpoint(ip) != "" || ip == fuzzHost || e.Addr.Port() == 0 || ip.Is6() != k.IPv6 ||
-					(len(cfg.EndpointCIDRs) > 0 && !inAny(cfg.EndpointCIDRs, ip)) {
+				if unsafeEndpoint(ip) != "" || slices.Contains(fuzzFacts.Addrs, ip) || slices.Contains(fuzzFacts.Gateways, ip) ||
+					e.Addr.Port() == 0 || ip.Is6() != k.IPv6 || (len(cfg.EndpointCIDRs) > 0 && !inAny(cfg.EndpointCIDRs, ip)) {
 					t.Fatalf("%v: endpoint %v must not be programmed", k, e.Addr)
+				}
+				if owner, ok := apiservers[ip]; ok && owner != c.Name {
+					t.Fatalf("%v: endpoint %v is cluster %s's apiserver", k, e.Addr, owner)
+				}
+				for _, oc := range st.Clusters {
+					if oc.Name != c.Name && inAny(oc.Ranges(), ip) {
+						t.Fatalf("%v: endpoint %v in cluster %s's range", k, e.Addr, oc.Name)
+					}
 				}
 			}
 		}

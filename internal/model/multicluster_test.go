@@ -177,36 +177,38 @@ func TestEndpointFilters(t *testing.T) {
 	ts.expectChanges(t, 0, "the same host addresses again")
 }
 
-// TestConflicts: two services claiming one external IP:port; the older
-// one holds it whatever the event order, the other is refused and named,
-// and gets it when the holder goes.
+// TestConflicts: two services of two clusters claiming one external
+// IP:port: the cluster earlier in the config holds it whatever the event
+// order and however old the other's service claims to be; the other is
+// refused and named, and gets it when the holder goes. Inside one
+// cluster, the older service holds it.
 func TestConflicts(t *testing.T) {
-	older := webSvc(created(100), externalIPsOpt("192.0.2.5"))
+	backdated := webSvc(created(1), externalIPsOpt("192.0.2.5"))
 	newer := webSvc(created(200), externalIPsOpt("192.0.2.5"))
-	for _, order := range []string{"older first", "newer first"} {
+	for _, order := range []string{"b first", "a first"} {
 		t.Run(order, func(t *testing.T) {
 			ts := newMultiStore(t)
-			if order == "older first" {
-				ts.UpsertService("b", older)
+			if order == "b first" {
+				ts.UpsertService("b", backdated)
 				ts.UpsertService("a", newer)
 			} else {
 				ts.UpsertService("a", newer)
-				ts.UpsertService("b", older)
+				ts.UpsertService("b", backdated)
 			}
-			if a, b := ts.port(t, mkey("a", "web")), ts.port(t, mkey("b", "web")); len(a.ExternalIPs) != 0 || addrsString(b.ExternalIPs) != "192.0.2.5" {
-				t.Fatalf("a has %v, b has %v; want b (older) to hold 192.0.2.5", a.ExternalIPs, b.ExternalIPs)
+			if a, b := ts.port(t, mkey("a", "web")), ts.port(t, mkey("b", "web")); addrsString(a.ExternalIPs) != "192.0.2.5" || len(b.ExternalIPs) != 0 {
+				t.Fatalf("a has %v, b has %v; want a (first in the config) to hold 192.0.2.5", a.ExternalIPs, b.ExternalIPs)
 			}
 			r := ts.Refusals()
-			if len(r) != 1 || r[0].Cluster != "a" || !strings.HasPrefix(r[0].Reason,
-				`conflict: external IP 192.0.2.5:80/TCP of port unnamed/TCP is already programmed for cluster "b" service ns/web`) {
+			if len(r) != 1 || r[0].Cluster != "b" || !strings.HasPrefix(r[0].Reason,
+				`conflict: external IP 192.0.2.5:80/TCP of port unnamed/TCP is already programmed for cluster "a" service ns/web`) {
 				t.Fatalf("refusals %+v", r)
 			}
 			if n := ts.RefusalCounts(); len(n) != 1 || n[0].Reason != ReasonConflict {
 				t.Errorf("refusal counts %+v", n)
 			}
-			ts.DeleteService("b", testNS, "web")
-			if a := ts.port(t, mkey("a", "web")); addrsString(a.ExternalIPs) != "192.0.2.5" {
-				t.Errorf("a has %v after b's service went, want 192.0.2.5", a.ExternalIPs)
+			ts.DeleteService("a", testNS, "web")
+			if b := ts.port(t, mkey("b", "web")); addrsString(b.ExternalIPs) != "192.0.2.5" {
+				t.Errorf("b has %v after a's service went, want 192.0.2.5", b.ExternalIPs)
 			}
 			if r := ts.Refusals(); len(r) != 0 {
 				t.Errorf("refusals %+v after the conflict ended", r)
@@ -214,12 +216,16 @@ func TestConflicts(t *testing.T) {
 		})
 	}
 
-	// Same creation time: the cluster first in the config wins.
+	// Inside one cluster the older service wins, whatever the names and
+	// the event order.
 	ts := newMultiStore(t)
-	ts.UpsertService("b", older)
-	ts.UpsertService("a", older)
-	if a := ts.port(t, mkey("a", "web")); addrsString(a.ExternalIPs) != "192.0.2.5" {
-		t.Errorf("a, first in the config, has %v", a.ExternalIPs)
+	ts.UpsertService("a", newSvc("aaa", []string{"10.96.0.20"}, webPorts, created(200), externalIPsOpt("192.0.2.6")))
+	ts.UpsertService("a", newSvc("zzz", []string{"10.96.0.21"}, webPorts, created(100), externalIPsOpt("192.0.2.6")))
+	if z := ts.port(t, mkey("a", "zzz")); addrsString(z.ExternalIPs) != "192.0.2.6" {
+		t.Errorf("a/zzz, the older service, has %v", z.ExternalIPs)
+	}
+	if r := refusalOf(ts, "a", "aaa"); !strings.Contains(r, `cluster "a" service ns/zzz, which wins`) {
+		t.Errorf("refusal of a/aaa %q", r)
 	}
 
 	// Two ports of one service on the same port number and protocol: one

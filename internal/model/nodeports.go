@@ -17,9 +17,10 @@ import (
 //
 //   - a service of another cluster (or, from a broken object, of the same
 //     one) served at the same node port and protocol on this host: the one
-//     that sorts first by the order of claims.go (the older service, then
-//     the cluster earlier in the config, then the name) keeps it, so the
-//     outcome does not depend on the order events arrive in;
+//     that sorts first by the order of claims.go (the cluster earlier in
+//     the config; inside one cluster, the older service, then the name)
+//     keeps it, so the outcome depends neither on the order events arrive
+//     in nor on creation times a cluster's apiserver could backdate;
 //   - a process of this host listening on that port and protocol: the
 //     rules would take its traffic away from it without a word.
 //
@@ -103,7 +104,7 @@ func (s *Store) settleNodePort(p *ServicePort) (uint16, string) {
 	}
 	if w, ok := s.winner(s.nodeClaims[k], s.holdsVIP); ok && w != p.Key {
 		return 0, fmt.Sprintf("%snode port %d/%s of port %s is already served on this host for cluster %q service %s/%s (port %s), "+
-			"which wins (created earlier, or its cluster comes first in the config): not served for this one",
+			"which wins (its cluster comes first in the config, or it is older in the same cluster): not served for this one",
 			nodePortConflictPrefix, k.port, k.proto, portName(p.Key.Port, p.Key.Protocol), w.Cluster, w.Namespace, w.Name,
 			portName(w.Port, w.Protocol))
 	}

@@ -107,32 +107,41 @@ func TestServedNodePorts(t *testing.T) {
 }
 
 // TestNodePortConflictBetweenClusters: the same node port and protocol in
-// two clusters that serve node ports: the older service keeps it, the other
-// is refused with a problem naming both, counted as node_port_conflict;
-// when the winner goes, the other one gets it, and the refusal goes.
+// two clusters that serve node ports: the cluster earlier in the config
+// keeps it, however old the other cluster's service claims to be (its
+// apiserver sets that); the other is refused with a problem naming both,
+// counted as node_port_conflict; when the winner goes, the other one gets
+// it, and the refusal goes. Inside one cluster the older service wins.
 func TestNodePortConflictBetweenClusters(t *testing.T) {
 	ts := newNodePortStore(t)
-	ts.UpsertService("y", npSvc("early", []string{"10.97.0.10"}, 30080, 100))
+	// y's service is backdated far before x's: x, first in the config,
+	// still wins.
+	ts.UpsertService("y", npSvc("early", []string{"10.97.0.10"}, 30080, 1))
 	ts.UpsertService("x", npSvc("late", []string{"10.96.0.10"}, 30080, 200))
-	if got := servedAt(t, ts, npKey("y", "early", TCP, false)); got != 30080 {
-		t.Errorf("the older service: ServedNodePort %d, want 30080", got)
+	if got := servedAt(t, ts, npKey("x", "late", TCP, false)); got != 30080 {
+		t.Errorf("the service of the cluster first in the config: ServedNodePort %d, want 30080", got)
 	}
-	late := ts.port(t, npKey("x", "late", TCP, false))
-	if late.ServedNodePort != 0 || late.NodePort != 30080 || late.VIP().String() != "10.96.0.10" {
-		t.Errorf("the later service: %+v, want its ClusterIP programmed and its node port not served", late)
+	early := ts.port(t, npKey("y", "early", TCP, false))
+	if early.ServedNodePort != 0 || early.NodePort != 30080 || early.VIP().String() != "10.97.0.10" {
+		t.Errorf("the backdated service: %+v, want its ClusterIP programmed and its node port not served", early)
 	}
-	want := `node port conflict: node port 30080/TCP of port "tcp"/TCP is already served on this host for cluster "y" service ns/early (port "tcp"/TCP)`
-	if r := refusalOf(ts, "x", "late"); !strings.HasPrefix(r, want) {
-		t.Errorf("refusal of x/late:\n got %q\nwant prefix %q", r, want)
+	want := `node port conflict: node port 30080/TCP of port "tcp"/TCP is already served on this host for cluster "x" service ns/late (port "tcp"/TCP)`
+	if r := refusalOf(ts, "y", "early"); !strings.HasPrefix(r, want) {
+		t.Errorf("refusal of y/early:\n got %q\nwant prefix %q", r, want)
 	}
-	if n := reasonCount(ts, "x", ReasonNodePortConflict); n != 1 {
+	if n := reasonCount(ts, "y", ReasonNodePortConflict); n != 1 {
 		t.Errorf("node_port_conflict count %d, want 1 (counts: %+v)", n, ts.RefusalCounts())
 	}
-	// The same creation time: the cluster earlier in the config wins.
-	ts.UpsertService("x", npSvc("late", []string{"10.96.0.10"}, 30080, 100))
-	if servedAt(t, ts, npKey("x", "late", TCP, false)) != 30080 || servedAt(t, ts, npKey("y", "early", TCP, false)) != 0 {
-		t.Errorf("with equal creation times, cluster x (first in the config) must win")
+	// Inside one cluster, the older service wins, whatever the names.
+	ts.UpsertService("x", npSvc("aaa-newer", []string{"10.96.0.12"}, 30080, 300))
+	if servedAt(t, ts, npKey("x", "aaa-newer", TCP, false)) != 0 || servedAt(t, ts, npKey("x", "late", TCP, false)) != 30080 {
+		t.Errorf("inside cluster x, the older service must keep the node port")
 	}
+	ts.UpsertService("x", npSvc("aaa-newer", []string{"10.96.0.12"}, 30080, 150))
+	if servedAt(t, ts, npKey("x", "aaa-newer", TCP, false)) != 30080 || servedAt(t, ts, npKey("x", "late", TCP, false)) != 0 {
+		t.Errorf("inside cluster x, a service made older takes the node port")
+	}
+	ts.DeleteService("x", testNS, "aaa-newer")
 	if r := refusalOf(ts, "y", "early"); !strings.Contains(r, `cluster "x" service ns/late`) {
 		t.Errorf("refusal of y/early %q does not name x's service", r)
 	}
@@ -242,10 +251,11 @@ func TestNodePortsIncrementalEqualsRebuild(t *testing.T) {
 	if !reflect.DeepEqual(beforeRefusals, ts.Refusals()) {
 		t.Errorf("refusals differ:\n%+v\n%+v", beforeRefusals, ts.Refusals())
 	}
-	// x/a (older) holds 30080/TCP; y/c holds 30081/TCP and UDP (oldest).
+	// x, first in the config, holds 30080/TCP and 30081/TCP although y's
+	// services are older; y/c keeps 30081/UDP, which nobody else claims.
 	for k, want := range map[PortKey]uint16{
 		npKey("x", "a", TCP, false): 30080, npKey("y", "b", TCP, false): 0,
-		npKey("y", "c", TCP, false): 30081, npKey("y", "c", UDP, false): 30081, npKey("x", "d", TCP, false): 0,
+		npKey("y", "c", TCP, false): 0, npKey("y", "c", UDP, false): 30081, npKey("x", "d", TCP, false): 30081,
 	} {
 		if got := servedAt(t, ts, k); got != want {
 			t.Errorf("%v: ServedNodePort %d, want %d", k, got, want)

@@ -99,11 +99,17 @@ type NodePortQuery struct {
 	// other node's kube-proxy drops such traffic, so sending there would
 	// black-hole a share of the connections.
 	OnlyNodes []string
+	// Check, when not nil, refuses a node's chosen address as a DNAT
+	// target, with the reason and its detail (the zero Exclusion when it
+	// is fine): the store passes the check every endpoint gets
+	// (targets.go), so that a Node cannot lead where an EndpointSlice
+	// may not.
+	Check func(node string, ip netip.Addr) (Exclusion, string)
 }
 
 // NodePortEndpoints is what reach = "nodeport" DNATs a service port to: the
-// address of every Ready node (chosen by NodeAddress) at the NodePort,
-// sorted and without duplicates. Nodes left out that have an address are
+// address of every Ready node (chosen by NodeAddress) that q.Check accepts,
+// at the NodePort, sorted and without duplicates. Nodes left out that have an address are
 // returned in excluded, for explain. When there is no endpoint, reason says
 // why; the caller then rejects connections to the port, as for a service
 // without endpoints.
@@ -116,12 +122,22 @@ func NodePortEndpoints(q NodePortQuery) (eps []Endpoint, excluded []ExcludedEndp
 		prefer = DefaultNodeAddressTypes
 	}
 	seen := map[netip.Addr]bool{}
-	noAddr, notReady, filtered := 0, 0, 0
+	noAddr, notReady, filtered, refused := 0, 0, 0, 0
 	for _, n := range q.Nodes {
 		ip, ok := NodeAddress(n, prefer, q.IPv6)
+		var r Exclusion
+		var detail string
+		if ok && q.Check != nil {
+			r, detail = q.Check(n.Name, ip)
+		}
 		switch {
 		case !ok:
 			noAddr++
+		case r != "":
+			refused++
+			excluded = append(excluded, ExcludedEndpoint{
+				Address: ip.String(), Port: q.NodePort, Reason: r, Detail: fmt.Sprintf("node %s: %s", n.Name, detail),
+			})
 		case !n.Ready:
 			notReady++
 			excluded = append(excluded, ExcludedEndpoint{
@@ -163,6 +179,9 @@ func NodePortEndpoints(q NodePortQuery) (eps []Endpoint, excluded []ExcludedEndp
 	}
 	if filtered > 0 {
 		why = append(why, fmt.Sprintf("%d %s no ready endpoint (externalTrafficPolicy: Local)", filtered, plural(filtered, "node has", "nodes have")))
+	}
+	if refused > 0 {
+		why = append(why, fmt.Sprintf("%d %s refused", refused, plural(refused, "node's address is", "nodes' addresses are")))
 	}
 	if noAddr > 0 {
 		why = append(why, fmt.Sprintf("%d %s no %s %s address", noAddr, plural(noAddr, "node has", "nodes have"),

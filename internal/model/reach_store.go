@@ -60,15 +60,25 @@ func (s *Store) SetNodes(cluster string, nodes []NodeInfo) {
 }
 
 // reachViaNodePorts turns the ports of one service, as buildService made
-// them for reach = "direct", into reach = "nodeport" ones: each port's
-// endpoints become the nodes' addresses at the port's NodePort
-// (NodePortEndpoints), and a port without a NodePort is refused and
-// reported. The direct selection still decides whether the service has
+// them for reach = "direct" (without endpoint_cidrs: the pods are not
+// where packets go), into reach = "nodeport" ones: each port's endpoints
+// become the nodes' addresses at the port's NodePort (NodePortEndpoints),
+// each checked like an endpoint, and a port without a NodePort is refused
+// and reported. The direct selection still decides whether the service has
 // endpoints at all: without one, the nodes would refuse the connection
 // too, so the port is refused here with the direct reason.
-func reachViaNodePorts(cfg ClusterConfig, nodes []NodeInfo, svc *corev1.Service, sliceList []*discoveryv1.EndpointSlice, res *buildResult) {
+func reachViaNodePorts(cfg ClusterConfig, env *buildEnv, nodes []NodeInfo, svc *corev1.Service, sliceList []*discoveryv1.EndpointSlice, res *buildResult) {
 	if svc == nil || len(res.ports) == 0 {
 		return
+	}
+	// The nodes are where the packets go: they get the check every
+	// endpoint gets, endpoint_cidrs included.
+	check := func(node string, ip netip.Addr) (Exclusion, string) {
+		r, detail := env.checkTarget(cfg, ip)
+		if r != "" {
+			res.problems = append(res.problems, targetProblem("node "+node+": address", ip, cfg, r, detail))
+		}
+		return r, detail
 	}
 	// internalTrafficPolicy: Local comes first: this host is no node, so
 	// there is no local endpoint, whichever way the cluster is reached.
@@ -89,7 +99,7 @@ func reachViaNodePorts(cfg ClusterConfig, nodes []NodeInfo, svc *corev1.Service,
 			}
 			continue
 		}
-		q := NodePortQuery{NodePort: p.NodePort, Nodes: nodes, Prefer: cfg.NodeAddressTypes, IPv6: p.Key.IPv6}
+		q := NodePortQuery{NodePort: p.NodePort, Nodes: nodes, Prefer: cfg.NodeAddressTypes, IPv6: p.Key.IPv6, Check: check}
 		if etpLocal {
 			q.OnlyNodes = endpointNodes(p.Endpoints, sliceList, p.Key.IPv6)
 		}

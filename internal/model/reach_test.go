@@ -98,6 +98,28 @@ func TestNodePortEndpoints(t *testing.T) {
 		t.Errorf("only nodes c and down: excluded %v", excl)
 	}
 
+	// Check refuses a node's address: it is left out with the reason
+	// and detail it gives, named by node; the node is not skipped for
+	// another address of its own.
+	check := func(node string, ip netip.Addr) (Exclusion, string) {
+		if ip == netip.MustParseAddr("10.0.0.3") {
+			return ExcludedUnsafe, "this host's own address"
+		}
+		return "", ""
+	}
+	eps, excl, _ = NodePortEndpoints(NodePortQuery{NodePort: 30080, Nodes: nodes, Check: check})
+	if len(eps) != 1 || eps[0].Addr != netip.MustParseAddrPort("10.0.0.1:30080") {
+		t.Errorf("with 10.0.0.3 refused: %v", eps)
+	}
+	// c and twin share the address: it is left out once.
+	wantExcl = []ExcludedEndpoint{
+		{Address: "10.0.0.2", Port: 30080, Reason: ExcludedNotReady, Detail: "node down is not Ready"},
+		{Address: "10.0.0.3", Port: 30080, Reason: ExcludedUnsafe, Detail: "node c: this host's own address"},
+	}
+	if !reflect.DeepEqual(excl, wantExcl) {
+		t.Errorf("with 10.0.0.3 refused: excluded %v, want %v", excl, wantExcl)
+	}
+
 	for _, tc := range []struct {
 		name string
 		q    NodePortQuery
@@ -110,6 +132,7 @@ func TestNodePortEndpoints(t *testing.T) {
 		{"both", NodePortQuery{NodePort: 30080, Nodes: []NodeInfo{nodes[2], nodes[4]}}, []string{"1 node is not Ready", "1 node has no InternalIP IPv4 address"}},
 		{"no local endpoint", NodePortQuery{NodePort: 30080, Nodes: nodes, OnlyNodes: []string{}},
 			[]string{"1 node is not Ready", "3 nodes have no ready endpoint (externalTrafficPolicy: Local)", "1 node has no InternalIP IPv4 address"}},
+		{"all refused", NodePortQuery{NodePort: 30080, Nodes: []NodeInfo{nodes[0], nodes[3]}, Check: check}, []string{"2 nodes' addresses are refused"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			eps, _, reason := NodePortEndpoints(tc.q)

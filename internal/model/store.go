@@ -37,6 +37,10 @@ type ClusterConfig struct {
 	// preference among a node's addresses (DefaultNodeAddressTypes when
 	// empty).
 	NodeAddressTypes []string
+	// APIServerAddrs are the addresses of the cluster's apiserver, as the
+	// daemon found them: no cluster's VIP or external IP may be one, and
+	// no other cluster's endpoint (targets.go).
+	APIServerAddrs []netip.Addr
 }
 
 // Store collects Services and EndpointSlices per cluster and keeps the
@@ -151,11 +155,14 @@ func (s *Store) SetClusters(cfgs []ClusterConfig) {
 		}
 	}
 	clear(s.order)
-	s.env.ranges = nil
+	s.env.ranges, s.env.apiservers = nil, nil
 	for i, c := range cfgs {
 		s.order[c.Name] = i
 		for _, p := range effectiveRanges(c.ServiceCIDRs, c.LocalServiceCIDR) {
 			s.env.ranges = append(s.env.ranges, ownedRange{cluster: c.Name, prefix: p})
+		}
+		for _, a := range c.APIServerAddrs {
+			s.env.apiservers = append(s.env.apiservers, ownedAddr{cluster: c.Name, addr: a.Unmap().WithZone("")})
 		}
 	}
 	// Another cluster's range, order or settings can change any service's
@@ -165,25 +172,52 @@ func (s *Store) SetClusters(cfgs []ClusterConfig) {
 	s.onChange()
 }
 
-// SetHostAddrs tells the model this host's own addresses, which no
-// endpoint and no external IP may be. The daemon reads them from the
-// kernel; the model only compares.
-func (s *Store) SetHostAddrs(addrs []netip.Addr) {
-	m := make(map[netip.Addr]bool, len(addrs))
-	for _, a := range addrs {
-		m[a.Unmap().WithZone("")] = true
-	}
+// HostFacts are what the model needs to know of this host's network, as
+// the daemon last read it from the kernel; the model only compares.
+type HostFacts struct {
+	// Addrs are this host's own addresses (not ipvs mode's VIPs).
+	Addrs []netip.Addr
+	// Gateways are the next hops of its default routes.
+	Gateways []netip.Addr
+}
+
+// SetHostFacts tells the model this host's addresses and default
+// gateways, which no endpoint, VIP or external IP may be. Every service
+// is built again when they changed, and only then: the daemon calls it at
+// every address change and every 30 seconds.
+func (s *Store) SetHostFacts(f HostFacts) {
+	s.setHost(addrSet(f.Addrs), addrSet(f.Gateways))
+}
+
+// SetHostAddrs is SetHostFacts for the addresses alone: the gateways stay
+// as they were.
+func (s *Store) SetHostAddrs(addrs []netip.Addr) { s.setHost(addrSet(addrs), nil) }
+
+// setHost replaces the host's facts, the gateways only when gws is not
+// nil, and builds everything again when that changed something.
+func (s *Store) setHost(host, gws map[netip.Addr]bool) {
 	s.mu.Lock()
-	if maps.Equal(m, s.env.host) {
+	if gws == nil {
+		gws = s.env.gateways
+	}
+	if maps.Equal(host, s.env.host) && maps.Equal(gws, s.env.gateways) {
 		s.mu.Unlock()
 		return
 	}
-	s.env.host = m
+	s.env.host, s.env.gateways = host, gws
 	changed := s.rebuildAll()
 	s.mu.Unlock()
 	if changed {
 		s.onChange()
 	}
+}
+
+func addrSet(addrs []netip.Addr) map[netip.Addr]bool {
+	m := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap().WithZone("")] = true
+	}
+	return m
 }
 
 // SetSynced marks a cluster's informers as having listed everything once.
@@ -333,9 +367,15 @@ func (s *Store) build(cd *clusterData, nn types.NamespacedName) *builtService {
 	sort.Slice(sliceList, func(i, j int) bool { return sliceList[i].Name < sliceList[j].Name })
 
 	svc := cd.svcs[nn]
-	res := buildService(cd.cfg, &s.env, svc, sliceList)
+	cfg := cd.cfg
+	if cfg.Reach == ReachNodePort {
+		// endpoint_cidrs says where packets may go, and with reach =
+		// "nodeport" they go to the nodes, not the pods.
+		cfg.EndpointCIDRs = nil
+	}
+	res := buildService(cfg, &s.env, svc, sliceList)
 	if cd.cfg.Reach == ReachNodePort {
-		reachViaNodePorts(cd.cfg, cd.nodes, svc, sliceList, &res) // reach_store.go
+		reachViaNodePorts(cd.cfg, &s.env, cd.nodes, svc, sliceList, &res) // reach_store.go
 	}
 	if len(res.ports) == 0 && len(res.problems) == 0 {
 		delete(cd.built, nn)
@@ -477,6 +517,10 @@ const (
 	// ReasonNoNodePort: a service port without a nodePort in a cluster
 	// with reach = "nodeport", which cannot carry it.
 	ReasonNoNodePort RefusalReason = "no_node_port"
+	// ReasonProtectedAddress: a ClusterIP whose address on this host is
+	// one no cluster may take: this host's own, its default gateway, a
+	// configured cluster's apiserver, or a special or platform address.
+	ReasonProtectedAddress RefusalReason = "protected_address"
 	// ReasonTooManyPorts: a service with more ports than one may have.
 	ReasonTooManyPorts RefusalReason = "too_many_ports"
 	ReasonOther        RefusalReason = "other"
@@ -503,6 +547,8 @@ func reasonOf(problem string) RefusalReason {
 		return ReasonTooManyPorts
 	case strings.HasPrefix(problem, "spec.clusterIPs") && strings.Contains(problem, "outside the cluster's service_cidrs"):
 		return ReasonOutsideServiceCIDRs
+	case strings.HasPrefix(problem, "spec.clusterIPs") && strings.HasSuffix(problem, protectedSuffix):
+		return ReasonProtectedAddress
 	case strings.HasPrefix(problem, "spec.clusterIPs") &&
 		(strings.HasSuffix(problem, "is not an IP address") || strings.Contains(problem, "a second ClusterIP of its family")):
 		return ReasonInvalidClusterIP
@@ -512,7 +558,7 @@ func reasonOf(problem string) RefusalReason {
 		return ReasonInvalidPort
 	case strings.HasPrefix(problem, "spec.ports") && strings.Contains(problem, "duplicate port name"):
 		return ReasonDuplicatePort
-	case strings.HasPrefix(problem, "EndpointSlice ") && strings.HasSuffix(problem, ": dropped"):
+	case (strings.HasPrefix(problem, "EndpointSlice ") || strings.HasPrefix(problem, "node ")) && strings.HasSuffix(problem, ": dropped"):
 		if strings.Contains(problem, "is not an IP address") || strings.Contains(problem, "has an IPv6 zone") {
 			return ReasonInvalidEndpoint
 		}

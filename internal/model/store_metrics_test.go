@@ -1,6 +1,7 @@
 package model
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -21,26 +22,58 @@ func TestRefusalReasons(t *testing.T) {
 		svc   *corev1.Service
 		slice *discoveryv1.EndpointSlice
 		want  RefusalReason
+		setup func(*testStore) // before the objects arrive
 	}{
-		{"external IPs", bad("web", func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"203.0.113.7"} }), nil, ReasonExternalIPs},
-		{"outside service_cidrs", newSvc("web", []string{"192.168.0.1"}, webPorts), nil, ReasonOutsideServiceCIDRs},
-		{"cluster IP not an IP", newSvc("web", []string{"10.96.0.300"}, webPorts), nil, ReasonInvalidClusterIP},
-		{"protocol", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", "ICMP", 80)}), nil, ReasonUnsupportedProtocol},
-		{"port out of range", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", corev1.ProtocolTCP, 70000)}), nil, ReasonInvalidPort},
+		{"external IPs", bad("web", func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"203.0.113.7"} }), nil, ReasonExternalIPs, nil},
+		{"outside service_cidrs", newSvc("web", []string{"192.168.0.1"}, webPorts), nil, ReasonOutsideServiceCIDRs, nil},
+		{"cluster IP not an IP", newSvc("web", []string{"10.96.0.300"}, webPorts), nil, ReasonInvalidClusterIP, nil},
+		{"protocol", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", "ICMP", 80)}), nil, ReasonUnsupportedProtocol, nil},
+		{"port out of range", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", corev1.ProtocolTCP, 70000)}), nil, ReasonInvalidPort, nil},
 		{"duplicate port", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{
-			svcPort("a", corev1.ProtocolTCP, 80), svcPort("a", corev1.ProtocolTCP, 81)}), nil, ReasonDuplicatePort},
-		{"endpoint not an IP", webSvc(), webSlice("web-1", readyEP("10.0.0.300")), ReasonInvalidEndpoint},
+			svcPort("a", corev1.ProtocolTCP, 80), svcPort("a", corev1.ProtocolTCP, 81)}), nil, ReasonDuplicatePort, nil},
+		{"endpoint not an IP", webSvc(), webSlice("web-1", readyEP("10.0.0.300")), ReasonInvalidEndpoint, nil},
 		{"endpoint with a zone", newSvc("web", []string{"fd00:96::10"}, webPorts),
-			newSlice("web", "web-1", discoveryv1.AddressTypeIPv6, slicePorts, readyEP("fe80::1%eth0")), ReasonInvalidEndpoint},
-		{"loopback endpoint", webSvc(), webSlice("web-1", readyEP("127.0.0.1")), ReasonUnsafeEndpoint},
-		{"metadata endpoint", webSvc(), webSlice("web-1", readyEP("169.254.169.254")), ReasonUnsafeEndpoint},
-		{"link-local endpoint", webSvc(), webSlice("web-1", readyEP("169.254.1.1")), ReasonUnsafeEndpoint},
-		{"multicast endpoint", webSvc(), webSlice("web-1", readyEP("224.1.1.1")), ReasonUnsafeEndpoint},
-		{"unspecified endpoint", webSvc(), webSlice("web-1", readyEP("0.0.0.0")), ReasonUnsafeEndpoint},
-		{"broadcast endpoint", webSvc(), webSlice("web-1", readyEP("255.255.255.255")), ReasonUnsafeEndpoint},
+			newSlice("web", "web-1", discoveryv1.AddressTypeIPv6, slicePorts, readyEP("fe80::1%eth0")), ReasonInvalidEndpoint, nil},
+		{"loopback endpoint", webSvc(), webSlice("web-1", readyEP("127.0.0.1")), ReasonUnsafeEndpoint, nil},
+		{"metadata endpoint", webSvc(), webSlice("web-1", readyEP("169.254.169.254")), ReasonUnsafeEndpoint, nil},
+		{"link-local endpoint", webSvc(), webSlice("web-1", readyEP("169.254.1.1")), ReasonUnsafeEndpoint, nil},
+		{"multicast endpoint", webSvc(), webSlice("web-1", readyEP("224.1.1.1")), ReasonUnsafeEndpoint, nil},
+		{"unspecified endpoint", webSvc(), webSlice("web-1", readyEP("0.0.0.0")), ReasonUnsafeEndpoint, nil},
+		{"broadcast endpoint", webSvc(), webSlice("web-1", readyEP("255.255.255.255")), ReasonUnsafeEndpoint, nil},
+		{"platform endpoint", webSvc(), webSlice("web-1", readyEP("100.100.100.200")), ReasonUnsafeEndpoint, nil},
+		{"endpoint at the default gateway", webSvc(), webSlice("web-1", readyEP("10.250.0.1")), ReasonUnsafeEndpoint, func(ts *testStore) {
+			ts.SetHostFacts(HostFacts{Gateways: []netip.Addr{netip.MustParseAddr("10.250.0.1")}})
+		}},
+		{"endpoint at another cluster's apiserver", webSvc(), webSlice("web-1", readyEP("10.250.0.11")), ReasonUnsafeEndpoint, func(ts *testStore) {
+			ts.SetClusters([]ClusterConfig{testCfg, {Name: "c2", ServiceCIDRs: prefixes("10.97.0.0/16"), APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.250.0.11")}}})
+		}},
+		{"ClusterIP at the host's address", webSvc(), nil, ReasonProtectedAddress, func(ts *testStore) {
+			ts.SetHostAddrs([]netip.Addr{netip.MustParseAddr("10.96.0.10")})
+		}},
+		{"ClusterIP at an apiserver", webSvc(), nil, ReasonProtectedAddress, func(ts *testStore) {
+			c := testCfg
+			c.APIServerAddrs = []netip.Addr{netip.MustParseAddr("10.96.0.10")}
+			ts.SetClusters([]ClusterConfig{c})
+		}},
+		{"node at the host's address", webSvc(withNodePort(30080)), webSlice("web-1", readyEP("10.244.0.1")), ReasonUnsafeEndpoint, func(ts *testStore) {
+			c := testCfg
+			c.Reach = ReachNodePort
+			ts.SetClusters([]ClusterConfig{c})
+			ts.SetHostAddrs([]netip.Addr{netip.MustParseAddr("10.250.0.2")})
+			ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "10.250.0.2"), testNode("n2", true, "10.250.0.3")})
+		}},
+		{"node outside endpoint_cidrs", webSvc(withNodePort(30080)), webSlice("web-1", readyEP("10.244.0.1")), ReasonOutsideEndpointCIDRs, func(ts *testStore) {
+			c := testCfg
+			c.Reach, c.EndpointCIDRs = ReachNodePort, prefixes("10.250.0.0/24")
+			ts.SetClusters([]ClusterConfig{c})
+			ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "192.0.2.1"), testNode("n2", true, "10.250.0.3")})
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := newTestStore(t)
+			if tt.setup != nil {
+				tt.setup(ts)
+			}
 			if tt.slice != nil {
 				ts.UpsertSlice("c1", tt.slice)
 			}

@@ -132,8 +132,10 @@ const (
 	// ExcludedTerminating: terminating but still serving, and left out
 	// because ready endpoints exist (the fallback is not needed).
 	ExcludedTerminating Exclusion = "terminating"
-	// ExcludedUnsafe: an address that must never be a DNAT target on
-	// this host (loopback, link-local, the metadata address, ...).
+	// ExcludedUnsafe: an address that must never be a DNAT target of
+	// this cluster on this host (checkTarget: loopback, link-local, a
+	// platform address, this host's own or its gateway, another
+	// cluster's range or apiserver, ...); Detail says which.
 	ExcludedUnsafe Exclusion = "unsafe-address"
 	// ExcludedInvalid: not an IP address, or one with an IPv6 zone.
 	ExcludedInvalid Exclusion = "invalid-address"
