@@ -27,8 +27,10 @@ const (
 	// cluster's summary comes: at most one summary per cluster in that time.
 	warnSummaryEvery = 10 * time.Second
 	// maxWarnText bounds the problems of one line; `kube-outpost status`
-	// shows them too.
+	// shows them too. maxWarnName bounds the object's name, which only a
+	// hostile apiserver makes longer than namespace/name, 127 bytes.
 	maxWarnText = 1024
+	maxWarnName = 256
 )
 
 // warnLog writes the model's warnings, at most warnRate lines a second per
@@ -76,7 +78,7 @@ func (w *warnLog) object(cluster, object string, problems []string) {
 		b.suppressed++
 		return
 	}
-	w.log.Warn("service not fully programmed", "cluster", cluster, "service", object,
+	w.log.Warn("service not fully programmed", "cluster", cluster, "service", BoundText(object, maxWarnName),
 		"problems", len(problems), "reason", BoundText(joinProblems(problems), maxWarnText))
 }
 

@@ -130,13 +130,13 @@ func TestWarnLogOneBoundedLinePerChange(t *testing.T) {
 	for i := range 500 {
 		problems = append(problems, fmt.Sprintf("EndpointSlice s: endpoint 127.0.%d.%d is a loopback address: dropped", i/256, i%256))
 	}
-	w.object("c1", "ns/many", problems)
+	w.object("c1", "ns/"+strings.Repeat("n", 10000), problems)
 	lines := h.take()
 	if len(lines) != 1 {
 		t.Fatalf("%d lines for one change, want 1", len(lines))
 	}
 	l := lines[0]
-	if l["problems"] != "500" || len(l["reason"]) > maxWarnText+40 || !strings.Contains(l["reason"], "more bytes)") ||
+	if l["problems"] != "500" || len(l["reason"]) > maxWarnText+40 || len(l["service"]) > maxWarnName+40 || !strings.Contains(l["reason"], "more bytes)") ||
 		!strings.HasPrefix(l["reason"], problems[0]+"; "+problems[1]) {
 		t.Errorf("line %v (reason %d bytes)", l, len(l["reason"]))
 	}
