@@ -49,6 +49,7 @@ type ClusterConfig struct {
 // services. It is safe for concurrent use.
 type Store struct {
 	log      *slog.Logger
+	warns    *warnLog // warnlog.go
 	onChange func()
 	now      func() time.Time // tests set it
 
@@ -119,10 +120,12 @@ func NewStore(log *slog.Logger, onChange func()) *Store {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &Store{log: log, onChange: onChange, now: time.Now, clusters: map[string]*clusterData{},
+	s := &Store{log: log, onChange: onChange, now: time.Now, clusters: map[string]*clusterData{},
 		refusals: map[string]map[RefusalReason]uint64{}, order: map[string]int{},
 		cands: map[PortKey]*claimant{}, vipClaims: map[claimKey]map[PortKey]bool{}, extClaims: map[claimKey]map[PortKey]bool{},
 		nodeClaims: map[claimKey]map[PortKey]bool{}, listeners: map[listenKey]string{}}
+	s.warns = newWarnLog(log, func() time.Time { return s.now() })
+	return s
 }
 
 // SetClusters replaces the set of configured clusters. Clusters that stay
@@ -462,7 +465,8 @@ func (s *Store) materialize(cd *clusterData, nn types.NamespacedName) bool {
 }
 
 // report logs a service's problems when they differ from the last ones, so a
-// hostile or broken object warns once per change, not once per sync.
+// hostile or broken object warns once per change, not once per sync, and
+// in one line, rate-limited per cluster (warnlog.go).
 func (s *Store) report(cd *clusterData, nn types.NamespacedName, problems []string) {
 	msg := joinProblems(problems)
 	if cd.refused[nn] == msg {
@@ -478,9 +482,9 @@ func (s *Store) report(cd *clusterData, nn types.NamespacedName, problems []stri
 		counts = map[RefusalReason]uint64{}
 		s.refusals[cd.cfg.Name] = counts
 	}
+	s.warns.object(cd.cfg.Name, nn.String(), problems)
 	seen := map[RefusalReason]bool{}
 	for _, p := range problems {
-		s.log.Warn("service not fully programmed", "cluster", cd.cfg.Name, "service", nn.String(), "reason", p)
 		// Once per reason: two bad endpoints in one change are one
 		// refusal of that change.
 		if r := reasonOf(p); !seen[r] {

@@ -80,7 +80,8 @@ func get(ctx context.Context, path, uri string, out any) error {
 		if json.Unmarshal(body, &e) != nil || e.Error == "" {
 			e.Error = fmt.Sprintf("kube-outpost on %s answered %s", path, resp.Status)
 		}
-		return &ServerError{Code: resp.StatusCode, Msg: e.Error}
+		// The CLI prints it: escaped as the text output is.
+		return &ServerError{Code: resp.StatusCode, Msg: model.BoundText(escape(e.Error), maxRendered)}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("kube-outpost on %s answered what this version cannot read: %w", path, err)

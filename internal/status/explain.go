@@ -49,7 +49,7 @@ func BuildExplanation(ctx context.Context, st *model.State, refusals []model.Ref
 	}
 	for _, r := range refusals {
 		if services[[3]string{r.Cluster, r.Namespace, r.Name}] {
-			ex.Refused = append(ex.Refused, Refusal{Cluster: r.Cluster, Namespace: r.Namespace, Name: r.Name, Reason: r.Reason})
+			ex.Refused = append(ex.Refused, Refusal{Cluster: r.Cluster, Namespace: r.Namespace, Name: r.Name, Reason: bound(r.Reason)})
 		}
 	}
 	unsynced := map[string]bool{}
@@ -133,7 +133,9 @@ func desired(m model.Match, mode string) PortExplanation {
 		pe.Endpoints = append(pe.Endpoints, ep)
 	}
 	for _, e := range p.Excluded {
-		pe.Excluded = append(pe.Excluded, Excluded{Addr: e.String(), Reason: string(e.Reason), Detail: e.Detail})
+		// An address that did not parse is the apiserver's text, as long
+		// as it made it.
+		pe.Excluded = append(pe.Excluded, Excluded{Addr: bound(e.String()), Reason: string(e.Reason), Detail: bound(e.Detail)})
 	}
 	return pe
 }
@@ -154,7 +156,7 @@ func (k Kernel) read(ctx context.Context, pe *PortExplanation, key *model.PortKe
 		}
 		v, err := ipvs.ReadPort(k.IPVS, vip, proto)
 		if err != nil {
-			pe.Kernel.Error = err.Error()
+			pe.Kernel.Error = bound(err.Error())
 			return
 		}
 		pe.Kernel.IPVS = ipvsView(v)
@@ -174,7 +176,7 @@ func (k Kernel) read(ctx context.Context, pe *PortExplanation, key *model.PortKe
 		}
 		v, err := iptables.ReadPort(ctx, r, vip, proto)
 		if err != nil {
-			pe.Kernel.Error = err.Error()
+			pe.Kernel.Error = bound(err.Error())
 			return
 		}
 		pe.Kernel.IPTables = iptablesView(v)

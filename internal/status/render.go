@@ -13,11 +13,17 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// WriteJSON writes v indented, for --output json.
+// WriteJSON writes v indented, for --output json, with every character a
+// terminal would act on escaped (text.go).
 func WriteJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(escapeJSON(b.Bytes()))
+	return err
 }
 
 // WriteReport writes r for an operator: a table with one line per cluster,
@@ -40,6 +46,7 @@ type renderer struct {
 }
 
 func (rd renderer) report(w io.Writer, r Report) error {
+	r = forTerminal(r)
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "kube-outpost %s, %s mode, running since %s (%s)\n", r.Version, r.Mode, rd.when(r.StartedAt), human(rd.now.Sub(r.StartedAt)))
 	b.WriteString(rd.syncLine(r))
@@ -134,16 +141,20 @@ func (rd renderer) clusterDetails(c ClusterStatus) []string {
 		out = append(out, fmt.Sprintf("refused (%d):", len(c.Refused)))
 		var b bytes.Buffer
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-		for _, r := range c.Refused {
+		for _, r := range c.Refused[:min(len(c.Refused), maxRefusedShown)] {
 			fmt.Fprintf(tw, "  %s/%s\t%s\n", r.Namespace, r.Name, r.Reason)
 		}
 		tw.Flush()
 		out = append(out, strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")...)
+		if more := len(c.Refused) - maxRefusedShown; more > 0 {
+			out = append(out, fmt.Sprintf("  and %d more (kube-outpost status --output json lists them all)", more))
+		}
 	}
 	return out
 }
 
 func (rd renderer) explanation(w io.Writer, ex Explanation) error {
+	ex = forTerminal(ex)
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s (%s mode)\n", ex.Query, ex.Mode)
 	for _, n := range ex.Notes {

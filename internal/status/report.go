@@ -1,6 +1,8 @@
 package status
 
 import (
+	"slices"
+
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
@@ -27,8 +29,45 @@ func ClusterFromModel(c *model.ClusterState, refusals []model.Refusal) ClusterSt
 	}
 	for _, r := range refusals {
 		if r.Cluster == c.Name {
-			cs.Refused = append(cs.Refused, Refusal{Namespace: r.Namespace, Name: r.Name, Reason: r.Reason})
+			cs.Refused = append(cs.Refused, Refusal{Namespace: r.Namespace, Name: r.Name, Reason: bound(r.Reason)})
 		}
 	}
 	return cs
+}
+
+// boundTexts returns r with the texts bounded that a cluster or the network
+// writes at any length: apiserver errors, sync errors (which quote the
+// tools' output), routes' reasons. Refusal reasons are bounded as they are
+// taken from the model.
+func (r Report) boundTexts() Report {
+	r.LastSync.Error = bound(r.LastSync.Error)
+	r.LastSuccess.Error = bound(r.LastSuccess.Error)
+	r.Clusters = slices.Clone(r.Clusters)
+	for i := range r.Clusters {
+		c := &r.Clusters[i]
+		c.LastError = bound(c.LastError)
+		if c.Nodes != nil {
+			n := *c.Nodes
+			n.LastError = bound(n.LastError)
+			c.Nodes = &n
+		}
+		if c.Routes != nil {
+			rt := *c.Routes
+			rt.Refused = boundAll(rt.Refused)
+			rt.Problems = boundAll(rt.Problems)
+			c.Routes = &rt
+		}
+	}
+	return r
+}
+
+func boundAll(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = bound(s)
+	}
+	return out
 }

@@ -161,20 +161,20 @@ func removeStale(path string) error {
 func handler(src Source) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, src.Status())
+		writeJSON(w, http.StatusOK, src.Status().boundTexts())
 	})
 	mux.HandleFunc("GET /explain", func(w http.ResponseWriter, r *http.Request) {
 		q, err := queryOf(r.URL.Query())
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
+			writeJSON(w, http.StatusBadRequest, errorBody{bound(err.Error())})
 			return
 		}
 		ex, err := src.Explain(r.Context(), q)
 		switch {
 		case errors.Is(err, model.ErrNotFound):
-			writeJSON(w, http.StatusNotFound, errorBody{err.Error()})
+			writeJSON(w, http.StatusNotFound, errorBody{bound(err.Error())})
 		case err != nil:
-			writeJSON(w, http.StatusInternalServerError, errorBody{err.Error()})
+			writeJSON(w, http.StatusInternalServerError, errorBody{bound(err.Error())})
 		default:
 			writeJSON(w, http.StatusOK, ex)
 		}

@@ -6,7 +6,7 @@
 #
 # part_mode:   the .deb with mode = "ipvs": the privileged ExecStartPre loads
 #              ip_vs (not loaded before: this part runs first in a fresh
-#              boot), Type=notify READY, the ClusterIP over both pods, the
+#              boot) and raises arp_ignore/arp_announce, Type=notify READY, the ClusterIP over both pods, the
 #              virtual server in /proc/net/ip_vs, the ClusterIP on outpost0,
 #              a service without endpoints refused, a restart that keeps the
 #              virtual server, an open connection and a request loop; then
@@ -124,6 +124,8 @@ part_mode() {
   install -m 0600 /vmtest/prod.kubeconfig /etc/kube-outpost/prod.kubeconfig
   run cat /etc/kube-outpost/config.toml
   run kube-outpost check-config --config /etc/kube-outpost/config.toml
+  echo "before start: net.ipv4.conf.all.arp_ignore = $(cat /proc/sys/net/ipv4/conf/all/arp_ignore)," \
+    "arp_announce = $(cat /proc/sys/net/ipv4/conf/all/arp_announce)"
   if [ -e /proc/net/ip_vs ]; then
     warn "ip_vs is loaded before the unit starts: its ExecStartPre is not what loads it here"
   else
@@ -147,6 +149,13 @@ part_mode() {
     got=$(cat "/proc/sys/net/ipv4/vs/${s%=*}")
     echo "net.ipv4.vs.${s%=*} = $got"
     [ "$got" = "${s#*=}" ] || fail "net.ipv4.vs.${s%=*} is $got, want ${s#*=}"
+  done
+  # The VIPs on outpost0 must not be announced on the LAN: the ExecStartPre
+  # raises these to at least kube-proxy's strictARP values.
+  for s in arp_ignore=1 arp_announce=2; do
+    got=$(cat "/proc/sys/net/ipv4/conf/all/${s%=*}")
+    echo "net.ipv4.conf.all.${s%=*} = $got"
+    [ "$got" -ge "${s#*=}" ] || fail "net.ipv4.conf.all.${s%=*} is $got after start, want at least ${s#*=} (VIPs on outpost0 would answer ARP)"
   done
   # Type=notify: READY comes after the first sync, so the ClusterIP answers
   # at once.

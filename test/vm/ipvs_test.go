@@ -63,9 +63,10 @@ type ipvsPart struct {
 
 // TestIPVSMode installs the .deb in the guest with mode = "ipvs" (ipvs.sh,
 // part_mode): start (Type=notify, the privileged ExecStartPre loading ip_vs
-// and setting net.ipv4.vs.*), the ClusterIP over both pods, the virtual
-// server and its real servers in /proc/net/ip_vs, the ClusterIP on
-// outpost0, a service without endpoints refused at once, a restart that
+// and setting net.ipv4.vs.* and, so that no VIP answers ARP on the LAN,
+// net.ipv4.conf.all.arp_ignore >= 1 and arp_announce = 2), the ClusterIP
+// over both pods, the virtual server and its real servers in
+// /proc/net/ip_vs, the ClusterIP on outpost0, a service without endpoints refused at once, a restart that
 // keeps the virtual server, an open connection and a request loop; then
 // `kube-outpost cleanup` and `apt-get purge` each leave nothing behind.
 func TestIPVSMode(t *testing.T) {

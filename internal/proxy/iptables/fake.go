@@ -317,9 +317,17 @@ func (t *fakeTable) command(toks []string) error {
 	return nil
 }
 
-// rule normalizes a rule and checks its target exists.
+// rule normalizes a rule and checks its target exists, and its comment
+// fits.
 func (t *fakeTable) rule(toks []string) (fakeRule, error) {
 	r := fakeRule{text: joinRule(toks)}
+	for i, tok := range toks {
+		// iptables before 1.8.9 refuses a longer comment; 1.8.9 keeps
+		// its first 255 bytes, so that it no longer says what we wrote.
+		if tok == "--comment" && i+1 < len(toks) && len(toks[i+1]) > MaxComment {
+			return r, fmt.Errorf("--comment of %d bytes: the kernel keeps %d", len(toks[i+1]), MaxComment)
+		}
+	}
 	for i, tok := range toks {
 		if tok != "-j" && tok != "-g" && tok != "--jump" && tok != "--goto" || i > 0 && toks[i-1] == "--comment" {
 			continue
@@ -465,8 +473,9 @@ func (f *Fake) Policy(table, chain string) string {
 }
 
 // splitRule splits a line of iptables-restore input into arguments the way
-// iptables-restore does: on blanks, except inside double quotes, where \"
-// and \\ stand for " and \.
+// iptables-restore does: on blanks, except inside double quotes, where a
+// backslash stands for the character after it (\" for ", \\ for \, and
+// \n for n).
 func splitRule(s string) ([]string, error) {
 	var (
 		out           []string
@@ -476,7 +485,7 @@ func splitRule(s string) ([]string, error) {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case quoted && c == '\\' && i+1 < len(s) && (s[i+1] == '"' || s[i+1] == '\\'):
+		case quoted && c == '\\' && i+1 < len(s):
 			b.WriteByte(s[i+1])
 			i++
 		case c == '"':

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
@@ -104,7 +105,46 @@ func proto(p model.Protocol) string { return strings.ToLower(string(p)) }
 
 func hostPrefix(ip netip.Addr) string { return netip.PrefixFrom(ip, ip.BitLen()).String() }
 
-func comment(s string) string { return fmt.Sprintf("-m comment --comment %q", s) }
+func comment(s string) string { return Comment(s) }
+
+// MaxComment is the longest comment the kernel keeps (xt_comment: 256
+// bytes with the NUL). iptables 1.8.9 cuts a longer one silently, older
+// versions refuse the rule, and with it the whole restore, which carries
+// every cluster.
+const MaxComment = 255
+
+// commentHashLen is how much of a hash of the whole text a cut comment
+// ends with, so that two long names that share their first 240 bytes
+// still make two comments.
+const commentHashLen = 8
+
+// Comment is the comment match of a rule. Its text holds names a cluster
+// chose, which a hostile apiserver need not have validated, so it is made
+// what iptables-restore reads back as written: a character that is not
+// printable becomes '?' (quoted, iptables-restore reads \x1b as "x1b" and
+// \n as "n", so %q alone is safe but not faithful, and a byte would turn
+// into three); then a text longer than MaxComment bytes is cut on a UTF-8
+// boundary and ends with "..." and a hash of the whole. Quoting with %q
+// escapes only '"' and '\\' then, which iptables-restore unescapes.
+func Comment(s string) string { return fmt.Sprintf("-m comment --comment %q", commentText(s)) }
+
+func commentText(s string) string {
+	t := strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(t) <= MaxComment {
+		return t
+	}
+	suffix := "..." + hash(s, commentHashLen)
+	cut := MaxComment - len(suffix)
+	for !utf8.RuneStart(t[cut]) {
+		cut--
+	}
+	return t[:cut] + suffix
+}
 
 // portMatch matches packets to addr at a service's port: its VIP (the
 // ClusterIP, or its local mapping) or one of its external IPs.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 )
 
 // IPVS does the load balancing; iptables does the little around it, in a
@@ -42,7 +44,8 @@ var hooks = []struct{ table, chain, target, comment string }{
 // ruleTables is the order tables appear in our scripts.
 var ruleTables = []string{"filter", "nat"}
 
-func comment(s string) string { return fmt.Sprintf("-m comment --comment %q", s) }
+// comment is iptables.Comment: quoted and cut as the kernel keeps it.
+func comment(s string) string { return iptables.Comment(s) }
 
 // chainSpec is one of our chains with its rules.
 type chainSpec struct {
