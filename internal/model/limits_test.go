@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -573,5 +574,27 @@ func BenchmarkFloodNewcomer(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		s.UpsertService("c1", newSvc(fmt.Sprintf("flood-%d", i), []string{nthIP96(1000 + i%60000)}, webPorts, bornAt(time.Hour)))
+	}
+}
+
+// BenchmarkHeapAtDefaultLimits reports the live heap of a store holding
+// one cluster at the default limits: 20,000 services of one port and 10
+// endpoints each, in 20,000 slices (200,000 endpoints and 220,000 entries,
+// just past max_endpoints, so that a few services are refused as well).
+// The Kubernetes objects are counted: the daemon's informers hold the same
+// ones. It sizes MemoryMax= in systemd/kube-outpost.service.
+func BenchmarkHeapAtDefaultLimits(b *testing.B) {
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s := benchStore(b, 20000, 10)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MiB")
+		// The most the heap held at once, garbage included: what the
+		// process asks of the system at its peak.
+		b.ReportMetric(float64(after.HeapSys)/(1<<20), "heap-sys-MiB")
+		runtime.KeepAlive(s)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -112,3 +113,45 @@ func BenchmarkStaleUDPFlows(b *testing.B) {
 type discardConntrack struct{}
 
 func (discardConntrack) ClearUDP(context.Context, netip.AddrPort, netip.AddrPort) error { return nil }
+
+// BenchmarkHeapAtDefaultLimits reports the live heap of a Proxier (over
+// the fake runner) that programmed 20,000 services of 10 endpoints: one
+// cluster at the default limits. The model's benchmark of the same name
+// gives the rest; together they size MemoryMax=.
+func BenchmarkHeapAtDefaultLimits(b *testing.B) {
+	for range b.N {
+		st := manyServices(20000, 10)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		p := New(Options{Runner: NewFake(), MasqueradeMark: 0x100000})
+		if err := p.Sync(b.Context(), st, true); err != nil {
+			b.Fatal(err)
+		}
+		p.opt.Runner = nil // the fake's copy of the rules is the kernel's, not ours
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MiB")
+		// The most the heap held at once, garbage included: what the
+		// process asks of the system at its peak.
+		b.ReportMetric(float64(after.HeapSys)/(1<<20), "heap-sys-MiB")
+		b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/(1<<20), "alloc-MiB")
+		runtime.KeepAlive(p)
+	}
+}
+
+// manyServices is n TCP services of m endpoints each, in one cluster.
+func manyServices(n, m int) *model.State {
+	cs := &model.ClusterState{Name: "bench", Synced: true, Ports: map[model.PortKey]*model.ServicePort{},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}
+	for i := range n {
+		k := model.PortKey{Cluster: "bench", Namespace: "ns", Name: fmt.Sprintf("svc-%d", i), Port: "http", Protocol: model.TCP}
+		p := &model.ServicePort{Key: k, ClusterIP: netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), Port: 80}
+		for j := range m {
+			x := i*m + j
+			p.Endpoints = append(p.Endpoints, model.Endpoint{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(x >> 16), byte(x >> 8), byte(x)}), 8080)})
+		}
+		cs.Ports[k] = p
+	}
+	return &model.State{Clusters: []*model.ClusterState{cs}}
+}
