@@ -134,6 +134,10 @@ type rawCluster struct {
 	ServeNodePorts    any `toml:"serve_node_ports"`
 	AllowExternalIPs  any `toml:"allow_external_ips"`
 	EndpointCIDRs     any `toml:"endpoint_cidrs"`
+	// The limits (limits.go).
+	MaxServices         any `toml:"max_services"`
+	MaxEndpointsPerPort any `toml:"max_endpoints_per_port"`
+	MaxEndpoints        any `toml:"max_endpoints"`
 }
 
 var (
@@ -142,7 +146,8 @@ var (
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
 		"namespaces", "exclude_namespaces", "service_selector",
 		"local_service_cidr", "allow_external_ips", "endpoint_cidrs", "serve_node_ports",
-		"reach", "node_address_types"}
+		"reach", "node_address_types",
+		"max_services", "max_endpoints_per_port", "max_endpoints"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 )
@@ -510,6 +515,7 @@ func (c *checker) cluster(i int, raw rawCluster) Cluster {
 	c.reach(&cl, who, line, raw)
 	cl.AllowExternalIPs = c.cidrList(line("allow_external_ips"), who, "allow_external_ips", raw.AllowExternalIPs)
 	cl.EndpointCIDRs = c.cidrList(line("endpoint_cidrs"), who, "endpoint_cidrs", raw.EndpointCIDRs)
+	c.limits(&cl, who, line, raw) // limits.go
 	return cl
 }
 

@@ -126,6 +126,9 @@ type Cluster struct {
 	// EndpointCIDRs, when not empty, is where endpoints may be: others are
 	// dropped.
 	EndpointCIDRs []netip.Prefix
+	// MaxServices, MaxEndpointsPerPort and MaxEndpoints are the
+	// cluster's limits (limits.go); 0 stands for the default.
+	MaxServices, MaxEndpointsPerPort, MaxEndpoints int
 
 	// ContextName is the context in use: Context, or the kubeconfig's
 	// current-context when Context is empty. Filled by Load from the

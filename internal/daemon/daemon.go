@@ -366,7 +366,8 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation,
 			LocalServiceCIDR: c.LocalServiceCIDR, AllowExternalIPs: c.AllowExternalIPs, EndpointCIDRs: c.EndpointCIDRs,
 			ServeNodePorts: c.ServeNodePorts, Reach: string(c.Reach), NodeAddressTypes: c.NodeAddressTypes,
-			APIServerAddrs: apiservers[c.Name]})
+			APIServerAddrs: apiservers[c.Name],
+			Limits:         model.Limits{MaxServices: c.MaxServices, MaxEndpointsPerPort: c.MaxEndpointsPerPort, MaxEndpoints: c.MaxEndpoints}})
 	}
 	d.store.SetClusters(ccs)
 	d.clusters = next

@@ -153,4 +153,3 @@ func (d *Daemon) watchHostAddrs(ctx context.Context) {
 		}
 	}
 }
-

@@ -157,6 +157,9 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 				p.ServedNodePort = p.NodePort // settled against other claims in nodeports.go
 			}
 			sel := selectEndpoints(cfg, env, sp.Name, proto, ip.Is6(), slices)
+			if !localOnly {
+				sel = capEndpoints(cfg, field, sel) // limits.go
+			}
 			if localOnly {
 				// Every endpoint is filtered out, and nothing about them is
 				// reported: none of them is ever used.

@@ -41,6 +41,8 @@ type ClusterConfig struct {
 	// daemon found them: no cluster's VIP or external IP may be one, and
 	// no other cluster's endpoint (targets.go).
 	APIServerAddrs []netip.Addr
+	// Limits bound what the cluster may make this host hold (limits.go).
+	Limits Limits
 }
 
 // Store collects Services and EndpointSlices per cluster and keeps the
@@ -109,6 +111,9 @@ type clusterData struct {
 	// before (reach_store.go).
 	nodes       []NodeInfo
 	nodesSynced bool
+	// adm says which services the cluster's limits let be programmed
+	// (limits.go).
+	adm admission
 }
 
 // NewStore makes an empty store. onChange is called, without locks held,
@@ -261,6 +266,7 @@ func (s *Store) UpsertSlice(cluster string, es *discoveryv1.EndpointSlice) {
 			m = map[string]*discoveryv1.EndpointSlice{}
 			cd.slices[nn] = m
 		}
+		cd.adm.sliceChanged(nn, m[es.Name], es) // limits.go
 		m[es.Name] = es
 	})
 }
@@ -275,6 +281,9 @@ func (s *Store) DeleteSlice(cluster string, es *discoveryv1.EndpointSlice) {
 	}
 	s.update(cluster, nn, time.Time{}, func(cd *clusterData) {
 		if m := cd.slices[nn]; m != nil {
+			if old := m[es.Name]; old != nil {
+				cd.adm.sliceChanged(nn, old, nil) // limits.go
+			}
 			delete(m, es.Name)
 			if len(m) == 0 {
 				delete(cd.slices, nn)
@@ -330,6 +339,20 @@ func (s *Store) update(cluster string, nn types.NamespacedName, trigger time.Tim
 // changed. Only the services that share an address with it are looked at
 // again.
 func (s *Store) recompute(cd *clusterData, nn types.NamespacedName) bool {
+	// The limits first: the change can let in or push out other services
+	// of the cluster, which are built again too.
+	others := cd.adm.update(nn, cd.svcs[nn])
+	changed := s.recomputeOne(cd, nn)
+	for _, o := range others {
+		if o != nn && s.recomputeOne(cd, o) {
+			changed = true
+		}
+	}
+	return changed
+}
+
+// recomputeOne is recompute for one service, its admission decided.
+func (s *Store) recomputeOne(cd *clusterData, nn types.NamespacedName) bool {
 	old := cd.built[nn]
 	b := s.build(cd, nn)
 	touchedV, touchedE := map[claimKey]bool{}, map[claimKey]bool{}
@@ -362,6 +385,12 @@ func (s *Store) recompute(cd *clusterData, nn types.NamespacedName) bool {
 // build runs buildService for one service and records the result in
 // cd.built; it returns the record, nil when the service yields nothing.
 func (s *Store) build(cd *clusterData, nn types.NamespacedName) *builtService {
+	if why := cd.adm.refusal(nn); why != "" {
+		// Over a limit: not even built, which is what bounds the work.
+		b := &builtService{problems: []string{why}}
+		cd.built[nn] = b
+		return b
+	}
 	var sliceList []*discoveryv1.EndpointSlice
 	for _, es := range cd.slices[nn] {
 		sliceList = append(sliceList, es)
@@ -401,6 +430,7 @@ func (s *Store) rebuildAll() bool {
 	clear(s.nodeClaims)
 	for _, cd := range s.clusters {
 		clear(cd.built)
+		cd.adm.reset(cd.cfg.Limits, cd.svcs, cd.slices)
 		for nn := range cd.svcs {
 			s.claim(s.build(cd, nn))
 		}
@@ -535,6 +565,9 @@ const (
 // report and pins each to its reason, so a reworded message fails there
 // instead of quietly counting as "other".
 func reasonOf(problem string) RefusalReason {
+	if r, ok := limitReason(problem); ok {
+		return r
+	}
 	switch {
 	case strings.Contains(problem, NoNodePortReason):
 		return ReasonNoNodePort

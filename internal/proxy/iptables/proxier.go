@@ -400,6 +400,10 @@ func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.Por
 	if p.opt.Conntrack == nil {
 		return
 	}
+	hosts := make(map[netip.Addr]bool, len(hostAddrs))
+	for _, a := range hostAddrs {
+		hosts[a] = true
+	}
 	for key, old := range before {
 		if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
 			continue
@@ -419,9 +423,10 @@ func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.Por
 				vips = append(vips, netip.AddrPortFrom(a, old.port.ServedNodePort))
 			}
 		}
+		kept := keptFlowsOf(cur, hosts)
 		for _, vip := range vips {
 			for _, ep := range old.port.Endpoints {
-				if keepsFlow(cur, vip, ep.Addr, hostAddrs) {
+				if kept.keeps(vip, ep.Addr) {
 					continue
 				}
 				if err := p.opt.Conntrack.ClearUDP(ctx, vip, ep.Addr); err != nil {
@@ -432,19 +437,43 @@ func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.Por
 	}
 }
 
-// keepsFlow says whether cur still sends vip to ep: a flow that it does
-// is still right. vip is a service address or a node port at one of
-// hostAddrs.
-func keepsFlow(cur *programmed, vip, ep netip.AddrPort, hostAddrs []netip.Addr) bool {
+// keptFlows is where a port as programmed now still sends flows, as sets:
+// a flow it still sends the same way is still right. Each old endpoint at
+// each old address is looked up once, so forgetting the stale ones is
+// linear in them; a scan of the endpoints for each made it quadratic.
+type keptFlows struct {
+	port     uint16
+	addrs    map[netip.Addr]bool // the port's VIP and external IPs
+	nodePort uint16              // 0 when its node port is not served
+	hosts    map[netip.Addr]bool // where the node port is served
+	eps      map[netip.AddrPort]bool
+}
+
+// keptFlowsOf is cur's flows; cur nil keeps none.
+func keptFlowsOf(cur *programmed, hosts map[netip.Addr]bool) keptFlows {
 	if cur == nil {
-		return false
+		return keptFlows{}
 	}
-	atVIP := cur.port.Port == vip.Port() && slices.Contains(cur.port.Addrs(), vip.Addr())
-	atNode := cur.nodeDispatch != "" && cur.port.ServedNodePort == vip.Port() && slices.Contains(hostAddrs, vip.Addr())
-	if !atVIP && !atNode {
-		return false
+	k := keptFlows{port: cur.port.Port, addrs: map[netip.Addr]bool{}, hosts: hosts,
+		eps: make(map[netip.AddrPort]bool, len(cur.port.Endpoints))}
+	for _, a := range cur.port.Addrs() {
+		k.addrs[a] = true
 	}
-	return slices.ContainsFunc(cur.port.Endpoints, func(e model.Endpoint) bool { return e.Addr == ep })
+	if cur.nodeDispatch != "" {
+		k.nodePort = cur.port.ServedNodePort
+	}
+	for _, e := range cur.port.Endpoints {
+		k.eps[e.Addr] = true
+	}
+	return k
+}
+
+// keeps says whether vip, a service address or a node port at one of this
+// host's addresses, still leads to ep.
+func (k keptFlows) keeps(vip, ep netip.AddrPort) bool {
+	atVIP := k.port != 0 && k.port == vip.Port() && k.addrs[vip.Addr()]
+	atNode := k.nodePort != 0 && k.nodePort == vip.Port() && k.hosts[vip.Addr()]
+	return (atVIP || atNode) && k.eps[ep]
 }
 
 // servesNodePorts says whether this Proxier serves c's node ports: the

@@ -153,7 +153,9 @@ func (p *Proxier) syncDests(w *wanted, vs *VirtualServer, now time.Time, zeroed 
 	drains := s.Protocol == model.TCP || s.Protocol == model.SCTP
 	byAddr := func(a, b Destination) int { return a.Addr.Compare(b.Addr) }
 	for _, d := range slices.SortedFunc(maps.Values(have), byAddr) {
-		if slices.Contains(w.dests, d.Addr) {
+		// w.dests is sorted: a binary search, where a scan made a sync
+		// quadratic in the destinations.
+		if _, wanted := slices.BinarySearchFunc(w.dests, d.Addr, netip.AddrPort.Compare); wanted {
 			continue
 		}
 		dk := destKey{svc: s.ServiceKey, dest: d.Addr}

@@ -187,8 +187,11 @@ func (p *Proxier) wantedAt(sp *model.ServicePort, addr netip.Addr, port uint16) 
 		w.svc.Persistent = true
 		w.svc.Timeout = uint32(max(1, int64(sp.Affinity.Seconds())))
 	}
+	// Sorted, then compacted: linear after the sort, where a lookup in
+	// the list for each endpoint made a sync quadratic in them.
+	w.dests = make([]netip.AddrPort, 0, len(sp.Endpoints))
 	for _, ep := range sp.Endpoints {
-		if p.family(ep.Addr.Addr()) && !slices.Contains(w.dests, ep.Addr) {
+		if p.family(ep.Addr.Addr()) {
 			w.dests = append(w.dests, ep.Addr)
 		}
 	}
@@ -196,6 +199,7 @@ func (p *Proxier) wantedAt(sp *model.ServicePort, addr netip.Addr, port uint16) 
 		return nil
 	}
 	slices.SortFunc(w.dests, netip.AddrPort.Compare)
+	w.dests = slices.Compact(w.dests)
 	return w
 }
 
