@@ -311,8 +311,10 @@ func TestMaxServicesFlood(t *testing.T) {
 	if n := refusalCount(a, ReasonMaxServices); n != 1020-limit {
 		t.Errorf("limit_services counted %d times, want %d", n, 1020-limit)
 	}
-	if n := a.log.count(); n != 1020-limit {
-		t.Errorf("%d warnings, want one per refused service (%d)", n, 1020-limit)
+	// The log lines are rate-limited per cluster (warnlog.go): the burst,
+	// then the rest suppressed; the counts above still hold every one.
+	if n := a.log.count(); n == 0 || n > warnBurst {
+		t.Errorf("%d warnings, want between 1 and the burst of %d", n, warnBurst)
 	}
 
 	// An admitted flood service goes: the first refused one (by name,
