@@ -132,6 +132,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, l := range cfg.Summary() {
 			fmt.Fprintln(stdout, l)
 		}
+		fmt.Fprintln(stdout, cfg.RoutedSummary())
 		if *online {
 			return checkOnline(ctx, cfg, stdout, stderr)
 		}

@@ -35,6 +35,7 @@ func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "prod.kubeconfig", kubeconfig)
 	good := write(t, dir, "good.toml", "[[clusters]]\nname = \"prod\"\nkubeconfig = \"prod.kubeconfig\"\nservice_cidrs = [\"10.96.0.0/12\"]\n")
+	routed := write(t, dir, "routed.toml", "routed_clients = [\"172.17.0.0/16\", \"10.20.0.0/16\"]\n[[clusters]]\nname = \"prod\"\nkubeconfig = \"prod.kubeconfig\"\nservice_cidrs = [\"10.96.0.0/12\"]\n")
 	bad := write(t, dir, "bad.toml", "mode = \"fast\"\nsync_perod = \"1s\"\n[[clusters]]\nname = \"Prod\"\nkubeconfig = \"missing.kubeconfig\"\nservice_cidrs = [\"10.96.0.1/12\"]\n")
 
 	for _, c := range []struct {
@@ -47,6 +48,10 @@ func TestCheckConfig(t *testing.T) {
 	}{
 		{name: "good", args: []string{"check-config", "--config", good}, code: 0,
 			stdout: []string{"ok, mode iptables", `cluster "prod": kubeconfig ` + filepath.Join(dir, "prod.kubeconfig") + ` (context "prod", server https://192.0.2.1:6443), service_cidrs 10.96.0.0/12`}},
+		{name: "good, says routed traffic is not served", args: []string{"check-config", "--config", good}, code: 0,
+			stdout: []string{"routed_clients: none; routed traffic is not served"}},
+		{name: "routed clients", args: []string{"check-config", "--config", routed}, code: 0,
+			stdout: []string{"routed_clients: the services are also served to hosts routed through this one from 172.17.0.0/16, 10.20.0.0/16"}},
 		// Every problem at once, each with its line; nothing on stdout.
 		{name: "bad", args: []string{"check-config", "--config", bad}, code: 1, noStdout: true,
 			stderr: []string{"bad.toml:1: mode \"fast\"", "bad.toml:2: unknown key \"sync_perod\"", "bad.toml:4:", "bad.toml:5:", "bad.toml:6:"}},

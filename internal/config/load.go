@@ -117,6 +117,7 @@ type rawConfig struct {
 	LogLevel       any          `toml:"log_level"`
 	LogFormat      any          `toml:"log_format"`
 	StatusSocket   any          `toml:"status_socket"`
+	RoutedClients  any          `toml:"routed_clients"`
 	Clusters       []rawCluster `toml:"clusters"`
 }
 
@@ -142,7 +143,7 @@ type rawCluster struct {
 
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
-		"metrics_address", "healthz_address", "log_level", "log_format", "status_socket", "clusters"}
+		"metrics_address", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
 		"namespaces", "exclude_namespaces", "service_selector",
 		"local_service_cidr", "allow_external_ips", "endpoint_cidrs", "serve_node_ports",
@@ -319,6 +320,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	c.serving(cfg, raw)
 	c.logging(cfg, raw)
 	c.statusSocket(cfg, raw)
+	cfg.RoutedClients = c.routedClients(raw.RoutedClients)
 
 	if len(raw.Clusters) == 0 {
 		c.add(c.loc.line(-1, "clusters"), "", "no clusters: add a [[clusters]] table")

@@ -56,6 +56,11 @@ type Config struct {
 	// StatusSocket is the unix socket `kube-outpost status` and `kube-outpost
 	// explain` ask the daemon on; "" turns it off.
 	StatusSocket string
+	// RoutedClients are the source ranges of hosts routed through this
+	// one that reach the clusters' services as this host does; routed
+	// packets from anywhere else are not served (node ports excepted).
+	// Empty by default.
+	RoutedClients []netip.Prefix
 
 	Clusters []Cluster
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,7 +148,8 @@ func newBackends(cfg *config.Config, log *slog.Logger, trigger func()) ([]proxy.
 			log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
 		}
 		return perFamily(cfg, func(v6 bool, r iptables.Runner) proxy.Backend {
-			return iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct, Log: log})
+			return iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct,
+				RoutedClients: cfg.RoutedClients, Log: log})
 		})
 	case config.ModeIPVS:
 		k := ipvs.NewKernel()
@@ -163,7 +165,7 @@ func newBackends(cfg *config.Config, log *slog.Logger, trigger func()) ([]proxy.
 		return perFamily(cfg, func(v6 bool, r iptables.Runner) proxy.Backend {
 			return ipvs.New(ipvs.Options{
 				Kernel: k, IPTables: r, IPSet: ips, IPv6: v6, Scheduler: cfg.IPVSScheduler,
-				MasqueradeMark: mark, Log: log, Resync: trigger,
+				MasqueradeMark: mark, RoutedClients: cfg.RoutedClients, Log: log, Resync: trigger,
 			})
 		})
 	}
@@ -295,6 +297,9 @@ func globalDiff(a, b *config.Config) string {
 	}
 	if a.LogFormat != b.LogFormat {
 		diff = append(diff, "log_format")
+	}
+	if !slices.Equal(a.RoutedClients, b.RoutedClients) {
+		diff = append(diff, "routed_clients")
 	}
 	return strings.Join(diff, ", ")
 }

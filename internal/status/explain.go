@@ -260,8 +260,8 @@ func (pe *PortExplanation) compareIPTables(v *iptables.PortView, key *model.Port
 	if !hooked(v.Path, "OUTPUT", "OUTPOST-SERVICES") {
 		pe.mismatch("no rule of nat OUTPUT jumps to OUTPOST-SERVICES: local processes reach no ClusterIP")
 	}
-	if !hooked(v.Path, "PREROUTING", "OUTPOST-SERVICES") {
-		pe.mismatch("no rule of nat PREROUTING jumps to OUTPOST-SERVICES: hosts routed through this one reach no ClusterIP")
+	if !hooked(v.Path, "PREROUTING", "OUTPOST-PREROUTING") {
+		pe.mismatch("no rule of nat PREROUTING jumps to OUTPOST-PREROUTING: hosts routed through this one reach no ClusterIP, not even those in routed_clients")
 	}
 	if !slices.ContainsFunc(v.Path, func(r iptables.Rule) bool { return r.Chain == "OUTPOST-SERVICES" }) {
 		pe.mismatch("OUTPOST-SERVICES has no rule for the service range of %s", pe.Target)

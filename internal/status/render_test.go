@@ -168,7 +168,7 @@ func TestWriteExplanation(t *testing.T) {
 			"  ENDPOINT       MODEL  KERNEL\n  10.0.1.7:8080  33.3%  33.3%\n",
 			"  left out:\n    10.0.1.10:8080  not ready\n",
 			"    127.0.0.1:8080  unsafe address: a loopback address\n",
-			"  kernel rules:\n    -t nat -A PREROUTING -m comment --comment \"kube-outpost: service portals for routed traffic\" -j OUTPOST-SERVICES\n",
+			"  kernel rules:\n    -t nat -A PREROUTING -m comment --comment \"kube-outpost: service portals for routed traffic\" -j OUTPOST-PREROUTING\n",
 			"  model and kernel agree\n",
 		},
 		"mismatch": {

@@ -7,6 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,22 +19,17 @@ import (
 )
 
 // TestRoutedClient: the host is the router of another machine that is not
-// in the clusters. That machine's packets to ClusterIPs enter through
-// PREROUTING, are DNATed there and masqueraded to the host's address (the
-// pods have no route back to the machine), and services without endpoints
-// are refused in FORWARD.
+// in the clusters, and routed_clients lists it. That machine's packets to
+// ClusterIPs enter through PREROUTING, are DNATed there and masqueraded to
+// the host's address (the pods have no route back to the machine), and
+// services without endpoints are refused in FORWARD (in ipvs mode: served
+// and refused in INPUT). A second machine routed the same way but not in
+// routed_clients reaches no ClusterIP.
 func TestRoutedClient(t *testing.T) {
 	alpha := theLab.Cluster("alpha").Admin
-	startDaemon(t, writeConfig(t))
-	client, err := theLab.AddRoutedClient(context.Background(), "routed")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := client.Close(); err != nil {
-			t.Errorf("removing the routed client: %v", err)
-		}
-	})
+	client := routedClient(t, "routed")
+	stranger := routedClient(t, "stranger")
+	startDaemon(t, routedConfig(t, writeConfig(t), netip.PrefixFrom(client.IP, 32)))
 
 	ns := namespace(t, alpha, "routed")
 	vip := service(t, alpha, ns, "web", web)
@@ -82,6 +81,67 @@ func TestRoutedClient(t *testing.T) {
 		// The refusal comes from this host, not from somewhere further on.
 		refusedHere(t, ns+"/empty", emptyVIP)
 	})
+
+	t.Run("a routed client outside routed_clients reaches no ClusterIP", func(t *testing.T) {
+		// The listed client is served by now (the first subtests): the
+		// rules are in place, and still nothing answers the other one.
+		for i := 0; i < 3; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			body, err := stranger.HTTPGet(ctx, url(vip, 80))
+			cancel()
+			if err == nil {
+				t.Fatalf("%s (not in routed_clients) got an answer from %q at %s", stranger.IP, body, url(vip, 80))
+			}
+			ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+			body, err = stranger.UDPRequest(ctx, netip.AddrPortFrom(udpVIP, 53).String(), "ping")
+			cancel()
+			if err == nil {
+				t.Fatalf("%s (not in routed_clients) got a UDP answer from %q", stranger.IP, body)
+			}
+		}
+		// Not a broken network: the listed client is still served.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if body, err := client.HTTPGet(ctx, url(vip, 80)); err != nil || (body != "a1" && body != "a2") {
+			t.Fatalf("the client in routed_clients is no longer served either: %q, %v", body, err)
+		}
+	})
+}
+
+// routedClient adds a routed client to the lab for the test's duration.
+func routedClient(t *testing.T, name string) *lab.Client {
+	t.Helper()
+	c, err := theLab.AddRoutedClient(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("removing the routed client %s: %v", name, err)
+		}
+	})
+	return c
+}
+
+// routedConfig returns a copy of the config at path with routed_clients set
+// to ranges.
+func routedConfig(t *testing.T, path string, ranges ...netip.Prefix) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := make([]string, len(ranges))
+	for i, r := range ranges {
+		q[i] = strconv.Quote(r.String())
+	}
+	// Top-level keys go before the first [[clusters]]: first line it is.
+	text := fmt.Sprintf("routed_clients = [%s]\n", strings.Join(q, ", ")) + string(data)
+	out := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(out, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // routedRefused checks that a request from a routed client was actively

@@ -19,8 +19,10 @@ import (
 // rules someone else changed, or an earlier run left, show as they are.
 type PortView struct {
 	// Path are the nat rules a packet passes on its way to Dispatch: the
-	// hooks into OUTPOST-SERVICES, and the OUTPOST-SERVICES rules whose
-	// service range holds the ClusterIP.
+	// hooks into OUTPOST-SERVICES and OUTPOST-PREROUTING, the
+	// OUTPOST-PREROUTING rules that let routed_clients on to
+	// OUTPOST-SERVICES, and the OUTPOST-SERVICES rules whose service
+	// range holds the ClusterIP.
 	Path []Rule
 	// Dispatch are the rules of cluster chains that match the
 	// ClusterIP:port; one when all is well.
@@ -39,7 +41,8 @@ type PortView struct {
 	// (ClientIP affinity), 0 without such rules.
 	AffinitySeconds int
 	// RejectPath are the filter rules on the way to Reject: the hooks into
-	// OUTPOST-FILTER and its rules for the service range.
+	// OUTPOST-FILTER and OUTPOST-FORWARD, the OUTPOST-FORWARD rules of
+	// routed_clients, and OUTPOST-FILTER's rules for the service range.
 	RejectPath []Rule
 	// Reject are the filter rules of reject chains that refuse the
 	// ClusterIP:port; one for a port without endpoints, else none.
@@ -81,8 +84,8 @@ func ReadPort(ctx context.Context, r Runner, vip netip.AddrPort, proto model.Pro
 	}
 	m := portMatcher{vip: vip, proto: strings.ToLower(string(proto))}
 	v := &PortView{}
-	v.Path = nat.path(m.vip.Addr(), chainServices)
-	v.RejectPath = filter.path(m.vip.Addr(), chainFilter)
+	v.Path = nat.path(m.vip.Addr(), chainServices, chainRouted)
+	v.RejectPath = filter.path(m.vip.Addr(), chainFilter, chainForward)
 	// External IPs are dispatched from their own chains (rules.go).
 	for _, r := range append(nat.under(clusterPrefix), nat.under(extPrefix)...) {
 		if m.matches(r.toks) {
@@ -202,18 +205,24 @@ func (t *savedTable) under(prefix string) []savedRule {
 	return out
 }
 
-// path returns the rules outside our chains that jump to top, then top's
-// rules whose destination range holds ip.
-func (t *savedTable) path(ip netip.Addr, top string) []Rule {
+// path returns the rules outside our chains that jump to top or to
+// routed (the entry of routed packets), then routed's rules that lead on
+// to top, then top's rules whose destination range holds ip.
+func (t *savedTable) path(ip netip.Addr, top, routed string) []Rule {
 	var out []Rule
 	for _, ch := range t.order {
 		if strings.HasPrefix(ch, chainPrefix) {
 			continue
 		}
 		for _, r := range t.chains[ch] {
-			if target(r.toks) == top {
+			if tg := target(r.toks); tg == top || tg == routed {
 				out = append(out, r.Rule)
 			}
+		}
+	}
+	for _, r := range t.chains[routed] {
+		if target(r.toks) == top {
+			out = append(out, r.Rule)
 		}
 	}
 	for _, r := range t.chains[top] {

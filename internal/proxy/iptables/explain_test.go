@@ -91,16 +91,19 @@ func TestReadPort(t *testing.T) {
 	if len(v.Rules) != 4 || !strings.Contains(v.Rules[0].Spec, "MARK") {
 		t.Errorf("service chain rules: want the mark and three DNAT rules:\n%s", rulesText(v.Rules))
 	}
-	// Local and routed packets: both hooks, then the cluster's range.
+	// Local and routed packets: both hooks, the routed_clients, then the
+	// cluster's range.
 	wantPath := []string{
-		"nat -A PREROUTING", "-j OUTPOST-SERVICES",
+		"nat -A PREROUTING", "-j OUTPOST-PREROUTING",
 		"nat -A OUTPUT", "-j OUTPOST-SERVICES",
+		"nat -A OUTPOST-PREROUTING -s 192.168.1.0/24", "-g OUTPOST-SERVICES",
 		"nat -A OUTPOST-SERVICES -d 10.96.0.0/16", "-j " + clusterChain("alpha"),
 	}
 	if got := rulesText(v.Path); !containsInOrder(got, wantPath) {
 		t.Errorf("path:\n%s\nwant, in order: %q", got, wantPath)
 	}
-	if got := rulesText(v.RejectPath); !containsInOrder(got, []string{"filter -A FORWARD", "filter -A OUTPUT", "-d 10.96.0.0/16", "-j " + rejectChain("alpha")}) {
+	if got := rulesText(v.RejectPath); !containsInOrder(got, []string{"filter -A FORWARD", "-j OUTPOST-FORWARD", "filter -A OUTPUT",
+		"filter -A OUTPOST-FORWARD -s 192.168.1.0/24", "-d 10.96.0.0/16", "-j " + rejectChain("alpha")}) {
 		t.Errorf("reject path:\n%s", got)
 	}
 	if !strings.Contains(v.Dispatch[0].Spec, "alpha/default/web:http") {

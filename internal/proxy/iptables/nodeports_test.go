@@ -311,7 +311,7 @@ func TestNodePortInputHook(t *testing.T) {
 	if in := f.Rules("filter", "INPUT"); len(in) != 1 {
 		t.Errorf("filter INPUT %q with node ports, want the hook", in)
 	}
-	mustSync(t, New(Options{Runner: f, MasqueradeMark: testMark}), npState(), true) // a restart: no second hook
+	mustSync(t, New(Options{Runner: f, MasqueradeMark: testMark, RoutedClients: testRouted}), npState(), true) // a restart: no second hook
 	if in := f.Rules("filter", "INPUT"); len(in) != 1 {
 		t.Errorf("filter INPUT %q after a restart, want one hook", in)
 	}

@@ -29,7 +29,11 @@ type Options struct {
 	MasqueradeMark uint32
 	// Conntrack, when set, forgets UDP flows to endpoints that left.
 	Conntrack Conntrack
-	Log       *slog.Logger
+	// RoutedClients are the source ranges whose routed packets reach
+	// the services (routed_clients); those of the other family are
+	// ignored. Routed packets from elsewhere reach only node ports.
+	RoutedClients []netip.Prefix
+	Log           *slog.Logger
 }
 
 // Proxier is the iptables backend for one IP family.
@@ -89,10 +93,10 @@ var jumps = []struct {
 	nodePorts bool
 }{
 	{"nat", "OUTPUT", chainServices, "kube-outpost: service portals for local processes", false},
-	{"nat", "PREROUTING", chainServices, "kube-outpost: service portals for routed traffic", false},
+	{"nat", "PREROUTING", chainRouted, "kube-outpost: service portals for routed traffic", false},
 	{"nat", "POSTROUTING", chainPostrt, "kube-outpost: masquerade proxied traffic", false},
 	{"filter", "OUTPUT", chainFilter, "kube-outpost: reject services without endpoints", false},
-	{"filter", "FORWARD", chainFilter, "kube-outpost: reject services without endpoints", false},
+	{"filter", "FORWARD", chainForward, "kube-outpost: reject services without endpoints", false},
 	// Packets to this host's own addresses: node ports without endpoints.
 	{"filter", "INPUT", chainFilter, "kube-outpost: reject node ports without endpoints", true},
 }
@@ -153,6 +157,18 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			masq += " --random-fully"
 		}
 		top.add("nat", chainPostrt, masq)
+	}
+
+	// Routed packets reach the services only from routed_clients. goto,
+	// not jump: what OUTPOST-SERVICES does not take has passed its node
+	// port rules already, and leaves for the built-in chain.
+	for _, cidr := range p.opt.RoutedClients {
+		if !p.family(cidr.Addr().Is6()) {
+			continue
+		}
+		cm := comment("routed_clients")
+		top.add("nat", chainRouted, fmt.Sprintf("-s %s %s -g %s", cidr, cm, chainServices))
+		top.add("filter", chainForward, fmt.Sprintf("-s %s %s -j %s", cidr, cm, chainFilter))
 	}
 
 	// Node port rules come after every range: a packet to a service
@@ -298,6 +314,8 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	for _, r := range nodeTop {
 		if r.table == "nat" {
 			top.add("nat", chainServices, r.rule)
+			// Node ports answer any client that reaches this host.
+			top.add("nat", chainRouted, r.rule)
 		} else {
 			top.add("filter", chainFilter, r.rule)
 		}
@@ -320,14 +338,27 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		for _, c := range clusters {
 			nodePorts = nodePorts || c.nodePorts
 		}
+		wanted := map[string]bool{} // "table/chain<TAB>rule"
 		for _, j := range jumps {
 			spec := fmt.Sprintf("%s -j %s", comment(j.comment), j.target)
-			have := slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec)
-			switch want := !j.nodePorts || nodePorts; {
-			case want && !have:
+			if j.nodePorts && !nodePorts {
+				continue
+			}
+			wanted[j.table+"/"+j.chain+"\t"+spec] = true
+			if !slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec) {
 				tx.insert(j.table, j.chain, spec)
-			case !want && have:
-				tx.del(j.table, j.chain, spec)
+			}
+		}
+		// Any other hook into a top chain goes: the node ports' hook
+		// when no cluster serves them any more, and what an earlier
+		// version hooked, such as nat PREROUTING straight into
+		// OUTPOST-SERVICES, which served every routed client.
+		for _, tc := range top.chains {
+			for _, h := range p.hooks[tc.table][tc.chain] {
+				if !wanted[tc.table+"/"+h] {
+					chain, rule, _ := strings.Cut(h, "\t")
+					tx.del(tc.table, chain, rule)
+				}
 			}
 		}
 	}
@@ -831,8 +862,8 @@ func (t *transaction) applyTo(chains map[string]map[string]bool) {
 // sortedKeys returns a map's port keys in a fixed order, so that the same
 // state always makes the same script.
 
-// topChains are OUTPOST-SERVICES, OUTPOST-POSTROUTING and OUTPOST-FILTER as
-// this sync wants them.
+// topChains are OUTPOST-SERVICES, OUTPOST-PREROUTING, OUTPOST-POSTROUTING,
+// OUTPOST-FILTER and OUTPOST-FORWARD as this sync wants them.
 type topChains struct {
 	chains []*topChain
 }
@@ -847,8 +878,10 @@ func (c *topChain) text() string { return strings.Join(c.rules, "\n") }
 func newTopChains() *topChains {
 	return &topChains{chains: []*topChain{
 		{table: "nat", chain: chainServices},
+		{table: "nat", chain: chainRouted},
 		{table: "nat", chain: chainPostrt},
 		{table: "filter", chain: chainFilter},
+		{table: "filter", chain: chainForward},
 	}}
 }
 

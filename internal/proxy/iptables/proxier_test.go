@@ -91,8 +91,12 @@ func testState() *model.State {
 	)
 }
 
+// testRouted are the routed_clients of most tests: they hold remoteIP and
+// remote6, so that routed packets are served as local ones are.
+var testRouted = []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("fd00:ffff::/120")}
+
 func newProxier(f *Fake, ipv6 bool, mark uint32) *Proxier {
-	return New(Options{Runner: f, IPv6: ipv6, MasqueradeMark: mark})
+	return New(Options{Runner: f, IPv6: ipv6, MasqueradeMark: mark, RoutedClients: testRouted})
 }
 
 func mustSync(t *testing.T, p *Proxier, st *model.State, full bool) {

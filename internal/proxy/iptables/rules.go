@@ -14,12 +14,20 @@ import (
 
 // Chain layout, chosen for few chains and small incremental transactions:
 //
-//	nat    OUTPUT, PREROUTING -> OUTPOST-SERVICES -(service CIDR)-> OUTPOST-C-<cluster>
+//	nat    OUTPUT -> OUTPOST-SERVICES -(service CIDR)-> OUTPOST-C-<cluster>
+//	       PREROUTING -> OUTPOST-PREROUTING -(routed_clients source)-> OUTPOST-SERVICES
 //	       OUTPOST-C-<cluster>: one rule per ClusterIP:port with endpoints -> OUTPOST-S-<cluster><port>
 //	       OUTPOST-S-...: mark for masquerade, then the DNAT probability ladder
 //	       POSTROUTING -> OUTPOST-POSTROUTING: masquerade what we marked
-//	filter OUTPUT, FORWARD -> OUTPOST-FILTER -(service CIDR)-> OUTPOST-R-<cluster>
+//	filter OUTPUT -> OUTPOST-FILTER -(service CIDR)-> OUTPOST-R-<cluster>
+//	       FORWARD -> OUTPOST-FORWARD -(routed_clients source)-> OUTPOST-FILTER
 //	       OUTPOST-R-<cluster>: REJECT for each ClusterIP:port without endpoints
+//
+// Routed packets are served only from the routed_clients ranges: on a host
+// with ip_forward on (every Docker host), anyone who routes through it
+// would otherwise reach every cluster as this host. Packets from elsewhere
+// are neither DNATed nor refused by us: they go where routing sends them,
+// as if kube-outpost were not there, except at node ports (below).
 //
 // A cluster's VIPs are in its service CIDRs, or in its local_service_cidr
 // for the one that maps. External IPs are outside them, so they have
@@ -35,9 +43,11 @@ import (
 // every range above, and refused in filter INPUT (packets to this host)
 // and OUTPUT when they have no endpoints. Only new connections are
 // refused: a reply to a connection of this host's own from a local port
-// that happens to be a node port must pass.
+// that happens to be a node port must pass. Node ports answer every
+// client that reaches this host, in routed_clients or not: OUTPOST-PREROUTING
+// has the same node port rules after its routed_clients rules.
 //
-//	nat    OUTPOST-SERVICES -(local address, not loopback)-> OUTPOST-N-<cluster>
+//	nat    OUTPOST-SERVICES, OUTPOST-PREROUTING -(local address, not loopback)-> OUTPOST-N-<cluster>
 //	       OUTPOST-N-<cluster>: one rule per served node port -> OUTPOST-S-...
 //	filter INPUT -> OUTPOST-FILTER -(local, not loopback, NEW)-> OUTPOST-NR-<cluster>: REJECT
 //
@@ -53,8 +63,10 @@ import (
 const (
 	chainPrefix   = "OUTPOST-"
 	chainServices = "OUTPOST-SERVICES"
+	chainRouted   = "OUTPOST-PREROUTING"
 	chainPostrt   = "OUTPOST-POSTROUTING"
 	chainFilter   = "OUTPOST-FILTER"
+	chainForward  = "OUTPOST-FORWARD"
 	clusterPrefix = "OUTPOST-C-"
 	rejectPrefix  = "OUTPOST-R-"
 	servicePrefix = "OUTPOST-S-"

@@ -294,10 +294,11 @@ func (tr *tracer) target(table, hook, chain string, rules []string, i int, r *ru
 		s.verdict, s.masq = "ACCEPT", true
 		return []pstate{s}
 	}
-	// A jump to a user chain: what falls through comes back here.
+	// A jump to a user chain: what falls through comes back here, or
+	// after a goto, to whoever called this chain.
 	var out []pstate
 	for _, s := range tr.chain(table, hook, r.target, s, depth+1) {
-		if s.verdict != "" {
+		if s.verdict != "" || r.gotoChain {
 			out = append(out, s)
 			continue
 		}
@@ -310,6 +311,9 @@ func (tr *tracer) target(table, hook, chain string, rules []string, i int, r *ru
 type rule struct {
 	conds  []cond
 	target string // "" (none), a built-in target, or a user chain
+	// gotoChain: -g, not -j: what falls off the target chain leaves the
+	// chain of this rule too.
+	gotoChain bool
 
 	markOp     string // MARK: --or-mark, --xor-mark, --set-xmark, --set-mark, --and-mark
 	markVal    uint32
@@ -592,11 +596,12 @@ func (tr *tracer) parse(table, text string) *rule {
 			default:
 				fail("match module %q is not modelled", mod)
 			}
-		case "-j":
+		case "-j", "-g":
 			if negated {
-				fail("! -j makes no sense")
+				fail("! %s makes no sense", tok)
 			}
 			r.target = value(tok)
+			r.gotoChain = tok == "-g"
 			opts := moduleOpts()
 			if i+1 != len(toks) {
 				fail("%q after the target", toks[i+1:])
@@ -727,6 +732,9 @@ func (tr *tracer) parseTarget(fail func(string, ...any), table string, r *rule, 
 		if fakeTargets[r.target] {
 			fail("target %s is not modelled", r.target)
 		}
+		if r.gotoChain && r.target == "" {
+			fail("-g without a chain")
+		}
 		if len(opts) != 0 {
 			fail("options after a jump to chain %s", r.target)
 		}
@@ -833,6 +841,24 @@ COMMIT
 	checkFlow(t, f, packet{src: "172.16.0.1", dst: "10.0.0.1", proto: "udp", dport: 53}, []outcome{{Drop: true, P: 1}})
 	// ! -d: RETURN from a built-in chain is its policy (ACCEPT).
 	checkFlow(t, f, packet{src: "192.168.0.1", dst: "192.0.2.1", proto: "udp", dport: 53}, []outcome{{Drop: true, P: 1}})
+}
+
+// TestTracerGoto: what falls off a chain entered by -g goes back to the
+// chain that jumped to the one with the goto, past the rest of that one.
+func TestTracerGoto(t *testing.T) {
+	f := NewFake()
+	mustRestore(t, f, `*nat
+:G - [0:0]
+:H - [0:0]
+-A OUTPUT -j H
+-A OUTPUT -p tcp -j DNAT --to-destination 10.1.0.9:80
+-A H -g G
+-A H -p tcp -j DNAT --to-destination 10.1.0.8:80
+-A G -d 10.0.0.2/32 -p tcp -j DNAT --to-destination 10.1.0.7:80
+COMMIT
+`)
+	checkFlow(t, f, packet{src: "192.168.0.1", dst: "10.0.0.1", proto: "tcp", dport: 80}, []outcome{{DNAT: "10.1.0.9:80", P: 1}})
+	checkFlow(t, f, packet{src: "192.168.0.1", dst: "10.0.0.2", proto: "tcp", dport: 80}, []outcome{{DNAT: "10.1.0.7:80", P: 1}})
 }
 
 func TestTracerRecent(t *testing.T) {

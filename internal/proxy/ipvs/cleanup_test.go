@@ -55,7 +55,7 @@ func TestCleanup(t *testing.T) {
 
 	// And the Proxier starts over.
 	e.sync(testState(), false)
-	if !strings.Contains(e.k.Dump(), testStateDump[:40]) || len(e.ipt.Rules("filter", chainFilter)) != 2 {
+	if !strings.Contains(e.k.Dump(), testStateDump[:40]) || len(e.ipt.Rules("filter", chainFilter)) != 3 {
 		t.Errorf("sync after Cleanup:\n%s\n%s", e.k.Dump(), e.ipt.Dump())
 	}
 }

@@ -65,7 +65,8 @@ func (f *FakeIPSet) Members(name string) []string {
 	if s == nil {
 		return nil
 	}
-	return slices.Sorted(maps.Keys(s.members))
+	// Not nil for an empty set: nil means no set.
+	return append([]string{}, slices.Sorted(maps.Keys(s.members))...)
 }
 
 // Dump returns every set with its members, in a fixed order.
@@ -168,7 +169,7 @@ func (f *FakeIPSet) command(fields []string) error {
 }
 
 func newFakeSet(typ string, opts []string) (*fakeSet, error) {
-	if typ != "hash:ip" && typ != "hash:ip,port" {
+	if typ != "hash:ip" && typ != "hash:ip,port" && typ != "hash:net" {
 		return nil, fmt.Errorf("unsupported set type %q", typ)
 	}
 	s := &fakeSet{typ: typ, family: "inet", members: map[string]bool{}}
@@ -192,6 +193,9 @@ func newFakeSet(typ string, opts []string) (*fakeSet, error) {
 
 // check validates a member as ipset would for the set's type and family.
 func (s *fakeSet) check(m string) error {
+	if s.typ == "hash:net" {
+		return s.checkNet(m)
+	}
 	ipPart, portPart, hasPort := strings.Cut(m, ",")
 	if hasPort != (s.typ == "hash:ip,port") {
 		return fmt.Errorf("member %q does not fit a %s set", m, s.typ)
@@ -210,6 +214,26 @@ func (s *fakeSet) check(m string) error {
 			(proto != "tcp" && proto != "udp" && proto != "sctp") {
 			return fmt.Errorf("member %q: want ip,proto:port", m)
 		}
+	}
+	return nil
+}
+
+// checkNet validates a hash:net member: an address or a network, of the
+// set's family, with a prefix length ipset accepts (not /0).
+func (s *fakeSet) checkNet(m string) error {
+	p, err := netip.ParsePrefix(m)
+	if err != nil {
+		a, aerr := netip.ParseAddr(m)
+		if aerr != nil {
+			return fmt.Errorf("member %q: %v", m, err)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is6() != (s.family == "inet6") {
+		return fmt.Errorf("member %q: wrong family for a %s set", m, s.family)
+	}
+	if p.Bits() == 0 {
+		return fmt.Errorf("member %q: the CIDR parameter of the IP address is invalid", m)
 	}
 	return nil
 }

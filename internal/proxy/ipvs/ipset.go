@@ -116,6 +116,20 @@ func nodePortSet(ipv6 bool) ipset {
 	return ipset{name: setPrefix + "NODEPORTS" + sfx, typ: "hash:ip,port", ipv6: ipv6}
 }
 
+// clientSet is the set of this family's routed_clients ranges:
+//
+//	CLIENTS (hash:net): the sources whose routed packets may reach a VIP
+//
+// It always exists, empty without routed_clients, so that the rules do not
+// depend on the configuration.
+func clientSet(ipv6 bool) ipset {
+	sfx := ""
+	if ipv6 {
+		sfx = "6"
+	}
+	return ipset{name: setPrefix + "CLIENTS" + sfx, typ: "hash:net", ipv6: ipv6}
+}
+
 // setPrefix starts the name of every set of ours, and only ours.
 const setPrefix = "OUTPOST-IPVS-"
 

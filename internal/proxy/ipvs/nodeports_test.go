@@ -108,8 +108,8 @@ func TestNodePortVirtualServers(t *testing.T) {
 	}
 	// The node port rules come with the rest, and reject by protocol.
 	rules := e.ipt.Rules("filter", chainFilter)
-	if len(rules) != 4 || !strings.Contains(rules[2], "-p tcp") || !strings.Contains(rules[2], "tcp-reset") {
-		t.Errorf("filter rules %q, want the VIP pair and the node port pair", rules)
+	if len(rules) != 5 || !strings.Contains(rules[3], "-p tcp") || !strings.Contains(rules[3], "tcp-reset") {
+		t.Errorf("filter rules %q, want the routed_clients rule, the VIP pair and the node port pair", rules)
 	}
 
 	// Endpoints come to the UDP port: its virtual servers appear, and it

@@ -42,6 +42,11 @@ type Options struct {
 	// Scheduler is the IPVS scheduler of every virtual server; "rr" when
 	// empty.
 	Scheduler string
+	// RoutedClients are the source ranges (routed_clients) from which
+	// packets that are not this host's own reach the VIPs; those of the
+	// other family are ignored. New connections to a VIP from anywhere
+	// else are dropped before IPVS sees them.
+	RoutedClients []netip.Prefix
 	// MasqueradeMark, as in the iptables backend, says whether to
 	// masquerade: 0 masquerades only connections from this host (which
 	// cannot work otherwise, see chainRules), any other value every
@@ -196,6 +201,9 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			return err
 		}
 	}
+	if err := p.writeClientSet(ctx); err != nil {
+		return err
+	}
 	if full || p.rulesNodePorts == nil || *p.rulesNodePorts != p.nodePortsOn {
 		// The sets exist now: the rules may name them.
 		if err := p.syncRules(ctx); err != nil {
@@ -276,6 +284,28 @@ func (p *Proxier) writeSets(ctx context.Context, vips, ports setContent) error {
 		return err
 	}
 	p.sets[vs.name], p.sets[ps.name] = vips, ports
+	return nil
+}
+
+// writeClientSet gives the CLIENTS set this family's routed_clients, once
+// per full sync: the filter rules name it.
+func (p *Proxier) writeClientSet(ctx context.Context) error {
+	s := clientSet(p.opt.IPv6)
+	var members setContent
+	for _, r := range p.opt.RoutedClients {
+		if p.family(r.Addr()) {
+			members = append(members, r.String())
+		}
+	}
+	slices.Sort(members)
+	if cur, ok := p.sets[s.name]; ok && slices.Equal(cur, members) {
+		return nil
+	}
+	if err := p.opt.IPSet.Restore(ctx, s.appendSwap(nil, members)); err != nil {
+		delete(p.sets, s.name)
+		return err
+	}
+	p.sets[s.name] = members
 	return nil
 }
 

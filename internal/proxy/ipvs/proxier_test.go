@@ -19,8 +19,9 @@ func TestProgram(t *testing.T) {
 	e.wantSet("OUTPOST-IPVS-VIPS", "10.96.0.10", "10.96.0.20", "10.96.0.30", "10.96.0.40", "10.96.0.53", "10.97.0.10")
 	e.wantSet("OUTPOST-IPVS-PORTS", "10.96.0.10,tcp:80", "10.96.0.10,tcp:9090", "10.96.0.20,tcp:443",
 		"10.96.0.40,sctp:3868", "10.96.0.53,tcp:53", "10.96.0.53,udp:53", "10.97.0.10,tcp:443")
-	if names, _ := e.ips.List(t.Context()); len(names) != 2 {
-		t.Errorf("ipsets: got %q, want only VIPS and PORTS (temporary sets destroyed)", names)
+	e.wantSet("OUTPOST-IPVS-CLIENTS") // no routed_clients: empty, yet there for the rule
+	if names, _ := e.ips.List(t.Context()); len(names) != 3 {
+		t.Errorf("ipsets: got %q, want only CLIENTS, VIPS and PORTS (temporary sets destroyed)", names)
 	}
 	for _, s := range sysctls {
 		if got := e.k.Sysctl(s.name); got != s.value {
@@ -34,6 +35,7 @@ func TestProgram(t *testing.T) {
 	wantRules := map[[2]string][]string{
 		{"filter", "INPUT"}: {`-m comment --comment "kube-outpost: refuse ClusterIP ports without endpoints" -j OUTPOST-IPVS-FILTER`},
 		{"filter", "OUTPOST-IPVS-FILTER"}: {
+			`-m conntrack --ctstate NEW -m set --match-set OUTPOST-IPVS-VIPS dst -m addrtype ! --src-type LOCAL -m set ! --match-set OUTPOST-IPVS-CLIENTS src -m comment --comment "kube-outpost: ClusterIP from a source not in routed_clients" -j DROP`,
 			`-p tcp -m conntrack --ctstate NEW -m set --match-set OUTPOST-IPVS-VIPS dst -m set ! --match-set OUTPOST-IPVS-PORTS dst,dst -m comment --comment "kube-outpost: ClusterIP port without endpoints" -j REJECT --reject-with tcp-reset`,
 			`-m conntrack --ctstate NEW -m set --match-set OUTPOST-IPVS-VIPS dst -m set ! --match-set OUTPOST-IPVS-PORTS dst,dst -m comment --comment "kube-outpost: ClusterIP port without endpoints" -j REJECT`,
 		},
@@ -401,7 +403,7 @@ func TestErrorThenConverge(t *testing.T) {
 			t.Fatalf("Sync: %v", err)
 		}
 		e.sync(testState(), false)
-		if len(e.ipt.Rules("filter", chainFilter)) != 2 {
+		if len(e.ipt.Rules("filter", chainFilter)) != 3 {
 			t.Errorf("rules not written after the failure:\n%s", e.ipt.Dump())
 		}
 	})
@@ -448,7 +450,7 @@ func TestHooksRepaired(t *testing.T) {
 	if got := e.ipt.Rules("nat", "POSTROUTING"); len(got) != 1 {
 		t.Errorf("POSTROUTING: %q", got)
 	}
-	if got := e.ipt.Rules("filter", chainFilter); len(got) != 2 {
+	if got := e.ipt.Rules("filter", chainFilter); len(got) != 3 {
 		t.Errorf("%s: %q", chainFilter, got)
 	}
 }

@@ -26,9 +26,22 @@ import (
 //	                is not in PORTS
 //
 // Node port connections are masqueraded by the rule for every IPVS
-// connection: node ports are only served with masquerading on. The chains' prefix differs from the iptables
-// backend's chain names (OUTPOST-SERVICES, OUTPOST-C-..., ...) so that our
-// Cleanup can tell them apart.
+// connection: node ports are only served with masquerading on.
+//
+// A VIP is a local address, so any packet routed to it would be delivered
+// here and served by IPVS: on a host with ip_forward on, anyone routing
+// through it would reach every cluster as this host. The first rule drops
+// new connections to a VIP from a source that is neither this host's own
+// nor in the CLIENTS set (routed_clients); filter INPUT runs before IPVS
+// (LOCAL_IN) sees the packet. Node ports are this host's own addresses,
+// not VIPs: they answer everyone.
+//
+//	filter INPUT -> OUTPOST-IPVS-FILTER: drop new connections to a VIP from
+//	                a source not LOCAL and not in CLIENTS
+//
+// The chains' prefix differs from the iptables backend's chain names
+// (OUTPOST-SERVICES, OUTPOST-C-..., ...) so that our Cleanup can tell them
+// apart.
 const (
 	chainPrefix      = "OUTPOST-IPVS-"
 	chainPostrouting = "OUTPOST-IPVS-POSTROUTING"
@@ -78,9 +91,14 @@ func (p *Proxier) chainRules() []chainSpec {
 	// connections: replies to a local client, addressed to the VIP it
 	// connected from, pass INPUT before IPVS gives them back their
 	// source, on ports that are no service (kube-proxy matches NEW too).
+	// Dropped, not refused: to a host that may not use them, the VIPs
+	// are not there.
+	stranger := fmt.Sprintf("-m conntrack --ctstate NEW -m set --match-set %s dst -m addrtype ! --src-type LOCAL -m set ! --match-set %s src %s -j DROP",
+		vips.name, clientSet(p.opt.IPv6).name, comment("kube-outpost: ClusterIP from a source not in routed_clients"))
 	match := fmt.Sprintf("-m conntrack --ctstate NEW -m set --match-set %s dst -m set ! --match-set %s dst,dst", vips.name, ports.name)
 	refuse := comment("kube-outpost: ClusterIP port without endpoints")
 	filter := []string{
+		stranger,
 		// A TCP client gets a reset, as from a closed port.
 		fmt.Sprintf("-p tcp %s %s -j REJECT --reject-with tcp-reset", match, refuse),
 		fmt.Sprintf("%s %s -j REJECT", match, refuse),
