@@ -24,9 +24,17 @@ func (c *Config) Warnings() []string {
 		for _, w := range kubeconfigWarnings(cl) {
 			out = append(out, who+": "+w)
 		}
-		if cl.ServeNodePorts && len(cl.EndpointCIDRs) == 0 {
+		if len(cl.EndpointCIDRs) > 0 {
+			continue
+		}
+		if cl.ServeNodePorts {
 			out = append(out, who+": endpoint_cidrs is empty while serve_node_ports = true: whoever reaches this host's node ports "+
 				"reaches any address the cluster names as an endpoint, beyond the few this host always refuses; "+
+				"endpoint_cidrs, set to the cluster's pod and node networks, is the strong control")
+		}
+		if len(c.RoutedClients) > 0 {
+			out = append(out, who+": endpoint_cidrs is empty while routed_clients is set: the routed clients reach any address "+
+				"the cluster names as an endpoint, as this host, beyond the few this host always refuses; "+
 				"endpoint_cidrs, set to the cluster's pod and node networks, is the strong control")
 		}
 	}

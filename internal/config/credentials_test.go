@@ -81,3 +81,29 @@ func TestWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutedClientsWarning: routed clients reach what the cluster names as
+// endpoints, so a cluster without endpoint_cidrs is warned about.
+func TestRoutedClientsWarning(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kc := "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://192.0.2.1:6443\n" +
+		"users:\n- name: u\n  user:\n    tokenFile: token\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
+	if err := os.WriteFile(filepath.Join(dir, "kc"), []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse([]byte(lines(
+		`routed_clients = ["10.20.0.0/16"]`,
+		`[[clusters]]`, `name = "fenced"`, `kubeconfig = "kc"`, `service_cidrs = ["10.90.0.0/16"]`, `endpoint_cidrs = ["10.244.0.0/16"]`,
+		`[[clusters]]`, `name = "open"`, `kubeconfig = "kc"`, `service_cidrs = ["10.91.0.0/16"]`,
+	)), filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatalf("Parse:\n%v", err)
+	}
+	got := cfg.Warnings()
+	if len(got) != 1 || !strings.HasPrefix(got[0], `cluster "open": endpoint_cidrs is empty while routed_clients is set`) {
+		t.Errorf("warnings = %q, want one for cluster open", got)
+	}
+}
