@@ -134,6 +134,7 @@ type rawCluster struct {
 	ServeNodePorts    any `toml:"serve_node_ports"`
 	AllowExternalIPs  any `toml:"allow_external_ips"`
 	EndpointCIDRs     any `toml:"endpoint_cidrs"`
+	PodCIDRs          any `toml:"pod_cidrs"`
 }
 
 var (
@@ -142,7 +143,7 @@ var (
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
 		"namespaces", "exclude_namespaces", "service_selector",
 		"local_service_cidr", "allow_external_ips", "endpoint_cidrs", "serve_node_ports",
-		"reach", "node_address_types"}
+		"reach", "node_address_types", "pod_cidrs"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 )
@@ -323,6 +324,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 		cfg.Clusters = append(cfg.Clusters, c.cluster(i, rc))
 	}
 	c.overlaps()
+	c.podCIDROverlaps(cfg)
 	c.nodePortsNeedMasquerade(cfg)
 	return cfg
 }
