@@ -291,7 +291,9 @@ func (in *Installer) syncFamily(want map[netip.Prefix]wanted, current []KernelRo
 			}
 			errs = append(errs, fmt.Errorf("routes: %s %v: %w", op, r, err))
 			if holders := in.holders[dst]; len(holders) > 0 {
-				installed[dst] = holders // what was there stays, and so do its owners
+				// A failure is no reason to lose precedence: the
+				// retry must not hand the destination to a newcomer.
+				installed[dst] = holders
 			}
 			continue
 		}
