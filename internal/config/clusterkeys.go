@@ -108,17 +108,19 @@ func (c *checker) namespaceList(line int, who, key string, v any) []string {
 	return out
 }
 
-// reach checks reach, node_address_types and serve_node_ports.
+// reach checks reach, node_address_types, pod_cidrs and serve_node_ports.
 func (c *checker) reach(cl *Cluster, who string, line func(string) int, raw rawCluster) {
 	cl.Reach = ReachDirect
+	reachOK := raw.Reach == nil
 	if s, ok := c.str(line("reach"), who, "reach", raw.Reach, "a string"); ok {
 		switch r := Reach(s); r {
 		case ReachDirect, ReachNodePort, ReachRoutes:
-			cl.Reach = r
+			cl.Reach, reachOK = r, true
 		default:
 			c.add(line("reach"), who, "reach %q: must be direct, nodeport or routes", s)
 		}
 	}
+	c.podCIDRs(cl, who, line, raw, reachOK)
 	cl.NodeAddressTypes = []string{"InternalIP"}
 	if list, ok := c.strings(line("node_address_types"), who, "node_address_types", raw.NodeAddressTypes); ok {
 		if len(list) == 0 {

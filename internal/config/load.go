@@ -135,6 +135,7 @@ type rawCluster struct {
 	ServeNodePorts    any `toml:"serve_node_ports"`
 	AllowExternalIPs  any `toml:"allow_external_ips"`
 	EndpointCIDRs     any `toml:"endpoint_cidrs"`
+	PodCIDRs          any `toml:"pod_cidrs"`
 	// The limits (limits.go).
 	MaxServices         any `toml:"max_services"`
 	MaxEndpointsPerPort any `toml:"max_endpoints_per_port"`
@@ -148,7 +149,7 @@ var (
 		"namespaces", "exclude_namespaces", "service_selector",
 		"local_service_cidr", "allow_external_ips", "endpoint_cidrs", "serve_node_ports",
 		"reach", "node_address_types",
-		"max_services", "max_endpoints_per_port", "max_endpoints"}
+		"max_services", "max_endpoints_per_port", "max_endpoints", "pod_cidrs"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 )
@@ -331,6 +332,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	}
 	c.overlaps()
 	c.ranges(cfg, raw)
+	c.podCIDROverlaps(cfg)
 	c.nodePortsNeedMasquerade(cfg)
 	return cfg
 }

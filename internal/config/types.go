@@ -122,6 +122,10 @@ type Cluster struct {
 	// NodeAddressTypes is the order in which a node's addresses are
 	// preferred when Reach is nodeport or routes (default InternalIP).
 	NodeAddressTypes []string
+	// PodCIDRs are the ranges the cluster's nodes take their pod CIDRs
+	// from (pod_cidrs): with reach = "routes", a node's pod CIDR is routed
+	// only inside them. Required with reach = "routes", unused otherwise.
+	PodCIDRs []netip.Prefix
 	// ServeNodePorts makes this host answer on its own non-loopback
 	// addresses at each service's nodePort, as a node would.
 	ServeNodePorts bool

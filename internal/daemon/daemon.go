@@ -79,6 +79,9 @@ type clusterHandle struct {
 	// nodes watches the cluster's Nodes when it is reached through them
 	// (reach.go); nil for reach = "direct".
 	nodes *cluster.NodeWatcher
+	// order is the cluster's place in the configuration: the earlier
+	// cluster wins a route that two want (reach.go).
+	order int
 }
 
 // readyGrace is how long READY waits for clusters that cannot be reached:
@@ -366,8 +369,9 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 		}
 	}
 	var ccs []model.ClusterConfig
-	for _, c := range cfgs {
+	for i, c := range cfgs {
 		h := next[c.Name]
+		h.order = i
 		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation,
 			LocalServiceCIDR: c.LocalServiceCIDR, AllowExternalIPs: c.AllowExternalIPs, EndpointCIDRs: c.EndpointCIDRs,
 			ServeNodePorts: c.ServeNodePorts, Reach: string(c.Reach), NodeAddressTypes: c.NodeAddressTypes,

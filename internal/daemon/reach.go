@@ -7,11 +7,15 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 	"github.com/kube-outpost/kube-outpost/internal/status"
@@ -45,17 +49,23 @@ func (d *Daemon) newNodeWatcher(c config.Cluster) (*cluster.NodeWatcher, error) 
 
 // routeState is what the last route sync wanted per cluster, for status.
 type routeState struct {
-	want     []routes.Route
-	problems []string // pod CIDRs of Ready nodes that cannot be routed
+	want []routes.Route
+	// problems are the pod CIDRs of Ready nodes that are not routed:
+	// outside the cluster's pod_cidrs, or without a node address.
+	problems []string
 }
 
+// hostResolvers reads this host's resolvers; tests replace it.
+var hostResolvers = hostcheck.HostResolvers
+
 // syncRoutes makes this host's routes of ours those of every routes
-// cluster's nodes: the union of routes.ForNodes over them. It runs in the
-// sync loop, after the backends. It does nothing while a routes cluster's
-// node watcher has not listed every node once: the installer removes the
-// routes of ours it is not given, so a sync from an incomplete picture
-// would cut the routes the last run installed (after a restart, or while a
-// reload restarts a watcher).
+// cluster's nodes: routes.ForNodes of each, in configuration order, so that
+// an earlier cluster wins a destination that nobody holds yet. It runs in
+// the sync loop, after the backends. It does nothing while a routes
+// cluster's node watcher has not listed every node once: the installer
+// removes the routes of ours it is not given, so a sync from an incomplete
+// picture would cut the routes the last run installed (after a restart, or
+// while a reload restarts a watcher).
 //
 // Without any routes cluster, routes of ours are left by an earlier
 // configuration: they are removed once at start, best effort (a host where
@@ -67,24 +77,28 @@ func (d *Daemon) syncRoutes(ctx context.Context) error {
 		return nil
 	}
 	d.mu.Lock()
+	handles := slices.SortedFunc(maps.Values(d.clusters), func(a, b *clusterHandle) int { return cmp.Compare(a.order, b.order) })
 	var want []routes.Route
 	var waiting []string
+	var configs []config.Cluster
 	state := map[string]routeState{}
 	used := false
-	for name, h := range d.clusters {
+	for _, h := range handles {
+		configs = append(configs, h.cfg)
 		if h.cfg.Reach != config.ReachRoutes || h.nodes == nil {
 			continue
 		}
 		used = true
 		nodes, synced := h.nodes.Nodes()
 		if !synced {
-			waiting = append(waiting, name)
+			waiting = append(waiting, h.cfg.Name)
 			continue
 		}
-		rs, problems := routes.ForNodes(nodes, h.cfg.NodeAddressTypes)
+		rs, problems := routes.ForNodes(h.cfg.Name, nodes, h.cfg.NodeAddressTypes, h.cfg.PodCIDRs)
 		want = append(want, rs...)
-		state[name] = routeState{want: rs, problems: problems}
+		state[h.cfg.Name] = routeState{want: rs, problems: problems}
 	}
+	before := d.routeState
 	d.mu.Unlock()
 	if len(waiting) > 0 {
 		slices.Sort(waiting)
@@ -96,18 +110,57 @@ func (d *Daemon) syncRoutes(ctx context.Context) error {
 			return nil
 		}
 		d.routesCleaned = true
-		if err := d.routes.Sync(ctx, nil); err != nil {
+		if err := d.routes.Sync(ctx, nil, nil); err != nil {
 			d.log.Warn("could not remove the routes an earlier configuration left", "err", err)
 		}
 		return nil
 	}
 	d.routesUsed = true
-	slices.SortFunc(want, routes.Route.Compare)
-	err := d.routes.Sync(ctx, want)
+	protected, err := d.protectedAddrs(configs)
+	if err != nil {
+		// Without them no route is known safe: the routes in place
+		// stay, and the next sync tries again.
+		return err
+	}
+	// Said once per change, like the installer's refusals: a node that
+	// keeps claiming a range not its cluster's must not flood the log.
+	for name, st := range state {
+		for _, p := range st.problems {
+			if !slices.Contains(before[name].problems, p) {
+				d.log.Warn("pod CIDR not routed", "cluster", name, "problem", p)
+			}
+		}
+	}
+	err = d.routes.Sync(ctx, want, protected)
 	d.mu.Lock()
 	d.routeState = state
 	d.mu.Unlock()
 	return err
+}
+
+// protectedAddrs are the addresses no route may cover, whatever a cluster's
+// Nodes say: every configured cluster's apiserver (when its kubeconfig names
+// it by address: a name is not resolved in the sync loop), this host's
+// default gateways and its resolvers. They are read at every route sync, so
+// that a changed gateway or resolv.conf counts at once.
+func (d *Daemon) protectedAddrs(clusters []config.Cluster) ([]routes.Protected, error) {
+	var out []routes.Protected
+	for _, c := range clusters {
+		if a, ok := hostcheck.APIServerAddr(c.Server); ok {
+			out = append(out, routes.Protected{Addr: a, What: fmt.Sprintf("the apiserver of cluster %q", c.Name)})
+		}
+	}
+	rs, err := d.host.Routes()
+	if err != nil {
+		return nil, fmt.Errorf("routes: reading this host's default gateways: %w", err)
+	}
+	for _, g := range hostcheck.Gateways(rs) {
+		out = append(out, routes.Protected{Addr: g, What: "a default gateway of this host"})
+	}
+	for _, r := range hostResolvers() {
+		out = append(out, routes.Protected{Addr: r, What: "a resolver of this host"})
+	}
+	return out, nil
 }
 
 // reachStatus is a cluster's reach for status.
@@ -150,8 +203,9 @@ func (d *Daemon) reachStatus(h *clusterHandle) reachStatus {
 			rs.routes.Installed++
 			continue
 		}
-		// A route refused because two desired routes disagree is listed
-		// once per gateway; each is this cluster's only when its own.
+		// Refusals carry their owner: another cluster's node that
+		// wants the same route is not this cluster's refusal. A route
+		// may be refused for more than one reason.
 		for _, f := range refused[i:] {
 			if f.Route == r {
 				rs.routes.Refused = append(rs.routes.Refused, f.String())

@@ -1,6 +1,9 @@
 package daemon
 
 import (
+	"bytes"
+	"errors"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -9,10 +12,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 )
@@ -49,7 +54,10 @@ func TestSyncRoutes(t *testing.T) {
 		labNode("n3", "192.0.2.3", "10.245.1.0/24", true), // claims n1's CIDR too
 		labNode("n4", "192.0.2.4", "10.245.4.0/24", true),
 	), cluster.NodeWatcherOptions{Cluster: "alpha", OnChange: func(s []model.NodeInfo) { snaps <- s }})
-	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: config.ReachRoutes}, nodes: nw}
+	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: config.ReachRoutes,
+		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: nw}
+	d.host = &routeHost{}
+	noResolvers(t)
 
 	// Not listed yet: nothing is touched, the leftover of the last run
 	// stays.
@@ -75,9 +83,9 @@ func TestSyncRoutes(t *testing.T) {
 	if err := d.syncRoutes(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	// n2 is not Ready; n1 and n3 disagree about 10.245.1.0/24, so
-	// neither is installed; the leftover goes.
-	want := "10.245.4.0/24 via 192.0.2.4 proto 95 metric 2048\n"
+	// n2 is not Ready; n1 and n3 disagree about 10.245.1.0/24: with
+	// neither in place, n1 comes first by name; the leftover goes.
+	want := "10.245.1.0/24 via 192.0.2.1 proto 95 metric 2048\n10.245.4.0/24 via 192.0.2.4 proto 95 metric 2048\n"
 	if got := kernel.Dump(); got != want {
 		t.Errorf("routes:\n%s\nwant:\n%s", got, want)
 	}
@@ -85,8 +93,8 @@ func TestSyncRoutes(t *testing.T) {
 	if rs.nodes == nil || !rs.nodes.Synced || rs.nodes.Nodes != 4 || rs.nodes.Ready != 3 {
 		t.Errorf("node status %+v", rs.nodes)
 	}
-	if rs.routes == nil || len(rs.routes.Wanted) != 3 || rs.routes.Installed != 1 || len(rs.routes.Refused) != 2 ||
-		!strings.Contains(rs.routes.Refused[0], "wanted via several gateways") {
+	if rs.routes == nil || len(rs.routes.Wanted) != 3 || rs.routes.Installed != 2 || len(rs.routes.Refused) != 1 ||
+		!strings.HasPrefix(rs.routes.Refused[0], `node n3 of cluster "alpha": 10.245.1.0/24 via 192.0.2.3: 10.245.1.0/24 is also wanted via 192.0.2.1 by node n1 of cluster "alpha", which has precedence`) {
 		t.Errorf("route status %+v", rs.routes)
 	}
 
@@ -117,4 +125,179 @@ func TestSyncRoutesWithoutRoutesClusters(t *testing.T) {
 	if ops := kernel.Ops(); len(ops) != 1 || !slices.ContainsFunc(ops, func(s string) bool { return strings.Contains(s, "10.245.9.0/24") }) {
 		t.Errorf("ops %q, want the leftover deleted once", ops)
 	}
+}
+
+// routeHost is a host with the given routes and no addresses.
+type routeHost struct {
+	routes []hostcheck.Route
+	err    error
+}
+
+func (h *routeHost) Addrs() ([]hostcheck.Address, error) { return nil, h.err }
+func (h *routeHost) Routes() ([]hostcheck.Route, error)  { return h.routes, h.err }
+
+// noResolvers gives the test a host without resolvers, and restores the
+// real reader after it.
+func noResolvers(t *testing.T) { withResolvers(t) }
+
+func withResolvers(t *testing.T, addrs ...string) {
+	t.Helper()
+	old := hostResolvers
+	t.Cleanup(func() { hostResolvers = old })
+	hostResolvers = func() []netip.Addr {
+		var out []netip.Addr
+		for _, a := range addrs {
+			out = append(out, netip.MustParseAddr(a))
+		}
+		return out
+	}
+}
+
+// routesCluster adds a routes cluster at place order in the configuration,
+// with its node watcher started and listed.
+func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes ...*corev1.Node) *fake.Clientset {
+	t.Helper()
+	var objs []runtime.Object
+	for _, n := range nodes {
+		objs = append(objs, n)
+	}
+	cs := fake.NewClientset(objs...)
+	snaps := make(chan []model.NodeInfo, 100)
+	nw := cluster.NewNodeWatcher(cs, cluster.NodeWatcherOptions{Cluster: cfg.Name, OnChange: func(s []model.NodeInfo) { snaps <- s }})
+	cfg.Reach = config.ReachRoutes
+	d.mu.Lock()
+	d.clusters[cfg.Name] = &clusterHandle{cfg: cfg, nodes: nw, order: order}
+	d.mu.Unlock()
+	if err := nw.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Stop)
+	select {
+	case <-snaps:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("cluster %s: no node list", cfg.Name)
+	}
+	return cs
+}
+
+// TestSyncRoutesContainment: a cluster's Nodes decide no route outside the
+// cluster's pod_cidrs, none over the host's resolvers, gateways or any
+// apiserver, and a newcomer never takes a destination from the route in
+// place. Refusals show in status and are logged once.
+func TestSyncRoutesContainment(t *testing.T) {
+	d, _ := testDaemon(t)
+	var logs bytes.Buffer
+	d.log = slog.New(slog.NewTextHandler(&logs, nil))
+	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")})
+	d.routes = routes.New(routes.Options{Kernel: kernel})
+	// A host whose default gateway and resolver are off its subnet, as on
+	// hosts with a /32 address: no connected network covers them.
+	d.host = &routeHost{routes: []hostcheck.Route{
+		{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.245.254.1")},
+		{Dst: netip.MustParsePrefix("192.0.2.0/24"), Connected: true},
+	}}
+	withResolvers(t, "10.245.53.53", "127.0.0.53")
+
+	p := netip.MustParsePrefix
+	routesCluster(t, d, 1, config.Cluster{Name: "beta", Server: "https://10.246.100.10:6443", PodCIDRs: []netip.Prefix{p("10.246.0.0/16"), p("10.245.7.0/24")}},
+		labNode("b1", "192.0.2.21", "10.246.1.0/24", true),
+		labNode("b7", "192.0.2.27", "10.245.7.0/24", true),
+	)
+	alphaNodes := routesCluster(t, d, 0, config.Cluster{Name: "alpha", Server: "https://10.245.100.10:6443", PodCIDRs: []netip.Prefix{p("10.245.0.0/16")}},
+		labNode("a1", "192.0.2.1", "10.245.1.0/24", true),
+		labNode("rogue", "192.0.2.66", "8.8.8.0/24", true),       // outside pod_cidrs
+		labNode("greedy", "192.0.2.67", "10.0.0.0/8", true),      // more than pod_cidrs
+		labNode("a-res", "192.0.2.68", "10.245.53.0/24", true),   // the host's resolver
+		labNode("a-gw", "192.0.2.69", "10.245.254.0/24", true),   // the host's gateway
+		labNode("a-api", "192.0.2.70", "10.245.100.0/24", true),  // alpha's own apiserver
+		labNode("a-beta", "192.0.2.71", "10.246.100.0/24", true), // beta's apiserver, outside alpha's range
+		labNode("a7", "192.0.2.17", "10.245.7.0/24", true),       // wanted by beta too
+	)
+	if err := d.syncRoutes(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// alpha comes first in the configuration (beta's pod_cidrs overlap
+	// alpha's, which Load refuses; the order is the backstop).
+	want := "10.245.1.0/24 via 192.0.2.1 proto 95 metric 2048\n" +
+		"10.245.7.0/24 via 192.0.2.17 proto 95 metric 2048\n" +
+		"10.246.1.0/24 via 192.0.2.21 proto 95 metric 2048\n"
+	if got := kernel.Dump(); got != want {
+		t.Errorf("routes:\n%s\nwant:\n%s", got, want)
+	}
+	alpha := d.reachStatus(d.clusters["alpha"]).routes
+	wantProblems := []string{
+		"node greedy: pod CIDR 10.0.0.0/8 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
+		"node rogue: pod CIDR 8.8.8.0/24 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
+		"node a-beta: pod CIDR 10.246.100.0/24 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
+	}
+	if alpha == nil || !sameSet(alpha.Problems, wantProblems) {
+		t.Errorf("alpha's problems: %q\nwant %q", alpha.Problems, wantProblems)
+	}
+	wantRefused := []string{
+		`node a-api of cluster "alpha": 10.245.100.0/24 via 192.0.2.70: 10.245.100.0/24 covers 10.245.100.10, the apiserver of cluster "alpha"`,
+		`node a-gw of cluster "alpha": 10.245.254.0/24 via 192.0.2.69: 10.245.254.0/24 covers 10.245.254.1, a default gateway of this host`,
+		`node a-res of cluster "alpha": 10.245.53.0/24 via 192.0.2.68: 10.245.53.0/24 covers 10.245.53.53, a resolver of this host`,
+	}
+	if alpha == nil || alpha.Installed != 2 || len(alpha.Refused) != len(wantRefused) {
+		t.Fatalf("alpha's routes: %+v", alpha)
+	}
+	for _, w := range wantRefused {
+		if !slices.ContainsFunc(alpha.Refused, func(r string) bool { return strings.HasPrefix(r, w) }) {
+			t.Errorf("alpha's refusals %q\nlack %q", alpha.Refused, w)
+		}
+	}
+	beta := d.reachStatus(d.clusters["beta"]).routes
+	if beta == nil || beta.Installed != 1 || len(beta.Refused) != 1 ||
+		!strings.Contains(beta.Refused[0], `by node a7 of cluster "alpha", which has precedence`) {
+		t.Errorf("beta's routes: %+v", beta)
+	}
+	if n := strings.Count(logs.String(), "pod CIDR not routed"); n != 3 {
+		t.Errorf("%d problems logged, want 3:\n%s", n, &logs)
+	}
+
+	// A newcomer copies a1's pod CIDR with a name that comes first: a1
+	// keeps its route. The standing problems are not logged again.
+	logs.Reset()
+	kernel.Ops()
+	if _, err := alphaNodes.CoreV1().Nodes().Create(t.Context(), labNode("a0-copy", "192.0.2.9", "10.245.1.0/24", true), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		nodes, _ := d.clusters["alpha"].nodes.Nodes()
+		if slices.ContainsFunc(nodes, func(n model.NodeInfo) bool { return n.Name == "a0-copy" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the copier is not in alpha's node list")
+		}
+	}
+	if err := d.syncRoutes(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if ops := kernel.Ops(); len(ops) != 0 {
+		t.Errorf("the copier changed routes: %q", ops)
+	}
+	alpha = d.reachStatus(d.clusters["alpha"]).routes
+	if !slices.ContainsFunc(alpha.Refused, func(r string) bool {
+		return strings.HasPrefix(r, `node a0-copy of cluster "alpha": 10.245.1.0/24 via 192.0.2.9: 10.245.1.0/24 is also wanted via 192.0.2.1 by node a1 of cluster "alpha", which has precedence`)
+	}) {
+		t.Errorf("alpha's refusals: %q", alpha.Refused)
+	}
+	if strings.Contains(logs.String(), "pod CIDR not routed") {
+		t.Errorf("standing problems logged again:\n%s", &logs)
+	}
+
+	// Without the host's gateways no route is known safe: the sync
+	// fails and the routes in place stay.
+	d.host = &routeHost{err: errors.New("netlink: no")}
+	if err := d.syncRoutes(t.Context()); err == nil || !strings.Contains(err.Error(), "default gateways") {
+		t.Errorf("sync without the host's routes: %v", err)
+	}
+	if got := kernel.Dump(); got != want {
+		t.Errorf("routes after a failed read:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(s string) bool { return !slices.Contains(b, s) })
 }

@@ -187,7 +187,7 @@ func TestKernel(t *testing.T) {
 		route("10.77.0.0/16", "10.77.0.1"),   // covers veth0's network: refused
 		route("fd00:245:1::/64", "fd00:77::21"),
 		route("fd00:245:9::/64", "fd00:77::29"), // someone else's: refused
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want4 := "10.245.1.0/24 via 10.77.0.21 dev veth0 metric 2048\n10.245.2.0/24 via 10.77.0.22 dev veth0 metric 2048"
@@ -219,7 +219,7 @@ func TestKernel(t *testing.T) {
 		route("10.245.1.0/24", "10.77.0.21"),
 		route("10.245.2.0/24", "10.77.0.32"),
 		route("10.245.3.0/24", "10.77.0.23"),
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	events = mon.mark(t, ns)
@@ -242,7 +242,7 @@ func TestKernel(t *testing.T) {
 		t.Errorf("after the change:\n%s\nwant:\n%s", got, want4)
 	}
 	// Unchanged: nothing at all.
-	if err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.77.0.21"), route("10.245.2.0/24", "10.77.0.32"), route("10.245.3.0/24", "10.77.0.23")}); err != nil {
+	if err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.77.0.21"), route("10.245.2.0/24", "10.77.0.32"), route("10.245.3.0/24", "10.77.0.23")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if events := mon.mark(t, ns); len(events) != 0 {
@@ -251,7 +251,7 @@ func TestKernel(t *testing.T) {
 
 	// A second installer (a restart) takes over what the first made.
 	in2 := New(Options{Kernel: k})
-	if err := in2.Sync(ctx, []Route{route("10.245.1.0/24", "10.77.0.21")}); err != nil {
+	if err := in2.Sync(ctx, []Route{route("10.245.1.0/24", "10.77.0.21")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if events := mon.mark(t, ns); len(events) != 2 || !strings.HasPrefix(events[0], "Deleted 10.245.2.0/24") || !strings.HasPrefix(events[1], "Deleted 10.245.3.0/24") {

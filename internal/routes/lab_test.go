@@ -176,11 +176,11 @@ func TestLabReach(t *testing.T) {
 	in := routes.New(routes.Options{Kernel: routes.NewKernel(h), Log: slog.New(slog.NewTextHandler(testLog{t}, nil))})
 	sync := func(snap []model.NodeInfo) {
 		t.Helper()
-		want, problems := routes.ForNodes(snap, nil)
+		want, problems := routes.ForNodes("lab", snap, nil, []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")})
 		if len(problems) > 0 {
 			t.Errorf("ForNodes problems: %q", problems)
 		}
-		if err := in.Sync(ctx, want); err != nil {
+		if err := in.Sync(ctx, want, nil); err != nil {
 			t.Fatal(err)
 		}
 		if r := in.Refused(); len(r) > 0 {

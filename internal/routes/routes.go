@@ -42,13 +42,18 @@ const Metric = 2048
 type Route struct {
 	Dst netip.Prefix
 	Via netip.Addr
+	// Owner names who wants the route, for messages and for deciding
+	// conflicts: "node n1 of cluster \"delta\"". Owners that want one
+	// destination via one gateway share one kernel route.
+	Owner string
 }
 
 func (r Route) String() string { return r.Dst.String() + " via " + r.Via.String() }
 
-// Compare orders routes by destination, then gateway.
+// Compare orders routes by destination, then gateway, then owner.
 func (r Route) Compare(o Route) int {
-	return cmp.Or(r.Dst.Addr().Compare(o.Dst.Addr()), cmp.Compare(r.Dst.Bits(), o.Dst.Bits()), r.Via.Compare(o.Via))
+	return cmp.Or(r.Dst.Addr().Compare(o.Dst.Addr()), cmp.Compare(r.Dst.Bits(), o.Dst.Bits()), r.Via.Compare(o.Via),
+		strings.Compare(r.Owner, o.Owner))
 }
 
 // Refusal is a desired route that is not installed, and why.
@@ -57,7 +62,21 @@ type Refusal struct {
 	Reason string
 }
 
-func (r Refusal) String() string { return r.Route.String() + ": " + r.Reason }
+func (r Refusal) String() string {
+	s := r.Route.String() + ": " + r.Reason
+	if r.Route.Owner != "" {
+		s = r.Route.Owner + ": " + s
+	}
+	return s
+}
+
+// Protected is an address that no route may cover, whoever asks: the
+// host's own way to its gateway, its resolvers and the apiservers it
+// watches. What says which it is, for the refusal.
+type Protected struct {
+	Addr netip.Addr
+	What string
+}
 
 // Options configures New.
 type Options struct {
@@ -79,6 +98,10 @@ type Installer struct {
 
 	mu      sync.Mutex
 	refused []Refusal
+	// holders are the owners whose route to a destination was in the
+	// kernel after the last Sync: they keep it against a newcomer even
+	// when their gateway moves.
+	holders map[netip.Prefix][]string
 }
 
 // New returns an installer. It touches nothing before Sync or Cleanup.
@@ -102,16 +125,23 @@ func (in *Installer) Refused() []Refusal {
 // are already right are left alone (no delete and re-add: connections keep
 // flowing); a changed gateway is replaced in place. A route is refused when
 // its destination overlaps one of this host's own addresses or directly
-// connected networks (or loopback, link-local, multicast), when another
-// route to exactly the same destination exists that is not ours (it is left
-// alone, and it decides), when two desired routes disagree about one
-// destination, or when the gateway is this host or is not on a directly
-// connected network (the kernel would refuse it).
+// connected networks (or loopback, link-local, multicast), when it covers a
+// protected address, when another route to exactly the same destination
+// exists that is not ours (it is left alone, and it decides), or when the
+// gateway is this host or is not on a directly connected network (the
+// kernel would refuse it).
+//
+// When desired routes disagree about the gateway of one destination, one
+// of them is installed and the others refused: the newcomer never takes a
+// destination from the route that has it. The winner is, in this order, an
+// owner whose route the last Sync installed, the gateway of our route in
+// the kernel (after a restart), and else the first in desired: callers
+// list routes in the order that should decide.
 //
 // A refusal is not an error: nothing retried would change it. The error
 // reports what failed in the kernel; every other route is still synced,
 // and the next Sync tries again.
-func (in *Installer) Sync(ctx context.Context, desired []Route) error {
+func (in *Installer) Sync(ctx context.Context, desired []Route, protected []Protected) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if err := ctx.Err(); err != nil {
@@ -121,22 +151,39 @@ func (in *Installer) Sync(ctx context.Context, desired []Route) error {
 	if err != nil {
 		return fmt.Errorf("routes: listing this host's addresses: %w", err)
 	}
-	want, refused := validate(desired, local)
+	candidates, refused := validate(desired, local, protected)
 	var errs []error
+	current := map[bool][]KernelRoute{}
+	listed := map[bool]bool{}
 	for _, v6 := range []bool{false, true} {
-		fam := familyRoutes(want, v6)
-		current, err := in.k.Routes(v6)
+		rs, err := in.k.Routes(v6)
 		if err != nil {
-			if len(fam) == 0 && errors.Is(err, syscall.EAFNOSUPPORT) {
-				continue // a kernel without IPv6, and nothing to do for it
+			if !errors.Is(err, syscall.EAFNOSUPPORT) || hasFamily(candidates, v6) {
+				errs = append(errs, fmt.Errorf("routes: listing the %s routes: %w", family(v6), err))
 			}
-			errs = append(errs, fmt.Errorf("routes: listing the %s routes: %w", family(v6), err))
+			continue // a kernel without IPv6, and nothing to do for it
+		}
+		current[v6], listed[v6] = rs, true
+	}
+	want, lost := in.decide(candidates, append(current[false], current[true]...))
+	refused = append(refused, lost...)
+	holders := map[netip.Prefix][]string{}
+	for _, v6 := range []bool{false, true} {
+		if !listed[v6] {
+			for dst, owners := range in.holders {
+				if dst.Addr().Is6() == v6 {
+					holders[dst] = owners
+				}
+			}
 			continue
 		}
-		ref, err := in.syncFamily(fam, current)
+		ref, installed, err := in.syncFamily(familyRoutes(want, v6), current[v6])
 		refused = append(refused, ref...)
 		if err != nil {
 			errs = append(errs, err)
+		}
+		for dst, owners := range installed {
+			holders[dst] = owners
 		}
 	}
 	slices.SortFunc(refused, func(a, b Refusal) int {
@@ -144,12 +191,62 @@ func (in *Installer) Sync(ctx context.Context, desired []Route) error {
 	})
 	in.logRefusals(refused)
 	in.refused = refused
+	in.holders = holders
 	return errors.Join(errs...)
 }
 
-// syncFamily applies want (one family, validated) against the family's
-// current main table.
-func (in *Installer) syncFamily(want map[netip.Prefix]netip.Addr, current []KernelRoute) ([]Refusal, error) {
+// wanted is the gateway chosen for a destination and the owners that want
+// it via that gateway.
+type wanted struct {
+	via    netip.Addr
+	owners []string
+}
+
+// decide settles destinations that desired routes want via different
+// gateways (see Sync): candidates lists each destination's routes in
+// desired order.
+func (in *Installer) decide(candidates map[netip.Prefix][]Route, current []KernelRoute) (map[netip.Prefix]wanted, []Refusal) {
+	want := map[netip.Prefix]wanted{}
+	var refused []Refusal
+	for dst, rs := range candidates {
+		winner := rs[0]
+		if i := slices.IndexFunc(rs, func(r Route) bool { return slices.Contains(in.holders[dst], r.Owner) }); i >= 0 {
+			winner = rs[i]
+		} else if i := slices.IndexFunc(rs, func(r Route) bool {
+			return slices.Contains(current, KernelRoute{Dst: dst, Via: r.Via, Protocol: Protocol, Metric: Metric})
+		}); i >= 0 {
+			winner = rs[i]
+		}
+		w := wanted{via: winner.Via}
+		for _, r := range rs {
+			if r.Via == winner.Via {
+				if !slices.Contains(w.owners, r.Owner) {
+					w.owners = append(w.owners, r.Owner)
+				}
+				continue
+			}
+			// One text whatever decided, so that a standing conflict
+			// is logged once.
+			refused = append(refused, Refusal{r, fmt.Sprintf("%v is also wanted via %v by %s, which has precedence "+
+				"(the route in place keeps its destination; else clusters in configuration order, then nodes by name): left to it",
+				dst, winner.Via, ownerName(winner))})
+		}
+		want[dst] = w
+	}
+	return want, refused
+}
+
+func ownerName(r Route) string {
+	if r.Owner == "" {
+		return "another route"
+	}
+	return r.Owner
+}
+
+// syncFamily applies want (one family, validated and decided) against the
+// family's current main table. It returns, besides the refusals, the owners
+// of each destination whose route is in the kernel now.
+func (in *Installer) syncFamily(want map[netip.Prefix]wanted, current []KernelRoute) ([]Refusal, map[netip.Prefix][]string, error) {
 	ours := map[netip.Prefix][]KernelRoute{}
 	foreign := map[netip.Prefix]KernelRoute{}
 	for _, r := range current {
@@ -160,18 +257,26 @@ func (in *Installer) syncFamily(want map[netip.Prefix]netip.Addr, current []Kern
 		}
 	}
 	var refused []Refusal
+	refuse := func(dst netip.Prefix, w wanted, reason string) {
+		for _, o := range w.owners {
+			refused = append(refused, Refusal{Route{dst, w.via, o}, reason})
+		}
+	}
+	installed := map[netip.Prefix][]string{}
 	var errs []error
 	keep := map[KernelRoute]bool{}
 	for _, dst := range sortedKeys(want) {
-		via := want[dst]
+		w := want[dst]
+		via := w.via
 		if f, ok := foreign[dst]; ok {
-			refused = append(refused, Refusal{Route{dst, via}, fmt.Sprintf("this host already has a route to %v that is not ours (%v): left alone", dst, f)})
+			refuse(dst, w, fmt.Sprintf("this host already has a route to %v that is not ours (%v): left alone", dst, f))
 			continue
 		}
 		r := KernelRoute{Dst: dst, Via: via, Protocol: Protocol, Metric: Metric}
 		existing := ours[dst]
 		if slices.Contains(existing, r) {
 			keep[r] = true
+			installed[dst] = w.owners
 			continue
 		}
 		op, apply, verb := "add", in.k.Add, "route added"
@@ -181,20 +286,26 @@ func (in *Installer) syncFamily(want map[netip.Prefix]netip.Addr, current []Kern
 		}
 		if err := apply(r); err != nil {
 			if reason := refusedBy(err); reason != "" {
-				refused = append(refused, Refusal{Route{dst, via}, reason})
+				refuse(dst, w, reason)
 				continue
 			}
 			errs = append(errs, fmt.Errorf("routes: %s %v: %w", op, r, err))
+			if holders := in.holders[dst]; len(holders) > 0 {
+				// A failure is no reason to lose precedence: the
+				// retry must not hand the destination to a newcomer.
+				installed[dst] = holders
+			}
 			continue
 		}
 		keep[r] = true
+		installed[dst] = w.owners
 		if i >= 0 {
 			// What was replaced is gone: deleting it by its old
 			// description would hit its replacement (a delete matches
 			// a route without a gateway on destination and metric).
 			keep[existing[i]] = true
 		}
-		in.log.Info(verb, "dst", dst, "via", via)
+		in.log.Info(verb, "dst", dst, "via", via, "for", strings.Join(w.owners, ", "))
 	}
 	// Deleted last: a route that moves between our entries is never
 	// missing in between.
@@ -210,7 +321,7 @@ func (in *Installer) syncFamily(want map[netip.Prefix]netip.Addr, current []Kern
 			in.log.Info("route removed", "dst", r.Dst, "via", r.Via)
 		}
 	}
-	return refused, errors.Join(errs...)
+	return refused, installed, errors.Join(errs...)
 }
 
 // refusedBy turns the kernel errors that say "this route cannot be" into a
@@ -253,7 +364,7 @@ func (in *Installer) Cleanup(ctx context.Context) error {
 			in.log.Info("route removed", "dst", r.Dst, "via", r.Via)
 		}
 	}
-	in.refused = nil
+	in.refused, in.holders = nil, nil
 	return errors.Join(errs...)
 }
 
@@ -262,14 +373,15 @@ func (in *Installer) Cleanup(ctx context.Context) error {
 func (in *Installer) logRefusals(now []Refusal) {
 	for _, r := range now {
 		if !slices.Contains(in.refused, r) {
-			in.log.Warn("route not installed", "dst", r.Route.Dst, "via", r.Route.Via, "reason", r.Reason)
+			in.log.Warn("route not installed", "dst", r.Route.Dst, "via", r.Route.Via, "for", r.Route.Owner, "reason", r.Reason)
 		}
 	}
 }
 
-// validate splits desired into what may be installed, by destination, and
-// what is refused before asking the kernel.
-func validate(desired []Route, local []netip.Prefix) (map[netip.Prefix]netip.Addr, []Refusal) {
+// validate splits desired into the routes that may be installed, by
+// destination and in desired order, and those refused before asking the
+// kernel.
+func validate(desired []Route, local []netip.Prefix, protected []Protected) (map[netip.Prefix][]Route, []Refusal) {
 	var refused []Refusal
 	refuse := func(r Route, format string, args ...any) {
 		refused = append(refused, Refusal{r, fmt.Sprintf(format, args...)})
@@ -290,6 +402,8 @@ func validate(desired []Route, local []netip.Prefix) (map[netip.Prefix]netip.Add
 				refuse(r, "%v overlaps %s", r.Dst, why)
 			} else if p, ok := overlapping(r.Dst, local); ok {
 				refuse(r, "%v overlaps this host's own address or directly connected network %v", r.Dst, p)
+			} else if i := slices.IndexFunc(protected, func(p Protected) bool { return r.Dst.Contains(p.Addr) }); i >= 0 {
+				refuse(r, "%v covers %v, %s: a route there would take this host's own traffic", r.Dst, protected[i].Addr, protected[i].What)
 			} else if slices.ContainsFunc(local, func(p netip.Prefix) bool { return p.Addr() == r.Via }) {
 				refuse(r, "the gateway %v is this host's own address", r.Via)
 			} else if !onLink(r.Via, local) {
@@ -299,24 +413,7 @@ func validate(desired []Route, local []netip.Prefix) (map[netip.Prefix]netip.Add
 			}
 		}
 	}
-	want := map[netip.Prefix]netip.Addr{}
-	for dst, rs := range byDst {
-		if len(rs) > 1 {
-			// Two nodes claim one pod CIDR: any choice sends part of
-			// the traffic to the wrong node.
-			var vias []string
-			for _, r := range rs {
-				vias = append(vias, r.Via.String())
-			}
-			slices.Sort(vias)
-			for _, r := range rs {
-				refuse(r, "%v is wanted via several gateways (%s): none is installed", dst, strings.Join(vias, ", "))
-			}
-			continue
-		}
-		want[dst] = rs[0].Via
-	}
-	return want, refused
+	return byDst, refused
 }
 
 // specialRanges are destinations no pod CIDR may cover: routing them to a
@@ -363,14 +460,23 @@ func onLink(via netip.Addr, local []netip.Prefix) bool {
 	return false
 }
 
-func familyRoutes(want map[netip.Prefix]netip.Addr, v6 bool) map[netip.Prefix]netip.Addr {
-	out := map[netip.Prefix]netip.Addr{}
-	for dst, via := range want {
+func familyRoutes(want map[netip.Prefix]wanted, v6 bool) map[netip.Prefix]wanted {
+	out := map[netip.Prefix]wanted{}
+	for dst, w := range want {
 		if dst.Addr().Is6() == v6 {
-			out[dst] = via
+			out[dst] = w
 		}
 	}
 	return out
+}
+
+func hasFamily(candidates map[netip.Prefix][]Route, v6 bool) bool {
+	for dst := range candidates {
+		if dst.Addr().Is6() == v6 {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys[V any](m map[netip.Prefix]V) []netip.Prefix {

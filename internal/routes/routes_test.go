@@ -73,20 +73,21 @@ func TestSync(t *testing.T) {
 		route("10.250.0.128/25", "10.250.0.1"),   // inside it
 		route("127.1.0.0/16", "10.250.0.1"),      // loopback
 		route("10.245.3.0/24", "10.99.0.1"),      // gateway not on a connected network
-		route("10.245.4.0/24", "10.250.0.224"),   // two gateways for one pod CIDR
-		route("10.245.4.0/24", "10.250.0.225"),   //
+		route("10.245.4.0/24", "10.250.0.224"),   // two gateways for one pod CIDR: the first wins
+		route("10.245.4.0/24", "10.250.0.225"),   // refused
 		route("10.245.5.1/24", "10.250.0.225"),   // not a network address
 		route("10.245.6.0/24", "10.250.0.2"),     // via this host itself
 		route("10.245.10.0/24", "fd00:250::221"), // mixed families
 		route("fe80::/64", "fe80::2"),            // link-local
 	}
-	if err := in.Sync(ctx, desired); err != nil {
+	if err := in.Sync(ctx, desired, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := `0.0.0.0/0 via 10.250.0.1 proto 3 metric 0
 10.245.1.0/24 via 10.250.0.221 proto 95 metric 2048
 10.245.1.128/25 via 10.250.0.50 proto 4 metric 0
 10.245.2.0/24 via 10.250.0.222 proto 95 metric 2048
+10.245.4.0/24 via 10.250.0.224 proto 95 metric 2048
 10.245.9.0/24 via 10.250.0.9 proto 4 metric 0
 10.250.0.0/24 proto 2 metric 0
 fd00:245:1::/64 via fd00:250::221 proto 95 metric 2048
@@ -101,8 +102,7 @@ fd00:250::/64 proto 2 metric 256
 		"10.250.0.128/25 via 10.250.0.1":   "overlaps this host's own address or directly connected network 10.250.0.2/24",
 		"127.1.0.0/16 via 10.250.0.1":      "overlaps loopback",
 		"10.245.3.0/24 via 10.99.0.1":      "the gateway 10.99.0.1 is on none of this host's directly connected networks",
-		"10.245.4.0/24 via 10.250.0.224":   "wanted via several gateways (10.250.0.224, 10.250.0.225)",
-		"10.245.4.0/24 via 10.250.0.225":   "wanted via several gateways (10.250.0.224, 10.250.0.225)",
+		"10.245.4.0/24 via 10.250.0.225":   "10.245.4.0/24 is also wanted via 10.250.0.224 by another route, which has precedence",
 		"10.245.5.1/24 via 10.250.0.225":   "not a network address (did you mean 10.245.5.0/24?)",
 		"10.245.6.0/24 via 10.250.0.2":     "is this host's own address",
 		"10.245.10.0/24 via fd00:250::221": "different IP families",
@@ -124,7 +124,7 @@ fd00:250::/64 proto 2 metric 256
 
 	// The same again: nothing to do, and nothing logged again.
 	logs.Reset()
-	if err := in.Sync(ctx, desired); err != nil {
+	if err := in.Sync(ctx, desired, nil); err != nil {
 		t.Fatal(err)
 	}
 	if ops := k.Ops(); len(ops) != 0 {
@@ -140,12 +140,13 @@ fd00:250::/64 proto 2 metric 256
 		route("10.245.1.0/24", "10.250.0.221"),
 		route("10.245.2.0/24", "10.250.0.232"),
 		route("10.245.7.0/24", "10.250.0.227"),
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	wantOps := []string{
 		"replace 10.245.2.0/24 via 10.250.0.232 proto 95 metric 2048",
 		"add 10.245.7.0/24 via 10.250.0.227 proto 95 metric 2048",
+		"delete 10.245.4.0/24 via 10.250.0.224 proto 95 metric 2048",
 		"delete fd00:245:1::/64 via fd00:250::221 proto 95 metric 2048",
 	}
 	if ops := k.Ops(); !reflect.DeepEqual(ops, wantOps) {
@@ -161,7 +162,7 @@ fd00:250::/64 proto 2 metric 256
 		t.Fatal(err)
 	}
 	k.Ops()
-	if err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.250.0.221"), route("10.245.7.0/24", "10.250.0.227")}); err != nil {
+	if err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.250.0.221"), route("10.245.7.0/24", "10.250.0.227")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	wantOps = []string{
@@ -228,7 +229,7 @@ func TestSyncOwnLeftovers(t *testing.T) {
 		KernelRoute{Dst: pfx("10.245.8.0/24"), Via: addr("10.250.0.228"), Protocol: 4, Metric: 10},
 	)...)
 	in := New(Options{Kernel: k})
-	if err := in.Sync(context.Background(), []Route{route("10.245.1.0/24", "10.250.0.221"), route("10.245.2.0/24", "10.250.0.222")}); err != nil {
+	if err := in.Sync(context.Background(), []Route{route("10.245.1.0/24", "10.250.0.221"), route("10.245.2.0/24", "10.250.0.222")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
@@ -260,7 +261,7 @@ func TestSyncKernelErrors(t *testing.T) {
 		}
 		return nil
 	}
-	err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.250.0.221"), route("10.245.2.0/24", "10.250.0.222"), route("10.245.3.0/24", "10.250.0.223")})
+	err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.250.0.221"), route("10.245.2.0/24", "10.250.0.222"), route("10.245.3.0/24", "10.250.0.223")}, nil)
 	if err == nil || !errors.Is(err, syscall.EPERM) || !strings.Contains(err.Error(), "add 10.245.1.0/24 via 10.250.0.221") {
 		t.Errorf("Sync error = %v, want the failed add", err)
 	}
@@ -290,7 +291,7 @@ func TestSyncKernelErrors(t *testing.T) {
 	if err := in.Cleanup(ctx); err != nil {
 		t.Errorf("Cleanup of a route that vanished: %v", err)
 	}
-	if err := in.Sync(ctx, nil); err != nil {
+	if err := in.Sync(ctx, nil, nil); err != nil {
 		t.Errorf("Sync of a route that vanished: %v", err)
 	}
 }
@@ -309,7 +310,7 @@ func TestSyncWithoutIPv6(t *testing.T) {
 	ctx := context.Background()
 	k := noIPv6{NewFake(hostLocal[:2], hostRoutes()[:2]...)}
 	in := New(Options{Kernel: k})
-	if err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.250.0.221")}); err != nil {
+	if err := in.Sync(ctx, []Route{route("10.245.1.0/24", "10.250.0.221")}, nil); err != nil {
 		t.Errorf("IPv4 only: %v", err)
 	}
 	if err := in.Cleanup(ctx); err != nil {
@@ -319,7 +320,7 @@ func TestSyncWithoutIPv6(t *testing.T) {
 	// silent success. (Its gateway is on no network here, so it has to
 	// get past validation: give the host an IPv6 address.)
 	k.local = append(k.local, pfx("fd00:250::2/64"))
-	if err := in.Sync(ctx, []Route{route("fd00:245:1::/64", "fd00:250::221")}); !errors.Is(err, syscall.EAFNOSUPPORT) {
+	if err := in.Sync(ctx, []Route{route("fd00:245:1::/64", "fd00:250::221")}, nil); !errors.Is(err, syscall.EAFNOSUPPORT) {
 		t.Errorf("IPv6 route on a kernel without IPv6: %v", err)
 	}
 }
@@ -334,21 +335,42 @@ func TestForNodes(t *testing.T) {
 		{Name: "down", Ready: false, Addresses: []model.NodeAddr{na("InternalIP", "10.250.0.223")},
 			PodCIDRs: []netip.Prefix{pfx("10.245.3.0/24")}},
 		{Name: "new", Ready: true, Addresses: []model.NodeAddr{na("InternalIP", "10.250.0.224")}}, // no pod CIDR yet
+		// A node whose admin claims the world's resolvers, and one that
+		// claims more than the declared range.
+		{Name: "rogue", Ready: true, Addresses: []model.NodeAddr{na("InternalIP", "10.250.0.225")},
+			PodCIDRs: []netip.Prefix{pfx("8.8.8.0/24")}},
+		{Name: "greedy", Ready: true, Addresses: []model.NodeAddr{na("InternalIP", "10.250.0.226")},
+			PodCIDRs: []netip.Prefix{pfx("10.244.0.0/15")}},
+		// The same CIDR as a, after a in name order.
+		{Name: "copy", Ready: true, Addresses: []model.NodeAddr{na("InternalIP", "10.250.0.227")},
+			PodCIDRs: []netip.Prefix{pfx("10.245.1.0/24")}},
 	}
-	got, problems := ForNodes(nodes, nil)
+	within := []netip.Prefix{pfx("10.245.0.0/16"), pfx("fd00:245::/32")}
+	got, problems := ForNodes("delta", nodes, nil, within)
+	owner := func(n string) string { return `node ` + n + ` of cluster "delta"` }
 	want := []Route{
-		route("10.245.1.0/24", "10.250.0.221"),
-		route("10.245.2.0/24", "10.250.0.222"),
-		route("fd00:245:1::/64", "fd00:250::221"),
+		{Dst: pfx("10.245.1.0/24"), Via: addr("10.250.0.221"), Owner: owner("a")},
+		{Dst: pfx("fd00:245:1::/64"), Via: addr("fd00:250::221"), Owner: owner("a")},
+		{Dst: pfx("10.245.2.0/24"), Via: addr("10.250.0.222"), Owner: owner("b")},
+		{Dst: pfx("10.245.1.0/24"), Via: addr("10.250.0.227"), Owner: owner("copy")},
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("ForNodes = %v, want %v", got, want)
+		t.Errorf("ForNodes = %v, want %v (in node name order)", got, want)
 	}
-	if len(problems) != 1 || problems[0] != "node b: pod CIDR fd00:245:2::/64 is not routed: the node has no InternalIP IPv6 address" {
-		t.Errorf("problems %q", problems)
+	wantProblems := []string{
+		"node b: pod CIDR fd00:245:2::/64 is not routed: the node has no InternalIP IPv6 address",
+		"node greedy: pod CIDR 10.244.0.0/15 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16, fd00:245::/32)",
+		"node rogue: pod CIDR 8.8.8.0/24 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16, fd00:245::/32)",
 	}
-	got, _ = ForNodes(nodes, []string{"ExternalIP", "InternalIP"})
-	if got[0] != route("10.245.1.0/24", "203.0.113.1") {
+	if !reflect.DeepEqual(problems, wantProblems) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(problems, "\n"), strings.Join(wantProblems, "\n"))
+	}
+	got, _ = ForNodes("delta", nodes, []string{"ExternalIP", "InternalIP"}, within)
+	if got[0] != (Route{Dst: pfx("10.245.1.0/24"), Via: addr("203.0.113.1"), Owner: owner("a")}) {
 		t.Errorf("ExternalIP preferred: %v", got)
+	}
+	// Without declared ranges nothing is routed.
+	if got, problems := ForNodes("delta", nodes, nil, nil); len(got) != 0 || len(problems) != 7 {
+		t.Errorf("without pod_cidrs: routes %v, problems %q", got, problems)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,10 @@ import (
 
 // The cluster of TestReach, in a lab of its own: a remote lab has no nodes.
 var deltaRange = netip.MustParsePrefix("10.99.0.0/16")
+
+// deltaPods is delta's pod_cidrs: the lab gives its nodes pod CIDRs
+// 10.245.k.0/24.
+var deltaPods = netip.MustParsePrefix("10.245.0.0/16")
 
 // TestReach runs kube-outpost for a cluster whose pods this host cannot
 // route to: they sit behind two lab nodes, which forward for them, and
@@ -104,6 +109,9 @@ func TestReach(t *testing.T) {
 	config := func(t *testing.T, sock, reach string) string {
 		cfg := fmt.Sprintf("mode = %q\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n\n[[clusters]]\nname = \"delta\"\nkubeconfig = %q\nservice_cidrs = [%q]\nreach = %q\n",
 			mode, sock, delta.Kubeconfig, deltaRange.String(), reach)
+		if reach == "routes" {
+			cfg += fmt.Sprintf("pod_cidrs = [%q]\n", deltaPods.String())
+		}
 		path := filepath.Join(t.TempDir(), "config.toml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -258,6 +266,132 @@ func TestReach(t *testing.T) {
 		}
 		answeredByIn(t, l, url(vip, 80), 20, "r1", "r2")
 	})
+
+	// The attacker is delta's admin: Nodes are theirs to write. One Node
+	// claims, as its pod CIDR, the address of a resolver-like listener the
+	// host reaches through its own route (outside pod_cidrs); another,
+	// whose name comes before n1's, copies n1's pod CIDR. Neither may
+	// change where the host's packets go.
+	t.Run("routes: a node cannot route beyond pod_cidrs nor take another node's pod CIDR", func(t *testing.T) {
+		dns, err := l.AddPod(ctx, "dns", []int{8080}, []int{53})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hostRoute := func(dst netip.Addr) string {
+			out, err := l.HostRun(ctx, "ip", "route", "get", dst.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.Join(strings.Fields(out), " ")
+		}
+		dnsRoute := hostRoute(dns.IP)
+		if !strings.Contains(dnsRoute, "via 10.250.0.1") {
+			t.Fatalf("the lab host reaches %v by %q, not by its own route via the lab router", dns.IP, dnsRoute)
+		}
+		sock := statusSocket(t)
+		d := startDaemonIn(t, l, config(t, sock, "routes"))
+		both := routeOf("n1") + " metric 2048 " + routeOf("n2") + " metric 2048"
+		eventually(t, 30*time.Second, "the honest nodes' routes", func() error {
+			if got := ourRoutes(); got != both {
+				return fmt.Errorf("ip route show proto 95: %q, want %q", got, both)
+			}
+			return nil
+		})
+		others := func() string {
+			out, err := l.HostRun(ctx, "ip", "route", "show")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return regexp.MustCompile(`(?m)^.*proto 95.*\n`).ReplaceAllString(out, "")
+		}
+		before := others()
+
+		rogueCIDR := netip.PrefixFrom(dns.IP, 32)
+		registerNode(ctx, t, admin, "rogue", "10.250.0.252", rogueCIDR.String())
+		registerNode(ctx, t, admin, "a-copy", "10.250.0.253", nodes["n1"].PodCIDR.String())
+		wantProblem := fmt.Sprintf("node rogue: pod CIDR %s is not routed: it is outside the cluster's pod_cidrs (%s)", rogueCIDR, deltaPods)
+		wantRefused := fmt.Sprintf(`node a-copy of cluster "delta": %s via 10.250.0.253: %s is also wanted via %s by node n1 of cluster "delta", which has precedence`,
+			nodes["n1"].PodCIDR, nodes["n1"].PodCIDR, nodes["n1"].IP)
+		eventually(t, 30*time.Second, "status shows both claims refused", func() error {
+			cs, err := reachStatus(sock)
+			if err != nil {
+				return err
+			}
+			if cs.Nodes == nil || cs.Nodes.Nodes != 4 || cs.Routes == nil || cs.Routes.Installed != 2 ||
+				!slices.Contains(cs.Routes.Problems, wantProblem) || len(cs.Routes.Refused) != 1 || !strings.HasPrefix(cs.Routes.Refused[0], wantRefused) {
+				return fmt.Errorf("status: nodes %+v, routes %+v", cs.Nodes, cs.Routes)
+			}
+			return nil
+		})
+
+		// The kernel's table: ours are the honest ones, the host's own
+		// are as they were, and the listener is reached as before.
+		if got := ourRoutes(); got != both {
+			t.Errorf("ip route show proto 95: %q, want %q", got, both)
+		}
+		if after := others(); after != before {
+			t.Errorf("the host's own routes changed:\nbefore %q\nafter  %q", before, after)
+		}
+		if got := hostRoute(dns.IP); got != dnsRoute {
+			t.Errorf("ip route get %v: %q, was %q", dns.IP, got, dnsRoute)
+		}
+		// Real packets: the listener and the pods behind both honest nodes
+		// answer, and a ClusterIP still leads to n1's pod.
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if body, err := l.HTTPGet(c, fmt.Sprintf("http://%s:8080/", dns.IP)); err != nil || body != "dns" {
+			t.Errorf("the resolver-like listener over HTTP: %q, %v", body, err)
+		}
+		if body, err := l.UDPRequest(c, netip.AddrPortFrom(dns.IP, 53).String(), "ping"); err != nil || body != "dns" {
+			t.Errorf("the resolver-like listener over UDP: %q, %v", body, err)
+		}
+		for node := range nodes {
+			if err := podAnswers(node); err != nil {
+				t.Errorf("the pod behind %s: %v", node, err)
+			}
+		}
+		ns := namespace(t, admin, "contained")
+		vip := service(t, admin, ns, "web", ports)
+		slice(t, admin, ns, "web", "1", ports, []ep{readyEP(pods["n1"].IP.String())})
+		answeredByIn(t, l, url(vip, 80), 10, "r1")
+
+		// Each refusal is logged once, though syncs went on.
+		log := d.log.String()
+		if n := strings.Count(log, "pod CIDR not routed"); n != 1 || !strings.Contains(log, "node rogue") {
+			t.Errorf("%d warnings about the rogue pod CIDR, want 1", n)
+		}
+		copies := 0
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, "route not installed") && strings.Contains(line, "a-copy") {
+				copies++
+			}
+		}
+		if copies != 1 {
+			t.Errorf("%d warnings about the copied pod CIDR, want 1", copies)
+		}
+	})
+}
+
+// registerNode creates a Ready Node at ip with podCIDR, as its kubelet and
+// an admin who writes Nodes by hand would; the test deletes it at its end.
+func registerNode(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, ip, podCIDR string) {
+	t.Helper()
+	created, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	now := metav1.Now()
+	created.Status = corev1.NodeStatus{
+		Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}},
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
+	}
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // applyNodeRBAC applies packaging/rbac-nodes.yaml, which binds the
