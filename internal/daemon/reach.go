@@ -95,6 +95,7 @@ func (d *Daemon) syncRoutes(ctx context.Context) error {
 			continue
 		}
 		rs, problems := routes.ForNodes(h.cfg.Name, nodes, h.cfg.NodeAddressTypes, h.cfg.PodCIDRs)
+		rs, problems = d.checkGateways(h.cfg.Name, rs, problems)
 		want = append(want, rs...)
 		state[h.cfg.Name] = routeState{want: rs, problems: problems}
 	}
@@ -213,4 +214,20 @@ func (d *Daemon) reachStatus(h *clusterHandle) reachStatus {
 		}
 	}
 	return rs
+}
+
+// checkGateways drops the routes whose gateway the cluster may not make this
+// host send to: the one target check of the model, which endpoints and
+// reach = "nodeport" nodes pass too. endpoint_cidrs is left out here: with
+// reach = "routes" it holds the pods, not the nodes.
+func (d *Daemon) checkGateways(cluster string, rs []routes.Route, problems []string) ([]routes.Route, []string) {
+	kept := rs[:0]
+	for _, r := range rs {
+		if ex, why := d.store.CheckTarget(cluster, r.Via); ex != "" && ex != model.ExcludedOutsideEndpointCIDRs {
+			problems = append(problems, fmt.Sprintf("%s: pod CIDR %v is not routed: its gateway %v is %s", r.Owner, r.Dst, r.Via, why))
+			continue
+		}
+		kept = append(kept, r)
+	}
+	return kept, problems
 }

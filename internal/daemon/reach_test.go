@@ -56,6 +56,7 @@ func TestSyncRoutes(t *testing.T) {
 	), cluster.NodeWatcherOptions{Cluster: "alpha", OnChange: func(s []model.NodeInfo) { snaps <- s }})
 	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: config.ReachRoutes,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: nw}
+	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", Reach: model.ReachRoutes}})
 	d.host = &routeHost{}
 	noResolvers(t)
 
@@ -167,6 +168,17 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 	cfg.Reach = config.ReachRoutes
 	d.mu.Lock()
 	d.clusters[cfg.Name] = &clusterHandle{cfg: cfg, nodes: nw, order: order}
+	// The model knows every configured cluster, as setClusters makes it:
+	// route gateways pass its target check.
+	var ccs []model.ClusterConfig
+	for _, h := range d.clusters {
+		cc := model.ClusterConfig{Name: h.cfg.Name, ServiceCIDRs: h.cfg.ServiceCIDRs, Reach: string(h.cfg.Reach)}
+		if ip, ok := hostcheck.APIServerAddr(h.cfg.Server); ok {
+			cc.APIServerAddrs = []netip.Addr{ip}
+		}
+		ccs = append(ccs, cc)
+	}
+	d.store.SetClusters(ccs)
 	d.mu.Unlock()
 	if err := nw.Start(t.Context()); err != nil {
 		t.Fatal(err)
@@ -199,7 +211,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 	withResolvers(t, "10.245.53.53", "127.0.0.53")
 
 	p := netip.MustParsePrefix
-	routesCluster(t, d, 1, config.Cluster{Name: "beta", Server: "https://10.246.100.10:6443", PodCIDRs: []netip.Prefix{p("10.246.0.0/16"), p("10.245.7.0/24")}},
+	routesCluster(t, d, 1, config.Cluster{Name: "beta", Server: "https://192.0.2.200:6443", PodCIDRs: []netip.Prefix{p("10.246.0.0/16"), p("10.245.7.0/24")}},
 		labNode("b1", "192.0.2.21", "10.246.1.0/24", true),
 		labNode("b7", "192.0.2.27", "10.245.7.0/24", true),
 	)
@@ -212,6 +224,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 		labNode("a-api", "192.0.2.70", "10.245.100.0/24", true),  // alpha's own apiserver
 		labNode("a-beta", "192.0.2.71", "10.246.100.0/24", true), // beta's apiserver, outside alpha's range
 		labNode("a7", "192.0.2.17", "10.245.7.0/24", true),       // wanted by beta too
+		labNode("a-via", "192.0.2.200", "10.245.9.0/24", true),   // via beta's apiserver
 	)
 	if err := d.syncRoutes(t.Context()); err != nil {
 		t.Fatal(err)
@@ -229,6 +242,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 		"node greedy: pod CIDR 10.0.0.0/8 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
 		"node rogue: pod CIDR 8.8.8.0/24 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
 		"node a-beta: pod CIDR 10.246.100.0/24 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
+		`node a-via of cluster "alpha": pod CIDR 10.245.9.0/24 is not routed: its gateway 192.0.2.200 is cluster "beta"'s apiserver address`,
 	}
 	if alpha == nil || !sameSet(alpha.Problems, wantProblems) {
 		t.Errorf("alpha's problems: %q\nwant %q", alpha.Problems, wantProblems)
@@ -251,8 +265,8 @@ func TestSyncRoutesContainment(t *testing.T) {
 		!strings.Contains(beta.Refused[0], `by node a7 of cluster "alpha", which has precedence`) {
 		t.Errorf("beta's routes: %+v", beta)
 	}
-	if n := strings.Count(logs.String(), "pod CIDR not routed"); n != 3 {
-		t.Errorf("%d problems logged, want 3:\n%s", n, &logs)
+	if n := strings.Count(logs.String(), "pod CIDR not routed"); n != 4 {
+		t.Errorf("%d problems logged, want 4:\n%s", n, &logs)
 	}
 
 	// A newcomer copies a1's pod CIDR with a name that comes first: a1
