@@ -80,13 +80,17 @@ func (c *checker) ranges(cfg *Config, raw *rawConfig) {
 		owned = append(owned, rawRanges("allow_external_ips", line("allow_external_ips"), raw.Clusters[i].AllowExternalIPs)...)
 		for _, r := range owned {
 			c.ownable(who, r)
+			// Clusters served by one apiserver address (lab setups, one
+			// apiserver behind several kubeconfigs) are one problem.
+			said := map[netip.Addr]bool{}
 			for _, a := range apiservers {
 				// A service range mapped away never appears on this host.
 				mapped := cl.LocalServiceCIDR.IsValid() && r.key != "local_service_cidr" && strings.HasPrefix(r.key, "service_cidrs") &&
 					r.prefix.Addr().Is4() == cl.LocalServiceCIDR.Addr().Is4()
-				if mapped || !r.prefix.Contains(a.addr) {
+				if mapped || !r.prefix.Contains(a.addr) || said[a.addr] {
 					continue
 				}
+				said[a.addr] = true
 				whose := "of " + a.who
 				if a.who == who {
 					whose = "of this cluster"

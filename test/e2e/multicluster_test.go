@@ -250,8 +250,10 @@ func TestMultiCluster(t *testing.T) {
 		if err == nil || !strings.Contains(out, `cluster "c": local_service_cidr 100.66.0.0/16 collides with address 100.66.0.1 on lo`) {
 			t.Errorf("check-config of a local range holding a host address: %v\n%s", err, out)
 		}
-		// The lab's connected network is refused too.
-		onLink := mcConfigRange(t, l, "10.96.0.0/24", "10.250.0.0/24")
+		// The lab's connected network is refused too (a /30 of it, which
+		// holds the host's address but not the apiserver's, which Load
+		// refuses before the host is asked).
+		onLink := mcConfigRange(t, l, "10.96.0.0/30", "10.250.0.0/30")
 		out, err = l.HostRun(context.Background(), binary, "check-config", "--config", onLink)
 		if err == nil || !strings.Contains(out, "collides with address 10.250.0.2") || !strings.Contains(out, "connected route 10.250.0.0/24") {
 			t.Errorf("check-config of a local range on the host's own network: %v\n%s", err, out)
