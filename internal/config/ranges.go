@@ -67,7 +67,7 @@ func (c *checker) ranges(cfg *Config, raw *rawConfig) {
 	}
 	var apiservers []apiserver
 	for i, cl := range cfg.Clusters {
-		if a, ok := serverAddr(cl.Server); ok {
+		if a, ok := APIServerAddr(cl.Server); ok {
 			apiservers = append(apiservers, apiserver{c.clusterName(i, cl), a, c.loc.line(i, "clusters.kubeconfig")})
 		}
 	}
@@ -160,10 +160,11 @@ func (c *checker) clusterName(i int, cl Cluster) string {
 	return fmt.Sprintf("cluster %q", cl.Name)
 }
 
-// serverAddr is the address of an apiserver URL when its host is an IP
-// address; a host name is not resolved. It is hostcheck.APIServerAddr,
-// which this package cannot import (hostcheck imports config).
-func serverAddr(server string) (netip.Addr, bool) {
+// APIServerAddr is the address of an apiserver URL (a kubeconfig's
+// server), when its host is an IP address. A host name is not resolved
+// here: the answer could change, and resolving must not block a config
+// check; callers that resolve it pass the addresses they found.
+func APIServerAddr(server string) (netip.Addr, bool) {
 	u, err := url.Parse(server)
 	if err != nil {
 		return netip.Addr{}, false

@@ -4,10 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
 )
 
 // The addresses below are not a cluster's to decide: whatever a cluster's
@@ -70,18 +71,6 @@ func HostResolvers() []netip.Addr {
 	return Resolvers(DefaultResolvConf, "/run/systemd/resolve/resolv.conf")
 }
 
-// APIServerAddr is the address of an apiserver URL (a kubeconfig's
-// server), when its host is an IP address. A host name is not resolved
-// here: the answer could change, and resolving must not block a config
-// check; callers that resolve it pass the addresses they found.
-func APIServerAddr(server string) (netip.Addr, bool) {
-	u, err := url.Parse(server)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	ip, err := netip.ParseAddr(u.Hostname())
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return ip.Unmap().WithZone(""), true
-}
+// APIServerAddr is config.APIServerAddr, beside the other protected
+// addresses.
+func APIServerAddr(server string) (netip.Addr, bool) { return config.APIServerAddr(server) }
