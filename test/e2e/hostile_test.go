@@ -98,10 +98,13 @@ type hostileLab struct {
 	honestVIP     netip.Addr
 	// movingVIP is the honest service whose endpoint latency moves between
 	// h1 and h2; movingAt is where it is.
-	movingVIP      netip.Addr
-	movingAt       string
-	metrics        *http.Client
-	baselineRoutes string
+	movingVIP netip.Addr
+	movingAt  string
+	metrics   *http.Client
+	// While recordFlag exists, the daemon's iptables-restore input is
+	// appended to recorded.
+	recordFlag, recorded string
+	baselineRoutes       string
 }
 
 // TestHostile plays a rogue cluster's admin against the promise of issue
@@ -198,10 +201,11 @@ func startHostileLab(t *testing.T) *hostileLab {
 	if code, out := h.checkConfig(t, h.cfgPath); code != 0 {
 		t.Fatalf("check-config refused the test's own config (exit %d):\n%s", code, out)
 	}
-	h.d = startDaemonIn(t, l, h.cfgPath)
+	h.d = h.startQuietDaemon(t)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("iptables-save of %s:\n%s", l.HostNS, v4Rules(t, l))
+			lines := strings.Split(v4Rules(t, l), "\n")
+			t.Logf("iptables-save of %s, first %d of %d lines:\n%s", l.HostNS, min(300, len(lines)), len(lines), strings.Join(lines[:min(300, len(lines))], "\n"))
 		}
 	})
 	ns := namespace(t, h.honest, "web")
@@ -212,6 +216,64 @@ func startHostileLab(t *testing.T) *hostileLab {
 }
 
 func (h *hostileLab) ip(pod string) string { return h.pods[pod].IP.String() }
+
+// startQuietDaemon is startDaemonIn for a daemon whose log grows large
+// (the flood): a failure shows the log's tail, not all of it. Its
+// iptables-restore records its input while h.recording is on: what the
+// daemon asks of iptables, which iptables-nft truncates without a word and
+// iptables-legacy refuses as a whole.
+func (h *hostileLab) startQuietDaemon(t *testing.T) *daemon {
+	t.Helper()
+	l := h.l
+	real, err := exec.LookPath("iptables-restore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	h.recordFlag, h.recorded = filepath.Join(dir, "record"), filepath.Join(dir, "restores.txt")
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := fmt.Sprintf("#!/bin/sh\nif [ -e %q ]; then\n  tee -a %q | %q \"$@\"\n  exit $?\nfi\nexec %q \"$@\"\n", h.recordFlag, h.recorded, real, real)
+	if err := os.WriteFile(filepath.Join(bin, "iptables-restore"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if mode == "ipvs" {
+		if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", h.cfgPath); err != nil {
+			t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
+		}
+	}
+	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = l.HostCommand(context.Background(), binary, "run", "--config", h.cfgPath, "--log-level", "debug")
+	// `ip netns exec` keeps the environment, so the daemon finds the
+	// wrapper first.
+	d.cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			lines := strings.Split(d.log.String(), "\n")
+			t.Logf("kube-outpost log, last %d of %d lines:\n%s", min(300, len(lines)), len(lines), strings.Join(lines[max(0, len(lines)-300):], "\n"))
+		}
+	})
+	return d
+}
+
+// record turns the recording of iptables-restore input on, from nothing.
+func (h *hostileLab) record(t *testing.T) {
+	t.Helper()
+	os.Remove(h.recorded)
+	if err := os.WriteFile(h.recordFlag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(h.recordFlag); os.Remove(h.recorded) })
+}
 
 // knowsLimits asks check-config whether this build has the per-cluster
 // limits: until they are merged the config cannot carry them, and every
@@ -237,7 +299,9 @@ func (h *hostileLab) writeConfigWith(t *testing.T, path, rogueExtra string, limi
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode = %q\nmin_sync_period = \"200ms\"\nstatus_socket = %q\nmetrics_address = \"127.0.0.1:10249\"\nhealthz_address = \"\"\n", mode, h.sock)
 	fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", honest, h.l.Cluster(honest).Kubeconfig, honestRange)
-	fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", rogue, h.liar.Kubeconfig, rogueRange)
+	// serve_node_ports: a rogue node port is one more way to publish what
+	// it reaches, and its rules carry the longest comments.
+	fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\nserve_node_ports = true\n", rogue, h.liar.Kubeconfig, rogueRange)
 	if limits {
 		// TODO(merge): key names as h-limits merges them.
 		fmt.Fprintf(&b, "max_services = %d\nmax_endpoints_per_port = %d\nmax_endpoints = %d\n", limitServices, limitEndpointsPerPort, limitEndpoints)
@@ -345,20 +409,17 @@ func (h *hostileLab) configRefusals(t *testing.T) {
 		{"allow_external_ips", "169.254.169.254/32"},  // metadata
 	} {
 		t.Run(c.key+" "+c.value, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "config.toml")
-			extra := fmt.Sprintf("%s = [%q]\n", c.key, c.value)
+			// The rogue cluster alone: no other cluster's range to
+			// overlap, so that the refusal is for the range itself.
+			ranges, extra := rogueRange.String(), fmt.Sprintf("%s = [%q]\n", c.key, c.value)
 			if c.key == "service_cidrs" {
-				// Replaces the rogue cluster's own range: a later key
-				// would be a TOML error, not the check under test.
-				extra = ""
+				ranges, extra = c.value, ""
 			}
-			h.writeConfigWith(t, path, extra, false)
-			if c.key == "service_cidrs" {
-				data, _ := os.ReadFile(path)
-				data = []byte(strings.Replace(string(data), fmt.Sprintf("service_cidrs = [%q]\n", rogueRange), fmt.Sprintf("service_cidrs = [%q]\n", c.value), 1))
-				if err := os.WriteFile(path, data, 0o600); err != nil {
-					t.Fatal(err)
-				}
+			path := filepath.Join(t.TempDir(), "config.toml")
+			cfg := fmt.Sprintf("mode = %q\nstatus_socket = \"\"\nmetrics_address = \"\"\nhealthz_address = \"\"\n\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n%s",
+				mode, rogue, h.liar.Kubeconfig, ranges, extra)
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
 			}
 			code, out := h.checkConfig(t, path)
 			if code != 1 || !strings.Contains(out, c.key) || !strings.Contains(out, rogue) || strings.Contains(out, "unknown key") {
@@ -393,7 +454,12 @@ func (h *hostileLab) deniedEndpoints(t *testing.T) {
 	var made []deniedTarget
 	for _, tg := range targets {
 		ports := []port{{name: "http", proto: corev1.ProtocolTCP, port: 80, target: int32(tg.addr.Port())}}
-		vips[tg.name] = service(t, h.rogue, ns, tg.name, ports)
+		vips[tg.name] = service(t, h.rogue, ns, tg.name, ports, func(s *corev1.Service) {
+			// A node port would publish the target to every neighbour.
+			if tg.name == "alibaba" {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+			}
+		})
 		err := trySlice(h.rogue, ns, tg.name, ports, []ep{readyEP(tg.addr.Addr().String())})
 		if err != nil {
 			// The apiserver itself refuses link-local endpoints, so a
@@ -422,11 +488,35 @@ func (h *hostileLab) deniedEndpoints(t *testing.T) {
 			t.Errorf("the kernel DNATs to %v (%s)", tg.addr, tg.name)
 		}
 	}
+	// The metadata at the host's node port: neither for the host nor for a
+	// neighbour (refused, or not served to it at all).
+	np := h.nodePort(t, ns, "alibaba")
+	if body, _ := h.get(url(h.l.HostIP, int(np))); body == "metadata" {
+		t.Errorf("the host's node port %d leads the host to the metadata service", np)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if body, _ := h.neighbour.HTTPGet(ctx, url(h.neighbour.Gateway, int(np))); body == "metadata" {
+		t.Errorf("the host's node port %d publishes the metadata service to its neighbour", np)
+	}
 	h.refusalsCounted(t, before, len(made), reasonsDenied)
 	for _, tg := range made {
 		h.warnedOnce(t, ns, tg.name)
 	}
 	h.intact(t)
+}
+
+// nodePort is the node port the apiserver gave a rogue service.
+func (h *hostileLab) nodePort(t *testing.T, ns, name string) int32 {
+	t.Helper()
+	s, err := h.rogue.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Spec.Ports) == 0 || s.Spec.Ports[0].NodePort == 0 {
+		t.Fatalf("service %s/%s has no node port: %+v", ns, name, s.Spec.Ports)
+	}
+	return s.Spec.Ports[0].NodePort
 }
 
 // externalIPAtAPIServer: the rogue cluster may not capture the address of
@@ -503,6 +593,7 @@ func (h *hostileLab) reload(t *testing.T, data []byte) {
 // every rule comment; the restore that carries them carries the honest
 // cluster's rules too (hole 10).
 func (h *hostileLab) longNames(t *testing.T) {
+	h.record(t)
 	ns := namespace(t, h.rogue, "ns-"+strings.Repeat("n", 60))
 	name := "svc-" + strings.Repeat("s", 59)
 	ports := []port{{name: "port-" + strings.Repeat("p", 58), proto: corev1.ProtocolTCP, port: 80, target: 8080}}
@@ -511,23 +602,43 @@ func (h *hostileLab) longNames(t *testing.T) {
 			t.Fatalf("%q has %d characters, want 63", s, len(s))
 		}
 	}
-	vip := service(t, h.rogue, ns, name, ports)
-	slice(t, h.rogue, ns, name, "1", ports, []ep{readyEP(h.ip("r1"))})
+	// A node port without endpoints: its reject rule has the longest
+	// comment there is ("<key> node port has no endpoints").
+	vip := service(t, h.rogue, ns, name, ports, func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeNodePort })
 	t.Cleanup(func() { h.deleteService(ns, name) })
+	np := h.nodePort(t, ns, name)
 	// Written after the long names: it answers only if the restore that
 	// carries both went through.
 	nsH := namespace(t, h.honest, "after-long-names")
 	after := service(t, h.honest, nsH, "web", hostilePorts)
 	slice(t, h.honest, nsH, "web", "1", hostilePorts, []ep{readyEP(h.ip("h1"))})
 	answeredByIn(t, h.l, url(after, 80), 3, "h1")
-	answeredByIn(t, h.l, url(vip, 80), 3, "r1")
+	// And the long-named service itself is programmed: refused, at its
+	// ClusterIP and at its node port.
+	eventually(t, 20*time.Second, "the long-named service refused", func() error {
+		if err := refusedIn(h.l, url(vip, 80)); err != nil {
+			return err
+		}
+		return refusedIn(h.l, url(h.l.HostIP, int(np)))
+	})
+	restores, err := os.ReadFile(h.recorded)
+	if err != nil && mode != "ipvs" { // ipvs mode restores its fixed rules once, at start
+		t.Fatalf("no iptables-restore since the long names were written: %v", err)
+	}
+	long := strings.Repeat("s", 59)
+	seen := false
 	comment := regexp.MustCompile(`--comment ("(?:[^"\\]|\\.)*"|\S+)`)
-	for _, line := range strings.Split(v4Rules(t, h.l), "\n") {
+	for _, line := range strings.Split(string(restores), "\n") {
 		for _, m := range comment.FindAllStringSubmatch(line, -1) {
-			if c := strings.Trim(m[1], `"`); len(c) > 255 {
-				t.Errorf("a rule comment of %d characters, over iptables' 255: %s", len(c), line)
+			c := strings.Trim(m[1], `"`)
+			seen = seen || strings.Contains(c, "svc-"+long[:8])
+			if len(c) > 255 {
+				t.Errorf("a rule comment of %d characters, over the kernel's 255 (iptables-nft cuts it, iptables-legacy refuses the restore): %s", len(c), line)
 			}
 		}
+	}
+	if mode != "ipvs" && !seen {
+		t.Errorf("no rule comment of the long-named service in %d bytes of iptables-restore input", len(restores))
 	}
 	h.intact(t)
 }
