@@ -473,11 +473,7 @@ func (h *hostileLab) deniedEndpoints(t *testing.T) {
 		}
 		made = append(made, tg)
 	}
-	for _, tg := range made {
-		eventually(t, 30*time.Second, "the endpoint at "+tg.addr.String()+" refused in status", func() error {
-			return refusalIn(statusJSON(t, h.sock), rogue, ns, tg.name, tg.addr.Addr().String())
-		})
-	}
+	h.marker(t, ns)
 	for _, tg := range made {
 		u := url(vips[tg.name], 80)
 		if err := refusedIn(h.l, u); err != nil {
@@ -498,6 +494,11 @@ func (h *hostileLab) deniedEndpoints(t *testing.T) {
 	defer cancel()
 	if body, _ := h.neighbour.HTTPGet(ctx, url(h.neighbour.Gateway, int(np))); body == "metadata" {
 		t.Errorf("the host's node port %d publishes the metadata service to its neighbour", np)
+	}
+	for _, tg := range made {
+		softly(t, 10*time.Second, "the endpoint at "+tg.addr.String()+" refused in status", func() error {
+			return refusalIn(statusJSON(t, h.sock), rogue, ns, tg.name, tg.addr.Addr().String())
+		})
 	}
 	h.refusalsCounted(t, before, len(made), reasonsDenied)
 	for _, tg := range made {
@@ -548,12 +549,13 @@ func (h *hostileLab) externalIPAtAPIServer(t *testing.T) {
 	ports := []port{{name: "https", proto: corev1.ProtocolTCP, port: 6443, target: 8080}}
 	service(t, h.rogue, ns, "apiserver", ports, func(s *corev1.Service) { s.Spec.ExternalIPs = []string{api.String()} })
 	slice(t, h.rogue, ns, "apiserver", "1", ports, []ep{readyEP(h.ip("r1"))})
-	eventually(t, 30*time.Second, "the external IP at the honest apiserver refused in status", func() error {
-		return refusalIn(statusJSON(t, h.sock), rogue, ns, "apiserver", api.String())
-	})
+	h.marker(t, ns)
 	if dnatFrom(kernelStateIn(t, h.l), netip.AddrPortFrom(api, 6443)) {
 		t.Errorf("the honest apiserver's address %v:6443 is captured", api)
 	}
+	softly(t, 10*time.Second, "the external IP at the honest apiserver refused in status", func() error {
+		return refusalIn(statusJSON(t, h.sock), rogue, ns, "apiserver", api.String())
+	})
 	// The daemon's watch of the honest cluster still works: a change
 	// there is followed.
 	nsH := namespace(t, h.honest, "after-capture")
@@ -732,9 +734,7 @@ func (h *hostileLab) clusterIPAtHostAddress(t *testing.T) {
 		t.Fatalf("the apiserver gave the service %v, want %v", got, runtimeHostAddr)
 	}
 	slice(t, h.rogue, ns, "ssh", "1", ports, []ep{readyEP(h.ip("r1"))})
-	eventually(t, 30*time.Second, "the ClusterIP at the host's address refused in status", func() error {
-		return refusalIn(statusJSON(t, h.sock), rogue, ns, "ssh", runtimeHostAddr.String())
-	})
+	h.marker(t, ns)
 	h.answers(t, url(runtimeHostAddr, 22), "ssh")
 	h.answers(t, url(runtimeHostAddr, 2222), "ssh-alt")
 	h.neighbourAnswers(t, url(runtimeHostAddr, 22), "ssh")
@@ -742,6 +742,9 @@ func (h *hostileLab) clusterIPAtHostAddress(t *testing.T) {
 	if mentions(kernelStateIn(t, h.l), runtimeHostAddr) {
 		t.Errorf("the kernel's state mentions the host's address %v:\n%s", runtimeHostAddr, kernelStateIn(t, h.l))
 	}
+	softly(t, 10*time.Second, "the ClusterIP at the host's address refused in status", func() error {
+		return refusalIn(statusJSON(t, h.sock), rogue, ns, "ssh", runtimeHostAddr.String())
+	})
 	h.refusalsCounted(t, before, 1, reasonsHostVIP)
 	h.warnedOnce(t, ns, "ssh")
 	h.intact(t)
@@ -1009,7 +1012,7 @@ func (h *hostileLab) refusals(t *testing.T) map[string]float64 {
 // least n under the reasons want, and by nothing under "other".
 func (h *hostileLab) refusalsCounted(t *testing.T, before map[string]float64, n int, want []string) {
 	t.Helper()
-	eventually(t, 20*time.Second, "the refusals counted", func() error {
+	softly(t, 10*time.Second, "the refusals counted", func() error {
 		after := h.refusals(t)
 		grew := 0.0
 		for _, r := range want {
@@ -1033,6 +1036,33 @@ func (h *hostileLab) warnedOnce(t *testing.T, ns, name string) {
 	time.Sleep(500 * time.Millisecond) // more than min_sync_period: a sync that would repeat it
 	if n := h.d.count(re); n != 1 {
 		t.Errorf("%d warnings about %s/%s in the log, want 1", n, ns, name)
+	}
+}
+
+// marker writes a rogue service in ns, after the objects of a subtest,
+// and waits until it answers: by then the daemon has seen those objects,
+// since each resource's watch delivers in order.
+func (h *hostileLab) marker(t *testing.T, ns string) {
+	t.Helper()
+	vip := service(t, h.rogue, ns, "zz-marker", hostilePorts)
+	slice(t, h.rogue, ns, "zz-marker", "1", hostilePorts, []ep{readyEP(h.ip("r1"))})
+	answeredByIn(t, h.l, url(vip, 80), 1, "r1")
+}
+
+// softly is eventually that goes on with the test when the time is up.
+func softly(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: still failing after %s: %v", what, timeout, err)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
