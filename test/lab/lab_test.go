@@ -410,7 +410,7 @@ func TestLab(t *testing.T) {
 		for _, s := range list.Items {
 			names = append(names, s.Name)
 		}
-		if !slices.Contains(names, "liar\x1b-watched") || !slices.Contains(names, "survivor") {
+		if !slices.Contains(names, "liar\x1b-watched") || !slices.Contains(names, "kubernetes") {
 			t.Errorf("listed through the liar: %q, want the rewritten liar\\x1b-watched and survivor as it is", names)
 		}
 		timeout := time.After(10 * time.Second)
