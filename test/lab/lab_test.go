@@ -411,7 +411,7 @@ func TestLab(t *testing.T) {
 			names = append(names, s.Name)
 		}
 		if !slices.Contains(names, "liar\x1b-watched") || !slices.Contains(names, "kubernetes") {
-			t.Errorf("listed through the liar: %q, want the rewritten liar\\x1b-watched and survivor as it is", names)
+			t.Errorf("listed through the liar: %q, want the rewritten liar\\x1b-watched and kubernetes as it is", names)
 		}
 		timeout := time.After(10 * time.Second)
 		for {
