@@ -20,6 +20,10 @@
 //	<ID>-node-<n> (AddNode) 10.250.0.(220+k)/24 on the infra bridge, with its own
 //	              pods (Node.AddPod) on 10.245.k.0/24 behind it, which nothing
 //	              else routes: reached by a route via the node or its NodePorts
+//	<ID>-off-<n>  (AddOffHost) 10.250.0.(210+k)/24 on the infra bridge, serving
+//	              addresses the router routes to it (a cloud's metadata service):
+//	              the host reaches them only by a default route via the router,
+//	              which AddHostDefaultRoute adds; until then no namespace has one
 //
 // When any cluster has a ServiceCIDRv6, every namespace also gets IPv6 next to
 // IPv4 (unique local addresses, added with nodad in namespaces with accept_dad=0,
@@ -114,14 +118,16 @@ type Lab struct {
 	ipv6     bool   // some cluster has a ServiceCIDRv6: IPv6 addressing everywhere
 	remote   string // control URL of the serving lab; "" for a local lab
 
-	mu      sync.Mutex // guards the fields below
-	closed  bool
-	pods    map[string]*podState
-	podSeq  int                   // pod addresses are never reused, so stale conntrack entries cannot hit a new pod
-	clients map[net.Conn]struct{} // connections of the lab's Kubernetes clients, closed by Close
-	routed  map[string]*Client    // routed clients by name; nil value: AddRoutedClient still running
-	nodes   map[string]*Node      // by name
-	routSeq int                   // subnets of routed clients are never reused either
+	mu       sync.Mutex // guards the fields below
+	closed   bool
+	pods     map[string]*podState
+	podSeq   int                   // pod addresses are never reused, so stale conntrack entries cannot hit a new pod
+	clients  map[net.Conn]struct{} // connections of the lab's Kubernetes clients, closed by Close
+	routed   map[string]*Client    // routed clients by name; nil value: AddRoutedClient still running
+	nodes    map[string]*Node      // by name
+	routSeq  int                   // subnets of routed clients are never reused either
+	offHosts int                   // off-host machines added (AddOffHost)
+	servers  []io.Closer           // servers outside pods (off-host machines, the gateway), closed by Close
 
 	closeOnce sync.Once
 	closeErr  error
@@ -411,7 +417,13 @@ func (l *Lab) close() error {
 	l.pods = nil
 	clients := l.clients
 	l.clients = nil
+	servers := l.servers
+	l.servers = nil
 	l.mu.Unlock()
+
+	for _, s := range servers {
+		s.Close()
+	}
 
 	for _, p := range pods {
 		if p != nil { // nil: AddPod still running; it notices closed and cleans up

@@ -345,6 +345,87 @@ func TestLab(t *testing.T) {
 		}
 	})
 
+	t.Run("off-host", func(t *testing.T) {
+		meta := netip.MustParseAddr("100.100.100.200")
+		if _, err := l.AddOffHost(ctx, "bad", 80, netip.MustParseAddr("10.244.9.9")); err == nil {
+			t.Error("AddOffHost with a pod address succeeded")
+		}
+		o, err := l.AddOffHost(ctx, "meta", 80, meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(labNetns(t, l.ID), o.NS) {
+			t.Errorf("netns %s missing", o.NS)
+		}
+		if err := l.ServeOnGateway(80, "gw"); err != nil {
+			t.Fatal(err)
+		}
+		// Without a default route the host cannot reach it: it is off-host.
+		gctx, gcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = l.HTTPGet(gctx, "http://"+meta.String()+"/")
+		gcancel()
+		if err == nil {
+			t.Error("the off-host address answered a host without a default route")
+		}
+		if err := l.AddHostDefaultRoute(); err != nil {
+			t.Fatal(err)
+		}
+		defer l.HostRun(ctx, "ip", "route", "del", "default")
+		if out, err := l.HostRun(ctx, "ip", "route", "get", meta.String()); err != nil || !strings.Contains(out, "via "+l.Gateway().String()) {
+			t.Errorf("the host's route to %v: %q, %v; want via the gateway", meta, out, err)
+		}
+		if body, err := l.HTTPGet(ctx, "http://"+meta.String()+"/"); err != nil || body != "meta" {
+			t.Errorf("%v through the default route: %q, %v", meta, body, err)
+		}
+		if body, err := l.HTTPGet(ctx, "http://"+l.Gateway().String()+"/"); err != nil || body != "gw" {
+			t.Errorf("the gateway: %q, %v", body, err)
+		}
+	})
+
+	t.Run("liar", func(t *testing.T) {
+		liar, err := alpha.Liar(map[string]string{"liar-": `liar\u001b-`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := l.ClientFromKubeconfig(liar.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := cs.CoreV1().Services("default").Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		if _, err := alpha.Admin.CoreV1().Services("default").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "liar-watched"},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		list, err := cs.CoreV1().Services("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range list.Items {
+			names = append(names, s.Name)
+		}
+		if !slices.Contains(names, "liar\x1b-watched") || !slices.Contains(names, "kubernetes") {
+			t.Errorf("listed through the liar: %q, want the rewritten liar\\x1b-watched and kubernetes as it is", names)
+		}
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case ev := <-w.ResultChan():
+				if s, ok := ev.Object.(*corev1.Service); ok && s.Name == "liar\x1b-watched" {
+					return
+				}
+			case <-timeout:
+				t.Fatal("no rewritten watch event within 10s")
+			}
+		}
+	})
+
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
