@@ -341,6 +341,7 @@ var e2eSkips = map[string]string{
 	"TestIPv6":                         "a remote lab is IPv4 only: QEMU's user networking carries the guest's traffic",
 	"TestMultiCluster":                 "it starts three apiservers of its own, which a remote lab cannot",
 	"TestReach":                        "it needs lab nodes, which a remote lab cannot have",
+	"TestHostile":                      "it starts an honest and a rogue apiserver of its own (and a lying proxy), which a remote lab cannot",
 }
 
 // prepareE2E builds the end-to-end suite and the binary into share, starts
