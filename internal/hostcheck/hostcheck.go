@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 )
@@ -56,6 +57,9 @@ type Collision struct {
 
 func (c Collision) Error() string {
 	switch {
+	case strings.HasPrefix(c.Key, "allow_external_ips"):
+		return fmt.Sprintf("cluster %q: %s %s holds %s of this host: an external IP the cluster sets there would take over "+
+			"this host's own traffic; allow only the cluster's load balancer addresses", c.Cluster, c.Key, c.Range, c.With)
 	case c.Key == "local_service_cidr":
 		return fmt.Sprintf("cluster %q: local_service_cidr %s collides with %s of this host: its ClusterIPs would shadow real addresses; "+
 			"choose a range this host neither has an address in nor a connected route to, such as one of 100.64.0.0/10 that is free here", c.Cluster, c.Range, c.With)
@@ -70,6 +74,8 @@ func (c Collision) Error() string {
 type keyedRange struct {
 	key    string
 	prefix netip.Prefix
+	// lan: the range may overlap a connected network.
+	lan bool
 }
 
 // owned are the ranges where clusters decide where this host's packets
@@ -81,20 +87,23 @@ func owned(c config.Cluster) []keyedRange {
 		if c.LocalServiceCIDR.IsValid() && p.Addr().Is4() == c.LocalServiceCIDR.Addr().Is4() {
 			continue // mapped away: these ClusterIPs never appear here
 		}
-		out = append(out, keyedRange{fmt.Sprintf("service_cidrs[%d]", j), p})
+		out = append(out, keyedRange{fmt.Sprintf("service_cidrs[%d]", j), p, false})
 	}
 	if c.LocalServiceCIDR.IsValid() {
-		out = append(out, keyedRange{"local_service_cidr", c.LocalServiceCIDR})
+		out = append(out, keyedRange{"local_service_cidr", c.LocalServiceCIDR, false})
 	}
-	// allow_external_ips is not here: it is the admin's opt-in to load
-	// balancer addresses, which often sit on the host's own LAN (a MetalLB
-	// L2 pool). The model refuses the single external IPs that would take
-	// over the host's own traffic: its addresses and its gateways.
+	// allow_external_ips is the admin's opt-in to load balancer addresses,
+	// which often sit on the host's own LAN (a MetalLB L2 pool): it may
+	// overlap a connected network, but not hold the host's own addresses
+	// or gateways (the model refuses such single external IPs too).
+	for j, p := range c.AllowExternalIPs {
+		out = append(out, keyedRange{fmt.Sprintf("allow_external_ips[%d]", j), p, true})
+	}
 	return out
 }
 
 // Check returns the collisions of the clusters' service ranges (as they
-// appear here) with src's addresses, default
+// appear here) and allowed external IPs with src's addresses, default
 // gateways and connected routes, in cluster order. An error reading src is
 // returned as is: nothing could be checked.
 func Check(clusters []config.Cluster, src Source) ([]Collision, error) {
@@ -135,7 +144,7 @@ func Check(clusters []config.Cluster, src Source) ([]Collision, error) {
 			for _, rt := range routes {
 				// A default route on a link (a point-to-point VPN) covers
 				// every range and names no network; only real subnets count.
-				if !rt.Connected || rt.Dst.Bits() == 0 || !rt.Dst.Overlaps(r) {
+				if kr.lan || !rt.Connected || rt.Dst.Bits() == 0 || !rt.Dst.Overlaps(r) {
 					continue
 				}
 				add(fmt.Sprintf("connected route %s on %s", rt.Dst, rt.Link))

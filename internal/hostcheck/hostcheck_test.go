@@ -71,9 +71,8 @@ func TestCheck(t *testing.T) {
 // here, not only local_service_cidr, is refused when it holds a host
 // address or the default gateway or overlaps a connected network; a
 // service range mapped away by local_service_cidr is not on this host.
-// allow_external_ips is the admin's opt-in and may cover the host's LAN
-// (the model refuses the single addresses that would take over the
-// host's own traffic).
+// allow_external_ips is the admin's opt-in and may overlap the host's LAN,
+// but not hold its addresses or gateways.
 func TestCheckServiceRangesAndExternalIPs(t *testing.T) {
 	src := &fakeSource{
 		addrs: []Address{{netip.MustParseAddr("10.0.5.20"), "eth0"}, {netip.MustParseAddr("fd00:5::20"), "eth0"}},
@@ -104,6 +103,7 @@ func TestCheckServiceRangesAndExternalIPs(t *testing.T) {
 		`cluster "c": service_cidrs[1] fd00:5::/112 collides with address fd00:5::20 on eth0 of this host: a ClusterIP`,
 		`cluster "c": service_cidrs[1] fd00:5::/112 collides with default gateway fd00:5::1 of this host: a ClusterIP`,
 		`cluster "c": service_cidrs[1] fd00:5::/112 collides with connected route fd00:5::/64 on eth0 of this host: a ClusterIP`,
+		`cluster "c": allow_external_ips[1] 10.0.5.0/31 holds default gateway 10.0.5.1 of this host: an external IP the cluster sets there would take over this host's own traffic`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%d collisions, want %d:\n%v", len(got), len(want), got)

@@ -21,7 +21,7 @@ const (
 	// and how many it may make at once: enough for an honest cluster's
 	// rollout, small enough that journald's own rate limit (by default
 	// 10,000 lines per 30 s for the whole unit) is never reached by one.
-	warnRate  = 20
+	warnRate  = 5
 	warnBurst = 50
 	// warnSummaryEvery is how long after its first suppressed line a
 	// cluster's summary comes: at most one summary per cluster in that time.
