@@ -34,9 +34,14 @@ func (d *Daemon) clusterStatuses() []metrics.ClusterStatus {
 	out := make([]metrics.ClusterStatus, 0, len(d.clusters))
 	for name, h := range d.clusters {
 		st := h.watcher.Status()
-		out = append(out, metrics.ClusterStatus{
+		cs := metrics.ClusterStatus{
 			Name: name, Up: st.Connected && st.Synced, Synced: st.Synced, WatchErrors: st.WatchErrors,
-		})
+		}
+		if rs := d.reachStatus(h).routes; rs != nil {
+			n := len(rs.Refused) + len(rs.Problems)
+			cs.RoutesRefused = &n
+		}
+		out = append(out, cs)
 	}
 	d.mu.Unlock()
 	slices.SortFunc(out, func(a, b metrics.ClusterStatus) int { return strings.Compare(a.Name, b.Name) })

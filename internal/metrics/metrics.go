@@ -29,6 +29,11 @@ type ClusterStatus struct {
 	Up          bool
 	Synced      bool
 	WatchErrors int
+	// RoutesRefused, for a cluster with reach = "routes", counts the pod
+	// CIDRs of its Ready nodes that are not routed: outside pod_cidrs,
+	// over a protected address, taken by another node, or refused by the
+	// kernel. nil for other reaches, which have no such series.
+	RoutesRefused *int
 }
 
 // Options configures New.
@@ -263,6 +268,7 @@ func seconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 type stateCollector struct {
 	o                                  Options
 	up, synced, watchErrors, refusedBy *prometheus.Desc
+	routesRefused                      *prometheus.Desc
 }
 
 func newStateCollector(o Options) *stateCollector {
@@ -279,6 +285,9 @@ func newStateCollector(o Options) *stateCollector {
 		refusedBy: desc("services_refused_total",
 			"Service or EndpointSlice changes refused in whole or in part, once per change and reason (each is also a warning in the log).",
 			"cluster", "reason"),
+		routesRefused: desc("routes_refused",
+			"Pod CIDRs of the cluster's Ready nodes that reach = \"routes\" does not route (each is also a warning in the log and a line in status).",
+			"cluster"),
 	}
 }
 
@@ -287,6 +296,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.synced
 	ch <- c.watchErrors
 	ch <- c.refusedBy
+	ch <- c.routesRefused
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -295,6 +305,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, bit(st.Up), st.Name)
 			ch <- prometheus.MustNewConstMetric(c.synced, prometheus.GaugeValue, bit(st.Synced), st.Name)
 			ch <- prometheus.MustNewConstMetric(c.watchErrors, prometheus.CounterValue, float64(st.WatchErrors), st.Name)
+			if st.RoutesRefused != nil {
+				ch <- prometheus.MustNewConstMetric(c.routesRefused, prometheus.GaugeValue, float64(*st.RoutesRefused), st.Name)
+			}
 		}
 	}
 	if c.o.Refusals != nil {

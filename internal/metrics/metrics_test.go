@@ -198,8 +198,9 @@ func TestClusterState(t *testing.T) {
 	m, f := newTest()
 	f.clusters = []ClusterStatus{
 		{Name: "alpha", Up: true, Synced: true},
-		{Name: "beta", Synced: true, WatchErrors: 7},
+		{Name: "beta", Synced: true, WatchErrors: 7, RoutesRefused: new(int)},
 	}
+	*f.clusters[1].RoutesRefused = 3
 	f.refusals = []model.RefusalCount{
 		{Cluster: "alpha", Reason: model.ReasonExternalIPs, Count: 2},
 		{Cluster: "beta", Reason: model.ReasonUnsafeEndpoint, Count: 1},
@@ -221,7 +222,11 @@ kube_outpost_watch_errors_total{cluster="beta"} 7
 # TYPE kube_outpost_services_refused_total counter
 kube_outpost_services_refused_total{cluster="alpha",reason="external_ips"} 2
 kube_outpost_services_refused_total{cluster="beta",reason="unsafe_endpoint"} 1
-`, "kube_outpost_cluster_up", "kube_outpost_cluster_synced", "kube_outpost_watch_errors_total", "kube_outpost_services_refused_total")
+# HELP kube_outpost_routes_refused Pod CIDRs of the cluster's Ready nodes that reach = "routes" does not route (each is also a warning in the log and a line in status).
+# TYPE kube_outpost_routes_refused gauge
+kube_outpost_routes_refused{cluster="beta"} 3
+`, "kube_outpost_cluster_up", "kube_outpost_cluster_synced", "kube_outpost_watch_errors_total", "kube_outpost_services_refused_total",
+		"kube_outpost_routes_refused")
 
 	// A reload drops beta: its series go with the next scrape.
 	f.mu.Lock()

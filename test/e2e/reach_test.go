@@ -323,6 +323,17 @@ func TestReach(t *testing.T) {
 			}
 			return nil
 		})
+		// And in metrics: the outside CIDR and the copy.
+		eventually(t, 10*time.Second, "the refused routes counted in metrics", func() error {
+			out, err := l.HostRun(context.Background(), "curl", "-sS", "http://127.0.0.1:10249/metrics")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if want := `kube_outpost_routes_refused{cluster="delta"} 2`; !strings.Contains(out, want) {
+				return fmt.Errorf("no %q in the metrics", want)
+			}
+			return nil
+		})
 
 		// The kernel's table: ours are the honest ones, the host's own
 		// are as they were, and the listener is reached as before.
