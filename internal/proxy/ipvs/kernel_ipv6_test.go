@@ -283,7 +283,7 @@ func TestKernelIPv6(t *testing.T) {
 	if got := tp.setMembers(true); got != kernelStateSets6 {
 		t.Errorf("ipsets:\n%s\nwant:\n%s", got, kernelStateSets6)
 	}
-	if got, want := tp.ourSetNames(), []string{"OUTPOST-IPVS-PORTS6", "OUTPOST-IPVS-VIPS6"}; !slices.Equal(got, want) {
+	if got, want := tp.ourSetNames(), []string{"OUTPOST-IPVS-CLIENTS6", "OUTPOST-IPVS-PORTS6", "OUTPOST-IPVS-VIPS6"}; !slices.Equal(got, want) {
 		t.Errorf("our sets: %q, want %q", got, want)
 	}
 	rules6 := tp.ip6tablesSave()
