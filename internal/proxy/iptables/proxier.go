@@ -667,21 +667,6 @@ func indexOf(f []string, s string) int {
 	return -1
 }
 
-func sameSet(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
-}
-
-// sortedKeys returns a map's port keys in a fixed order, so that the same
-// state always makes the same script.
-
 // topChains are OUTPOST-SERVICES, OUTPOST-PREROUTING, OUTPOST-POSTROUTING,
 // OUTPOST-FILTER and OUTPOST-FORWARD as this sync wants them.
 type topChains struct {
