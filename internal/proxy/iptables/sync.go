@@ -11,7 +11,9 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// Sync implements proxy.Backend.
+// Sync implements proxy.Backend. It builds one iptables-restore
+// transaction in phases and applies it: a full sync rewrites every chain
+// of ours, a partial one writes only what changed since the last success.
 func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err error) {
 	defer func() {
 		if err != nil {
@@ -20,310 +22,394 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			p.needFull = true
 		}
 	}()
-	clusters := map[string]clusterShape{}
-	for _, c := range st.Clusters {
-		clusters[c.Name] = clusterShape{synced: c.Synced, nodePorts: p.servesNodePorts(c)}
+	shapes := p.clusterShapes(st)
+	if full, err = p.decideFull(ctx, shapes, full); err != nil {
+		return err
 	}
+	s := newSyncPass(full)
+	p.renderMasquerade(s)
+	p.renderRoutedClients(s)
+	for _, c := range st.Clusters {
+		serveNP := p.servesNodePorts(c)
+		p.renderClusterChains(s, c, serveNP)
+		if c.Synced {
+			p.renderPorts(ctx, s, c, serveNP)
+		}
+	}
+	s.renderNodePortTop()
+	p.writeTopChains(s)
+	if full {
+		p.writeHooks(s, shapes)
+		p.removeUnwantedChains(s)
+	} else {
+		p.removeGonePorts(s)
+	}
+	return p.apply(ctx, st, s, shapes)
+}
+
+// syncPass is what one Sync builds before it applies it.
+type syncPass struct {
+	full bool
+	tx   *transaction
+	// next is what the port rules will be once tx is applied.
+	next map[model.PortKey]*programmed
+	// keepTags are the tags of the clusters whose chains stay as an
+	// earlier run programmed them: those not synced yet.
+	keepTags map[string]bool
+	// top are the top chains as this sync wants them.
+	top *topChains
+	// nodeTop are the top chains' rules into the node port chains, kept
+	// aside to come after every range.
+	nodeTop []tableRule
+}
+
+type tableRule struct{ table, rule string }
+
+func newSyncPass(full bool) *syncPass {
+	return &syncPass{
+		full:     full,
+		tx:       newTransaction(),
+		next:     map[model.PortKey]*programmed{},
+		keepTags: map[string]bool{},
+		top:      newTopChains(),
+	}
+}
+
+// clusterShapes is what decides, per cluster, which of its chains exist.
+func (p *Proxier) clusterShapes(st *model.State) map[string]clusterShape {
+	shapes := map[string]clusterShape{}
+	for _, c := range st.Clusters {
+		shapes[c.Name] = clusterShape{synced: c.Synced, nodePorts: p.servesNodePorts(c)}
+	}
+	return shapes
+}
+
+// decideFull says whether this sync rewrites everything, and when it does
+// reads which of our chains and hooks the kernel holds.
+func (p *Proxier) decideFull(ctx context.Context, shapes map[string]clusterShape, full bool) (bool, error) {
 	// A cluster that appears, goes, turns synced or starts or stops
 	// serving node ports has chains whose content this process has not
 	// tracked: rewrite all.
-	if !maps.Equal(clusters, p.clusters) {
+	if !maps.Equal(shapes, p.clusters) {
 		full = true
 	}
 	full = full || p.needFull
 	if full {
 		chains, hooks, err := p.listChains(ctx)
 		if err != nil {
-			return err
+			return full, err
 		}
 		p.chains, p.hooks = chains, hooks
 	}
+	return full, nil
+}
 
-	tx := newTransaction()
-	next := map[model.PortKey]*programmed{}
-	keepTags := map[string]bool{}
-
-	// The top chains hold a few rules per cluster: render them every time,
-	// write them when they changed.
-	top := newTopChains()
-	if m := p.opt.MasqueradeMark; m != 0 {
-		top.add("nat", chainPostrt, fmt.Sprintf("-m mark ! --mark %#x/%#x -j RETURN", m, m))
-		// Clear the bit, so that a packet passing this host twice is not
-		// masqueraded again on the second pass.
-		top.add("nat", chainPostrt, fmt.Sprintf("-j MARK --xor-mark %#x", m))
-		masq := comment("kube-outpost: masquerade proxied traffic") + " -j MASQUERADE"
-		if p.opt.Runner.HasRandomFully() {
-			masq += " --random-fully"
-		}
-		top.add("nat", chainPostrt, masq)
+// renderMasquerade puts the masquerade rules in OUTPOST-POSTROUTING. The
+// top chains hold a few rules per cluster: they are rendered every time,
+// and written when they changed.
+func (p *Proxier) renderMasquerade(s *syncPass) {
+	m := p.opt.MasqueradeMark
+	if m == 0 {
+		return
 	}
+	s.top.add("nat", chainPostrt, fmt.Sprintf("-m mark ! --mark %#x/%#x -j RETURN", m, m))
+	// Clear the bit, so that a packet passing this host twice is not
+	// masqueraded again on the second pass.
+	s.top.add("nat", chainPostrt, fmt.Sprintf("-j MARK --xor-mark %#x", m))
+	masq := comment("kube-outpost: masquerade proxied traffic") + " -j MASQUERADE"
+	if p.opt.Runner.HasRandomFully() {
+		masq += " --random-fully"
+	}
+	s.top.add("nat", chainPostrt, masq)
+}
 
-	// Routed packets reach the services only from routed_clients. goto,
-	// not jump: what OUTPOST-SERVICES does not take has passed its node
-	// port rules already, and leaves for the built-in chain.
+// renderRoutedClients lets routed packets reach the services only from
+// routed_clients. goto, not jump: what OUTPOST-SERVICES does not take has
+// passed its node port rules already, and leaves for the built-in chain.
+func (p *Proxier) renderRoutedClients(s *syncPass) {
 	for _, cidr := range p.opt.RoutedClients {
 		if !p.family(cidr.Addr().Is6()) {
 			continue
 		}
 		cm := comment("routed_clients")
-		top.add("nat", chainRouted, fmt.Sprintf("-s %s %s -g %s", cidr, cm, chainServices))
-		top.add("filter", chainForward, fmt.Sprintf("-s %s %s -j %s", cidr, cm, chainFilter))
+		s.top.add("nat", chainRouted, fmt.Sprintf("-s %s %s -g %s", cidr, cm, chainServices))
+		s.top.add("filter", chainForward, fmt.Sprintf("-s %s %s -j %s", cidr, cm, chainFilter))
 	}
+}
 
-	// Node port rules come after every range: a packet to a service
-	// address never reaches them.
-	var nodeTop []struct{ table, rule string }
-	for _, c := range st.Clusters {
-		cChain, rChain := clusterChain(c.Name), rejectChain(c.Name)
-		xChain, xrChain := extChain(c.Name), extRejChain(c.Name)
-		nChain, nrChain := nodeChain(c.Name), nodeRejChain(c.Name)
-		serveNP := p.servesNodePorts(c)
-		if serveNP {
-			cm := comment("cluster " + c.Name + " node ports")
-			local := notLoopback(p.opt.IPv6) + " -m addrtype --dst-type LOCAL"
-			if c.Synced || p.chains["nat"][nChain] {
-				nodeTop = append(nodeTop, struct{ table, rule string }{"nat", fmt.Sprintf("%s %s -j %s", local, cm, nChain)})
-			}
-			if c.Synced || p.chains["filter"][nrChain] {
-				nodeTop = append(nodeTop, struct{ table, rule string }{"filter",
-					fmt.Sprintf("%s -m conntrack --ctstate NEW %s -j %s", local, cm, nrChain)})
-			}
-			if c.Synced && full {
-				tx.declare("nat", nChain)
-				tx.declare("filter", nrChain)
-			}
+// renderClusterChains declares c's chains where this sync writes them
+// anew, and renders the top chains' rules into them: by its ranges, its
+// allowed external IPs and, aside, its node ports.
+func (p *Proxier) renderClusterChains(s *syncPass, c *model.ClusterState, serveNP bool) {
+	tx, full := s.tx, s.full
+	cChain, rChain := clusterChain(c.Name), rejectChain(c.Name)
+	xChain, xrChain := extChain(c.Name), extRejChain(c.Name)
+	nChain, nrChain := nodeChain(c.Name), nodeRejChain(c.Name)
+	if serveNP {
+		cm := comment("cluster " + c.Name + " node ports")
+		local := notLoopback(p.opt.IPv6) + " -m addrtype --dst-type LOCAL"
+		if c.Synced || p.chains["nat"][nChain] {
+			s.nodeTop = append(s.nodeTop, tableRule{"nat", fmt.Sprintf("%s %s -j %s", local, cm, nChain)})
 		}
-		var allowed []netip.Prefix
-		for _, cidr := range c.AllowExternalIPs {
-			if p.family(cidr.Addr().Is6()) {
-				allowed = append(allowed, cidr)
-			}
+		if c.Synced || p.chains["filter"][nrChain] {
+			s.nodeTop = append(s.nodeTop, tableRule{"filter",
+				fmt.Sprintf("%s -m conntrack --ctstate NEW %s -j %s", local, cm, nrChain)})
 		}
-		if !c.Synced {
-			// Keep what an earlier run programmed for this cluster.
-			keepTags[clusterTag(c.Name)] = true
-		} else if full {
-			tx.declare("nat", cChain)
-			tx.declare("filter", rChain)
+		if c.Synced && full {
+			tx.declare("nat", nChain)
+			tx.declare("filter", nrChain)
 		}
-		if c.Synced && len(allowed) > 0 {
-			// Declaring flushes: in a partial sync, only a chain that
-			// does not exist yet (allow_external_ips was just set).
-			if full || !p.chains["nat"][xChain] {
-				tx.declare("nat", xChain)
-			}
-			if full || !p.chains["filter"][xrChain] {
-				tx.declare("filter", xrChain)
-			}
+	}
+	var allowed []netip.Prefix
+	for _, cidr := range c.AllowExternalIPs {
+		if p.family(cidr.Addr().Is6()) {
+			allowed = append(allowed, cidr)
 		}
-		for _, cidr := range c.Ranges() {
-			if !p.family(cidr.Addr().Is6()) {
-				continue
-			}
-			cm := comment("cluster " + c.Name)
-			if c.Synced || p.chains["nat"][cChain] {
-				top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, cChain))
-			}
-			if c.Synced || p.chains["filter"][rChain] {
-				top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
-			}
+	}
+	if !c.Synced {
+		// Keep what an earlier run programmed for this cluster.
+		s.keepTags[clusterTag(c.Name)] = true
+	} else if full {
+		tx.declare("nat", cChain)
+		tx.declare("filter", rChain)
+	}
+	if c.Synced && len(allowed) > 0 {
+		// Declaring flushes: in a partial sync, only a chain that
+		// does not exist yet (allow_external_ips was just set).
+		if full || !p.chains["nat"][xChain] {
+			tx.declare("nat", xChain)
 		}
-		for _, cidr := range allowed {
-			cm := comment("cluster " + c.Name + " external IPs")
-			if c.Synced || p.chains["nat"][xChain] {
-				top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xChain))
-			}
-			if c.Synced || p.chains["filter"][xrChain] {
-				top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xrChain))
-			}
+		if full || !p.chains["filter"][xrChain] {
+			tx.declare("filter", xrChain)
 		}
-		if !c.Synced {
+	}
+	for _, cidr := range c.Ranges() {
+		if !p.family(cidr.Addr().Is6()) {
 			continue
 		}
-		// Find what changed first and sort only that: at 10,000 services
-		// a partial sync must not pay for sorting them all.
-		var changed []model.PortKey
-		for key, port := range c.Ports {
-			if !p.family(key.IPv6) {
-				continue
-			}
-			if old := p.applied[key]; !full && old != nil && old.port.Equal(port) {
-				next[key] = old
-				continue
-			}
-			changed = append(changed, key)
+		cm := comment("cluster " + c.Name)
+		if c.Synced || p.chains["nat"][cChain] {
+			s.top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, cChain))
 		}
-		slices.SortFunc(changed, model.PortKey.Compare)
-		for _, key := range changed {
-			port := c.Ports[key]
-			if key.Protocol == model.SCTP && !p.sctpSupported(ctx) {
-				continue
-			}
-			old := p.applied[key]
-			pr := &programmed{port: port}
-			if len(port.Endpoints) > 0 {
-				pr.dispatch = dispatchRule(port)
-				pr.extDispatch = extDispatchRules(port)
-				sChain := serviceChain(key)
-				tx.declare("nat", sChain)
-				for _, r := range serviceRules(port, p.opt.MasqueradeMark) {
-					tx.add("nat", sChain, r)
-				}
-			} else {
-				pr.reject = rejectRule(port)
-				pr.extReject = extRejectRules(port)
-			}
-			if serveNP && port.ServedNodePort != 0 {
-				if len(port.Endpoints) > 0 {
-					pr.nodeDispatch = nodeDispatchRule(port)
-				} else {
-					pr.nodeReject = nodeRejectRule(port)
-				}
-			}
-			next[key] = pr
-			if full {
-				if pr.dispatch != "" {
-					tx.add("nat", cChain, pr.dispatch)
-				}
-				if pr.reject != "" {
-					tx.add("filter", rChain, pr.reject)
-				}
-				for _, r := range pr.extDispatch {
-					tx.add("nat", xChain, r)
-				}
-				for _, r := range pr.extReject {
-					tx.add("filter", xrChain, r)
-				}
-				if pr.nodeDispatch != "" {
-					tx.add("nat", nChain, pr.nodeDispatch)
-				}
-				if pr.nodeReject != "" {
-					tx.add("filter", nrChain, pr.nodeReject)
-				}
-				continue
-			}
-			p.diffRule(tx, "nat", cChain, old.dispatchOrEmpty(), pr.dispatch)
-			p.diffRule(tx, "filter", rChain, old.rejectOrEmpty(), pr.reject)
-			p.diffRules(tx, "nat", xChain, old.extDispatchOrNil(), pr.extDispatch)
-			p.diffRules(tx, "filter", xrChain, old.extRejectOrNil(), pr.extReject)
-			p.diffRule(tx, "nat", nChain, old.nodeDispatchOrEmpty(), pr.nodeDispatch)
-			p.diffRule(tx, "filter", nrChain, old.nodeRejectOrEmpty(), pr.nodeReject)
+		if c.Synced || p.chains["filter"][rChain] {
+			s.top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
 		}
 	}
-	for _, r := range nodeTop {
-		if r.table == "nat" {
-			top.add("nat", chainServices, r.rule)
-			// Node ports answer any client that reaches this host.
-			top.add("nat", chainRouted, r.rule)
-		} else {
-			top.add("filter", chainFilter, r.rule)
+	for _, cidr := range allowed {
+		cm := comment("cluster " + c.Name + " external IPs")
+		if c.Synced || p.chains["nat"][xChain] {
+			s.top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xChain))
+		}
+		if c.Synced || p.chains["filter"][xrChain] {
+			s.top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xrChain))
 		}
 	}
+}
 
-	for _, tc := range top.chains {
-		if full || p.top[tc.table+"/"+tc.chain] != tc.text() {
-			tx.declare(tc.table, tc.chain)
-			for _, r := range tc.rules {
-				tx.add(tc.table, tc.chain, r)
+// renderPorts writes the rules of a synced cluster's service ports: all
+// of them in a full sync, else those that changed.
+func (p *Proxier) renderPorts(ctx context.Context, s *syncPass, c *model.ClusterState, serveNP bool) {
+	for _, key := range p.changedPorts(s, c) {
+		port := c.Ports[key]
+		if key.Protocol == model.SCTP && !p.sctpSupported(ctx) {
+			continue
+		}
+		pr := portRules(port, serveNP)
+		if len(port.Endpoints) > 0 {
+			sChain := serviceChain(key)
+			s.tx.declare("nat", sChain)
+			for _, r := range serviceRules(port, p.opt.MasqueradeMark) {
+				s.tx.add("nat", sChain, r)
 			}
 		}
+		s.next[key] = pr
+		var old *programmed
+		if !s.full {
+			old = p.applied[key]
+		}
+		writePortRules(s.tx, c.Name, old, pr)
 	}
-	if full {
-		// Hook our chains into the built-in ones, in the same transaction,
-		// unless the hook is there already; the node ports' hook goes when
-		// no cluster serves them any more. (A change to that makes the
-		// sync full.)
-		nodePorts := false
-		for _, c := range clusters {
-			nodePorts = nodePorts || c.nodePorts
-		}
-		wanted := map[string]bool{} // "table/chain<TAB>rule"
-		for _, j := range jumps {
-			spec := fmt.Sprintf("%s -j %s", comment(j.comment), j.target)
-			if j.nodePorts && !nodePorts {
-				continue
-			}
-			wanted[j.table+"/"+j.chain+"\t"+spec] = true
-			if !slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec) {
-				tx.insert(j.table, j.chain, spec)
-			}
-		}
-		// Any other hook into a top chain goes: the node ports' hook
-		// when no cluster serves them any more, and what an earlier
-		// version hooked, such as nat PREROUTING straight into
-		// OUTPOST-SERVICES, which served every routed client.
-		for _, tc := range top.chains {
-			for _, h := range p.hooks[tc.table][tc.chain] {
-				if !wanted[tc.table+"/"+h] {
-					chain, rule, _ := strings.Cut(h, "\t")
-					tx.del(tc.table, chain, rule)
-				}
-			}
-		}
-	}
+}
 
-	// Service chains that are no longer wanted go, in the same transaction.
-	if full {
-		for _, table := range []string{"nat", "filter"} {
-			for _, ch := range slices.Sorted(maps.Keys(p.chains[table])) {
-				if tx.declared(table, ch) || keepTags[tagOf(ch)] {
-					continue
-				}
-				for _, h := range p.hooks[table][ch] {
-					chain, rule, _ := strings.Cut(h, "\t")
-					tx.del(table, chain, rule)
-				}
-				tx.remove(table, ch)
-			}
+// changedPorts returns, sorted, c's ports of this family that this sync
+// writes, and carries the others over into s.next as they are. It finds
+// what changed first and sorts only that: at 10,000 services a partial
+// sync must not pay for sorting them all.
+func (p *Proxier) changedPorts(s *syncPass, c *model.ClusterState) []model.PortKey {
+	var changed []model.PortKey
+	for key, port := range c.Ports {
+		if !p.family(key.IPv6) {
+			continue
 		}
+		if old := p.applied[key]; !s.full && old != nil && old.port.Equal(port) {
+			s.next[key] = old
+			continue
+		}
+		changed = append(changed, key)
+	}
+	slices.SortFunc(changed, model.PortKey.Compare)
+	return changed
+}
+
+// portRules renders the rules of one service port in its cluster's chains.
+func portRules(port *model.ServicePort, serveNP bool) *programmed {
+	pr := &programmed{port: port}
+	if len(port.Endpoints) > 0 {
+		pr.dispatch = dispatchRule(port)
+		pr.extDispatch = extDispatchRules(port)
 	} else {
-		var gone []model.PortKey
-		for key, old := range p.applied {
-			if pr := next[key]; pr == nil || (old.dispatch != "" && pr.dispatch == "") {
-				gone = append(gone, key)
-			}
+		pr.reject = rejectRule(port)
+		pr.extReject = extRejectRules(port)
+	}
+	if serveNP && port.ServedNodePort != 0 {
+		if len(port.Endpoints) > 0 {
+			pr.nodeDispatch = nodeDispatchRule(port)
+		} else {
+			pr.nodeReject = nodeRejectRule(port)
 		}
-		slices.SortFunc(gone, model.PortKey.Compare)
-		for _, key := range gone {
-			old := p.applied[key]
-			pr := next[key]
-			if pr != nil {
-				if old.dispatch != "" && pr.dispatch == "" {
-					tx.remove("nat", serviceChain(key))
-				}
-				continue
-			}
-			p.diffRule(tx, "nat", clusterChain(key.Cluster), old.dispatch, "")
-			p.diffRule(tx, "filter", rejectChain(key.Cluster), old.reject, "")
-			p.diffRules(tx, "nat", extChain(key.Cluster), old.extDispatch, nil)
-			p.diffRules(tx, "filter", extRejChain(key.Cluster), old.extReject, nil)
-			p.diffRule(tx, "nat", nodeChain(key.Cluster), old.nodeDispatch, "")
-			p.diffRule(tx, "filter", nodeRejChain(key.Cluster), old.nodeReject, "")
-			if old.dispatch != "" {
-				tx.remove("nat", serviceChain(key))
+	}
+	return pr
+}
+
+// writePortRules turns one port's rules in its cluster's chains from old
+// into new; nil is no rules (a chain written anew, a port that went).
+func writePortRules(tx *transaction, cluster string, old, new *programmed) {
+	diffRule(tx, "nat", clusterChain(cluster), old.dispatchOrEmpty(), new.dispatchOrEmpty())
+	diffRule(tx, "filter", rejectChain(cluster), old.rejectOrEmpty(), new.rejectOrEmpty())
+	diffRules(tx, "nat", extChain(cluster), old.extDispatchOrNil(), new.extDispatchOrNil())
+	diffRules(tx, "filter", extRejChain(cluster), old.extRejectOrNil(), new.extRejectOrNil())
+	diffRule(tx, "nat", nodeChain(cluster), old.nodeDispatchOrEmpty(), new.nodeDispatchOrEmpty())
+	diffRule(tx, "filter", nodeRejChain(cluster), old.nodeRejectOrEmpty(), new.nodeRejectOrEmpty())
+}
+
+// renderNodePortTop adds the rules into the node port chains to the top
+// chains, after every range: a packet to a service address never reaches
+// them.
+func (s *syncPass) renderNodePortTop() {
+	for _, r := range s.nodeTop {
+		if r.table == "nat" {
+			s.top.add("nat", chainServices, r.rule)
+			// Node ports answer any client that reaches this host.
+			s.top.add("nat", chainRouted, r.rule)
+		} else {
+			s.top.add("filter", chainFilter, r.rule)
+		}
+	}
+}
+
+// writeTopChains writes the top chains that changed, or all of them in a
+// full sync.
+func (p *Proxier) writeTopChains(s *syncPass) {
+	for _, tc := range s.top.chains {
+		if s.full || p.top[tc.table+"/"+tc.chain] != tc.text() {
+			s.tx.declare(tc.table, tc.chain)
+			for _, r := range tc.rules {
+				s.tx.add(tc.table, tc.chain, r)
 			}
 		}
 	}
+}
 
-	script := tx.script()
+// writeHooks hooks our chains into the built-in ones, in the same
+// transaction, unless the hook is there already; the node ports' hook
+// goes when no cluster serves them any more. (A change to that makes the
+// sync full: this runs in full syncs only.)
+func (p *Proxier) writeHooks(s *syncPass, shapes map[string]clusterShape) {
+	nodePorts := false
+	for _, c := range shapes {
+		nodePorts = nodePorts || c.nodePorts
+	}
+	wanted := map[string]bool{} // "table/chain<TAB>rule"
+	for _, j := range jumps {
+		spec := fmt.Sprintf("%s -j %s", comment(j.comment), j.target)
+		if j.nodePorts && !nodePorts {
+			continue
+		}
+		wanted[j.table+"/"+j.chain+"\t"+spec] = true
+		if !slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec) {
+			s.tx.insert(j.table, j.chain, spec)
+		}
+	}
+	// Any other hook into a top chain goes: the node ports' hook
+	// when no cluster serves them any more, and what an earlier
+	// version hooked, such as nat PREROUTING straight into
+	// OUTPOST-SERVICES, which served every routed client.
+	for _, tc := range s.top.chains {
+		for _, h := range p.hooks[tc.table][tc.chain] {
+			if !wanted[tc.table+"/"+h] {
+				chain, rule, _ := strings.Cut(h, "\t")
+				s.tx.del(tc.table, chain, rule)
+			}
+		}
+	}
+}
+
+// removeUnwantedChains removes, in a full sync, every chain of ours that
+// this sync did not declare and no unsynced cluster keeps, with the hooks
+// into it.
+func (p *Proxier) removeUnwantedChains(s *syncPass) {
+	for _, table := range []string{"nat", "filter"} {
+		for _, ch := range slices.Sorted(maps.Keys(p.chains[table])) {
+			if s.tx.declared(table, ch) || s.keepTags[tagOf(ch)] {
+				continue
+			}
+			for _, h := range p.hooks[table][ch] {
+				chain, rule, _ := strings.Cut(h, "\t")
+				s.tx.del(table, chain, rule)
+			}
+			s.tx.remove(table, ch)
+		}
+	}
+}
+
+// removeGonePorts removes, in a partial sync, the rules of the ports that
+// went, and the service chains of ports that lost their endpoints.
+func (p *Proxier) removeGonePorts(s *syncPass) {
+	var gone []model.PortKey
+	for key, old := range p.applied {
+		if pr := s.next[key]; pr == nil || (old.dispatch != "" && pr.dispatch == "") {
+			gone = append(gone, key)
+		}
+	}
+	slices.SortFunc(gone, model.PortKey.Compare)
+	for _, key := range gone {
+		old := p.applied[key]
+		if pr := s.next[key]; pr != nil {
+			if old.dispatch != "" && pr.dispatch == "" {
+				s.tx.remove("nat", serviceChain(key))
+			}
+			continue
+		}
+		writePortRules(s.tx, key.Cluster, old, nil)
+		if old.dispatch != "" {
+			s.tx.remove("nat", serviceChain(key))
+		}
+	}
+}
+
+// apply runs the transaction and, once it succeeded, records what the
+// kernel now holds: chains, top chains, port rules, cluster shapes.
+func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shapes map[string]clusterShape) error {
+	script := s.tx.script()
 	if len(script) > 0 {
 		if err := p.opt.Runner.Restore(ctx, script); err != nil {
 			return err
 		}
 	}
-	tx.applyTo(p.chains)
-	p.top = top.texts()
+	s.tx.applyTo(p.chains)
+	p.top = s.top.texts()
 	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
-	p.clearStaleUDP(ctx, p.applied, next, hostAddrs)
+	p.clearStaleUDP(ctx, p.applied, s.next, hostAddrs)
 	p.hostAddrs = hostAddrs
-	p.applied = next
-	p.clusters = clusters
+	p.applied = s.next
+	p.clusters = shapes
 	p.needFull = false
-	p.log.Debug("iptables sync", "ipv6", p.opt.IPv6, "full", full, "ports", len(next), "bytes", len(script))
+	p.log.Debug("iptables sync", "ipv6", p.opt.IPv6, "full", s.full, "ports", len(s.next), "bytes", len(script))
 	return nil
 }
 
-func (p *Proxier) diffRule(tx *transaction, table, chain, old, new string) {
+// diffRule turns the rule old into new in one chain; "" is none.
+func diffRule(tx *transaction, table, chain, old, new string) {
 	if old == new {
 		return
 	}
@@ -337,7 +423,7 @@ func (p *Proxier) diffRule(tx *transaction, table, chain, old, new string) {
 
 // diffRules turns the rules old into new in one chain, whose order does
 // not matter: each rule matches its own address.
-func (p *Proxier) diffRules(tx *transaction, table, chain string, old, new []string) {
+func diffRules(tx *transaction, table, chain string, old, new []string) {
 	for _, r := range old {
 		if !slices.Contains(new, r) {
 			tx.del(table, chain, r)
