@@ -81,6 +81,50 @@ type programmed struct {
 	nodeDispatch, nodeReject string
 }
 
+// dispatchOrEmpty and the five below are a port's rules as programmed;
+// a nil *programmed has none.
+func (pr *programmed) dispatchOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.dispatch
+}
+
+func (pr *programmed) rejectOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.reject
+}
+
+func (pr *programmed) extDispatchOrNil() []string {
+	if pr == nil {
+		return nil
+	}
+	return pr.extDispatch
+}
+
+func (pr *programmed) extRejectOrNil() []string {
+	if pr == nil {
+		return nil
+	}
+	return pr.extReject
+}
+
+func (pr *programmed) nodeDispatchOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.nodeDispatch
+}
+
+func (pr *programmed) nodeRejectOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.nodeReject
+}
+
 var _ proxy.Backend = (*Proxier)(nil)
 
 // jumps are the rules in built-in chains that lead into ours.
@@ -127,20 +171,6 @@ func (p *Proxier) servesNodePorts(c *model.ClusterState) bool {
 	return true
 }
 
-func (pr *programmed) nodeDispatchOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.nodeDispatch
-}
-
-func (pr *programmed) nodeRejectOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.nodeReject
-}
-
 // sctpSupported probes once whether the kernel can match SCTP ports; without
 // it one SCTP service would make every restore fail.
 func (p *Proxier) sctpSupported(ctx context.Context) bool {
@@ -163,34 +193,6 @@ func (p *Proxier) sctpSupported(ctx context.Context) bool {
 	}
 	p.sctp = &ok
 	return ok
-}
-
-func (pr *programmed) dispatchOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.dispatch
-}
-
-func (pr *programmed) extDispatchOrNil() []string {
-	if pr == nil {
-		return nil
-	}
-	return pr.extDispatch
-}
-
-func (pr *programmed) extRejectOrNil() []string {
-	if pr == nil {
-		return nil
-	}
-	return pr.extReject
-}
-
-func (pr *programmed) rejectOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.reject
 }
 
 // listChains reads which of our chains exist, per table.
