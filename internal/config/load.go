@@ -1,7 +1,6 @@
 package config
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,23 +17,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-	"github.com/hashicorp/go-multierror"
 	"k8s.io/client-go/tools/clientcmd"
 )
-
-// Problem is one thing wrong with a config file.
-type Problem struct {
-	File string
-	Line int // 0 when the problem is with the file as a whole
-	Msg  string
-}
-
-func (p *Problem) Error() string {
-	if p.Line == 0 {
-		return fmt.Sprintf("%s: %s", p.File, p.Msg)
-	}
-	return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
-}
 
 // Load reads and validates the config file at path. A file that cannot be
 // read gives a plain error; a file with problems gives a *multierror.Error
@@ -175,35 +159,6 @@ type seenCIDR struct {
 	prefix   netip.Prefix
 	line     int
 	replaced bool // a service CIDR mapped away by local_service_cidr
-}
-
-// add records a problem; who, when not empty, names the cluster.
-func (c *checker) add(line int, who, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if who != "" {
-		msg = who + ": " + msg
-	}
-	c.problems = append(c.problems, &Problem{File: c.file, Line: line, Msg: msg})
-}
-
-// err returns the problems one per line, like a compiler, so that an editor
-// can jump to each.
-func (c *checker) err() error {
-	if len(c.problems) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(c.problems, func(a, b *Problem) int { return cmp.Compare(a.Line, b.Line) })
-	merr := &multierror.Error{ErrorFormat: func(errs []error) string {
-		lines := make([]string, len(errs))
-		for i, err := range errs {
-			lines[i] = err.Error()
-		}
-		return strings.Join(lines, "\n")
-	}}
-	for _, p := range c.problems {
-		merr.Errors = append(merr.Errors, p)
-	}
-	return merr
 }
 
 // unknownKeys reports keys that mean nothing here. It walks the decoded tree

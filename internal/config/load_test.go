@@ -439,18 +439,6 @@ func TestParseProblems(t *testing.T) {
 	}
 }
 
-func TestProblemFormat(t *testing.T) {
-	dir := testDir(t)
-	path := filepath.Join(dir, "config.toml")
-	_, err := Parse([]byte(lines(`masquerade = 1`, `mode = "fast"`)), path)
-	want := path + ": no clusters: add a [[clusters]] table\n" +
-		path + ":1: masquerade: must be true or false, not an integer\n" +
-		path + `:2: mode "fast": must be iptables, ipvs or nftables`
-	if err == nil || err.Error() != want {
-		t.Errorf("error:\n%v\nwant:\n%s", err, want)
-	}
-}
-
 func TestUnreadableKubeconfig(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root reads any file")
