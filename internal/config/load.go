@@ -67,24 +67,6 @@ func Parse(data []byte, filename string) (*Config, error) {
 	return cfg, nil
 }
 
-// Summary describes each cluster on one line, for check-config.
-func (c *Config) Summary() []string {
-	lines := make([]string, 0, len(c.Clusters))
-	for _, cl := range c.Clusters {
-		cidrs := make([]string, len(cl.ServiceCIDRs))
-		for i, p := range cl.ServiceCIDRs {
-			cidrs[i] = p.String()
-		}
-		line := fmt.Sprintf("cluster %q: kubeconfig %s (context %q, server %s), service_cidrs %s",
-			cl.Name, cl.Kubeconfig, cl.ContextName, cl.Server, strings.Join(cidrs, ","))
-		if cl.LocalServiceCIDR.IsValid() {
-			line += fmt.Sprintf(", reached here at local_service_cidr %s", cl.LocalServiceCIDR)
-		}
-		lines = append(lines, line)
-	}
-	return lines
-}
-
 // rawConfig is the file as written. Values are kept as any so that a value
 // of the wrong type is one problem among the others, not a decode error that
 // hides the rest of the file.
