@@ -199,7 +199,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 			// catches it before a restart.
 			c.add(line, "", "mode %q is not available in this version: use \"iptables\" or \"ipvs\"", s)
 		default:
-			c.add(line, "", "mode %q: must be iptables, ipvs or nftables", s)
+			c.add(line, "", "mode %q: must be iptables or ipvs", s)
 		}
 	}
 
