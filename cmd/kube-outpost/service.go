@@ -9,7 +9,7 @@ import (
 
 	"github.com/kardianos/service"
 
-	unitfile "github.com/kube-outpost/kube-outpost/systemd"
+	"github.com/kube-outpost/kube-outpost/unitfile"
 )
 
 // serviceUsage is for hosts installed from a tarball rather than a package.

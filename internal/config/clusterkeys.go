@@ -1,13 +1,17 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // overlaps refuses two clusters whose ClusterIPs would land in the same
@@ -211,4 +215,75 @@ func (c *checker) nodePortsNeedMasquerade(cfg *Config) {
 		c.add(c.loc.line(i, "clusters.serve_node_ports"), who, "serve_node_ports needs masquerade = true (line %d): "+
 			"replies to a client of a node port would not come back through this host", c.loc.line(-1, "masquerade"))
 	}
+}
+
+// kubeconfig fills cl.ContextName and cl.Server from cl's kubeconfig.
+func (c *checker) kubeconfig(cl *Cluster, who string, line func(string) int) {
+	kc, err := clientcmd.LoadFromFile(cl.Kubeconfig)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) { // the message already names the path
+			c.add(line("kubeconfig"), who, "kubeconfig %s: %v", cl.Kubeconfig, pe.Err)
+		} else {
+			c.add(line("kubeconfig"), who, "kubeconfig %s: not a valid kubeconfig: %v", cl.Kubeconfig, err)
+		}
+		return
+	}
+	have := strings.Join(slices.Sorted(maps.Keys(kc.Contexts)), ", ")
+	if have == "" {
+		have = "none"
+	}
+
+	name, what, at := cl.Context, "context", line("context")
+	if name == "" {
+		name, what, at = kc.CurrentContext, "current-context", line("kubeconfig")
+		if name == "" {
+			c.add(at, who, "kubeconfig %s: no current-context, so set context (have: %s)", cl.Kubeconfig, have)
+			return
+		}
+	}
+	ctx := kc.Contexts[name]
+	if ctx == nil {
+		c.add(at, who, "kubeconfig %s: %s %q not found (have: %s)", cl.Kubeconfig, what, name, have)
+		return
+	}
+	server := kc.Clusters[ctx.Cluster]
+	if server == nil || server.Server == "" {
+		c.add(at, who, "kubeconfig %s: context %q: cluster %q has no server", cl.Kubeconfig, name, ctx.Cluster)
+		return
+	}
+	cl.ContextName, cl.Server = name, server.Server
+}
+
+// serviceCIDRs checks the CIDRs of clusters[i]; overlaps checks them
+// against the other clusters' once all are known.
+func (c *checker) serviceCIDRs(i int, who string, line int, v any) []netip.Prefix {
+	if v == nil {
+		c.add(line, who, `service_cidrs is required: the cluster's Service IP ranges, like ["10.96.0.0/12"]`)
+		return nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		c.typeErr(line, who, "service_cidrs", "an array of CIDR strings", v)
+		return nil
+	}
+	if len(list) == 0 {
+		c.add(line, who, "service_cidrs is empty: no ClusterIP would be reachable")
+	}
+	var out []netip.Prefix
+	for j, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			c.typeErr(line, who, fmt.Sprintf("service_cidrs[%d]", j), "a string", e)
+			continue
+		}
+		p, err := parseCIDR(s)
+		if err != nil {
+			c.add(line, who, "service_cidrs[%d] %q: %v", j, s, err)
+			continue
+		}
+		c.cidrs = append(c.cidrs, seenCIDR{cluster: i, who: who, key: fmt.Sprintf("service_cidrs[%d]", j), prefix: p, line: line})
+		out = append(out, p)
+	}
+	return out
 }

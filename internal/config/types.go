@@ -16,6 +16,7 @@ type Mode string
 const (
 	ModeIPTables Mode = "iptables"
 	ModeIPVS     Mode = "ipvs"
+	// ModeNFTables is reserved for a later version: Load refuses it.
 	ModeNFTables Mode = "nftables"
 )
 

@@ -1,18 +1,16 @@
 package daemon
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/metrics"
 )
+
+// What the sync loop and the metrics' scrapes learn from the daemon: when a
+// sync was asked for, and the clusters' watch state. The HTTP servers that
+// expose them are in servers.go.
 
 // maxUnprogrammed bounds the trigger times kept across failing syncs, like
 // the store bounds those it collects.
@@ -46,76 +44,4 @@ func (d *Daemon) clusterStatuses() []metrics.ClusterStatus {
 	d.mu.Unlock()
 	slices.SortFunc(out, func(a, b metrics.ClusterStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-// server is one HTTP listener with what it serves.
-type server struct {
-	keys []string // the config keys that asked for it, for messages
-	ln   net.Listener
-	mux  *http.ServeMux
-	srv  *http.Server
-}
-
-// listen opens the metrics and health listeners, one when both addresses
-// are the same.
-func (d *Daemon) listen() ([]*server, error) {
-	health := d.health.Handler()
-	byAddr := map[netip.AddrPort]*server{}
-	var servers []*server
-	for _, e := range []struct {
-		key     string
-		addr    netip.AddrPort
-		pattern string
-		h       http.Handler
-	}{
-		{"metrics_address", d.cfg.MetricsAddress, "/metrics", d.metrics.Handler()},
-		{"healthz_address", d.cfg.HealthzAddress, "/healthz", health},
-		{"healthz_address", d.cfg.HealthzAddress, "/livez", health},
-		{"healthz_address", d.cfg.HealthzAddress, "/readyz", health},
-	} {
-		if !e.addr.IsValid() {
-			continue
-		}
-		s := byAddr[e.addr]
-		if s == nil {
-			ln, err := net.Listen("tcp", e.addr.String())
-			if err != nil {
-				closeAll(servers)
-				return nil, fmt.Errorf("cannot serve %s %s (choose another port, or \"\" to turn it off): %w", e.key, e.addr, err)
-			}
-			s = &server{ln: ln, mux: http.NewServeMux()}
-			s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
-			byAddr[e.addr] = s
-			servers = append(servers, s)
-		}
-		if !slices.Contains(s.keys, e.key) {
-			s.keys = append(s.keys, e.key)
-		}
-		s.mux.Handle(e.pattern, e.h)
-	}
-	return servers, nil
-}
-
-func closeAll(servers []*server) {
-	for _, s := range servers {
-		s.ln.Close()
-	}
-}
-
-// serve runs the servers until ctx is done. A server that fails later is
-// logged, not fatal: the datapath matters more than its observers.
-func (d *Daemon) serve(ctx context.Context, servers []*server) {
-	for _, s := range servers {
-		d.log.Info("serving "+strings.Join(s.keys, " and "), "address", s.ln.Addr().String())
-		go func() {
-			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				d.log.Error("stopped serving "+strings.Join(s.keys, " and "), "address", s.ln.Addr().String(), "err", err)
-			}
-		}()
-		context.AfterFunc(ctx, func() {
-			shutdown, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_ = s.srv.Shutdown(shutdown) // past the timeout, in-flight scrapes are cut: we are stopping
-		})
-	}
 }

@@ -42,7 +42,7 @@ type Limits struct {
 // are above what a large cluster shows one host (a 5,000-node cluster of
 // the Kubernetes scalability tests has about 10,000 services), and keep
 // one event's model work to a few milliseconds and the daemon's heap to
-// a few hundred MB per cluster (see systemd/kube-outpost.service).
+// a few hundred MB per cluster (see unitfile/kube-outpost.service).
 const (
 	DefaultMaxServices         = 20000
 	DefaultMaxEndpointsPerPort = 1000

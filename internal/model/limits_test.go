@@ -584,7 +584,7 @@ func BenchmarkFloodNewcomer(b *testing.B) {
 // endpoints each, in 20,000 slices (200,000 endpoints and 220,000 entries,
 // just past max_endpoints, so that a few services are refused as well).
 // The Kubernetes objects are counted: the daemon's informers hold the same
-// ones. It sizes MemoryMax= in systemd/kube-outpost.service.
+// ones. It sizes MemoryMax= in unitfile/kube-outpost.service.
 func BenchmarkHeapAtDefaultLimits(b *testing.B) {
 	for range b.N {
 		var before, after runtime.MemStats

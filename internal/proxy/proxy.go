@@ -8,7 +8,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// Backend programs one kind of kernel datapath (iptables, IPVS, nftables).
+// Backend programs one kind of kernel datapath: iptables or IPVS today.
 // It owns only its own objects and never reads the apiserver.
 type Backend interface {
 	// Sync makes the kernel match st. full rewrites every object the backend

@@ -215,7 +215,7 @@ func TestWriteExplanation(t *testing.T) {
 	}
 }
 
-// TestExamples writes the examples of the README's status section to the
+// TestExamples writes the examples of docs/operations.md's status section to the
 // file $KO_STATUS_EXAMPLES when set, as the renderers print them.
 func TestExamples(t *testing.T) {
 	var b bytes.Buffer

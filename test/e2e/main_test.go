@@ -108,6 +108,20 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
+// TestAfterAll runs, in this order, the tests that must come after every
+// other one: the range that testClusterIPOutsideServiceCIDRs adds to alpha
+// stays there, and testCleanup checks that `kube-outpost cleanup` undoes
+// everything the whole suite did. It waits for the others by calling
+// t.Parallel: the testing package resumes a parallel top-level test only
+// once every sequential one has finished, whatever the files are called or
+// -test.shuffle does. No other test here may call t.Parallel. One of them
+// alone runs as -run 'TestAfterAll/Cleanup'.
+func TestAfterAll(t *testing.T) {
+	t.Parallel()
+	t.Run("ClusterIPOutsideServiceCIDRs", testClusterIPOutsideServiceCIDRs)
+	t.Run("Cleanup", testCleanup)
+}
+
 // daemon is one kube-outpost process in the lab's host namespace.
 type daemon struct {
 	t    *testing.T

@@ -172,7 +172,7 @@ func TestRBACCheckOnline(t *testing.T) {
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			// Always logged (checkConfigOnline): the README shows this output.
+			// Always logged (checkConfigOnline): docs/credentials.md shows this output.
 			code, out := checkConfigOnline(t, rbacConfig(t, c.clusters))
 			if code != c.code {
 				t.Errorf("exit code %d, want %d", code, c.code)

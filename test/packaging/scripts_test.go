@@ -51,7 +51,7 @@ func purgeDir(t *testing.T) string {
 // TestPurgeCopyOutOfDaemonReach: the binary purge runs as root is kept
 // where the daemon's unit lets it write nothing.
 func TestPurgeCopyOutOfDaemonReach(t *testing.T) {
-	f, err := os.Open("../../systemd/kube-outpost.service")
+	f, err := os.Open("../../unitfile/kube-outpost.service")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
-	"slices"
-	"sort"
 	"strings"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
@@ -84,6 +81,50 @@ type programmed struct {
 	nodeDispatch, nodeReject string
 }
 
+// dispatchOrEmpty and the five below are a port's rules as programmed;
+// a nil *programmed has none.
+func (pr *programmed) dispatchOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.dispatch
+}
+
+func (pr *programmed) rejectOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.reject
+}
+
+func (pr *programmed) extDispatchOrNil() []string {
+	if pr == nil {
+		return nil
+	}
+	return pr.extDispatch
+}
+
+func (pr *programmed) extRejectOrNil() []string {
+	if pr == nil {
+		return nil
+	}
+	return pr.extReject
+}
+
+func (pr *programmed) nodeDispatchOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.nodeDispatch
+}
+
+func (pr *programmed) nodeRejectOrEmpty() string {
+	if pr == nil {
+		return ""
+	}
+	return pr.nodeReject
+}
+
 var _ proxy.Backend = (*Proxier)(nil)
 
 // jumps are the rules in built-in chains that lead into ours.
@@ -112,401 +153,6 @@ func New(opt Options) *Proxier {
 
 func (p *Proxier) family(ipv6 bool) bool { return ipv6 == p.opt.IPv6 }
 
-// Sync implements proxy.Backend.
-func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err error) {
-	defer func() {
-		if err != nil {
-			// The kernel may hold part of what we think it holds, or
-			// someone changed it: the next attempt rewrites everything.
-			p.needFull = true
-		}
-	}()
-	clusters := map[string]clusterShape{}
-	for _, c := range st.Clusters {
-		clusters[c.Name] = clusterShape{synced: c.Synced, nodePorts: p.servesNodePorts(c)}
-	}
-	// A cluster that appears, goes, turns synced or starts or stops
-	// serving node ports has chains whose content this process has not
-	// tracked: rewrite all.
-	if !maps.Equal(clusters, p.clusters) {
-		full = true
-	}
-	full = full || p.needFull
-	if full {
-		chains, hooks, err := p.listChains(ctx)
-		if err != nil {
-			return err
-		}
-		p.chains, p.hooks = chains, hooks
-	}
-
-	tx := newTransaction()
-	next := map[model.PortKey]*programmed{}
-	keepTags := map[string]bool{}
-
-	// The top chains hold a few rules per cluster: render them every time,
-	// write them when they changed.
-	top := newTopChains()
-	if m := p.opt.MasqueradeMark; m != 0 {
-		top.add("nat", chainPostrt, fmt.Sprintf("-m mark ! --mark %#x/%#x -j RETURN", m, m))
-		// Clear the bit, so that a packet passing this host twice is not
-		// masqueraded again on the second pass.
-		top.add("nat", chainPostrt, fmt.Sprintf("-j MARK --xor-mark %#x", m))
-		masq := comment("kube-outpost: masquerade proxied traffic") + " -j MASQUERADE"
-		if p.opt.Runner.HasRandomFully() {
-			masq += " --random-fully"
-		}
-		top.add("nat", chainPostrt, masq)
-	}
-
-	// Routed packets reach the services only from routed_clients. goto,
-	// not jump: what OUTPOST-SERVICES does not take has passed its node
-	// port rules already, and leaves for the built-in chain.
-	for _, cidr := range p.opt.RoutedClients {
-		if !p.family(cidr.Addr().Is6()) {
-			continue
-		}
-		cm := comment("routed_clients")
-		top.add("nat", chainRouted, fmt.Sprintf("-s %s %s -g %s", cidr, cm, chainServices))
-		top.add("filter", chainForward, fmt.Sprintf("-s %s %s -j %s", cidr, cm, chainFilter))
-	}
-
-	// Node port rules come after every range: a packet to a service
-	// address never reaches them.
-	var nodeTop []struct{ table, rule string }
-	for _, c := range st.Clusters {
-		cChain, rChain := clusterChain(c.Name), rejectChain(c.Name)
-		xChain, xrChain := extChain(c.Name), extRejChain(c.Name)
-		nChain, nrChain := nodeChain(c.Name), nodeRejChain(c.Name)
-		serveNP := p.servesNodePorts(c)
-		if serveNP {
-			cm := comment("cluster " + c.Name + " node ports")
-			local := notLoopback(p.opt.IPv6) + " -m addrtype --dst-type LOCAL"
-			if c.Synced || p.chains["nat"][nChain] {
-				nodeTop = append(nodeTop, struct{ table, rule string }{"nat", fmt.Sprintf("%s %s -j %s", local, cm, nChain)})
-			}
-			if c.Synced || p.chains["filter"][nrChain] {
-				nodeTop = append(nodeTop, struct{ table, rule string }{"filter",
-					fmt.Sprintf("%s -m conntrack --ctstate NEW %s -j %s", local, cm, nrChain)})
-			}
-			if c.Synced && full {
-				tx.declare("nat", nChain)
-				tx.declare("filter", nrChain)
-			}
-		}
-		var allowed []netip.Prefix
-		for _, cidr := range c.AllowExternalIPs {
-			if p.family(cidr.Addr().Is6()) {
-				allowed = append(allowed, cidr)
-			}
-		}
-		if !c.Synced {
-			// Keep what an earlier run programmed for this cluster.
-			keepTags[clusterTag(c.Name)] = true
-		} else if full {
-			tx.declare("nat", cChain)
-			tx.declare("filter", rChain)
-		}
-		if c.Synced && len(allowed) > 0 {
-			// Declaring flushes: in a partial sync, only a chain that
-			// does not exist yet (allow_external_ips was just set).
-			if full || !p.chains["nat"][xChain] {
-				tx.declare("nat", xChain)
-			}
-			if full || !p.chains["filter"][xrChain] {
-				tx.declare("filter", xrChain)
-			}
-		}
-		for _, cidr := range c.Ranges() {
-			if !p.family(cidr.Addr().Is6()) {
-				continue
-			}
-			cm := comment("cluster " + c.Name)
-			if c.Synced || p.chains["nat"][cChain] {
-				top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, cChain))
-			}
-			if c.Synced || p.chains["filter"][rChain] {
-				top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
-			}
-		}
-		for _, cidr := range allowed {
-			cm := comment("cluster " + c.Name + " external IPs")
-			if c.Synced || p.chains["nat"][xChain] {
-				top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xChain))
-			}
-			if c.Synced || p.chains["filter"][xrChain] {
-				top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xrChain))
-			}
-		}
-		if !c.Synced {
-			continue
-		}
-		// Find what changed first and sort only that: at 10,000 services
-		// a partial sync must not pay for sorting them all.
-		var changed []model.PortKey
-		for key, port := range c.Ports {
-			if !p.family(key.IPv6) {
-				continue
-			}
-			if old := p.applied[key]; !full && old != nil && old.port.Equal(port) {
-				next[key] = old
-				continue
-			}
-			changed = append(changed, key)
-		}
-		slices.SortFunc(changed, model.PortKey.Compare)
-		for _, key := range changed {
-			port := c.Ports[key]
-			if key.Protocol == model.SCTP && !p.sctpSupported(ctx) {
-				continue
-			}
-			old := p.applied[key]
-			pr := &programmed{port: port}
-			if len(port.Endpoints) > 0 {
-				pr.dispatch = dispatchRule(port)
-				pr.extDispatch = extDispatchRules(port)
-				sChain := serviceChain(key)
-				tx.declare("nat", sChain)
-				for _, r := range serviceRules(port, p.opt.MasqueradeMark) {
-					tx.add("nat", sChain, r)
-				}
-			} else {
-				pr.reject = rejectRule(port)
-				pr.extReject = extRejectRules(port)
-			}
-			if serveNP && port.ServedNodePort != 0 {
-				if len(port.Endpoints) > 0 {
-					pr.nodeDispatch = nodeDispatchRule(port)
-				} else {
-					pr.nodeReject = nodeRejectRule(port)
-				}
-			}
-			next[key] = pr
-			if full {
-				if pr.dispatch != "" {
-					tx.add("nat", cChain, pr.dispatch)
-				}
-				if pr.reject != "" {
-					tx.add("filter", rChain, pr.reject)
-				}
-				for _, r := range pr.extDispatch {
-					tx.add("nat", xChain, r)
-				}
-				for _, r := range pr.extReject {
-					tx.add("filter", xrChain, r)
-				}
-				if pr.nodeDispatch != "" {
-					tx.add("nat", nChain, pr.nodeDispatch)
-				}
-				if pr.nodeReject != "" {
-					tx.add("filter", nrChain, pr.nodeReject)
-				}
-				continue
-			}
-			p.diffRule(tx, "nat", cChain, old.dispatchOrEmpty(), pr.dispatch)
-			p.diffRule(tx, "filter", rChain, old.rejectOrEmpty(), pr.reject)
-			p.diffRules(tx, "nat", xChain, old.extDispatchOrNil(), pr.extDispatch)
-			p.diffRules(tx, "filter", xrChain, old.extRejectOrNil(), pr.extReject)
-			p.diffRule(tx, "nat", nChain, old.nodeDispatchOrEmpty(), pr.nodeDispatch)
-			p.diffRule(tx, "filter", nrChain, old.nodeRejectOrEmpty(), pr.nodeReject)
-		}
-	}
-	for _, r := range nodeTop {
-		if r.table == "nat" {
-			top.add("nat", chainServices, r.rule)
-			// Node ports answer any client that reaches this host.
-			top.add("nat", chainRouted, r.rule)
-		} else {
-			top.add("filter", chainFilter, r.rule)
-		}
-	}
-
-	for _, tc := range top.chains {
-		if full || p.top[tc.table+"/"+tc.chain] != tc.text() {
-			tx.declare(tc.table, tc.chain)
-			for _, r := range tc.rules {
-				tx.add(tc.table, tc.chain, r)
-			}
-		}
-	}
-	if full {
-		// Hook our chains into the built-in ones, in the same transaction,
-		// unless the hook is there already; the node ports' hook goes when
-		// no cluster serves them any more. (A change to that makes the
-		// sync full.)
-		nodePorts := false
-		for _, c := range clusters {
-			nodePorts = nodePorts || c.nodePorts
-		}
-		wanted := map[string]bool{} // "table/chain<TAB>rule"
-		for _, j := range jumps {
-			spec := fmt.Sprintf("%s -j %s", comment(j.comment), j.target)
-			if j.nodePorts && !nodePorts {
-				continue
-			}
-			wanted[j.table+"/"+j.chain+"\t"+spec] = true
-			if !slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec) {
-				tx.insert(j.table, j.chain, spec)
-			}
-		}
-		// Any other hook into a top chain goes: the node ports' hook
-		// when no cluster serves them any more, and what an earlier
-		// version hooked, such as nat PREROUTING straight into
-		// OUTPOST-SERVICES, which served every routed client.
-		for _, tc := range top.chains {
-			for _, h := range p.hooks[tc.table][tc.chain] {
-				if !wanted[tc.table+"/"+h] {
-					chain, rule, _ := strings.Cut(h, "\t")
-					tx.del(tc.table, chain, rule)
-				}
-			}
-		}
-	}
-
-	// Service chains that are no longer wanted go, in the same transaction.
-	if full {
-		for _, table := range []string{"nat", "filter"} {
-			for _, ch := range slices.Sorted(maps.Keys(p.chains[table])) {
-				if tx.declared(table, ch) || keepTags[tagOf(ch)] {
-					continue
-				}
-				for _, h := range p.hooks[table][ch] {
-					chain, rule, _ := strings.Cut(h, "\t")
-					tx.del(table, chain, rule)
-				}
-				tx.remove(table, ch)
-			}
-		}
-	} else {
-		var gone []model.PortKey
-		for key, old := range p.applied {
-			if pr := next[key]; pr == nil || (old.dispatch != "" && pr.dispatch == "") {
-				gone = append(gone, key)
-			}
-		}
-		slices.SortFunc(gone, model.PortKey.Compare)
-		for _, key := range gone {
-			old := p.applied[key]
-			pr := next[key]
-			if pr != nil {
-				if old.dispatch != "" && pr.dispatch == "" {
-					tx.remove("nat", serviceChain(key))
-				}
-				continue
-			}
-			p.diffRule(tx, "nat", clusterChain(key.Cluster), old.dispatch, "")
-			p.diffRule(tx, "filter", rejectChain(key.Cluster), old.reject, "")
-			p.diffRules(tx, "nat", extChain(key.Cluster), old.extDispatch, nil)
-			p.diffRules(tx, "filter", extRejChain(key.Cluster), old.extReject, nil)
-			p.diffRule(tx, "nat", nodeChain(key.Cluster), old.nodeDispatch, "")
-			p.diffRule(tx, "filter", nodeRejChain(key.Cluster), old.nodeReject, "")
-			if old.dispatch != "" {
-				tx.remove("nat", serviceChain(key))
-			}
-		}
-	}
-
-	script := tx.script()
-	if len(script) > 0 {
-		if err := p.opt.Runner.Restore(ctx, script); err != nil {
-			return err
-		}
-	}
-	tx.applyTo(p.chains)
-	p.top = top.texts()
-	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
-	p.clearStaleUDP(ctx, p.applied, next, hostAddrs)
-	p.hostAddrs = hostAddrs
-	p.applied = next
-	p.clusters = clusters
-	p.needFull = false
-	p.log.Debug("iptables sync", "ipv6", p.opt.IPv6, "full", full, "ports", len(next), "bytes", len(script))
-	return nil
-}
-
-// clearStaleUDP forgets the UDP flows to endpoints that are no longer used.
-// Failures are logged, not returned: the rules are right, and the flows
-// time out on their own.
-func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.PortKey]*programmed, hostAddrs []netip.Addr) {
-	if p.opt.Conntrack == nil {
-		return
-	}
-	hosts := make(map[netip.Addr]bool, len(hostAddrs))
-	for _, a := range hostAddrs {
-		hosts[a] = true
-	}
-	for key, old := range before {
-		if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
-			continue
-		}
-		cur := after[key]
-		if cur == old {
-			continue
-		}
-		var vips []netip.AddrPort
-		for _, a := range old.port.Addrs() {
-			vips = append(vips, netip.AddrPortFrom(a, old.port.Port))
-		}
-		if old.nodeDispatch != "" {
-			// Flows that came in at the node port, at any address of
-			// this host it was served at (then or now).
-			for _, a := range slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(p.hostAddrs), hostAddrs...)), netip.Addr.Compare)) {
-				vips = append(vips, netip.AddrPortFrom(a, old.port.ServedNodePort))
-			}
-		}
-		kept := keptFlowsOf(cur, hosts)
-		for _, vip := range vips {
-			for _, ep := range old.port.Endpoints {
-				if kept.keeps(vip, ep.Addr) {
-					continue
-				}
-				if err := p.opt.Conntrack.ClearUDP(ctx, vip, ep.Addr); err != nil {
-					p.log.Warn("could not forget UDP flows to a removed endpoint", "service", key.String(), "err", err)
-				}
-			}
-		}
-	}
-}
-
-// keptFlows is where a port as programmed now still sends flows, as sets:
-// a flow it still sends the same way is still right. Each old endpoint at
-// each old address is looked up once, so forgetting the stale ones is
-// linear in them; a scan of the endpoints for each made it quadratic.
-type keptFlows struct {
-	port     uint16
-	addrs    map[netip.Addr]bool // the port's VIP and external IPs
-	nodePort uint16              // 0 when its node port is not served
-	hosts    map[netip.Addr]bool // where the node port is served
-	eps      map[netip.AddrPort]bool
-}
-
-// keptFlowsOf is cur's flows; cur nil keeps none.
-func keptFlowsOf(cur *programmed, hosts map[netip.Addr]bool) keptFlows {
-	if cur == nil {
-		return keptFlows{}
-	}
-	k := keptFlows{port: cur.port.Port, addrs: map[netip.Addr]bool{}, hosts: hosts,
-		eps: make(map[netip.AddrPort]bool, len(cur.port.Endpoints))}
-	for _, a := range cur.port.Addrs() {
-		k.addrs[a] = true
-	}
-	if cur.nodeDispatch != "" {
-		k.nodePort = cur.port.ServedNodePort
-	}
-	for _, e := range cur.port.Endpoints {
-		k.eps[e.Addr] = true
-	}
-	return k
-}
-
-// keeps says whether vip, a service address or a node port at one of this
-// host's addresses, still leads to ep.
-func (k keptFlows) keeps(vip, ep netip.AddrPort) bool {
-	atVIP := k.port != 0 && k.port == vip.Port() && k.addrs[vip.Addr()]
-	atNode := k.nodePort != 0 && k.nodePort == vip.Port() && k.hosts[vip.Addr()]
-	return (atVIP || atNode) && k.eps[ep]
-}
-
 // servesNodePorts says whether this Proxier serves c's node ports: the
 // cluster asks for it, and connections can be masqueraded (config refuses
 // serve_node_ports with masquerade = false; without the mark, the pods'
@@ -523,20 +169,6 @@ func (p *Proxier) servesNodePorts(c *model.ClusterState) bool {
 		return false
 	}
 	return true
-}
-
-func (pr *programmed) nodeDispatchOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.nodeDispatch
-}
-
-func (pr *programmed) nodeRejectOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.nodeReject
 }
 
 // sctpSupported probes once whether the kernel can match SCTP ports; without
@@ -561,61 +193,6 @@ func (p *Proxier) sctpSupported(ctx context.Context) bool {
 	}
 	p.sctp = &ok
 	return ok
-}
-
-func (p *Proxier) diffRule(tx *transaction, table, chain, old, new string) {
-	if old == new {
-		return
-	}
-	if old != "" {
-		tx.del(table, chain, old)
-	}
-	if new != "" {
-		tx.add(table, chain, new)
-	}
-}
-
-func (pr *programmed) dispatchOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.dispatch
-}
-
-// diffRules turns the rules old into new in one chain, whose order does
-// not matter: each rule matches its own address.
-func (p *Proxier) diffRules(tx *transaction, table, chain string, old, new []string) {
-	for _, r := range old {
-		if !slices.Contains(new, r) {
-			tx.del(table, chain, r)
-		}
-	}
-	for _, r := range new {
-		if !slices.Contains(old, r) {
-			tx.add(table, chain, r)
-		}
-	}
-}
-
-func (pr *programmed) extDispatchOrNil() []string {
-	if pr == nil {
-		return nil
-	}
-	return pr.extDispatch
-}
-
-func (pr *programmed) extRejectOrNil() []string {
-	if pr == nil {
-		return nil
-	}
-	return pr.extReject
-}
-
-func (pr *programmed) rejectOrEmpty() string {
-	if pr == nil {
-		return ""
-	}
-	return pr.reject
 }
 
 // listChains reads which of our chains exist, per table.
@@ -659,66 +236,6 @@ func ourChains(save []byte) []string {
 	return out
 }
 
-// Cleanup removes every chain named OUTPOST-* and every rule that jumps to
-// one, in each table, whatever version or mode of kube-outpost wrote them.
-func (p *Proxier) Cleanup(ctx context.Context) error {
-	return p.cleanup(ctx, func(string) bool { return true })
-}
-
-// ipvsPrefix names the chains of ipvs mode, which has its own cleanup.
-const ipvsPrefix = "OUTPOST-IPVS-"
-
-// CleanupServices removes what iptables mode programmed and leaves ipvs
-// mode's chains, for a switch from iptables to ipvs mode.
-func (p *Proxier) CleanupServices(ctx context.Context) error {
-	return p.cleanup(ctx, func(ch string) bool { return !strings.HasPrefix(ch, ipvsPrefix) })
-}
-
-// ModeInUse says whether iptables mode's rules are programmed.
-func ModeInUse(ctx context.Context, r Runner) bool {
-	data, err := r.Save(ctx, "nat")
-	return err == nil && slices.Contains(ourChains(data), chainServices)
-}
-
-func (p *Proxier) cleanup(ctx context.Context, ours func(chain string) bool) error {
-	tx := newTransaction()
-	for _, table := range []string{"nat", "filter", "mangle", "raw"} {
-		data, err := p.opt.Runner.Save(ctx, table)
-		if err != nil {
-			// A table that does not exist has nothing of ours.
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		sc.Buffer(make([]byte, 0, 64*1024), 16*1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			if !strings.HasPrefix(line, "-A ") {
-				continue
-			}
-			f := strings.Fields(line)
-			chain := f[1]
-			if strings.HasPrefix(chain, chainPrefix) {
-				continue
-			}
-			if i := indexOf(f, "-j"); i > 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], chainPrefix) && ours(f[i+1]) {
-				tx.del(table, chain, strings.Join(f[2:], " "))
-			}
-		}
-		for _, ch := range ourChains(data) {
-			if ours(ch) {
-				tx.remove(table, ch)
-			}
-		}
-	}
-	if !tx.empty() {
-		if err := p.opt.Runner.Restore(ctx, tx.script()); err != nil {
-			return err
-		}
-	}
-	p.applied, p.clusters, p.chains, p.needFull = nil, nil, nil, true
-	return nil
-}
-
 func indexOf(f []string, s string) int {
 	for i, x := range f {
 		if x == s {
@@ -726,179 +243,4 @@ func indexOf(f []string, s string) int {
 		}
 	}
 	return -1
-}
-
-func sameSet(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
-}
-
-// transaction builds one iptables-restore script over several tables. In
-// each table: chain declarations (which create or flush), then rule
-// deletions, then additions, then chain removals, so that a chain is empty
-// and unreferenced by the time it is removed.
-type transaction struct {
-	tables map[string]*tableTx
-}
-
-type tableTx struct {
-	declared map[string]bool
-	order    []string // declared chains, in order
-	dels     []string
-	adds     []string
-	removes  []string
-	removed  map[string]bool
-}
-
-func newTransaction() *transaction { return &transaction{tables: map[string]*tableTx{}} }
-
-func (t *transaction) table(name string) *tableTx {
-	tt := t.tables[name]
-	if tt == nil {
-		tt = &tableTx{declared: map[string]bool{}, removed: map[string]bool{}}
-		t.tables[name] = tt
-	}
-	return tt
-}
-
-func (t *transaction) declare(table, chain string) {
-	tt := t.table(table)
-	if !tt.declared[chain] {
-		tt.declared[chain] = true
-		tt.order = append(tt.order, chain)
-	}
-}
-
-func (t *transaction) declared(table, chain string) bool { return t.table(table).declared[chain] }
-
-func (t *transaction) add(table, chain, rule string) {
-	tt := t.table(table)
-	tt.adds = append(tt.adds, "-A "+chain+" "+rule)
-}
-
-// insert puts a rule at the top of a chain.
-func (t *transaction) insert(table, chain, rule string) {
-	tt := t.table(table)
-	tt.adds = append(tt.adds, "-I "+chain+" 1 "+rule)
-}
-
-func (t *transaction) del(table, chain, rule string) {
-	tt := t.table(table)
-	tt.dels = append(tt.dels, "-D "+chain+" "+rule)
-}
-
-// remove flushes and deletes a chain.
-func (t *transaction) remove(table, chain string) {
-	tt := t.table(table)
-	if tt.removed[chain] {
-		return
-	}
-	tt.removed[chain] = true
-	t.declare(table, chain)
-	tt.removes = append(tt.removes, "-X "+chain)
-}
-
-func (t *transaction) empty() bool {
-	for _, tt := range t.tables {
-		if len(tt.order)+len(tt.dels)+len(tt.adds)+len(tt.removes) > 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func (t *transaction) script() []byte {
-	var b bytes.Buffer
-	names := make([]string, 0, len(t.tables))
-	for n := range t.tables {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		tt := t.tables[n]
-		if len(tt.order)+len(tt.dels)+len(tt.adds)+len(tt.removes) == 0 {
-			continue // a table without changes would cost a commit
-		}
-		fmt.Fprintf(&b, "*%s\n", n)
-		for _, ch := range tt.order {
-			fmt.Fprintf(&b, ":%s - [0:0]\n", ch)
-		}
-		for _, group := range [][]string{tt.dels, tt.adds, tt.removes} {
-			for _, l := range group {
-				b.WriteString(l)
-				b.WriteByte('\n')
-			}
-		}
-		b.WriteString("COMMIT\n")
-	}
-	return b.Bytes()
-}
-
-// applyTo updates the set of our chains in the kernel after a successful
-// restore.
-func (t *transaction) applyTo(chains map[string]map[string]bool) {
-	for name, tt := range t.tables {
-		m := chains[name]
-		if m == nil {
-			m = map[string]bool{}
-			chains[name] = m
-		}
-		for ch := range tt.declared {
-			m[ch] = true
-		}
-		for ch := range tt.removed {
-			delete(m, ch)
-		}
-	}
-}
-
-// sortedKeys returns a map's port keys in a fixed order, so that the same
-// state always makes the same script.
-
-// topChains are OUTPOST-SERVICES, OUTPOST-PREROUTING, OUTPOST-POSTROUTING,
-// OUTPOST-FILTER and OUTPOST-FORWARD as this sync wants them.
-type topChains struct {
-	chains []*topChain
-}
-
-type topChain struct {
-	table, chain string
-	rules        []string
-}
-
-func (c *topChain) text() string { return strings.Join(c.rules, "\n") }
-
-func newTopChains() *topChains {
-	return &topChains{chains: []*topChain{
-		{table: "nat", chain: chainServices},
-		{table: "nat", chain: chainRouted},
-		{table: "nat", chain: chainPostrt},
-		{table: "filter", chain: chainFilter},
-		{table: "filter", chain: chainForward},
-	}}
-}
-
-func (t *topChains) add(table, chain, rule string) {
-	for _, c := range t.chains {
-		if c.table == table && c.chain == chain {
-			c.rules = append(c.rules, rule)
-			return
-		}
-	}
-	panic("unknown top chain " + table + "/" + chain)
-}
-
-func (t *topChains) texts() map[string]string {
-	out := map[string]string{}
-	for _, c := range t.chains {
-		out[c.table+"/"+c.chain] = c.text()
-	}
-	return out
 }

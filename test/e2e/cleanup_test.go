@@ -8,10 +8,11 @@ import (
 	"testing"
 )
 
-// TestCleanup runs last: `kube-outpost cleanup` must leave the host's
-// ruleset exactly as it was before kube-outpost first ran there, foreign
-// rules in the same tables and built-in chains included.
-func TestCleanup(t *testing.T) {
+// testCleanup: `kube-outpost cleanup` must leave the host's ruleset exactly
+// as it was before kube-outpost first ran there, foreign rules in the same
+// tables and built-in chains included. It runs last, in TestAfterAll, so
+// that it cleans up after every other test.
+func testCleanup(t *testing.T) {
 	beta := theLab.Cluster("beta").Admin
 	d := startDaemon(t, writeConfig(t))
 	ns := namespace(t, beta, "cleanup")

@@ -11,10 +11,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// TestClusterIPOutsideServiceCIDRs: a cluster gains a service range this
+// testClusterIPOutsideServiceCIDRs: a cluster gains a service range this
 // host was not told about; its ClusterIPs are refused with a warning and
-// never programmed, while the configured range keeps working.
-func TestClusterIPOutsideServiceCIDRs(t *testing.T) {
+// never programmed, while the configured range keeps working. The range
+// stays in alpha, so this runs in TestAfterAll, after every other test.
+func testClusterIPOutsideServiceCIDRs(t *testing.T) {
 	alpha := theLab.Cluster("alpha").Admin
 	d := startDaemon(t, writeConfig(t))
 	ns := namespace(t, alpha, "outside")

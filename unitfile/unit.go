@@ -4,7 +4,7 @@ package unitfile
 
 import _ "embed"
 
-// Unit is systemd/kube-outpost.service.
+// Unit is unitfile/kube-outpost.service.
 //
 //go:embed kube-outpost.service
 var Unit string

@@ -1,0 +1,151 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"time"
+)
+
+// The checks of top-level keys, which config calls in turn; those of a
+// cluster's keys are in clusterkeys.go.
+
+// duration parses the duration at key; def stands for an absent or bad one.
+func (c *checker) duration(key string, v any, def time.Duration) time.Duration {
+	line := c.loc.line(-1, key)
+	s, ok := c.str(line, "", key, v, `a duration string like "30s"`)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		c.add(line, "", `%s %q: not a duration (write it like "30s" or "1m30s")`, key, s)
+	case d <= 0:
+		c.add(line, "", "%s %q: must be greater than zero", key, s)
+	default:
+		return d
+	}
+	return def
+}
+
+// serving checks the addresses of the metrics and health endpoints.
+func (c *checker) serving(cfg *Config, raw *rawConfig) {
+	before := len(c.problems)
+	cfg.MetricsAddress = c.address("metrics_address", raw.MetricsAddress, cfg.MetricsAddress)
+	cfg.HealthzAddress = c.address("healthz_address", raw.HealthzAddress, cfg.HealthzAddress)
+	m, h := cfg.MetricsAddress, cfg.HealthzAddress
+	// Equal addresses share one listener; a wildcard and another address
+	// on the same port would make the second listen fail at every start.
+	if len(c.problems) == before && m.IsValid() && h.IsValid() && m != h && m.Port() == h.Port() &&
+		(m.Addr().IsUnspecified() || h.Addr().IsUnspecified()) {
+		at := c.loc.line(-1, "healthz_address")
+		if at == 0 {
+			at = c.loc.line(-1, "metrics_address")
+		}
+		c.add(at, "", "healthz_address %s and metrics_address %s cannot both listen on port %d: "+
+			"give them the same address to serve both on one listener, or different ports", h, m, h.Port())
+	}
+}
+
+// address parses an IP:port to listen on; "" turns the endpoint off. Host
+// names are refused: the daemon must not depend on a resolver to start.
+func (c *checker) address(key string, v any, def netip.AddrPort) netip.AddrPort {
+	line := c.loc.line(-1, key)
+	s, ok := c.str(line, "", key, v, fmt.Sprintf("a string like %q", def))
+	if !ok {
+		return def
+	}
+	if s == "" {
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		host, _, splitErr := net.SplitHostPort(s)
+		switch {
+		case splitErr != nil:
+			c.add(line, "", "%s %q: must be an IP address and port, like %q, or \"\" to turn it off", key, s, def)
+		case host == "":
+			c.add(line, "", "%s %q: give the IP address to listen on, like %q (0.0.0.0 means every IPv4 address)", key, s, def)
+		case !isIP(host):
+			c.add(line, "", "%s %q: %q is not an IP address (host names are not resolved), like %q", key, s, host, def)
+		default:
+			c.add(line, "", "%s %q: invalid port: must be 1-65535", key, s)
+		}
+		return def
+	}
+	if ap.Port() == 0 {
+		c.add(line, "", "%s %q: invalid port: must be 1-65535", key, s)
+		return def
+	}
+	return ap
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+
+func (c *checker) logging(cfg *Config, raw *rawConfig) {
+	line := c.loc.line(-1, "log_level")
+	if s, ok := c.str(line, "", "log_level", raw.LogLevel, "a string"); ok {
+		if l, known := logLevels[s]; known {
+			cfg.LogLevel = l
+		} else {
+			c.add(line, "", "log_level %q: must be debug, info, warn or error", s)
+		}
+	}
+	line = c.loc.line(-1, "log_format")
+	if s, ok := c.str(line, "", "log_format", raw.LogFormat, "a string"); ok {
+		switch f := LogFormat(s); f {
+		case LogText, LogJSON:
+			cfg.LogFormat = f
+		default:
+			c.add(line, "", "log_format %q: must be text or json", s)
+		}
+	}
+}
+
+// statusSocket checks the path of the status socket; "" turns it off.
+func (c *checker) statusSocket(cfg *Config, raw *rawConfig) {
+	line := c.loc.line(-1, "status_socket")
+	s, ok := c.str(line, "", "status_socket", raw.StatusSocket, fmt.Sprintf("a path like %q", DefaultStatusSocket))
+	switch {
+	case !ok:
+	case s != "" && !filepath.IsAbs(s):
+		c.add(line, "", "status_socket %q: must be an absolute path, like %q, or \"\" to turn it off", s, DefaultStatusSocket)
+	case len(s) > maxSocketPath:
+		c.add(line, "", "status_socket %q: %d bytes, longer than the %d a unix socket's path may have", s, len(s), maxSocketPath)
+	default:
+		cfg.StatusSocket = s
+	}
+}
+
+// maxSocketPath is the room in sockaddr_un.sun_path, without its NUL.
+const maxSocketPath = 107
+
+func (c *checker) mark(v any, def uint32) uint32 {
+	if v == nil {
+		return def
+	}
+	line := c.loc.line(-1, "masquerade_mark")
+	n, ok := v.(int64)
+	switch {
+	case !ok:
+		c.typeErr(line, "", "masquerade_mark", "an integer like 0x00100000", v)
+	case n <= 0 || n > math.MaxUint32:
+		c.add(line, "", "masquerade_mark %d: must be one bit of a 32-bit mark, like 0x00100000", n)
+	case n&(n-1) != 0:
+		c.add(line, "", "masquerade_mark %#x: must have exactly one bit set", n)
+	case n == 0x4000 || n == 0x8000:
+		c.add(line, "", "masquerade_mark %#x: taken by kube-proxy, which uses 0x4000 and 0x8000", n)
+	default:
+		return uint32(n)
+	}
+	return def
+}

@@ -1,0 +1,92 @@
+package iptables
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+)
+
+// clearStaleUDP forgets the UDP flows to endpoints that are no longer used.
+// Failures are logged, not returned: the rules are right, and the flows
+// time out on their own.
+func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.PortKey]*programmed, hostAddrs []netip.Addr) {
+	if p.opt.Conntrack == nil {
+		return
+	}
+	hosts := make(map[netip.Addr]bool, len(hostAddrs))
+	for _, a := range hostAddrs {
+		hosts[a] = true
+	}
+	for key, old := range before {
+		if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
+			continue
+		}
+		cur := after[key]
+		if cur == old {
+			continue
+		}
+		var vips []netip.AddrPort
+		for _, a := range old.port.Addrs() {
+			vips = append(vips, netip.AddrPortFrom(a, old.port.Port))
+		}
+		if old.nodeDispatch != "" {
+			// Flows that came in at the node port, at any address of
+			// this host it was served at (then or now).
+			for _, a := range slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(p.hostAddrs), hostAddrs...)), netip.Addr.Compare)) {
+				vips = append(vips, netip.AddrPortFrom(a, old.port.ServedNodePort))
+			}
+		}
+		kept := keptFlowsOf(cur, hosts)
+		for _, vip := range vips {
+			for _, ep := range old.port.Endpoints {
+				if kept.keeps(vip, ep.Addr) {
+					continue
+				}
+				if err := p.opt.Conntrack.ClearUDP(ctx, vip, ep.Addr); err != nil {
+					p.log.Warn("could not forget UDP flows to a removed endpoint", "service", key.String(), "err", err)
+				}
+			}
+		}
+	}
+}
+
+// keptFlows is where a port as programmed now still sends flows, as sets:
+// a flow it still sends the same way is still right. Each old endpoint at
+// each old address is looked up once, so forgetting the stale ones is
+// linear in them; a scan of the endpoints for each made it quadratic.
+type keptFlows struct {
+	port     uint16
+	addrs    map[netip.Addr]bool // the port's VIP and external IPs
+	nodePort uint16              // 0 when its node port is not served
+	hosts    map[netip.Addr]bool // where the node port is served
+	eps      map[netip.AddrPort]bool
+}
+
+// keptFlowsOf is cur's flows; cur nil keeps none.
+func keptFlowsOf(cur *programmed, hosts map[netip.Addr]bool) keptFlows {
+	if cur == nil {
+		return keptFlows{}
+	}
+	k := keptFlows{port: cur.port.Port, addrs: map[netip.Addr]bool{}, hosts: hosts,
+		eps: make(map[netip.AddrPort]bool, len(cur.port.Endpoints))}
+	for _, a := range cur.port.Addrs() {
+		k.addrs[a] = true
+	}
+	if cur.nodeDispatch != "" {
+		k.nodePort = cur.port.ServedNodePort
+	}
+	for _, e := range cur.port.Endpoints {
+		k.eps[e.Addr] = true
+	}
+	return k
+}
+
+// keeps says whether vip, a service address or a node port at one of this
+// host's addresses, still leads to ep.
+func (k keptFlows) keeps(vip, ep netip.AddrPort) bool {
+	atVIP := k.port != 0 && k.port == vip.Port() && k.addrs[vip.Addr()]
+	atNode := k.nodePort != 0 && k.nodePort == vip.Port() && k.hosts[vip.Addr()]
+	return (atVIP || atNode) && k.eps[ep]
+}
