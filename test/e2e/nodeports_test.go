@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,7 +88,7 @@ func TestNodePorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { held.Close() })
-	go serveLocal(held)
+	go serveBody(held, "local")
 
 	ns := namespace(t, alpha, "nodeports")
 	webNP := nodePortService(t, alpha, ns, "web", 0)
@@ -209,21 +208,4 @@ func TestNodePorts(t *testing.T) {
 			return nil
 		})
 	})
-}
-
-// serveLocal answers every connection with an HTTP response "local".
-func serveLocal(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			buf := make([]byte, 4096)
-			c.Read(buf)
-			fmt.Fprint(c, "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nlocal")
-		}()
-	}
 }
