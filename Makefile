@@ -7,6 +7,9 @@ VERSION  ?= $(shell sh hack/version.sh)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./cmd/... ./internal/... ./test/packaging/...
 E2E_PKGS := ./test/... ./internal/routes/
+# Tools (nfpm, staticcheck) are pinned in their own module, so that go.mod
+# lists only what the daemon and its tests link.
+TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
 .PHONY: all build deps lab-bins test unit fuzz e2e test-vm demo lint fmt vet clean bench package
 
@@ -54,7 +57,7 @@ demo: deps lab-bins build
 	@$(GO) build -o bin/demo ./test/lab/demo
 	@bin/demo
 
-# Debian and RPM packages in dist/, with nfpm pinned in go.mod (go tool).
+# Debian and RPM packages in dist/, with nfpm pinned in hack/tools/go.mod.
 package: build
 	@echo ">> packaging kube-outpost $(VERSION) (deb, rpm)"
 	@mkdir -p dist
@@ -63,8 +66,8 @@ package: build
 	   echo "# Every key is explained in /usr/share/doc/kube-outpost/config.toml.example."; echo; \
 	   sed -e '/^[^#]/s/^/# /' packaging/config.toml.example; } > dist/config.toml
 	@rm -f dist/*.deb dist/*.rpm
-	@VERSION=$(VERSION) $(GO) tool nfpm package --config nfpm.yaml --packager deb --target dist/
-	@VERSION=$(VERSION) $(GO) tool nfpm package --config nfpm.yaml --packager rpm --target dist/
+	@VERSION=$(VERSION) $(TOOL) nfpm package --config nfpm.yaml --packager deb --target dist/
+	@VERSION=$(VERSION) $(TOOL) nfpm package --config nfpm.yaml --packager rpm --target dist/
 	@ls -l dist/*.deb dist/*.rpm
 
 lint: fmt vet
