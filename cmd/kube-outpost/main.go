@@ -14,8 +14,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/daemon"
@@ -101,10 +99,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
 	cluster.UserAgent = "kube-outpost/" + version
 	daemon.Version = version
-	// moby/ipvs logs through logrus, and warns at every start that its own
-	// modprobe failed: in the sandbox it cannot, and need not (the unit's
-	// prepare step loaded ip_vs). Our errors say what matters.
-	logrus.SetLevel(logrus.ErrorLevel)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -68,11 +68,9 @@ const (
 // The reason labels of kube_outpost_services_refused_total each refusal
 // counts under.
 var (
-	reasonsHostVIP     = []string{"protected_address"}
-	reasonsDenied      = []string{"unsafe_endpoint"}
-	reasonsLimits      = []string{"limit_services", "limit_endpoints", "limit_endpoints_per_port"}
-	reasonsUnsafe      = []string{"unsafe_endpoint"}
-	reasonsInvalidAddr = []string{"invalid_endpoint"}
+	reasonsHostVIP = []string{"protected_address"}
+	reasonsDenied  = []string{"unsafe_endpoint"}
+	reasonsLimits  = []string{"limit_services", "limit_endpoints", "limit_endpoints_per_port"}
 )
 
 // Bytes a lying apiserver puts into names and addresses: a terminal title

@@ -22,12 +22,11 @@ import (
 
 // port is a service port and the target port its endpoints listen on.
 type port struct {
-	name     string
-	proto    corev1.Protocol
-	port     int32
-	target   int32
-	byName   bool // targetPort refers to the port by name
-	noTarget bool
+	name   string
+	proto  corev1.Protocol
+	port   int32
+	target int32
+	byName bool // targetPort refers to the port by name
 }
 
 // ep is one endpoint of a slice.
@@ -129,22 +128,6 @@ func hits(t *testing.T, url string, n int) map[string]int {
 		cancel()
 		if err != nil {
 			t.Fatalf("request %d to %s: %v", i, url, err)
-		}
-		out[body]++
-	}
-	return out
-}
-
-// udpHits sends n datagrams, each from a new socket (a new flow).
-func udpHits(t *testing.T, addr string, n int) map[string]int {
-	t.Helper()
-	out := map[string]int{}
-	for i := 0; i < n; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		body, err := theLab.UDPRequest(ctx, addr, "ping")
-		cancel()
-		if err != nil {
-			t.Fatalf("datagram %d to %s: %v", i, addr, err)
 		}
 		out[body]++
 	}

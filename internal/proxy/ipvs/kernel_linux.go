@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	mobyipvs "github.com/moby/ipvs"
+	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -35,6 +36,9 @@ type kernel struct {
 	mu   sync.Mutex
 	ipvs *mobyipvs.Handle // opened on first use, once ip_vs is loaded
 }
+
+// quietMobyIPVS lowers logrus (used by moby/ipvs alone) to errors, once.
+var quietMobyIPVS sync.Once
 
 // NewKernel returns the real Kernel. Nothing is opened before first use.
 func NewKernel() Kernel { return &kernel{} }
@@ -84,6 +88,12 @@ func (k *kernel) handle() (*mobyipvs.Handle, error) {
 	if !moduleLoaded() {
 		return nil, errNoIPVS
 	}
+	quietMobyIPVS.Do(func() {
+		// moby/ipvs logs through logrus, and warns on first use that its
+		// own modprobe failed: in the sandbox it cannot, and need not (the
+		// unit's prepare step loaded ip_vs). Our errors say what matters.
+		logrus.SetLevel(logrus.ErrorLevel)
+	})
 	h, err := mobyipvs.New("")
 	if err != nil {
 		return nil, fmt.Errorf("open IPVS netlink socket: %w", err)
