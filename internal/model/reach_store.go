@@ -89,7 +89,7 @@ func reachViaNodePorts(cfg ClusterConfig, env *buildEnv, nodes []NodeInfo, svc *
 	etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 	for _, p := range res.ports {
 		if p.NodePort == 0 {
-			res.problems = append(res.problems, "port "+portName(p.Key.Port, p.Key.Protocol)+": "+NoNodePortReason)
+			res.problems = append(res.problems, Problem{Reason: ReasonNoNodePort, Msg: "port " + portName(p.Key.Port, p.Key.Protocol) + ": " + NoNodePortReason})
 		}
 		if len(p.Endpoints) == 0 {
 			// Neither the pods nor the node addresses: explain shows the
