@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-multierror"
 )
 
 // kubeconfig returns a kubeconfig with one cluster and user per context; the
@@ -60,16 +58,12 @@ func lines(l ...string) string { return strings.Join(l, "\n") + "\n" }
 // err is not what Parse promises.
 func problems(t *testing.T, err error) []string {
 	t.Helper()
-	var merr *multierror.Error
-	if !errors.As(err, &merr) {
-		t.Fatalf("error %v (%T) is not a *multierror.Error", err, err)
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("error %v (%T) is not Problems", err, err)
 	}
 	var got []string
-	for _, e := range merr.Errors {
-		p, ok := e.(*Problem)
-		if !ok {
-			t.Fatalf("error %v (%T) is not a *Problem", e, e)
-		}
+	for _, p := range ps {
 		got = append(got, fmt.Sprintf("%d: %s", p.Line, p.Msg))
 	}
 	return got
