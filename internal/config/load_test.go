@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // kubeconfig returns a kubeconfig with one cluster and user per context; the
@@ -101,7 +103,7 @@ func TestParse(t *testing.T) {
 				Kubeconfig:   filepath.Join(dir, "prod.kubeconfig"),
 				ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
 				ContextName:  "default",
-				Reach:        ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Reach:        reach.Direct, NodeAddressTypes: []string{"InternalIP"},
 				Server: "https://default.example:6443",
 			}},
 		},
@@ -155,7 +157,7 @@ func TestParse(t *testing.T) {
 					netip.MustParsePrefix("fd00:10:96::/108"),
 				},
 				ContextName: "blue",
-				Reach:       ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Reach:       reach.Direct, NodeAddressTypes: []string{"InternalIP"},
 				Server: "https://blue.example:6443",
 			}, {
 				Name:       "green",
@@ -166,7 +168,7 @@ func TestParse(t *testing.T) {
 					netip.MustParsePrefix("fd00:10:97::/108"),
 				},
 				ContextName: "green",
-				Reach:       ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Reach:       reach.Direct, NodeAddressTypes: []string{"InternalIP"},
 				Server: "https://green.example:6443",
 			}},
 		},

@@ -372,7 +372,7 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 		h.order = i
 		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation,
 			LocalServiceCIDR: c.LocalServiceCIDR, AllowExternalIPs: c.AllowExternalIPs, EndpointCIDRs: c.EndpointCIDRs,
-			ServeNodePorts: c.ServeNodePorts, Reach: string(c.Reach), NodeAddressTypes: c.NodeAddressTypes,
+			ServeNodePorts: c.ServeNodePorts, Reach: c.Reach, NodeAddressTypes: c.NodeAddressTypes,
 			APIServerAddrs: apiservers[c.Name],
 			Limits:         model.Limits{MaxServices: c.MaxServices, MaxEndpointsPerPort: c.MaxEndpointsPerPort, MaxEndpoints: c.MaxEndpoints}})
 	}

@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // ClusterConfig is what the model needs to know of a configured cluster.
@@ -30,11 +32,11 @@ type ClusterConfig struct {
 	Generation int
 	// ServeNodePorts is the cluster's serve_node_ports.
 	ServeNodePorts bool
-	// Reach is the cluster's reach: ReachDirect ("" counts as it),
-	// ReachNodePort or ReachRoutes (see reach_store.go).
-	Reach string
+	// Reach is the cluster's reach: reach.Direct ("" counts as it),
+	// reach.NodePort or reach.Routes (see reach_store.go).
+	Reach reach.Kind
 	// NodeAddressTypes is the cluster's node_address_types, the
-	// preference among a node's addresses (DefaultNodeAddressTypes when
+	// preference among a node's addresses (reach.DefaultNodeAddressTypes when
 	// empty).
 	NodeAddressTypes []string
 	// APIServerAddrs are the addresses of the cluster's apiserver, as the
@@ -256,7 +258,7 @@ func (s *Store) DeleteService(cluster, namespace, name string) {
 
 // UpsertSlice records an EndpointSlice add or update.
 func (s *Store) UpsertSlice(cluster string, es *discoveryv1.EndpointSlice) {
-	nn, ok := sliceOwner(es)
+	nn, ok := SliceOwner(es)
 	if !ok {
 		return
 	}
@@ -275,7 +277,7 @@ func (s *Store) UpsertSlice(cluster string, es *discoveryv1.EndpointSlice) {
 // measures no latency: a deleted slice's trigger time is that of its last
 // update, not of its deletion.
 func (s *Store) DeleteSlice(cluster string, es *discoveryv1.EndpointSlice) {
-	nn, ok := sliceOwner(es)
+	nn, ok := SliceOwner(es)
 	if !ok {
 		return
 	}
@@ -292,7 +294,9 @@ func (s *Store) DeleteSlice(cluster string, es *discoveryv1.EndpointSlice) {
 	})
 }
 
-func sliceOwner(es *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
+// SliceOwner is the service an EndpointSlice belongs to, by its
+// kubernetes.io/service-name label; false when it has none.
+func SliceOwner(es *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
 	name := es.Labels[discoveryv1.LabelServiceName]
 	return types.NamespacedName{Namespace: es.Namespace, Name: name}, name != ""
 }
@@ -400,13 +404,13 @@ func (s *Store) build(cd *clusterData, nn types.NamespacedName) *builtService {
 
 	svc := cd.svcs[nn]
 	cfg := cd.cfg
-	if cfg.Reach == ReachNodePort {
+	if cfg.Reach == reach.NodePort {
 		// endpoint_cidrs says where packets may go, and with reach =
 		// "nodeport" they go to the nodes, not the pods.
 		cfg.EndpointCIDRs = nil
 	}
 	res := buildService(cfg, &s.env, svc, sliceList)
-	if cd.cfg.Reach == ReachNodePort {
+	if cd.cfg.Reach == reach.NodePort {
 		reachViaNodePorts(cd.cfg, &s.env, cd.nodes, svc, sliceList, &res) // reach_store.go
 	}
 	if len(res.ports) == 0 && len(res.problems) == 0 {

@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // TestRefusalReasons produces every problem buildService reports, through
@@ -62,14 +64,14 @@ func TestRefusalReasons(t *testing.T) {
 		}},
 		{"node at the host's address", webSvc(withNodePort(30080)), webSlice("web-1", readyEP("10.244.0.1")), ReasonUnsafeEndpoint, func(ts *testStore) {
 			c := testCfg
-			c.Reach = ReachNodePort
+			c.Reach = reach.NodePort
 			ts.SetClusters([]ClusterConfig{c})
 			ts.SetHostAddrs([]netip.Addr{netip.MustParseAddr("10.250.0.2")})
 			ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "10.250.0.2"), testNode("n2", true, "10.250.0.3")})
 		}},
 		{"node outside endpoint_cidrs", webSvc(withNodePort(30080)), webSlice("web-1", readyEP("10.244.0.1")), ReasonOutsideEndpointCIDRs, func(ts *testStore) {
 			c := testCfg
-			c.Reach, c.EndpointCIDRs = ReachNodePort, prefixes("10.250.0.0/24")
+			c.Reach, c.EndpointCIDRs = reach.NodePort, prefixes("10.250.0.0/24")
 			ts.SetClusters([]ClusterConfig{c})
 			ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "192.0.2.1"), testNode("n2", true, "10.250.0.3")})
 		}},
