@@ -68,7 +68,7 @@ func checkCluster(ctx context.Context, c config.Cluster) *rbaccheck.Result {
 			defer cancel()
 			// A cluster with namespaces is watched in those only, by
 			// informers a Role in each of them allows.
-			return rbaccheck.Check(ctx, client, rbaccheck.Options{WatchNamespaces: c.Namespaces, Nodes: c.Reach == config.ReachNodePort || c.Reach == config.ReachRoutes})
+			return rbaccheck.Check(ctx, client, rbaccheck.Options{WatchNamespaces: c.Namespaces, Nodes: c.Reach.ThroughNodes()})
 		}
 	}
 	return &rbaccheck.Result{Findings: []rbaccheck.Finding{{

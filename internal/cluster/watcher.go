@@ -317,16 +317,11 @@ func sliceService(obj any) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	nn, ok := sliceOwner(es)
+	nn, ok := model.SliceOwner(es)
 	if !ok {
 		return nil, nil
 	}
 	return []string{nn.String()}, nil
-}
-
-func sliceOwner(es *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
-	name := es.Labels[discoveryv1.LabelServiceName]
-	return types.NamespacedName{Namespace: es.Namespace, Name: name}, name != ""
 }
 
 // Start watches until ctx is done or Stop is called. It returns at once; the
@@ -478,12 +473,12 @@ func (w *Watcher) sliceChanged(old, o any) {
 	if !ok {
 		return
 	}
-	nn, ok := sliceOwner(es)
+	nn, ok := model.SliceOwner(es)
 	w.deliver.Lock()
 	defer w.deliver.Unlock()
 	if prev, isSlice := old.(*discoveryv1.EndpointSlice); isSlice {
 		// A slice moved to another service leaves the first one.
-		if was, _ := sliceOwner(prev); was != nn && w.selected[was] {
+		if was, _ := model.SliceOwner(prev); was != nn && w.selected[was] {
 			w.sink.DeleteSlice(w.name, prev)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // overlaps refuses two clusters whose ClusterIPs would land in the same
@@ -114,26 +116,26 @@ func (c *checker) namespaceList(line int, who, key string, v any) []string {
 
 // reach checks reach, node_address_types, pod_cidrs and serve_node_ports.
 func (c *checker) reach(cl *Cluster, who string, line func(string) int, raw rawCluster) {
-	cl.Reach = ReachDirect
+	cl.Reach = reach.Direct
 	reachOK := raw.Reach == nil
 	if s, ok := c.str(line("reach"), who, "reach", raw.Reach, "a string"); ok {
-		switch r := Reach(s); r {
-		case ReachDirect, ReachNodePort, ReachRoutes:
+		switch r := reach.Kind(s); r {
+		case reach.Direct, reach.NodePort, reach.Routes:
 			cl.Reach, reachOK = r, true
 		default:
 			c.add(line("reach"), who, "reach %q: must be direct, nodeport or routes", s)
 		}
 	}
 	c.podCIDRs(cl, who, line, raw, reachOK)
-	cl.NodeAddressTypes = []string{"InternalIP"}
+	cl.NodeAddressTypes = slices.Clone(reach.DefaultNodeAddressTypes)
 	if list, ok := c.strings(line("node_address_types"), who, "node_address_types", raw.NodeAddressTypes); ok {
 		if len(list) == 0 {
 			c.add(line("node_address_types"), who, "node_address_types is empty: no node address would be used")
 		}
 		var out []string
 		for j, t := range list {
-			if !slices.Contains(NodeAddressTypes, t) || slices.Contains(out, t) {
-				c.add(line("node_address_types"), who, "node_address_types[%d] %q: must be one of %s, each once", j, t, strings.Join(NodeAddressTypes, ", "))
+			if !slices.Contains(reach.NodeAddressTypes, t) || slices.Contains(out, t) {
+				c.add(line("node_address_types"), who, "node_address_types[%d] %q: must be one of %s, each once", j, t, strings.Join(reach.NodeAddressTypes, ", "))
 				continue
 			}
 			out = append(out, t)
@@ -141,7 +143,7 @@ func (c *checker) reach(cl *Cluster, who string, line func(string) int, raw rawC
 		if len(out) > 0 {
 			cl.NodeAddressTypes = out
 		}
-		if cl.Reach == ReachDirect && raw.Reach != nil {
+		if cl.Reach == reach.Direct && raw.Reach != nil {
 			c.add(line("node_address_types"), who, "node_address_types is only used with reach = \"nodeport\" or \"routes\"")
 		}
 	}

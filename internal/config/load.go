@@ -15,8 +15,8 @@ import (
 )
 
 // Load reads and validates the config file at path. A file that cannot be
-// read gives a plain error; a file with problems gives a *multierror.Error
-// whose Errors are all *Problem, sorted by line.
+// read gives a plain error; a file with problems gives Problems, sorted by
+// line.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

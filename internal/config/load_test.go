@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // kubeconfig returns a kubeconfig with one cluster and user per context; the
@@ -60,16 +60,12 @@ func lines(l ...string) string { return strings.Join(l, "\n") + "\n" }
 // err is not what Parse promises.
 func problems(t *testing.T, err error) []string {
 	t.Helper()
-	var merr *multierror.Error
-	if !errors.As(err, &merr) {
-		t.Fatalf("error %v (%T) is not a *multierror.Error", err, err)
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("error %v (%T) is not Problems", err, err)
 	}
 	var got []string
-	for _, e := range merr.Errors {
-		p, ok := e.(*Problem)
-		if !ok {
-			t.Fatalf("error %v (%T) is not a *Problem", e, e)
-		}
+	for _, p := range ps {
 		got = append(got, fmt.Sprintf("%d: %s", p.Line, p.Msg))
 	}
 	return got
@@ -107,7 +103,7 @@ func TestParse(t *testing.T) {
 				Kubeconfig:   filepath.Join(dir, "prod.kubeconfig"),
 				ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
 				ContextName:  "default",
-				Reach:        ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Reach:        reach.Direct, NodeAddressTypes: []string{"InternalIP"},
 				Server: "https://default.example:6443",
 			}},
 		},
@@ -161,7 +157,7 @@ func TestParse(t *testing.T) {
 					netip.MustParsePrefix("fd00:10:96::/108"),
 				},
 				ContextName: "blue",
-				Reach:       ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Reach:       reach.Direct, NodeAddressTypes: []string{"InternalIP"},
 				Server: "https://blue.example:6443",
 			}, {
 				Name:       "green",
@@ -172,7 +168,7 @@ func TestParse(t *testing.T) {
 					netip.MustParsePrefix("fd00:10:97::/108"),
 				},
 				ContextName: "green",
-				Reach:       ReachDirect, NodeAddressTypes: []string{"InternalIP"},
+				Reach:       reach.Direct, NodeAddressTypes: []string{"InternalIP"},
 				Server: "https://green.example:6443",
 			}},
 		},

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // podCIDRs checks pod_cidrs: the ranges a reach = "routes" cluster's nodes
@@ -14,7 +16,7 @@ import (
 func (c *checker) podCIDRs(cl *Cluster, who string, line func(string) int, raw rawCluster, reachOK bool) {
 	at := line("pod_cidrs")
 	if raw.PodCIDRs == nil {
-		if cl.Reach == ReachRoutes {
+		if cl.Reach == reach.Routes {
 			c.add(line("reach"), who, `pod_cidrs is required with reach = "routes": the ranges this cluster's nodes take their pod CIDRs from `+
 				`(kube-controller-manager's --cluster-cidr), like ["10.244.0.0/16"]; a node's pod CIDR outside them is not routed`)
 		}
@@ -24,7 +26,7 @@ func (c *checker) podCIDRs(cl *Cluster, who string, line func(string) int, raw r
 	if !ok {
 		return
 	}
-	if cl.Reach != ReachRoutes {
+	if cl.Reach != reach.Routes {
 		if reachOK {
 			c.add(at, who, `pod_cidrs is only used with reach = "routes"`)
 		}

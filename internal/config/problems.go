@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/hashicorp/go-multierror"
 )
 
 // Problem is one thing wrong with a config file.
@@ -32,22 +30,32 @@ func (c *checker) add(line int, who, format string, args ...any) {
 	c.problems = append(c.problems, &Problem{File: c.file, Line: line, Msg: msg})
 }
 
-// err returns the problems one per line, like a compiler, so that an editor
-// can jump to each.
+// Problems are the problems of a config file, sorted by line. Its text is
+// one problem per line, like a compiler's, so that an editor can jump to
+// each; errors.Is and errors.As see each problem.
+type Problems []*Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (ps Problems) Unwrap() []error {
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = p
+	}
+	return errs
+}
+
+// err returns the problems, sorted by line, or nil when there are none.
 func (c *checker) err() error {
 	if len(c.problems) == 0 {
 		return nil
 	}
 	slices.SortStableFunc(c.problems, func(a, b *Problem) int { return cmp.Compare(a.Line, b.Line) })
-	merr := &multierror.Error{ErrorFormat: func(errs []error) string {
-		lines := make([]string, len(errs))
-		for i, err := range errs {
-			lines[i] = err.Error()
-		}
-		return strings.Join(lines, "\n")
-	}}
-	for _, p := range c.problems {
-		merr.Errors = append(merr.Errors, p)
-	}
-	return merr
+	return Problems(slices.Clone(c.problems))
 }

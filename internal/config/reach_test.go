@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // TestReachKeys: reach and node_address_types are cluster keys now that the
@@ -27,7 +29,7 @@ func TestReachKeys(t *testing.T) {
 	}
 	got := []any{cfg.Clusters[0].Reach, cfg.Clusters[0].NodeAddressTypes, cfg.Clusters[1].Reach, cfg.Clusters[1].NodeAddressTypes,
 		cfg.Clusters[2].Reach, cfg.Clusters[2].NodeAddressTypes}
-	want := []any{ReachNodePort, []string{"ExternalIP", "InternalIP"}, ReachRoutes, []string{"InternalIP"}, ReachDirect, []string{"InternalIP"}}
+	want := []any{reach.NodePort, []string{"ExternalIP", "InternalIP"}, reach.Routes, []string{"InternalIP"}, reach.Direct, []string{"InternalIP"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("reach and node_address_types:\n got %v\nwant %v", got, want)
 	}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // Mode is the kernel backend that programs the datapath.
@@ -66,22 +68,6 @@ type Config struct {
 	Clusters []Cluster
 }
 
-// Reach is how packets reach a cluster's endpoints from this host.
-type Reach string
-
-const (
-	// ReachDirect DNATs to the endpoint IPs: the network routes pod IPs.
-	ReachDirect Reach = "direct"
-	// ReachNodePort DNATs to <node address>:<nodePort> of the service.
-	ReachNodePort Reach = "nodeport"
-	// ReachRoutes installs a route per node podCIDR via the node, then
-	// behaves like direct.
-	ReachRoutes Reach = "routes"
-)
-
-// NodeAddressTypes are the node address types a cluster may prefer.
-var NodeAddressTypes = []string{"InternalIP", "ExternalIP"}
-
 // LogFormat is how log records are written.
 type LogFormat string
 
@@ -119,7 +105,7 @@ type Cluster struct {
 	ServiceSelector string
 
 	// Reach is how packets get from this host to the cluster's endpoints.
-	Reach Reach
+	Reach reach.Kind
 	// NodeAddressTypes is the order in which a node's addresses are
 	// preferred when Reach is nodeport or routes (default InternalIP).
 	NodeAddressTypes []string

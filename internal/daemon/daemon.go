@@ -18,8 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
-
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/health"
@@ -374,7 +372,7 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 		h.order = i
 		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation,
 			LocalServiceCIDR: c.LocalServiceCIDR, AllowExternalIPs: c.AllowExternalIPs, EndpointCIDRs: c.EndpointCIDRs,
-			ServeNodePorts: c.ServeNodePorts, Reach: string(c.Reach), NodeAddressTypes: c.NodeAddressTypes,
+			ServeNodePorts: c.ServeNodePorts, Reach: c.Reach, NodeAddressTypes: c.NodeAddressTypes,
 			APIServerAddrs: apiservers[c.Name],
 			Limits:         model.Limits{MaxServices: c.MaxServices, MaxEndpointsPerPort: c.MaxEndpointsPerPort, MaxEndpoints: c.MaxEndpoints}})
 	}
@@ -418,11 +416,11 @@ func (d *Daemon) sync(ctx context.Context) error {
 	d.mu.Lock()
 	d.syncStarted = start
 	d.mu.Unlock()
-	var errs *multierror.Error
+	var errs []error
 	restoreFailures := 0
 	for _, b := range d.backends {
 		if err := b.Sync(ctx, st, full); err != nil {
-			errs = multierror.Append(errs, err)
+			errs = append(errs, err)
 			var re *iptables.RestoreError
 			if errors.As(err, &re) {
 				restoreFailures++
@@ -433,10 +431,10 @@ func (d *Daemon) sync(ctx context.Context) error {
 	// DNAT rules already pointing there need, and a failure here must not
 	// hold back the rules of every other cluster.
 	if err := d.syncRoutes(ctx); err != nil {
-		errs = multierror.Append(errs, err)
+		errs = append(errs, err)
 	}
 	end := time.Now()
-	res := SyncResult{At: start, Duration: end.Sub(start), Full: full, Err: errs.ErrorOrNil()}
+	res := SyncResult{At: start, Duration: end.Sub(start), Full: full, Err: errors.Join(errs...)}
 	for _, c := range st.Clusters {
 		res.Ports += len(c.Ports)
 	}
@@ -576,12 +574,12 @@ func (d *Daemon) otherModeCleanup(ctx context.Context) {
 // Cleanup removes everything any kube-outpost mode ever programmed on this
 // host. Modes whose tools are missing had nothing programmed.
 func Cleanup(ctx context.Context, log *slog.Logger) error {
-	var errs *multierror.Error
+	var errs []error
 	// IPVS first: its chains are OUTPOST-IPVS-*, which the iptables cleanup
 	// below would also remove, but its ipsets can only go once no rule
 	// names them, and it knows its own order.
 	if err := cleanupIPVS(ctx, log); err != nil {
-		errs = multierror.Append(errs, err)
+		errs = append(errs, err)
 	}
 	for _, v6 := range []bool{false, true} {
 		bin := "iptables-save"
@@ -596,19 +594,19 @@ func Cleanup(ctx context.Context, log *slog.Logger) error {
 			if v6 {
 				continue // no IPv6 netfilter in this kernel: nothing of ours there
 			}
-			errs = multierror.Append(errs, err)
+			errs = append(errs, err)
 			continue
 		}
 		if err := iptables.New(iptables.Options{Runner: r, IPv6: v6, Log: log}).Cleanup(ctx); err != nil {
-			errs = multierror.Append(errs, err)
+			errs = append(errs, err)
 		}
 	}
 	// reach = "routes": the routes of ours (protocol routes.Protocol),
 	// and nothing else.
 	if err := routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log}).Cleanup(ctx); err != nil {
-		errs = multierror.Append(errs, err)
+		errs = append(errs, err)
 	}
-	return errs.ErrorOrNil()
+	return errors.Join(errs...)
 }
 
 // cleanupIPVS removes ipvs mode's virtual servers, outpost0, ipsets and

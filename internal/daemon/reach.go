@@ -17,23 +17,18 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
-// throughNodes says whether a cluster needs the node list: the node RBAC
-// (packaging/rbac-nodes.yaml) is asked of these clusters only.
-func throughNodes(c config.Cluster) bool {
-	return c.Reach == config.ReachNodePort || c.Reach == config.ReachRoutes
-}
-
 // newNodeWatcher makes the node watcher of a cluster reached through its
 // nodes; nil for reach = "direct", which never lists nodes.
 func (d *Daemon) newNodeWatcher(c config.Cluster) (*cluster.NodeWatcher, error) {
-	if !throughNodes(c) {
+	if !c.Reach.ThroughNodes() {
 		return nil, nil
 	}
-	name, isRoutes := c.Name, c.Reach == config.ReachRoutes
+	name, isRoutes := c.Name, c.Reach == reach.Routes
 	return cluster.NodeWatcherFor(c, cluster.NodeWatcherOptions{
 		Log: d.log,
 		OnChange: func(nodes []model.NodeInfo) {
@@ -85,7 +80,7 @@ func (d *Daemon) syncRoutes(ctx context.Context) error {
 	used := false
 	for _, h := range handles {
 		configs = append(configs, h.cfg)
-		if h.cfg.Reach != config.ReachRoutes || h.nodes == nil {
+		if h.cfg.Reach != reach.Routes || h.nodes == nil {
 			continue
 		}
 		used = true
@@ -176,7 +171,7 @@ type reachStatus struct {
 func (d *Daemon) reachStatus(h *clusterHandle) reachStatus {
 	rs := reachStatus{reach: string(h.cfg.Reach)}
 	if rs.reach == "" {
-		rs.reach = string(config.ReachDirect)
+		rs.reach = string(reach.Direct)
 	}
 	if h.nodes == nil {
 		return rs
@@ -192,7 +187,7 @@ func (d *Daemon) reachStatus(h *clusterHandle) reachStatus {
 		}
 	}
 	state, ok := d.routeState[h.cfg.Name]
-	if h.cfg.Reach != config.ReachRoutes || !ok || d.routes == nil {
+	if h.cfg.Reach != reach.Routes || !ok || d.routes == nil {
 		return rs
 	}
 	refused := d.routes.Refused()

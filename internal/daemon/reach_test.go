@@ -19,6 +19,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 )
 
@@ -54,9 +55,9 @@ func TestSyncRoutes(t *testing.T) {
 		labNode("n3", "192.0.2.3", "10.245.1.0/24", true), // claims n1's CIDR too
 		labNode("n4", "192.0.2.4", "10.245.4.0/24", true),
 	), cluster.NodeWatcherOptions{Cluster: "alpha", OnChange: func(s []model.NodeInfo) { snaps <- s }})
-	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: config.ReachRoutes,
+	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: nw}
-	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", Reach: model.ReachRoutes}})
+	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", Reach: reach.Routes}})
 	d.host = &routeHost{}
 	noResolvers(t)
 
@@ -165,14 +166,14 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 	cs := fake.NewClientset(objs...)
 	snaps := make(chan []model.NodeInfo, 100)
 	nw := cluster.NewNodeWatcher(cs, cluster.NodeWatcherOptions{Cluster: cfg.Name, OnChange: func(s []model.NodeInfo) { snaps <- s }})
-	cfg.Reach = config.ReachRoutes
+	cfg.Reach = reach.Routes
 	d.mu.Lock()
 	d.clusters[cfg.Name] = &clusterHandle{cfg: cfg, nodes: nw, order: order}
 	// The model knows every configured cluster, as setClusters makes it:
 	// route gateways pass its target check.
 	var ccs []model.ClusterConfig
 	for _, h := range d.clusters {
-		cc := model.ClusterConfig{Name: h.cfg.Name, ServiceCIDRs: h.cfg.ServiceCIDRs, Reach: string(h.cfg.Reach)}
+		cc := model.ClusterConfig{Name: h.cfg.Name, ServiceCIDRs: h.cfg.ServiceCIDRs, Reach: h.cfg.Reach}
 		if ip, ok := hostcheck.APIServerAddr(h.cfg.Server); ok {
 			cc.APIServerAddrs = []netip.Addr{ip}
 		}

@@ -24,7 +24,7 @@ const maxServicePorts = 1000
 
 type buildResult struct {
 	ports    []*ServicePort
-	problems []string
+	problems []Problem
 }
 
 // buildEnv is what buildService needs to know beyond its cluster: facts
@@ -53,13 +53,15 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 	if svc == nil || !proxied(svc) {
 		return res
 	}
-	problem := func(format string, args ...any) { res.problems = append(res.problems, fmt.Sprintf(format, args...)) }
+	problem := func(r RefusalReason, format string, args ...any) {
+		res.problems = append(res.problems, problemf(r, format, args...))
+	}
 
 	externals := externalIPs(cfg, env, svc, problem)
 	mappedFrom := mappedCIDR(cfg.ServiceCIDRs, cfg.LocalServiceCIDR)
 	svcPorts := svc.Spec.Ports
 	if len(svcPorts) > maxServicePorts {
-		problem("spec.ports has %d ports: only the first %d are programmed", len(svcPorts), maxServicePorts)
+		problem(ReasonTooManyPorts, "spec.ports has %d ports: only the first %d are programmed", len(svcPorts), maxServicePorts)
 		svcPorts = svcPorts[:maxServicePorts]
 	}
 	var affinity time.Duration
@@ -82,18 +84,18 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 	for i, s := range ips {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
-			problem("spec.clusterIPs[%d] %q is not an IP address", i, s)
+			problem(ReasonInvalidClusterIP, "spec.clusterIPs[%d] %q is not an IP address", i, s)
 			continue
 		}
 		ip = ip.Unmap()
 		if !inAny(cfg.ServiceCIDRs, ip) {
-			problem("spec.clusterIPs[%d] %s is outside the cluster's service_cidrs %v: refused", i, ip, cfg.ServiceCIDRs)
+			problem(ReasonOutsideServiceCIDRs, "spec.clusterIPs[%d] %s is outside the cluster's service_cidrs %v: refused", i, ip, cfg.ServiceCIDRs)
 			continue
 		}
 		if families[ip.Is6()] {
 			// Two ClusterIPs of one family: only a broken object has them,
 			// and both would be the same PortKeys.
-			problem("spec.clusterIPs[%d] %s: a second ClusterIP of its family: refused", i, ip)
+			problem(ReasonInvalidClusterIP, "spec.clusterIPs[%d] %s: a second ClusterIP of its family: refused", i, ip)
 			continue
 		}
 		families[ip.Is6()] = true
@@ -109,7 +111,7 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 			if local.IsValid() {
 				at = fmt.Sprintf("is reached at %s on this host, which is", local)
 			}
-			problem("spec.clusterIPs[%d] %s %s %s: refused%s", i, ip, at, why, protectedSuffix)
+			problem(ReasonProtectedAddress, "spec.clusterIPs[%d] %s %s %s: refused%s", i, ip, at, why, protectedSuffix)
 			continue
 		}
 		var exts []netip.Addr
@@ -127,15 +129,15 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 			field := fmt.Sprintf("spec.ports[%d]", j)
 			switch {
 			case proto != TCP && proto != UDP && proto != SCTP:
-				problem("%s: protocol %q is not supported", field, sp.Protocol)
+				problem(ReasonUnsupportedProtocol, "%s: protocol %q is not supported", field, sp.Protocol)
 				continue
 			case sp.Port < 1 || sp.Port > 65535:
-				problem("%s: port %d is out of range", field, sp.Port)
+				problem(ReasonInvalidPort, "%s: port %d is out of range", field, sp.Port)
 				continue
 			}
 			id := fmt.Sprintf("%s/%s", sp.Name, proto)
 			if seen[id] {
-				problem("%s: duplicate port name %q for %s", field, sp.Name, proto)
+				problem(ReasonDuplicatePort, "%s: duplicate port name %q for %s", field, sp.Name, proto)
 				continue
 			}
 			seen[id] = true
@@ -167,16 +169,14 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 				p.Excluded = filtered(sel)
 			} else {
 				p.Endpoints, p.NoEndpointsReason, p.Excluded = sel.endpoints, sel.reason, sel.excluded
-				for _, e := range sel.problems {
-					problem("%s", e)
-				}
+				res.problems = append(res.problems, sel.problems...)
 			}
 			res.ports = append(res.ports, p)
 		}
 	}
 	for _, e := range externals {
 		if !families[e.Is6()] {
-			problem("external IP %s: the service has no ClusterIP of its family to lead it to: not programmed", e)
+			problem(ReasonExternalIPs, "external IP %s: the service has no ClusterIP of its family to lead it to: not programmed", e)
 		}
 	}
 	res.problems = dedupe(res.problems)
@@ -190,7 +190,9 @@ func buildService(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, slices 
 // are taken, and never one that is protected (targets.go: a special or
 // platform address, this host's own, its default gateway, a configured
 // cluster's apiserver) or in any cluster's service range on this host.
-func externalIPs(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, problem func(string, ...any)) []netip.Addr {
+func externalIPs(cfg ClusterConfig, env *buildEnv, svc *corev1.Service, add func(RefusalReason, string, ...any)) []netip.Addr {
+	// Every problem here is about external IPs.
+	problem := func(format string, args ...any) { add(ReasonExternalIPs, format, args...) }
 	var out []netip.Addr
 	var refused []string
 	take := func(field, s string) {
@@ -292,7 +294,7 @@ type selection struct {
 	// excluded are the endpoints left out, with the reason: the same
 	// decisions that chose endpoints, recorded where they are made.
 	excluded []ExcludedEndpoint
-	problems []string
+	problems []Problem
 }
 
 // selectEndpoints picks the usable endpoints of one service port, following
@@ -333,7 +335,7 @@ func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Pr
 			// are the same endpoint by definition.
 			ip, err := netip.ParseAddr(ep.Addresses[0])
 			if err != nil {
-				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoints[%d] address %q is not an IP address: dropped", es.Name, i, ep.Addresses[0]))
+				sel.problems = append(sel.problems, problemf(ReasonInvalidEndpoint, "EndpointSlice %s: endpoints[%d] address %q is not an IP address: dropped", es.Name, i, ep.Addresses[0]))
 				drop(ep.Addresses[0], port, ExcludedInvalid, "not an IP address")
 				continue
 			}
@@ -343,7 +345,7 @@ func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Pr
 				continue
 			}
 			if ip.Zone() != "" {
-				sel.problems = append(sel.problems, fmt.Sprintf("EndpointSlice %s: endpoint %s has an IPv6 zone: dropped", es.Name, ip))
+				sel.problems = append(sel.problems, problemf(ReasonInvalidEndpoint, "EndpointSlice %s: endpoint %s has an IPv6 zone: dropped", es.Name, ip))
 				drop(ip.String(), port, ExcludedInvalid, "an address with an IPv6 zone")
 				continue
 			}
@@ -501,17 +503,3 @@ func inAny(prefixes []netip.Prefix, ip netip.Addr) bool {
 	}
 	return false
 }
-
-func dedupe(in []string) []string {
-	seen := map[string]bool{}
-	out := in[:0]
-	for _, s := range in {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func joinProblems(p []string) string { return strings.Join(p, "; ") }

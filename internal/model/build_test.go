@@ -558,10 +558,13 @@ func TestBuildService(t *testing.T) {
 			}
 			seen := map[string]bool{}
 			for _, p := range res.problems {
-				if seen[p] {
+				if seen[p.Msg] {
 					t.Errorf("problem reported twice: %q", p)
 				}
-				seen[p] = true
+				seen[p.Msg] = true
+				if p.Reason == "" {
+					t.Errorf("problem without a reason: %q", p)
+				}
 			}
 		})
 	}

@@ -29,7 +29,7 @@ import (
 // Losers are refused, logged and counted like any other problem.
 
 // conflictPrefix starts every problem about a claim lost to another
-// service; reasonOf counts them as ReasonConflict.
+// service (ReasonConflict).
 const conflictPrefix = "conflict: "
 
 // claimKey is an address, port and protocol on this host.
@@ -58,7 +58,7 @@ func extKeys(p *ServicePort) []claimKey {
 // builtService is one service as buildService made it.
 type builtService struct {
 	ports    []*ServicePort
-	problems []string
+	problems []Problem
 	created  time.Time
 }
 
@@ -206,7 +206,7 @@ func (s *Store) holdsVIP(pk PortKey) bool {
 
 // settle applies the claims to one built service: the ports and external
 // IPs it holds, and its problems with a line for each one it lost.
-func (s *Store) settle(b *builtService) ([]*ServicePort, []string) {
+func (s *Store) settle(b *builtService) ([]*ServicePort, []Problem) {
 	problems := slices.Clone(b.problems)
 	var out []*ServicePort
 	for _, p := range b.ports {
@@ -224,7 +224,7 @@ func (s *Store) settle(b *builtService) ([]*ServicePort, []string) {
 			exts = append(exts, ek.addr)
 		}
 		served, why := s.settleNodePort(p)
-		if why != "" {
+		if why.Msg != "" {
 			problems = append(problems, why)
 		}
 		if len(exts) != len(p.ExternalIPs) || served != p.ServedNodePort {
@@ -239,8 +239,8 @@ func (s *Store) settle(b *builtService) ([]*ServicePort, []string) {
 }
 
 // lost says which service holds what p wanted, in words that name it.
-func (s *Store) lost(p *ServicePort, k claimKey, w PortKey, what string) string {
-	return fmt.Sprintf("%s%s %s of port %s is already programmed for cluster %q service %s/%s, which wins "+
+func (s *Store) lost(p *ServicePort, k claimKey, w PortKey, what string) Problem {
+	return problemf(ReasonConflict, "%s%s %s of port %s is already programmed for cluster %q service %s/%s, which wins "+
 		"(its cluster comes first in the config, or it is older in the same cluster): not programmed for this one",
 		conflictPrefix, what, k, portName(p.Key.Port, p.Key.Protocol), w.Cluster, w.Namespace, w.Name)
 }

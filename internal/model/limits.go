@@ -53,10 +53,9 @@ func (l Limits) services() int       { return cmp.Or(l.MaxServices, DefaultMaxSe
 func (l Limits) perPort() int        { return cmp.Or(l.MaxEndpointsPerPort, DefaultMaxEndpointsPerPort) }
 func (l Limits) endpointBudget() int { return cmp.Or(l.MaxEndpoints, DefaultMaxEndpoints) }
 
-// The problems the limits report start with these; limitReason reads
-// them back. Their texts name no number that changes with the objects, so
-// that a service that stays over a limit while its endpoints flap warns
-// once, not at every flap.
+// The problems the limits report start with these. Their texts name no
+// number that changes with the objects, so that a service that stays over
+// a limit while its endpoints flap warns once, not at every flap.
 const (
 	overServicesPrefix  = "over max_services: "
 	overEndpointsPrefix = "over max_endpoints: "
@@ -75,23 +74,6 @@ const (
 	// programmed.
 	ReasonMaxEndpointsPerPort RefusalReason = "limit_endpoints_per_port"
 )
-
-// limitReason classifies the problems of this file. A per-port problem is
-// "spec.ports[N]: " and the prefix: the first "]: " is the field's, so an
-// object's text later in another problem cannot pass for it.
-func limitReason(problem string) (RefusalReason, bool) {
-	switch {
-	case strings.HasPrefix(problem, overServicesPrefix):
-		return ReasonMaxServices, true
-	case strings.HasPrefix(problem, overEndpointsPrefix):
-		return ReasonMaxEndpoints, true
-	case strings.HasPrefix(problem, "spec.ports["):
-		if _, rest, ok := strings.Cut(problem, "]: "); ok && strings.HasPrefix(rest, overPerPortPrefix) {
-			return ReasonMaxEndpointsPerPort, true
-		}
-	}
-	return "", false
-}
 
 // ExcludedOverLimit: usable, but beyond the first max_endpoints_per_port
 // endpoints of the port in address order.
@@ -115,7 +97,7 @@ func capEndpoints(cfg ClusterConfig, field string, sel selection) selection {
 	}
 	sel.excluded = sortExcluded(excluded)
 	sel.endpoints = slices.Clip(sel.endpoints[:n])
-	sel.problems = append(sel.problems, fmt.Sprintf("%s: %smore than %d usable endpoints: the first %d in address order are programmed", field, overPerPortPrefix, n, n))
+	sel.problems = append(sel.problems, problemf(ReasonMaxEndpointsPerPort, "%s: %smore than %d usable endpoints: the first %d in address order are programmed", field, overPerPortPrefix, n, n))
 	return sel
 }
 
@@ -156,7 +138,7 @@ type admEntry struct {
 	nn      types.NamespacedName
 	created time.Time
 	cost    int
-	why     string // the refusal, "" when admitted
+	why     Problem // the refusal, the zero Problem when admitted
 	// count and sum are the services admitted before this one and their
 	// cost, as the last walk found them: a walk that finds them again
 	// stops there, since nothing after can change.
@@ -167,12 +149,12 @@ func (e *admEntry) compare(o *admEntry) int {
 	return cmp.Or(e.created.Compare(o.created), strings.Compare(e.nn.Namespace, o.nn.Namespace), strings.Compare(e.nn.Name, o.nn.Name))
 }
 
-// refusal is why nn is not programmed, "" when it may be.
-func (a *admission) refusal(nn types.NamespacedName) string {
+// refusal is why nn is not programmed, the zero Problem when it may be.
+func (a *admission) refusal(nn types.NamespacedName) Problem {
 	if e := a.byName[nn]; e != nil {
 		return e.why
 	}
-	return ""
+	return Problem{}
 }
 
 // costOf is a service's endpoint entries: its ports (as many as are
@@ -284,8 +266,8 @@ func (a *admission) settle(i int, changed bool) []types.NamespacedName {
 		a.bound = false
 		var flipped []types.NamespacedName
 		for _, e := range a.entries {
-			if e.why != "" {
-				e.why = ""
+			if e.why != (Problem{}) {
+				e.why = Problem{}
 				flipped = append(flipped, e.nn)
 			}
 		}
@@ -337,7 +319,7 @@ func (a *admission) walk(i int, changed bool) []types.NamespacedName {
 	if i > 0 {
 		p := a.entries[i-1]
 		count, sum = p.count, p.sum
-		if p.why == "" {
+		if p.why == (Problem{}) {
 			count, sum = count+1, sum+p.cost
 		}
 	}
@@ -351,12 +333,12 @@ func (a *admission) walk(i int, changed bool) []types.NamespacedName {
 			break
 		}
 		e.count, e.sum = count, sum
-		why := ""
+		var why Problem
 		switch {
 		case count >= maxSvcs:
-			why = fmt.Sprintf("%sthe cluster has more than %d services to program: the oldest are (by creation time, then namespace and name), this one is refused", overServicesPrefix, maxSvcs)
+			why = problemf(ReasonMaxServices, "%sthe cluster has more than %d services to program: the oldest are (by creation time, then namespace and name), this one is refused", overServicesPrefix, maxSvcs)
 		case sum+e.cost > budget:
-			why = fmt.Sprintf("%sits ports times the endpoints of its EndpointSlices would take the cluster past %d endpoint entries, "+
+			why = problemf(ReasonMaxEndpoints, "%sits ports times the endpoints of its EndpointSlices would take the cluster past %d endpoint entries, "+
 				"after the services older than it: refused", overEndpointsPrefix, budget)
 		default:
 			count, sum = count+1, sum+e.cost

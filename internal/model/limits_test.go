@@ -375,14 +375,29 @@ func TestLimitRefusalReasons(t *testing.T) {
 			}
 		})
 	}
-	// Object text inside another problem cannot pass for a limit.
-	for _, p := range []string{
-		`spec.ports[0]: protocol "]: over max_endpoints_per_port: " is not supported`,
-		`EndpointSlice x: endpoints[0] address "over max_services: " is not an IP address: dropped`,
+	// Object text that reads like a limit's problem is counted under the
+	// reason of the problem it is in.
+	for _, tt := range []struct {
+		name  string
+		svc   *corev1.Service
+		slice *discoveryv1.EndpointSlice
+		want  RefusalReason
+	}{
+		{"protocol", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", "]: over max_endpoints_per_port: ", 80)}),
+			nil, ReasonUnsupportedProtocol},
+		{"endpoint", webSvc(), webSlice("web-1", readyEP("over max_services: ")), ReasonInvalidEndpoint},
 	} {
-		if r := reasonOf(p); r == ReasonMaxEndpointsPerPort || r == ReasonMaxServices {
-			t.Errorf("reasonOf(%q) = %s", p, r)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTestStore(t)
+			if tt.slice != nil {
+				ts.UpsertSlice("c1", tt.slice)
+			}
+			ts.UpsertService("c1", tt.svc)
+			got := ts.RefusalCounts()
+			if len(got) != 1 || got[0].Reason != tt.want || got[0].Count != 1 {
+				t.Errorf("refusal counts %+v, want one %s (warnings %q)", got, tt.want, ts.log.warns)
+			}
+		})
 	}
 }
 

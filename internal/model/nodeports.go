@@ -27,7 +27,8 @@ import (
 // Node ports are claimed per IP family: an IPv4 and an IPv6 port never
 // meet, the addresses they are answered at differ.
 
-// Problems about node ports start with these; reasonOf counts them.
+// Problems about node ports start with these (ReasonNodePortConflict,
+// ReasonNodePortInUse).
 const (
 	nodePortConflictPrefix = "node port conflict: "
 	nodePortInUsePrefix    = "node port in use: "
@@ -92,23 +93,23 @@ func (s *Store) addNodeClaimants(out map[owner]bool, keys map[claimKey]bool) {
 
 // settleNodePort is the node port p is served at, 0 when it is not, and
 // the problem that says why not when p wanted one.
-func (s *Store) settleNodePort(p *ServicePort) (uint16, string) {
+func (s *Store) settleNodePort(p *ServicePort) (uint16, Problem) {
 	k, ok := nodeKey(p)
 	if !ok {
-		return 0, ""
+		return 0, Problem{}
 	}
 	if l, held := s.listeners[listenKey{proto: k.proto, port: k.port}]; held {
-		return 0, fmt.Sprintf("%snode port %d/%s of port %s: a local process on this host listens on it (%s): "+
+		return 0, problemf(ReasonNodePortInUse, "%snode port %d/%s of port %s: a local process on this host listens on it (%s): "+
 			"not served, so that its traffic is not taken from it; stop it, or give the service another nodePort",
 			nodePortInUsePrefix, k.port, k.proto, portName(p.Key.Port, p.Key.Protocol), l)
 	}
 	if w, ok := s.winner(s.nodeClaims[k], s.holdsVIP); ok && w != p.Key {
-		return 0, fmt.Sprintf("%snode port %d/%s of port %s is already served on this host for cluster %q service %s/%s (port %s), "+
+		return 0, problemf(ReasonNodePortConflict, "%snode port %d/%s of port %s is already served on this host for cluster %q service %s/%s (port %s), "+
 			"which wins (its cluster comes first in the config, or it is older in the same cluster): not served for this one",
 			nodePortConflictPrefix, k.port, k.proto, portName(p.Key.Port, p.Key.Protocol), w.Cluster, w.Namespace, w.Name,
 			portName(w.Port, w.Protocol))
 	}
-	return k.port, ""
+	return k.port, Problem{}
 }
 
 // SetLocalListeners tells the model which ports local processes listen on,

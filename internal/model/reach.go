@@ -5,20 +5,9 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-)
 
-// Node address types, as in a Node's status.addresses. Only these two are
-// addresses a host outside the cluster can send to: Hostname and the DNS
-// types would need a resolver at sync time.
-const (
-	NodeInternalIP = "InternalIP"
-	NodeExternalIP = "ExternalIP"
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
-
-// DefaultNodeAddressTypes is the preference when a cluster configures none:
-// the address kubelet reports first on every provider, and the one the
-// nodes' own kube-proxies answer NodePorts on.
-var DefaultNodeAddressTypes = []string{NodeInternalIP}
 
 // NodeInfo is what reaching a cluster through its nodes needs of one Node:
 // reach = "nodeport" sends to a node's address, reach = "routes" routes the
@@ -45,7 +34,7 @@ type NodeInfo struct {
 
 // NodeAddr is one address of a node.
 type NodeAddr struct {
-	Type string // NodeInternalIP or NodeExternalIP
+	Type string // reach.NodeInternalIP or reach.NodeExternalIP
 	Addr netip.Addr
 }
 
@@ -60,13 +49,13 @@ func (n NodeInfo) Equal(o NodeInfo) bool {
 }
 
 // NodeAddress picks the address of n to send to for one IP family: the first
-// address of the first type in prefer (DefaultNodeAddressTypes when empty)
+// address of the first type in prefer (reach.DefaultNodeAddressTypes when empty)
 // that is of that family and could be a destination at all. Types not in
 // prefer are never used: an ExternalIP may cross a NAT or a metered link the
 // operator did not choose.
 func NodeAddress(n NodeInfo, prefer []string, v6 bool) (netip.Addr, bool) {
 	if len(prefer) == 0 {
-		prefer = DefaultNodeAddressTypes
+		prefer = reach.DefaultNodeAddressTypes
 	}
 	for _, typ := range prefer {
 		for _, a := range n.Addresses {
@@ -119,7 +108,7 @@ func NodePortEndpoints(q NodePortQuery) (eps []Endpoint, excluded []ExcludedEndp
 	}
 	prefer := q.Prefer
 	if len(prefer) == 0 {
-		prefer = DefaultNodeAddressTypes
+		prefer = reach.DefaultNodeAddressTypes
 	}
 	seen := map[netip.Addr]bool{}
 	noAddr, notReady, filtered, refused := 0, 0, 0, 0

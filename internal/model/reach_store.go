@@ -6,30 +6,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-)
 
-// A cluster's reach, as config.Reach spells it: how packets get from this
-// host to the cluster's endpoints.
-const (
-	// ReachDirect DNATs to the endpoint IPs; "" counts as it.
-	ReachDirect = "direct"
-	// ReachNodePort DNATs a service port to <node address>:<nodePort>.
-	ReachNodePort = "nodeport"
-	// ReachRoutes DNATs to the endpoint IPs like ReachDirect; the daemon
-	// routes the nodes' pod CIDRs via the nodes (package routes).
-	ReachRoutes = "routes"
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
-
-// throughNodes reports whether a cluster is reached through its nodes, and
-// so needs a node list before its desired state is complete.
-func throughNodes(reach string) bool { return reach == ReachNodePort || reach == ReachRoutes }
 
 // nodesReady: a cluster reached through its nodes counts as synced only
 // once its first node list arrived. Before, reach = "nodeport" would refuse
 // every port (no node to send to) and reach = "routes" would DNAT to pods
 // this host cannot route to yet; either would replace the working rules of
 // the last run after a restart.
-func (cd *clusterData) nodesReady() bool { return !throughNodes(cd.cfg.Reach) || cd.nodesSynced }
+func (cd *clusterData) nodesReady() bool { return !cd.cfg.Reach.ThroughNodes() || cd.nodesSynced }
 
 // SetNodes hands the model a cluster's node list (a NodeWatcher snapshot,
 // never a partial one). With reach = "nodeport" every service of the
@@ -44,9 +30,9 @@ func (s *Store) SetNodes(cluster string, nodes []NodeInfo) {
 		s.mu.Unlock()
 		return
 	}
-	changed := !cd.nodesSynced && throughNodes(cd.cfg.Reach)
+	changed := !cd.nodesSynced && cd.cfg.Reach.ThroughNodes()
 	cd.nodes, cd.nodesSynced = nodes, true
-	if cd.cfg.Reach == ReachNodePort {
+	if cd.cfg.Reach == reach.NodePort {
 		for nn := range cd.svcs {
 			if s.recompute(cd, nn) {
 				changed = true
@@ -89,7 +75,7 @@ func reachViaNodePorts(cfg ClusterConfig, env *buildEnv, nodes []NodeInfo, svc *
 	etpLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 	for _, p := range res.ports {
 		if p.NodePort == 0 {
-			res.problems = append(res.problems, "port "+portName(p.Key.Port, p.Key.Protocol)+": "+NoNodePortReason)
+			res.problems = append(res.problems, Problem{Reason: ReasonNoNodePort, Msg: "port " + portName(p.Key.Port, p.Key.Protocol) + ": " + NoNodePortReason})
 		}
 		if len(p.Endpoints) == 0 {
 			// Neither the pods nor the node addresses: explain shows the

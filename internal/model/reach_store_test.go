@@ -8,19 +8,21 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 func testNode(name string, ready bool, addr string) NodeInfo {
-	return NodeInfo{Name: name, Ready: ready, Addresses: []NodeAddr{{Type: NodeInternalIP, Addr: netip.MustParseAddr(addr)}}}
+	return NodeInfo{Name: name, Ready: ready, Addresses: []NodeAddr{{Type: reach.NodeInternalIP, Addr: netip.MustParseAddr(addr)}}}
 }
 
-// newReachStore is newTestStore with c1 reached as reach says.
-func newReachStore(t *testing.T, reach string) *testStore {
+// newReachStore is newTestStore with c1 reached as kind says.
+func newReachStore(t *testing.T, kind reach.Kind) *testStore {
 	t.Helper()
 	ts := &testStore{log: &warnCounter{}}
 	ts.Store = NewStore(slog.New(ts.log), func() { ts.changes++ })
 	cfg := testCfg
-	cfg.Reach = reach
+	cfg.Reach = kind
 	ts.SetClusters([]ClusterConfig{cfg})
 	ts.changes = 0
 	return ts
@@ -41,7 +43,7 @@ func onNode(e discoveryv1.Endpoint, node string) discoveryv1.Endpoint {
 }
 
 func TestNodePortReach(t *testing.T) {
-	ts := newReachStore(t, ReachNodePort)
+	ts := newReachStore(t, reach.NodePort)
 	// Own slices of ports: newSvc keeps the slice it is given.
 	ts.UpsertService("c1", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", corev1.ProtocolTCP, 80)}, withNodePort(30080)))
 	ts.UpsertSlice("c1", webSlice("web-1", onNode(readyEP("10.0.0.1"), "n1"), onNode(readyEP("10.0.0.2"), "n2")))
@@ -90,7 +92,7 @@ func TestNodePortReach(t *testing.T) {
 }
 
 func TestNodePortReachWithoutNodePort(t *testing.T) {
-	ts := newReachStore(t, ReachNodePort)
+	ts := newReachStore(t, reach.NodePort)
 	ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "192.0.2.1")})
 	ts.UpsertService("c1", webSvc())
 	ts.UpsertSlice("c1", webSlice("web-1", readyEP("10.0.0.1")))
@@ -120,7 +122,7 @@ func TestNodePortReachWithoutNodePort(t *testing.T) {
 }
 
 func TestNodePortReachNoNodes(t *testing.T) {
-	ts := newReachStore(t, ReachNodePort)
+	ts := newReachStore(t, reach.NodePort)
 	ts.UpsertService("c1", webSvc(withNodePort(30080)))
 	ts.UpsertSlice("c1", webSlice("web-1", readyEP("10.0.0.1")))
 	ts.SetNodes("c1", []NodeInfo{testNode("n1", false, "192.0.2.1")})
@@ -141,24 +143,24 @@ func TestNodePortReachNoNodes(t *testing.T) {
 // Nodes that arrive for a cluster that is not reached through them change
 // nothing, and a routes cluster keeps its pod endpoints but waits for them.
 func TestRoutesAndDirectReachNodes(t *testing.T) {
-	for _, reach := range []string{ReachRoutes, ReachDirect, ""} {
-		ts := newReachStore(t, reach)
+	for _, kind := range []reach.Kind{reach.Routes, reach.Direct, ""} {
+		ts := newReachStore(t, kind)
 		ts.UpsertService("c1", webSvc(withNodePort(30080)))
 		ts.UpsertSlice("c1", webSlice("web-1", readyEP("10.0.0.1")))
 		ts.SetSynced("c1")
-		if got, want := ts.cluster(t, "c1").Synced, reach != ReachRoutes; got != want {
-			t.Errorf("reach %q: synced %v before the node list, want %v", reach, got, want)
+		if got, want := ts.cluster(t, "c1").Synced, kind != reach.Routes; got != want {
+			t.Errorf("reach %q: synced %v before the node list, want %v", kind, got, want)
 		}
 		ts.changes = 0
 		ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "192.0.2.1")})
-		if want := map[bool]int{true: 1, false: 0}[reach == ReachRoutes]; ts.changes != want {
-			t.Errorf("reach %q: %d changes for the node list, want %d", reach, ts.changes, want)
+		if want := map[bool]int{true: 1, false: 0}[kind == reach.Routes]; ts.changes != want {
+			t.Errorf("reach %q: %d changes for the node list, want %d", kind, ts.changes, want)
 		}
 		if !ts.cluster(t, "c1").Synced {
-			t.Errorf("reach %q: not synced", reach)
+			t.Errorf("reach %q: not synced", kind)
 		}
 		checkEndpoints(t, ts.port(t, webKey), "10.0.0.1:8080")
 	}
 	// A cluster that is not configured: ignored.
-	newReachStore(t, ReachNodePort).SetNodes("nope", nil)
+	newReachStore(t, reach.NodePort).SetNodes("nope", nil)
 }

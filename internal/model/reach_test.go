@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 func addrs(typeAddr ...string) []NodeAddr {
@@ -17,11 +19,11 @@ func addrs(typeAddr ...string) []NodeAddr {
 
 func TestNodeAddress(t *testing.T) {
 	dual := NodeInfo{Name: "n1", Ready: true, Addresses: addrs(
-		NodeExternalIP, "203.0.113.7",
-		NodeInternalIP, "10.0.0.7",
-		NodeInternalIP, "10.0.0.8", // a second one of the type: the first wins
-		NodeInternalIP, "fd00::7",
-		NodeExternalIP, "2001:db8::7",
+		reach.NodeExternalIP, "203.0.113.7",
+		reach.NodeInternalIP, "10.0.0.7",
+		reach.NodeInternalIP, "10.0.0.8", // a second one of the type: the first wins
+		reach.NodeInternalIP, "fd00::7",
+		reach.NodeExternalIP, "2001:db8::7",
 	)}
 	for _, tc := range []struct {
 		name   string
@@ -32,17 +34,17 @@ func TestNodeAddress(t *testing.T) {
 	}{
 		{"default is InternalIP", dual, nil, false, "10.0.0.7"},
 		{"default v6", dual, nil, true, "fd00::7"},
-		{"ExternalIP first", dual, []string{NodeExternalIP, NodeInternalIP}, false, "203.0.113.7"},
-		{"ExternalIP first v6", dual, []string{NodeExternalIP, NodeInternalIP}, true, "2001:db8::7"},
-		{"only ExternalIP", dual, []string{NodeExternalIP}, false, "203.0.113.7"},
-		{"falls back to the next type", NodeInfo{Addresses: addrs(NodeInternalIP, "10.0.0.7")}, []string{NodeExternalIP, NodeInternalIP}, false, "10.0.0.7"},
-		{"a type not preferred is never used", NodeInfo{Addresses: addrs(NodeExternalIP, "203.0.113.7")}, nil, false, ""},
-		{"no address of the family", NodeInfo{Addresses: addrs(NodeInternalIP, "10.0.0.7")}, nil, true, ""},
+		{"ExternalIP first", dual, []string{reach.NodeExternalIP, reach.NodeInternalIP}, false, "203.0.113.7"},
+		{"ExternalIP first v6", dual, []string{reach.NodeExternalIP, reach.NodeInternalIP}, true, "2001:db8::7"},
+		{"only ExternalIP", dual, []string{reach.NodeExternalIP}, false, "203.0.113.7"},
+		{"falls back to the next type", NodeInfo{Addresses: addrs(reach.NodeInternalIP, "10.0.0.7")}, []string{reach.NodeExternalIP, reach.NodeInternalIP}, false, "10.0.0.7"},
+		{"a type not preferred is never used", NodeInfo{Addresses: addrs(reach.NodeExternalIP, "203.0.113.7")}, nil, false, ""},
+		{"no address of the family", NodeInfo{Addresses: addrs(reach.NodeInternalIP, "10.0.0.7")}, nil, true, ""},
 		{"no addresses at all", NodeInfo{Name: "bare"}, nil, false, ""},
 		{"unsafe addresses are skipped", NodeInfo{Addresses: addrs(
-			NodeInternalIP, "127.0.0.1", NodeInternalIP, "169.254.169.254", NodeInternalIP, "0.0.0.0",
-			NodeInternalIP, "10.0.0.9")}, nil, false, "10.0.0.9"},
-		{"v4-mapped counts as IPv4", NodeInfo{Addresses: addrs(NodeInternalIP, "::ffff:10.0.0.5")}, nil, false, "10.0.0.5"},
+			reach.NodeInternalIP, "127.0.0.1", reach.NodeInternalIP, "169.254.169.254", reach.NodeInternalIP, "0.0.0.0",
+			reach.NodeInternalIP, "10.0.0.9")}, nil, false, "10.0.0.9"},
+		{"v4-mapped counts as IPv4", NodeInfo{Addresses: addrs(reach.NodeInternalIP, "::ffff:10.0.0.5")}, nil, false, "10.0.0.5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok := NodeAddress(tc.n, tc.prefer, tc.v6)
@@ -61,11 +63,11 @@ func TestNodeAddress(t *testing.T) {
 
 func TestNodePortEndpoints(t *testing.T) {
 	nodes := []NodeInfo{
-		{Name: "c", Ready: true, Addresses: addrs(NodeInternalIP, "10.0.0.3", NodeInternalIP, "fd00::3")},
-		{Name: "a", Ready: true, Unschedulable: true, Addresses: addrs(NodeInternalIP, "10.0.0.1")},
-		{Name: "down", Ready: false, Addresses: addrs(NodeInternalIP, "10.0.0.2")},
-		{Name: "twin", Ready: true, Addresses: addrs(NodeInternalIP, "10.0.0.3")}, // same address as c
-		{Name: "ext", Ready: true, Addresses: addrs(NodeExternalIP, "203.0.113.9")},
+		{Name: "c", Ready: true, Addresses: addrs(reach.NodeInternalIP, "10.0.0.3", reach.NodeInternalIP, "fd00::3")},
+		{Name: "a", Ready: true, Unschedulable: true, Addresses: addrs(reach.NodeInternalIP, "10.0.0.1")},
+		{Name: "down", Ready: false, Addresses: addrs(reach.NodeInternalIP, "10.0.0.2")},
+		{Name: "twin", Ready: true, Addresses: addrs(reach.NodeInternalIP, "10.0.0.3")}, // same address as c
+		{Name: "ext", Ready: true, Addresses: addrs(reach.NodeExternalIP, "203.0.113.9")},
 	}
 	eps, excl, reason := NodePortEndpoints(NodePortQuery{NodePort: 30080, Nodes: nodes})
 	want := []Endpoint{
@@ -80,7 +82,7 @@ func TestNodePortEndpoints(t *testing.T) {
 		t.Errorf("excluded %v, want %v", excl, wantExcl)
 	}
 
-	eps, _, _ = NodePortEndpoints(NodePortQuery{NodePort: 30080, Nodes: nodes, Prefer: []string{NodeExternalIP, NodeInternalIP}})
+	eps, _, _ = NodePortEndpoints(NodePortQuery{NodePort: 30080, Nodes: nodes, Prefer: []string{reach.NodeExternalIP, reach.NodeInternalIP}})
 	if len(eps) != 3 || eps[2].Addr != netip.MustParseAddrPort("203.0.113.9:30080") {
 		t.Errorf("ExternalIP preferred: %v", eps)
 	}
@@ -149,7 +151,7 @@ func TestNodePortEndpoints(t *testing.T) {
 }
 
 func TestNodeInfoEqual(t *testing.T) {
-	a := NodeInfo{Name: "n", Ready: true, Addresses: addrs(NodeInternalIP, "10.0.0.1"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}
+	a := NodeInfo{Name: "n", Ready: true, Addresses: addrs(reach.NodeInternalIP, "10.0.0.1"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}
 	b := a
 	b.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}
 	if !a.Equal(b) {
@@ -158,7 +160,7 @@ func TestNodeInfoEqual(t *testing.T) {
 	for name, change := range map[string]func(*NodeInfo){
 		"ready":         func(n *NodeInfo) { n.Ready = false },
 		"unschedulable": func(n *NodeInfo) { n.Unschedulable = true },
-		"address":       func(n *NodeInfo) { n.Addresses = addrs(NodeInternalIP, "10.0.0.2") },
+		"address":       func(n *NodeInfo) { n.Addresses = addrs(reach.NodeInternalIP, "10.0.0.2") },
 		"cidr":          func(n *NodeInfo) { n.PodCIDRs = nil },
 	} {
 		c := a

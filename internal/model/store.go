@@ -1,17 +1,19 @@
 package model
 
 import (
+	"cmp"
 	"log/slog"
 	"maps"
 	"net/netip"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // ClusterConfig is what the model needs to know of a configured cluster.
@@ -30,11 +32,11 @@ type ClusterConfig struct {
 	Generation int
 	// ServeNodePorts is the cluster's serve_node_ports.
 	ServeNodePorts bool
-	// Reach is the cluster's reach: ReachDirect ("" counts as it),
-	// ReachNodePort or ReachRoutes (see reach_store.go).
-	Reach string
+	// Reach is the cluster's reach: reach.Direct ("" counts as it),
+	// reach.NodePort or reach.Routes (see reach_store.go).
+	Reach reach.Kind
 	// NodeAddressTypes is the cluster's node_address_types, the
-	// preference among a node's addresses (DefaultNodeAddressTypes when
+	// preference among a node's addresses (reach.DefaultNodeAddressTypes when
 	// empty).
 	NodeAddressTypes []string
 	// APIServerAddrs are the addresses of the cluster's apiserver, as the
@@ -256,7 +258,7 @@ func (s *Store) DeleteService(cluster, namespace, name string) {
 
 // UpsertSlice records an EndpointSlice add or update.
 func (s *Store) UpsertSlice(cluster string, es *discoveryv1.EndpointSlice) {
-	nn, ok := sliceOwner(es)
+	nn, ok := SliceOwner(es)
 	if !ok {
 		return
 	}
@@ -275,7 +277,7 @@ func (s *Store) UpsertSlice(cluster string, es *discoveryv1.EndpointSlice) {
 // measures no latency: a deleted slice's trigger time is that of its last
 // update, not of its deletion.
 func (s *Store) DeleteSlice(cluster string, es *discoveryv1.EndpointSlice) {
-	nn, ok := sliceOwner(es)
+	nn, ok := SliceOwner(es)
 	if !ok {
 		return
 	}
@@ -292,7 +294,9 @@ func (s *Store) DeleteSlice(cluster string, es *discoveryv1.EndpointSlice) {
 	})
 }
 
-func sliceOwner(es *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
+// SliceOwner is the service an EndpointSlice belongs to, by its
+// kubernetes.io/service-name label; false when it has none.
+func SliceOwner(es *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
 	name := es.Labels[discoveryv1.LabelServiceName]
 	return types.NamespacedName{Namespace: es.Namespace, Name: name}, name != ""
 }
@@ -385,9 +389,9 @@ func (s *Store) recomputeOne(cd *clusterData, nn types.NamespacedName) bool {
 // build runs buildService for one service and records the result in
 // cd.built; it returns the record, nil when the service yields nothing.
 func (s *Store) build(cd *clusterData, nn types.NamespacedName) *builtService {
-	if why := cd.adm.refusal(nn); why != "" {
+	if why := cd.adm.refusal(nn); why.Msg != "" {
 		// Over a limit: not even built, which is what bounds the work.
-		b := &builtService{problems: []string{why}}
+		b := &builtService{problems: []Problem{why}}
 		cd.built[nn] = b
 		return b
 	}
@@ -400,13 +404,13 @@ func (s *Store) build(cd *clusterData, nn types.NamespacedName) *builtService {
 
 	svc := cd.svcs[nn]
 	cfg := cd.cfg
-	if cfg.Reach == ReachNodePort {
+	if cfg.Reach == reach.NodePort {
 		// endpoint_cidrs says where packets may go, and with reach =
 		// "nodeport" they go to the nodes, not the pods.
 		cfg.EndpointCIDRs = nil
 	}
 	res := buildService(cfg, &s.env, svc, sliceList)
-	if cd.cfg.Reach == ReachNodePort {
+	if cd.cfg.Reach == reach.NodePort {
 		reachViaNodePorts(cd.cfg, &s.env, cd.nodes, svc, sliceList, &res) // reach_store.go
 	}
 	if len(res.ports) == 0 && len(res.problems) == 0 {
@@ -460,7 +464,7 @@ func (s *Store) rebuildAll() bool {
 // claims make them, and reports whether that changed the desired state.
 func (s *Store) materialize(cd *clusterData, nn types.NamespacedName) bool {
 	var ports []*ServicePort
-	var problems []string
+	var problems []Problem
 	if b := cd.built[nn]; b != nil {
 		ports, problems = s.settle(b)
 	}
@@ -497,7 +501,7 @@ func (s *Store) materialize(cd *clusterData, nn types.NamespacedName) bool {
 // report logs a service's problems when they differ from the last ones, so a
 // hostile or broken object warns once per change, not once per sync, and
 // in one line, rate-limited per cluster (warnlog.go).
-func (s *Store) report(cd *clusterData, nn types.NamespacedName, problems []string) {
+func (s *Store) report(cd *clusterData, nn types.NamespacedName, problems []Problem) {
 	msg := joinProblems(problems)
 	if cd.refused[nn] == msg {
 		return
@@ -512,99 +516,17 @@ func (s *Store) report(cd *clusterData, nn types.NamespacedName, problems []stri
 		counts = map[RefusalReason]uint64{}
 		s.refusals[cd.cfg.Name] = counts
 	}
-	s.warns.object(cd.cfg.Name, nn.String(), problems)
+	s.warns.object(cd.cfg.Name, nn.String(), messages(problems))
 	seen := map[RefusalReason]bool{}
 	for _, p := range problems {
 		// Once per reason: two bad endpoints in one change are one
 		// refusal of that change.
-		if r := reasonOf(p); !seen[r] {
+		r := cmp.Or(p.Reason, ReasonOther)
+		if !seen[r] {
 			seen[r] = true
 			counts[r]++
 		}
 	}
-}
-
-// RefusalReason classifies a problem for metrics: a small fixed set of
-// label values, never a problem's text, which names objects and addresses.
-type RefusalReason string
-
-const (
-	ReasonExternalIPs         RefusalReason = "external_ips"
-	ReasonOutsideServiceCIDRs RefusalReason = "outside_service_cidrs"
-	ReasonInvalidClusterIP    RefusalReason = "invalid_cluster_ip"
-	ReasonUnsupportedProtocol RefusalReason = "unsupported_protocol"
-	ReasonInvalidPort         RefusalReason = "invalid_port"
-	ReasonDuplicatePort       RefusalReason = "duplicate_port"
-	ReasonInvalidEndpoint     RefusalReason = "invalid_endpoint"
-	ReasonUnsafeEndpoint      RefusalReason = "unsafe_endpoint"
-	// ReasonOutsideEndpointCIDRs: an endpoint outside the cluster's
-	// endpoint_cidrs.
-	ReasonOutsideEndpointCIDRs RefusalReason = "outside_endpoint_cidrs"
-	// ReasonConflict: another service, of this cluster or another, holds
-	// the same address, port and protocol on this host.
-	ReasonConflict RefusalReason = "conflict"
-	// ReasonNodePortConflict: another cluster's service is served at the
-	// same node port and protocol on this host (serve_node_ports).
-	ReasonNodePortConflict RefusalReason = "node_port_conflict"
-	// ReasonNodePortInUse: a local process listens on the node port.
-	ReasonNodePortInUse RefusalReason = "node_port_in_use"
-	// ReasonNoNodePort: a service port without a nodePort in a cluster
-	// with reach = "nodeport", which cannot carry it.
-	ReasonNoNodePort RefusalReason = "no_node_port"
-	// ReasonProtectedAddress: a ClusterIP whose address on this host is
-	// one no cluster may take: this host's own, its default gateway, a
-	// configured cluster's apiserver, or a special or platform address.
-	ReasonProtectedAddress RefusalReason = "protected_address"
-	// ReasonTooManyPorts: a service with more ports than one may have.
-	ReasonTooManyPorts RefusalReason = "too_many_ports"
-	ReasonOther        RefusalReason = "other"
-)
-
-// reasonOf classifies a problem of buildService by its wording, which is
-// all buildService gives. TestRefusalReasons produces every problem it can
-// report and pins each to its reason, so a reworded message fails there
-// instead of quietly counting as "other".
-func reasonOf(problem string) RefusalReason {
-	if r, ok := limitReason(problem); ok {
-		return r
-	}
-	switch {
-	case strings.Contains(problem, NoNodePortReason):
-		return ReasonNoNodePort
-	case strings.HasPrefix(problem, nodePortConflictPrefix):
-		return ReasonNodePortConflict
-	case strings.HasPrefix(problem, nodePortInUsePrefix):
-		return ReasonNodePortInUse
-	case strings.HasPrefix(problem, conflictPrefix):
-		return ReasonConflict
-	case strings.HasPrefix(problem, "spec.externalIPs"), strings.HasPrefix(problem, "status.loadBalancer"),
-		strings.HasPrefix(problem, "external IP "):
-		return ReasonExternalIPs
-	case strings.HasPrefix(problem, "spec.ports has"):
-		return ReasonTooManyPorts
-	case strings.HasPrefix(problem, "spec.clusterIPs") && strings.Contains(problem, "outside the cluster's service_cidrs"):
-		return ReasonOutsideServiceCIDRs
-	case strings.HasPrefix(problem, "spec.clusterIPs") && strings.HasSuffix(problem, protectedSuffix):
-		return ReasonProtectedAddress
-	case strings.HasPrefix(problem, "spec.clusterIPs") &&
-		(strings.HasSuffix(problem, "is not an IP address") || strings.Contains(problem, "a second ClusterIP of its family")):
-		return ReasonInvalidClusterIP
-	case strings.HasPrefix(problem, "spec.ports") && strings.HasSuffix(problem, "is not supported"):
-		return ReasonUnsupportedProtocol
-	case strings.HasPrefix(problem, "spec.ports") && strings.HasSuffix(problem, "is out of range"):
-		return ReasonInvalidPort
-	case strings.HasPrefix(problem, "spec.ports") && strings.Contains(problem, "duplicate port name"):
-		return ReasonDuplicatePort
-	case (strings.HasPrefix(problem, "EndpointSlice ") || strings.HasPrefix(problem, "node ")) && strings.HasSuffix(problem, ": dropped"):
-		if strings.Contains(problem, "is not an IP address") || strings.Contains(problem, "has an IPv6 zone") {
-			return ReasonInvalidEndpoint
-		}
-		if strings.Contains(problem, "is outside endpoint_cidrs") {
-			return ReasonOutsideEndpointCIDRs
-		}
-		return ReasonUnsafeEndpoint
-	}
-	return ReasonOther
 }
 
 // RefusalCount is how many object changes of a cluster were refused, in

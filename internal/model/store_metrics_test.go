@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -8,11 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // TestRefusalReasons produces every problem buildService reports, through
-// the store, and checks the reason it is counted under: the classification
-// reads the problems' wording, so a reworded problem must fail here.
+// the store, and checks the reason it is counted under: each problem is
+// made with its reason where it is decided, and this pins that the right
+// one is.
 func TestRefusalReasons(t *testing.T) {
 	bad := func(name string, opts ...svcOpt) *corev1.Service {
 		return newSvc(name, []string{"10.96.0.10"}, webPorts, opts...)
@@ -27,6 +31,9 @@ func TestRefusalReasons(t *testing.T) {
 		{"external IPs", bad("web", func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"203.0.113.7"} }), nil, ReasonExternalIPs, nil},
 		{"outside service_cidrs", newSvc("web", []string{"192.168.0.1"}, webPorts), nil, ReasonOutsideServiceCIDRs, nil},
 		{"cluster IP not an IP", newSvc("web", []string{"10.96.0.300"}, webPorts), nil, ReasonInvalidClusterIP, nil},
+		{"second ClusterIP of a family", newSvc("web", []string{"10.96.0.10", "10.96.0.11"}, webPorts), nil, ReasonInvalidClusterIP, nil},
+		{"external IP not an IP", bad("web", func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"bogus"} }), nil, ReasonExternalIPs, nil},
+		{"too many ports", newSvc("web", []string{"10.96.0.10"}, manyPorts(maxServicePorts+1)), nil, ReasonTooManyPorts, nil},
 		{"protocol", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", "ICMP", 80)}), nil, ReasonUnsupportedProtocol, nil},
 		{"port out of range", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{svcPort("", corev1.ProtocolTCP, 70000)}), nil, ReasonInvalidPort, nil},
 		{"duplicate port", newSvc("web", []string{"10.96.0.10"}, []corev1.ServicePort{
@@ -57,14 +64,14 @@ func TestRefusalReasons(t *testing.T) {
 		}},
 		{"node at the host's address", webSvc(withNodePort(30080)), webSlice("web-1", readyEP("10.244.0.1")), ReasonUnsafeEndpoint, func(ts *testStore) {
 			c := testCfg
-			c.Reach = ReachNodePort
+			c.Reach = reach.NodePort
 			ts.SetClusters([]ClusterConfig{c})
 			ts.SetHostAddrs([]netip.Addr{netip.MustParseAddr("10.250.0.2")})
 			ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "10.250.0.2"), testNode("n2", true, "10.250.0.3")})
 		}},
 		{"node outside endpoint_cidrs", webSvc(withNodePort(30080)), webSlice("web-1", readyEP("10.244.0.1")), ReasonOutsideEndpointCIDRs, func(ts *testStore) {
 			c := testCfg
-			c.Reach, c.EndpointCIDRs = ReachNodePort, prefixes("10.250.0.0/24")
+			c.Reach, c.EndpointCIDRs = reach.NodePort, prefixes("10.250.0.0/24")
 			ts.SetClusters([]ClusterConfig{c})
 			ts.SetNodes("c1", []NodeInfo{testNode("n1", true, "192.0.2.1"), testNode("n2", true, "10.250.0.3")})
 		}},
@@ -206,4 +213,12 @@ func TestStoreTriggerTimes(t *testing.T) {
 	if p := st.Clusters[0].Ports[webKey]; p == nil || len(p.Endpoints) != 1 || p.Endpoints[0].Addr.String() != "10.0.0.5:8080" {
 		t.Fatalf("snapshot does not hold the change: %+v", p)
 	}
+}
+
+func manyPorts(n int) []corev1.ServicePort {
+	out := make([]corev1.ServicePort, n)
+	for i := range out {
+		out[i] = svcPort(fmt.Sprintf("p%d", i), corev1.ProtocolTCP, int32(1+i))
+	}
+	return out
 }

@@ -54,7 +54,8 @@ func unsafeEndpoint(ip netip.Addr) string {
 }
 
 // protectedSuffix ends the problem of a VIP or external IP that protected
-// refuses; reasonOf counts a VIP's as ReasonProtectedAddress.
+// refuses (a VIP's is ReasonProtectedAddress, an external IP's
+// ReasonExternalIPs).
 const protectedSuffix = ", it would capture traffic that is not its cluster's"
 
 // ownedAddr is an address that belongs to one configured cluster.
@@ -159,13 +160,13 @@ func (e *buildEnv) checkTarget(cfg ClusterConfig, ip netip.Addr) (Exclusion, str
 	return "", ""
 }
 
-// targetProblem is the problem line of a refused target: what the warning
-// and status say.
-func targetProblem(what string, ip netip.Addr, cfg ClusterConfig, r Exclusion, detail string) string {
+// targetProblem is the problem of a refused target: what the warning and
+// status say, and the reason it counts under.
+func targetProblem(what string, ip netip.Addr, cfg ClusterConfig, r Exclusion, detail string) Problem {
 	if r == ExcludedOutsideEndpointCIDRs {
-		return fmt.Sprintf("%s %s is outside endpoint_cidrs %v: dropped", what, ip, cfg.EndpointCIDRs)
+		return problemf(ReasonOutsideEndpointCIDRs, "%s %s is outside endpoint_cidrs %v: dropped", what, ip, cfg.EndpointCIDRs)
 	}
-	return fmt.Sprintf("%s %s is %s: dropped", what, ip, detail)
+	return problemf(ReasonUnsafeEndpoint, "%s %s is %s: dropped", what, ip, detail)
 }
 
 // CheckTarget says why ip must not be a place that cluster's objects make

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // Two clusters and a host, as a hostile cluster "evil" sees them beside an
@@ -285,7 +287,7 @@ func TestNodePortReachChecksNodes(t *testing.T) {
 	evil := evilCfg
 	evil.LocalServiceCIDR = netip.Prefix{}
 	evil.ServiceCIDRs = prefixes("10.97.0.0/16")
-	evil.Reach = ReachNodePort
+	evil.Reach = reach.NodePort
 	evil.EndpointCIDRs = prefixes("192.0.2.0/24", "10.250.0.0/24")
 	ts := newHostileStore(t, evil)
 	k := PortKey{Cluster: "evil", Namespace: testNS, Name: "web", Protocol: TCP}

@@ -79,7 +79,7 @@ func (w *warnLog) object(cluster, object string, problems []string) {
 		return
 	}
 	w.log.Warn("service not fully programmed", "cluster", cluster, "service", BoundText(object, maxWarnName),
-		"problems", len(problems), "reason", BoundText(joinProblems(problems), maxWarnText))
+		"problems", len(problems), "reason", BoundText(joinMessages(problems), maxWarnText))
 }
 
 // take refills the bucket for the time since its last refill and takes a

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
 // ForNodes is the desired routes of reach = "routes" for one cluster: every
@@ -39,7 +40,7 @@ func ForNodes(cluster string, nodes []model.NodeInfo, prefer []string, podCIDRs 
 			if !ok {
 				types := prefer
 				if len(types) == 0 {
-					types = model.DefaultNodeAddressTypes
+					types = reach.DefaultNodeAddressTypes
 				}
 				problems = append(problems, fmt.Sprintf("node %s: pod CIDR %v is not routed: the node has no %s %s address",
 					n.Name, cidr, strings.Join(types, " or "), family(v6)))
