@@ -189,19 +189,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 		StatusSocket:   DefaultStatusSocket,
 	}
 
-	line := c.loc.line(-1, "mode")
-	if s, ok := c.str(line, "", "mode", raw.Mode, "a string"); ok {
-		switch m := Mode(s); m {
-		case ModeIPTables, ModeIPVS:
-			cfg.Mode = m
-		case ModeNFTables:
-			// Refused here rather than at start, so that check-config
-			// catches it before a restart.
-			c.add(line, "", "mode %q is not available in this version: use \"iptables\" or \"ipvs\"", s)
-		default:
-			c.add(line, "", "mode %q: must be iptables or ipvs", s)
-		}
-	}
+	c.mode(cfg, raw.Mode) // modes.go
 
 	before := len(c.problems)
 	cfg.MinSyncPeriod = c.duration("min_sync_period", raw.MinSyncPeriod, cfg.MinSyncPeriod)
@@ -252,6 +240,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	c.ranges(cfg, raw)
 	c.podCIDROverlaps(cfg)
 	c.nodePortsNeedMasquerade(cfg)
+	c.capabilities(cfg, raw) // modes.go
 	return cfg
 }
 

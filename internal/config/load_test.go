@@ -86,7 +86,7 @@ func TestParse(t *testing.T) {
 			`service_cidrs = ["10.96.0.0/12"]`,
 		),
 		want: &Config{
-			Mode:           ModeIPTables,
+			Mode:           DefaultMode,
 			MinSyncPeriod:  time.Second,
 			SyncPeriod:     30 * time.Second,
 			FullSyncPeriod: time.Hour,
@@ -138,7 +138,7 @@ func TestParse(t *testing.T) {
 			`service_cidrs = ["10.97.0.0/16", "fd00:10:97::/108"]`,
 		),
 		want: &Config{
-			Mode:           ModeIPTables,
+			Mode:           DefaultMode,
 			MinSyncPeriod:  100 * time.Millisecond,
 			SyncPeriod:     100 * time.Millisecond,
 			FullSyncPeriod: 30 * time.Minute,
@@ -229,8 +229,8 @@ func TestParseProblems(t *testing.T) {
 		}},
 
 		// Top-level values.
-		{"mode", top(`mode = "fast"`), []string{`1: mode "fast": must be iptables or ipvs`}},
-		{"mode not in this version", top(`mode = "nftables"`), []string{`1: mode "nftables" is not available in this version: use "iptables" or "ipvs"`}},
+		{"mode", top(`mode = "fast"`), []string{`1: mode "fast": this build has the modes "iptables", "ipvs", "limited"`}},
+		{"mode not in this build", top(`mode = "nftables"`), []string{`1: mode "nftables": this build has the modes "iptables", "ipvs", "limited"`}},
 		{"ipvs scheduler", top(`ipvs_scheduler = "fastest"`), []string{`1: ipvs_scheduler "fastest": must be one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh, fo, ovf, twos`}},
 		{"mode type", top(`mode = 1`), []string{`1: mode: must be a string, not an integer`}},
 		{"duration syntax", top(`full_sync_period = "1x"`), []string{
@@ -395,7 +395,7 @@ func TestParseProblems(t *testing.T) {
 			`service_cidrs = ["10.96.0.0/16"]`,
 			`sevice_cidrs = []`,
 		), []string{
-			`1: mode "fast": must be iptables or ipvs`,
+			`1: mode "fast": this build has the modes "iptables", "ipvs", "limited"`,
 			`2: masquerade_mark 0x4000: taken by kube-proxy, which uses 0x4000 and 0x8000`,
 			`5: cluster "prod": kubeconfig $DIR/nope.kubeconfig: no such file or directory`,
 			`6: cluster "prod": service_cidrs[0] "10.96.0.1/12": not a network address (did you mean 10.96.0.0/12?)`,

@@ -12,15 +12,9 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/reach"
 )
 
-// Mode is the kernel backend that programs the datapath.
+// Mode names the datapath that programs the kernel; the modes linked into
+// the binary register themselves (modes.go).
 type Mode string
-
-const (
-	ModeIPTables Mode = "iptables"
-	ModeIPVS     Mode = "ipvs"
-	// ModeNFTables is reserved for a later version: Load refuses it.
-	ModeNFTables Mode = "nftables"
-)
 
 // Config is the whole daemon configuration, validated.
 type Config struct {
@@ -137,7 +131,7 @@ type Cluster struct {
 
 // Defaults for the optional keys.
 const (
-	DefaultMode           = ModeIPTables
+	DefaultMode           = Mode("iptables")
 	DefaultMinSyncPeriod  = time.Second
 	DefaultSyncPeriod     = 30 * time.Second
 	DefaultFullSyncPeriod = time.Hour

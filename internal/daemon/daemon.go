@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -25,8 +23,6 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/metrics"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
-	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
-	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 	"github.com/kube-outpost/kube-outpost/internal/runner"
 	"github.com/kube-outpost/kube-outpost/internal/systemd"
@@ -115,7 +111,7 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	})
 	if len(backends) == 0 {
 		var err error
-		if backends, err = newBackends(cfg, log, d.queue); err != nil {
+		if backends, err = newBackends(cfg, log, d.queue); err != nil { // modes.go
 			return nil, err
 		}
 		d.routes = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
@@ -123,86 +119,6 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	d.backends = backends
 	d.store = model.NewStore(log, d.queue)
 	return d, nil
-}
-
-// ModeNotSupportedError says a configured mode cannot run on this host.
-type ModeNotSupportedError struct {
-	Mode config.Mode
-	Err  error
-}
-
-func (e *ModeNotSupportedError) Error() string {
-	return fmt.Sprintf("mode %q is not supported on this host: %v", e.Mode, e.Err)
-}
-
-func (e *ModeNotSupportedError) Unwrap() error { return e.Err }
-
-func newBackends(cfg *config.Config, log *slog.Logger, trigger func()) ([]proxy.Backend, error) {
-	mark := uint32(0)
-	if cfg.Masquerade {
-		mark = cfg.MasqueradeMark
-	}
-	switch cfg.Mode {
-	case config.ModeIPTables:
-		ct, err := iptables.NewConntrack()
-		if err != nil {
-			log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
-		}
-		return perFamily(cfg, func(v6 bool, r iptables.Runner) proxy.Backend {
-			return iptables.New(iptables.Options{Runner: r, IPv6: v6, MasqueradeMark: mark, Conntrack: ct,
-				RoutedClients: cfg.RoutedClients, Log: log})
-		})
-	case config.ModeIPVS:
-		k := ipvs.NewKernel()
-		// Refuse to start rather than fall back: a silently different
-		// datapath is worse than a clear error.
-		if err := k.EnsureModule(context.Background()); err != nil {
-			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
-		}
-		ips, err := ipvs.NewIPSet()
-		if err != nil {
-			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
-		}
-		return perFamily(cfg, func(v6 bool, r iptables.Runner) proxy.Backend {
-			return ipvs.New(ipvs.Options{
-				Kernel: k, IPTables: r, IPSet: ips, IPv6: v6, Scheduler: cfg.IPVSScheduler,
-				MasqueradeMark: mark, RoutedClients: cfg.RoutedClients, Log: log, Resync: trigger,
-			})
-		})
-	}
-	return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: errors.New("not implemented in this version")}
-}
-
-// perFamily makes one backend per IP family the configured clusters use,
-// each with that family's iptables runner.
-func perFamily(cfg *config.Config, mk func(v6 bool, r iptables.Runner) proxy.Backend) ([]proxy.Backend, error) {
-	var out []proxy.Backend
-	for _, v6 := range []bool{false, true} {
-		if !wantsFamily(cfg, v6) {
-			continue
-		}
-		r, err := iptables.NewRunner(v6)
-		if err != nil {
-			return nil, &ModeNotSupportedError{Mode: cfg.Mode, Err: err}
-		}
-		out = append(out, mk(v6, r))
-	}
-	return out, nil
-}
-
-// wantsFamily: a family gets a backend only when some cluster has service
-// CIDRs in it, so an IPv4-only setup never needs ip6tables. A local range
-// or an external IP range is of a family the cluster has a service CIDR
-// of (config validation; a ServicePort's external IPs are of its family).
-func wantsFamily(cfg *config.Config, v6 bool) bool {
-	for _, c := range cfg.Clusters {
-		for _, p := range c.ServiceCIDRs {
-			if p.Addr().Is6() == v6 {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // Run watches the clusters and keeps the kernel in line until ctx is done.
@@ -417,13 +333,13 @@ func (d *Daemon) sync(ctx context.Context) error {
 	d.syncStarted = start
 	d.mu.Unlock()
 	var errs []error
-	restoreFailures := 0
+	transactionFailures := 0
 	for _, b := range d.backends {
 		if err := b.Sync(ctx, st, full); err != nil {
 			errs = append(errs, err)
-			var re *iptables.RestoreError
-			if errors.As(err, &re) {
-				restoreFailures++
+			var tf proxy.TransactionFailure
+			if errors.As(err, &tf) {
+				transactionFailures++
 			}
 		}
 	}
@@ -447,7 +363,7 @@ func (d *Daemon) sync(ctx context.Context) error {
 	d.mu.Unlock()
 	d.metrics.ObserveSync(metrics.Sync{
 		Duration: res.Duration, End: end, Full: full || d.mustFull, Err: res.Err,
-		RestoreFailures: restoreFailures, State: st, Triggers: triggers,
+		TransactionFailures: transactionFailures, State: st, Triggers: triggers,
 	})
 	d.health.SyncDone(res.Err == nil)
 	d.mustFull = res.Err != nil
@@ -529,104 +445,4 @@ func (d *Daemon) LastSync() SyncResult {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.lastSync
-}
-
-// Prepare loads the kernel modules and sets the sysctls the configured mode
-// needs; it runs with more privileges than the daemon (see the unit).
-func Prepare(ctx context.Context, cfg *config.Config) error {
-	if cfg.Mode != config.ModeIPVS {
-		return nil // iptables mode: the kernel autoloads what its rules use
-	}
-	return ipvs.Prepare(ctx, ipvs.NewKernel(), cfg.IPVSScheduler)
-}
-
-// otherModeCleanup removes what another mode left when the mode was
-// switched: its rules would otherwise compete with ours (iptables DNAT in
-// nat OUTPUT comes before IPVS). It only acts when the other mode's objects
-// exist, so a normal restart never removes anything.
-func (d *Daemon) otherModeCleanup(ctx context.Context) {
-	var err error
-	switch d.cfg.Mode {
-	case config.ModeIPVS:
-		for _, v6 := range []bool{false, true} {
-			r, rerr := iptables.NewRunner(v6)
-			if rerr != nil {
-				continue
-			}
-			if !iptables.ModeInUse(ctx, r) {
-				continue
-			}
-			d.log.Info("removing the rules of iptables mode (mode switched to ipvs)", "ipv6", v6)
-			err = errors.Join(err, iptables.New(iptables.Options{Runner: r, IPv6: v6, Log: d.log}).CleanupServices(ctx))
-		}
-	case config.ModeIPTables:
-		if _, ierr := net.InterfaceByName(ipvs.Interface); ierr != nil {
-			return
-		}
-		d.log.Info("removing the virtual servers of ipvs mode (mode switched to iptables)")
-		err = cleanupIPVS(ctx, d.log)
-	}
-	if err != nil {
-		d.log.Warn("could not remove everything the other mode left", "err", err)
-	}
-}
-
-// Cleanup removes everything any kube-outpost mode ever programmed on this
-// host. Modes whose tools are missing had nothing programmed.
-func Cleanup(ctx context.Context, log *slog.Logger) error {
-	var errs []error
-	// IPVS first: its chains are OUTPOST-IPVS-*, which the iptables cleanup
-	// below would also remove, but its ipsets can only go once no rule
-	// names them, and it knows its own order.
-	if err := cleanupIPVS(ctx, log); err != nil {
-		errs = append(errs, err)
-	}
-	for _, v6 := range []bool{false, true} {
-		bin := "iptables-save"
-		if v6 {
-			bin = "ip6tables-save"
-		}
-		if _, err := exec.LookPath(bin); err != nil {
-			continue
-		}
-		r, err := iptables.NewRunner(v6)
-		if err != nil {
-			if v6 {
-				continue // no IPv6 netfilter in this kernel: nothing of ours there
-			}
-			errs = append(errs, err)
-			continue
-		}
-		if err := iptables.New(iptables.Options{Runner: r, IPv6: v6, Log: log}).Cleanup(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// reach = "routes": the routes of ours (protocol routes.Protocol),
-	// and nothing else.
-	if err := routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log}).Cleanup(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// cleanupIPVS removes ipvs mode's virtual servers, outpost0, ipsets and
-// chains, for both families. It never loads ip_vs: without it, there is
-// nothing of ours in IPVS.
-func cleanupIPVS(ctx context.Context, log *slog.Logger) error {
-	ips, err := ipvs.NewIPSet()
-	if err != nil {
-		ips = nil // no ipset tool: no sets of ours
-	}
-	k := ipvs.NewKernel()
-	var errs error
-	for _, v6 := range []bool{false, true} {
-		r, err := iptables.NewRunner(v6)
-		if err != nil {
-			continue
-		}
-		if err := ipvs.New(ipvs.Options{Kernel: k, IPTables: r, IPSet: ips, IPv6: v6, Log: log}).Cleanup(ctx); err != nil {
-			errs = errors.Join(errs, err)
-		}
-	}
-	return errs
 }

@@ -6,10 +6,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
-	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 	"github.com/kube-outpost/kube-outpost/internal/status"
@@ -41,7 +42,7 @@ func kernelReaders(d *Daemon) status.Kernel {
 	k := status.Kernel{Mode: string(cfg.Mode), Scheduler: cfg.IPVSScheduler}
 	runners := map[bool]iptables.Runner{}
 	for _, v6 := range []bool{false, true} {
-		if !wantsFamily(cfg, v6) {
+		if !slices.Contains(proxy.Families(cfg), v6) {
 			continue
 		}
 		r, err := iptables.NewRunner(v6)
@@ -53,7 +54,7 @@ func kernelReaders(d *Daemon) status.Kernel {
 		runners[v6] = r
 	}
 	k.IPTables = func(v6 bool) iptables.Runner { return runners[v6] }
-	if cfg.Mode == config.ModeIPVS {
+	if cfg.Mode == ipvs.ModeName {
 		k.IPVS = ipvs.NewKernel()
 	}
 	return k

@@ -128,7 +128,7 @@ func New(o Options) *Metrics {
 		}),
 		restoreFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "sync_proxy_rules_restore_failures_total",
-			Help: "iptables-restore (or ip6tables-restore) runs that failed; the previous rules stayed in force.",
+			Help: "Kernel transactions the kernel refused as a whole (an iptables-restore or ip6tables-restore run, in either mode); the previous rules stayed in force.",
 		}),
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "sync_proxy_rules_errors_total",
@@ -190,8 +190,9 @@ type Sync struct {
 	End  time.Time
 	Full bool
 	Err  error
-	// RestoreFailures is how many iptables-restore runs failed in it.
-	RestoreFailures int
+	// TransactionFailures is how many kernel transactions failed in it
+	// (proxy.TransactionFailure).
+	TransactionFailures int
 	// State is the desired state it programmed.
 	State *model.State
 	// Triggers are the trigger times of the changes State brought; they
@@ -209,7 +210,7 @@ func (m *Metrics) ObserveSync(s Sync) {
 	} else {
 		m.partialSyncDuration.Observe(d)
 	}
-	m.restoreFailures.Add(float64(s.RestoreFailures))
+	m.restoreFailures.Add(float64(s.TransactionFailures))
 	if s.Err != nil {
 		m.syncErrors.Inc()
 		return

@@ -142,7 +142,7 @@ kube_outpost_sync_proxy_rules_last_queued_timestamp_seconds 1.6999999995e+09
 	// so neither the counts nor the last sync time nor the latencies move.
 	m.ObserveSync(Sync{
 		Duration: 5 * time.Millisecond, End: end.Add(time.Minute), Err: errors.New("iptables-restore: exit status 1"),
-		RestoreFailures: 2, State: &model.State{}, Triggers: []time.Time{end},
+		TransactionFailures: 2, State: &model.State{}, Triggers: []time.Time{end},
 	})
 	if v := testutil.ToFloat64(m.restoreFailures); v != 2 {
 		t.Errorf("restore failures %v, want 2", v)

@@ -1,5 +1,8 @@
-// Package proxy defines what every kernel backend does: make the kernel match
-// a desired state, and remove everything it ever programmed.
+// Package proxy defines what every datapath mode is to the rest of the
+// program: a Backend that makes the kernel match a desired state, and a
+// Mode that describes the datapath (how it is made, prepared, cleaned up,
+// explained, what it can do and what privileges it needs). Each mode's
+// package registers its Mode; internal/proxy/modes links them all in.
 package proxy
 
 import (
@@ -8,8 +11,8 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// Backend programs one kind of kernel datapath: iptables or IPVS today.
-// It owns only its own objects and never reads the apiserver.
+// Backend programs one kind of kernel datapath. It owns only its own
+// objects and never reads the apiserver.
 type Backend interface {
 	// Sync makes the kernel match st. full rewrites every object the backend
 	// owns instead of only what changed since the last successful Sync. On
@@ -18,4 +21,13 @@ type Backend interface {
 	// Cleanup removes every object the backend ever programmed, and nothing
 	// else.
 	Cleanup(ctx context.Context) error
+}
+
+// TransactionFailure is an error of a kernel transaction that was refused
+// as a whole (an iptables-restore, an nft -f, a batch of map updates), so
+// the previous state stayed in force. Metrics count these apart from other
+// sync errors: they point at our rules, not at the host.
+type TransactionFailure interface {
+	error
+	TransactionFailed()
 }

@@ -8,19 +8,10 @@ import (
 	"strings"
 )
 
-// Cleanup removes every chain named OUTPOST-* and every rule that jumps to
-// one, in each table, whatever version or mode of kube-outpost wrote them.
+// Cleanup removes every chain of iptables mode and every rule that jumps to
+// one, in each table, whatever version wrote them (ownChain).
 func (p *Proxier) Cleanup(ctx context.Context) error {
-	return p.cleanup(ctx, func(string) bool { return true })
-}
-
-// ipvsPrefix names the chains of ipvs mode, which has its own cleanup.
-const ipvsPrefix = "OUTPOST-IPVS-"
-
-// CleanupServices removes what iptables mode programmed and leaves ipvs
-// mode's chains, for a switch from iptables to ipvs mode.
-func (p *Proxier) CleanupServices(ctx context.Context) error {
-	return p.cleanup(ctx, func(ch string) bool { return !strings.HasPrefix(ch, ipvsPrefix) })
+	return p.cleanup(ctx, ownChain)
 }
 
 // ModeInUse says whether iptables mode's rules are programmed.
@@ -49,7 +40,7 @@ func (p *Proxier) cleanup(ctx context.Context, ours func(chain string) bool) err
 			if strings.HasPrefix(chain, chainPrefix) {
 				continue
 			}
-			if i := indexOf(f, "-j"); i > 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], chainPrefix) && ours(f[i+1]) {
+			if i := indexOf(f, "-j"); i > 0 && i+1 < len(f) && ours(f[i+1]) {
 				tx.del(table, chain, strings.Join(f[2:], " "))
 			}
 		}

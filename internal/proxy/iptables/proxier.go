@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -214,7 +216,7 @@ func (p *Proxier) listChains(ctx context.Context) (map[string]map[string]bool, m
 			if len(f) < 3 || f[0] != "-A" || strings.HasPrefix(f[1], chainPrefix) {
 				continue
 			}
-			if i := indexOf(f, "-j"); i > 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], chainPrefix) {
+			if i := indexOf(f, "-j"); i > 0 && i+1 < len(f) && ownChain(f[i+1]) {
 				hooks[table][f[i+1]] = append(hooks[table][f[i+1]], f[1]+"\t"+strings.Join(f[2:], " "))
 			}
 		}
@@ -222,7 +224,7 @@ func (p *Proxier) listChains(ctx context.Context) (map[string]map[string]bool, m
 	return out, hooks, nil
 }
 
-// ourChains returns the OUTPOST-* chains declared in iptables-save output.
+// ourChains returns this mode's chains declared in iptables-save output.
 func ourChains(save []byte) []string {
 	var out []string
 	sc := bufio.NewScanner(bytes.NewReader(save))
@@ -230,10 +232,38 @@ func ourChains(save []byte) []string {
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, ":"+chainPrefix) {
-			out = append(out, strings.Fields(line[1:])[0])
+			if ch := strings.Fields(line[1:])[0]; ownChain(ch) {
+				out = append(out, ch)
+			}
 		}
 	}
 	return out
+}
+
+// ownChain says whether a chain is this mode's: every OUTPOST-* chain,
+// those of earlier versions too, except those another mode reserved
+// (ReserveChains) and cleans up itself, in the order its objects must go.
+func ownChain(ch string) bool {
+	if !strings.HasPrefix(ch, chainPrefix) {
+		return false
+	}
+	reservedMu.RLock()
+	defer reservedMu.RUnlock()
+	return !slices.ContainsFunc(reserved, func(p string) bool { return strings.HasPrefix(ch, p) })
+}
+
+var (
+	reservedMu sync.RWMutex
+	reserved   []string
+)
+
+// ReserveChains tells this mode that chains named prefix* belong to another
+// mode that also writes iptables rules (ipvs mode's OUTPOST-IPVS-*): its
+// syncs and its cleanup leave them alone.
+func ReserveChains(prefix string) {
+	reservedMu.Lock()
+	defer reservedMu.Unlock()
+	reserved = append(reserved, prefix)
 }
 
 func indexOf(f []string, s string) int {

@@ -104,3 +104,7 @@ func (e *RestoreError) Unwrap() error { return e.Err }
 // lineMention is how iptables-restore names a script line: "line 3 failed",
 // "line 3: RULE_APPEND failed", "Error occurred at line: 3".
 var lineMention = regexp.MustCompile(`line:? (\d+)`)
+
+// TransactionFailed marks a refused restore as a proxy.TransactionFailure:
+// the whole script was rejected and the previous rules stayed in force.
+func (e *RestoreError) TransactionFailed() {}

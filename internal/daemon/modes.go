@@ -1,0 +1,78 @@
+// What the daemon does with datapath modes, all through the registry in
+// internal/proxy: it never names a mode.
+
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+	_ "github.com/kube-outpost/kube-outpost/internal/proxy/modes" // every mode this binary has
+	"github.com/kube-outpost/kube-outpost/internal/routes"
+)
+
+// mode returns the configured mode's description. Load accepts only
+// registered modes, so a miss is a config built by hand.
+func mode(cfg *config.Config) (*proxy.Mode, error) {
+	if m := proxy.Lookup(cfg.Mode); m != nil {
+		return m, nil
+	}
+	return nil, &proxy.NotSupportedError{Mode: cfg.Mode, Err: errors.New("not in this build")}
+}
+
+func newBackends(cfg *config.Config, log *slog.Logger, resync func()) ([]proxy.Backend, error) {
+	m, err := mode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return m.New(proxy.Env{Config: cfg, Log: log, Resync: resync})
+}
+
+// Prepare does, with full privileges, what the configured mode needs before
+// the sandboxed daemon starts (see the unit's privileged ExecStartPre).
+func Prepare(ctx context.Context, cfg *config.Config) error {
+	m, err := mode(cfg)
+	if err != nil {
+		return err
+	}
+	if m.Prepare == nil {
+		return nil
+	}
+	return m.Prepare(ctx, cfg)
+}
+
+// otherModeCleanup removes what other modes left when the mode was
+// switched: their rules would otherwise compete with ours (iptables DNAT in
+// nat OUTPUT comes before IPVS). It only acts on a mode whose objects
+// exist, so a normal restart never removes anything.
+func (d *Daemon) otherModeCleanup(ctx context.Context) {
+	for _, m := range proxy.Modes() {
+		if m.Name == d.cfg.Mode || !m.InUse(ctx) {
+			continue
+		}
+		d.log.Info("removing what another mode left (mode switched)", "mode", m.Name, "now", d.cfg.Mode)
+		if err := m.Cleanup(ctx, d.log); err != nil {
+			d.log.Warn("could not remove everything another mode left", "mode", m.Name, "err", err)
+		}
+	}
+}
+
+// Cleanup removes everything any kube-outpost mode ever programmed on this
+// host, and the routes of reach = "routes". Each mode removes only its own
+// objects, so the order does not matter.
+func Cleanup(ctx context.Context, log *slog.Logger) error {
+	var errs []error
+	for _, m := range proxy.Modes() {
+		if err := m.Cleanup(ctx, log); err != nil {
+			errs = append(errs, fmt.Errorf("mode %s: %w", m.Name, err))
+		}
+	}
+	if err := routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log}).Cleanup(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,81 @@
+package iptables
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os/exec"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+)
+
+// ModeName is this datapath's value of the config key mode.
+const ModeName config.Mode = "iptables"
+
+func init() {
+	proxy.Register(&proxy.Mode{
+		Name: ModeName,
+		Can: config.Capabilities{config.CanRoutedClients, config.CanNodePorts, config.CanExternalIPs,
+			config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity},
+		// iptables-restore needs CAP_NET_ADMIN; CAP_NET_RAW is what
+		// xtables asks for to open its raw socket.
+		Privileges: proxy.Privileges{Capabilities: []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}},
+		New:        newBackends,
+		// The kernel loads what the rules use by itself.
+		Prepare: nil,
+		InUse:   inUse,
+		Cleanup: cleanupAll,
+	})
+}
+
+func newBackends(env proxy.Env) ([]proxy.Backend, error) {
+	ct, err := NewConntrack()
+	if err != nil {
+		env.Log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
+	}
+	var out []proxy.Backend
+	for _, v6 := range proxy.Families(env.Config) {
+		r, err := NewRunner(v6)
+		if err != nil {
+			return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
+		}
+		out = append(out, New(Options{Runner: r, IPv6: v6, MasqueradeMark: env.MasqueradeMark(), Conntrack: ct,
+			RoutedClients: env.Config.RoutedClients, Log: env.Log}))
+	}
+	return out, nil
+}
+
+// inUse: the service dispatch chain exists in either family's nat table.
+func inUse(ctx context.Context) bool {
+	for _, v6 := range []bool{false, true} {
+		if r, err := NewRunner(v6); err == nil && ModeInUse(ctx, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanupAll removes this mode's chains and hooks in both families. A
+// family without iptables tools or kernel support has none.
+func cleanupAll(ctx context.Context, log *slog.Logger) error {
+	var errs []error
+	for _, v6 := range []bool{false, true} {
+		save := "iptables-save"
+		if v6 {
+			save = "ip6tables-save"
+		}
+		if _, err := exec.LookPath(save); err != nil {
+			continue
+		}
+		r, err := NewRunner(v6)
+		if err != nil {
+			if !v6 { // else: no IPv6 netfilter in this kernel, nothing of ours there
+				errs = append(errs, err)
+			}
+			continue
+		}
+		errs = append(errs, New(Options{Runner: r, IPv6: v6, Log: log}).Cleanup(ctx))
+	}
+	return errors.Join(errs...)
+}
