@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -95,6 +96,7 @@ func TestDatapath(t *testing.T) {
 	})
 
 	t.Run("client ip affinity sticks", func(t *testing.T) {
+		needs(t, config.CanAffinity)
 		ns := namespace(t, alpha, "affinity")
 		vip := service(t, alpha, ns, "web", web, func(s *corev1.Service) {
 			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
@@ -109,6 +111,7 @@ func TestDatapath(t *testing.T) {
 	})
 
 	t.Run("service without endpoints is refused, not black-holed", func(t *testing.T) {
+		needs(t, config.CanReject)
 		ns := namespace(t, alpha, "empty")
 		vip := service(t, alpha, ns, "web", web)
 		udpVIP := service(t, alpha, ns, "dns", dns)

@@ -237,10 +237,8 @@ func (h *hostileLab) startQuietDaemon(t *testing.T) *daemon {
 	if err := os.WriteFile(filepath.Join(bin, "iptables-restore"), []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if mode == "ipvs" {
-		if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", h.cfgPath); err != nil {
-			t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
-		}
+	if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", h.cfgPath); err != nil {
+		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
 	}
 	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = l.HostCommand(context.Background(), binary, "run", "--config", h.cfgPath, "--log-level", "debug")

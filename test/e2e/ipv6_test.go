@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/test/lab"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
-
-	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
 // The dual-stack cluster of TestIPv6. Its lab is its own, so these ranges do
@@ -37,6 +37,7 @@ var (
 // has IPv6 everywhere, and checks both ClusterIPs of dual-stack services
 // with real packets from the host: ip6tables next to iptables.
 func TestIPv6(t *testing.T) {
+	needs(t, config.CanIPv6)
 	if !lab.KernelHasIPv6() {
 		t.Skip("this kernel has no IPv6")
 	}

@@ -190,12 +190,11 @@ func startDaemon(t *testing.T, cfgPath string) *daemon {
 // ends.
 func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
 	t.Helper()
-	if mode == "ipvs" {
-		// What the unit's privileged ExecStartPre does: the net.ipv4.vs
-		// sysctls are per network namespace.
-		if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
-			t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
-		}
+	// What the unit's privileged ExecStartPre does, in every mode (ipvs
+	// mode's sysctls are per network namespace, so the lab's host needs
+	// them set).
+	if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
+		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
 	}
 	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = l.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")

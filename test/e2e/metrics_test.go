@@ -92,10 +92,8 @@ func startObserved(t *testing.T) *observed {
 		t.Fatal(err)
 	}
 
-	if mode == "ipvs" {
-		if out, err := theLab.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
-			t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
-		}
+	if out, err := theLab.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
+		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
 	}
 	d := &daemon{t: t, log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = theLab.HostCommand(context.Background(), binary, "run", "--config", cfgPath, "--log-level", "debug")

@@ -11,6 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+	_ "github.com/kube-outpost/kube-outpost/internal/proxy/modes" // the modes needs reads
 )
 
 // The scenarios are written once and run in every proxy mode: here, on this
@@ -25,6 +29,20 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// needs skips a scenario the mode under test declares it cannot do: a
+// scenario is written once for every mode, and skipped by capability,
+// never by a mode's name.
+func needs(t *testing.T, c config.Capability) {
+	t.Helper()
+	m := proxy.Lookup(config.Mode(mode))
+	if m == nil {
+		t.Fatalf("mode %q is not in this build", mode)
+	}
+	if !m.Can.Has(c) {
+		t.Skipf("mode %s cannot do %s", mode, c)
+	}
 }
 
 // onlyIn skips a test written for one mode's kernel objects, saying why.

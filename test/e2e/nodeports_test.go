@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -78,6 +79,7 @@ func nodePortService(t *testing.T, c kubernetes.Interface, ns, name string, np i
 // that it holds in ipvs mode as in iptables mode. The legacy machine is
 // not in routed_clients (none is): node ports answer everyone.
 func TestNodePorts(t *testing.T) {
+	needs(t, config.CanNodePorts)
 	alpha, beta := theLab.Cluster("alpha").Admin, theLab.Cluster("beta").Admin
 	ctx := context.Background()
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
@@ -26,6 +27,7 @@ import (
 // and refused in INPUT). A second machine routed the same way but not in
 // routed_clients reaches no ClusterIP.
 func TestRoutedClient(t *testing.T) {
+	needs(t, config.CanRoutedClients)
 	alpha := theLab.Cluster("alpha").Admin
 	client := routedClient(t, "routed")
 	stranger := routedClient(t, "stranger")
