@@ -5,7 +5,18 @@ import "fmt"
 // Per-cluster limits: what one cluster may make this host hold and
 // program. Every Service and EndpointSlice comes from an apiserver this
 // host does not control, so there is a bound on each, with defaults above
-// what large clusters show one host (the model's limits.go says why each).
+// what large clusters show one host; the model enforces them (its
+// limits.go).
+//
+// The defaults. 1,000 endpoints per port is what Kubernetes itself hands
+// to consumers of the Endpoints API, which truncates there
+// (endpoints.kubernetes.io/over-capacity), and the most one EndpointSlice
+// may hold: beyond it, more backends for one port from an outside host
+// add rules, not capacity. 20,000 services and 200,000 endpoint entries
+// are above what a large cluster shows one host (a 5,000-node cluster of
+// the Kubernetes scalability tests has about 10,000 services), and keep
+// one event's model work to a few milliseconds and the daemon's heap to
+// a few hundred MB per cluster (see unitfile/kube-outpost.service).
 const (
 	DefaultMaxServices         = 20000
 	DefaultMaxEndpointsPerPort = 1000

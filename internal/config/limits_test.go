@@ -4,8 +4,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
-
-	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
 // TestLimits: the limit keys take positive integers, absent ones stay 0
@@ -46,15 +44,5 @@ func TestLimits(t *testing.T) {
 	}
 	if got := problems(t, err); !reflect.DeepEqual(got, want) {
 		t.Errorf("problems:\n got %q\nwant %q", got, want)
-	}
-}
-
-// TestLimitDefaults: a limit left at 0 is the model's default, which the
-// documentation gives as these.
-func TestLimitDefaults(t *testing.T) {
-	if DefaultMaxServices != model.DefaultMaxServices || DefaultMaxEndpointsPerPort != model.DefaultMaxEndpointsPerPort ||
-		DefaultMaxEndpoints != model.DefaultMaxEndpoints {
-		t.Errorf("config defaults %d %d %d, model's %d %d %d", DefaultMaxServices, DefaultMaxEndpointsPerPort, DefaultMaxEndpoints,
-			model.DefaultMaxServices, model.DefaultMaxEndpointsPerPort, model.DefaultMaxEndpoints)
 	}
 }

@@ -286,11 +286,7 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 	for i, c := range cfgs {
 		h := next[c.Name]
 		h.order = i
-		ccs = append(ccs, model.ClusterConfig{Name: c.Name, ServiceCIDRs: c.ServiceCIDRs, Generation: h.generation,
-			LocalServiceCIDR: c.LocalServiceCIDR, AllowExternalIPs: c.AllowExternalIPs, EndpointCIDRs: c.EndpointCIDRs,
-			ServeNodePorts: c.ServeNodePorts, Reach: c.Reach, NodeAddressTypes: c.NodeAddressTypes,
-			APIServerAddrs: apiservers[c.Name],
-			Limits:         model.Limits{MaxServices: c.MaxServices, MaxEndpointsPerPort: c.MaxEndpointsPerPort, MaxEndpoints: c.MaxEndpoints}})
+		ccs = append(ccs, model.ClusterConfig{Cluster: c, Generation: h.generation, APIServerAddrs: apiservers[c.Name]})
 	}
 	d.store.SetClusters(ccs)
 	d.clusters = next

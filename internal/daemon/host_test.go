@@ -59,7 +59,7 @@ func TestSetClustersRefusesHostCollision(t *testing.T) {
 // the gateways stay those read last.
 func TestRefreshHostFacts(t *testing.T) {
 	d, _ := testDaemon(t)
-	d.store.SetClusters([]model.ClusterConfig{{Name: "a", ServiceCIDRs: []netip.Prefix{alphaCIDR}}})
+	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "a", ServiceCIDRs: []netip.Prefix{alphaCIDR}}}})
 	host := &fakeHost{
 		addrs: []hostcheck.Address{{IP: netip.MustParseAddr("10.250.0.2"), Link: "eth0"}},
 		routes: []hostcheck.Route{

@@ -134,7 +134,7 @@ func TestSyncObserved(t *testing.T) {
 		}
 	}
 
-	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}, Generation: 1}})
+	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}}, Generation: 1}})
 	d.store.SetSynced("alpha")
 	d.store.UpsertService("alpha", service("web", "10.96.0.10"))
 	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.1.0.1", "10.1.0.2"))

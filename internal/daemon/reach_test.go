@@ -57,7 +57,7 @@ func TestSyncRoutes(t *testing.T) {
 	), cluster.NodeWatcherOptions{Cluster: "alpha", OnChange: func(s []model.NodeInfo) { snaps <- s }})
 	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: nw}
-	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", Reach: reach.Routes}})
+	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "alpha", Reach: reach.Routes}}})
 	d.host = &routeHost{}
 	noResolvers(t)
 
@@ -173,7 +173,7 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 	// route gateways pass its target check.
 	var ccs []model.ClusterConfig
 	for _, h := range d.clusters {
-		cc := model.ClusterConfig{Name: h.cfg.Name, ServiceCIDRs: h.cfg.ServiceCIDRs, Reach: h.cfg.Reach}
+		cc := model.ClusterConfig{Cluster: config.Cluster{Name: h.cfg.Name, ServiceCIDRs: h.cfg.ServiceCIDRs, Reach: h.cfg.Reach}}
 		if ip, ok := hostcheck.APIServerAddr(h.cfg.Server); ok {
 			cc.APIServerAddrs = []netip.Addr{ip}
 		}

@@ -6,6 +6,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,7 +24,7 @@ import (
 // wrote.
 func TestStatusSource(t *testing.T) {
 	d, fake := testDaemon(t)
-	d.store.SetClusters([]model.ClusterConfig{{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}}})
+	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}}}})
 	d.store.UpsertService("alpha", service("web", "10.96.0.10"))
 	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.0.0.1", "10.0.0.2", "127.0.0.1"))
 	d.store.SetSynced("alpha")

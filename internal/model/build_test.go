@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"net/netip"
 	"strings"
 	"testing"
@@ -16,13 +17,10 @@ import (
 
 const testNS = "ns"
 
-var testCfg = ClusterConfig{
-	Name: "c1",
-	ServiceCIDRs: []netip.Prefix{
-		netip.MustParsePrefix("10.96.0.0/16"),
-		netip.MustParsePrefix("fd00:96::/112"),
-	},
-}
+var testCfg = ClusterConfig{Cluster: config.Cluster{Name: "c1", ServiceCIDRs: []netip.Prefix{
+	netip.MustParsePrefix("10.96.0.0/16"),
+	netip.MustParsePrefix("fd00:96::/112"),
+}}}
 
 func ptr[T any](v T) *T { return &v }
 

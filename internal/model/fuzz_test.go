@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"maps"
 	"net/netip"
 	"slices"
@@ -23,12 +24,9 @@ var (
 	fuzzHost     = netip.MustParseAddr("10.250.0.2")
 	fuzzFacts    = HostFacts{Addrs: []netip.Addr{fuzzHost, netip.MustParseAddr("100.64.0.7")}, Gateways: []netip.Addr{netip.MustParseAddr("10.97.0.1")}}
 	fuzzClusters = []ClusterConfig{
-		{Name: "a", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112"), LocalServiceCIDR: netip.MustParsePrefix("100.64.0.0/16"),
-			AllowExternalIPs: prefixes("192.0.2.0/24", "10.250.0.0/24", "100.64.0.0/10"), APIServerAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.2")}},
-		{Name: "b", ServiceCIDRs: prefixes("10.96.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.65.0.0/16"),
-			AllowExternalIPs: prefixes("192.0.2.0/24"), EndpointCIDRs: prefixes("10.244.0.0/16", "fd00:244::/64"),
-			APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.244.0.2")}},
-		{Name: "c", ServiceCIDRs: prefixes("10.97.0.0/16")},
+		{Cluster: config.Cluster{Name: "a", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112"), LocalServiceCIDR: netip.MustParsePrefix("100.64.0.0/16"), AllowExternalIPs: prefixes("192.0.2.0/24", "10.250.0.0/24", "100.64.0.0/10")}, APIServerAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.2")}},
+		{Cluster: config.Cluster{Name: "b", ServiceCIDRs: prefixes("10.96.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.65.0.0/16"), AllowExternalIPs: prefixes("192.0.2.0/24"), EndpointCIDRs: prefixes("10.244.0.0/16", "fd00:244::/64")}, APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.244.0.2")}},
+		{Cluster: config.Cluster{Name: "c", ServiceCIDRs: prefixes("10.97.0.0/16")}},
 	}
 	fuzzClusterIPs = []string{"10.96.0.10", "10.96.0.11", "10.97.0.10", "fd00:96::10", "10.98.0.1", "bogus", "::ffff:10.96.0.10", "10.96.0.7", "10.97.0.1"}
 	fuzzExternal   = []string{"192.0.2.5", "192.0.2.6", "198.51.100.1", "127.0.0.1", "10.250.0.2", "100.64.0.5", "not-an-ip", "2001:db8::5", "192.0.2.2", "100.100.100.200"}

@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"slices"
 	"strings"
 	"time"
@@ -34,24 +35,11 @@ type Limits struct {
 	MaxEndpoints int
 }
 
-// The defaults. 1,000 endpoints per port is what Kubernetes itself hands
-// to consumers of the Endpoints API, which truncates there
-// (endpoints.kubernetes.io/over-capacity), and the most one EndpointSlice
-// may hold: beyond it, more backends for one port from an outside host
-// add rules, not capacity. 20,000 services and 200,000 endpoint entries
-// are above what a large cluster shows one host (a 5,000-node cluster of
-// the Kubernetes scalability tests has about 10,000 services), and keep
-// one event's model work to a few milliseconds and the daemon's heap to
-// a few hundred MB per cluster (see unitfile/kube-outpost.service).
-const (
-	DefaultMaxServices         = 20000
-	DefaultMaxEndpointsPerPort = 1000
-	DefaultMaxEndpoints        = 200000
-)
-
-func (l Limits) services() int       { return cmp.Or(l.MaxServices, DefaultMaxServices) }
-func (l Limits) perPort() int        { return cmp.Or(l.MaxEndpointsPerPort, DefaultMaxEndpointsPerPort) }
-func (l Limits) endpointBudget() int { return cmp.Or(l.MaxEndpoints, DefaultMaxEndpoints) }
+func (l Limits) services() int { return cmp.Or(l.MaxServices, config.DefaultMaxServices) }
+func (l Limits) perPort() int {
+	return cmp.Or(l.MaxEndpointsPerPort, config.DefaultMaxEndpointsPerPort)
+}
+func (l Limits) endpointBudget() int { return cmp.Or(l.MaxEndpoints, config.DefaultMaxEndpoints) }
 
 // The problems the limits report start with these. Their texts name no
 // number that changes with the objects, so that a service that stays over
@@ -85,7 +73,7 @@ const ExcludedOverLimit Exclusion = "over-limit"
 // stay whatever order the slices changed in, and a flapping endpoint
 // beyond the cap changes no rule.
 func capEndpoints(cfg ClusterConfig, field string, sel selection) selection {
-	n := cfg.Limits.perPort()
+	n := cfg.limits().perPort()
 	if len(sel.endpoints) <= n {
 		return sel
 	}

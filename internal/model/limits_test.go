@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -47,7 +48,7 @@ func limitedStore(t *testing.T, lim Limits) *testStore {
 	t.Helper()
 	ts := newTestStore(t)
 	cfg := testCfg
-	cfg.Limits = lim
+	cfg.MaxServices, cfg.MaxEndpointsPerPort, cfg.MaxEndpoints = lim.MaxServices, lim.MaxEndpointsPerPort, lim.MaxEndpoints
 	ts.SetClusters([]ClusterConfig{cfg})
 	ts.changes = 0
 	return ts
@@ -72,8 +73,8 @@ func TestMaxEndpointsPerPort(t *testing.T) {
 		ts.UpsertSlice("c1", sl[i])
 	}
 	p := ts.port(t, webKey)
-	if len(p.Endpoints) != DefaultMaxEndpointsPerPort {
-		t.Fatalf("%d endpoints programmed, want %d", len(p.Endpoints), DefaultMaxEndpointsPerPort)
+	if len(p.Endpoints) != config.DefaultMaxEndpointsPerPort {
+		t.Fatalf("%d endpoints programmed, want %d", len(p.Endpoints), config.DefaultMaxEndpointsPerPort)
 	}
 	if first, last := p.Endpoints[0].Addr.String(), p.Endpoints[999].Addr.String(); first != "10.0.0.1:8080" || last != nthIP(1000)+":8080" {
 		t.Errorf("programmed %s .. %s, want the first 1,000 addresses", first, last)
@@ -337,8 +338,8 @@ func withNS(es *discoveryv1.EndpointSlice, ns string) *discoveryv1.EndpointSlice
 func TestLimitsPerCluster(t *testing.T) {
 	ts := newTestStore(t)
 	c1 := testCfg
-	c1.Limits = Limits{MaxServices: 1}
-	c2 := ClusterConfig{Name: "c2", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.97.0.0/16")}}
+	c1.MaxServices = 1
+	c2 := ClusterConfig{Cluster: config.Cluster{Name: "c2", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.97.0.0/16")}}}
 	ts.SetClusters([]ClusterConfig{c1, c2})
 	for i := range 5 {
 		ts.UpsertService("c1", newSvc(fmt.Sprintf("s%d", i), []string{nthIP96(i)}, webPorts, bornAt(time.Duration(i))))
@@ -348,7 +349,7 @@ func TestLimitsPerCluster(t *testing.T) {
 		t.Errorf("c1 %d ports, c2 %d, want 1 and 5", n1, n2)
 	}
 	// A reload that raises the limit takes the refused ones in.
-	c1.Limits.MaxServices = 10
+	c1.MaxServices = 10
 	ts.SetClusters([]ClusterConfig{c1, c2})
 	if n := len(ts.cluster(t, "c1").Ports); n != 5 {
 		t.Errorf("after raising max_services: %d ports, want 5", n)
@@ -494,7 +495,7 @@ func TestAdmissionFloodIsCheap(t *testing.T) {
 func benchStore(b *testing.B, n, m int) *Store {
 	b.Helper()
 	s := NewStore(slog.New(slog.DiscardHandler), nil)
-	s.SetClusters([]ClusterConfig{{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}})
+	s.SetClusters([]ClusterConfig{{Cluster: config.Cluster{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}}})
 	for i := range n {
 		name := fmt.Sprintf("svc-%d", i)
 		var e []discoveryv1.Endpoint
@@ -514,7 +515,7 @@ func benchStore(b *testing.B, n, m int) *Store {
 // endpoints = 200,000 entries, the whole budget): the worst single event.
 func BenchmarkEventAtMaxEndpoints(b *testing.B) {
 	s := NewStore(slog.New(slog.DiscardHandler), nil)
-	s.SetClusters([]ClusterConfig{{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}})
+	s.SetClusters([]ClusterConfig{{Cluster: config.Cluster{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}}})
 	var ports []corev1.ServicePort
 	var sports []discoveryv1.EndpointPort
 	for i := range 199 { // 199 x 1,001 + 1 slice < 200,000
@@ -544,7 +545,7 @@ func BenchmarkEventAtMaxEndpoints(b *testing.B) {
 // 100,000 endpoints, of which 1,000 are programmed.
 func BenchmarkEventPerPortCap(b *testing.B) {
 	s := NewStore(slog.New(slog.DiscardHandler), nil)
-	s.SetClusters([]ClusterConfig{{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}})
+	s.SetClusters([]ClusterConfig{{Cluster: config.Cluster{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}}})
 	sl := bigSlices("web", 100000, slicePorts)
 	for _, es := range sl {
 		s.UpsertSlice("c1", es)
@@ -584,7 +585,7 @@ func BenchmarkRebuildAll(b *testing.B) {
 // full at the default max_services.
 func BenchmarkFloodNewcomer(b *testing.B) {
 	s := NewStore(slog.New(slog.DiscardHandler), nil)
-	s.SetClusters([]ClusterConfig{{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}, Limits: Limits{MaxServices: 1000}}})
+	s.SetClusters([]ClusterConfig{{Cluster: config.Cluster{Name: "c1", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}, MaxServices: 1000}}})
 	for i := range 1000 {
 		s.UpsertService("c1", newSvc(fmt.Sprintf("svc-%d", i), []string{nthIP96(i)}, webPorts, bornAt(0)))
 	}

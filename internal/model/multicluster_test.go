@@ -2,6 +2,7 @@ package model
 
 import (
 	"errors"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -16,11 +17,9 @@ import (
 
 // Three clusters with one service range: a and b mapped, c not.
 var (
-	mcA = ClusterConfig{Name: "a", ServiceCIDRs: prefixes("10.96.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.64.0.0/16"),
-		AllowExternalIPs: prefixes("192.0.2.0/24")}
-	mcB = ClusterConfig{Name: "b", ServiceCIDRs: prefixes("10.96.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.65.0.0/16"),
-		AllowExternalIPs: prefixes("192.0.2.0/24"), EndpointCIDRs: prefixes("10.244.0.0/16")}
-	mcC = ClusterConfig{Name: "c", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112")}
+	mcA = ClusterConfig{Cluster: config.Cluster{Name: "a", ServiceCIDRs: prefixes("10.96.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.64.0.0/16"), AllowExternalIPs: prefixes("192.0.2.0/24")}}
+	mcB = ClusterConfig{Cluster: config.Cluster{Name: "b", ServiceCIDRs: prefixes("10.96.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.65.0.0/16"), AllowExternalIPs: prefixes("192.0.2.0/24"), EndpointCIDRs: prefixes("10.244.0.0/16")}}
+	mcC = ClusterConfig{Cluster: config.Cluster{Name: "c", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112")}}
 )
 
 func newMultiStore(t *testing.T) *testStore {

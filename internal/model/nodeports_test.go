@@ -1,6 +1,7 @@
 package model
 
 import (
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -12,9 +13,9 @@ import (
 )
 
 var (
-	npX = ClusterConfig{Name: "x", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112"), ServeNodePorts: true}
-	npY = ClusterConfig{Name: "y", ServiceCIDRs: prefixes("10.97.0.0/16", "fd00:97::/112"), ServeNodePorts: true}
-	npZ = ClusterConfig{Name: "z", ServiceCIDRs: prefixes("10.98.0.0/16")} // does not serve node ports
+	npX = ClusterConfig{Cluster: config.Cluster{Name: "x", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112"), ServeNodePorts: true}}
+	npY = ClusterConfig{Cluster: config.Cluster{Name: "y", ServiceCIDRs: prefixes("10.97.0.0/16", "fd00:97::/112"), ServeNodePorts: true}}
+	npZ = ClusterConfig{Cluster: config.Cluster{Name: "z", ServiceCIDRs: prefixes("10.98.0.0/16")}} // does not serve node ports
 )
 
 func newNodePortStore(t *testing.T) *testStore {

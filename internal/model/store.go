@@ -2,6 +2,7 @@ package model
 
 import (
 	"cmp"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -18,33 +19,23 @@ import (
 
 // ClusterConfig is what the model needs to know of a configured cluster.
 type ClusterConfig struct {
-	Name         string
-	ServiceCIDRs []netip.Prefix
-	// LocalServiceCIDR, AllowExternalIPs and EndpointCIDRs are the
-	// cluster's config keys of those names (see config.Cluster).
-	LocalServiceCIDR netip.Prefix
-	AllowExternalIPs []netip.Prefix
-	EndpointCIDRs    []netip.Prefix
+	// Cluster is the cluster's config: its name, ranges, reach and limits
+	// as check-config validated them.
+	config.Cluster
 	// Generation changes when the cluster's source changes (another
 	// kubeconfig, context or server): its objects are then dropped and
 	// re-listed, and it counts as unsynced until they are, so its rules
 	// stay as they were meanwhile.
 	Generation int
-	// ServeNodePorts is the cluster's serve_node_ports.
-	ServeNodePorts bool
-	// Reach is the cluster's reach: reach.Direct ("" counts as it),
-	// reach.NodePort or reach.Routes (see reach_store.go).
-	Reach reach.Kind
-	// NodeAddressTypes is the cluster's node_address_types, the
-	// preference among a node's addresses (reach.DefaultNodeAddressTypes when
-	// empty).
-	NodeAddressTypes []string
 	// APIServerAddrs are the addresses of the cluster's apiserver, as the
 	// daemon found them: no cluster's VIP or external IP may be one, and
 	// no other cluster's endpoint (targets.go).
 	APIServerAddrs []netip.Addr
-	// Limits bound what the cluster may make this host hold (limits.go).
-	Limits Limits
+}
+
+// limits are what the cluster may make this host hold (limits.go).
+func (c *ClusterConfig) limits() Limits {
+	return Limits{MaxServices: c.MaxServices, MaxEndpointsPerPort: c.MaxEndpointsPerPort, MaxEndpoints: c.MaxEndpoints}
 }
 
 // Store collects Services and EndpointSlices per cluster and keeps the
@@ -434,7 +425,7 @@ func (s *Store) rebuildAll() bool {
 	clear(s.nodeClaims)
 	for _, cd := range s.clusters {
 		clear(cd.built)
-		cd.adm.reset(cd.cfg.Limits, cd.svcs, cd.slices)
+		cd.adm.reset(cd.cfg.limits(), cd.svcs, cd.slices)
 		for nn := range cd.svcs {
 			s.claim(s.build(cd, nn))
 		}

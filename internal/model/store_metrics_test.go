@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -52,7 +53,7 @@ func TestRefusalReasons(t *testing.T) {
 			ts.SetHostFacts(HostFacts{Gateways: []netip.Addr{netip.MustParseAddr("10.250.0.1")}})
 		}},
 		{"endpoint at another cluster's apiserver", webSvc(), webSlice("web-1", readyEP("10.250.0.11")), ReasonUnsafeEndpoint, func(ts *testStore) {
-			ts.SetClusters([]ClusterConfig{testCfg, {Name: "c2", ServiceCIDRs: prefixes("10.97.0.0/16"), APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.250.0.11")}}})
+			ts.SetClusters([]ClusterConfig{testCfg, {Cluster: config.Cluster{Name: "c2", ServiceCIDRs: prefixes("10.97.0.0/16")}, APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.250.0.11")}}})
 		}},
 		{"ClusterIP at the host's address", webSvc(), nil, ReasonProtectedAddress, func(ts *testStore) {
 			ts.SetHostAddrs([]netip.Addr{netip.MustParseAddr("10.96.0.10")})
@@ -144,12 +145,12 @@ func TestStoreRefusalCounts(t *testing.T) {
 	// keeps them even when it restarts from scratch.
 	restarted := testCfg
 	restarted.Generation++
-	ts.SetClusters([]ClusterConfig{restarted, {Name: "c2", ServiceCIDRs: testCfg.ServiceCIDRs}})
+	ts.SetClusters([]ClusterConfig{restarted, {Cluster: config.Cluster{Name: "c2", ServiceCIDRs: testCfg.ServiceCIDRs}}})
 	if n := count(ReasonExternalIPs); n != 3 {
 		t.Fatalf("external_ips = %d after a restart of the cluster, want 3", n)
 	}
 	ts.UpsertService("c2", newSvc("web", []string{"10.96.0.10"}, webPorts, func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"203.0.113.7"} }))
-	ts.SetClusters([]ClusterConfig{{Name: "c2", ServiceCIDRs: testCfg.ServiceCIDRs}})
+	ts.SetClusters([]ClusterConfig{{Cluster: config.Cluster{Name: "c2", ServiceCIDRs: testCfg.ServiceCIDRs}}})
 	want := []RefusalCount{{Cluster: "c2", Reason: ReasonExternalIPs, Count: 1}}
 	if got := ts.RefusalCounts(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("refusal counts after c1 was removed: %+v, want %+v", got, want)

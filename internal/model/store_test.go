@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -253,8 +254,8 @@ func TestStoreUnknownCluster(t *testing.T) {
 
 func TestStoreSetClusters(t *testing.T) {
 	ts := newTestStore(t)
-	c2 := ClusterConfig{Name: "a-c2", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.100.0.0/16")}}
-	c3 := ClusterConfig{Name: "z-c3", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/16")}}
+	c2 := ClusterConfig{Cluster: config.Cluster{Name: "a-c2", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.100.0.0/16")}}}
+	c3 := ClusterConfig{Cluster: config.Cluster{Name: "z-c3", ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/16")}}}
 	ts.SetClusters([]ClusterConfig{c3, testCfg, c2})
 	ts.expectChanges(t, 1, "SetClusters")
 

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -16,12 +17,10 @@ import (
 // honest one: the host at 10.250.0.2 on 10.250.0.0/24 with its router at
 // 10.250.0.1, honest's apiserver at 10.250.0.10, evil's at 10.250.0.11.
 var (
-	honestCfg = ClusterConfig{Name: "honest", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112"),
-		APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.250.0.10")}}
+	honestCfg = ClusterConfig{Cluster: config.Cluster{Name: "honest", ServiceCIDRs: prefixes("10.96.0.0/16", "fd00:96::/112")}, APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.250.0.10")}}
 	// evil's service range holds the host's network, which check-config
 	// refuses; the model must hold on its own all the same.
-	evilCfg = ClusterConfig{Name: "evil", ServiceCIDRs: prefixes("10.250.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.64.0.0/16"),
-		AllowExternalIPs: prefixes("0.0.0.0/0", "::/0"), APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.250.0.11")}}
+	evilCfg   = ClusterConfig{Cluster: config.Cluster{Name: "evil", ServiceCIDRs: prefixes("10.250.0.0/16"), LocalServiceCIDR: netip.MustParsePrefix("100.64.0.0/16"), AllowExternalIPs: prefixes("0.0.0.0/0", "::/0")}, APIServerAddrs: []netip.Addr{netip.MustParseAddr("10.250.0.11")}}
 	hostFacts = HostFacts{
 		Addrs:    []netip.Addr{netip.MustParseAddr("10.250.0.2"), netip.MustParseAddr("127.0.0.1")},
 		Gateways: []netip.Addr{netip.MustParseAddr("10.250.0.1"), netip.MustParseAddr("fe80::1")},

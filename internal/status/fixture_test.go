@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"net/netip"
 	"testing"
 
@@ -79,7 +80,7 @@ var (
 func fixtureStore(t *testing.T) *model.Store {
 	t.Helper()
 	s := model.NewStore(nil, nil)
-	s.SetClusters([]model.ClusterConfig{{Name: "prod", ServiceCIDRs: prodCIDRs}, {Name: "staging", ServiceCIDRs: stageCIDRs}})
+	s.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "prod", ServiceCIDRs: prodCIDRs}}, {Cluster: config.Cluster{Name: "staging", ServiceCIDRs: stageCIDRs}}})
 	s.UpsertService("prod", service("default", "web", "10.96.0.10", httpPort))
 	s.UpsertSlice("prod", slice("default", "web", "web-7f9c2", httpPort, 8080,
 		ep{"10.0.1.7", ready}, ep{"10.0.1.8", ready}, ep{"10.0.1.9", ready},
