@@ -112,7 +112,7 @@ func TestParse(t *testing.T) {
 		toml: lines(
 			`mode = "iptables"`,
 			`min_sync_period = "100ms"`,
-			`sync_period = "100ms"`,
+			`sync_period = "1s"`,
 			`full_sync_period = "30m"`,
 			`masquerade = false`,
 			`masquerade_mark = 0x200`,
@@ -140,7 +140,7 @@ func TestParse(t *testing.T) {
 		want: &Config{
 			Mode:           DefaultMode,
 			MinSyncPeriod:  100 * time.Millisecond,
-			SyncPeriod:     100 * time.Millisecond,
+			SyncPeriod:     time.Second,
 			FullSyncPeriod: 30 * time.Minute,
 			Masquerade:     false,
 			MasqueradeMark: 0x200,
@@ -239,13 +239,15 @@ func TestParseProblems(t *testing.T) {
 		{"duration type", top(`sync_period = 30`), []string{
 			`1: sync_period: must be a duration string like "30s", not an integer`,
 		}},
-		{"duration zero", top(`min_sync_period = "0s"`), []string{`1: min_sync_period "0s": must be greater than zero`}},
-		{"duration negative", top(`sync_period = "-5s"`), []string{`1: sync_period "-5s": must be greater than zero`}},
+		{"duration zero", top(`min_sync_period = "0s"`), []string{`1: min_sync_period "0s": must be from 10ms to 1m`}},
+		{"duration negative", top(`sync_period = "-5s"`), []string{`1: sync_period "-5s": must be from 1s to 1h`}},
+		{"duration that spins the loop", top(`full_sync_period = "1ns"`), []string{`1: full_sync_period "1ns": must be from 10s to 24h`}},
+		{"duration past use", top(`sync_period = "48h"`), []string{`1: sync_period "48h": must be from 1s to 1h`}},
 		{"min above sync", top(`sync_period = "10s"`, `min_sync_period = "20s"`), []string{
 			`2: min_sync_period 20s is longer than sync_period 10s`,
 		}},
-		{"default min above sync", top(`sync_period = "500ms"`), []string{
-			`1: min_sync_period 1s is longer than sync_period 500ms`,
+		{"default min above sync", top(`min_sync_period = "30s"`, `sync_period = "2s"`), []string{
+			`1: min_sync_period 30s is longer than sync_period 2s`,
 		}},
 		{"masquerade type", top(`masquerade = "yes"`), []string{`1: masquerade: must be true or false, not a string`}},
 		{"addresses", top(

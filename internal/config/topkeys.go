@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -24,12 +25,35 @@ func (c *checker) duration(key string, v any, def time.Duration) time.Duration {
 	switch {
 	case err != nil:
 		c.add(line, "", `%s %q: not a duration (write it like "30s" or "1m30s")`, key, s)
-	case d <= 0:
-		c.add(line, "", "%s %q: must be greater than zero", key, s)
+	case d < durationBounds[key][0] || d > durationBounds[key][1]:
+		c.add(line, "", "%s %q: must be from %s to %s", key, s, shortDuration(durationBounds[key][0]), shortDuration(durationBounds[key][1]))
 	default:
 		return d
 	}
 	return def
+}
+
+// shortDuration writes d as people do: 1m, 24h, not 1m0s, 24h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// durationBounds keep each period where it means something. Below the
+// least, a period is a busy loop (a "1ns" min_sync_period syncs as fast
+// as the kernel takes rules, a "1ns" full_sync_period rewrites every rule
+// without pause); above the most, a failed sync or a rule someone else
+// removed waits longer than anyone would look for the cause.
+var durationBounds = map[string][2]time.Duration{
+	"min_sync_period":  {10 * time.Millisecond, time.Minute},
+	"sync_period":      {time.Second, time.Hour},
+	"full_sync_period": {10 * time.Second, 24 * time.Hour},
 }
 
 // serving checks the addresses of the metrics and health endpoints.
