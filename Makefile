@@ -33,12 +33,15 @@ unit:
 
 # The model fuzzed with random Services and EndpointSlices of several
 # clusters: no panic, nothing refused programmed, the same state in any
-# event order. Bounded, to keep `make test` within its budget; a short
-# minimization time keeps the fuzzing time spent fuzzing.
+# event order; and the config parser with random files: no panic, every
+# problem on a line of the file. Bounded, to keep `make test` within its
+# budget; a short minimization time keeps the fuzzing time spent fuzzing.
 FUZZTIME ?= 30s
 fuzz:
 	@echo ">> fuzzing the model for $(FUZZTIME)"
 	@$(GO) test -run '^$$' -fuzz '^FuzzStore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/model/
+	@echo ">> fuzzing the config parser for $(FUZZTIME)"
+	@$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/config/
 
 e2e: deps lab-bins build
 	@echo ">> end-to-end tests (real kube-apiserver, network namespaces, real packets)"

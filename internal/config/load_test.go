@@ -30,7 +30,7 @@ func kubeconfig(current string, contexts ...string) string {
 }
 
 // testDir returns a directory holding the kubeconfigs the tests refer to.
-func testDir(t *testing.T) string {
+func testDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
