@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -255,6 +256,11 @@ func (c *checker) kubeconfig(cl *Cluster, who string, line func(string) int) {
 		return
 	}
 	cl.ContextName, cl.Server = name, server.Server
+	if user := kc.AuthInfos[ctx.AuthInfo]; user != nil {
+		for _, problem := range credentialProblems(cl.Kubeconfig, ctx.AuthInfo, user, time.Now()) {
+			c.add(at, who, "%s", problem)
+		}
+	}
 }
 
 // serviceCIDRs checks the CIDRs of clusters[i]; overlaps checks them

@@ -37,7 +37,7 @@ func TestWarnings(t *testing.T) {
 	write("loose.kubeconfig", kc(https, "    tokenFile: loose-token\n"), 0o646)
 	write("insecure.kubeconfig", kc("    server: https://192.0.2.1:6443\n    insecure-skip-tls-verify: true\n", "    tokenFile: token\n"), 0o600)
 	write("http.kubeconfig", kc("    server: http://192.0.2.1:8080\n", "    tokenFile: token\n"), 0o600)
-	write("exec.kubeconfig", kc(https, "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /usr/local/bin/get-token\n"+
+	write("exec.kubeconfig", kc(https, "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/true\n"+
 		"      args: [\"--secret\", \""+secret+"\"]\n      interactiveMode: Never\n"), 0o600)
 	write("inline.kubeconfig", kc(https, "    token: "+secret+"\n"), 0o600)
 
@@ -65,7 +65,7 @@ func TestWarnings(t *testing.T) {
 			`can pose as it and decide what this host programs; give certificate-authority-data instead`,
 		`cluster "http": kubeconfig ` + p("http.kubeconfig") + `: server http://192.0.2.1:8080 is plain http: the credentials and every object travel ` +
 			`unencrypted and unauthenticated; use https`,
-		`cluster "exec": kubeconfig ` + p("exec.kubeconfig") + `: user "u" runs the exec credential plugin "/usr/local/bin/get-token" whenever it needs a token, ` +
+		`cluster "exec": kubeconfig ` + p("exec.kubeconfig") + `: user "u" runs the exec credential plugin "/bin/true" whenever it needs a token, ` +
 			`as root with the daemon's privileges: whoever can change that program or this file runs code on this host; a ServiceAccount token in tokenFile needs no program`,
 		`cluster "inline": kubeconfig ` + p("inline.kubeconfig") + `: user "u" has its token written inline: put it in a file only root can read and ` +
 			`name that file with tokenFile, so that the kubeconfig holds no secret and the token is rotated by replacing one file`,
