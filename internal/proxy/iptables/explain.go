@@ -59,10 +59,10 @@ func (r Rule) String() string { return "-A " + r.Chain + " " + r.Spec }
 
 // EndpointShare is one DNAT target of a service chain.
 type EndpointShare struct {
-	Addr netip.AddrPort
+	Addr netip.AddrPort `json:"addr"`
 	// Probability is the share of new connections (without affinity)
 	// that reach this endpoint.
-	Probability float64
+	Probability float64 `json:"probability"`
 }
 
 // ServiceChain is the chain the backend writes for a service port, so
