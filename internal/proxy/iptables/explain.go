@@ -65,10 +65,6 @@ type EndpointShare struct {
 	Probability float64 `json:"probability"`
 }
 
-// ServiceChain is the chain the backend writes for a service port, so
-// that explain can tell a dispatch rule to another chain.
-func ServiceChain(k model.PortKey) string { return serviceChain(k) }
-
 // ReadPort reads what iptables does with packets to vip over proto, from
 // iptables-save of the nat and filter tables. It only reads. The two
 // tables are read one after the other, so a sync in between can make them
