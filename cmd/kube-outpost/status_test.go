@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
@@ -32,6 +33,8 @@ func (cliSource) Explain(_ context.Context, q status.Query) (status.Explanation,
 	}
 	return status.Explanation{Query: q.String(), Mode: "iptables", Ports: []status.PortExplanation{{
 		Key: "prod/default/web:http", Target: "10.96.0.10:80/TCP", InModel: true, ClusterSynced: true,
+		Kernel: status.KernelView{Mode: "iptables", Lines: []string{"-t nat -A OUTPUT -j OUTPOST-SERVICES"}, Endpoints: []proxy.KernelEndpoint{},
+			Detail: json.RawMessage(`{"chain":"OUTPOST-S-WEB"}`)},
 		Mismatches: []string{},
 	}}}, nil
 }
@@ -128,9 +131,12 @@ func TestExplainCommand(t *testing.T) {
 	cmd := func(args []string, out, errb *bytes.Buffer) int { return explainCommand(args, out, errb) }
 	runCLI(t, cmd, []cliCase{
 		{name: "service", args: []string{"--socket", sock, "prod/default/web"},
-			stdout: []string{"prod/default/web (iptables mode)", "prod/default/web:http  10.96.0.10:80/TCP", "model and kernel agree"}},
+			stdout: []string{"prod/default/web (iptables mode)", "prod/default/web:http  10.96.0.10:80/TCP",
+				"  kernel: -t nat -A OUTPUT -j OUTPOST-SERVICES\n", "model and kernel agree"}},
 		{name: "target, flags after it", args: []string{"10.96.0.10:80", "--socket", sock, "-o", "json"},
-			stdout: []string{`"query": "10.96.0.10:80"`, `"target": "10.96.0.10:80/TCP"`}},
+			stdout: []string{`"query": "10.96.0.10:80"`, `"target": "10.96.0.10:80/TCP"`,
+				// The mode's detail comes through the socket as the mode wrote it.
+				"\"detail\": {\n          \"chain\": \"OUTPOST-S-WEB\"\n        }"}},
 		{name: "not found", args: []string{"--socket", sock, "prod/default/nope"}, code: 1,
 			stderr: []string{"no service port has prod/default/nope: not found"}},
 		{name: "not running", args: []string{"--socket", missing, "prod/default/web"}, code: 1,

@@ -6,13 +6,10 @@ package daemon
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
-	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
-	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
@@ -22,42 +19,21 @@ import (
 // one is down.
 type statusSource struct {
 	d *Daemon
-	// kernel is how explain reads the kernel. Made at the first explain,
-	// not at start: an iptables runner runs `iptables --version`, which a
-	// daemon nobody asks should not pay for. Tests replace it.
-	kernel func() status.Kernel
+	// explainer is how explain reads the kernel: the configured mode's,
+	// made at the first explain. Tests replace it.
+	explainer func() (proxy.Explainer, error)
 }
 
 var _ status.Source = (*statusSource)(nil)
 
 func newStatusSource(d *Daemon) *statusSource {
-	return &statusSource{d: d, kernel: sync.OnceValue(func() status.Kernel { return kernelReaders(d) })}
-}
-
-// kernelReaders are read-only handles on what the backends program: the
-// iptables of each family a backend exists for (see perFamily), and IPVS
-// in ipvs mode.
-func kernelReaders(d *Daemon) status.Kernel {
-	cfg := d.cfg
-	k := status.Kernel{Mode: string(cfg.Mode), Scheduler: cfg.IPVSScheduler}
-	runners := map[bool]iptables.Runner{}
-	for _, v6 := range []bool{false, true} {
-		if !slices.Contains(proxy.Families(cfg), v6) {
-			continue
-		}
-		r, err := iptables.NewRunner(v6)
+	return &statusSource{d: d, explainer: sync.OnceValues(func() (proxy.Explainer, error) {
+		m, err := mode(d.cfg) // modes.go
 		if err != nil {
-			// Explain says "no iptables" for that family's ports.
-			d.log.Warn("explain cannot read iptables", "ipv6", v6, "err", err)
-			continue
+			return nil, err
 		}
-		runners[v6] = r
-	}
-	k.IPTables = func(v6 bool) iptables.Runner { return runners[v6] }
-	if cfg.Mode == ipvs.ModeName {
-		k.IPVS = ipvs.NewKernel()
-	}
-	return k
+		return m.Explainer(d.cfg, d.log), nil
+	})}
 }
 
 // Status reports, per cluster: from the watcher, whether the apiserver
@@ -107,7 +83,11 @@ func syncStatus(r SyncResult) status.Sync {
 
 // Explain puts the model's desired state for q next to the kernel's.
 func (s *statusSource) Explain(ctx context.Context, q status.Query) (status.Explanation, error) {
-	return status.BuildExplanation(ctx, s.d.store.Snapshot(), s.d.store.Refusals(), q, s.kernel())
+	ex, err := s.explainer()
+	if err != nil {
+		return status.Explanation{}, err
+	}
+	return status.BuildExplanation(ctx, s.d.store.Snapshot(), s.d.store.Refusals(), q, string(s.d.cfg.Mode), ex)
 }
 
 // listenStatus makes the status socket, nil when it is turned off. A

@@ -1,4 +1,3 @@
-// To be moved to internal/daemon/status_test.go with daemonsource.go.txt.
 // It uses testDaemon, service and slice of observe_test.go.
 
 package daemon
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
@@ -32,8 +32,8 @@ func TestStatusSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := newStatusSource(d)
-	src.kernel = func() status.Kernel {
-		return status.Kernel{Mode: "iptables", IPTables: func(bool) iptables.Runner { return fake }}
+	src.explainer = func() (proxy.Explainer, error) {
+		return iptables.NewExplainerFor(map[bool]iptables.Runner{false: fake}), nil
 	}
 
 	r := src.Status()
@@ -50,7 +50,7 @@ func TestStatusSource(t *testing.T) {
 
 	q, _ := model.ParseQuery("alpha/ns/web")
 	ex, err := src.Explain(t.Context(), q)
-	if err != nil || len(ex.Ports) != 1 || len(ex.Ports[0].Mismatches) != 0 || len(ex.Ports[0].Kernel.IPTables.Endpoints) != 2 {
+	if err != nil || ex.Mode != "iptables" || len(ex.Ports) != 1 || len(ex.Ports[0].Mismatches) != 0 || len(ex.Ports[0].Kernel.Endpoints) != 2 {
 		t.Errorf("explain: %+v, %v", ex, err)
 	}
 	if len(ex.Ports) == 1 && (len(ex.Ports[0].Excluded) != 1 || ex.Ports[0].Excluded[0].Reason != string(model.ExcludedUnsafe)) {
@@ -64,6 +64,29 @@ func TestStatusSource(t *testing.T) {
 	r = src.Status()
 	if r.LastSync.Error == "" || r.LastSuccess.Error != "" || !r.LastSuccess.At.Before(r.LastSync.At) {
 		t.Errorf("after a failed sync: last %+v, last success %+v", r.LastSync, r.LastSuccess)
+	}
+}
+
+// TestStatusSourceExplainer: explain reads the kernel through the
+// configured mode's explainer, from the registry; a mode this build lacks
+// is an error of explain, not of the daemon.
+func TestStatusSourceExplainer(t *testing.T) {
+	if len(proxy.Modes()) == 0 {
+		t.Fatal("no mode registered")
+	}
+	for _, m := range proxy.Modes() {
+		d, _ := testDaemon(t)
+		d.cfg.Mode = m.Name
+		if ex, err := newStatusSource(d).explainer(); err != nil || ex == nil {
+			t.Errorf("mode %s: explainer %v, %v", m.Name, ex, err)
+		}
+	}
+	d, _ := testDaemon(t)
+	d.cfg.Mode = "carrier-pigeon"
+	q, _ := model.ParseQuery("alpha/ns/web")
+	var nse *proxy.NotSupportedError
+	if _, err := newStatusSource(d).Explain(t.Context(), q); !errors.As(err, &nse) || nse.Mode != "carrier-pigeon" {
+		t.Errorf("explain in a mode not in this build: %v", err)
 	}
 }
 

@@ -35,6 +35,16 @@ type Want struct {
 	Affinity  time.Duration
 }
 
+// PortWant is the Want for the model's port sp reached at addr (its VIP,
+// or an external IP), with the shares ex gives its endpoints.
+func PortWant(ex Explainer, sp *model.ServicePort, addr netip.Addr) Want {
+	w := Want{Key: &sp.Key, Target: netip.AddrPortFrom(addr, sp.Port), Protocol: sp.Key.Protocol, Affinity: sp.Affinity}
+	for _, e := range sp.Endpoints {
+		w.Endpoints = append(w.Endpoints, WantEndpoint{Addr: e.Addr, EndpointShare: ex.Share(len(sp.Endpoints))})
+	}
+	return w
+}
+
 // WantEndpoint is one endpoint the model wants.
 type WantEndpoint struct {
 	Addr netip.AddrPort
@@ -64,8 +74,9 @@ type PortView struct {
 	Mismatches []string
 	// Notes are expected differences, such as an endpoint draining.
 	Notes []string
-	// Detail is the mode's own structured view; explain's JSON carries it
-	// under the mode's name.
+	// Detail is the mode's own structured view, JSON-tagged: explain's
+	// JSON carries it as the port's kernel.detail, for scripts that know
+	// the mode.
 	Detail any
 }
 

@@ -41,7 +41,9 @@ type Mode struct {
 	// mode a host was switched away from. A missing tool or module means
 	// nothing of the mode is there.
 	Cleanup func(ctx context.Context, log *slog.Logger) error
-	// Explainer reads the kernel for `kube-outpost explain`.
+	// Explainer reads the kernel for `kube-outpost explain`. It is made
+	// at the first explain, and must not touch the host before its first
+	// ExplainPort: a daemon nobody asks should not pay for it.
 	Explainer func(cfg *config.Config, log *slog.Logger) Explainer
 }
 
@@ -112,8 +114,8 @@ func Register(m *Mode) {
 	if slices.ContainsFunc(modes, func(o *Mode) bool { return o.Name == m.Name }) {
 		panic(fmt.Sprintf("proxy: mode %q registered twice", m.Name))
 	}
-	if m.New == nil || m.InUse == nil || m.Cleanup == nil {
-		panic(fmt.Sprintf("proxy: mode %q lacks New, InUse or Cleanup", m.Name))
+	if m.New == nil || m.InUse == nil || m.Cleanup == nil || m.Explainer == nil {
+		panic(fmt.Sprintf("proxy: mode %q lacks New, InUse, Cleanup or Explainer", m.Name))
 	}
 	modes = append(modes, m)
 	config.RegisterMode(m.Name, m.Can)

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 )
@@ -100,30 +101,34 @@ func fixtureStore(t *testing.T) *model.Store {
 	return s
 }
 
-// iptablesKernel programs st with the real iptables backend into a Fake.
-func iptablesKernel(t *testing.T, st *model.State) (*iptables.Fake, Kernel) {
+// kernel is a mode's explainer, as the daemon passes it to
+// BuildExplanation.
+type kernel struct {
+	mode string
+	ex   proxy.Explainer
+}
+
+// iptablesKernel programs st with the real iptables backend into a Fake,
+// and explains from it; IPv4 only.
+func iptablesKernel(t *testing.T, st *model.State) (*iptables.Fake, kernel) {
 	t.Helper()
 	f := iptables.NewFake()
 	if err := iptables.New(iptables.Options{Runner: f, MasqueradeMark: 0x100000}).Sync(context.Background(), st, true); err != nil {
 		t.Fatal(err)
 	}
-	return f, Kernel{Mode: "iptables", IPTables: func(v6 bool) iptables.Runner {
-		if v6 {
-			return nil
-		}
-		return f
-	}}
+	return f, kernel{"iptables", iptables.NewExplainerFor(map[bool]iptables.Runner{false: f})}
 }
 
-// ipvsKernel programs st with the real ipvs backend into fakes.
-func ipvsKernel(t *testing.T, st *model.State) (*ipvs.FakeKernel, *ipvs.Proxier, Kernel) {
+// ipvsKernel programs st with the real ipvs backend into fakes, and
+// explains from them with scheduler rr.
+func ipvsKernel(t *testing.T, st *model.State) (*ipvs.FakeKernel, *ipvs.Proxier, kernel) {
 	t.Helper()
 	k := ipvs.NewFakeKernel()
 	p := ipvs.New(ipvs.Options{Kernel: k, IPTables: iptables.NewFake(), IPSet: ipvs.NewFakeIPSet(), MasqueradeMark: 0x100000})
 	if err := p.Sync(context.Background(), st, true); err != nil {
 		t.Fatal(err)
 	}
-	return k, p, Kernel{Mode: "ipvs", IPVS: k, Scheduler: "rr"}
+	return k, p, kernel{"ipvs", ipvs.NewExplainerFor(k, "rr")}
 }
 
 func mustQuery(t *testing.T, s string) Query {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
 
 // WriteJSON writes v indented, for --output json, with every character a
@@ -222,38 +224,14 @@ func (rd renderer) port(b *bytes.Buffer, p PortExplanation) {
 	switch k := p.Kernel; {
 	case k.Error != "":
 		fmt.Fprintf(b, "  kernel: could not be read: %s\n", k.Error)
-	case k.IPTables != nil:
-		v := k.IPTables
-		b.WriteString("  kernel rules:\n")
-		// Only the way that matters: to the DNAT rules where there are
-		// endpoints (or a dispatch rule is found), to the reject rule
-		// where there are none (or one is found).
-		var groups [][]string
-		if len(p.Endpoints) > 0 || len(v.Dispatch) > 0 {
-			groups = append(groups, v.Path, v.Dispatch, v.Rules)
-		}
-		if len(p.Endpoints) == 0 || len(v.Reject) > 0 {
-			groups = append(groups, v.RejectPath, v.Reject)
-		}
-		for _, group := range groups {
-			for _, r := range group {
-				fmt.Fprintf(b, "    %s\n", r)
-			}
-		}
-	case k.IPVS != nil:
-		v := k.IPVS
-		bound := "bound to outpost0"
-		if !v.Bound {
-			bound = "NOT bound to outpost0"
-		}
-		if s := v.Server; s != nil {
-			pers := ""
-			if s.Persistent {
-				pers = fmt.Sprintf(", persistent %ds", s.TimeoutSeconds)
-			}
-			fmt.Fprintf(b, "  kernel: virtual server %s, scheduler %s%s; ClusterIP %s\n", p.Target, s.Scheduler, pers, bound)
-		} else {
-			fmt.Fprintf(b, "  kernel: no virtual server for %s; ClusterIP %s\n", p.Target, bound)
+	case len(k.Lines) == 0:
+		b.WriteString("  kernel: nothing for this port\n")
+	case len(k.Lines) == 1:
+		fmt.Fprintf(b, "  kernel: %s\n", k.Lines[0])
+	default:
+		b.WriteString("  kernel:\n")
+		for _, l := range k.Lines {
+			fmt.Fprintf(b, "    %s\n", l)
 		}
 	}
 
@@ -273,8 +251,18 @@ func (rd renderer) port(b *bytes.Buffer, p PortExplanation) {
 }
 
 // endpointTable lines up each endpoint's share in the model and in the
-// kernel, one row per address either of them has.
+// kernel, one row per address either of them has, with the kernel's
+// connection counts where the mode keeps them.
 func (rd renderer) endpointTable(b *bytes.Buffer, p PortExplanation) {
+	// A weight of 0 (draining) is still a weight where the mode uses them.
+	weighted := slices.ContainsFunc(p.Endpoints, func(e Endpoint) bool { return e.Weight > 0 }) ||
+		slices.ContainsFunc(p.Kernel.Endpoints, func(e proxy.KernelEndpoint) bool { return e.Weight > 0 })
+	share := func(probability float64, weight int) string {
+		if weight > 0 || weighted && probability == 0 {
+			return fmt.Sprintf("weight %d", weight)
+		}
+		return percent(probability)
+	}
 	type row struct{ model, kernel, conns string }
 	rows := map[netip.AddrPort]*row{}
 	var order []netip.AddrPort
@@ -289,27 +277,17 @@ func (rd renderer) endpointTable(b *bytes.Buffer, p PortExplanation) {
 	}
 	for _, e := range p.Endpoints {
 		r := at(e.Addr)
-		if e.Weight > 0 {
-			r.model = fmt.Sprintf("weight %d", e.Weight)
-		} else {
-			r.model = percent(e.Probability)
-		}
+		r.model = share(e.Probability, e.Weight)
 		if e.Terminating {
 			r.model += " (terminating)"
 		}
 	}
-	ipvsMode := false
-	switch k := p.Kernel; {
-	case k.IPTables != nil:
-		for _, e := range k.IPTables.Endpoints {
-			at(e.Addr).kernel = percent(e.Probability)
-		}
-	case k.IPVS != nil && k.IPVS.Server != nil:
-		ipvsMode = true
-		for _, d := range k.IPVS.Server.Destinations {
-			r := at(d.Addr)
-			r.kernel = fmt.Sprintf("weight %d", d.Weight)
-			r.conns = fmt.Sprintf("%d active, %d inactive", d.ActiveConns, d.InactiveConns)
+	conns := false
+	if p.Kernel.Error == "" {
+		for _, e := range p.Kernel.Endpoints {
+			r := at(e.Addr)
+			r.kernel, r.conns = share(e.Probability, e.Weight), e.Conns
+			conns = conns || e.Conns != ""
 		}
 	}
 	if len(order) == 0 {
@@ -319,14 +297,14 @@ func (rd renderer) endpointTable(b *bytes.Buffer, p PortExplanation) {
 		return
 	}
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-	if ipvsMode {
+	if conns {
 		fmt.Fprintln(tw, "  ENDPOINT\tMODEL\tKERNEL\tCONNECTIONS")
 	} else {
 		fmt.Fprintln(tw, "  ENDPOINT\tMODEL\tKERNEL")
 	}
 	for _, a := range order {
 		r := rows[a]
-		if ipvsMode {
+		if conns {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", a, r.model, r.kernel, r.conns)
 		} else {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", a, r.model, r.kernel)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 )
 
@@ -136,7 +137,7 @@ func exampleExplanations(t *testing.T) map[string]Explanation {
 	out["dns"] = explain(t, s, "10.96.0.53:53", k)
 	out["legacy"] = explain(t, s, "prod/default/legacy", k)
 
-	ch := out["iptables"].Ports[0].Kernel.IPTables.Chain
+	ch := detail[iptables.ExplainDetail](t, out["iptables"].Ports[0]).Chain
 	rules := f.Rules("nat", ch)
 	if err := f.Restore(t.Context(), []byte("*nat\n-D "+ch+" "+rules[len(rules)-1]+"\nCOMMIT\n")); err != nil {
 		t.Fatal(err)
@@ -168,7 +169,7 @@ func TestWriteExplanation(t *testing.T) {
 			"  ENDPOINT       MODEL  KERNEL\n  10.0.1.7:8080  33.3%  33.3%\n",
 			"  left out:\n    10.0.1.10:8080  not ready\n",
 			"    127.0.0.1:8080  unsafe address: a loopback address\n",
-			"  kernel rules:\n    -t nat -A PREROUTING -m comment --comment \"kube-outpost: service portals for routed traffic\" -j OUTPOST-PREROUTING\n",
+			"  kernel:\n    -t nat -A PREROUTING -m comment --comment \"kube-outpost: service portals for routed traffic\" -j OUTPOST-PREROUTING\n",
 			"  model and kernel agree\n",
 		},
 		"mismatch": {
@@ -177,7 +178,7 @@ func TestWriteExplanation(t *testing.T) {
 		},
 		"legacy": {
 			"refused:\n  prod/default/legacy: spec.externalIPs [203.0.113.7] are not programmed",
-			"  session affinity: none\n  endpoints: none, so connections are refused\n  kernel rules:\n    -t filter -A FORWARD",
+			"  session affinity: none\n  endpoints: none, so connections are refused\n  kernel:\n    -t filter -A FORWARD",
 			"-t filter -A OUTPOST-R-2X5DPH -d 10.96.0.30/32 -p tcp -m tcp --dport 80 -m comment --comment \"prod/default/legacy:http has no endpoints\" -j REJECT --reject-with tcp-reset\n",
 			"  model and kernel agree\n",
 		},
@@ -300,5 +301,15 @@ func TestWriteExplanationWithoutEndpoints(t *testing.T) {
 	// Unread, the kernel neither agrees nor disagrees.
 	if strings.Contains(b.String(), "agree") || strings.Contains(b.String(), "MISMATCH") {
 		t.Errorf("a verdict without the kernel:\n%s", b.String())
+	}
+
+	// Read, and nothing there: said so, not a bare heading.
+	ex.Ports[0].Kernel = KernelView{Mode: "iptables", Lines: []string{}}
+	b.Reset()
+	if err := testRenderer.explanation(&b, ex); err != nil {
+		t.Fatal(err)
+	}
+	if want := "  kernel: nothing for this port\n  model and kernel agree\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, b.String())
 	}
 }

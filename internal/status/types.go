@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
 
 // Report is the answer to GET /status.
@@ -181,8 +182,8 @@ type Endpoint struct {
 	Addr netip.AddrPort `json:"addr"`
 	// Terminating: used only because no endpoint is ready.
 	Terminating bool `json:"terminating,omitempty"`
-	// Probability is the share of new connections it should get (iptables
-	// mode); Weight its IPVS weight (ipvs mode).
+	// Probability or Weight, whichever the mode divides new connections
+	// by, is the share it should get.
 	Probability float64 `json:"probability,omitempty"`
 	Weight      int     `json:"weight,omitempty"`
 }
@@ -194,62 +195,26 @@ type Excluded struct {
 	Detail string `json:"detail"`
 }
 
-// KernelView is what the kernel holds for the port, in the daemon's mode.
+// KernelView is what the kernel holds for the port, as the daemon's mode
+// reads it back.
 type KernelView struct {
-	// Error is set when the kernel could not be read.
-	Error    string        `json:"error,omitempty"`
-	IPTables *IPTablesView `json:"iptables,omitempty"`
-	IPVS     *IPVSView     `json:"ipvs,omitempty"`
-}
-
-// IPTablesView is the iptables rules for the port. Rules are written as
-// iptables arguments, "-t nat -A CHAIN ...".
-type IPTablesView struct {
-	// Path are the nat rules on the way to the dispatch rule.
-	Path []string `json:"path"`
-	// Dispatch are the rules that send the port to its chain: one.
-	Dispatch []string `json:"dispatch"`
-	Chain    string   `json:"chain,omitempty"`
-	Rules    []string `json:"rules"`
-	// Endpoints are the DNAT targets with the share the statistic ladder
-	// gives each.
-	Endpoints []KernelEndpoint `json:"endpoints"`
-	// NotDNATed is the share of new connections no rule DNATs.
-	NotDNATed       float64  `json:"not_dnated,omitempty"`
-	AffinitySeconds int      `json:"affinity_seconds,omitempty"`
-	RejectPath      []string `json:"reject_path"`
-	Reject          []string `json:"reject"`
-}
-
-// KernelEndpoint is one DNAT target of a service chain.
-type KernelEndpoint struct {
-	Addr        netip.AddrPort `json:"addr"`
-	Probability float64        `json:"probability"`
-}
-
-// IPVSView is the virtual server of the port.
-type IPVSView struct {
-	// Bound: the ClusterIP is on outpost0, so IPVS receives its packets.
-	Bound bool `json:"bound"`
-	// Server is nil when IPVS has no virtual server for the port.
-	Server *VirtualServer `json:"server,omitempty"`
-}
-
-// VirtualServer is an IPVS virtual server.
-type VirtualServer struct {
-	Scheduler string `json:"scheduler"`
-	// Persistent (ClientIP affinity) for TimeoutSeconds.
-	Persistent     bool          `json:"persistent"`
-	TimeoutSeconds uint32        `json:"timeout_seconds,omitempty"`
-	Destinations   []Destination `json:"destinations"`
-}
-
-// Destination is a real server of a virtual server.
-type Destination struct {
-	Addr          netip.AddrPort `json:"addr"`
-	Weight        int            `json:"weight"`
-	ActiveConns   int            `json:"active_conns"`
-	InactiveConns int            `json:"inactive_conns"`
+	// Mode is the mode that read it, which gives Detail its shape.
+	Mode string `json:"mode"`
+	// Error is set when the kernel could not be read; nothing else is.
+	Error string `json:"error,omitempty"`
+	// Lines are the kernel's objects for the port as the mode's tools
+	// print them (iptables rules, an IPVS virtual server), for people.
+	Lines []string `json:"lines"`
+	// Endpoints are where the kernel sends new connections, with the
+	// probability or weight each gets, and connection counts where the
+	// mode keeps them.
+	Endpoints []proxy.KernelEndpoint `json:"endpoints"`
+	// Empty: the kernel holds nothing for the port, neither a way to its
+	// endpoints nor a refusal.
+	Empty bool `json:"empty"`
+	// Detail is the mode's own view, for scripts that know the mode:
+	// iptables.ExplainDetail, ipvs.ExplainDetail.
+	Detail json.RawMessage `json:"detail,omitempty"`
 }
 
 // Duration is a time.Duration that JSON writes as seconds, which scripts

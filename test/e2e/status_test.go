@@ -16,6 +16,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
@@ -114,14 +116,17 @@ func TestStatusAndExplain(t *testing.T) {
 			if len(p.Mismatches) != 0 || !p.InModel || !p.ClusterSynced {
 				t.Errorf("%s: %+v", p.Key, p)
 			}
+			if p.Kernel.Mode != mode || p.Kernel.Empty || len(p.Kernel.Endpoints) != 2 || len(p.Kernel.Lines) == 0 {
+				t.Errorf("%s: kernel view %+v", p.Key, p.Kernel)
+			}
 			switch mode {
 			case "ipvs":
-				if v := p.Kernel.IPVS; v == nil || !v.Bound || v.Server == nil || len(v.Server.Destinations) != 2 {
-					t.Errorf("%s: kernel view %+v", p.Key, p.Kernel)
+				if v := kernelDetail[ipvs.ExplainDetail](t, p); !v.Bound || v.Server == nil || len(v.Server.Destinations) != 2 {
+					t.Errorf("%s: kernel detail %+v", p.Key, v)
 				}
 			default:
-				if v := p.Kernel.IPTables; v == nil || len(v.Endpoints) != 2 || v.Chain == "" || len(v.Dispatch) != 1 {
-					t.Errorf("%s: kernel view %+v", p.Key, p.Kernel)
+				if v := kernelDetail[iptables.ExplainDetail](t, p); len(v.Endpoints) != 2 || v.Chain == "" || len(v.Dispatch) != 1 {
+					t.Errorf("%s: kernel detail %+v", p.Key, v)
 				}
 			}
 		}
@@ -154,7 +159,7 @@ func TestStatusAndExplain(t *testing.T) {
 				t.Fatal(err)
 			}
 		default:
-			if _, err := theLab.HostRun(ctx, "iptables", "-t", "nat", "-F", p.Kernel.IPTables.Chain); err != nil {
+			if _, err := theLab.HostRun(ctx, "iptables", "-t", "nat", "-F", kernelDetail[iptables.ExplainDetail](t, p).Chain); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -254,6 +259,17 @@ func explain(sock, query string) (status.Explanation, error) {
 		return e, fmt.Errorf("explain %s: no ports", query)
 	}
 	return e, nil
+}
+
+// kernelDetail decodes a port's kernel.detail as the mode's view, as a
+// script that knows the mode would.
+func kernelDetail[T any](t *testing.T, p status.PortExplanation) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(p.Kernel.Detail, &v); err != nil {
+		t.Fatalf("%s: kernel detail %s: %v", p.Key, p.Kernel.Detail, err)
+	}
+	return v
 }
 
 func clusterIn(r status.Report, name string) *status.ClusterStatus {

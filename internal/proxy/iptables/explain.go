@@ -59,15 +59,11 @@ func (r Rule) String() string { return "-A " + r.Chain + " " + r.Spec }
 
 // EndpointShare is one DNAT target of a service chain.
 type EndpointShare struct {
-	Addr netip.AddrPort
+	Addr netip.AddrPort `json:"addr"`
 	// Probability is the share of new connections (without affinity)
 	// that reach this endpoint.
-	Probability float64
+	Probability float64 `json:"probability"`
 }
-
-// ServiceChain is the chain the backend writes for a service port, so
-// that explain can tell a dispatch rule to another chain.
-func ServiceChain(k model.PortKey) string { return serviceChain(k) }
 
 // ReadPort reads what iptables does with packets to vip over proto, from
 // iptables-save of the nat and filter tables. It only reads. The two

@@ -85,8 +85,8 @@ func TestReadPort(t *testing.T) {
 	mustSync(t, newProxier(f, false, testMark), st, true)
 
 	v := readPort(t, f, "10.96.0.10:80", model.TCP)
-	if v.Chain != ServiceChain(web) {
-		t.Errorf("chain %q, want %q", v.Chain, ServiceChain(web))
+	if v.Chain != serviceChain(web) {
+		t.Errorf("chain %q, want %q", v.Chain, serviceChain(web))
 	}
 	if len(v.Rules) != 4 || !strings.Contains(v.Rules[0].Spec, "MARK") {
 		t.Errorf("service chain rules: want the mark and three DNAT rules:\n%s", rulesText(v.Rules))
@@ -152,7 +152,7 @@ func TestReadPortTampered(t *testing.T) {
 	f := NewFake()
 	mustSync(t, newProxier(f, false, testMark), testState(), true)
 	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
-	ch := ServiceChain(web)
+	ch := serviceChain(web)
 	rules := f.Rules("nat", ch)
 	last := rules[len(rules)-1]
 	mustRestore(t, f, "*nat\n-D "+ch+" "+last+"\nCOMMIT\n")

@@ -23,9 +23,10 @@ func init() {
 		Privileges: proxy.Privileges{Capabilities: []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}},
 		New:        newBackends,
 		// The kernel loads what the rules use by itself.
-		Prepare: nil,
-		InUse:   inUse,
-		Cleanup: cleanupAll,
+		Prepare:   nil,
+		InUse:     inUse,
+		Cleanup:   cleanupAll,
+		Explainer: newExplainer,
 	})
 }
 

@@ -106,12 +106,12 @@ func (s Service) String() string {
 }
 
 // Destination is a real server of a virtual server. The connection counts
-// are read only: IPVS keeps them.
+// are read only: IPVS keeps them. The JSON is explain's.
 type Destination struct {
-	Addr          netip.AddrPort
-	Weight        int
-	ActiveConns   int
-	InactiveConns int
+	Addr          netip.AddrPort `json:"addr"`
+	Weight        int            `json:"weight"`
+	ActiveConns   int            `json:"active_conns"`
+	InactiveConns int            `json:"inactive_conns"`
 }
 
 // VirtualServer is a Service with its destinations, as List returns it.

@@ -31,8 +31,9 @@ func init() {
 		Prepare: func(ctx context.Context, cfg *config.Config) error {
 			return Prepare(ctx, NewKernel(), cfg.IPVSScheduler)
 		},
-		InUse:   inUse,
-		Cleanup: cleanupAll,
+		InUse:     inUse,
+		Cleanup:   cleanupAll,
+		Explainer: newExplainer,
 	})
 }
 
