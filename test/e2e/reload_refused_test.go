@@ -61,7 +61,9 @@ func TestReloadRefused(t *testing.T) {
 
 	// top is the running config's top-level lines; cluster(extra...) is
 	// alpha as it runs, with extra lines.
-	top := fmt.Sprintf("mode = %q\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n", mode, statusSocket(t))
+	sock := statusSocket(t)
+	top := fmt.Sprintf("mode = %q\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n", mode, sock)
+	noMin := fmt.Sprintf("mode = %q\nstatus_socket = %q\n", mode, sock) // for the cases that set min_sync_period
 	cluster := func(extra ...string) string {
 		return fmt.Sprintf("[[clusters]]\nname = \"alpha\"\nkubeconfig = %q\nservice_cidrs = [%q]\n", alpha.Kubeconfig, alpha.ServiceCIDR) +
 			strings.Join(extra, "\n") + "\n"
@@ -78,10 +80,10 @@ func TestReloadRefused(t *testing.T) {
 		{"unknown key", "sync_perod = \"30s\"\n" + top + cluster(), []string{":1: unknown key", "sync_period"}},
 		{"unknown mode", "mode = \"fastest\"\n" + cluster(), []string{":1: mode", "fastest"}},
 		{"mode of the wrong type", "mode = 1\n" + cluster(), []string{":1: mode: must be a string"}},
-		{"a period that spins the loop", top + "min_sync_period = \"1ns\"\n" + cluster(), []string{":4: min_sync_period", "from 10ms"}},
+		{"a period that spins the loop", noMin + "min_sync_period = \"1ns\"\n" + cluster(), []string{":3: min_sync_period", "from 10ms"}},
 		{"a period of zero", top + "sync_period = \"0s\"\n" + cluster(), []string{":4: sync_period"}},
 		{"not a duration", top + "full_sync_period = \"forever\"\n" + cluster(), []string{":4: full_sync_period", "not a duration"}},
-		{"min above sync", top + "min_sync_period = \"30s\"\nsync_period = \"2s\"\n" + cluster(), []string{"min_sync_period 30s is longer than sync_period 2s"}},
+		{"min above sync", noMin + "min_sync_period = \"30s\"\nsync_period = \"2s\"\n" + cluster(), []string{"min_sync_period 30s is longer than sync_period 2s"}},
 		{"masquerade of the wrong type", top + "masquerade = \"yes\"\n" + cluster(), []string{":4: masquerade: must be true or false"}},
 		{"masquerade mark out of range", top + "masquerade_mark = 99999999999\n" + cluster(), []string{":4: masquerade_mark"}},
 		{"ipvs scheduler", top + "ipvs_scheduler = \"fastest\"\n" + cluster(), []string{":4: ipvs_scheduler", "fastest"}},
