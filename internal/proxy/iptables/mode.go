@@ -22,8 +22,9 @@ func init() {
 		// xtables asks for to open its raw socket.
 		Privileges: proxy.Privileges{Capabilities: []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}},
 		New:        newBackends,
-		// The kernel loads what the rules use by itself.
-		Prepare:   nil,
+		// The kernel loads what the rules use by itself; the sandbox
+		// needs the lock file there before it is made.
+		Prepare:   func(context.Context, *config.Config) error { return EnsureLockFile(LockFile()) },
 		InUse:     inUse,
 		Cleanup:   cleanupAll,
 		Explainer: newExplainer,

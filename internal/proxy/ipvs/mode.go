@@ -29,6 +29,10 @@ func init() {
 		Privileges: proxy.Privileges{Capabilities: []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}},
 		New:        newBackends,
 		Prepare: func(ctx context.Context, cfg *config.Config) error {
+			// This mode writes iptables rules too (see iptables.EnsureLockFile).
+			if err := iptables.EnsureLockFile(iptables.LockFile()); err != nil {
+				return err
+			}
 			return Prepare(ctx, NewKernel(), cfg.IPVSScheduler)
 		},
 		InUse:     inUse,
