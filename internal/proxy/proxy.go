@@ -31,3 +31,9 @@ type TransactionFailure interface {
 	error
 	TransactionFailed()
 }
+
+// Warner is a Backend that knows of something wrong on the host that a
+// sync cannot fix (a sysctl reset behind its back); status shows it.
+type Warner interface {
+	Warnings() []string
+}

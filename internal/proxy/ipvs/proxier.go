@@ -79,6 +79,9 @@ type Proxier struct {
 
 	moduleReady bool
 	needFull    bool
+	// drift are the sysctls found off their value and not settable from
+	// here (sysctls.go), as last checked; status shows them.
+	drift []string
 	// sets is the content of our ipsets as last written, by name; a set
 	// that is missing here is rewritten by the next sync.
 	sets map[string]setContent
@@ -121,7 +124,7 @@ func New(opt Options) *Proxier {
 	return &Proxier{opt: opt, log: log, needFull: true, sets: map[string]setContent{}, zeroed: map[destKey]time.Time{}}
 }
 
-// sysctls are set on every full sync (the first one included). They are
+// sysctls are set by prepare, and checked on every full sync (sysctls.go). They are
 // the ones kube-proxy sets in IPVS mode for the same reasons. Despite the
 // path, they apply to IPVS of both families.
 var sysctls = []struct{ name, value string }{
@@ -240,11 +243,7 @@ func (p *Proxier) prepare(ctx context.Context, full bool) error {
 		p.moduleReady = true
 	}
 	if full {
-		for _, s := range sysctls {
-			if err := k.SetSysctl(s.name, s.value); err != nil {
-				return err
-			}
-		}
+		p.checkSysctls()
 	}
 	return k.EnsureInterface()
 }

@@ -326,7 +326,7 @@ func betaPart(dump string) string {
 
 func TestErrorThenConverge(t *testing.T) {
 	boom := errors.New("netlink: boom")
-	for _, method := range []string{"AddService", "AddDest", "AddAddr", "List", "InterfaceAddrs", "EnsureInterface", "SetSysctl"} {
+	for _, method := range []string{"AddService", "AddDest", "AddAddr", "List", "InterfaceAddrs", "EnsureInterface"} {
 		t.Run(method, func(t *testing.T) {
 			e := newEnv(t)
 			e.k.FailNext(method, boom)
@@ -340,6 +340,25 @@ func TestErrorThenConverge(t *testing.T) {
 				"10.96.0.40,sctp:3868", "10.96.0.53,tcp:53", "10.96.0.53,udp:53", "10.97.0.10,tcp:443")
 		})
 	}
+
+	// A sysctl that cannot be set (a read-only /proc/sys in the sandbox,
+	// after `sysctl --system` reset it) is a warning, not a failed sync:
+	// failing would leave every later change unprogrammed.
+	t.Run("SetSysctl", func(t *testing.T) {
+		e := newEnv(t)
+		e.k.FailNext("SetSysctl", errors.New("sysctl net/ipv4/vs/conntrack=1: read-only file system"))
+		e.sync(testState(), false)
+		e.wantDump(testStateDump)
+		w := e.p.Warnings()
+		if len(w) != 1 || !strings.Contains(w[0], "net.ipv4.vs.conntrack is not 1") || !strings.Contains(w[0], "read-only file system") {
+			t.Fatalf("Warnings after a sysctl that could not be set: %q", w)
+		}
+		// The next full sync sets it: the warning goes.
+		e.sync(testState(), true)
+		if w := e.p.Warnings(); len(w) != 0 {
+			t.Errorf("Warnings after the sysctl was set: %q", w)
+		}
+	})
 
 	t.Run("one failed service does not hold back the others", func(t *testing.T) {
 		e := newEnv(t)

@@ -1,0 +1,36 @@
+package ipvs
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// checkSysctls puts the IPVS sysctls back where prepare set them, on every
+// full sync: a `sysctl --system` or an admin may have reset them. In the
+// unit's sandbox /proc/sys is read-only, so a reset one cannot be fixed
+// from here; that must not fail the sync (the virtual servers are still
+// right, and failing would leave every later change unprogrammed), so it
+// is reported instead: one log line when the set of drifted sysctls
+// changes, and in status (Warnings) until prepare runs again.
+func (p *Proxier) checkSysctls() {
+	var drift []string
+	for _, s := range sysctls {
+		if err := p.opt.Kernel.SetSysctl(s.name, s.value); err != nil {
+			drift = append(drift, fmt.Sprintf("%s is not %s and cannot be set by the daemon (%v): restart the unit, "+
+				"whose prepare step sets it", strings.ReplaceAll(s.name, "/", "."), s.value, err))
+		}
+	}
+	if !slices.Equal(drift, p.drift) {
+		if len(drift) > 0 {
+			p.log.Warn("IPVS sysctls differ from what prepare set; the rules are synced, but IPVS traffic may not be NATed back",
+				"ipv6", p.opt.IPv6, "sysctls", drift)
+		} else if len(p.drift) > 0 {
+			p.log.Info("IPVS sysctls are as prepare set them again", "ipv6", p.opt.IPv6)
+		}
+	}
+	p.drift = drift
+}
+
+// Warnings says what is wrong on this host that a sync cannot fix.
+func (p *Proxier) Warnings() []string { return slices.Clone(p.drift) }
