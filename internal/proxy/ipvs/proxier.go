@@ -124,8 +124,8 @@ func New(opt Options) *Proxier {
 	return &Proxier{opt: opt, log: log, needFull: true, sets: map[string]setContent{}, zeroed: map[destKey]time.Time{}}
 }
 
-// sysctls are set by prepare, and checked on every full sync (sysctls.go). They are
-// the ones kube-proxy sets in IPVS mode for the same reasons. Despite the
+// sysctls are set by prepare, and checked on every full sync (sysctls.go).
+// They are the ones kube-proxy sets in IPVS mode for the same reasons. Despite the
 // path, they apply to IPVS of both families.
 var sysctls = []struct{ name, value string }{
 	// Keep conntrack entries for IPVS connections: without them the
