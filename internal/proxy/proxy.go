@@ -37,3 +37,13 @@ type TransactionFailure interface {
 type Warner interface {
 	Warnings() []string
 }
+
+// Prober is a Backend that can tell cheaply, every few seconds, whether
+// its objects were removed behind its back (a firewall reload flushing a
+// table), so that they are repaired by a full sync at once rather than at
+// the next periodic one. It runs beside Sync.
+type Prober interface {
+	// Missing says what is gone; nothing when all is there, or before
+	// the first sync.
+	Missing(ctx context.Context) ([]string, error)
+}

@@ -56,5 +56,6 @@ func (p *Proxier) cleanup(ctx context.Context, ours func(chain string) bool) err
 		}
 	}
 	p.applied, p.clusters, p.chains, p.needFull = nil, nil, nil, true
+	p.canaries.Store(false)
 	return nil
 }

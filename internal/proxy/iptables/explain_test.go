@@ -191,6 +191,9 @@ func (s savedRunner) Save(_ context.Context, table string) ([]byte, error) {
 }
 func (savedRunner) Restore(context.Context, []byte) error { panic("ReadPort must not write") }
 func (savedRunner) HasRandomFully() bool                  { return true }
+func (savedRunner) ListChain(context.Context, string, string) ([]string, error) {
+	panic("ReadPort reads whole tables")
+}
 
 func TestReadPortRealSaveOutput(t *testing.T) {
 	r := savedRunner{

@@ -417,6 +417,21 @@ func writeTable(b *bytes.Buffer, name string, t *fakeTable) {
 	b.WriteString("COMMIT\n")
 }
 
+// ListChain implements Runner.
+func (f *Fake) ListChain(_ context.Context, table, chain string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t := f.tables[table]
+	if t == nil || t.chains[chain] == nil {
+		return nil, ErrNoChain
+	}
+	var out []string
+	for _, r := range t.chains[chain].rules {
+		out = append(out, "-A "+chain+" "+r.text)
+	}
+	return out, nil
+}
+
 // HasRandomFully implements Runner.
 func (f *Fake) HasRandomFully() bool { return true }
 

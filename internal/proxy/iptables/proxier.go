@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -62,6 +63,8 @@ type Proxier struct {
 	// warnedNoMasq: serve_node_ports without a masquerade mark was
 	// logged once.
 	warnedNoMasq bool
+	// canaries: a sync wrote the canary chains (canary.go).
+	canaries atomic.Bool
 }
 
 // clusterShape is what of a cluster decides which of its chains exist.

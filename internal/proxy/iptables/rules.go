@@ -67,6 +67,7 @@ const (
 	chainPostrt   = "OUTPOST-POSTROUTING"
 	chainFilter   = "OUTPOST-FILTER"
 	chainForward  = "OUTPOST-FORWARD"
+	chainCanary   = "OUTPOST-CANARY" // canary.go
 	clusterPrefix = "OUTPOST-C-"
 	rejectPrefix  = "OUTPOST-R-"
 	servicePrefix = "OUTPOST-S-"

@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"errors"
 	"bytes"
 	"context"
 	"fmt"
@@ -23,7 +24,15 @@ type Runner interface {
 	// HasRandomFully says whether MASQUERADE takes --random-fully, which
 	// avoids source port clashes between many clients behind one address.
 	HasRandomFully() bool
+	// ListChain returns one chain's rules as `iptables -S CHAIN` prints
+	// them, without the -N line; ErrNoChain when the chain is not there.
+	// It reads one chain, which costs little however many rules the
+	// table holds: the canary check runs it every few seconds.
+	ListChain(ctx context.Context, table, chain string) ([]string, error)
 }
+
+// ErrNoChain is ListChain's error for a chain that does not exist.
+var ErrNoChain = errors.New("no such chain")
 
 // execRunner runs the iptables binaries of one IP family.
 type execRunner struct {
@@ -51,6 +60,24 @@ func NewRunner(ipv6 bool) (Runner, error) {
 }
 
 func (r *execRunner) HasRandomFully() bool { return r.ipt.HasRandomFully() }
+
+func (r *execRunner) ListChain(_ context.Context, table, chain string) ([]string, error) {
+	out, err := r.ipt.List(table, chain)
+	var e *goipt.Error
+	if errors.As(err, &e) && e.IsNotExist() {
+		return nil, ErrNoChain
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rules []string
+	for _, l := range out {
+		if !strings.HasPrefix(l, "-N ") && !strings.HasPrefix(l, "-P ") {
+			rules = append(rules, l)
+		}
+	}
+	return rules, nil
+}
 
 func (r *execRunner) Restore(ctx context.Context, script []byte) error {
 	// --wait: the legacy backend serialises writers with the xtables lock.

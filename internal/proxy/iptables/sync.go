@@ -37,6 +37,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		}
 	}
 	s.renderNodePortTop()
+	renderCanaries(s)
 	p.writeTopChains(s)
 	if full {
 		p.writeHooks(s, shapes)
@@ -398,6 +399,7 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	}
 	s.tx.applyTo(p.chains)
 	p.top = s.top.texts()
+	p.canaries.Store(true)
 	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
 	p.clearStaleUDP(ctx, p.applied, s.next, hostAddrs)
 	p.hostAddrs = hostAddrs
@@ -456,6 +458,8 @@ func newTopChains() *topChains {
 		{table: "nat", chain: chainPostrt},
 		{table: "filter", chain: chainFilter},
 		{table: "filter", chain: chainForward},
+		{table: "nat", chain: chainCanary},
+		{table: "filter", chain: chainCanary},
 	}}
 }
 
