@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -96,6 +97,9 @@ type Proxier struct {
 	nodePortsOn    bool
 	rulesNodePorts *bool
 	warnedNoMasq   bool
+	// bound are the VIPs the last successful sync left on outpost0, for
+	// Missing (canary.go); nil before it.
+	bound atomic.Pointer[setContent]
 }
 
 // destKey is one destination of one virtual server.
@@ -229,6 +233,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		return err
 	}
 	p.needFull = false
+	p.bound.Store(&res.vips)
 	p.log.Debug("ipvs sync", "ipv6", p.opt.IPv6, "full", full, "services", len(pl.want), "changes", res.changes)
 	return nil
 }
@@ -457,6 +462,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	}
 	clear(p.sets)
 	clear(p.zeroed)
+	p.bound.Store(nil)
 	p.needFull = true
 	return errors.Join(errs...)
 }
