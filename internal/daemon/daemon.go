@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
@@ -24,7 +23,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
-	"github.com/kube-outpost/kube-outpost/internal/runner"
+	"github.com/kube-outpost/kube-outpost/internal/syncrunner"
 	"github.com/kube-outpost/kube-outpost/internal/systemd"
 )
 
@@ -34,8 +33,7 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *model.Store
 	backends []proxy.Backend
-	runner   *runner.Runner
-	fullDue  atomic.Bool
+	runner   *syncrunner.Runner
 	notifier *systemd.Notifier
 	started  time.Time
 	metrics  *metrics.Metrics
@@ -100,7 +98,11 @@ var Version = "dev"
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource,
 		lookupHost: lookupHost}
-	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
+	// The periodic run is the full sync; a failed sync is retried within
+	// SyncPeriod.
+	d.runner = syncrunner.New(d.sync, syncrunner.Options{
+		MinInterval: cfg.MinSyncPeriod, MaxInterval: cfg.FullSyncPeriod, MaxBackoff: cfg.SyncPeriod,
+	})
 	// kube-proxy's health timeout: a failed sync is retried within
 	// SyncPeriod, so twice that is at least one retry that failed too.
 	d.health = health.NewTracker(2*cfg.SyncPeriod, nil)
@@ -154,7 +156,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	go d.watchHostAddrs(ctx)
 	d.otherModeCleanup(ctx)
-	go d.fullSyncTicker(ctx)
 	go d.watchdog(ctx)
 	go func() {
 		// Re-evaluate readiness once the grace for unreachable clusters is
@@ -303,27 +304,19 @@ func (d *Daemon) setClusters(cfgs []config.Cluster) error {
 	return nil
 }
 
-func (d *Daemon) fullSyncTicker(ctx context.Context) {
-	t := time.NewTicker(d.cfg.FullSyncPeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.fullDue.Store(true)
-			d.queue()
-		}
+func (d *Daemon) sync(ctx context.Context, run syncrunner.Run) error {
+	if run.Periodic {
+		// The full sync's turn is queued as a change is (queue), so that
+		// full syncs that keep failing turn the health checks red.
+		d.health.QueuedUpdate()
+		d.metrics.Queued(time.Now())
 	}
-}
-
-func (d *Daemon) sync(ctx context.Context) error {
 	d.health.SyncStarted()
 	d.refreshListeners() // listeners.go: node ports held by local processes
 	st, triggers := d.store.Checkout()
 	triggers = append(d.unprogrammed, triggers...)
 	d.unprogrammed = nil
-	full := d.fullDue.Swap(false)
+	full := run.Periodic
 	start := time.Now()
 	d.mu.Lock()
 	d.syncStarted = start

@@ -16,9 +16,9 @@ import (
 // the store bounds those it collects.
 const maxUnprogrammed = 10000
 
-// queue asks for a sync because something changed: the desired state, the
-// full sync's turn, or the kernel's state behind a backend's back. The
-// health check counts the wait from here.
+// queue asks for a sync because something changed: the desired state or
+// the kernel's state behind a backend's back. The health check counts the
+// wait from here. The full sync's turn comes from the runner (sync).
 func (d *Daemon) queue() {
 	d.health.QueuedUpdate()
 	d.metrics.Queued(time.Now())

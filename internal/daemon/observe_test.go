@@ -21,6 +21,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+	"github.com/kube-outpost/kube-outpost/internal/syncrunner"
 )
 
 var alphaCIDR = netip.MustParsePrefix("10.96.0.0/16")
@@ -146,7 +147,7 @@ func TestSyncObserved(t *testing.T) {
 		t.Fatalf("changes were not queued for the health check: %+v", st)
 	}
 
-	if err := d.sync(ctx); err != nil {
+	if err := d.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("first sync", map[string]float64{
@@ -168,7 +169,7 @@ func TestSyncObserved(t *testing.T) {
 	// is not observed yet, and the counts stay those of the rules in force.
 	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.1.0.1"))
 	fake.FailNext = &iptables.RestoreError{Output: "iptables-restore: line 3 failed", Err: errors.New("exit status 1")}
-	if err := d.sync(ctx); err == nil {
+	if err := d.sync(ctx, syncrunner.Run{}); err == nil {
 		t.Fatal("sync succeeded although iptables-restore failed")
 	}
 	check("failed sync", map[string]float64{
@@ -186,7 +187,7 @@ func TestSyncObserved(t *testing.T) {
 	// A failure that is not iptables-restore's (here: a lock timeout) is
 	// a sync error, not a restore failure.
 	fake.FailNext = errors.New("another app is currently holding the xtables lock")
-	if err := d.sync(ctx); err == nil {
+	if err := d.sync(ctx, syncrunner.Run{}); err == nil {
 		t.Fatal("sync succeeded although the runner failed")
 	}
 	check("second failed sync", map[string]float64{
@@ -196,7 +197,7 @@ func TestSyncObserved(t *testing.T) {
 
 	// The retry programs the change. It is a full sync, as is any after
 	// a failure: the second failed one was too.
-	if err := d.sync(ctx); err != nil {
+	if err := d.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("retry", map[string]float64{
@@ -210,13 +211,33 @@ func TestSyncObserved(t *testing.T) {
 	}
 
 	// Nothing changed: a partial sync, with nothing to measure.
-	if err := d.sync(ctx); err != nil {
+	if err := d.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("idle sync", map[string]float64{
 		"kube_outpost_sync_partial_proxy_rules_duration_seconds": 2,
 		"kube_outpost_network_programming_duration_seconds":      2,
 	})
+
+	// The runner's periodic run is a full sync, queued as a change is:
+	// one that fails keeps the health checks waiting.
+	fake.FailNext = errors.New("another app is currently holding the xtables lock")
+	if err := d.sync(ctx, syncrunner.Run{Periodic: true}); err == nil {
+		t.Fatal("sync succeeded although the runner failed")
+	}
+	if st := d.health.Status(); st.PendingSince == nil {
+		t.Errorf("after a failed periodic sync: %+v, want it pending", st)
+	}
+	if err := d.sync(ctx, syncrunner.Run{Periodic: true}); err != nil {
+		t.Fatal(err)
+	}
+	check("periodic syncs", map[string]float64{
+		"kube_outpost_sync_full_proxy_rules_duration_seconds":    5,
+		"kube_outpost_sync_partial_proxy_rules_duration_seconds": 2,
+	})
+	if st := d.health.Status(); !st.Healthy || st.PendingSince != nil {
+		t.Errorf("after a periodic sync: %+v, want healthy with nothing pending", st)
+	}
 }
 
 // TestClusterSeries: a cluster's watch series exist while it is
