@@ -4,18 +4,15 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/health"
 	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
@@ -51,29 +48,14 @@ type Daemon struct {
 	routesUsed    bool // a routes cluster was configured in this run
 	routesCleaned bool // the leftovers of an earlier run were removed
 
+	clusters *clusterSet
+
 	mu          sync.Mutex
-	ctx         context.Context // Run's, for watchers started by Reload
-	clusters    map[string]*clusterHandle
-	generation  int
 	lastSync    SyncResult
 	lastSuccess SyncResult // zero before the first successful sync
 	syncStarted time.Time  // zero when no sync runs
 	ready       bool
 	routeState  map[string]routeState // by routes cluster, from the last route sync
-}
-
-// clusterHandle is one configured cluster and its watcher.
-type clusterHandle struct {
-	cfg        config.Cluster
-	source     string // what the watcher was built from: a change restarts it
-	generation int
-	watcher    *cluster.Watcher
-	// nodes watches the cluster's Nodes when it is reached through them
-	// (reach.go); nil for reach = "direct".
-	nodes *cluster.NodeWatcher
-	// order is the cluster's place in the configuration: the earlier
-	// cluster wins a route that two want (reach.go).
-	order int
 }
 
 // readyGrace is how long READY waits for clusters that cannot be reached:
@@ -96,7 +78,7 @@ var Version = "dev"
 // New builds a daemon for cfg. Backends are made from cfg.Mode unless given
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource,
+	d := &Daemon{cfg: cfg, log: log, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource,
 		lookupHost: lookupHost}
 	// The periodic run is the full sync; a failed sync is retried within
 	// SyncPeriod.
@@ -120,6 +102,7 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	}
 	d.backends = backends
 	d.store = model.NewStore(log, d.queue)
+	d.clusters = newClusterSet(d.store, d.store, log, d.queue)
 	return d, nil
 }
 
@@ -145,9 +128,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopStatus := d.serveStatus(ctx, statusLn)
 	defer stopStatus()
 	d.mu.Lock()
-	d.ctx = ctx
 	d.started = time.Now()
 	d.mu.Unlock()
+	d.clusters.setContext(ctx)
 	// Before the first service is built: an endpoint at this host's own
 	// address must never be programmed, not even for a moment.
 	d.refreshHostAddrs()
@@ -169,14 +152,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
 	d.runner.Loop(ctx)
 	d.notifier.Notify("STOPPING=1")
-	d.mu.Lock()
-	for _, h := range d.clusters {
-		h.watcher.Stop()
-		if h.nodes != nil {
-			h.nodes.Stop()
-		}
-	}
-	d.mu.Unlock()
+	d.clusters.stop()
 	d.log.Info("stopping; rules and routes stay in place")
 	return nil
 }
@@ -220,88 +196,6 @@ func globalDiff(a, b *config.Config) string {
 		diff = append(diff, "routed_clients")
 	}
 	return strings.Join(diff, ", ")
-}
-
-// source is what a watcher depends on: the cluster's settings and the
-// kubeconfig's content (a rotated token must be picked up by a reload).
-func source(c config.Cluster) string {
-	data, _ := os.ReadFile(c.Kubeconfig)
-	sum := sha256.Sum256(data)
-	return fmt.Sprintf("%s|%s|%s|%v|%q|%q|%q|%s|%q|%x", c.Kubeconfig, c.Context, c.Server, c.ServiceCIDRs, c.Namespaces, c.ExcludeNamespaces, c.ServiceSelector,
-		c.Reach, c.NodeAddressTypes, sum)
-}
-
-func (d *Daemon) setClusters(cfgs []config.Cluster) error {
-	// A service range or allowed external IP range that collides with this
-	// host's network would let a cluster shadow real addresses: refused at
-	// start and at reload, like check-config does.
-	if err := checkHost(cfgs, d.host); err != nil {
-		var c hostcheck.Collision
-		if !errors.As(err, &c) {
-			// Not a verdict: the kernel could not be read. check-config
-			// reports it; the daemon serves on.
-			d.log.Warn("could not check the clusters' service ranges and allow_external_ips against this host's network", "err", err)
-		} else {
-			return fmt.Errorf("a cluster's ranges collide with this host's network:\n%w", err)
-		}
-	}
-	// Before the lock: resolving may take up to its timeout.
-	apiservers := d.apiserverAddrs(cfgs)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	// Build every new watcher first: a bad kubeconfig refuses the whole
-	// change before anything is stopped.
-	next := map[string]*clusterHandle{}
-	var started []*clusterHandle
-	for _, c := range cfgs {
-		src := source(c)
-		if h := d.clusters[c.Name]; h != nil && h.source == src {
-			h.cfg = c
-			next[c.Name] = h
-			continue
-		}
-		w, err := cluster.New(c, d.store, d.log)
-		if err != nil {
-			return err
-		}
-		nw, err := d.newNodeWatcher(c)
-		if err != nil {
-			return err
-		}
-		d.generation++
-		h := &clusterHandle{cfg: c, source: src, generation: d.generation, watcher: w, nodes: nw}
-		next[c.Name] = h
-		started = append(started, h)
-	}
-	// Old watchers stop before the model forgets their objects, so that
-	// none of their events lands in the new data.
-	for name, h := range d.clusters {
-		if next[name] != h {
-			h.watcher.Stop()
-			if h.nodes != nil {
-				h.nodes.Stop()
-			}
-		}
-	}
-	var ccs []model.ClusterConfig
-	for i, c := range cfgs {
-		h := next[c.Name]
-		h.order = i
-		ccs = append(ccs, model.ClusterConfig{Cluster: c, Generation: h.generation, APIServerAddrs: apiservers[c.Name]})
-	}
-	d.store.SetClusters(ccs)
-	d.clusters = next
-	for _, h := range started {
-		if err := h.watcher.Start(d.ctx); err != nil {
-			return fmt.Errorf("cluster %q: %w", h.cfg.Name, err)
-		}
-		if h.nodes != nil {
-			if err := h.nodes.Start(d.ctx); err != nil {
-				return fmt.Errorf("cluster %q: nodes: %w", h.cfg.Name, err)
-			}
-		}
-	}
-	return nil
 }
 
 func (d *Daemon) sync(ctx context.Context, run syncrunner.Run) error {

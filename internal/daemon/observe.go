@@ -28,20 +28,18 @@ func (d *Daemon) queue() {
 // clusterStatuses reports the watch state of the configured clusters, for
 // each scrape.
 func (d *Daemon) clusterStatuses() []metrics.ClusterStatus {
-	d.mu.Lock()
-	out := make([]metrics.ClusterStatus, 0, len(d.clusters))
-	for name, h := range d.clusters {
+	var out []metrics.ClusterStatus
+	d.clusters.each(func(h *clusterHandle) {
 		st := h.watcher.Status()
 		cs := metrics.ClusterStatus{
-			Name: name, Up: st.Connected && st.Synced, Synced: st.Synced, WatchErrors: st.WatchErrors,
+			Name: h.cfg.Name, Up: st.Connected && st.Synced, Synced: st.Synced, WatchErrors: st.WatchErrors,
 		}
 		if rs := d.reachStatus(h).routes; rs != nil {
 			n := len(rs.Refused) + len(rs.Problems)
 			cs.RoutesRefused = &n
 		}
 		out = append(out, cs)
-	}
-	d.mu.Unlock()
+	})
 	slices.SortFunc(out, func(a, b metrics.ClusterStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

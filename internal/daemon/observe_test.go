@@ -246,7 +246,7 @@ func TestClusterSeries(t *testing.T) {
 	d, _ := testDaemon(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d.ctx = ctx
+	d.clusters.setContext(ctx)
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	// An apiserver that refuses connections at once: nothing listens on
 	// port 1 of loopback.
@@ -261,11 +261,7 @@ func TestClusterSeries(t *testing.T) {
 	if err := d.setClusters([]config.Cluster{cl("alpha", "10.96.0.0/16"), cl("beta", "10.97.0.0/16")}); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		for _, h := range d.clusters {
-			h.watcher.Stop()
-		}
-	}()
+	defer d.clusters.stop()
 	for _, c := range []string{"alpha", "beta"} {
 		if up, synced := value(t, d, "kube_outpost_cluster_up", "cluster", c), value(t, d, "kube_outpost_cluster_synced", "cluster", c); up != 0 || synced != 0 {
 			t.Errorf("%s, unreachable: up %v, synced %v, want 0 and 0", c, up, synced)

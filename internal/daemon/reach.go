@@ -7,10 +7,8 @@
 package daemon
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
@@ -24,19 +22,19 @@ import (
 
 // newNodeWatcher makes the node watcher of a cluster reached through its
 // nodes; nil for reach = "direct", which never lists nodes.
-func (d *Daemon) newNodeWatcher(c config.Cluster) (*cluster.NodeWatcher, error) {
+func (s *clusterSet) newNodeWatcher(c config.Cluster) (*cluster.NodeWatcher, error) {
 	if !c.Reach.ThroughNodes() {
 		return nil, nil
 	}
 	name, isRoutes := c.Name, c.Reach == reach.Routes
 	return cluster.NodeWatcherFor(c, cluster.NodeWatcherOptions{
-		Log: d.log,
+		Log: s.log,
 		OnChange: func(nodes []model.NodeInfo) {
 			// The store queues a sync when the desired state changes;
 			// routes depend on nodes alone, so they queue one here.
-			d.store.SetNodes(name, nodes)
+			s.store.SetNodes(name, nodes)
 			if isRoutes {
-				d.queue()
+				s.queue()
 			}
 		},
 	})
@@ -71,8 +69,7 @@ func (d *Daemon) syncRoutes(ctx context.Context) error {
 	if d.routes == nil {
 		return nil
 	}
-	d.mu.Lock()
-	handles := slices.SortedFunc(maps.Values(d.clusters), func(a, b *clusterHandle) int { return cmp.Compare(a.order, b.order) })
+	handles := d.clusters.inOrder()
 	var want []routes.Route
 	var waiting []string
 	var configs []config.Cluster
@@ -94,6 +91,7 @@ func (d *Daemon) syncRoutes(ctx context.Context) error {
 		want = append(want, rs...)
 		state[h.cfg.Name] = routeState{want: rs, problems: problems}
 	}
+	d.mu.Lock()
 	before := d.routeState
 	d.mu.Unlock()
 	if len(waiting) > 0 {
@@ -167,7 +165,7 @@ type reachStatus struct {
 	routes *status.Routes
 }
 
-// reachStatus reads a cluster's node watch and routes; d.mu is held.
+// reachStatus reads a cluster's node watch and routes.
 func (d *Daemon) reachStatus(h *clusterHandle) reachStatus {
 	rs := reachStatus{reach: string(h.cfg.Reach)}
 	if rs.reach == "" {
@@ -186,7 +184,9 @@ func (d *Daemon) reachStatus(h *clusterHandle) reachStatus {
 			rs.nodes.Ready++
 		}
 	}
+	d.mu.Lock()
 	state, ok := d.routeState[h.cfg.Name]
+	d.mu.Unlock()
 	if h.cfg.Reach != reach.Routes || !ok || d.routes == nil {
 		return rs
 	}

@@ -55,7 +55,7 @@ func TestSyncRoutes(t *testing.T) {
 		labNode("n3", "192.0.2.3", "10.245.1.0/24", true), // claims n1's CIDR too
 		labNode("n4", "192.0.2.4", "10.245.4.0/24", true),
 	), cluster.NodeWatcherOptions{Cluster: "alpha", OnChange: func(s []model.NodeInfo) { snaps <- s }})
-	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
+	d.clusters.handles["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: nw}
 	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "alpha", Reach: reach.Routes}}})
 	d.host = &routeHost{}
@@ -69,7 +69,7 @@ func TestSyncRoutes(t *testing.T) {
 	if ops := kernel.Ops(); len(ops) != 0 {
 		t.Fatalf("routes changed before the node list: %q", ops)
 	}
-	if rs := d.reachStatus(d.clusters["alpha"]); rs.reach != "routes" || rs.nodes == nil || rs.nodes.Synced || rs.routes != nil {
+	if rs := d.reachStatus(d.clusters.handles["alpha"]); rs.reach != "routes" || rs.nodes == nil || rs.nodes.Synced || rs.routes != nil {
 		t.Errorf("status before the node list: %+v", rs)
 	}
 
@@ -91,7 +91,7 @@ func TestSyncRoutes(t *testing.T) {
 	if got := kernel.Dump(); got != want {
 		t.Errorf("routes:\n%s\nwant:\n%s", got, want)
 	}
-	rs := d.reachStatus(d.clusters["alpha"])
+	rs := d.reachStatus(d.clusters.handles["alpha"])
 	if rs.nodes == nil || !rs.nodes.Synced || rs.nodes.Nodes != 4 || rs.nodes.Ready != 3 {
 		t.Errorf("node status %+v", rs.nodes)
 	}
@@ -101,7 +101,7 @@ func TestSyncRoutes(t *testing.T) {
 	}
 
 	// The cluster is removed by a reload: its routes go at the next sync.
-	delete(d.clusters, "alpha")
+	delete(d.clusters.handles, "alpha")
 	if err := d.syncRoutes(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -167,12 +167,12 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 	snaps := make(chan []model.NodeInfo, 100)
 	nw := cluster.NewNodeWatcher(cs, cluster.NodeWatcherOptions{Cluster: cfg.Name, OnChange: func(s []model.NodeInfo) { snaps <- s }})
 	cfg.Reach = reach.Routes
-	d.mu.Lock()
-	d.clusters[cfg.Name] = &clusterHandle{cfg: cfg, nodes: nw, order: order}
+	d.clusters.mu.Lock()
+	d.clusters.handles[cfg.Name] = &clusterHandle{cfg: cfg, nodes: nw, order: order}
 	// The model knows every configured cluster, as setClusters makes it:
 	// route gateways pass its target check.
 	var ccs []model.ClusterConfig
-	for _, h := range d.clusters {
+	for _, h := range d.clusters.handles {
 		cc := model.ClusterConfig{Cluster: config.Cluster{Name: h.cfg.Name, ServiceCIDRs: h.cfg.ServiceCIDRs, Reach: h.cfg.Reach}}
 		if ip, ok := hostcheck.APIServerAddr(h.cfg.Server); ok {
 			cc.APIServerAddrs = []netip.Addr{ip}
@@ -180,7 +180,7 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 		ccs = append(ccs, cc)
 	}
 	d.store.SetClusters(ccs)
-	d.mu.Unlock()
+	d.clusters.mu.Unlock()
 	if err := nw.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 	if got := kernel.Dump(); got != want {
 		t.Errorf("routes:\n%s\nwant:\n%s", got, want)
 	}
-	alpha := d.reachStatus(d.clusters["alpha"]).routes
+	alpha := d.reachStatus(d.clusters.handles["alpha"]).routes
 	wantProblems := []string{
 		"node greedy: pod CIDR 10.0.0.0/8 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
 		"node rogue: pod CIDR 8.8.8.0/24 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
@@ -261,7 +261,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 			t.Errorf("alpha's refusals %q\nlack %q", alpha.Refused, w)
 		}
 	}
-	beta := d.reachStatus(d.clusters["beta"]).routes
+	beta := d.reachStatus(d.clusters.handles["beta"]).routes
 	if beta == nil || beta.Installed != 1 || len(beta.Refused) != 1 ||
 		!strings.Contains(beta.Refused[0], `by node a7 of cluster "alpha", which has precedence`) {
 		t.Errorf("beta's routes: %+v", beta)
@@ -278,7 +278,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		nodes, _ := d.clusters["alpha"].nodes.Nodes()
+		nodes, _ := d.clusters.handles["alpha"].nodes.Nodes()
 		if slices.ContainsFunc(nodes, func(n model.NodeInfo) bool { return n.Name == "a0-copy" }) {
 			break
 		}
@@ -292,7 +292,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 	if ops := kernel.Ops(); len(ops) != 0 {
 		t.Errorf("the copier changed routes: %q", ops)
 	}
-	alpha = d.reachStatus(d.clusters["alpha"]).routes
+	alpha = d.reachStatus(d.clusters.handles["alpha"]).routes
 	if !slices.ContainsFunc(alpha.Refused, func(r string) bool {
 		return strings.HasPrefix(r, `node a0-copy of cluster "alpha": 10.245.1.0/24 via 192.0.2.9: 10.245.1.0/24 is also wanted via 192.0.2.1 by node a1 of cluster "alpha", which has precedence`)
 	}) {

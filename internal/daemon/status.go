@@ -75,15 +75,16 @@ func (s *statusSource) Status() status.Report {
 		Mode: string(d.cfg.Mode), Version: Version, StartedAt: d.started,
 		LastSync: syncStatus(d.lastSync), LastSuccess: syncStatus(d.lastSuccess),
 	}
-	watch := make(map[string]cluster.Status, len(d.clusters))
-	servers := make(map[string]string, len(d.clusters))
-	reach := make(map[string]reachStatus, len(d.clusters))
-	for name, h := range d.clusters {
+	d.mu.Unlock()
+	watch := map[string]cluster.Status{}
+	servers := map[string]string{}
+	reach := map[string]reachStatus{}
+	d.clusters.each(func(h *clusterHandle) {
+		name := h.cfg.Name
 		watch[name] = h.watcher.Status()
 		servers[name] = h.cfg.Server
 		reach[name] = d.reachStatus(h)
-	}
-	d.mu.Unlock()
+	})
 	for _, c := range st.Clusters {
 		cs := status.ClusterFromModel(c, refusals)
 		w := watch[c.Name]
