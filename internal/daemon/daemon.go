@@ -5,7 +5,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -30,9 +29,9 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *model.Store
 	backends []proxy.Backend
-	runner   *syncrunner.Runner
+	clusters *clusterSet // clusters.go
+	loop     *syncLoop   // syncloop.go
 	notifier *systemd.Notifier
-	started  time.Time
 	metrics  *metrics.Metrics
 	health   *health.Tracker
 	host     hostcheck.Source // this host's addresses and routes
@@ -40,36 +39,15 @@ type Daemon struct {
 	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// Only the sync loop touches these.
-	mustFull     bool        // the backends' next sync is full: the first one, and after a failure
-	unprogrammed []time.Time // trigger times of changes a failed sync did not program
 	// routes installs reach = "routes" routes (reach.go); nil when tests
 	// give fake backends and no fake installer.
 	routes        *routes.Installer
 	routesUsed    bool // a routes cluster was configured in this run
 	routesCleaned bool // the leftovers of an earlier run were removed
 
-	clusters *clusterSet
-
-	mu          sync.Mutex
-	lastSync    SyncResult
-	lastSuccess SyncResult // zero before the first successful sync
-	syncStarted time.Time  // zero when no sync runs
-	ready       bool
-	routeState  map[string]routeState // by routes cluster, from the last route sync
-}
-
-// readyGrace is how long READY waits for clusters that cannot be reached:
-// an unreachable apiserver must not keep the unit "activating" forever,
-// while the others are served.
-const readyGrace = 20 * time.Second
-
-// SyncResult describes the last sync attempt.
-type SyncResult struct {
-	At       time.Time
-	Duration time.Duration
-	Full     bool
-	Err      error
-	Ports    int
+	mu         sync.Mutex
+	started    time.Time
+	routeState map[string]routeState // by routes cluster, from the last route sync
 }
 
 // Version is reported in kube_outpost_build_info; set by main.
@@ -78,13 +56,8 @@ var Version = "dev"
 // New builds a daemon for cfg. Backends are made from cfg.Mode unless given
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource,
+	d := &Daemon{cfg: cfg, log: log, notifier: systemd.NewNotifier(), host: hostSource,
 		lookupHost: lookupHost}
-	// The periodic run is the full sync; a failed sync is retried within
-	// SyncPeriod.
-	d.runner = syncrunner.New(d.sync, syncrunner.Options{
-		MinInterval: cfg.MinSyncPeriod, MaxInterval: cfg.FullSyncPeriod, MaxBackoff: cfg.SyncPeriod,
-	})
 	// kube-proxy's health timeout: a failed sync is retried within
 	// SyncPeriod, so twice that is at least one retry that failed too.
 	d.health = health.NewTracker(2*cfg.SyncPeriod, nil)
@@ -103,6 +76,13 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	d.backends = backends
 	d.store = model.NewStore(log, d.queue)
 	d.clusters = newClusterSet(d.store, d.store, log, d.queue)
+	d.loop = &syncLoop{store: d.store, refresh: d.refreshListeners, program: d.program,
+		health: d.health, metrics: d.metrics, notifier: d.notifier, log: log, mustFull: true}
+	// The periodic run is the full sync; a failed sync is retried within
+	// SyncPeriod.
+	d.loop.runner = syncrunner.New(d.loop.sync, syncrunner.Options{
+		MinInterval: cfg.MinSyncPeriod, MaxInterval: cfg.FullSyncPeriod, MaxBackoff: cfg.SyncPeriod,
+	})
 	return d, nil
 }
 
@@ -127,8 +107,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.serve(ctx, servers)
 	stopStatus := d.serveStatus(ctx, statusLn)
 	defer stopStatus()
+	started := time.Now()
 	d.mu.Lock()
-	d.started = time.Now()
+	d.started = started
 	d.mu.Unlock()
 	d.clusters.setContext(ctx)
 	// Before the first service is built: an endpoint at this host's own
@@ -139,18 +120,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	go d.watchHostAddrs(ctx)
 	d.otherModeCleanup(ctx)
-	go d.watchdog(ctx)
-	go func() {
-		// Re-evaluate readiness once the grace for unreachable clusters is
-		// over, even if no change arrives.
-		select {
-		case <-ctx.Done():
-		case <-time.After(readyGrace):
-			d.runner.Trigger()
-		}
-	}()
 	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
-	d.runner.Loop(ctx)
+	d.loop.run(ctx, started)
 	d.notifier.Notify("STOPPING=1")
 	d.clusters.stop()
 	d.log.Info("stopping; rules and routes stay in place")
@@ -198,23 +169,9 @@ func globalDiff(a, b *config.Config) string {
 	return strings.Join(diff, ", ")
 }
 
-func (d *Daemon) sync(ctx context.Context, run syncrunner.Run) error {
-	if run.Periodic {
-		// The full sync's turn is queued as a change is (queue), so that
-		// full syncs that keep failing turn the health checks red.
-		d.health.QueuedUpdate()
-		d.metrics.Queued(time.Now())
-	}
-	d.health.SyncStarted()
-	d.refreshListeners() // listeners.go: node ports held by local processes
-	st, triggers := d.store.Checkout()
-	triggers = append(d.unprogrammed, triggers...)
-	d.unprogrammed = nil
-	full := run.Periodic
-	start := time.Now()
-	d.mu.Lock()
-	d.syncStarted = start
-	d.mu.Unlock()
+// program makes the kernel match st: the backends, then the routes. The
+// sync loop calls it, one sync at a time (syncloop.go).
+func (d *Daemon) program(ctx context.Context, st *model.State, full bool) (int, error) {
 	var errs []error
 	transactionFailures := 0
 	for _, b := range d.backends {
@@ -232,100 +189,11 @@ func (d *Daemon) sync(ctx context.Context, run syncrunner.Run) error {
 	if err := d.syncRoutes(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	end := time.Now()
-	res := SyncResult{At: start, Duration: end.Sub(start), Full: full, Err: errors.Join(errs...)}
-	for _, c := range st.Clusters {
-		res.Ports += len(c.Ports)
-	}
-	d.mu.Lock()
-	d.lastSync = res
-	if res.Err == nil {
-		d.lastSuccess = res
-	}
-	d.syncStarted = time.Time{}
-	d.mu.Unlock()
-	d.metrics.ObserveSync(metrics.Sync{
-		Duration: res.Duration, End: end, Full: full || d.mustFull, Err: res.Err,
-		TransactionFailures: transactionFailures, State: st, Triggers: triggers,
-	})
-	d.health.SyncDone(res.Err == nil)
-	d.mustFull = res.Err != nil
-	if res.Err != nil {
-		// Measured when a later sync programs them.
-		d.unprogrammed = triggers[:min(len(triggers), maxUnprogrammed)]
-		d.notifier.Notify("STATUS=sync failing, previous rules in force: " + firstLine(res.Err.Error()))
-		d.log.Error("sync failed; the previous rules stay in force and the sync is retried", "err", res.Err)
-		return res.Err
-	}
-	d.log.Debug("synced", "full", full, "ports", res.Ports, "duration", res.Duration)
-	d.notifyReady(st, res)
-	return nil
-}
-
-// notifyReady tells systemd the daemon is ready after the first successful
-// sync in which every cluster has synced, or, past readyGrace, in which
-// every cluster that can be reached has.
-func (d *Daemon) notifyReady(st *model.State, res SyncResult) {
-	var waiting []string
-	for _, c := range st.Clusters {
-		if !c.Synced {
-			waiting = append(waiting, c.Name)
-		}
-	}
-	status := fmt.Sprintf("STATUS=serving %d service ports of %d clusters; last sync %s", res.Ports, len(st.Clusters), res.Duration.Round(time.Millisecond))
-	if len(waiting) > 0 {
-		status += "; not synced yet: " + strings.Join(waiting, ", ")
-	}
-	d.mu.Lock()
-	becameReady := !d.ready && (len(waiting) == 0 || time.Since(d.started) >= readyGrace)
-	if becameReady {
-		d.ready = true
-	}
-	d.mu.Unlock()
-	if becameReady {
-		d.health.SetReady()
-		d.log.Info("ready", "clusters_not_synced", waiting)
-		d.notifier.Notify("READY=1\n" + status)
-		return
-	}
-	d.notifier.Notify(status)
-}
-
-// watchdog keeps systemd's watchdog fed while syncs complete; a sync stuck
-// for longer than the watchdog period (a hung iptables-restore) lets systemd
-// restart the daemon, which keeps the rules.
-func (d *Daemon) watchdog(ctx context.Context) {
-	every := systemd.WatchdogInterval()
-	if every == 0 {
-		return
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.mu.Lock()
-			stuck := !d.syncStarted.IsZero() && time.Since(d.syncStarted) > 2*every
-			d.mu.Unlock()
-			if !stuck {
-				d.notifier.Notify("WATCHDOG=1")
-			}
-		}
-	}
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
+	return transactionFailures, errors.Join(errs...)
 }
 
 // LastSync returns the last sync attempt.
 func (d *Daemon) LastSync() SyncResult {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.lastSync
+	last, _ := d.loop.results()
+	return last
 }

@@ -12,17 +12,14 @@ import (
 // sync was asked for, and the clusters' watch state. The HTTP servers that
 // expose them are in servers.go.
 
-// maxUnprogrammed bounds the trigger times kept across failing syncs, like
-// the store bounds those it collects.
-const maxUnprogrammed = 10000
-
 // queue asks for a sync because something changed: the desired state or
 // the kernel's state behind a backend's back. The health check counts the
-// wait from here. The full sync's turn comes from the runner (sync).
+// wait from here. The full sync's turn comes from the runner
+// (syncloop.go).
 func (d *Daemon) queue() {
 	d.health.QueuedUpdate()
 	d.metrics.Queued(time.Now())
-	d.runner.Trigger()
+	d.loop.trigger()
 }
 
 // clusterStatuses reports the watch state of the configured clusters, for

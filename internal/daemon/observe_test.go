@@ -39,6 +39,7 @@ func testDaemon(t *testing.T) (*Daemon, *iptables.Fake) {
 		t.Fatal(err)
 	}
 	d.started = time.Now()
+	d.loop.started = d.started
 	return d, fake
 }
 
@@ -147,7 +148,7 @@ func TestSyncObserved(t *testing.T) {
 		t.Fatalf("changes were not queued for the health check: %+v", st)
 	}
 
-	if err := d.sync(ctx, syncrunner.Run{}); err != nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("first sync", map[string]float64{
@@ -169,7 +170,7 @@ func TestSyncObserved(t *testing.T) {
 	// is not observed yet, and the counts stay those of the rules in force.
 	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.1.0.1"))
 	fake.FailNext = &iptables.RestoreError{Output: "iptables-restore: line 3 failed", Err: errors.New("exit status 1")}
-	if err := d.sync(ctx, syncrunner.Run{}); err == nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err == nil {
 		t.Fatal("sync succeeded although iptables-restore failed")
 	}
 	check("failed sync", map[string]float64{
@@ -187,7 +188,7 @@ func TestSyncObserved(t *testing.T) {
 	// A failure that is not iptables-restore's (here: a lock timeout) is
 	// a sync error, not a restore failure.
 	fake.FailNext = errors.New("another app is currently holding the xtables lock")
-	if err := d.sync(ctx, syncrunner.Run{}); err == nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err == nil {
 		t.Fatal("sync succeeded although the runner failed")
 	}
 	check("second failed sync", map[string]float64{
@@ -197,7 +198,7 @@ func TestSyncObserved(t *testing.T) {
 
 	// The retry programs the change. It is a full sync, as is any after
 	// a failure: the second failed one was too.
-	if err := d.sync(ctx, syncrunner.Run{}); err != nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("retry", map[string]float64{
@@ -211,7 +212,7 @@ func TestSyncObserved(t *testing.T) {
 	}
 
 	// Nothing changed: a partial sync, with nothing to measure.
-	if err := d.sync(ctx, syncrunner.Run{}); err != nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("idle sync", map[string]float64{
@@ -222,13 +223,13 @@ func TestSyncObserved(t *testing.T) {
 	// The runner's periodic run is a full sync, queued as a change is:
 	// one that fails keeps the health checks waiting.
 	fake.FailNext = errors.New("another app is currently holding the xtables lock")
-	if err := d.sync(ctx, syncrunner.Run{Periodic: true}); err == nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{Periodic: true}); err == nil {
 		t.Fatal("sync succeeded although the runner failed")
 	}
 	if st := d.health.Status(); st.PendingSince == nil {
 		t.Errorf("after a failed periodic sync: %+v, want it pending", st)
 	}
-	if err := d.sync(ctx, syncrunner.Run{Periodic: true}); err != nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{Periodic: true}); err != nil {
 		t.Fatal(err)
 	}
 	check("periodic syncs", map[string]float64{

@@ -70,10 +70,11 @@ func (s *statusSource) Status() status.Report {
 	// this order cannot deadlock with a sync in progress.
 	st := d.store.Snapshot()
 	refusals := d.store.Refusals()
+	last, success := d.loop.results()
 	d.mu.Lock()
 	r := status.Report{
 		Mode: string(d.cfg.Mode), Version: Version, StartedAt: d.started,
-		LastSync: syncStatus(d.lastSync), LastSuccess: syncStatus(d.lastSuccess),
+		LastSync: syncStatus(last), LastSuccess: syncStatus(success),
 	}
 	d.mu.Unlock()
 	watch := map[string]cluster.Status{}
