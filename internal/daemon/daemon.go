@@ -37,17 +37,14 @@ type Daemon struct {
 	host     hostcheck.Source // this host's addresses and routes
 	// lookupHost resolves apiserver host names (host.go); tests fake it.
 	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
+	// components are the optional parts, synced after the backends
+	// (component.go).
+	components []component
+	// routes is the component of reach = "routes", which status reads.
+	routes *routeSync
 
-	// Only the sync loop touches these.
-	// routes installs reach = "routes" routes (reach.go); nil when tests
-	// give fake backends and no fake installer.
-	routes        *routes.Installer
-	routesUsed    bool // a routes cluster was configured in this run
-	routesCleaned bool // the leftovers of an earlier run were removed
-
-	mu         sync.Mutex
-	started    time.Time
-	routeState map[string]routeState // by routes cluster, from the last route sync
+	mu      sync.Mutex
+	started time.Time
 }
 
 // Version is reported in kube_outpost_build_info; set by main.
@@ -66,16 +63,19 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 		Clusters: d.clusterStatuses,
 		Refusals: func() []model.RefusalCount { return d.store.RefusalCounts() },
 	})
+	var installer *routes.Installer
 	if len(backends) == 0 {
 		var err error
 		if backends, err = newBackends(cfg, log, d.queue); err != nil { // modes.go
 			return nil, err
 		}
-		d.routes = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
+		installer = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
 	}
 	d.backends = backends
 	d.store = model.NewStore(log, d.queue)
 	d.clusters = newClusterSet(d.store, d.store, log, d.queue)
+	d.routes = &routeSync{installer: installer, clusters: d.clusters, store: d.store, host: d.host, log: log}
+	d.components = []component{d.routes}
 	d.loop = &syncLoop{store: d.store, refresh: d.refreshListeners, program: d.program,
 		health: d.health, metrics: d.metrics, notifier: d.notifier, log: log, mustFull: true}
 	// The periodic run is the full sync; a failed sync is retried within
@@ -120,9 +120,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	go d.watchHostAddrs(ctx)
 	d.otherModeCleanup(ctx)
+	if err := d.startComponents(ctx); err != nil {
+		return err
+	}
 	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
 	d.loop.run(ctx, started)
 	d.notifier.Notify("STOPPING=1")
+	d.stopComponents()
 	d.clusters.stop()
 	d.log.Info("stopping; rules and routes stay in place")
 	return nil
@@ -169,8 +173,8 @@ func globalDiff(a, b *config.Config) string {
 	return strings.Join(diff, ", ")
 }
 
-// program makes the kernel match st: the backends, then the routes. The
-// sync loop calls it, one sync at a time (syncloop.go).
+// program makes the kernel match st: the backends, then the components.
+// The sync loop calls it, one sync at a time (syncloop.go).
 func (d *Daemon) program(ctx context.Context, st *model.State, full bool) (int, error) {
 	var errs []error
 	transactionFailures := 0
@@ -184,10 +188,12 @@ func (d *Daemon) program(ctx context.Context, st *model.State, full bool) (int, 
 		}
 	}
 	// After the backends: a route only makes pod IPs reachable, which
-	// DNAT rules already pointing there need, and a failure here must not
-	// hold back the rules of every other cluster.
-	if err := d.syncRoutes(ctx); err != nil {
-		errs = append(errs, err)
+	// DNAT rules already pointing there need, and a component's failure
+	// must not hold back the rules of every cluster.
+	for _, c := range d.components {
+		if err := c.Sync(ctx, st); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return transactionFailures, errors.Join(errs...)
 }

@@ -46,7 +46,7 @@ func TestSyncRoutes(t *testing.T) {
 	leftover := routes.KernelRoute{Dst: netip.MustParsePrefix("10.245.9.0/24"), Via: netip.MustParseAddr("192.0.2.9"),
 		Protocol: routes.Protocol, Metric: routes.Metric}
 	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")}, leftover)
-	d.routes = routes.New(routes.Options{Kernel: kernel})
+	d.routes.installer = routes.New(routes.Options{Kernel: kernel})
 
 	snaps := make(chan []model.NodeInfo, 10)
 	nw := cluster.NewNodeWatcher(fake.NewClientset(
@@ -58,12 +58,12 @@ func TestSyncRoutes(t *testing.T) {
 	d.clusters.handles["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: nw}
 	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "alpha", Reach: reach.Routes}}})
-	d.host = &routeHost{}
+	d.routes.host = &routeHost{}
 	noResolvers(t)
 
 	// Not listed yet: nothing is touched, the leftover of the last run
 	// stays.
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if ops := kernel.Ops(); len(ops) != 0 {
@@ -82,7 +82,7 @@ func TestSyncRoutes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no node list")
 	}
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	// n2 is not Ready; n1 and n3 disagree about 10.245.1.0/24: with
@@ -102,7 +102,7 @@ func TestSyncRoutes(t *testing.T) {
 
 	// The cluster is removed by a reload: its routes go at the next sync.
 	delete(d.clusters.handles, "alpha")
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := kernel.Dump(); got != "" {
@@ -118,9 +118,9 @@ func TestSyncRoutesWithoutRoutesClusters(t *testing.T) {
 	leftover := routes.KernelRoute{Dst: netip.MustParsePrefix("10.245.9.0/24"), Via: netip.MustParseAddr("192.0.2.9"),
 		Protocol: routes.Protocol, Metric: routes.Metric}
 	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")}, leftover)
-	d.routes = routes.New(routes.Options{Kernel: kernel})
+	d.routes.installer = routes.New(routes.Options{Kernel: kernel})
 	for range 2 {
-		if err := d.syncRoutes(t.Context()); err != nil {
+		if err := d.routes.Sync(t.Context(), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,12 +200,12 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 func TestSyncRoutesContainment(t *testing.T) {
 	d, _ := testDaemon(t)
 	var logs bytes.Buffer
-	d.log = slog.New(slog.NewTextHandler(&logs, nil))
+	d.routes.log = slog.New(slog.NewTextHandler(&logs, nil))
 	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")})
-	d.routes = routes.New(routes.Options{Kernel: kernel})
+	d.routes.installer = routes.New(routes.Options{Kernel: kernel})
 	// A host whose default gateway and resolver are off its subnet, as on
 	// hosts with a /32 address: no connected network covers them.
-	d.host = &routeHost{routes: []hostcheck.Route{
+	d.routes.host = &routeHost{routes: []hostcheck.Route{
 		{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.245.254.1")},
 		{Dst: netip.MustParsePrefix("192.0.2.0/24"), Connected: true},
 	}}
@@ -227,7 +227,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 		labNode("a7", "192.0.2.17", "10.245.7.0/24", true),       // wanted by beta too
 		labNode("a-via", "192.0.2.200", "10.245.9.0/24", true),   // via beta's apiserver
 	)
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	// alpha comes first in the configuration (beta's pod_cidrs overlap
@@ -286,7 +286,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 			t.Fatal("the copier is not in alpha's node list")
 		}
 	}
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if ops := kernel.Ops(); len(ops) != 0 {
@@ -304,8 +304,8 @@ func TestSyncRoutesContainment(t *testing.T) {
 
 	// Without the host's gateways no route is known safe: the sync
 	// fails and the routes in place stay.
-	d.host = &routeHost{err: errors.New("netlink: no")}
-	if err := d.syncRoutes(t.Context()); err == nil || !strings.Contains(err.Error(), "default gateways") {
+	d.routes.host = &routeHost{err: errors.New("netlink: no")}
+	if err := d.routes.Sync(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "default gateways") {
 		t.Errorf("sync without the host's routes: %v", err)
 	}
 	if got := kernel.Dump(); got != want {
