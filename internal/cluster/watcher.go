@@ -34,7 +34,8 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// Sink receives the objects a watcher sees; *model.Store is one.
+// Sink receives the objects a watcher sees; *model.Store is one, and
+// Fanout hands them to several.
 type Sink interface {
 	UpsertService(cluster string, svc *corev1.Service)
 	DeleteService(cluster, namespace, name string)

@@ -4,19 +4,14 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/health"
 	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
@@ -24,7 +19,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
-	"github.com/kube-outpost/kube-outpost/internal/runner"
+	"github.com/kube-outpost/kube-outpost/internal/syncrunner"
 	"github.com/kube-outpost/kube-outpost/internal/systemd"
 )
 
@@ -34,62 +29,22 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *model.Store
 	backends []proxy.Backend
-	runner   *runner.Runner
-	fullDue  atomic.Bool
+	clusters *clusterSet // clusters.go
+	loop     *syncLoop   // syncloop.go
 	notifier *systemd.Notifier
-	started  time.Time
 	metrics  *metrics.Metrics
 	health   *health.Tracker
 	host     hostcheck.Source // this host's addresses and routes
 	// lookupHost resolves apiserver host names (host.go); tests fake it.
 	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
+	// components are the optional parts, synced after the backends
+	// (component.go).
+	components []component
+	// routes is the component of reach = "routes", which status reads.
+	routes *routeSync
 
-	// Only the sync loop touches these.
-	mustFull     bool        // the backends' next sync is full: the first one, and after a failure
-	unprogrammed []time.Time // trigger times of changes a failed sync did not program
-	// routes installs reach = "routes" routes (reach.go); nil when tests
-	// give fake backends and no fake installer.
-	routes        *routes.Installer
-	routesUsed    bool // a routes cluster was configured in this run
-	routesCleaned bool // the leftovers of an earlier run were removed
-
-	mu          sync.Mutex
-	ctx         context.Context // Run's, for watchers started by Reload
-	clusters    map[string]*clusterHandle
-	generation  int
-	lastSync    SyncResult
-	lastSuccess SyncResult // zero before the first successful sync
-	syncStarted time.Time  // zero when no sync runs
-	ready       bool
-	routeState  map[string]routeState // by routes cluster, from the last route sync
-}
-
-// clusterHandle is one configured cluster and its watcher.
-type clusterHandle struct {
-	cfg        config.Cluster
-	source     string // what the watcher was built from: a change restarts it
-	generation int
-	watcher    *cluster.Watcher
-	// nodes watches the cluster's Nodes when it is reached through them
-	// (reach.go); nil for reach = "direct".
-	nodes *cluster.NodeWatcher
-	// order is the cluster's place in the configuration: the earlier
-	// cluster wins a route that two want (reach.go).
-	order int
-}
-
-// readyGrace is how long READY waits for clusters that cannot be reached:
-// an unreachable apiserver must not keep the unit "activating" forever,
-// while the others are served.
-const readyGrace = 20 * time.Second
-
-// SyncResult describes the last sync attempt.
-type SyncResult struct {
-	At       time.Time
-	Duration time.Duration
-	Full     bool
-	Err      error
-	Ports    int
+	mu      sync.Mutex
+	started time.Time
 }
 
 // Version is reported in kube_outpost_build_info; set by main.
@@ -98,9 +53,8 @@ var Version = "dev"
 // New builds a daemon for cfg. Backends are made from cfg.Mode unless given
 // (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, clusters: map[string]*clusterHandle{}, notifier: systemd.NewNotifier(), mustFull: true, host: hostSource,
+	d := &Daemon{cfg: cfg, log: log, notifier: systemd.NewNotifier(), host: hostSource,
 		lookupHost: lookupHost}
-	d.runner = runner.New(d.sync, cfg.MinSyncPeriod, cfg.SyncPeriod, nil)
 	// kube-proxy's health timeout: a failed sync is retried within
 	// SyncPeriod, so twice that is at least one retry that failed too.
 	d.health = health.NewTracker(2*cfg.SyncPeriod, nil)
@@ -109,15 +63,26 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 		Clusters: d.clusterStatuses,
 		Refusals: func() []model.RefusalCount { return d.store.RefusalCounts() },
 	})
+	var installer *routes.Installer
 	if len(backends) == 0 {
 		var err error
 		if backends, err = newBackends(cfg, log, d.queue); err != nil { // modes.go
 			return nil, err
 		}
-		d.routes = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
+		installer = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
 	}
 	d.backends = backends
 	d.store = model.NewStore(log, d.queue)
+	d.clusters = newClusterSet(d.store, d.store, log, d.queue)
+	d.routes = &routeSync{installer: installer, clusters: d.clusters, store: d.store, host: d.host, log: log}
+	d.components = []component{d.routes}
+	d.loop = &syncLoop{store: d.store, refresh: d.refreshListeners, program: d.program,
+		health: d.health, metrics: d.metrics, notifier: d.notifier, log: log, mustFull: true}
+	// The periodic run is the full sync; a failed sync is retried within
+	// SyncPeriod.
+	d.loop.runner = syncrunner.New(d.loop.sync, syncrunner.Options{
+		MinInterval: cfg.MinSyncPeriod, MaxInterval: cfg.FullSyncPeriod, MaxBackoff: cfg.SyncPeriod,
+	})
 	return d, nil
 }
 
@@ -142,10 +107,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.serve(ctx, servers)
 	stopStatus := d.serveStatus(ctx, statusLn)
 	defer stopStatus()
+	started := time.Now()
 	d.mu.Lock()
-	d.ctx = ctx
-	d.started = time.Now()
+	d.started = started
 	d.mu.Unlock()
+	d.clusters.setContext(ctx)
 	// Before the first service is built: an endpoint at this host's own
 	// address must never be programmed, not even for a moment.
 	d.refreshHostAddrs()
@@ -154,28 +120,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	go d.watchHostAddrs(ctx)
 	d.otherModeCleanup(ctx)
-	go d.fullSyncTicker(ctx)
-	go d.watchdog(ctx)
-	go func() {
-		// Re-evaluate readiness once the grace for unreachable clusters is
-		// over, even if no change arrives.
-		select {
-		case <-ctx.Done():
-		case <-time.After(readyGrace):
-			d.runner.Trigger()
-		}
-	}()
-	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
-	d.runner.Loop(ctx)
-	d.notifier.Notify("STOPPING=1")
-	d.mu.Lock()
-	for _, h := range d.clusters {
-		h.watcher.Stop()
-		if h.nodes != nil {
-			h.nodes.Stop()
-		}
+	if err := d.startComponents(ctx); err != nil {
+		return err
 	}
-	d.mu.Unlock()
+	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
+	d.loop.run(ctx, started)
+	d.notifier.Notify("STOPPING=1")
+	d.stopComponents()
+	d.clusters.stop()
 	d.log.Info("stopping; rules and routes stay in place")
 	return nil
 }
@@ -221,113 +173,9 @@ func globalDiff(a, b *config.Config) string {
 	return strings.Join(diff, ", ")
 }
 
-// source is what a watcher depends on: the cluster's settings and the
-// kubeconfig's content (a rotated token must be picked up by a reload).
-func source(c config.Cluster) string {
-	data, _ := os.ReadFile(c.Kubeconfig)
-	sum := sha256.Sum256(data)
-	return fmt.Sprintf("%s|%s|%s|%v|%q|%q|%q|%s|%q|%x", c.Kubeconfig, c.Context, c.Server, c.ServiceCIDRs, c.Namespaces, c.ExcludeNamespaces, c.ServiceSelector,
-		c.Reach, c.NodeAddressTypes, sum)
-}
-
-func (d *Daemon) setClusters(cfgs []config.Cluster) error {
-	// A service range or allowed external IP range that collides with this
-	// host's network would let a cluster shadow real addresses: refused at
-	// start and at reload, like check-config does.
-	if err := checkHost(cfgs, d.host); err != nil {
-		var c hostcheck.Collision
-		if !errors.As(err, &c) {
-			// Not a verdict: the kernel could not be read. check-config
-			// reports it; the daemon serves on.
-			d.log.Warn("could not check the clusters' service ranges and allow_external_ips against this host's network", "err", err)
-		} else {
-			return fmt.Errorf("a cluster's ranges collide with this host's network:\n%w", err)
-		}
-	}
-	// Before the lock: resolving may take up to its timeout.
-	apiservers := d.apiserverAddrs(cfgs)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	// Build every new watcher first: a bad kubeconfig refuses the whole
-	// change before anything is stopped.
-	next := map[string]*clusterHandle{}
-	var started []*clusterHandle
-	for _, c := range cfgs {
-		src := source(c)
-		if h := d.clusters[c.Name]; h != nil && h.source == src {
-			h.cfg = c
-			next[c.Name] = h
-			continue
-		}
-		w, err := cluster.New(c, d.store, d.log)
-		if err != nil {
-			return err
-		}
-		nw, err := d.newNodeWatcher(c)
-		if err != nil {
-			return err
-		}
-		d.generation++
-		h := &clusterHandle{cfg: c, source: src, generation: d.generation, watcher: w, nodes: nw}
-		next[c.Name] = h
-		started = append(started, h)
-	}
-	// Old watchers stop before the model forgets their objects, so that
-	// none of their events lands in the new data.
-	for name, h := range d.clusters {
-		if next[name] != h {
-			h.watcher.Stop()
-			if h.nodes != nil {
-				h.nodes.Stop()
-			}
-		}
-	}
-	var ccs []model.ClusterConfig
-	for i, c := range cfgs {
-		h := next[c.Name]
-		h.order = i
-		ccs = append(ccs, model.ClusterConfig{Cluster: c, Generation: h.generation, APIServerAddrs: apiservers[c.Name]})
-	}
-	d.store.SetClusters(ccs)
-	d.clusters = next
-	for _, h := range started {
-		if err := h.watcher.Start(d.ctx); err != nil {
-			return fmt.Errorf("cluster %q: %w", h.cfg.Name, err)
-		}
-		if h.nodes != nil {
-			if err := h.nodes.Start(d.ctx); err != nil {
-				return fmt.Errorf("cluster %q: nodes: %w", h.cfg.Name, err)
-			}
-		}
-	}
-	return nil
-}
-
-func (d *Daemon) fullSyncTicker(ctx context.Context) {
-	t := time.NewTicker(d.cfg.FullSyncPeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.fullDue.Store(true)
-			d.queue()
-		}
-	}
-}
-
-func (d *Daemon) sync(ctx context.Context) error {
-	d.health.SyncStarted()
-	d.refreshListeners() // listeners.go: node ports held by local processes
-	st, triggers := d.store.Checkout()
-	triggers = append(d.unprogrammed, triggers...)
-	d.unprogrammed = nil
-	full := d.fullDue.Swap(false)
-	start := time.Now()
-	d.mu.Lock()
-	d.syncStarted = start
-	d.mu.Unlock()
+// program makes the kernel match st: the backends, then the components.
+// The sync loop calls it, one sync at a time (syncloop.go).
+func (d *Daemon) program(ctx context.Context, st *model.State, full bool) (int, error) {
 	var errs []error
 	transactionFailures := 0
 	for _, b := range d.backends {
@@ -340,105 +188,18 @@ func (d *Daemon) sync(ctx context.Context) error {
 		}
 	}
 	// After the backends: a route only makes pod IPs reachable, which
-	// DNAT rules already pointing there need, and a failure here must not
-	// hold back the rules of every other cluster.
-	if err := d.syncRoutes(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	end := time.Now()
-	res := SyncResult{At: start, Duration: end.Sub(start), Full: full, Err: errors.Join(errs...)}
-	for _, c := range st.Clusters {
-		res.Ports += len(c.Ports)
-	}
-	d.mu.Lock()
-	d.lastSync = res
-	if res.Err == nil {
-		d.lastSuccess = res
-	}
-	d.syncStarted = time.Time{}
-	d.mu.Unlock()
-	d.metrics.ObserveSync(metrics.Sync{
-		Duration: res.Duration, End: end, Full: full || d.mustFull, Err: res.Err,
-		TransactionFailures: transactionFailures, State: st, Triggers: triggers,
-	})
-	d.health.SyncDone(res.Err == nil)
-	d.mustFull = res.Err != nil
-	if res.Err != nil {
-		// Measured when a later sync programs them.
-		d.unprogrammed = triggers[:min(len(triggers), maxUnprogrammed)]
-		d.notifier.Notify("STATUS=sync failing, previous rules in force: " + firstLine(res.Err.Error()))
-		d.log.Error("sync failed; the previous rules stay in force and the sync is retried", "err", res.Err)
-		return res.Err
-	}
-	d.log.Debug("synced", "full", full, "ports", res.Ports, "duration", res.Duration)
-	d.notifyReady(st, res)
-	return nil
-}
-
-// notifyReady tells systemd the daemon is ready after the first successful
-// sync in which every cluster has synced, or, past readyGrace, in which
-// every cluster that can be reached has.
-func (d *Daemon) notifyReady(st *model.State, res SyncResult) {
-	var waiting []string
-	for _, c := range st.Clusters {
-		if !c.Synced {
-			waiting = append(waiting, c.Name)
+	// DNAT rules already pointing there need, and a component's failure
+	// must not hold back the rules of every cluster.
+	for _, c := range d.components {
+		if err := c.Sync(ctx, st); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	status := fmt.Sprintf("STATUS=serving %d service ports of %d clusters; last sync %s", res.Ports, len(st.Clusters), res.Duration.Round(time.Millisecond))
-	if len(waiting) > 0 {
-		status += "; not synced yet: " + strings.Join(waiting, ", ")
-	}
-	d.mu.Lock()
-	becameReady := !d.ready && (len(waiting) == 0 || time.Since(d.started) >= readyGrace)
-	if becameReady {
-		d.ready = true
-	}
-	d.mu.Unlock()
-	if becameReady {
-		d.health.SetReady()
-		d.log.Info("ready", "clusters_not_synced", waiting)
-		d.notifier.Notify("READY=1\n" + status)
-		return
-	}
-	d.notifier.Notify(status)
-}
-
-// watchdog keeps systemd's watchdog fed while syncs complete; a sync stuck
-// for longer than the watchdog period (a hung iptables-restore) lets systemd
-// restart the daemon, which keeps the rules.
-func (d *Daemon) watchdog(ctx context.Context) {
-	every := systemd.WatchdogInterval()
-	if every == 0 {
-		return
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.mu.Lock()
-			stuck := !d.syncStarted.IsZero() && time.Since(d.syncStarted) > 2*every
-			d.mu.Unlock()
-			if !stuck {
-				d.notifier.Notify("WATCHDOG=1")
-			}
-		}
-	}
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
+	return transactionFailures, errors.Join(errs...)
 }
 
 // LastSync returns the last sync attempt.
 func (d *Daemon) LastSync() SyncResult {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.lastSync
+	last, _ := d.loop.results()
+	return last
 }

@@ -44,7 +44,7 @@ func TestSetClustersRefusesHostCollision(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `cluster "a": local_service_cidr 100.64.0.0/16 collides with address 100.64.0.1 on eth0`) {
 		t.Fatalf("setClusters with a colliding local range: %v", err)
 	}
-	if len(d.clusters) != 0 || len(d.store.Snapshot().Clusters) != 0 {
+	if len(d.clusters.handles) != 0 || len(d.store.Snapshot().Clusters) != 0 {
 		t.Errorf("a refused config changed the clusters")
 	}
 
@@ -133,7 +133,7 @@ func TestSetClustersHandsAPIServers(t *testing.T) {
 	d, _ := testDaemon(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d.ctx = ctx
+	d.clusters.setContext(ctx)
 	d.host = &fakeHost{}
 	d.lookupHost = func(context.Context, string) ([]netip.Addr, error) {
 		return []netip.Addr{netip.MustParseAddr("192.0.2.11")}, nil
@@ -151,11 +151,7 @@ func TestSetClustersHandsAPIServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		for _, h := range d.clusters {
-			h.watcher.Stop()
-		}
-	}()
+	defer d.clusters.stop()
 	for _, tt := range []struct{ cluster, ip, want string }{
 		{"beta", "192.0.2.10", `cluster "alpha"'s apiserver address`},
 		{"alpha", "192.0.2.11", `cluster "beta"'s apiserver address`},

@@ -125,12 +125,8 @@ func parseProcAddr(s string) (netip.AddrPort, error) {
 // the desired state, so that a listener refuses its node port in the same
 // sync that would program it.
 func (d *Daemon) refreshListeners() {
-	d.mu.Lock()
 	serve := false
-	for _, h := range d.clusters {
-		serve = serve || h.cfg.ServeNodePorts
-	}
-	d.mu.Unlock()
+	d.clusters.each(func(h *clusterHandle) { serve = serve || h.cfg.ServeNodePorts })
 	if !serve {
 		return
 	}

@@ -12,36 +12,31 @@ import (
 // sync was asked for, and the clusters' watch state. The HTTP servers that
 // expose them are in servers.go.
 
-// maxUnprogrammed bounds the trigger times kept across failing syncs, like
-// the store bounds those it collects.
-const maxUnprogrammed = 10000
-
-// queue asks for a sync because something changed: the desired state, the
-// full sync's turn, or the kernel's state behind a backend's back. The
-// health check counts the wait from here.
+// queue asks for a sync because something changed: the desired state or
+// the kernel's state behind a backend's back. The health check counts the
+// wait from here. The full sync's turn comes from the runner
+// (syncloop.go).
 func (d *Daemon) queue() {
 	d.health.QueuedUpdate()
 	d.metrics.Queued(time.Now())
-	d.runner.Trigger()
+	d.loop.trigger()
 }
 
 // clusterStatuses reports the watch state of the configured clusters, for
 // each scrape.
 func (d *Daemon) clusterStatuses() []metrics.ClusterStatus {
-	d.mu.Lock()
-	out := make([]metrics.ClusterStatus, 0, len(d.clusters))
-	for name, h := range d.clusters {
+	var out []metrics.ClusterStatus
+	d.clusters.each(func(h *clusterHandle) {
 		st := h.watcher.Status()
 		cs := metrics.ClusterStatus{
-			Name: name, Up: st.Connected && st.Synced, Synced: st.Synced, WatchErrors: st.WatchErrors,
+			Name: h.cfg.Name, Up: st.Connected && st.Synced, Synced: st.Synced, WatchErrors: st.WatchErrors,
 		}
 		if rs := d.reachStatus(h).routes; rs != nil {
 			n := len(rs.Refused) + len(rs.Problems)
 			cs.RoutesRefused = &n
 		}
 		out = append(out, cs)
-	}
-	d.mu.Unlock()
+	})
 	slices.SortFunc(out, func(a, b metrics.ClusterStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

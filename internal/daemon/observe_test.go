@@ -21,6 +21,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+	"github.com/kube-outpost/kube-outpost/internal/syncrunner"
 )
 
 var alphaCIDR = netip.MustParsePrefix("10.96.0.0/16")
@@ -38,6 +39,7 @@ func testDaemon(t *testing.T) (*Daemon, *iptables.Fake) {
 		t.Fatal(err)
 	}
 	d.started = time.Now()
+	d.loop.started = d.started
 	return d, fake
 }
 
@@ -146,7 +148,7 @@ func TestSyncObserved(t *testing.T) {
 		t.Fatalf("changes were not queued for the health check: %+v", st)
 	}
 
-	if err := d.sync(ctx); err != nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("first sync", map[string]float64{
@@ -168,7 +170,7 @@ func TestSyncObserved(t *testing.T) {
 	// is not observed yet, and the counts stay those of the rules in force.
 	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.1.0.1"))
 	fake.FailNext = &iptables.RestoreError{Output: "iptables-restore: line 3 failed", Err: errors.New("exit status 1")}
-	if err := d.sync(ctx); err == nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err == nil {
 		t.Fatal("sync succeeded although iptables-restore failed")
 	}
 	check("failed sync", map[string]float64{
@@ -186,7 +188,7 @@ func TestSyncObserved(t *testing.T) {
 	// A failure that is not iptables-restore's (here: a lock timeout) is
 	// a sync error, not a restore failure.
 	fake.FailNext = errors.New("another app is currently holding the xtables lock")
-	if err := d.sync(ctx); err == nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err == nil {
 		t.Fatal("sync succeeded although the runner failed")
 	}
 	check("second failed sync", map[string]float64{
@@ -196,7 +198,7 @@ func TestSyncObserved(t *testing.T) {
 
 	// The retry programs the change. It is a full sync, as is any after
 	// a failure: the second failed one was too.
-	if err := d.sync(ctx); err != nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("retry", map[string]float64{
@@ -210,13 +212,33 @@ func TestSyncObserved(t *testing.T) {
 	}
 
 	// Nothing changed: a partial sync, with nothing to measure.
-	if err := d.sync(ctx); err != nil {
+	if err := d.loop.sync(ctx, syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	check("idle sync", map[string]float64{
 		"kube_outpost_sync_partial_proxy_rules_duration_seconds": 2,
 		"kube_outpost_network_programming_duration_seconds":      2,
 	})
+
+	// The runner's periodic run is a full sync, queued as a change is:
+	// one that fails keeps the health checks waiting.
+	fake.FailNext = errors.New("another app is currently holding the xtables lock")
+	if err := d.loop.sync(ctx, syncrunner.Run{Periodic: true}); err == nil {
+		t.Fatal("sync succeeded although the runner failed")
+	}
+	if st := d.health.Status(); st.PendingSince == nil {
+		t.Errorf("after a failed periodic sync: %+v, want it pending", st)
+	}
+	if err := d.loop.sync(ctx, syncrunner.Run{Periodic: true}); err != nil {
+		t.Fatal(err)
+	}
+	check("periodic syncs", map[string]float64{
+		"kube_outpost_sync_full_proxy_rules_duration_seconds":    5,
+		"kube_outpost_sync_partial_proxy_rules_duration_seconds": 2,
+	})
+	if st := d.health.Status(); !st.Healthy || st.PendingSince != nil {
+		t.Errorf("after a periodic sync: %+v, want healthy with nothing pending", st)
+	}
 }
 
 // TestClusterSeries: a cluster's watch series exist while it is
@@ -225,7 +247,7 @@ func TestClusterSeries(t *testing.T) {
 	d, _ := testDaemon(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d.ctx = ctx
+	d.clusters.setContext(ctx)
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	// An apiserver that refuses connections at once: nothing listens on
 	// port 1 of loopback.
@@ -240,11 +262,7 @@ func TestClusterSeries(t *testing.T) {
 	if err := d.setClusters([]config.Cluster{cl("alpha", "10.96.0.0/16"), cl("beta", "10.97.0.0/16")}); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		for _, h := range d.clusters {
-			h.watcher.Stop()
-		}
-	}()
+	defer d.clusters.stop()
 	for _, c := range []string{"alpha", "beta"} {
 		if up, synced := value(t, d, "kube_outpost_cluster_up", "cluster", c), value(t, d, "kube_outpost_cluster_synced", "cluster", c); up != 0 || synced != 0 {
 			t.Errorf("%s, unreachable: up %v, synced %v, want 0 and 0", c, up, synced)

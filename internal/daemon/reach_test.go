@@ -46,7 +46,7 @@ func TestSyncRoutes(t *testing.T) {
 	leftover := routes.KernelRoute{Dst: netip.MustParsePrefix("10.245.9.0/24"), Via: netip.MustParseAddr("192.0.2.9"),
 		Protocol: routes.Protocol, Metric: routes.Metric}
 	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")}, leftover)
-	d.routes = routes.New(routes.Options{Kernel: kernel})
+	d.routes.installer = routes.New(routes.Options{Kernel: kernel})
 
 	snaps := make(chan []model.NodeInfo, 10)
 	nw := cluster.NewNodeWatcher(fake.NewClientset(
@@ -55,21 +55,21 @@ func TestSyncRoutes(t *testing.T) {
 		labNode("n3", "192.0.2.3", "10.245.1.0/24", true), // claims n1's CIDR too
 		labNode("n4", "192.0.2.4", "10.245.4.0/24", true),
 	), cluster.NodeWatcherOptions{Cluster: "alpha", OnChange: func(s []model.NodeInfo) { snaps <- s }})
-	d.clusters["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
+	d.clusters.handles["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
 		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: nw}
 	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "alpha", Reach: reach.Routes}}})
-	d.host = &routeHost{}
+	d.routes.host = &routeHost{}
 	noResolvers(t)
 
 	// Not listed yet: nothing is touched, the leftover of the last run
 	// stays.
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if ops := kernel.Ops(); len(ops) != 0 {
 		t.Fatalf("routes changed before the node list: %q", ops)
 	}
-	if rs := d.reachStatus(d.clusters["alpha"]); rs.reach != "routes" || rs.nodes == nil || rs.nodes.Synced || rs.routes != nil {
+	if rs := d.reachStatus(d.clusters.handles["alpha"]); rs.reach != "routes" || rs.nodes == nil || rs.nodes.Synced || rs.routes != nil {
 		t.Errorf("status before the node list: %+v", rs)
 	}
 
@@ -82,7 +82,7 @@ func TestSyncRoutes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no node list")
 	}
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	// n2 is not Ready; n1 and n3 disagree about 10.245.1.0/24: with
@@ -91,7 +91,7 @@ func TestSyncRoutes(t *testing.T) {
 	if got := kernel.Dump(); got != want {
 		t.Errorf("routes:\n%s\nwant:\n%s", got, want)
 	}
-	rs := d.reachStatus(d.clusters["alpha"])
+	rs := d.reachStatus(d.clusters.handles["alpha"])
 	if rs.nodes == nil || !rs.nodes.Synced || rs.nodes.Nodes != 4 || rs.nodes.Ready != 3 {
 		t.Errorf("node status %+v", rs.nodes)
 	}
@@ -101,8 +101,8 @@ func TestSyncRoutes(t *testing.T) {
 	}
 
 	// The cluster is removed by a reload: its routes go at the next sync.
-	delete(d.clusters, "alpha")
-	if err := d.syncRoutes(t.Context()); err != nil {
+	delete(d.clusters.handles, "alpha")
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := kernel.Dump(); got != "" {
@@ -118,9 +118,9 @@ func TestSyncRoutesWithoutRoutesClusters(t *testing.T) {
 	leftover := routes.KernelRoute{Dst: netip.MustParsePrefix("10.245.9.0/24"), Via: netip.MustParseAddr("192.0.2.9"),
 		Protocol: routes.Protocol, Metric: routes.Metric}
 	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")}, leftover)
-	d.routes = routes.New(routes.Options{Kernel: kernel})
+	d.routes.installer = routes.New(routes.Options{Kernel: kernel})
 	for range 2 {
-		if err := d.syncRoutes(t.Context()); err != nil {
+		if err := d.routes.Sync(t.Context(), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -167,12 +167,12 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 	snaps := make(chan []model.NodeInfo, 100)
 	nw := cluster.NewNodeWatcher(cs, cluster.NodeWatcherOptions{Cluster: cfg.Name, OnChange: func(s []model.NodeInfo) { snaps <- s }})
 	cfg.Reach = reach.Routes
-	d.mu.Lock()
-	d.clusters[cfg.Name] = &clusterHandle{cfg: cfg, nodes: nw, order: order}
+	d.clusters.mu.Lock()
+	d.clusters.handles[cfg.Name] = &clusterHandle{cfg: cfg, nodes: nw, order: order}
 	// The model knows every configured cluster, as setClusters makes it:
 	// route gateways pass its target check.
 	var ccs []model.ClusterConfig
-	for _, h := range d.clusters {
+	for _, h := range d.clusters.handles {
 		cc := model.ClusterConfig{Cluster: config.Cluster{Name: h.cfg.Name, ServiceCIDRs: h.cfg.ServiceCIDRs, Reach: h.cfg.Reach}}
 		if ip, ok := hostcheck.APIServerAddr(h.cfg.Server); ok {
 			cc.APIServerAddrs = []netip.Addr{ip}
@@ -180,7 +180,7 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 		ccs = append(ccs, cc)
 	}
 	d.store.SetClusters(ccs)
-	d.mu.Unlock()
+	d.clusters.mu.Unlock()
 	if err := nw.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -200,12 +200,12 @@ func routesCluster(t *testing.T, d *Daemon, order int, cfg config.Cluster, nodes
 func TestSyncRoutesContainment(t *testing.T) {
 	d, _ := testDaemon(t)
 	var logs bytes.Buffer
-	d.log = slog.New(slog.NewTextHandler(&logs, nil))
+	d.routes.log = slog.New(slog.NewTextHandler(&logs, nil))
 	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")})
-	d.routes = routes.New(routes.Options{Kernel: kernel})
+	d.routes.installer = routes.New(routes.Options{Kernel: kernel})
 	// A host whose default gateway and resolver are off its subnet, as on
 	// hosts with a /32 address: no connected network covers them.
-	d.host = &routeHost{routes: []hostcheck.Route{
+	d.routes.host = &routeHost{routes: []hostcheck.Route{
 		{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.245.254.1")},
 		{Dst: netip.MustParsePrefix("192.0.2.0/24"), Connected: true},
 	}}
@@ -227,7 +227,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 		labNode("a7", "192.0.2.17", "10.245.7.0/24", true),       // wanted by beta too
 		labNode("a-via", "192.0.2.200", "10.245.9.0/24", true),   // via beta's apiserver
 	)
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	// alpha comes first in the configuration (beta's pod_cidrs overlap
@@ -238,7 +238,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 	if got := kernel.Dump(); got != want {
 		t.Errorf("routes:\n%s\nwant:\n%s", got, want)
 	}
-	alpha := d.reachStatus(d.clusters["alpha"]).routes
+	alpha := d.reachStatus(d.clusters.handles["alpha"]).routes
 	wantProblems := []string{
 		"node greedy: pod CIDR 10.0.0.0/8 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
 		"node rogue: pod CIDR 8.8.8.0/24 is not routed: it is outside the cluster's pod_cidrs (10.245.0.0/16)",
@@ -261,7 +261,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 			t.Errorf("alpha's refusals %q\nlack %q", alpha.Refused, w)
 		}
 	}
-	beta := d.reachStatus(d.clusters["beta"]).routes
+	beta := d.reachStatus(d.clusters.handles["beta"]).routes
 	if beta == nil || beta.Installed != 1 || len(beta.Refused) != 1 ||
 		!strings.Contains(beta.Refused[0], `by node a7 of cluster "alpha", which has precedence`) {
 		t.Errorf("beta's routes: %+v", beta)
@@ -278,7 +278,7 @@ func TestSyncRoutesContainment(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		nodes, _ := d.clusters["alpha"].nodes.Nodes()
+		nodes, _ := d.clusters.handles["alpha"].nodes.Nodes()
 		if slices.ContainsFunc(nodes, func(n model.NodeInfo) bool { return n.Name == "a0-copy" }) {
 			break
 		}
@@ -286,13 +286,13 @@ func TestSyncRoutesContainment(t *testing.T) {
 			t.Fatal("the copier is not in alpha's node list")
 		}
 	}
-	if err := d.syncRoutes(t.Context()); err != nil {
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if ops := kernel.Ops(); len(ops) != 0 {
 		t.Errorf("the copier changed routes: %q", ops)
 	}
-	alpha = d.reachStatus(d.clusters["alpha"]).routes
+	alpha = d.reachStatus(d.clusters.handles["alpha"]).routes
 	if !slices.ContainsFunc(alpha.Refused, func(r string) bool {
 		return strings.HasPrefix(r, `node a0-copy of cluster "alpha": 10.245.1.0/24 via 192.0.2.9: 10.245.1.0/24 is also wanted via 192.0.2.1 by node a1 of cluster "alpha", which has precedence`)
 	}) {
@@ -304,8 +304,8 @@ func TestSyncRoutesContainment(t *testing.T) {
 
 	// Without the host's gateways no route is known safe: the sync
 	// fails and the routes in place stay.
-	d.host = &routeHost{err: errors.New("netlink: no")}
-	if err := d.syncRoutes(t.Context()); err == nil || !strings.Contains(err.Error(), "default gateways") {
+	d.routes.host = &routeHost{err: errors.New("netlink: no")}
+	if err := d.routes.Sync(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "default gateways") {
 		t.Errorf("sync without the host's routes: %v", err)
 	}
 	if got := kernel.Dump(); got != want {

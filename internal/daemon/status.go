@@ -46,20 +46,22 @@ func (s *statusSource) Status() status.Report {
 	// this order cannot deadlock with a sync in progress.
 	st := d.store.Snapshot()
 	refusals := d.store.Refusals()
+	last, success := d.loop.results()
 	d.mu.Lock()
 	r := status.Report{
 		Mode: string(d.cfg.Mode), Version: Version, StartedAt: d.started,
-		LastSync: syncStatus(d.lastSync), LastSuccess: syncStatus(d.lastSuccess),
+		LastSync: syncStatus(last), LastSuccess: syncStatus(success),
 	}
-	watch := make(map[string]cluster.Status, len(d.clusters))
-	servers := make(map[string]string, len(d.clusters))
-	reach := make(map[string]reachStatus, len(d.clusters))
-	for name, h := range d.clusters {
+	d.mu.Unlock()
+	watch := map[string]cluster.Status{}
+	servers := map[string]string{}
+	reach := map[string]reachStatus{}
+	d.clusters.each(func(h *clusterHandle) {
+		name := h.cfg.Name
 		watch[name] = h.watcher.Status()
 		servers[name] = h.cfg.Server
 		reach[name] = d.reachStatus(h)
-	}
-	d.mu.Unlock()
+	})
 	for _, c := range st.Clusters {
 		cs := status.ClusterFromModel(c, refusals)
 		w := watch[c.Name]

@@ -17,6 +17,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/status"
+	"github.com/kube-outpost/kube-outpost/internal/syncrunner"
 )
 
 // TestStatusSource: what the socket answers comes from the store, the
@@ -28,7 +29,7 @@ func TestStatusSource(t *testing.T) {
 	d.store.UpsertService("alpha", service("web", "10.96.0.10"))
 	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.0.0.1", "10.0.0.2", "127.0.0.1"))
 	d.store.SetSynced("alpha")
-	if err := d.sync(t.Context()); err != nil {
+	if err := d.loop.sync(t.Context(), syncrunner.Run{}); err != nil {
 		t.Fatal(err)
 	}
 	src := newStatusSource(d)
@@ -60,7 +61,7 @@ func TestStatusSource(t *testing.T) {
 	// A failed sync: the last attempt says so, the last success stays.
 	fake.FailNext = &iptables.RestoreError{Output: "line 3 failed", Err: os.ErrInvalid}
 	d.store.UpsertSlice("alpha", slice("web", time.Now(), "10.0.0.1"))
-	d.sync(t.Context())
+	d.loop.sync(t.Context(), syncrunner.Run{})
 	r = src.Status()
 	if r.LastSync.Error == "" || r.LastSuccess.Error != "" || !r.LastSuccess.At.Before(r.LastSync.At) {
 		t.Errorf("after a failed sync: last %+v, last success %+v", r.LastSync, r.LastSuccess)

@@ -1,4 +1,4 @@
-package runner
+package syncrunner
 
 import (
 	"context"
@@ -13,14 +13,16 @@ import (
 type recorder struct {
 	mu    sync.Mutex
 	runs  int
+	last  Run
 	fail  int // fail this many runs first
 	ran   chan struct{}
 	block chan struct{}
 }
 
-func (r *recorder) fn(ctx context.Context) error {
+func (r *recorder) fn(ctx context.Context, run Run) error {
 	r.mu.Lock()
 	r.runs++
+	r.last = run
 	fail := r.fail > 0
 	if fail {
 		r.fail--
@@ -75,7 +77,7 @@ func waitForWaiter(t *testing.T, clk *testingclock.FakeClock) {
 func TestBurstMergesIntoOneRun(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
 	rec := &recorder{ran: make(chan struct{}, 100)}
-	r := New(rec.fn, time.Second, time.Minute, clk)
+	r := New(rec.fn, Options{MinInterval: time.Second, MaxBackoff: time.Minute, Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Loop(ctx)
@@ -97,7 +99,7 @@ func TestBurstMergesIntoOneRun(t *testing.T) {
 func TestLoneChangeAfterQuietRunsAtOnce(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
 	rec := &recorder{ran: make(chan struct{}, 10)}
-	r := New(rec.fn, time.Second, time.Minute, clk)
+	r := New(rec.fn, Options{MinInterval: time.Second, MaxBackoff: time.Minute, Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Loop(ctx)
@@ -110,7 +112,7 @@ func TestLoneChangeAfterQuietRunsAtOnce(t *testing.T) {
 func TestFailureRetriesWithBackoff(t *testing.T) {
 	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
 	rec := &recorder{ran: make(chan struct{}, 10), fail: 3}
-	r := New(rec.fn, time.Second, 4*time.Second, clk)
+	r := New(rec.fn, Options{MinInterval: time.Second, MaxBackoff: 4 * time.Second, Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Loop(ctx)
