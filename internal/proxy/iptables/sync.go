@@ -399,7 +399,7 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	s.tx.applyTo(p.chains)
 	p.top = s.top.texts()
 	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
-	p.clearStaleUDP(ctx, p.applied, s.next, hostAddrs)
+	p.clearStaleUDP(ctx, s, hostAddrs)
 	p.hostAddrs = hostAddrs
 	p.applied = s.next
 	p.clusters = shapes
