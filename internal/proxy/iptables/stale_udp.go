@@ -14,7 +14,9 @@ import (
 // their own.
 //
 // Only what this process programmed is compared, so a restarted daemon's
-// first sync forgets nothing.
+// first sync forgets nothing. A cluster that is not synced keeps its rules
+// (and so its flows): its ports wait in p.held until it syncs again, and
+// are compared then.
 func (p *Proxier) clearStaleUDP(ctx context.Context, s *syncPass, hostAddrs []netip.Addr) {
 	if p.opt.Conntrack == nil {
 		return
@@ -26,18 +28,26 @@ func (p *Proxier) clearStaleUDP(ctx context.Context, s *syncPass, hostAddrs []ne
 	// Node port flows came in at any address of this host the port was
 	// served at, then or now.
 	nodeAddrs := slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(p.hostAddrs), hostAddrs...)), netip.Addr.Compare))
+	held := map[model.PortKey]*programmed{}
 	var flows []Flow
 	ports := 0
-	for key, old := range p.applied {
-		if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
-			continue
-		}
-		n := len(flows)
-		flows = staleFlows(flows, old, s.next[key], hosts, nodeAddrs)
-		if len(flows) > n {
-			ports++
+	for _, before := range []map[model.PortKey]*programmed{p.applied, p.held} {
+		for key, old := range before {
+			if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
+				continue
+			}
+			if s.keepTags[clusterTag(key.Cluster)] {
+				held[key] = old
+				continue
+			}
+			n := len(flows)
+			flows = staleFlows(flows, old, s.next[key], hosts, nodeAddrs)
+			if len(flows) > n {
+				ports++
+			}
 		}
 	}
+	p.held = held
 	if len(flows) == 0 {
 		return
 	}

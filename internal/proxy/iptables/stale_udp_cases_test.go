@@ -95,6 +95,26 @@ func TestStaleUDPNothingOnRestart(t *testing.T) {
 	wantBatches(t, ct, "full sync with one change", []string{"10.96.0.1:53 -> 10.0.1.1:5353"})
 }
 
+// TestStaleUDPUnsyncedCluster: a cluster that turns unsynced (its source
+// changed in a reload) keeps its rules, so its flows stay; once it has
+// synced again, the flows to the endpoints it lost meanwhile are
+// forgotten, and only those.
+func TestStaleUDPUnsyncedCluster(t *testing.T) {
+	ct := &recordingConntrack{}
+	p := ctProxier(ct, NewFake(), false)
+	mustSync(t, p, allUDPPorts(), true)
+
+	mustSync(t, p, udpPortsState(false), false)
+	wantBatches(t, ct, "cluster not synced")
+	mustSync(t, p, udpPortsState(false, unchanged), false)
+	wantBatches(t, ct, "cluster still not synced")
+
+	mustSync(t, p, udpPortsState(true, withEndpoints(shrinking, "10.0.1.2:5353"), deleted, scaled, unchanged, tcpPort), false)
+	wantBatches(t, ct, "cluster synced again", []string{"10.96.0.1:53 -> 10.0.1.1:5353"})
+	mustSync(t, p, udpPortsState(true, withEndpoints(shrinking, "10.0.1.2:5353"), deleted, scaled, unchanged, tcpPort), false)
+	wantBatches(t, ct, "next sync")
+}
+
 // TestStaleUDPRemovedCluster: a cluster removed from the config takes its
 // rules, and so its flows, with it.
 func TestStaleUDPRemovedCluster(t *testing.T) {
