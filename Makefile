@@ -11,7 +11,7 @@ E2E_PKGS := ./test/... ./internal/routes/
 # lists only what the daemon and its tests link.
 TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
-.PHONY: all build deps lab-bins test unit fuzz e2e test-vm demo lint fmt vet staticcheck clean bench package
+.PHONY: all build deps lab-bins test unit kernel fuzz e2e test-vm demo lint fmt vet staticcheck clean bench package
 
 all: build
 
@@ -25,11 +25,17 @@ deps:
 lab-bins: deps
 	@bash test/lab/build-k8s.sh >/dev/null
 
-test: lint unit fuzz e2e test-vm
+test: lint unit kernel fuzz e2e test-vm
 
 unit:
 	@echo ">> unit tests"
 	@$(GO) test -race -count=1 $(PKGS)
+
+# iptables mode against this kernel (needs root). Each test runs itself
+# again in a network namespace of its own, never in the machine's.
+kernel:
+	@echo ">> real-kernel tests of iptables mode (each in a new network namespace)"
+	@$(GO) test -tags kernel -count=1 -run '^TestKernel' ./internal/proxy/iptables/
 
 # The model fuzzed with random Services and EndpointSlices of several
 # clusters: no panic, nothing refused programmed, the same state in any

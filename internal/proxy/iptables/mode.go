@@ -32,10 +32,7 @@ func init() {
 }
 
 func newBackends(env proxy.Env) ([]proxy.Backend, error) {
-	ct, err := NewConntrack()
-	if err != nil {
-		env.Log.Warn("UDP flows to removed endpoints will not be forgotten until they time out", "err", err)
-	}
+	ct := NewConntrack()
 	var out []proxy.Backend
 	for _, v6 := range proxy.Families(env.Config) {
 		r, err := NewRunner(v6)

@@ -60,6 +60,10 @@ type Proxier struct {
 	// hostAddrs are this family's addresses that node ports are served
 	// at, as the last successful sync had them: to forget UDP flows.
 	hostAddrs []netip.Addr
+	// held are the UDP ports of the clusters that are not synced, as last
+	// programmed: their rules stay, and their stale flows are found once
+	// the cluster syncs again (clearStaleUDP).
+	held map[model.PortKey]*programmed
 	// warnedNoMasq: serve_node_ports without a masquerade mark was
 	// logged once.
 	warnedNoMasq bool

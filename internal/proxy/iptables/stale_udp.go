@@ -8,10 +8,16 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// clearStaleUDP forgets the UDP flows to endpoints that are no longer used.
-// Failures are logged, not returned: the rules are right, and the flows
-// time out on their own.
-func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.PortKey]*programmed, hostAddrs []netip.Addr) {
+// clearStaleUDP forgets the UDP flows to endpoints that the rules this
+// sync committed no longer send them to, all in one batch. Failures are
+// logged, not returned: the rules are right, and the flows time out on
+// their own.
+//
+// Only what this process programmed is compared, so a restarted daemon's
+// first sync forgets nothing. A cluster that is not synced keeps its rules
+// (and so its flows): its ports wait in p.held until it syncs again, and
+// are compared then.
+func (p *Proxier) clearStaleUDP(ctx context.Context, s *syncPass, hostAddrs []netip.Addr) {
 	if p.opt.Conntrack == nil {
 		return
 	}
@@ -19,37 +25,62 @@ func (p *Proxier) clearStaleUDP(ctx context.Context, before, after map[model.Por
 	for _, a := range hostAddrs {
 		hosts[a] = true
 	}
-	for key, old := range before {
-		if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
-			continue
-		}
-		cur := after[key]
-		if cur == old {
-			continue
-		}
-		var vips []netip.AddrPort
-		for _, a := range old.port.Addrs() {
-			vips = append(vips, netip.AddrPortFrom(a, old.port.Port))
-		}
-		if old.nodeDispatch != "" {
-			// Flows that came in at the node port, at any address of
-			// this host it was served at (then or now).
-			for _, a := range slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(p.hostAddrs), hostAddrs...)), netip.Addr.Compare)) {
-				vips = append(vips, netip.AddrPortFrom(a, old.port.ServedNodePort))
+	// Node port flows came in at any address of this host the port was
+	// served at, then or now.
+	nodeAddrs := slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(p.hostAddrs), hostAddrs...)), netip.Addr.Compare))
+	held := map[model.PortKey]*programmed{}
+	var flows []Flow
+	ports := 0
+	for _, before := range []map[model.PortKey]*programmed{p.applied, p.held} {
+		for key, old := range before {
+			if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
+				continue
 			}
-		}
-		kept := keptFlowsOf(cur, hosts)
-		for _, vip := range vips {
-			for _, ep := range old.port.Endpoints {
-				if kept.keeps(vip, ep.Addr) {
-					continue
-				}
-				if err := p.opt.Conntrack.ClearUDP(ctx, vip, ep.Addr); err != nil {
-					p.log.Warn("could not forget UDP flows to a removed endpoint", "service", key.String(), "err", err)
-				}
+			if s.keepTags[clusterTag(key.Cluster)] {
+				held[key] = old
+				continue
+			}
+			n := len(flows)
+			flows = staleFlows(flows, old, s.next[key], hosts, nodeAddrs)
+			if len(flows) > n {
+				ports++
 			}
 		}
 	}
+	p.held = held
+	if len(flows) == 0 {
+		return
+	}
+	if err := p.opt.Conntrack.ClearUDP(ctx, flows); err != nil {
+		p.log.Warn("could not forget UDP flows to removed endpoints; they time out on their own",
+			"flows", len(flows), "ports", ports, "err", err)
+	}
+}
+
+// staleFlows appends the flows old sent that cur no longer sends the same
+// way.
+func staleFlows(flows []Flow, old, cur *programmed, hosts map[netip.Addr]bool, nodeAddrs []netip.Addr) []Flow {
+	if cur == old {
+		return flows
+	}
+	var vips []netip.AddrPort
+	for _, a := range old.port.Addrs() {
+		vips = append(vips, netip.AddrPortFrom(a, old.port.Port))
+	}
+	if old.nodeDispatch != "" {
+		for _, a := range nodeAddrs {
+			vips = append(vips, netip.AddrPortFrom(a, old.port.ServedNodePort))
+		}
+	}
+	kept := keptFlowsOf(cur, hosts)
+	for _, vip := range vips {
+		for _, ep := range old.port.Endpoints {
+			if !kept.keeps(vip, ep.Addr) {
+				flows = append(flows, Flow{VIP: vip, Endpoint: ep.Addr})
+			}
+		}
+	}
+	return flows
 }
 
 // keptFlows is where a port as programmed now still sends flows, as sets:

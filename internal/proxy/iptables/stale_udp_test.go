@@ -12,24 +12,38 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// recordingConntrack records the flows it is asked to forget.
+// recordingConntrack records each batch of flows it is asked to forget,
+// and fails every batch with err when set.
 type recordingConntrack struct {
 	mu      sync.Mutex
-	cleared []string // "vip -> ep"
+	batches [][]string // "vip -> ep", sorted within a batch
+	err     error
 }
 
-func (c *recordingConntrack) ClearUDP(_ context.Context, vip, ep netip.AddrPort) error {
+func (c *recordingConntrack) ClearUDP(_ context.Context, flows []Flow) error {
+	b := make([]string, 0, len(flows))
+	for _, f := range flows {
+		b = append(b, f.VIP.String()+" -> "+f.Endpoint.String())
+	}
+	slices.Sort(b)
 	c.mu.Lock()
-	c.cleared = append(c.cleared, vip.String()+" -> "+ep.String())
+	c.batches = append(c.batches, b)
 	c.mu.Unlock()
-	return nil
+	return c.err
 }
 
-func (c *recordingConntrack) take() []string {
+// takeBatches returns the batches since the last take.
+func (c *recordingConntrack) takeBatches() [][]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := c.cleared
-	c.cleared = nil
+	out := c.batches
+	c.batches = nil
+	return out
+}
+
+// take returns the flows of every batch since the last take, sorted.
+func (c *recordingConntrack) take() []string {
+	out := slices.Concat(c.takeBatches()...)
 	slices.Sort(out)
 	return out
 }
@@ -73,7 +87,11 @@ func TestStaleUDPFlowsLargeService(t *testing.T) {
 		want = append(want, "10.96.0.53:53 -> "+ep.String(), "192.0.2.53:53 -> "+ep.String())
 	}
 	slices.Sort(want)
-	if got := ct.take(); !slices.Equal(got, want) {
+	batches := ct.takeBatches()
+	if len(batches) != 1 {
+		t.Fatalf("%d batches, want the sync's flows in one", len(batches))
+	}
+	if got := batches[0]; !slices.Equal(got, want) {
 		t.Fatalf("forgot %d flows (first %q), want the %d to the 100 removed endpoints", len(got), got[:min(len(got), 3)], len(want))
 	}
 
@@ -112,7 +130,7 @@ func BenchmarkStaleUDPFlows(b *testing.B) {
 
 type discardConntrack struct{}
 
-func (discardConntrack) ClearUDP(context.Context, netip.AddrPort, netip.AddrPort) error { return nil }
+func (discardConntrack) ClearUDP(context.Context, []Flow) error { return nil }
 
 // BenchmarkHeapAtDefaultLimits reports the live heap of a Proxier (over
 // the fake runner) that programmed 20,000 services of 10 endpoints: one

@@ -401,7 +401,7 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	p.top = s.top.texts()
 	p.canaries.Store(true)
 	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
-	p.clearStaleUDP(ctx, p.applied, s.next, hostAddrs)
+	p.clearStaleUDP(ctx, s, hostAddrs)
 	p.hostAddrs = hostAddrs
 	p.applied = s.next
 	p.clusters = shapes
