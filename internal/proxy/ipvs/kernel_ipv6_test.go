@@ -4,7 +4,7 @@ package ipvs
 
 // Real-kernel tests of IPv6: an IPv6 Proxier alone, and one next to an IPv4
 // Proxier in the same namespace over one Kernel, as the daemon runs them
-// for dual-stack clusters (daemon.perFamily). Like the others, each builds
+// for dual-stack clusters (proxy.Families). Like the others, each builds
 // its own namespaces (newDualTopo) and runs in the VM of test/vm.
 
 import (

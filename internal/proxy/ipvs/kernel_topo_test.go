@@ -555,7 +555,7 @@ func find(es []ipvsEntry, prefix string) *ipvsEntry {
 }
 
 // newProxier makes a real Proxier for the host namespace over k. When mod
-// sets IPv6, it gets the ip6tables runner, as the daemon's (perFamily).
+// sets IPv6, it gets the ip6tables runner, as the mode's constructor does (proxy.Families).
 func (tp *topo) newProxier(k Kernel, mod func(*Options)) *Proxier {
 	tp.t.Helper()
 	ips, err := NewIPSet()
