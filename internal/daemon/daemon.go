@@ -119,6 +119,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	go d.watchHostAddrs(ctx)
+	go d.probe(ctx) // probe.go
 	d.otherModeCleanup(ctx)
 	if err := d.startComponents(ctx); err != nil {
 		return err

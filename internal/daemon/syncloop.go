@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/health"
@@ -57,6 +58,10 @@ type syncLoop struct {
 	unprogrammed []time.Time // trigger times of changes a failed sync did not program
 	ready        bool
 
+	// repair: a probe found objects of ours gone (probe.go); the next
+	// sync is full.
+	repair atomic.Bool
+
 	mu          sync.Mutex
 	lastSync    SyncResult
 	lastSuccess SyncResult // zero before the first successful sync
@@ -77,6 +82,16 @@ func (l *syncLoop) run(ctx context.Context, started time.Time) {
 		}
 	}()
 	l.runner.Loop(ctx)
+}
+
+// askRepair asks for a full sync to put back what was removed; false when
+// one is asked for already and has not started.
+func (l *syncLoop) askRepair() bool {
+	if !l.repair.CompareAndSwap(false, true) {
+		return false
+	}
+	l.runner.Trigger()
+	return true
 }
 
 // trigger asks for a sync; requests merge.
@@ -101,7 +116,7 @@ func (l *syncLoop) sync(ctx context.Context, run syncrunner.Run) error {
 	st, triggers := l.store.Checkout()
 	triggers = append(l.unprogrammed, triggers...)
 	l.unprogrammed = nil
-	full := run.Periodic
+	full := run.Periodic || l.repair.Swap(false)
 	start := time.Now()
 	l.mu.Lock()
 	l.syncStarted = start

@@ -61,6 +61,7 @@ type Metrics struct {
 	programming         prometheus.Histogram
 	restoreFailures     prometheus.Counter
 	syncErrors          prometheus.Counter
+	repairs             prometheus.Counter
 	services            *prometheus.GaugeVec
 	endpoints           *prometheus.GaugeVec
 	servicePorts        prometheus.Gauge
@@ -130,6 +131,10 @@ func New(o Options) *Metrics {
 			Namespace: namespace, Name: "sync_proxy_rules_restore_failures_total",
 			Help: "Kernel transactions the kernel refused as a whole (an iptables-restore or ip6tables-restore run, in either mode); the previous rules stayed in force.",
 		}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sync_proxy_rules_repairs_total",
+			Help: "Full syncs run because objects of ours were found removed behind our back (a firewall reload, a flushed table, a VIP taken off its interface).",
+		}),
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "sync_proxy_rules_errors_total",
 			Help: "Syncs that failed for any reason; each is retried with backoff.",
@@ -159,7 +164,7 @@ func New(o Options) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		m.syncDuration, m.fullSyncDuration, m.partialSyncDuration, m.lastSync, m.lastQueued,
-		m.programming, m.restoreFailures, m.syncErrors, m.services, m.endpoints, m.servicePorts,
+		m.programming, m.restoreFailures, m.syncErrors, m.repairs, m.services, m.endpoints, m.servicePorts,
 		newStateCollector(o),
 	)
 	return m
@@ -182,6 +187,9 @@ func (p slogPrinter) Println(v ...any) { p.log.Warn("serving metrics", "err", fm
 
 // Queued records that a sync was asked for.
 func (m *Metrics) Queued(at time.Time) { m.lastQueued.Set(seconds(at)) }
+
+// Repair counts a full sync asked for because objects of ours were gone.
+func (m *Metrics) Repair() { m.repairs.Inc() }
 
 // Sync is what one sync did.
 type Sync struct {
