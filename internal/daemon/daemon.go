@@ -45,6 +45,14 @@ type Daemon struct {
 
 	mu      sync.Mutex
 	started time.Time
+
+	// startMu orders the first setClusters of Run and the reloads: a
+	// SIGHUP that arrives before Run has started the clusters (the signal
+	// is caught from the process's start) is kept in early, and Run starts
+	// from it.
+	startMu sync.Mutex
+	running bool
+	early   *config.Config
 }
 
 // Version is reported in kube_outpost_build_info; set by main.
@@ -115,7 +123,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Before the first service is built: an endpoint at this host's own
 	// address must never be programmed, not even for a moment.
 	d.refreshHostAddrs()
-	if err := d.setClusters(d.cfg.Clusters); err != nil {
+	if err := d.startClusters(); err != nil {
 		return err
 	}
 	go d.watchHostAddrs(ctx)
@@ -138,6 +146,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 // until they have synced again), unchanged ones keep running. Settings
 // outside [[clusters]] need a restart. On error nothing changed.
 func (d *Daemon) Reload(cfg *config.Config) error {
+	d.startMu.Lock()
+	defer d.startMu.Unlock()
+	if !d.running {
+		d.early = cfg
+		d.log.Info("configuration reloaded before the start; the clusters start from it", "clusters", len(cfg.Clusters))
+		return nil
+	}
 	if diff := globalDiff(d.cfg, cfg); diff != "" {
 		d.log.Warn("reload: settings outside [[clusters]] need a restart; keeping the running ones", "changed", diff)
 	}
@@ -145,6 +160,25 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 		return err
 	}
 	d.log.Info("configuration reloaded", "clusters", len(cfg.Clusters))
+	return nil
+}
+
+// startClusters starts the configured clusters, or those of a reload that
+// came first.
+func (d *Daemon) startClusters() error {
+	d.startMu.Lock()
+	defer d.startMu.Unlock()
+	clusters := d.cfg.Clusters
+	if d.early != nil {
+		if diff := globalDiff(d.cfg, d.early); diff != "" {
+			d.log.Warn("reload: settings outside [[clusters]] need a restart; keeping the running ones", "changed", diff)
+		}
+		clusters = d.early.Clusters
+	}
+	if err := d.setClusters(clusters); err != nil {
+		return err
+	}
+	d.running = true
 	return nil
 }
 

@@ -1,0 +1,46 @@
+package daemon
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
+)
+
+// TestReloadBeforeRun: a SIGHUP caught before Run has started the clusters
+// neither panics (a watcher started without Run's context) nor is lost:
+// Run starts the clusters of that configuration.
+func TestReloadBeforeRun(t *testing.T) {
+	d, _ := testDaemon(t)
+	d.host = &fakeHost{}
+	d.lookupHost = func(context.Context, string) ([]netip.Addr, error) { return nil, nil }
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	// Nothing listens on port 1 of loopback: the watcher fails at once.
+	data := "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\n" +
+		"users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"
+	if err := os.WriteFile(kc, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next := *d.cfg
+	next.Clusters = []config.Cluster{{Name: "alpha", Kubeconfig: kc, ServiceCIDRs: []netip.Prefix{alphaCIDR}}}
+	if err := d.Reload(&next); err != nil {
+		t.Fatalf("Reload before Run: %v", err)
+	}
+	// What Run does first with the clusters.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.clusters.setContext(ctx)
+	if err := d.startClusters(); err != nil {
+		t.Fatal(err)
+	}
+	defer d.clusters.stop()
+	if got := d.clusterStatuses(); len(got) != 1 || got[0].Name != "alpha" {
+		t.Errorf("clusters after the start: %+v, want alpha of the early reload", got)
+	}
+	if err := d.Reload(&next); err != nil {
+		t.Errorf("Reload after the start: %v", err)
+	}
+}

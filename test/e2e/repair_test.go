@@ -1,0 +1,97 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// TestRepairAfterFlush: what a firewall reload does to our rules (a flushed
+// nat table; every table flushed and its chains deleted, as firewalld's
+// reload of the iptables backend does; `nft flush ruleset`; a VIP taken off
+// its interface) is found by the daemon's probe and repaired by a full
+// sync: the service answers again within 5 s, each repair is counted once
+// in kube_outpost_sync_proxy_rules_repairs_total and logged in one line.
+func TestRepairAfterFlush(t *testing.T) {
+	alpha := theLab.Cluster("alpha").Admin
+	ns := namespace(t, alpha, "repair")
+	vip := service(t, alpha, ns, "web", web)
+	slice(t, alpha, ns, "web", "1", web, []ep{readyEP(ip("a1"))})
+	o := startObserved(t)
+	answeredBy(t, url(vip, 80), 3, "a1")
+	ctx := context.Background()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := theLab.HostRun(ctx, args[0], args[1:]...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	const repairs = "kube_outpost_sync_proxy_rules_repairs_total"
+	const logged = "removed behind our back"
+	for _, tc := range []struct {
+		name string
+		skip func() string // why it cannot run here; "" when it can
+		do   func()
+	}{
+		{"iptables -t nat -F", nil, func() { run("iptables", "-t", "nat", "-F") }},
+		{"every table flushed and its chains deleted", nil, func() {
+			for _, table := range []string{"nat", "filter"} {
+				run("iptables", "-t", table, "-F")
+				run("iptables", "-t", table, "-X")
+			}
+		}},
+		{"nft flush ruleset", func() string {
+			if _, err := exec.LookPath("nft"); err != nil {
+				return "no nft here"
+			}
+			return ""
+		}, func() { run("nft", "flush", "ruleset") }},
+		{"a VIP taken off its interface", func() string {
+			if out, err := theLab.HostRun(ctx, "ip", "-o", "addr", "show", "dev", "outpost0"); err != nil || !mentions(out, vip) {
+				return "this mode binds no VIP to an interface"
+			}
+			return ""
+		}, func() { run("ip", "addr", "del", vip.String()+"/"+fmt.Sprint(vip.BitLen()), "dev", "outpost0") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.skip != nil {
+				if why := tc.skip(); why != "" {
+					t.Skip(why)
+				}
+			}
+			answeredBy(t, url(vip, 80), 1, "a1")
+			s, err := o.scrape()
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, logs := s.value(repairs, ""), o.count(logged)
+			tc.do()
+			flushed := time.Now()
+			eventually(t, 5*time.Second, "the service answering again", func() error {
+				body, err := get(url(vip, 80))
+				if err == nil && body != "a1" {
+					return fmt.Errorf("answered by %q", body)
+				}
+				return err
+			})
+			t.Logf("%s: answering again %v after", tc.name, time.Since(flushed).Round(10*time.Millisecond))
+			eventually(t, 5*time.Second, "the repair counted", func() error {
+				s, err := o.scrape()
+				if err != nil {
+					return err
+				}
+				if got := s.value(repairs, ""); got != before+1 {
+					return fmt.Errorf("%s = %v, want %v", repairs, got, before+1)
+				}
+				return nil
+			})
+			if n := o.count(logged) - logs; n != 1 {
+				t.Errorf("%d log lines about the repair, want 1:\n%s", n, o.log.String())
+			}
+		})
+	}
+}
