@@ -38,9 +38,10 @@ func labNode(name, ip, podCIDR string, ready bool) *corev1.Node {
 	}
 }
 
-// TestSyncRoutes: the route installer is not synced before every routes
-// cluster's node list is complete (it would delete the routes of the last
-// run), then gets the routes of the Ready nodes, and status tells them.
+// TestSyncRoutes: before a routes cluster's node list is complete, the
+// routes of ours inside its pod_cidrs stay (a sync from an incomplete list
+// would delete the routes of the last run); then it gets the routes of the
+// Ready nodes, and status tells them.
 func TestSyncRoutes(t *testing.T) {
 	d, _ := testDaemon(t)
 	leftover := routes.KernelRoute{Dst: netip.MustParsePrefix("10.245.9.0/24"), Via: netip.MustParseAddr("192.0.2.9"),
@@ -69,8 +70,9 @@ func TestSyncRoutes(t *testing.T) {
 	if ops := kernel.Ops(); len(ops) != 0 {
 		t.Fatalf("routes changed before the node list: %q", ops)
 	}
-	if rs := d.reachStatus(d.clusters.handles["alpha"]); rs.reach != "routes" || rs.nodes == nil || rs.nodes.Synced || rs.routes != nil {
-		t.Errorf("status before the node list: %+v", rs)
+	if rs := d.reachStatus(d.clusters.handles["alpha"]); rs.reach != "routes" || rs.nodes == nil || rs.nodes.Synced ||
+		rs.routes == nil || !slices.Equal(rs.routes.Wanted, []string{"10.245.9.0/24 via 192.0.2.9"}) || rs.routes.Installed != 1 {
+		t.Errorf("status before the node list: %+v, routes %+v", rs, rs.routes)
 	}
 
 	if err := nw.Start(t.Context()); err != nil {
@@ -107,6 +109,48 @@ func TestSyncRoutes(t *testing.T) {
 	}
 	if got := kernel.Dump(); got != "" {
 		t.Errorf("routes after the routes cluster went: %q", got)
+	}
+}
+
+// TestSyncRoutesPerCluster: a routes cluster whose node list is not known
+// (its apiserver down since the restart) keeps the routes of ours inside
+// its pod_cidrs, and holds back nobody: another routes cluster's nodes are
+// routed meanwhile.
+func TestSyncRoutesPerCluster(t *testing.T) {
+	d, _ := testDaemon(t)
+	leftover := routes.KernelRoute{Dst: netip.MustParsePrefix("10.246.7.0/24"), Via: netip.MustParseAddr("192.0.2.7"),
+		Protocol: routes.Protocol, Metric: routes.Metric}
+	stray := routes.KernelRoute{Dst: netip.MustParsePrefix("10.247.0.0/24"), Via: netip.MustParseAddr("192.0.2.8"),
+		Protocol: routes.Protocol, Metric: routes.Metric} // in nobody's pod_cidrs
+	kernel := routes.NewFake([]netip.Prefix{netip.MustParsePrefix("192.0.2.100/24")}, leftover, stray)
+	d.routes.installer = routes.New(routes.Options{Kernel: kernel})
+	snaps := make(chan []model.NodeInfo, 10)
+	up := cluster.NewNodeWatcher(fake.NewClientset(labNode("n1", "192.0.2.1", "10.245.1.0/24", true)),
+		cluster.NodeWatcherOptions{Cluster: "alpha", OnChange: func(s []model.NodeInfo) { snaps <- s }})
+	down := cluster.NewNodeWatcher(fake.NewClientset(), cluster.NodeWatcherOptions{Cluster: "beta"}) // never started
+	d.clusters.handles["alpha"] = &clusterHandle{cfg: config.Cluster{Name: "alpha", Reach: reach.Routes,
+		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}}, nodes: up, order: 0}
+	d.clusters.handles["beta"] = &clusterHandle{cfg: config.Cluster{Name: "beta", Reach: reach.Routes,
+		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.246.0.0/16")}}, nodes: down, order: 1}
+	d.store.SetClusters([]model.ClusterConfig{{Cluster: config.Cluster{Name: "alpha", Reach: reach.Routes}},
+		{Cluster: config.Cluster{Name: "beta", Reach: reach.Routes}}})
+	d.routes.host = &routeHost{}
+	noResolvers(t)
+	if err := up.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer up.Stop()
+	select {
+	case <-snaps:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no node list")
+	}
+	if err := d.routes.Sync(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	want := "10.245.1.0/24 via 192.0.2.1 proto 95 metric 2048\n10.246.7.0/24 via 192.0.2.7 proto 95 metric 2048\n"
+	if got := kernel.Dump(); got != want {
+		t.Errorf("routes with beta's node list unknown:\n%s\nwant:\n%s", got, want)
 	}
 }
 

@@ -58,11 +58,13 @@ func (r *routeSync) Stop() {}
 
 // Sync makes this host's routes of ours those of every routes cluster's
 // nodes: routes.ForNodes of each, in configuration order, so that an
-// earlier cluster wins a destination that nobody holds yet. It does
-// nothing while a routes cluster's node watcher has not listed every node
-// once: the installer removes the routes of ours it is not given, so a
-// sync from an incomplete picture would cut the routes the last run
-// installed (after a restart, or while a reload restarts a watcher).
+// earlier cluster wins a destination that nobody holds yet. A cluster whose
+// node watcher has not listed every node once keeps the routes it has
+// (keep): the installer removes the routes of ours it is not given, so a
+// sync from its incomplete picture would cut the routes the last run
+// installed (after a restart, while its apiserver is down, or while a
+// reload restarts its watcher). The other clusters are synced meanwhile:
+// one cluster down never holds the others.
 //
 // Without any routes cluster, routes of ours are left by an earlier
 // configuration: they are removed once at start, best effort (a host where
@@ -87,6 +89,12 @@ func (r *routeSync) Sync(ctx context.Context, _ *model.State) error {
 		nodes, synced := h.nodes.Nodes()
 		if !synced {
 			waiting = append(waiting, h.cfg.Name)
+			kept, err := r.keep(h.cfg)
+			if err != nil {
+				return err
+			}
+			want = append(want, kept.want...)
+			state[h.cfg.Name] = kept
 			continue
 		}
 		rs, problems := routes.ForNodes(h.cfg.Name, nodes, h.cfg.NodeAddressTypes, h.cfg.PodCIDRs)
@@ -99,8 +107,7 @@ func (r *routeSync) Sync(ctx context.Context, _ *model.State) error {
 	r.mu.Unlock()
 	if len(waiting) > 0 {
 		slices.Sort(waiting)
-		r.log.Debug("routes not synced: waiting for the node lists", "clusters", waiting)
-		return nil
+		r.log.Debug("the routes of clusters whose node list is not known yet stay as they are", "clusters", waiting)
 	}
 	if !used && !r.used {
 		if r.cleaned {
@@ -133,6 +140,26 @@ func (r *routeSync) Sync(ctx context.Context, _ *model.State) error {
 	r.state = state
 	r.mu.Unlock()
 	return err
+}
+
+// keep is what a cluster whose node list is not known holds: the routes
+// the last route sync of this process wanted for it, or after a restart
+// the routes of ours in the kernel inside its pod_cidrs.
+func (r *routeSync) keep(c config.Cluster) (routeState, error) {
+	r.mu.Lock()
+	st, ok := r.state[c.Name]
+	r.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	rs, err := r.installer.Ours(c.PodCIDRs)
+	if err != nil {
+		return routeState{}, fmt.Errorf("routes: reading the routes cluster %q holds: %w", c.Name, err)
+	}
+	for i := range rs {
+		rs[i].Owner = fmt.Sprintf("cluster %q, kept until its node list is known", c.Name)
+	}
+	return routeState{want: rs}, nil
 }
 
 // protectedAddrs are the addresses no route may cover, whatever a cluster's

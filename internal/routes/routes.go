@@ -496,3 +496,31 @@ func family(v6 bool) string {
 	}
 	return "IPv4"
 }
+
+// Ours returns the routes of ours in the kernel whose destination lies in
+// one of within: what a cluster whose node list is not known yet holds
+// from an earlier run, kept until it is (pod CIDR ranges of different
+// clusters never overlap, so within attributes them).
+func (in *Installer) Ours(within []netip.Prefix) ([]Route, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []Route
+	for _, v6 := range []bool{false, true} {
+		rs, err := in.k.Routes(v6)
+		if err != nil {
+			if errors.Is(err, syscall.EAFNOSUPPORT) {
+				continue
+			}
+			return nil, err
+		}
+		for _, r := range rs {
+			if r.Protocol != Protocol || !r.Via.IsValid() {
+				continue
+			}
+			if slices.ContainsFunc(within, func(p netip.Prefix) bool { return p.Overlaps(r.Dst) && p.Bits() <= r.Dst.Bits() }) {
+				out = append(out, Route{Dst: r.Dst, Via: r.Via, Owner: "a route an earlier run installed"})
+			}
+		}
+	}
+	return out, nil
+}
