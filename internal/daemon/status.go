@@ -53,6 +53,11 @@ func (s *statusSource) Status() status.Report {
 		LastSync: syncStatus(last), LastSuccess: syncStatus(success),
 	}
 	d.mu.Unlock()
+	for _, b := range d.backends {
+		if w, ok := b.(proxy.Warner); ok {
+			r.Warnings = append(r.Warnings, w.Warnings()...)
+		}
+	}
 	watch := map[string]cluster.Status{}
 	servers := map[string]string{}
 	reach := map[string]reachStatus{}

@@ -52,6 +52,9 @@ func (rd renderer) report(w io.Writer, r Report) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "kube-outpost %s, %s mode, running since %s (%s)\n", r.Version, r.Mode, rd.when(r.StartedAt), human(rd.now.Sub(r.StartedAt)))
 	b.WriteString(rd.syncLine(r))
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "WARNING: %s\n", w)
+	}
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nCLUSTER\tAPISERVER\tCONNECTION\tSYNCED\tSERVICES\tPORTS\tENDPOINTS\tNO ENDPOINTS\tREFUSED")

@@ -89,6 +89,20 @@ staging:
 	}
 }
 
+// TestWriteReportWarnings: what the datapath cannot fix is said under the
+// sync line, escaped like every other text.
+func TestWriteReportWarnings(t *testing.T) {
+	r := exampleReport(t)
+	r.Warnings = []string{"net.ipv4.vs.conntrack is not 1 and cannot be set by the daemon\x1b[2J"}
+	var b bytes.Buffer
+	if err := testRenderer.report(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	if want := "WARNING: net.ipv4.vs.conntrack is not 1 and cannot be set by the daemon\\x1b[2J\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
+}
+
 func TestWriteReportFailedSync(t *testing.T) {
 	r := exampleReport(t)
 	r.LastSync = Sync{At: now.Add(-time.Second), Duration: Duration(1200 * time.Millisecond), Full: true, Error: "iptables-restore: exit status 1: line 7 failed"}

@@ -28,8 +28,11 @@ type Report struct {
 	// before the first one.
 	LastSync Sync `json:"last_sync"`
 	// LastSuccess is the last successful sync, zero before the first.
-	LastSuccess Sync            `json:"last_successful_sync"`
-	Clusters    []ClusterStatus `json:"clusters"`
+	LastSuccess Sync `json:"last_successful_sync"`
+	// Warnings are what is wrong on this host that a sync cannot fix,
+	// from the datapath (a sysctl reset behind the daemon's back).
+	Warnings []string        `json:"warnings,omitempty"`
+	Clusters []ClusterStatus `json:"clusters"`
 }
 
 // Sync is one sync of the kernel rules.

@@ -82,7 +82,7 @@ type Proxier struct {
 	needFull    bool
 	// drift are the sysctls found off their value and not settable from
 	// here (sysctls.go), as last checked; status shows them.
-	drift []string
+	drift atomic.Pointer[[]string]
 	// sets is the content of our ipsets as last written, by name; a set
 	// that is missing here is rewritten by the next sync.
 	sets map[string]setContent

@@ -21,16 +21,23 @@ func (p *Proxier) checkSysctls() {
 				"whose prepare step sets it", strings.ReplaceAll(s.name, "/", "."), s.value, err))
 		}
 	}
-	if !slices.Equal(drift, p.drift) {
+	before := p.Warnings()
+	if !slices.Equal(drift, before) {
 		if len(drift) > 0 {
 			p.log.Warn("IPVS sysctls differ from what prepare set; the rules are synced, but IPVS traffic may not be NATed back",
 				"ipv6", p.opt.IPv6, "sysctls", drift)
-		} else if len(p.drift) > 0 {
+		} else if len(before) > 0 {
 			p.log.Info("IPVS sysctls are as prepare set them again", "ipv6", p.opt.IPv6)
 		}
 	}
-	p.drift = drift
+	p.drift.Store(&drift)
 }
 
-// Warnings says what is wrong on this host that a sync cannot fix.
-func (p *Proxier) Warnings() []string { return slices.Clone(p.drift) }
+// Warnings implements proxy.Warner: what is wrong on this host that a sync
+// cannot fix. Status calls it beside Sync.
+func (p *Proxier) Warnings() []string {
+	if d := p.drift.Load(); d != nil {
+		return slices.Clone(*d)
+	}
+	return nil
+}
