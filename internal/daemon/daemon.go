@@ -88,6 +88,11 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 		health: d.health, metrics: d.metrics, notifier: d.notifier, log: log, mustFull: true}
 	// The periodic run is the full sync; a failed sync is retried within
 	// SyncPeriod.
+	if installer != nil {
+		// Only with the real datapath: tests that give fake backends
+		// must not clean up this machine's rules.
+		d.loop.onReady = d.otherModeCleanup
+	}
 	d.loop.runner = syncrunner.New(d.loop.sync, syncrunner.Options{
 		MinInterval: cfg.MinSyncPeriod, MaxInterval: cfg.FullSyncPeriod, MaxBackoff: cfg.SyncPeriod,
 	})
@@ -128,7 +133,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	go d.watchHostAddrs(ctx)
 	go d.probe(ctx) // probe.go
-	d.otherModeCleanup(ctx)
 	if err := d.startComponents(ctx); err != nil {
 		return err
 	}

@@ -47,8 +47,11 @@ func Prepare(ctx context.Context, cfg *config.Config) error {
 
 // otherModeCleanup removes what other modes left when the mode was
 // switched: their rules would otherwise compete with ours (iptables DNAT in
-// nat OUTPUT comes before IPVS). It only acts on a mode whose objects
-// exist, so a normal restart never removes anything.
+// nat OUTPUT comes before IPVS). It runs once the new mode is ready, with
+// every cluster synced (or past the grace for unreachable ones): make
+// before break, so that the old mode's rules serve until the new ones do.
+// It only acts on a mode whose objects exist, so a normal restart never
+// removes anything.
 func (d *Daemon) otherModeCleanup(ctx context.Context) {
 	for _, m := range proxy.Modes() {
 		if m.Name == d.cfg.Mode || !m.InUse(ctx) {

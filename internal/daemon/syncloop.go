@@ -46,7 +46,10 @@ type syncLoop struct {
 	// the desired state is taken (listeners.go).
 	refresh func()
 	// program makes the kernel match a desired state (daemon.go).
-	program  func(ctx context.Context, st *model.State, full bool) (transactionFailures int, err error)
+	program func(ctx context.Context, st *model.State, full bool) (transactionFailures int, err error)
+	// onReady runs once, in the loop, after the sync that made the daemon
+	// ready (daemon.go: the cleanup of a mode switched away from).
+	onReady  func(ctx context.Context)
 	health   *health.Tracker
 	metrics  *metrics.Metrics
 	notifier *systemd.Notifier
@@ -148,14 +151,14 @@ func (l *syncLoop) sync(ctx context.Context, run syncrunner.Run) error {
 		return res.Err
 	}
 	l.log.Debug("synced", "full", full, "ports", res.Ports, "duration", res.Duration)
-	l.notifyReady(st, res)
+	l.notifyReady(ctx, st, res)
 	return nil
 }
 
 // notifyReady tells systemd the daemon is ready after the first successful
 // sync in which every cluster has synced, or, past readyGrace, in which
 // every cluster that can be reached has.
-func (l *syncLoop) notifyReady(st *model.State, res SyncResult) {
+func (l *syncLoop) notifyReady(ctx context.Context, st *model.State, res SyncResult) {
 	var waiting []string
 	for _, c := range st.Clusters {
 		if !c.Synced {
@@ -168,6 +171,11 @@ func (l *syncLoop) notifyReady(st *model.State, res SyncResult) {
 	}
 	if !l.ready && (len(waiting) == 0 || time.Since(l.started) >= readyGrace) {
 		l.ready = true
+		// Before READY: what systemctl start waits for is then all done,
+		// the other mode's rules gone included.
+		if l.onReady != nil {
+			l.onReady(ctx)
+		}
 		l.health.SetReady()
 		l.log.Info("ready", "clusters_not_synced", waiting)
 		l.notifier.Notify("READY=1\n" + status)
