@@ -25,16 +25,21 @@ import (
 
 // Daemon is one running kube-outpost.
 type Daemon struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	store    *model.Store
-	backends []proxy.Backend
-	clusters *clusterSet // clusters.go
-	loop     *syncLoop   // syncloop.go
-	notifier *systemd.Notifier
-	metrics  *metrics.Metrics
-	health   *health.Tracker
-	host     hostcheck.Source // this host's addresses and routes
+	cfg   *config.Config
+	log   *slog.Logger
+	store *model.Store
+	// backends are read through backendList: a reload may add the
+	// backend of a new IP family (modes.go).
+	backendsMu    sync.RWMutex
+	backends      []proxy.Backend
+	families      []bool      // the IP families the backends serve
+	fixedBackends bool        // given by a test: none is added
+	clusters      *clusterSet // clusters.go
+	loop          *syncLoop   // syncloop.go
+	notifier      *systemd.Notifier
+	metrics       *metrics.Metrics
+	health        *health.Tracker
+	host          hostcheck.Source // this host's addresses and routes
 	// lookupHost resolves apiserver host names (host.go); tests fake it.
 	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 	// components are the optional parts, synced after the backends
@@ -74,12 +79,13 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	var installer *routes.Installer
 	if len(backends) == 0 {
 		var err error
-		if backends, err = newBackends(cfg, log, d.queue); err != nil { // modes.go
+		d.families = proxy.Families(cfg)
+		if backends, err = newBackends(cfg, d.families, log, d.queue); err != nil { // modes.go
 			return nil, err
 		}
 		installer = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
 	}
-	d.backends = backends
+	d.backends, d.fixedBackends = backends, installer == nil
 	d.store = model.NewStore(log, d.queue)
 	d.clusters = newClusterSet(d.store, d.store, log, d.queue)
 	d.routes = &routeSync{installer: installer, clusters: d.clusters, store: d.store, host: d.host, log: log}
@@ -160,6 +166,11 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 	if diff := globalDiff(d.cfg, cfg); diff != "" {
 		d.log.Warn("reload: settings outside [[clusters]] need a restart; keeping the running ones", "changed", diff)
 	}
+	// Before the clusters: a new family's services need its backend at
+	// their first sync.
+	if err := d.addFamilies(cfg); err != nil {
+		return err
+	}
 	if err := d.setClusters(cfg.Clusters); err != nil {
 		return err
 	}
@@ -178,6 +189,9 @@ func (d *Daemon) startClusters() error {
 			d.log.Warn("reload: settings outside [[clusters]] need a restart; keeping the running ones", "changed", diff)
 		}
 		clusters = d.early.Clusters
+		if err := d.addFamilies(d.early); err != nil {
+			return err
+		}
 	}
 	if err := d.setClusters(clusters); err != nil {
 		return err
@@ -217,7 +231,7 @@ func globalDiff(a, b *config.Config) string {
 func (d *Daemon) program(ctx context.Context, st *model.State, full bool) (int, error) {
 	var errs []error
 	transactionFailures := 0
-	for _, b := range d.backends {
+	for _, b := range d.backendList() {
 		if err := b.Sync(ctx, st, full); err != nil {
 			errs = append(errs, err)
 			var tf proxy.TransactionFailure

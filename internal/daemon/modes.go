@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -24,12 +25,47 @@ func mode(cfg *config.Config) (*proxy.Mode, error) {
 	return nil, &proxy.NotSupportedError{Mode: cfg.Mode, Err: errors.New("not in this build")}
 }
 
-func newBackends(cfg *config.Config, log *slog.Logger, resync func()) ([]proxy.Backend, error) {
+func newBackends(cfg *config.Config, families []bool, log *slog.Logger, resync func()) ([]proxy.Backend, error) {
 	m, err := mode(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return m.New(proxy.Env{Config: cfg, Log: log, Resync: resync})
+	return m.New(proxy.Env{Config: cfg, Families: families, Log: log, Resync: resync})
+}
+
+// addFamilies makes the backends of the IP families cfg has and the
+// running daemon has none for: a reload that adds the first IPv6 service
+// range. The settings outside [[clusters]] stay those of the start.
+func (d *Daemon) addFamilies(cfg *config.Config) error {
+	if d.fixedBackends {
+		return nil
+	}
+	d.backendsMu.Lock()
+	defer d.backendsMu.Unlock()
+	var added []bool
+	for _, v6 := range proxy.Families(cfg) {
+		if !slices.Contains(d.families, v6) {
+			added = append(added, v6)
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	bs, err := newBackends(d.cfg, added, d.log, d.queue)
+	if err != nil {
+		return err
+	}
+	d.backends = append(d.backends, bs...)
+	d.families = append(d.families, added...)
+	d.log.Info("backends added for a new IP family", "ipv6", added)
+	return nil
+}
+
+// backendList is the backends now; a reload may add to them.
+func (d *Daemon) backendList() []proxy.Backend {
+	d.backendsMu.RLock()
+	defer d.backendsMu.RUnlock()
+	return slices.Clone(d.backends)
 }
 
 // Prepare does, with full privileges, what the configured mode needs before

@@ -33,7 +33,7 @@ func (d *Daemon) probe(ctx context.Context) {
 // probeOnce is one probe of every backend.
 func (d *Daemon) probeOnce(ctx context.Context) {
 	var missing []string
-	for _, b := range d.backends {
+	for _, b := range d.backendList() {
 		p, ok := b.(proxy.Prober)
 		if !ok {
 			continue

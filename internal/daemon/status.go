@@ -53,7 +53,7 @@ func (s *statusSource) Status() status.Report {
 		LastSync: syncStatus(last), LastSuccess: syncStatus(success),
 	}
 	d.mu.Unlock()
-	for _, b := range d.backends {
+	for _, b := range d.backendList() {
 		if w, ok := b.(proxy.Warner); ok {
 			r.Warnings = append(r.Warnings, w.Warnings()...)
 		}

@@ -57,7 +57,11 @@ type Privileges struct {
 // Env is what a mode's constructor gets.
 type Env struct {
 	Config *config.Config
-	Log    *slog.Logger
+	// Families are the IP families to make backends for (false: IPv4,
+	// true: IPv6): those of the clusters at start (Families), and one
+	// more when a reload adds the first cluster range of a family.
+	Families []bool
+	Log      *slog.Logger
 	// Resync asks the sync loop for a sync soon: for a mode with timers of
 	// its own, such as ipvs's draining of removed real servers.
 	Resync func()

@@ -67,13 +67,36 @@ func TestIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	gamma := l.Cluster("gamma")
-	cfg := fmt.Sprintf("mode = \"iptables\"\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n\n[[clusters]]\nname = \"gamma\"\nkubeconfig = %q\nservice_cidrs = [%q, %q]\n",
-		statusSocket(t), gamma.Kubeconfig, gammaRange.String(), gammaRange6.String())
+	// The daemon starts IPv4 only; a reload adds the IPv6 range, and with
+	// it the IPv6 backend, which every test below then uses.
+	sock := statusSocket(t)
+	config := func(ranges ...string) string {
+		return fmt.Sprintf("mode = \"iptables\"\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n\n[[clusters]]\nname = \"gamma\"\nkubeconfig = %q\nservice_cidrs = [\"%s\"]\n",
+			sock, gamma.Kubeconfig, strings.Join(ranges, `", "`))
+	}
 	cfgPath := filepath.Join(t.TempDir(), "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(config(gammaRange.String())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d := startDaemonIn(t, l, cfgPath)
+	eventually(t, 20*time.Second, "the IPv4-only daemon ready", func() error {
+		if d.count(`msg=ready`) == 0 {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	if err := os.WriteFile(cfgPath, []byte(config(gammaRange.String(), gammaRange6.String())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the IPv6 backend added by the reload", func() error {
+		if d.count(`backends added for a new IP family`) == 0 || d.count(`configuration reloaded`) == 0 {
+			return fmt.Errorf("no IPv6 backend yet")
+		}
+		return nil
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("ip6tables-save of %s:\n%s", l.HostNS, ip6tablesSave(t, l))

@@ -34,7 +34,7 @@ func init() {
 func newBackends(env proxy.Env) ([]proxy.Backend, error) {
 	ct := NewConntrack()
 	var out []proxy.Backend
-	for _, v6 := range proxy.Families(env.Config) {
+	for _, v6 := range env.Families {
 		r, err := NewRunner(v6)
 		if err != nil {
 			return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}

@@ -51,7 +51,7 @@ func newBackends(env proxy.Env) ([]proxy.Backend, error) {
 		return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
 	}
 	var out []proxy.Backend
-	for _, v6 := range proxy.Families(env.Config) {
+	for _, v6 := range env.Families {
 		r, err := iptables.NewRunner(v6)
 		if err != nil {
 			return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
