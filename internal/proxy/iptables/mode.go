@@ -32,6 +32,11 @@ func init() {
 }
 
 func newBackends(env proxy.Env) ([]proxy.Backend, error) {
+	v, err := VariantInUse()
+	if err != nil {
+		return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
+	}
+	env.Log.Info("iptables in use", "variant", v)
 	ct := NewConntrack()
 	var out []proxy.Backend
 	for _, v6 := range env.Families {

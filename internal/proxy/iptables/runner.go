@@ -40,19 +40,29 @@ type execRunner struct {
 	ipt           *goipt.IPTables
 }
 
-// NewRunner returns the Runner for the system's iptables (whichever backend,
-// nf_tables or legacy, the iptables alternative points at).
+// NewRunner returns the Runner of one family for the iptables variant in
+// use on this host (variant.go: legacy or nf_tables, whichever holds the
+// host's rules).
 func NewRunner(ipv6 bool) (Runner, error) {
-	proto, restore, save := goipt.ProtocolIPv4, "iptables-restore", "iptables-save"
-	if ipv6 {
-		proto, restore, save = goipt.ProtocolIPv6, "ip6tables-restore", "ip6tables-save"
+	v, err := hostVariant()
+	if err != nil {
+		return nil, err
 	}
+	proto := goipt.ProtocolIPv4
+	if ipv6 {
+		proto = goipt.ProtocolIPv6
+	}
+	cmd, restore, save := v.bins(ipv6)
 	for _, bin := range []string{restore, save} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("%s not found: install the iptables package: %w", bin, err)
 		}
 	}
-	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Timeout(5))
+	path, err := exec.LookPath(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%s not found: install the iptables package: %w", cmd, err)
+	}
+	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Timeout(5), goipt.Path(path))
 	if err != nil {
 		return nil, fmt.Errorf("probing iptables: %w", err)
 	}
