@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -21,9 +22,26 @@ func TestRepairAfterFlush(t *testing.T) {
 	ns := namespace(t, alpha, "repair")
 	vip := service(t, alpha, ns, "web", web)
 	slice(t, alpha, ns, "web", "1", web, []ep{readyEP(ip("a1"))})
+	ctx := context.Background()
+	// What the flushes take besides our rules (the foreign rules the
+	// cleanup test checks, the lab's own) is put back at the end.
+	saved := map[string]string{}
+	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
+		if out, err := theLab.HostRun(ctx, cmd); err == nil { // no IPv6 here: nothing to keep
+			saved[cmd] = out
+		}
+	}
+	t.Cleanup(func() {
+		for cmd, rules := range saved {
+			restore := theLab.HostCommand(ctx, strings.TrimSuffix(cmd, "-save")+"-restore")
+			restore.Stdin = strings.NewReader(rules)
+			if out, err := restore.CombinedOutput(); err != nil {
+				t.Errorf("%s: %v\n%s", restore, err, out)
+			}
+		}
+	})
 	o := startObserved(t)
 	answeredBy(t, url(vip, 80), 3, "a1")
-	ctx := context.Background()
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := theLab.HostRun(ctx, args[0], args[1:]...); err != nil {

@@ -74,7 +74,9 @@ func (r *execRunner) HasRandomFully() bool { return r.ipt.HasRandomFully() }
 func (r *execRunner) ListChain(_ context.Context, table, chain string) ([]string, error) {
 	out, err := r.ipt.List(table, chain)
 	var e *goipt.Error
-	if errors.As(err, &e) && e.IsNotExist() {
+	// iptables-nft 1.8 says a missing chain (or a table that `nft flush
+	// ruleset` took) is "incompatible", not "No chain".
+	if errors.As(err, &e) && (e.IsNotExist() || strings.Contains(e.Error(), "is incompatible")) {
 		return nil, ErrNoChain
 	}
 	if err != nil {
