@@ -223,6 +223,9 @@ func globalDiff(a, b *config.Config) string {
 	if !slices.Equal(a.RoutedClients, b.RoutedClients) {
 		diff = append(diff, "routed_clients")
 	}
+	if a.StateDir != b.StateDir || a.StaleStateMaxAge != b.StaleStateMaxAge {
+		diff = append(diff, "state_dir, stale_state_max_age")
+	}
 	return strings.Join(diff, ", ")
 }
 
