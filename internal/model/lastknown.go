@@ -28,6 +28,22 @@ type Objects struct {
 	NodesKnown bool
 }
 
+func (s *Store) nextRev() uint64 {
+	s.revs++
+	return s.revs
+}
+
+// LastKnownFrom is when the last known state the cluster serves was saved;
+// zero when it serves none.
+func (s *Store) LastKnownFrom(cluster string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cd := s.clusters[cluster]; cd != nil {
+		return cd.lastKnown
+	}
+	return time.Time{}
+}
+
 // Revision says whether Export would give anything, and the revision it
 // would have: a number that changes with every change to the cluster's
 // objects. It costs a lookup, so that a caller can poll it.
@@ -160,7 +176,7 @@ func (s *Store) replaceLastKnown(cd *clusterData) bool {
 	cd.nodes, cd.nodesSynced = live.nodes, live.nodesSynced
 	cd.synced = true
 	cd.live, cd.lastKnown = nil, time.Time{}
-	cd.rev++
+	cd.rev = s.nextRev()
 	s.rebuildAll()
 	// Synced changed whatever the ports did.
 	return true

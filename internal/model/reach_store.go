@@ -41,7 +41,7 @@ func (s *Store) SetNodes(cluster string, nodes []NodeInfo) {
 	}
 	changed := !cd.nodesSynced && cd.cfg.Reach.ThroughNodes()
 	cd.nodes, cd.nodesSynced = nodes, true
-	cd.rev++
+	cd.rev = s.nextRev()
 	if cd.cfg.Reach == reach.NodePort {
 		for nn := range cd.svcs {
 			if s.recompute(cd, nn) {

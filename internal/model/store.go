@@ -78,6 +78,10 @@ type Store struct {
 	nodeClaims map[claimKey]map[PortKey]bool
 	// listeners are the ports local processes listen on (nodeports.go).
 	listeners map[listenKey]string
+	// revs numbers the changes to every cluster's objects, so that a
+	// cluster's revision is never that of another, nor of its own
+	// before a restart of its watch (lastknown.go).
+	revs uint64
 }
 
 // maxTriggers bounds the trigger times kept while syncs fail, so that a
@@ -107,8 +111,9 @@ type clusterData struct {
 	// adm says which services the cluster's limits let be programmed
 	// (limits.go).
 	adm admission
-	// rev counts the changes to the objects above, so that whoever keeps
-	// them knows when there is something new to keep (lastknown.go).
+	// rev is the store's revs at the last change to the objects above,
+	// so that whoever keeps them knows when there is something new to
+	// keep (lastknown.go).
 	rev uint64
 	// lastKnown is when the objects above were saved, while they are a
 	// kept state and not the apiserver's; live then collects what the
@@ -245,6 +250,7 @@ func (s *Store) SetSynced(cluster string) {
 		changed = s.replaceLastKnown(cd) // lastknown.go
 	case !cd.synced:
 		cd.synced = true
+		cd.rev = s.nextRev()
 		changed = true
 	}
 	s.mu.Unlock()
@@ -344,7 +350,7 @@ func (s *Store) update(cluster string, nn types.NamespacedName, trigger time.Tim
 		return
 	}
 	mutate(cd)
-	cd.rev++
+	cd.rev = s.nextRev()
 	changed := s.recompute(cd, nn)
 	if changed && trigger.After(cd.since) && len(s.triggers) < maxTriggers {
 		s.triggers = append(s.triggers, trigger)
