@@ -142,12 +142,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.startClusters(); err != nil {
 		return err
 	}
-	waitWriter := d.runStateWriter(ctx) // laststate.go
 	go d.watchHostAddrs(ctx)
 	go d.probe(ctx) // probe.go
 	if err := d.startComponents(ctx); err != nil {
 		return err
 	}
+	waitWriter := d.runStateWriter(ctx) // laststate.go
 	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
 	d.loop.run(ctx, started)
 	d.notifier.Notify("STOPPING=1")
