@@ -78,6 +78,8 @@ type rawConfig struct {
 	LogFormat      any          `toml:"log_format"`
 	StatusSocket   any          `toml:"status_socket"`
 	RoutedClients  any          `toml:"routed_clients"`
+	StateDir       any          `toml:"state_dir"`
+	StaleStateAge  any          `toml:"stale_state_max_age"`
 	Clusters       []rawCluster `toml:"clusters"`
 }
 
@@ -104,7 +106,8 @@ type rawCluster struct {
 
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
-		"metrics_address", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients", "clusters"}
+		"metrics_address", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients",
+		"state_dir", "stale_state_max_age", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
 		"namespaces", "exclude_namespaces", "service_selector",
 		"local_service_cidr", "allow_external_ips", "endpoint_cidrs", "serve_node_ports",
@@ -175,18 +178,20 @@ func tables(v any) []map[string]any {
 
 func (c *checker) config(raw *rawConfig) *Config {
 	cfg := &Config{
-		Mode:           DefaultMode,
-		MinSyncPeriod:  DefaultMinSyncPeriod,
-		SyncPeriod:     DefaultSyncPeriod,
-		FullSyncPeriod: DefaultFullSyncPeriod,
-		Masquerade:     true,
-		MasqueradeMark: DefaultMasqueradeMark,
-		IPVSScheduler:  DefaultIPVSScheduler,
-		MetricsAddress: DefaultMetricsAddress,
-		HealthzAddress: DefaultHealthzAddress,
-		LogLevel:       DefaultLogLevel,
-		LogFormat:      DefaultLogFormat,
-		StatusSocket:   DefaultStatusSocket,
+		Mode:             DefaultMode,
+		MinSyncPeriod:    DefaultMinSyncPeriod,
+		SyncPeriod:       DefaultSyncPeriod,
+		FullSyncPeriod:   DefaultFullSyncPeriod,
+		Masquerade:       true,
+		MasqueradeMark:   DefaultMasqueradeMark,
+		IPVSScheduler:    DefaultIPVSScheduler,
+		MetricsAddress:   DefaultMetricsAddress,
+		HealthzAddress:   DefaultHealthzAddress,
+		LogLevel:         DefaultLogLevel,
+		LogFormat:        DefaultLogFormat,
+		StatusSocket:     DefaultStatusSocket,
+		StateDir:         DefaultStateDir,
+		StaleStateMaxAge: DefaultStaleStateMaxAge,
 	}
 
 	c.mode(cfg, raw.Mode) // modes.go
@@ -227,6 +232,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	c.serving(cfg, raw)
 	c.logging(cfg, raw)
 	c.statusSocket(cfg, raw)
+	c.state(cfg, raw) // topkeys.go
 	cfg.RoutedClients = c.routedClients(raw.RoutedClients)
 
 	if len(raw.Clusters) == 0 {

@@ -54,6 +54,9 @@ var durationBounds = map[string][2]time.Duration{
 	"min_sync_period":  {10 * time.Millisecond, time.Minute},
 	"sync_period":      {time.Second, time.Hour},
 	"full_sync_period": {10 * time.Second, 24 * time.Hour},
+	// 0 serves no kept state. Past a month, what a cluster ran is
+	// unlikely to be where its pods are.
+	"stale_state_max_age": {0, 30 * 24 * time.Hour},
 }
 
 // serving checks the addresses of the metrics and health endpoints.
@@ -148,6 +151,24 @@ func (c *checker) statusSocket(cfg *Config, raw *rawConfig) {
 	default:
 		cfg.StatusSocket = s
 	}
+}
+
+// state checks where the clusters' last known states are kept and how
+// old one may be served.
+func (c *checker) state(cfg *Config, raw *rawConfig) {
+	line := c.loc.line(-1, "state_dir")
+	s, ok := c.str(line, "", "state_dir", raw.StateDir, fmt.Sprintf("a path like %q", DefaultStateDir))
+	switch {
+	case !ok:
+	case s != "" && !filepath.IsAbs(s):
+		c.add(line, "", "state_dir %q: must be an absolute path, like %q, or \"\" to keep no state", s, DefaultStateDir)
+	default:
+		cfg.StateDir = filepath.Clean(s)
+		if s == "" {
+			cfg.StateDir = ""
+		}
+	}
+	cfg.StaleStateMaxAge = c.duration("stale_state_max_age", raw.StaleStateAge, cfg.StaleStateMaxAge)
 }
 
 // maxSocketPath is the room in sockaddr_un.sun_path, without its NUL.

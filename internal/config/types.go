@@ -58,6 +58,13 @@ type Config struct {
 	// packets from anywhere else are not served (node ports excepted).
 	// Empty by default.
 	RoutedClients []netip.Prefix
+	// StateDir is where each cluster's last known state is kept, to be
+	// served after a restart while its apiserver cannot be reached; ""
+	// keeps none.
+	StateDir string
+	// StaleStateMaxAge is how old a kept state may be and still be
+	// served at start; 0 serves none (they are still written).
+	StaleStateMaxAge time.Duration
 
 	Clusters []Cluster
 }
@@ -141,6 +148,10 @@ const (
 	DefaultLogFormat      = LogText
 	// DefaultStatusSocket is under the unit's RuntimeDirectory.
 	DefaultStatusSocket = "/run/kube-outpost/status.sock"
+	// DefaultStateDir is the unit's StateDirectory, the one place besides
+	// the runtime directory the sandbox lets the daemon write.
+	DefaultStateDir         = "/var/lib/kube-outpost"
+	DefaultStaleStateMaxAge = 24 * time.Hour
 )
 
 // The addresses kube-proxy uses by default, so that existing scrape configs

@@ -19,6 +19,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
+	"github.com/kube-outpost/kube-outpost/internal/laststate"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
@@ -38,6 +39,9 @@ type clusterSet struct {
 	// generation numbers the watchers started, so that the model knows
 	// a restarted cluster's objects from its old ones.
 	generation int
+	// kept are the clusters' last known states, read at the start; the
+	// first set serves them, before the watchers start (laststate.go).
+	kept map[string]laststate.State
 }
 
 // clusterHandle is one configured cluster and its watcher.
@@ -140,6 +144,12 @@ func (s *clusterSet) set(cfgs []config.Cluster, apiservers map[string][]netip.Ad
 	}
 	s.store.SetClusters(ccs)
 	s.handles = next
+	for _, h := range started {
+		if st, ok := s.kept[h.cfg.Name]; ok {
+			s.serveKept(h.cfg.Name, st) // laststate.go
+		}
+	}
+	s.kept = nil
 	for _, h := range started {
 		if err := h.watcher.Start(s.ctx); err != nil {
 			return fmt.Errorf("cluster %q: %w", h.cfg.Name, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/health"
 	"github.com/kube-outpost/kube-outpost/internal/hostcheck"
+	"github.com/kube-outpost/kube-outpost/internal/laststate"
 	"github.com/kube-outpost/kube-outpost/internal/metrics"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -47,6 +48,9 @@ type Daemon struct {
 	components []component
 	// routes is the component of reach = "routes", which status reads.
 	routes *routeSync
+	// writer saves the clusters' last known states; nil when state_dir
+	// is "" (laststate.go).
+	writer *laststate.Writer
 
 	mu      sync.Mutex
 	started time.Time
@@ -90,7 +94,8 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	d.clusters = newClusterSet(d.store, d.store, log, d.queue)
 	d.routes = &routeSync{installer: installer, clusters: d.clusters, store: d.store, host: d.host, log: log}
 	d.components = []component{d.routes}
-	d.loop = &syncLoop{store: d.store, refresh: d.refreshListeners, program: d.program,
+	d.writer = d.newStateWriter()
+	d.loop = &syncLoop{store: d.store, refresh: d.refreshListeners, program: d.program, succeeded: d.syncSucceeded,
 		health: d.health, metrics: d.metrics, notifier: d.notifier, log: log, mustFull: true}
 	// The periodic run is the full sync; a failed sync is retried within
 	// SyncPeriod.
@@ -142,10 +147,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.startComponents(ctx); err != nil {
 		return err
 	}
+	waitWriter := d.runStateWriter(ctx) // laststate.go
 	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
 	d.loop.run(ctx, started)
 	d.notifier.Notify("STOPPING=1")
 	d.stopComponents()
+	waitWriter()
 	d.clusters.stop()
 	d.log.Info("stopping; rules and routes stay in place")
 	return nil
@@ -193,6 +200,7 @@ func (d *Daemon) startClusters() error {
 			return err
 		}
 	}
+	d.clusters.kept = d.loadLastKnown(clusters) // laststate.go
 	if err := d.setClusters(clusters); err != nil {
 		return err
 	}
@@ -222,6 +230,9 @@ func globalDiff(a, b *config.Config) string {
 	}
 	if !slices.Equal(a.RoutedClients, b.RoutedClients) {
 		diff = append(diff, "routed_clients")
+	}
+	if a.StateDir != b.StateDir || a.StaleStateMaxAge != b.StaleStateMaxAge {
+		diff = append(diff, "state_dir, stale_state_max_age")
 	}
 	return strings.Join(diff, ", ")
 }

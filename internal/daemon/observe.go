@@ -35,6 +35,11 @@ func (d *Daemon) clusterStatuses() []metrics.ClusterStatus {
 			n := len(rs.Refused) + len(rs.Problems)
 			cs.RoutesRefused = &n
 		}
+		cs.LastKnownStateFrom = d.store.LastKnownFrom(h.cfg.Name)
+		if d.writer != nil {
+			saved := d.writer.Saved(h.cfg.Name)
+			cs.StateKept, cs.StateSavedAt, cs.StateSaveErrors = true, saved.At, saved.Errors
+		}
 		out = append(out, cs)
 	})
 	slices.SortFunc(out, func(a, b metrics.ClusterStatus) int { return strings.Compare(a.Name, b.Name) })

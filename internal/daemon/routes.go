@@ -59,8 +59,9 @@ func (r *routeSync) Stop() {}
 // Sync makes this host's routes of ours those of every routes cluster's
 // nodes: routes.ForNodes of each, in configuration order, so that an
 // earlier cluster wins a destination that nobody holds yet. A cluster whose
-// node watcher has not listed every node once keeps the routes it has
-// (keep): the installer removes the routes of ours it is not given, so a
+// node watcher has not listed every node once is routed by the nodes of its
+// last known state while it serves one, and otherwise keeps the routes it
+// has (keep): the installer removes the routes of ours it is not given, so a
 // sync from its incomplete picture would cut the routes the last run
 // installed (after a restart, while its apiserver is down, or while a
 // reload restarts its watcher). The other clusters are synced meanwhile:
@@ -87,6 +88,11 @@ func (r *routeSync) Sync(ctx context.Context, _ *model.State) error {
 		}
 		used = true
 		nodes, synced := h.nodes.Nodes()
+		if !synced {
+			// After a reboot the kernel holds no route: the last known
+			// state's nodes are what the cluster's pods are reached by.
+			nodes, synced = r.store.LastKnownNodes(h.cfg.Name)
+		}
 		if !synced {
 			waiting = append(waiting, h.cfg.Name)
 			kept, err := r.keep(h.cfg)

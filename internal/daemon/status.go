@@ -75,6 +75,13 @@ func (s *statusSource) Status() status.Report {
 		cs.LastError, cs.LastErrorAt = w.LastError, w.LastErrorAt
 		rs := reach[c.Name]
 		cs.Reach, cs.NodeAddressTypes, cs.Nodes, cs.Routes = rs.reach, rs.types, rs.nodes, rs.routes
+		if d.writer != nil {
+			saved := d.writer.Saved(c.Name)
+			cs.StateSavedAt = saved.At
+			if saved.Err != nil {
+				cs.StateSaveError = saved.Err.Error()
+			}
+		}
 		r.Clusters = append(r.Clusters, cs)
 	}
 	return r

@@ -49,11 +49,14 @@ type syncLoop struct {
 	program func(ctx context.Context, st *model.State, full bool) (transactionFailures int, err error)
 	// onReady runs once, in the loop, after the sync that made the daemon
 	// ready (daemon.go: the cleanup of a mode switched away from).
-	onReady  func(ctx context.Context)
-	health   *health.Tracker
-	metrics  *metrics.Metrics
-	notifier *systemd.Notifier
-	log      *slog.Logger
+	onReady func(ctx context.Context)
+	// succeeded is told of every successful sync (laststate.go); it
+	// must not block.
+	succeeded func()
+	health    *health.Tracker
+	metrics   *metrics.Metrics
+	notifier  *systemd.Notifier
+	log       *slog.Logger
 
 	// Only the loop touches these.
 	started      time.Time   // the daemon's start, from which readyGrace counts
@@ -152,20 +155,30 @@ func (l *syncLoop) sync(ctx context.Context, run syncrunner.Run) error {
 	}
 	l.log.Debug("synced", "full", full, "ports", res.Ports, "duration", res.Duration)
 	l.notifyReady(ctx, st, res)
+	if l.succeeded != nil {
+		l.succeeded()
+	}
 	return nil
 }
 
 // notifyReady tells systemd the daemon is ready after the first successful
-// sync in which every cluster has synced, or, past readyGrace, in which
-// every cluster that can be reached has.
+// sync in which every cluster has synced or serves its last known state,
+// or, past readyGrace, in which every cluster that can be reached has.
 func (l *syncLoop) notifyReady(ctx context.Context, st *model.State, res SyncResult) {
-	var waiting []string
+	var waiting, kept []string
 	for _, c := range st.Clusters {
-		if !c.Synced {
+		switch {
+		case c.Synced:
+		case c.PortsKnown():
+			kept = append(kept, c.Name)
+		default:
 			waiting = append(waiting, c.Name)
 		}
 	}
 	status := fmt.Sprintf("STATUS=serving %d service ports of %d clusters; last sync %s", res.Ports, len(st.Clusters), res.Duration.Round(time.Millisecond))
+	if len(kept) > 0 {
+		status += "; serving the last known state of: " + strings.Join(kept, ", ")
+	}
 	if len(waiting) > 0 {
 		status += "; not synced yet: " + strings.Join(waiting, ", ")
 	}
@@ -177,7 +190,7 @@ func (l *syncLoop) notifyReady(ctx context.Context, st *model.State, res SyncRes
 			l.onReady(ctx)
 		}
 		l.health.SetReady()
-		l.log.Info("ready", "clusters_not_synced", waiting)
+		l.log.Info("ready", "clusters_not_synced", waiting, "clusters_serving_last_known_state", kept)
 		l.notifier.Notify("READY=1\n" + status)
 		return
 	}

@@ -34,6 +34,15 @@ type ClusterStatus struct {
 	// over a protected address, taken by another node, or refused by the
 	// kernel. nil for other reaches, which have no such series.
 	RoutesRefused *int
+	// LastKnownStateFrom, while the cluster has not synced and its
+	// rules come from its last known state, is when that was saved.
+	LastKnownStateFrom time.Time
+	// StateKept: state_dir is set, so the cluster's state is saved;
+	// StateSavedAt is when this run last did, StateSaveErrors how often
+	// it failed.
+	StateKept       bool
+	StateSavedAt    time.Time
+	StateSaveErrors int
 }
 
 // Options configures New.
@@ -141,11 +150,11 @@ func New(o Options) *Metrics {
 		}),
 		services: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "services_programmed",
-			Help: "Services with ClusterIP rules, as of the last successful sync in which the cluster was synced.",
+			Help: "Services with ClusterIP rules, as of the last successful sync in which the cluster was synced or served its last known state.",
 		}, []string{"cluster"}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "endpoints_programmed",
-			Help: "Endpoints the rules balance over, one per endpoint and service port, as of the last successful sync in which the cluster was synced.",
+			Help: "Endpoints the rules balance over, one per endpoint and service port, as of the last successful sync in which the cluster was synced or served its last known state.",
 		}, []string{"cluster"}),
 		servicePorts: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "service_ports_programmed",
@@ -244,7 +253,7 @@ func (m *Metrics) programmed(st *model.State) {
 	configured := map[string]bool{}
 	for _, c := range st.Clusters {
 		configured[c.Name] = true
-		if !c.Synced {
+		if !c.PortsKnown() {
 			continue
 		}
 		services := map[types.NamespacedName]bool{}
@@ -278,6 +287,8 @@ type stateCollector struct {
 	o                                  Options
 	up, synced, watchErrors, refusedBy *prometheus.Desc
 	routesRefused                      *prometheus.Desc
+	stale, staleFrom                   *prometheus.Desc
+	savedAt, saveErrors                *prometheus.Desc
 }
 
 func newStateCollector(o Options) *stateCollector {
@@ -297,6 +308,14 @@ func newStateCollector(o Options) *stateCollector {
 		routesRefused: desc("routes_refused",
 			"Pod CIDRs of the cluster's Ready nodes that reach = \"routes\" does not route (each is also a warning in the log and a line in status).",
 			"cluster"),
+		stale: desc("cluster_stale_state",
+			"1 while the cluster has not synced and its rules are programmed from its last known state, saved by an earlier run; 0 otherwise.", "cluster"),
+		staleFrom: desc("cluster_stale_state_timestamp_seconds",
+			"When the last known state the cluster's rules come from was saved, in seconds since the epoch; only while cluster_stale_state is 1.", "cluster"),
+		savedAt: desc("state_saved_timestamp_seconds",
+			"When this run last saved the cluster's state to state_dir, in seconds since the epoch; absent before the first time.", "cluster"),
+		saveErrors: desc("state_save_errors_total",
+			"Saves of the cluster's state to state_dir that failed (too big, or the disk refused); each change of error is also a warning in the log.", "cluster"),
 	}
 }
 
@@ -306,6 +325,10 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.watchErrors
 	ch <- c.refusedBy
 	ch <- c.routesRefused
+	ch <- c.stale
+	ch <- c.staleFrom
+	ch <- c.savedAt
+	ch <- c.saveErrors
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -316,6 +339,16 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.watchErrors, prometheus.CounterValue, float64(st.WatchErrors), st.Name)
 			if st.RoutesRefused != nil {
 				ch <- prometheus.MustNewConstMetric(c.routesRefused, prometheus.GaugeValue, float64(*st.RoutesRefused), st.Name)
+			}
+			ch <- prometheus.MustNewConstMetric(c.stale, prometheus.GaugeValue, bit(!st.LastKnownStateFrom.IsZero()), st.Name)
+			if !st.LastKnownStateFrom.IsZero() {
+				ch <- prometheus.MustNewConstMetric(c.staleFrom, prometheus.GaugeValue, seconds(st.LastKnownStateFrom), st.Name)
+			}
+			if st.StateKept {
+				ch <- prometheus.MustNewConstMetric(c.saveErrors, prometheus.CounterValue, float64(st.StateSaveErrors), st.Name)
+			}
+			if !st.StateSavedAt.IsZero() {
+				ch <- prometheus.MustNewConstMetric(c.savedAt, prometheus.GaugeValue, seconds(st.StateSavedAt), st.Name)
 			}
 		}
 	}

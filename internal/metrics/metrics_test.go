@@ -104,10 +104,10 @@ func TestObserveSync(t *testing.T) {
 		Triggers: []time.Time{end.Add(-1500 * time.Millisecond), end.Add(-200 * time.Millisecond), end.Add(time.Second)},
 	})
 	compare(t, m, `
-# HELP kube_outpost_services_programmed Services with ClusterIP rules, as of the last successful sync in which the cluster was synced.
+# HELP kube_outpost_services_programmed Services with ClusterIP rules, as of the last successful sync in which the cluster was synced or served its last known state.
 # TYPE kube_outpost_services_programmed gauge
 kube_outpost_services_programmed{cluster="alpha"} 2
-# HELP kube_outpost_endpoints_programmed Endpoints the rules balance over, one per endpoint and service port, as of the last successful sync in which the cluster was synced.
+# HELP kube_outpost_endpoints_programmed Endpoints the rules balance over, one per endpoint and service port, as of the last successful sync in which the cluster was synced or served its last known state.
 # TYPE kube_outpost_endpoints_programmed gauge
 kube_outpost_endpoints_programmed{cluster="alpha"} 4
 # HELP kube_outpost_service_ports_programmed Service ports (ClusterIP, port, protocol) with rules, of every cluster; those without endpoints are rejected.
@@ -171,7 +171,7 @@ kube_outpost_sync_proxy_rules_last_queued_timestamp_seconds 1.6999999995e+09
 	}}
 	m.ObserveSync(Sync{Duration: time.Millisecond, End: end.Add(2 * time.Minute), State: st})
 	compare(t, m, `
-# HELP kube_outpost_services_programmed Services with ClusterIP rules, as of the last successful sync in which the cluster was synced.
+# HELP kube_outpost_services_programmed Services with ClusterIP rules, as of the last successful sync in which the cluster was synced or served its last known state.
 # TYPE kube_outpost_services_programmed gauge
 kube_outpost_services_programmed{cluster="alpha"} 2
 kube_outpost_services_programmed{cluster="beta"} 1
@@ -185,7 +185,7 @@ kube_outpost_service_ports_programmed 4
 	st = &model.State{Clusters: []*model.ClusterState{cluster("beta", true, port("beta", "web", "", 5))}}
 	m.ObserveSync(Sync{Duration: time.Millisecond, End: end.Add(3 * time.Minute), State: st})
 	compare(t, m, `
-# HELP kube_outpost_endpoints_programmed Endpoints the rules balance over, one per endpoint and service port, as of the last successful sync in which the cluster was synced.
+# HELP kube_outpost_endpoints_programmed Endpoints the rules balance over, one per endpoint and service port, as of the last successful sync in which the cluster was synced or served its last known state.
 # TYPE kube_outpost_endpoints_programmed gauge
 kube_outpost_endpoints_programmed{cluster="beta"} 5
 # HELP kube_outpost_service_ports_programmed Service ports (ClusterIP, port, protocol) with rules, of every cluster; those without endpoints are rejected.

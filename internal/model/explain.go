@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Query names what `kube-outpost explain` looks at: one service, all its
@@ -139,6 +140,8 @@ func (st *State) notFound(q Query) error {
 				}
 			}
 			return fmt.Errorf("%s is in no cluster's service_cidrs or local_service_cidr, and no service has it as an external IP: kube-outpost does not handle it: %w", q.Target.Addr(), ErrNotFound)
+		case !c.LastKnown.IsZero():
+			return fmt.Errorf("cluster %q has not synced yet, and its last known state, saved %s, has no service port with %s: %w", c.Name, c.LastKnown.Format(time.RFC3339), q, ErrNotFound)
 		case !c.Synced:
 			return fmt.Errorf("cluster %q has not synced yet, and no service port with %s has arrived so far (the rules of an earlier run stay in force): %w", c.Name, q, ErrNotFound)
 		}
@@ -147,6 +150,9 @@ func (st *State) notFound(q Query) error {
 	var names []string
 	for _, c := range st.Clusters {
 		if c.Name == q.Cluster {
+			if !c.LastKnown.IsZero() {
+				return fmt.Errorf("cluster %q has not synced yet, and its last known state, saved %s, has no service %s/%s: %w", c.Name, c.LastKnown.Format(time.RFC3339), q.Namespace, q.Name, ErrNotFound)
+			}
 			if !c.Synced {
 				return fmt.Errorf("cluster %q has not synced yet, and no service %s/%s has arrived so far: %w", c.Name, q.Namespace, q.Name, ErrNotFound)
 			}

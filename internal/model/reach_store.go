@@ -30,8 +30,18 @@ func (s *Store) SetNodes(cluster string, nodes []NodeInfo) {
 		s.mu.Unlock()
 		return
 	}
+	if cd.live != nil {
+		cd.live.nodes, cd.live.nodesSynced = nodes, true
+		changed := s.replaceLastKnown(cd) // lastknown.go
+		s.mu.Unlock()
+		if changed {
+			s.onChange()
+		}
+		return
+	}
 	changed := !cd.nodesSynced && cd.cfg.Reach.ThroughNodes()
 	cd.nodes, cd.nodesSynced = nodes, true
+	cd.rev = s.nextRev()
 	if cd.cfg.Reach == reach.NodePort {
 		for nn := range cd.svcs {
 			if s.recompute(cd, nn) {

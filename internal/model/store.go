@@ -78,6 +78,10 @@ type Store struct {
 	nodeClaims map[claimKey]map[PortKey]bool
 	// listeners are the ports local processes listen on (nodeports.go).
 	listeners map[listenKey]string
+	// revs numbers the changes to every cluster's objects, so that a
+	// cluster's revision is never that of another, nor of its own
+	// before a restart of its watch (lastknown.go).
+	revs uint64
 }
 
 // maxTriggers bounds the trigger times kept while syncs fail, so that a
@@ -107,6 +111,27 @@ type clusterData struct {
 	// adm says which services the cluster's limits let be programmed
 	// (limits.go).
 	adm admission
+	// rev is the store's revs at the last change to the objects above,
+	// so that whoever keeps them knows when there is something new to
+	// keep (lastknown.go).
+	rev uint64
+	// lastKnown is when the objects above were saved, while they are a
+	// kept state and not the apiserver's; live then collects what the
+	// informers deliver until it is complete (lastknown.go).
+	lastKnown time.Time
+	live      *clusterData
+}
+
+func newClusterData(since time.Time) *clusterData {
+	return &clusterData{
+		svcs:    map[types.NamespacedName]*corev1.Service{},
+		slices:  map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
+		ports:   map[PortKey]*ServicePort{},
+		byOwner: map[types.NamespacedName][]PortKey{},
+		built:   map[types.NamespacedName]*builtService{},
+		refused: map[types.NamespacedName]string{},
+		since:   since,
+	}
 }
 
 // NewStore makes an empty store. onChange is called, without locks held,
@@ -136,15 +161,7 @@ func (s *Store) SetClusters(cfgs []ClusterConfig) {
 		if cd == nil || cd.cfg.Generation != c.Generation || !samePrefixes(cd.cfg.ServiceCIDRs, c.ServiceCIDRs) {
 			// A new source or range: start from scratch; the daemon
 			// restarts the informers of a changed cluster.
-			cd = &clusterData{
-				svcs:    map[types.NamespacedName]*corev1.Service{},
-				slices:  map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
-				ports:   map[PortKey]*ServicePort{},
-				byOwner: map[types.NamespacedName][]PortKey{},
-				built:   map[types.NamespacedName]*builtService{},
-				refused: map[types.NamespacedName]string{},
-				since:   s.now(),
-			}
+			cd = newClusterData(s.now())
 		}
 		cd.cfg = c
 		next[c.Name] = cd
@@ -225,9 +242,16 @@ func addrSet(addrs []netip.Addr) map[netip.Addr]bool {
 func (s *Store) SetSynced(cluster string) {
 	s.mu.Lock()
 	cd := s.clusters[cluster]
-	changed := cd != nil && !cd.synced
-	if changed {
+	var changed bool
+	switch {
+	case cd == nil:
+	case cd.live != nil:
+		cd.live.synced = true
+		changed = s.replaceLastKnown(cd) // lastknown.go
+	case !cd.synced:
 		cd.synced = true
+		cd.rev = s.nextRev()
+		changed = true
 	}
 	s.mu.Unlock()
 	if changed {
@@ -318,7 +342,15 @@ func (s *Store) update(cluster string, nn types.NamespacedName, trigger time.Tim
 		s.mu.Unlock()
 		return
 	}
+	if cd.live != nil {
+		// A kept state is served until the informers have it all:
+		// half of it replaced by half of a list would be neither.
+		mutate(cd.live)
+		s.mu.Unlock()
+		return
+	}
 	mutate(cd)
+	cd.rev = s.nextRev()
 	changed := s.recompute(cd, nn)
 	if changed && trigger.After(cd.since) && len(s.triggers) < maxTriggers {
 		s.triggers = append(s.triggers, trigger)
@@ -582,6 +614,7 @@ func (s *Store) snapshot() *State {
 			LocalServiceCIDR: cd.cfg.LocalServiceCIDR,
 			AllowExternalIPs: cd.cfg.AllowExternalIPs,
 			Synced:           cd.synced && cd.nodesReady(),
+			LastKnown:        cd.lastKnown,
 			Ports:            ports,
 			ServeNodePorts:   cd.cfg.ServeNodePorts,
 		})

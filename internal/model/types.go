@@ -225,15 +225,25 @@ type ClusterState struct {
 	// programmed in; none is when it is empty.
 	AllowExternalIPs []netip.Prefix
 	// Synced is false until the cluster's informers have listed everything
-	// once. A backend must leave the kernel state of an unsynced cluster as
-	// it is: after a restart with the apiserver down, the rules of the last
-	// run keep serving.
+	// once. Backends go by PortsKnown.
 	Synced bool
-	Ports  map[PortKey]*ServicePort
+	// LastKnown, when not zero, is when the state the cluster's ports
+	// are built from was saved: an earlier run kept it, and it is served
+	// while the cluster has not synced (after a reboot with its
+	// apiserver down, the kernel holds nothing else). The live state
+	// replaces it once the informers have listed everything.
+	LastKnown time.Time
+	Ports     map[PortKey]*ServicePort
 	// ServeNodePorts is the cluster's serve_node_ports: its ports'
 	// ServedNodePort are answered at this host's own addresses.
 	ServeNodePorts bool
 }
+
+// PortsKnown says whether Ports are the cluster's, from its apiserver or
+// from its last known state, and are to be programmed. When they are not,
+// a backend must leave the cluster's kernel state as it is: after a
+// restart, the rules of the last run keep serving.
+func (c *ClusterState) PortsKnown() bool { return c.Synced || !c.LastKnown.IsZero() }
 
 // Ranges are where the cluster's VIPs are on this host: its service CIDRs,
 // with the one that LocalServiceCIDR maps replaced by it.

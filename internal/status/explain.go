@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -37,7 +38,13 @@ func BuildExplanation(ctx context.Context, st *model.State, refusals []model.Ref
 	}
 	unsynced := map[string]bool{}
 	for _, m := range matches {
-		if !m.Cluster.Synced && !unsynced[m.Cluster.Name] {
+		switch {
+		case m.Cluster.Synced || unsynced[m.Cluster.Name]:
+		case !m.Cluster.LastKnown.IsZero():
+			unsynced[m.Cluster.Name] = true
+			ex.Notes = append(ex.Notes, fmt.Sprintf("cluster %q has not synced yet: its rules are programmed from its last known state, "+
+				"saved %s by an earlier run, until it does", m.Cluster.Name, m.Cluster.LastKnown.UTC().Format(time.RFC3339)))
+		default:
 			unsynced[m.Cluster.Name] = true
 			ex.Notes = append(ex.Notes, fmt.Sprintf("cluster %q has not synced yet: the kernel keeps the rules of an earlier run, "+
 				"and the model may lack services it has not listed yet", m.Cluster.Name))
@@ -87,17 +94,18 @@ func BuildExplanation(ctx context.Context, st *model.State, refusals []model.Ref
 func desired(m model.Match, want proxy.Want) PortExplanation {
 	p := m.Port
 	pe := PortExplanation{
-		Key:               p.Key.String(),
-		Cluster:           p.Key.Cluster,
-		Service:           p.Key.Namespace + "/" + p.Key.Name,
-		Target:            target(m.Addr, p.Port, p.Key.Protocol),
-		ClusterSynced:     m.Cluster.Synced,
-		InModel:           true,
-		Affinity:          Duration(p.Affinity),
-		NoEndpointsReason: p.NoEndpointsReason,
-		Endpoints:         []Endpoint{},
-		Excluded:          []Excluded{},
-		Mismatches:        []string{},
+		Key:                       p.Key.String(),
+		Cluster:                   p.Key.Cluster,
+		Service:                   p.Key.Namespace + "/" + p.Key.Name,
+		Target:                    target(m.Addr, p.Port, p.Key.Protocol),
+		ClusterSynced:             m.Cluster.Synced,
+		ClusterLastKnownStateFrom: m.Cluster.LastKnown,
+		InModel:                   true,
+		Affinity:                  Duration(p.Affinity),
+		NoEndpointsReason:         p.NoEndpointsReason,
+		Endpoints:                 []Endpoint{},
+		Excluded:                  []Excluded{},
+		Mismatches:                []string{},
 	}
 	if m.Addr != p.ClusterIP {
 		pe.ClusterIP = p.ClusterIP.String()

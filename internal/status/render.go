@@ -60,7 +60,10 @@ func (rd renderer) report(w io.Writer, r Report) error {
 	fmt.Fprintln(tw, "\nCLUSTER\tAPISERVER\tCONNECTION\tSYNCED\tSERVICES\tPORTS\tENDPOINTS\tNO ENDPOINTS\tREFUSED")
 	for _, c := range r.Clusters {
 		synced := "yes"
-		if !c.Synced {
+		switch {
+		case !c.Synced && !c.LastKnownStateFrom.IsZero():
+			synced = "STALE"
+		case !c.Synced:
 			synced = "NO"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", c.Name, c.Server, reachWord(c), synced,
@@ -132,8 +135,16 @@ func (rd renderer) clusterDetails(c ClusterStatus) []string {
 	case c.LastError != "" && !c.LastErrorAt.IsZero():
 		out = append(out, fmt.Sprintf("apiserver reachable; last error %s ago: %s", human(rd.now.Sub(c.LastErrorAt)), c.LastError))
 	}
-	if !c.Synced {
+	switch {
+	case !c.Synced && !c.LastKnownStateFrom.IsZero():
+		from := c.LastKnownStateFrom
+		out = append(out, fmt.Sprintf("serving last known state from %s (%s ago), saved by an earlier run: not synced yet, and its live state replaces it once it is",
+			rd.when(from), human(rd.now.Sub(from))))
+	case !c.Synced:
 		out = append(out, "not synced yet: the rules of an earlier run for this cluster stay in force until it is")
+	}
+	if c.StateSaveError != "" {
+		out = append(out, "last known state not saved: "+c.StateSaveError)
 	}
 	for _, r := range c.LocalRanges {
 		out = append(out, fmt.Sprintf("service range %s reached at local range %s (same offset: dial the local address)", r.ServiceCIDR, r.LocalCIDR))
@@ -205,7 +216,11 @@ func (rd renderer) port(b *bytes.Buffer, p PortExplanation) {
 			fmt.Fprintf(b, "  endpoints: none (%s), so connections are refused\n", r)
 		}
 	}
-	if !p.ClusterSynced {
+	switch {
+	case p.ClusterSynced:
+	case !p.ClusterLastKnownStateFrom.IsZero():
+		fmt.Fprintf(b, "  cluster not synced: programmed from its last known state of %s\n", rd.when(p.ClusterLastKnownStateFrom))
+	default:
 		b.WriteString("  cluster not synced: the kernel may still hold an earlier run's rules\n")
 	}
 

@@ -10,7 +10,7 @@ import (
 // synced, what it programs, and what it refuses (refusals of every cluster
 // may be given; only c's are taken). The daemon adds the apiserver's side.
 func ClusterFromModel(c *model.ClusterState, refusals []model.Refusal) ClusterStatus {
-	cs := ClusterStatus{Name: c.Name, Synced: c.Synced, Refused: []Refusal{}}
+	cs := ClusterStatus{Name: c.Name, Synced: c.Synced, LastKnownStateFrom: c.LastKnown, Refused: []Refusal{}}
 	services := map[[2]string]bool{}
 	for k, p := range c.Ports {
 		services[[2]string{k.Namespace, k.Name}] = true
@@ -46,6 +46,7 @@ func (r Report) boundTexts() Report {
 	for i := range r.Clusters {
 		c := &r.Clusters[i]
 		c.LastError = bound(c.LastError)
+		c.StateSaveError = bound(c.StateSaveError)
 		if c.Nodes != nil {
 			n := *c.Nodes
 			n.LastError = bound(n.LastError)

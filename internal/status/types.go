@@ -57,8 +57,18 @@ type ClusterStatus struct {
 	LastError        string    `json:"last_error,omitempty"`
 	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
 	// Synced: the informers have listed everything once, so the cluster's
-	// rules are this run's. Until then the rules of an earlier run stay.
+	// rules are this run's. Until then the rules of an earlier run stay,
+	// or its last known state is served.
 	Synced bool `json:"synced"`
+	// LastKnownStateFrom, while the cluster has not synced, is when the
+	// state its rules are programmed from was saved, by an earlier run
+	// (state_dir); zero when it serves none.
+	LastKnownStateFrom time.Time `json:"last_known_state_from,omitzero"`
+	// StateSavedAt is when this run last saved the cluster's state to
+	// state_dir, zero before the first time or when none is kept;
+	// StateSaveError is the last attempt's error.
+	StateSavedAt   time.Time `json:"state_saved_at,omitzero"`
+	StateSaveError string    `json:"state_save_error,omitempty"`
 	// Services and ServicePorts are those with a ClusterIP that is
 	// programmed; Endpoints counts endpoints over all ports, as DNAT
 	// targets or real servers.
@@ -160,6 +170,9 @@ type PortExplanation struct {
 	// ExternalIPs are the port's external IPs on this host.
 	ExternalIPs   []string `json:"external_ips,omitempty"`
 	ClusterSynced bool     `json:"cluster_synced"`
+	// ClusterLastKnownStateFrom is, while the cluster has not synced,
+	// when the last known state the port comes from was saved.
+	ClusterLastKnownStateFrom time.Time `json:"cluster_last_known_state_from,omitzero"`
 	// InModel is false for a port that only the kernel has: rules an
 	// earlier run or someone else left.
 	InModel  bool     `json:"in_model"`

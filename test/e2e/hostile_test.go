@@ -237,6 +237,7 @@ func (h *hostileLab) startQuietDaemon(t *testing.T) *daemon {
 	if err := os.WriteFile(filepath.Join(bin, "iptables-restore"), []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	withStateDir(t, h.cfgPath)
 	if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", h.cfgPath); err != nil {
 		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
 	}

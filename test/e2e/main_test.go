@@ -190,6 +190,7 @@ func startDaemon(t *testing.T, cfgPath string) *daemon {
 // ends.
 func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
 	t.Helper()
+	withStateDir(t, cfgPath)
 	// What the unit's privileged ExecStartPre does, in every mode (ipvs
 	// mode's sysctls are per network namespace, so the lab's host needs
 	// them set).
@@ -212,6 +213,25 @@ func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
 		}
 	})
 	return d
+}
+
+// withStateDir gives a config without a state_dir of its own one next to
+// it: the default is this machine's /var/lib/kube-outpost, which a test
+// must neither write nor share with another. A daemon restarted on the
+// same config finds what the last one saved, as on a real host.
+func withStateDir(t *testing.T, cfgPath string) {
+	t.Helper()
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`(?m)^state_dir\s*=`).Match(data) {
+		return
+	}
+	line := fmt.Sprintf("state_dir = %q\n", filepath.Join(filepath.Dir(cfgPath), "state"))
+	if err := os.WriteFile(cfgPath, append([]byte(line), data...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // stop sends SIGTERM, as systemd would, and waits.

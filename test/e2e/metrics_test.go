@@ -92,6 +92,7 @@ func startObserved(t *testing.T) *observed {
 		t.Fatal(err)
 	}
 
+	withStateDir(t, cfgPath)
 	if out, err := theLab.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
 		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
 	}

@@ -60,7 +60,7 @@ type Proxier struct {
 	// hostAddrs are this family's addresses that node ports are served
 	// at, as the last successful sync had them: to forget UDP flows.
 	hostAddrs []netip.Addr
-	// held are the UDP ports of the clusters that are not synced, as last
+	// held are the UDP ports of the clusters whose ports are not known, as last
 	// programmed: their rules stay, and their stale flows are found once
 	// the cluster syncs again (clearStaleUDP).
 	held map[model.PortKey]*programmed
@@ -73,7 +73,7 @@ type Proxier struct {
 
 // clusterShape is what of a cluster decides which of its chains exist.
 type clusterShape struct {
-	synced    bool
+	known     bool // its ports are programmed: synced, or a last known state
 	nodePorts bool // serves node ports
 }
 

@@ -32,7 +32,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	for _, c := range st.Clusters {
 		serveNP := p.servesNodePorts(c)
 		p.renderClusterChains(s, c, serveNP)
-		if c.Synced {
+		if c.PortsKnown() {
 			p.renderPorts(ctx, s, c, serveNP)
 		}
 	}
@@ -55,7 +55,8 @@ type syncPass struct {
 	// next is what the port rules will be once tx is applied.
 	next map[model.PortKey]*programmed
 	// keepTags are the tags of the clusters whose chains stay as an
-	// earlier run programmed them: those not synced yet.
+	// earlier run programmed them: those whose ports are not known yet
+	// (not synced, and no last known state).
 	keepTags map[string]bool
 	// top are the top chains as this sync wants them.
 	top *topChains
@@ -80,7 +81,7 @@ func newSyncPass(full bool) *syncPass {
 func (p *Proxier) clusterShapes(st *model.State) map[string]clusterShape {
 	shapes := map[string]clusterShape{}
 	for _, c := range st.Clusters {
-		shapes[c.Name] = clusterShape{synced: c.Synced, nodePorts: p.servesNodePorts(c)}
+		shapes[c.Name] = clusterShape{known: c.PortsKnown(), nodePorts: p.servesNodePorts(c)}
 	}
 	return shapes
 }
@@ -88,7 +89,7 @@ func (p *Proxier) clusterShapes(st *model.State) map[string]clusterShape {
 // decideFull says whether this sync rewrites everything, and when it does
 // reads which of our chains and hooks the kernel holds.
 func (p *Proxier) decideFull(ctx context.Context, shapes map[string]clusterShape, full bool) (bool, error) {
-	// A cluster that appears, goes, turns synced or starts or stops
+	// A cluster that appears, goes, gets its ports known or starts or stops
 	// serving node ports has chains whose content this process has not
 	// tracked: rewrite all.
 	if !maps.Equal(shapes, p.clusters) {
@@ -149,14 +150,14 @@ func (p *Proxier) renderClusterChains(s *syncPass, c *model.ClusterState, serveN
 	if serveNP {
 		cm := comment("cluster " + c.Name + " node ports")
 		local := notLoopback(p.opt.IPv6) + " -m addrtype --dst-type LOCAL"
-		if c.Synced || p.chains["nat"][nChain] {
+		if c.PortsKnown() || p.chains["nat"][nChain] {
 			s.nodeTop = append(s.nodeTop, tableRule{"nat", fmt.Sprintf("%s %s -j %s", local, cm, nChain)})
 		}
-		if c.Synced || p.chains["filter"][nrChain] {
+		if c.PortsKnown() || p.chains["filter"][nrChain] {
 			s.nodeTop = append(s.nodeTop, tableRule{"filter",
 				fmt.Sprintf("%s -m conntrack --ctstate NEW %s -j %s", local, cm, nrChain)})
 		}
-		if c.Synced && full {
+		if c.PortsKnown() && full {
 			tx.declare("nat", nChain)
 			tx.declare("filter", nrChain)
 		}
@@ -167,14 +168,14 @@ func (p *Proxier) renderClusterChains(s *syncPass, c *model.ClusterState, serveN
 			allowed = append(allowed, cidr)
 		}
 	}
-	if !c.Synced {
+	if !c.PortsKnown() {
 		// Keep what an earlier run programmed for this cluster.
 		s.keepTags[clusterTag(c.Name)] = true
 	} else if full {
 		tx.declare("nat", cChain)
 		tx.declare("filter", rChain)
 	}
-	if c.Synced && len(allowed) > 0 {
+	if c.PortsKnown() && len(allowed) > 0 {
 		// Declaring flushes: in a partial sync, only a chain that
 		// does not exist yet (allow_external_ips was just set).
 		if full || !p.chains["nat"][xChain] {
@@ -189,25 +190,25 @@ func (p *Proxier) renderClusterChains(s *syncPass, c *model.ClusterState, serveN
 			continue
 		}
 		cm := comment("cluster " + c.Name)
-		if c.Synced || p.chains["nat"][cChain] {
+		if c.PortsKnown() || p.chains["nat"][cChain] {
 			s.top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, cChain))
 		}
-		if c.Synced || p.chains["filter"][rChain] {
+		if c.PortsKnown() || p.chains["filter"][rChain] {
 			s.top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, rChain))
 		}
 	}
 	for _, cidr := range allowed {
 		cm := comment("cluster " + c.Name + " external IPs")
-		if c.Synced || p.chains["nat"][xChain] {
+		if c.PortsKnown() || p.chains["nat"][xChain] {
 			s.top.add("nat", chainServices, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xChain))
 		}
-		if c.Synced || p.chains["filter"][xrChain] {
+		if c.PortsKnown() || p.chains["filter"][xrChain] {
 			s.top.add("filter", chainFilter, fmt.Sprintf("-d %s %s -j %s", cidr, cm, xrChain))
 		}
 	}
 }
 
-// renderPorts writes the rules of a synced cluster's service ports: all
+// renderPorts writes the rules of a cluster's known service ports: all
 // of them in a full sync, else those that changed.
 func (p *Proxier) renderPorts(ctx context.Context, s *syncPass, c *model.ClusterState, serveNP bool) {
 	for _, key := range p.changedPorts(s, c) {

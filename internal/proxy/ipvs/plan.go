@@ -12,12 +12,13 @@ import (
 type plan struct {
 	// bound are our addresses on outpost0.
 	bound map[netip.Addr]bool
-	// wantVIPs are the ClusterIPs of synced clusters, with endpoints or
-	// not: each is bound, so that its other ports are refused.
+	// wantVIPs are the ClusterIPs of clusters whose ports are known
+	// (synced, or a last known state), with endpoints or not: each is
+	// bound, so that its other ports are refused.
 	wantVIPs map[netip.Addr]bool
-	// keptVIPs are bound addresses in the service CIDRs of clusters that
-	// have not synced yet: they stay, with their virtual servers, as they
-	// are.
+	// keptVIPs are bound addresses in the service CIDRs of clusters whose
+	// ports are not known yet: they stay, with their virtual servers, as
+	// they are.
 	keptVIPs map[netip.Addr]bool
 	// want are the virtual servers of service ports with endpoints.
 	want map[ServiceKey]*wanted
@@ -67,12 +68,12 @@ func (p *Proxier) plan(st *model.State, addrs []netip.Addr, vss []VirtualServer,
 		}
 	}
 	for _, c := range st.Clusters {
-		if !c.Synced && p.servesNodePorts(c) {
+		if !c.PortsKnown() && p.servesNodePorts(c) {
 			// Which of the old node ports are this cluster's is not
 			// known: all that no synced cluster takes stay.
 			keepNodes = true
 		}
-		if !c.Synced {
+		if !c.PortsKnown() {
 			// Clusters' VIP ranges never overlap: what lies in this
 			// cluster's is this cluster's. So may a bound address in its
 			// allow_external_ips be; one that a synced cluster wants is

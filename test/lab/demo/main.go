@@ -121,6 +121,8 @@ func run() (err error) {
 	cfg := filepath.Join(l.Dir, "config.toml")
 	var b strings.Builder
 	b.WriteString("mode = \"iptables\"\n")
+	// The lab's, not this machine's /var/lib/kube-outpost.
+	fmt.Fprintf(&b, "state_dir = %q\n", filepath.Join(l.Dir, "state"))
 	for _, c := range l.Clusters {
 		fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", c.Name, c.Kubeconfig, c.ServiceCIDR)
 	}
