@@ -104,7 +104,8 @@ const (
 	RestartAPIServerBack = "apiserver_back"
 )
 
-// RestartReasons are every reason, in the order metrics list them.
+// RestartReasons are every reason, so that each has its series from the
+// start.
 var RestartReasons = []string{RestartSilent, RestartConnectionLost, RestartAPIServerBack}
 
 // errSilent is the cause of a request the link abandoned.

@@ -16,8 +16,9 @@ import (
 // and lets the requests go as soon as it answers.
 //
 // The cost of the probe is bounded: one GET /readyz per probeEvery (2 s)
-// per cluster while its apiserver does not answer, each given probeTimeout
-// (2 s), and none while it answers. Held requests are let through without
+// per link while its apiserver does not answer, each given probeTimeout
+// (2 s), and none while it answers. A cluster has one link, two with a
+// node watcher. Held requests are let through without
 // the probe every retryEvery (30 s) too, for an apiserver whose /readyz
 // fails but whose API serves.
 
