@@ -34,7 +34,10 @@ type Relay struct {
 	Kubeconfig string
 	Addr       string
 
-	c *Cluster
+	target string
+	listen func(addr string) (net.Listener, error)
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	logf   func(format string, args ...any)
 
 	mu     sync.Mutex
 	ln     net.Listener // nil while refusing
@@ -57,16 +60,14 @@ func (c *Cluster) Relay() (*Relay, error) {
 	if c.lab.remote != "" {
 		return nil, errors.New("lab: a remote lab's apiservers are not the lab's to stand in front of")
 	}
-	ln, err := c.lab.ListenHost("127.0.0.1:0")
+	r, err := newRelay(strings.TrimPrefix(c.url(), "https://"), c.lab.ListenHost, c.lab.DialHost, c.logf)
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{Addr: ln.Addr().String(), c: c, ln: ln, pairs: map[*pair]struct{}{}}
 	if err := c.lab.track(r); err != nil {
-		ln.Close()
+		r.Close()
 		return nil, err
 	}
-	go r.accept(ln)
 	r.Kubeconfig = filepath.Join(c.dir, "relay-"+strings.ReplaceAll(r.Addr, ":", "-")+".kubeconfig")
 	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
 	if err != nil {
@@ -81,7 +82,20 @@ func (c *Cluster) Relay() (*Relay, error) {
 	if err := os.Chmod(r.Kubeconfig, 0o600); err != nil {
 		return nil, err
 	}
-	c.logf("relay to the apiserver at %s", r.Addr)
+	return r, nil
+}
+
+// newRelay relays connections to target on a loopback port that listen
+// opens, dialing target with dial.
+func newRelay(target string, listen func(string) (net.Listener, error),
+	dial func(context.Context, string, string) (net.Conn, error), logf func(string, ...any)) (*Relay, error) {
+	ln, err := listen("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{Addr: ln.Addr().String(), target: target, listen: listen, dial: dial, logf: logf, ln: ln, pairs: map[*pair]struct{}{}}
+	go r.accept(ln)
+	logf("relay at %s to %s", r.Addr, target)
 	return r, nil
 }
 
@@ -98,7 +112,7 @@ func (r *Relay) accept(ln net.Listener) {
 func (r *Relay) relay(client net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	server, err := r.c.lab.DialHost(ctx, "tcp", strings.TrimPrefix(r.c.url(), "https://"))
+	server, err := r.dial(ctx, "tcp", r.target)
 	if err != nil {
 		client.Close()
 		return
@@ -180,7 +194,7 @@ func (r *Relay) Freeze() {
 	for p := range r.pairs {
 		p.freeze()
 	}
-	r.c.logf("relay %s: %d connections frozen", r.Addr, len(r.pairs))
+	r.logf("relay %s: %d connections frozen", r.Addr, len(r.pairs))
 }
 
 // Refuse closes every connection and refuses new ones until Resume.
@@ -195,7 +209,7 @@ func (r *Relay) Refuse() error {
 	for p := range r.pairs {
 		p.close()
 	}
-	r.c.logf("relay %s: refusing", r.Addr)
+	r.logf("relay %s: refusing", r.Addr)
 	return err
 }
 
@@ -211,14 +225,14 @@ func (r *Relay) Resume() error {
 		p.thaw()
 	}
 	if r.ln == nil {
-		ln, err := r.c.lab.ListenHost(r.Addr)
+		ln, err := r.listen(r.Addr)
 		if err != nil {
 			return fmt.Errorf("lab: relay: listening again on %s: %w", r.Addr, err)
 		}
 		r.ln = ln
 		go r.accept(ln)
 	}
-	r.c.logf("relay %s: resumed", r.Addr)
+	r.logf("relay %s: resumed", r.Addr)
 	return nil
 }
 
