@@ -94,7 +94,7 @@ fmt:
 vet:
 	@echo ">> go vet (tags $(LINT_TAGS); GOOS=darwin for the !linux files)"
 	@$(GO) vet -tags $(LINT_TAGS) ./...
-	@GOOS=darwin $(GO) vet ./internal/proxy/ipvs/ ./internal/routes/
+	@GOOS=darwin $(GO) vet ./internal/cluster/ ./internal/proxy/ipvs/ ./internal/routes/
 
 staticcheck:
 	@echo ">> staticcheck (tags $(LINT_TAGS))"

@@ -33,8 +33,11 @@ import (
 // kubelet heartbeats and change nothing here). Never a partial list: routes
 // synced from one would delete the routes of the nodes not seen yet.
 type NodeWatcher struct {
-	cluster  string
-	client   kubernetes.Interface
+	cluster string
+	client  kubernetes.Interface
+	// link carries the client's requests when NodeWatcherFor made it
+	// (link.go); nil otherwise.
+	link     *link
 	onChange func([]model.NodeInfo)
 	log      *slog.Logger
 
@@ -47,8 +50,13 @@ type NodeWatcher struct {
 	synced    bool
 	published []model.NodeInfo
 	status    NodeStatus
+	// answering: the last list or watch got an answer and nothing failed
+	// after it, so a failure the informer reports was not counted yet.
+	answering bool
 	cancel    context.CancelFunc
 	factory   informers.SharedInformerFactory
+	// linkDone is closed when the link has stopped.
+	linkDone chan struct{}
 }
 
 // nodeEntry is one node as converted, with what was wrong with it, so that a
@@ -65,6 +73,9 @@ type NodeStatus struct {
 	WatchErrors int
 	LastError   string
 	LastErrorAt time.Time
+	// Restarts counts the requests the link made again, by reason, as
+	// Status.Restarts does for the cluster's other watches.
+	Restarts map[string]int
 }
 
 // NodeWatcherOptions configures NewNodeWatcher.
@@ -102,18 +113,15 @@ func NewNodeWatcher(client kubernetes.Interface, opts NodeWatcherOptions) *NodeW
 // kubeconfig, context, user agent and rate limits). opts.Cluster defaults to
 // the cluster's name. It does not connect yet.
 func NodeWatcherFor(c config.Cluster, opts NodeWatcherOptions) (*NodeWatcher, error) {
-	rc, err := RESTConfig(c)
-	if err != nil {
-		return nil, err
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("cluster %q: %w", c.Name, err)
-	}
 	if opts.Cluster == "" {
 		opts.Cluster = c.Name
 	}
-	return NewNodeWatcher(cs, opts), nil
+	w := NewNodeWatcher(nil, opts)
+	var err error
+	if w.client, w.link, err = connect(c, w, w.log.With("resource", "nodes")); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // Start watches until ctx is done or Stop is called. It returns at once; the
@@ -146,10 +154,17 @@ func (w *NodeWatcher) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	linkDone := make(chan struct{})
 	w.mu.Lock()
-	w.cancel, w.factory = cancel, factory
+	w.cancel, w.factory, w.linkDone = cancel, factory, linkDone
 	w.mu.Unlock()
 	factory.Start(ctx.Done())
+	go func() {
+		defer close(linkDone)
+		if w.link != nil {
+			w.link.run(ctx)
+		}
+	}()
 	go func() {
 		// The handler, not just the cache, must have seen every node
 		// before the first snapshot: it is the complete list.
@@ -171,13 +186,14 @@ func (w *NodeWatcher) Start(ctx context.Context) error {
 // that OnChange is not called afterwards.
 func (w *NodeWatcher) Stop() {
 	w.mu.Lock()
-	cancel, factory := w.cancel, w.factory
+	cancel, factory, linkDone := w.cancel, w.factory, w.linkDone
 	w.mu.Unlock()
 	if cancel == nil {
 		return
 	}
 	cancel()
 	factory.Shutdown()
+	<-linkDone
 }
 
 // Nodes returns the last published snapshot, and whether the first list is
@@ -194,6 +210,9 @@ func (w *NodeWatcher) Status() NodeStatus {
 	defer w.mu.Unlock()
 	st := w.status
 	st.Nodes = len(w.published)
+	if w.link != nil {
+		st.Restarts = w.link.restartCounts()
+	}
 	return st
 }
 
@@ -248,17 +267,50 @@ func (w *NodeWatcher) watchError(_ context.Context, _ *cache.Reflector, err erro
 		w.log.Debug("node watch ended; listing again", "err", err)
 		return
 	}
+	// Through a link, a failed request was counted when it failed; what
+	// is left are failures after an answer, such as a stream that broke.
 	w.mu.Lock()
+	counted := w.link != nil && !w.answering
+	w.mu.Unlock()
+	if !counted {
+		w.failed(err)
+	}
+}
+
+// answered records the outcome of a node list or watch (linkObserver).
+func (w *NodeWatcher) answered(f feed, err error) {
+	if f.resource != "nodes" {
+		return
+	}
+	if err != nil {
+		w.failed(err)
+		return
+	}
+	w.mu.Lock()
+	w.answering = true
+	w.mu.Unlock()
+}
+
+// broke counts a node watch the link ended; the link logged why.
+func (w *NodeWatcher) broke(_ feed, err error) { w.record(err) }
+
+// failed counts a failed node list or watch. An outage produces one per
+// retry: say it, but not forever. A 403 here means the credentials lack
+// list/watch on nodes.
+func (w *NodeWatcher) failed(err error) {
+	if n := w.record(err); n <= 3 || n%50 == 0 {
+		w.log.Warn("node watch failed; the last node list stays in use until it recovers", "err", err, "errors", n)
+	}
+}
+
+func (w *NodeWatcher) record(err error) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.answering = false
 	w.status.WatchErrors++
 	w.status.LastError = err.Error()
 	w.status.LastErrorAt = time.Now()
-	n := w.status.WatchErrors
-	w.mu.Unlock()
-	// An outage produces one per retry: say it, but not forever. A 403
-	// here means the credentials lack list/watch on nodes.
-	if n <= 3 || n%50 == 0 {
-		w.log.Warn("node watch failed; the last node list stays in use until it recovers", "err", err, "errors", n)
-	}
+	return w.status.WatchErrors
 }
 
 // stripNode keeps of a Node only what nodeInfo reads. A Node carries images,

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -53,9 +52,12 @@ var UserAgent = "kube-outpost"
 type Watcher struct {
 	name   string
 	client kubernetes.Interface
-	sink   Sink
-	log    *slog.Logger
-	sel    scope
+	// link carries the client's requests (link.go); nil for a client
+	// made without one.
+	link *link
+	sink Sink
+	log  *slog.Logger
+	sel  scope
 	// feeds are the list and watch streams this watcher opens, one per
 	// resource and watched namespace.
 	feeds []feed
@@ -95,6 +97,17 @@ type Status struct {
 	WatchErrors int
 	LastError   string
 	LastErrorAt time.Time
+	// DownSince is when the apiserver stopped answering; zero while it
+	// answers.
+	DownSince time.Time
+	// LastHeard is the oldest, over the watched resources and namespaces,
+	// of the last time the apiserver was heard from: an answer, a watch
+	// event or a bookmark (about every minute). Zero until each was heard.
+	LastHeard time.Time
+	// Restarts counts, by reason (RestartReasons), the requests the link
+	// to the apiserver made again: abandoned as silent, on a connection
+	// found dead, or held through an outage.
+	Restarts map[string]int
 }
 
 // The resources watched, named as the last element of their API path.
@@ -190,20 +203,12 @@ func RESTConfig(c config.Cluster) (*rest.Config, error) {
 
 // New makes a watcher for one cluster; it does not connect yet.
 func New(c config.Cluster, sink Sink, log *slog.Logger) (*Watcher, error) {
-	rc, err := RESTConfig(c)
-	if err != nil {
-		return nil, err
-	}
 	w, err := newWatcher(c, sink, log)
 	if err != nil {
 		return nil, err
 	}
-	// The watch error handler alone cannot tell an apiserver that is down:
-	// the reflector retries a refused watch without calling it. Every
-	// request's outcome can.
-	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &observer{next: rt, w: w} })
-	if w.client, err = kubernetes.NewForConfig(rc); err != nil {
-		return nil, fmt.Errorf("cluster %q: %w", c.Name, err)
+	if w.client, w.link, err = connect(c, w, w.log); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
@@ -226,6 +231,9 @@ func (w *Watcher) Status() Status {
 	for _, f := range w.feeds {
 		st.Connected = st.Connected && w.answering[f]
 	}
+	if w.link != nil {
+		st.DownSince, st.LastHeard, st.Restarts = w.link.downSince(), w.link.lastHeard(w.feeds), w.link.restartCounts()
+	}
 	return st
 }
 
@@ -247,41 +255,27 @@ func (w *Watcher) answered(f feed, err error) {
 // failed counts a failed list or watch of a feed. An outage produces one
 // per retry: say it, but not forever.
 func (w *Watcher) failed(f feed, err error) {
-	w.mu.Lock()
-	w.answering[f] = false
-	w.status.WatchErrors++
-	w.status.LastError = err.Error()
-	w.status.LastErrorAt = time.Now()
-	n := w.status.WatchErrors
-	w.mu.Unlock()
-	if n <= 3 || n%50 == 0 {
+	if n := w.record(f, err); n <= 3 || n%50 == 0 {
 		w.log.Warn("watch failed; rules stay as they are until it recovers", "resource", f.resource, "namespace", f.namespace, "err", err, "errors", n)
 	}
 }
 
-// observer passes each apiserver request's outcome to its watcher.
-type observer struct {
-	next http.RoundTripper
-	w    *Watcher
+// broke counts a watch or list the link ended; the link logged why.
+func (w *Watcher) broke(f feed, err error) {
+	if slices.Contains(w.feeds, f) {
+		w.record(f, err)
+	}
 }
 
-func (o *observer) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := o.next.RoundTrip(req)
-	f := feedOf(req.URL.Path)
-	switch {
-	case errors.Is(req.Context().Err(), context.Canceled):
-		// Stopped by us (a reload, the end): not the apiserver's doing.
-		// A deadline that passed is: the apiserver did not answer.
-	case err != nil:
-		o.w.answered(f, err)
-	// 410 Gone is the routine "resource version too old": the reflector
-	// lists again, which is the apiserver working as it should.
-	case resp.StatusCode >= 400 && resp.StatusCode != http.StatusGone:
-		o.w.answered(f, fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status))
-	default:
-		o.w.answered(f, nil)
-	}
-	return resp, err
+// record counts a failure of a feed and returns the count.
+func (w *Watcher) record(f feed, err error) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.answering[f] = false
+	w.status.WatchErrors++
+	w.status.LastError = err.Error()
+	w.status.LastErrorAt = time.Now()
+	return w.status.WatchErrors
 }
 
 // proxySelector is kube-proxy's: services handled by another proxy, and
@@ -397,6 +391,9 @@ func (w *Watcher) Start(ctx context.Context) error {
 	w.mu.Unlock()
 	for _, inf := range infs {
 		w.running.Go(func() { inf.RunWithContext(ctx) })
+	}
+	if w.link != nil {
+		w.running.Go(func() { w.link.run(ctx) })
 	}
 	w.running.Go(func() {
 		// The handlers, not just the caches, must have seen every object

@@ -71,6 +71,12 @@ func (rt roundTripper) RoundTrip(*http.Request) (*http.Response, error) {
 	return &http.Response{StatusCode: rt.code, Body: http.NoBody}, nil
 }
 
+// once sends a request through a link of w's once, as the link does
+// before it holds a request that was not answered.
+func once(w *Watcher, rt http.RoundTripper, req *http.Request) (*http.Response, bool, error) {
+	return newLink(rt, "", w, w.log).attempt(req, false)
+}
+
 func TestConnected(t *testing.T) {
 	w, err := newWatcher(config.Cluster{Name: "c"}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -82,7 +88,7 @@ func TestConnected(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := (&observer{next: rt, w: w}).RoundTrip(req)
+		resp, _, err := once(w, rt, req)
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -138,7 +144,7 @@ func TestConnected(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://apiserver"+svcs, nil)
-	(&observer{next: roundTripper{err: context.Canceled}, w: w}).RoundTrip(req)
+	once(w, roundTripper{err: context.Canceled}, req)
 	check("after a cancelled request", true)
 	errorsNow("after a cancelled request", 4)
 	// The routine ends of a watch are no errors.
@@ -155,10 +161,13 @@ func TestConnected(t *testing.T) {
 // to fail.
 type fakeAPIServer struct {
 	failing atomic.Bool
-	mu      sync.Mutex
-	stop    chan struct{} // closed to end the open watches
-	svcs    []corev1.Service
-	slices  []discoveryv1.EndpointSlice
+	// lists counts lists, and watches that start with every object;
+	// rewatches the watches that start from a resource version.
+	lists, rewatches atomic.Int32
+	mu               sync.Mutex
+	stop             chan struct{} // closed to end the open watches
+	svcs             []corev1.Service
+	slices           []discoveryv1.EndpointSlice
 }
 
 // fail makes the server refuse every request and ends the open watches;
@@ -197,6 +206,11 @@ func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	q := r.URL.Query()
+	if q.Get("watch") == "true" && q.Get("sendInitialEvents") != "true" {
+		f.rewatches.Add(1)
+	} else {
+		f.lists.Add(1)
+	}
 	if q.Get("watch") != "true" {
 		json.NewEncoder(w).Encode(map[string]any{
 			"kind": kind + "List", "apiVersion": apiVersion,
@@ -255,6 +269,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// watcherOf makes a watcher of a cluster whose apiserver is at url.
+func watcherOf(t *testing.T, url string, s Sink) *Watcher {
+	t.Helper()
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	data := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: %q}\n"+
+		"users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n", url)
+	if err := os.WriteFile(kc, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(config.Cluster{Name: "c", Kubeconfig: kc, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}},
+		s, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // TestWatcherAgainstAPIServer runs a watcher against a fake apiserver: the
 // slice reaches the sink with its trigger time, the cluster syncs, and
 // Connected follows the apiserver going away and coming back.
@@ -277,18 +308,8 @@ func TestWatcherAgainstAPIServer(t *testing.T) {
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	data := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: %q}\n"+
-		"users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n", srv.URL)
-	if err := os.WriteFile(kc, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	s := &sink{slices: map[string]*discoveryv1.EndpointSlice{}}
-	w, err := New(config.Cluster{Name: "c", Kubeconfig: kc, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}},
-		s, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watcherOf(t, srv.URL, s)
 	if err := w.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}

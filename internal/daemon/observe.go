@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/metrics"
 )
 
@@ -30,6 +31,14 @@ func (d *Daemon) clusterStatuses() []metrics.ClusterStatus {
 		st := h.watcher.Status()
 		cs := metrics.ClusterStatus{
 			Name: h.cfg.Name, Up: st.Connected && st.Synced, Synced: st.Synced, WatchErrors: st.WatchErrors,
+			WatchRestarts: map[string]int{},
+		}
+		var nodes cluster.NodeStatus
+		if h.nodes != nil {
+			nodes = h.nodes.Status()
+		}
+		for _, reason := range cluster.RestartReasons {
+			cs.WatchRestarts[reason] = st.Restarts[reason] + nodes.Restarts[reason]
 		}
 		if rs := d.reachStatus(h).routes; rs != nil {
 			n := len(rs.Refused) + len(rs.Problems)

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
@@ -271,9 +272,13 @@ func TestClusterSeries(t *testing.T) {
 	if err := d.setClusters([]config.Cluster{cl("alpha", "10.96.0.0/16")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"kube_outpost_cluster_up", "kube_outpost_cluster_synced", "kube_outpost_watch_errors_total"} {
-		if n, err := testutil.GatherAndCount(d.metrics.Gatherer(), name); err != nil || n != 1 {
-			t.Errorf("%s: %d series (%v) after beta was dropped, want alpha's only", name, n, err)
+	for name, want := range map[string]int{
+		"kube_outpost_cluster_up": 1, "kube_outpost_cluster_synced": 1, "kube_outpost_watch_errors_total": 1,
+		// One per reason, from the start.
+		"kube_outpost_watch_restarts_total": len(cluster.RestartReasons),
+	} {
+		if n, err := testutil.GatherAndCount(d.metrics.Gatherer(), name); err != nil || n != want {
+			t.Errorf("%s: %d series (%v) after beta was dropped, want alpha's %d", name, n, err, want)
 		}
 		if v := value(t, d, name, "cluster", "beta"); v != -1 {
 			t.Errorf("%s{cluster=beta} = %v after beta was dropped", name, v)

@@ -73,6 +73,7 @@ func (s *statusSource) Status() status.Report {
 		cs.Server = servers[c.Name]
 		cs.Reachable = w.Connected
 		cs.LastError, cs.LastErrorAt = w.LastError, w.LastErrorAt
+		cs.UnreachableSince, cs.LastHeard = w.DownSince, w.LastHeard
 		rs := reach[c.Name]
 		cs.Reach, cs.NodeAddressTypes, cs.Nodes, cs.Routes = rs.reach, rs.types, rs.nodes, rs.routes
 		if d.writer != nil {

@@ -29,6 +29,10 @@ type ClusterStatus struct {
 	Up          bool
 	Synced      bool
 	WatchErrors int
+	// WatchRestarts counts, by reason, the cluster's list and watch
+	// requests made again by kube-outpost rather than by client-go: one
+	// series per key, so the caller gives every reason, with 0 at first.
+	WatchRestarts map[string]int
 	// RoutesRefused, for a cluster with reach = "routes", counts the pod
 	// CIDRs of its Ready nodes that are not routed: outside pod_cidrs,
 	// over a protected address, taken by another node, or refused by the
@@ -286,7 +290,7 @@ func seconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 type stateCollector struct {
 	o                                  Options
 	up, synced, watchErrors, refusedBy *prometheus.Desc
-	routesRefused                      *prometheus.Desc
+	watchRestarts, routesRefused       *prometheus.Desc
 	stale, staleFrom                   *prometheus.Desc
 	savedAt, saveErrors                *prometheus.Desc
 }
@@ -302,6 +306,9 @@ func newStateCollector(o Options) *stateCollector {
 			"1 once the cluster's Services and EndpointSlices have been listed; until then its rules are left as they were.", "cluster"),
 		watchErrors: desc("watch_errors_total",
 			"List and watch requests to the cluster's apiserver that failed, and watches that broke, since its watch (re)started.", "cluster"),
+		watchRestarts: desc("watch_restarts_total",
+			"List and watch requests to the cluster's apiserver that kube-outpost made again, since its watch (re)started: silent for 90 s, on a connection found dead, or held while the apiserver did not answer.",
+			"cluster", "reason"),
 		refusedBy: desc("services_refused_total",
 			"Service or EndpointSlice changes refused in whole or in part, once per change and reason (each is also a warning in the log).",
 			"cluster", "reason"),
@@ -323,6 +330,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.synced
 	ch <- c.watchErrors
+	ch <- c.watchRestarts
 	ch <- c.refusedBy
 	ch <- c.routesRefused
 	ch <- c.stale
@@ -337,6 +345,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, bit(st.Up), st.Name)
 			ch <- prometheus.MustNewConstMetric(c.synced, prometheus.GaugeValue, bit(st.Synced), st.Name)
 			ch <- prometheus.MustNewConstMetric(c.watchErrors, prometheus.CounterValue, float64(st.WatchErrors), st.Name)
+			for reason, n := range st.WatchRestarts {
+				ch <- prometheus.MustNewConstMetric(c.watchRestarts, prometheus.CounterValue, float64(n), st.Name, reason)
+			}
 			if st.RoutesRefused != nil {
 				ch <- prometheus.MustNewConstMetric(c.routesRefused, prometheus.GaugeValue, float64(*st.RoutesRefused), st.Name)
 			}

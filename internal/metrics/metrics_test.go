@@ -197,8 +197,8 @@ kube_outpost_service_ports_programmed 1
 func TestClusterState(t *testing.T) {
 	m, f := newTest()
 	f.clusters = []ClusterStatus{
-		{Name: "alpha", Up: true, Synced: true},
-		{Name: "beta", Synced: true, WatchErrors: 7, RoutesRefused: new(int)},
+		{Name: "alpha", Up: true, Synced: true, WatchRestarts: map[string]int{"silent": 0, "apiserver_back": 0}},
+		{Name: "beta", Synced: true, WatchErrors: 7, RoutesRefused: new(int), WatchRestarts: map[string]int{"silent": 2, "apiserver_back": 1}},
 	}
 	*f.clusters[1].RoutesRefused = 3
 	f.refusals = []model.RefusalCount{
@@ -218,6 +218,12 @@ kube_outpost_cluster_synced{cluster="beta"} 1
 # TYPE kube_outpost_watch_errors_total counter
 kube_outpost_watch_errors_total{cluster="alpha"} 0
 kube_outpost_watch_errors_total{cluster="beta"} 7
+# HELP kube_outpost_watch_restarts_total List and watch requests to the cluster's apiserver that kube-outpost made again, since its watch (re)started: silent for 90 s, on a connection found dead, or held while the apiserver did not answer.
+# TYPE kube_outpost_watch_restarts_total counter
+kube_outpost_watch_restarts_total{cluster="alpha",reason="apiserver_back"} 0
+kube_outpost_watch_restarts_total{cluster="alpha",reason="silent"} 0
+kube_outpost_watch_restarts_total{cluster="beta",reason="apiserver_back"} 1
+kube_outpost_watch_restarts_total{cluster="beta",reason="silent"} 2
 # HELP kube_outpost_services_refused_total Service or EndpointSlice changes refused in whole or in part, once per change and reason (each is also a warning in the log).
 # TYPE kube_outpost_services_refused_total counter
 kube_outpost_services_refused_total{cluster="alpha",reason="external_ips"} 2
@@ -225,7 +231,8 @@ kube_outpost_services_refused_total{cluster="beta",reason="unsafe_endpoint"} 1
 # HELP kube_outpost_routes_refused Pod CIDRs of the cluster's Ready nodes that reach = "routes" does not route (each is also a warning in the log and a line in status).
 # TYPE kube_outpost_routes_refused gauge
 kube_outpost_routes_refused{cluster="beta"} 3
-`, "kube_outpost_cluster_up", "kube_outpost_cluster_synced", "kube_outpost_watch_errors_total", "kube_outpost_services_refused_total",
+`, "kube_outpost_cluster_up", "kube_outpost_cluster_synced", "kube_outpost_watch_errors_total", "kube_outpost_watch_restarts_total",
+		"kube_outpost_services_refused_total",
 		"kube_outpost_routes_refused")
 
 	// A reload drops beta: its series go with the next scrape.
@@ -234,7 +241,7 @@ kube_outpost_routes_refused{cluster="beta"} 3
 	f.mu.Unlock()
 	for name, want := range map[string]int{
 		"kube_outpost_cluster_up": 1, "kube_outpost_cluster_synced": 1,
-		"kube_outpost_watch_errors_total": 1, "kube_outpost_services_refused_total": 1,
+		"kube_outpost_watch_errors_total": 1, "kube_outpost_watch_restarts_total": 2, "kube_outpost_services_refused_total": 1,
 	} {
 		if n, err := testutil.GatherAndCount(m.Gatherer(), name); err != nil || n != want {
 			t.Errorf("%s: %d series (%v) after beta was dropped, want %d", name, n, err, want)

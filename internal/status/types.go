@@ -56,6 +56,11 @@ type ClusterStatus struct {
 	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
 	LastError        string    `json:"last_error,omitempty"`
 	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
+	// LastHeard is the oldest, over the cluster's watches, of the last
+	// word from its apiserver: an answer, an event or a bookmark, which it
+	// sends each watch about every minute. A watch silent for 90 s is
+	// made again.
+	LastHeard time.Time `json:"last_heard,omitzero"`
 	// Synced: the informers have listed everything once, so the cluster's
 	// rules are this run's. Until then the rules of an earlier run stay,
 	// or its last known state is served.

@@ -231,12 +231,13 @@ func TestMetrics(t *testing.T) {
 			return err
 		}
 		if err := s.want(map[string]float64{
-			`kube_outpost_cluster_up|cluster="alpha"`:                   1,
-			`kube_outpost_cluster_up|cluster="beta"`:                    1,
-			`kube_outpost_cluster_synced|cluster="alpha"`:               1,
-			`kube_outpost_cluster_synced|cluster="beta"`:                1,
-			`kube_outpost_watch_errors_total|cluster="alpha"`:           0,
-			`kube_outpost_build_info|mode="` + mode + `",version="dev"`: 1,
+			`kube_outpost_cluster_up|cluster="alpha"`:                           1,
+			`kube_outpost_cluster_up|cluster="beta"`:                            1,
+			`kube_outpost_cluster_synced|cluster="alpha"`:                       1,
+			`kube_outpost_cluster_synced|cluster="beta"`:                        1,
+			`kube_outpost_watch_errors_total|cluster="alpha"`:                   0,
+			`kube_outpost_watch_restarts_total|cluster="alpha",reason="silent"`: 0,
+			`kube_outpost_build_info|mode="` + mode + `",version="dev"`:         1,
 		}); err != nil {
 			return err
 		}

@@ -28,6 +28,7 @@ var exported = map[string]string{
 	"kube_outpost_cluster_up":                                "gauge",
 	"kube_outpost_cluster_synced":                            "gauge",
 	"kube_outpost_watch_errors_total":                        "counter",
+	"kube_outpost_watch_restarts_total":                      "counter",
 	"kube_outpost_services_refused_total":                    "counter",
 	"kube_outpost_build_info":                                "gauge",
 }
