@@ -69,6 +69,7 @@ type probe struct {
 	start, end time.Time
 	answer     string // the answering pod's name, when err is nil
 	err        error
+	timedOut   bool // err is the probe's own timeout
 }
 
 // outcome is the judgement of a probe.

@@ -271,7 +271,9 @@ func (r *result) markdown() string {
 	w("## Change latency\n\n![Change latency over time](latency.png)\n\n")
 	w("Measured by the soak: from the start of the EndpointSlice write to the end of the first probe that sees the change "+
 		"(an answer from the endpoint added, a refusal once the last one is gone, an answer at a new ClusterIP), "+
-		"one TCP probe from the host every %s after the write, so figures are upper bounds by up to that much.\n\n", r.p.FollowEvery)
+		"one TCP probe from the host every %s after the write, so figures are upper bounds by up to that much. "+
+		"A following probe gives up after 250 ms (and is not judged then): the first SYN to a new ClusterIP not yet "+
+		"programmed leaves for the router, which has no route for it, and would otherwise wait out a lost ICMP unreachable.\n\n", r.p.FollowEvery)
 	w("| Change | Count | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n")
 	kinds := map[string][]time.Duration{}
 	var all []time.Duration
@@ -343,7 +345,7 @@ func (r *result) markdown() string {
 
 	w("## Churn\n\n")
 	w("%d services in one cluster (%d without endpoints throughout), each with TCP port 80 and UDP port 53 and 2 or 3 endpoints among %d pods; "+
-		"%.1f changes a second to services picked at random, never to one whose last change is still being followed:\n\n",
+		"%.1f changes a second at random moments, to services picked at random, never to one whose last change is still being followed:\n\n",
 		r.p.Services, r.p.Empty, r.p.Pods, r.p.ChurnRate)
 	w("| Change | Count |\n|---|---|\n")
 	var opNames []string
@@ -378,7 +380,12 @@ func (r *result) markdown() string {
 	}
 
 	w("## Setup\n\n")
-	w("Seed %d (SOAK_SEED reproduces the churn's choices). Probes from the host and the routed client time out after 2 s. "+
+	if r.p.Routed {
+		w("The host namespace's `net.ipv4.icmp_ratelimit` is 0: the routed client's UDP to a service without endpoints " +
+			"is refused by an ICMP port unreachable, which the kernel would otherwise send at most once a second after " +
+			"a burst of 6, far less often than the soak is refused.\n\n")
+	}
+	w("Seed %d (SOAK_SEED reproduces the churn's choices). Probes time out after 2 s, those following a change after 250 ms. "+
 		"Files here: `rss.csv`, `latency.csv` (the series plotted), `daemon.log`.\n\nThe daemon's configuration:\n\n```toml\n%s```\n",
 		r.p.Seed, r.p.Config)
 	return b.String()
