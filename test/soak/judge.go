@@ -155,8 +155,7 @@ type tally struct {
 	mu       sync.Mutex
 	counts   map[string]*[nOutcomes]int // by "tcp from host" etc.
 	failures []string
-	failedAt []float64 // seconds since the soak began, of every failure
-	dropped  int       // failures beyond those kept in detail
+	dropped  int // failures beyond those kept in detail
 }
 
 const keptFailures = 100
@@ -177,7 +176,6 @@ func (t *tally) add(p probe, o outcome, began time.Time) string {
 	if !o.failed() {
 		return ""
 	}
-	t.failedAt = append(t.failedAt, p.end.Sub(began).Seconds())
 	res := fmt.Sprintf("answer %q", p.answer)
 	if p.err != nil {
 		res = p.err.Error()

@@ -46,7 +46,6 @@ var (
 	blue     = color.RGBA{31, 119, 180, 255}
 	orange   = color.RGBA{255, 127, 14, 255}
 	red      = color.RGBA{214, 39, 40, 255}
-	green    = color.RGBA{44, 160, 44, 255}
 )
 
 const (
