@@ -176,8 +176,9 @@ func tables(v any) []map[string]any {
 	return nil
 }
 
-func (c *checker) config(raw *rawConfig) *Config {
-	cfg := &Config{
+// Defaults is the configuration of a file that sets no top-level key.
+func Defaults() *Config {
+	return &Config{
 		Mode:             DefaultMode,
 		MinSyncPeriod:    DefaultMinSyncPeriod,
 		SyncPeriod:       DefaultSyncPeriod,
@@ -193,6 +194,10 @@ func (c *checker) config(raw *rawConfig) *Config {
 		StateDir:         DefaultStateDir,
 		StaleStateMaxAge: DefaultStaleStateMaxAge,
 	}
+}
+
+func (c *checker) config(raw *rawConfig) *Config {
+	cfg := Defaults()
 
 	c.mode(cfg, raw.Mode) // modes.go
 

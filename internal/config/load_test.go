@@ -514,23 +514,8 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse example:\n%v", err)
 	}
-	defaults := Config{
-		Mode:             DefaultMode,
-		MinSyncPeriod:    DefaultMinSyncPeriod,
-		SyncPeriod:       DefaultSyncPeriod,
-		FullSyncPeriod:   DefaultFullSyncPeriod,
-		Masquerade:       true,
-		MasqueradeMark:   DefaultMasqueradeMark,
-		IPVSScheduler:    DefaultIPVSScheduler,
-		MetricsAddress:   DefaultMetricsAddress,
-		HealthzAddress:   DefaultHealthzAddress,
-		LogLevel:         DefaultLogLevel,
-		LogFormat:        DefaultLogFormat,
-		StatusSocket:     DefaultStatusSocket,
-		StateDir:         DefaultStateDir,
-		StaleStateMaxAge: DefaultStaleStateMaxAge,
-		Clusters:         cfg.Clusters,
-	}
+	defaults := *Defaults()
+	defaults.Clusters = cfg.Clusters
 	if !reflect.DeepEqual(*cfg, defaults) {
 		t.Errorf("example does not show the defaults:\n got %+v\nwant %+v", *cfg, defaults)
 	}

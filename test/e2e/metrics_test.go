@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
 // The observed daemon serves metrics on the default address, loopback of
@@ -153,30 +152,9 @@ func (o *observed) status(path string) (int, string) {
 // `a="x",b="y"` (sorted, as the exposition writes them).
 type samples map[string]map[string]float64
 
-var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$`)
-
 func parseSamples(text string) (samples, error) {
-	out := samples{}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		m := sampleLine.FindStringSubmatch(l)
-		if m == nil {
-			return nil, fmt.Errorf("unparsable metrics line %q", l)
-		}
-		v, err := strconv.ParseFloat(m[3], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %v", l, err)
-		}
-		if out[m[1]] == nil {
-			out[m[1]] = map[string]float64{}
-		}
-		out[m[1]][m[2]] = v
-	}
-	return out, sc.Err()
+	s, err := lab.ParseMetrics(text)
+	return samples(s), err
 }
 
 // get returns a series' value, and whether it exists.

@@ -1,46 +1,24 @@
 package soak
 
 import (
-	"bufio"
-	"fmt"
 	"math"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
 // samples are a scrape's series, by name and then labels as written in the
 // exposition (`le="0.5"`, `cluster="soak"`); "" for a series without labels.
 type samples map[string]map[string]float64
 
-var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: \S+)?$`)
-
 // parseMetrics reads the Prometheus text exposition format.
 func parseMetrics(text string) (samples, error) {
-	out := samples{}
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		m := sampleLine.FindStringSubmatch(l)
-		if m == nil {
-			return nil, fmt.Errorf("unparsable metrics line %q", l)
-		}
-		v, err := strconv.ParseFloat(m[3], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %v", l, err)
-		}
-		if out[m[1]] == nil {
-			out[m[1]] = map[string]float64{}
-		}
-		out[m[1]][m[2]] = v
-	}
-	return out, sc.Err()
+	m, err := lab.ParseMetrics(text)
+	return samples(m), err
 }
 
 // value is a series' value; 0 when absent (a counter that never counted).
