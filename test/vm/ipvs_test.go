@@ -342,6 +342,7 @@ var e2eSkips = map[string]string{
 	"TestMultiCluster":                 "it starts three apiservers of its own, which a remote lab cannot",
 	"TestReach":                        "it needs lab nodes, which a remote lab cannot have",
 	"TestHostile":                      "it starts an honest and a rogue apiserver of its own (and a lying proxy), which a remote lab cannot",
+	"TestWatchRecovery":                "it puts a relay of its own in front of an apiserver, which a remote lab's apiservers are not the lab's to allow",
 }
 
 // prepareE2E builds the end-to-end suite and the binary into share, starts
