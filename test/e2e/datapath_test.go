@@ -304,7 +304,11 @@ func udpOnce(addr string) (string, error) {
 func exchange(t *testing.T, conn net.Conn) string {
 	t.Helper()
 	if _, err := conn.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
+		// No answer: in ipvs mode the kernel drops the first datagram of
+		// a flow whose real server was deleted (expire_nodest_conn=1),
+		// and a local sender sees that drop as EPERM; the next one goes
+		// to a real server there is.
+		return ""
 	}
 	conn.SetReadDeadline(time.Now().Add(time.Second))
 	buf := make([]byte, 512)
