@@ -38,6 +38,21 @@ func labNode(name, ip, podCIDR string, ready bool) *corev1.Node {
 	}
 }
 
+// startListed starts a node watcher until the test ends, and returns once
+// it has handed out its first node list.
+func startListed(t *testing.T, nw *cluster.NodeWatcher, snaps <-chan []model.NodeInfo) {
+	t.Helper()
+	if err := nw.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Stop)
+	select {
+	case <-snaps:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no node list")
+	}
+}
+
 // TestSyncRoutes: before a routes cluster's node list is complete, the
 // routes of ours inside its pod_cidrs stay (a sync from an incomplete list
 // would delete the routes of the last run); then it gets the routes of the
@@ -75,15 +90,7 @@ func TestSyncRoutes(t *testing.T) {
 		t.Errorf("status before the node list: %+v, routes %+v", rs, rs.routes)
 	}
 
-	if err := nw.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer nw.Stop()
-	select {
-	case <-snaps:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no node list")
-	}
+	startListed(t, nw, snaps)
 	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -136,15 +143,7 @@ func TestSyncRoutesPerCluster(t *testing.T) {
 		{Cluster: config.Cluster{Name: "beta", Reach: reach.Routes}}})
 	d.routes.host = &routeHost{}
 	noResolvers(t)
-	if err := up.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer up.Stop()
-	select {
-	case <-snaps:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no node list")
-	}
+	startListed(t, up, snaps)
 	if err := d.routes.Sync(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
