@@ -69,7 +69,8 @@ type probe struct {
 	start, end time.Time
 	answer     string // the answering pod's name, when err is nil
 	err        error
-	timedOut   bool // err is the probe's own timeout
+	timedOut   bool   // err is the probe's own timeout
+	diag       string // what the host held just after, for a probe worth diagnosing
 }
 
 // outcome is the judgement of a probe.

@@ -202,6 +202,7 @@ type soak struct {
 	sent     atomic.Int64
 	skipped  atomic.Int64
 	inFlight chan struct{}
+	diagBusy chan struct{} // diagnose.go
 	followWG sync.WaitGroup
 	probeWG  sync.WaitGroup
 	warmedUp time.Duration // after the daemon's start
@@ -233,6 +234,7 @@ func setUp(t *testing.T, p *params) *soak {
 		ops:      map[string]int{},
 		podIPs:   map[string]string{},
 		inFlight: make(chan struct{}, maxInFlight),
+		diagBusy: make(chan struct{}, 1),
 		http: &http.Client{
 			Transport: &http.Transport{DialContext: l.DialHost, DisableKeepAlives: true, Proxy: nil},
 			Timeout:   5 * time.Second,
@@ -280,8 +282,9 @@ func setUp(t *testing.T, p *params) *soak {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	// The defaults, but for a full sync every minute instead of every
 	// hour, so that the soak also runs many of those.
-	p.Config = fmt.Sprintf("mode = %q\nfull_sync_period = \"1m\"\nstatus_socket = %q\n%s\n[[clusters]]\nname = \"soak\"\nkubeconfig = %q\nservice_cidrs = [%q]\n",
-		p.Mode, filepath.Join(sockDir, "status.sock"), routed, l.Cluster("soak").Kubeconfig, serviceRange)
+	// A state_dir of its own: the default is the machine's.
+	p.Config = fmt.Sprintf("mode = %q\nfull_sync_period = \"1m\"\nstatus_socket = %q\nstate_dir = %q\n%s\n[[clusters]]\nname = \"soak\"\nkubeconfig = %q\nservice_cidrs = [%q]\n",
+		p.Mode, filepath.Join(sockDir, "status.sock"), filepath.Join(sockDir, "state"), routed, l.Cluster("soak").Kubeconfig, serviceRange)
 	cfgPath := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(p.Config), 0o600); err != nil {
 		t.Fatal(err)
@@ -800,7 +803,11 @@ func (s *soak) probeLoop(ctx context.Context) {
 		go func() {
 			defer s.probeWG.Done()
 			defer func() { <-s.inFlight }()
-			s.submit(s.request(sv, proto, from, cur.vip, probeTimeout))
+			p := s.request(sv, proto, from, cur.vip, probeTimeout)
+			if worthDiagnosing(p) {
+				p.diag = s.diagnose(p.vip)
+			}
+			s.submit(p)
 		}()
 	}
 }
@@ -861,7 +868,7 @@ func (s *soak) judgeDue(all bool) {
 		}
 		o := judge(&s.svcs[p.svc].h, p, s.p.Grace)
 		if line := s.probes.add(p, o, s.began); line != "" {
-			s.t.Logf("probe failed: %s", line)
+			s.t.Logf("probe failed: %s\n%s", line, p.diag)
 		}
 	}
 	s.pending = keep
