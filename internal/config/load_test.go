@@ -142,7 +142,8 @@ func TestParse(t *testing.T) {
 			`service_cidrs = ["10.97.0.0/16", "fd00:10:97::/108"]`,
 		),
 		want: &Config{
-			Mode:           DefaultMode,
+			Mode:           "iptables",
+			Asks:           Capabilities{CanIPv6},
 			MinSyncPeriod:  100 * time.Millisecond,
 			SyncPeriod:     time.Second,
 			FullSyncPeriod: 30 * time.Minute,
@@ -234,8 +235,8 @@ func TestParseProblems(t *testing.T) {
 		}},
 
 		// Top-level values.
-		{"mode", top(`mode = "fast"`), []string{`1: mode "fast": this build has the modes "iptables", "ipvs", "limited"`}},
-		{"mode not in this build", top(`mode = "nftables"`), []string{`1: mode "nftables": this build has the modes "iptables", "ipvs", "limited"`}},
+		{"mode", top(`mode = "fast"`), []string{`1: mode "fast": this build has the modes "iptables", "ipvs", "limited", and "auto" to pick one`}},
+		{"mode not in this build", top(`mode = "nftables"`), []string{`1: mode "nftables": this build has the modes "iptables", "ipvs", "limited", and "auto" to pick one`}},
 		{"ipvs scheduler", top(`ipvs_scheduler = "fastest"`), []string{`1: ipvs_scheduler "fastest": must be one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh, fo, ovf, twos`}},
 		{"mode type", top(`mode = 1`), []string{`1: mode: must be a string, not an integer`}},
 		{"duration syntax", top(`full_sync_period = "1x"`), []string{
@@ -414,7 +415,7 @@ func TestParseProblems(t *testing.T) {
 			`service_cidrs = ["10.96.0.0/16"]`,
 			`sevice_cidrs = []`,
 		), []string{
-			`1: mode "fast": this build has the modes "iptables", "ipvs", "limited"`,
+			`1: mode "fast": this build has the modes "iptables", "ipvs", "limited", and "auto" to pick one`,
 			`2: masquerade_mark 0x4000: taken by kube-proxy, which uses 0x4000 and 0x8000`,
 			`5: cluster "prod": kubeconfig $DIR/nope.kubeconfig: no such file or directory`,
 			`6: cluster "prod": service_cidrs[0] "10.96.0.1/12": not a network address (did you mean 10.96.0.0/12?)`,
@@ -516,6 +517,7 @@ func TestExample(t *testing.T) {
 	}
 	defaults := *Defaults()
 	defaults.Clusters = cfg.Clusters
+	defaults.Asks = Capabilities{CanMasquerade} // the example sets masquerade = true
 	if !reflect.DeepEqual(*cfg, defaults) {
 		t.Errorf("example does not show the defaults:\n got %+v\nwant %+v", *cfg, defaults)
 	}

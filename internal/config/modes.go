@@ -73,8 +73,8 @@ func (c *checker) mode(cfg *Config, raw any) {
 	if !ok {
 		return
 	}
-	if _, ok := modeCapabilities(Mode(s)); !ok {
-		c.add(line, "", "mode %q: this build has the modes %s", s, modeNames())
+	if _, ok := modeCapabilities(Mode(s)); !ok && Mode(s) != ModeAuto {
+		c.add(line, "", "mode %q: this build has the modes %s, and \"auto\" to pick one", s, modeNames())
 		return
 	}
 	cfg.Mode = Mode(s)
@@ -82,32 +82,65 @@ func (c *checker) mode(cfg *Config, raw any) {
 
 // capabilities refuses what the configured mode cannot do, naming the key
 // that asks for it: a config that half works would be found out by the
-// first packet that goes nowhere.
+// first packet that goes nowhere. With mode = "auto" it refuses what no mode
+// of this build can do, and records what is asked for the daemon's choice.
 func (c *checker) capabilities(cfg *Config, raw *rawConfig) {
-	can, ok := modeCapabilities(cfg.Mode)
-	if !ok {
-		return // an unknown mode is reported already
+	type ask struct {
+		line     int
+		who, key string
+		can      Capability
 	}
-	refuse := func(line int, who, key string, x Capability) {
-		c.add(line, who, "%s: mode %q cannot do %s", key, cfg.Mode, x)
+	var asks []ask
+	if len(cfg.RoutedClients) > 0 {
+		asks = append(asks, ask{c.loc.line(-1, "routed_clients"), "", "routed_clients", CanRoutedClients})
 	}
-	if len(cfg.RoutedClients) > 0 && !can.Has(CanRoutedClients) {
-		refuse(c.loc.line(-1, "routed_clients"), "", "routed_clients", CanRoutedClients)
-	}
-	if raw.Masquerade != nil && cfg.Masquerade && !can.Has(CanMasquerade) {
-		refuse(c.loc.line(-1, "masquerade"), "", "masquerade", CanMasquerade)
+	if raw.Masquerade != nil && cfg.Masquerade {
+		asks = append(asks, ask{c.loc.line(-1, "masquerade"), "", "masquerade", CanMasquerade})
 	}
 	for i, cl := range cfg.Clusters {
 		who := fmt.Sprintf("cluster %q", cl.Name)
 		line := func(key string) int { return c.loc.line(i, "clusters."+key) }
-		if cl.ServeNodePorts && !can.Has(CanNodePorts) {
-			refuse(line("serve_node_ports"), who, "serve_node_ports", CanNodePorts)
+		if cl.ServeNodePorts {
+			asks = append(asks, ask{line("serve_node_ports"), who, "serve_node_ports", CanNodePorts})
 		}
-		if len(cl.AllowExternalIPs) > 0 && !can.Has(CanExternalIPs) {
-			refuse(line("allow_external_ips"), who, "allow_external_ips", CanExternalIPs)
+		if len(cl.AllowExternalIPs) > 0 {
+			asks = append(asks, ask{line("allow_external_ips"), who, "allow_external_ips", CanExternalIPs})
 		}
-		if slices.ContainsFunc(cl.ServiceCIDRs, func(p netip.Prefix) bool { return p.Addr().Is6() }) && !can.Has(CanIPv6) {
-			refuse(line("service_cidrs"), who, "service_cidrs", CanIPv6)
+		if slices.ContainsFunc(cl.ServiceCIDRs, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			asks = append(asks, ask{line("service_cidrs"), who, "service_cidrs", CanIPv6})
 		}
 	}
+	for _, a := range asks {
+		if !slices.Contains(cfg.Asks, a.can) {
+			cfg.Asks = append(cfg.Asks, a.can)
+		}
+	}
+	if cfg.Mode == ModeAuto {
+		for _, a := range asks {
+			if !anyModeCan(a.can) {
+				c.add(a.line, a.who, "%s: no mode of this build can do %s (mode = \"auto\")", a.key, a.can)
+			}
+		}
+		return
+	}
+	can, ok := modeCapabilities(cfg.Mode)
+	if !ok {
+		return // an unknown mode is reported already
+	}
+	for _, a := range asks {
+		if !can.Has(a.can) {
+			c.add(a.line, a.who, "%s: mode %q cannot do %s", a.key, cfg.Mode, a.can)
+		}
+	}
+}
+
+func anyModeCan(x Capability) bool {
+	modesMu.RLock()
+	defer modesMu.RUnlock()
+	for _, can := range modes {
+		if can.Has(x) {
+			return true
+		}
+	}
+	return false
 }

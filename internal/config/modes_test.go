@@ -47,3 +47,42 @@ func TestModeCapabilities(t *testing.T) {
 		t.Errorf("problems:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestAutoAsks: with mode = "auto" the same config passes (some mode can do
+// it all) and records what it asks, for the daemon's choice; a capability
+// no mode of the build has is refused, naming the key.
+func TestAutoAsks(t *testing.T) {
+	dir := testDir(t)
+	text := lines(
+		`mode = "auto"`,
+		`masquerade = true`,
+		`routed_clients = ["192.168.50.0/24"]`,
+		`[[clusters]]`, `name = "a"`, `kubeconfig = "prod.kubeconfig"`,
+		`service_cidrs = ["10.96.0.0/16", "fd00:96::/112"]`,
+		`serve_node_ports = true`,
+	)
+	cfg, err := Parse([]byte(text), filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Capabilities{CanRoutedClients, CanMasquerade, CanNodePorts, CanIPv6}
+	if !reflect.DeepEqual(cfg.Asks, want) {
+		t.Errorf("Asks = %q, want %q", cfg.Asks, want)
+	}
+
+	modesMu.Lock()
+	saved := modes
+	modes = map[Mode]Capabilities{"limited": {CanReject}}
+	modesMu.Unlock()
+	t.Cleanup(func() { modesMu.Lock(); modes = saved; modesMu.Unlock() })
+	_, err = Parse([]byte(text), filepath.Join(dir, "config.toml"))
+	wantProblems := []string{
+		`2: masquerade: no mode of this build can do masquerading (mode = "auto")`,
+		`3: routed_clients: no mode of this build can do routed clients (mode = "auto")`,
+		`7: cluster "a": service_cidrs: no mode of this build can do IPv6 services (mode = "auto")`,
+		`8: cluster "a": serve_node_ports: no mode of this build can do node ports (mode = "auto")`,
+	}
+	if got := problems(t, err); !reflect.DeepEqual(got, wantProblems) {
+		t.Errorf("problems:\n got %q\nwant %q", got, wantProblems)
+	}
+}

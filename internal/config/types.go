@@ -16,9 +16,17 @@ import (
 // the binary register themselves (modes.go).
 type Mode string
 
+// ModeAuto lets the daemon pick, at each start, the first mode this host can
+// run that can do what the config asks (internal/proxy.Resolve).
+const ModeAuto Mode = "auto"
+
 // Config is the whole daemon configuration, validated.
 type Config struct {
 	Mode Mode
+	// Asks is what the config asks of its mode (routed clients, node
+	// ports, ...): mode = "auto" picks only among modes that can do it.
+	// Filled by Load.
+	Asks Capabilities
 
 	// MinSyncPeriod is the shortest time between two syncs of the kernel
 	// rules: a burst of changes within it becomes one sync. The first change
@@ -138,7 +146,7 @@ type Cluster struct {
 
 // Defaults for the optional keys.
 const (
-	DefaultMode           = Mode("iptables")
+	DefaultMode           = ModeAuto
 	DefaultMinSyncPeriod  = time.Second
 	DefaultSyncPeriod     = 30 * time.Second
 	DefaultFullSyncPeriod = time.Hour

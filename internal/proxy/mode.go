@@ -41,6 +41,15 @@ type Mode struct {
 	// mode a host was switched away from. A missing tool or module means
 	// nothing of the mode is there.
 	Cleanup func(ctx context.Context, log *slog.Logger) error
+	// Auto is the mode's place among those mode = "auto" tries, lowest
+	// first; 0 keeps auto from ever picking it.
+	Auto int
+	// Usable says whether this host can run the mode, for mode = "auto".
+	// It must be cheap, change nothing that stays and load no module, and
+	// give the same answer in the privileged prepare step as in the
+	// sandboxed daemon, which resolve auto each on their own. nil: usable
+	// wherever it is built.
+	Usable func(ctx context.Context, cfg *config.Config) error
 	// Explainer reads the kernel for `kube-outpost explain`. It is made
 	// at the first explain, and must not touch the host before its first
 	// ExplainPort: a daemon nobody asks should not pay for it.

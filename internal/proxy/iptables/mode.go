@@ -3,6 +3,7 @@ package iptables
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os/exec"
 
@@ -28,7 +29,36 @@ func init() {
 		InUse:     inUse,
 		Cleanup:   cleanupAll,
 		Explainer: newExplainer,
+		// After nftables, which costs less per rule on the hosts that
+		// have both; before ipvs, which needs a module few hosts load.
+		Auto:   20,
+		Usable: Usable,
 	})
+}
+
+// Usable says whether this host runs iptables for every family cfg needs:
+// the tools are there, and the kernel lists nat OUTPUT. It only reads.
+func Usable(ctx context.Context, cfg *config.Config) error {
+	if _, err := VariantInUse(); err != nil {
+		return err
+	}
+	for _, v6 := range proxy.Families(cfg) {
+		r, err := NewRunner(v6)
+		if err == nil {
+			_, err = r.ListChain(ctx, "nat", "OUTPUT")
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", familyName(v6), err)
+		}
+	}
+	return nil
+}
+
+func familyName(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 func newBackends(env proxy.Env) ([]proxy.Backend, error) {

@@ -50,6 +50,18 @@ func moduleLoaded() bool {
 	return err == nil
 }
 
+// moduleLoadable says whether ip_vs is loaded or modprobe finds it, without
+// loading it (mode = "auto" only looks).
+func moduleLoadable(ctx context.Context) error {
+	if moduleLoaded() {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, "modprobe", "--dry-run", "--quiet", "ip_vs").CombinedOutput(); err != nil {
+		return fmt.Errorf("ip_vs is not loaded and modprobe does not find it: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 func (k *kernel) EnsureModule(ctx context.Context) error {
 	if moduleLoaded() {
 		return nil

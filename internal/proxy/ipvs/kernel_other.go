@@ -13,6 +13,8 @@ func NewKernel() Kernel { return noKernel{} }
 
 var errNotLinux = errors.New("IPVS needs Linux")
 
+func moduleLoadable(context.Context) error { return errNotLinux }
+
 type noKernel struct{}
 
 func (noKernel) EnsureModule(context.Context) error    { return errNotLinux }

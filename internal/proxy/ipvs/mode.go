@@ -38,7 +38,23 @@ func init() {
 		InUse:     inUse,
 		Cleanup:   cleanupAll,
 		Explainer: newExplainer,
+		// Last: few hosts load ip_vs, and the other modes need no module.
+		Auto:   30,
+		Usable: usable,
 	})
+}
+
+// usable says whether this host can run ipvs mode: ip_vs is loaded or can
+// be (modprobe's dry run: auto must load nothing), ipset is there, and so
+// is iptables for the few rules this mode writes.
+func usable(ctx context.Context, cfg *config.Config) error {
+	if err := moduleLoadable(ctx); err != nil {
+		return err
+	}
+	if _, err := NewIPSet(); err != nil {
+		return err
+	}
+	return iptables.Usable(ctx, cfg)
 }
 
 func newBackends(env proxy.Env) ([]proxy.Backend, error) {
