@@ -17,6 +17,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/daemon"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
@@ -123,6 +124,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "%s: ok, mode %s\n", *cfgPath, cfg.Mode)
+		if cfg.Mode == config.ModeAuto {
+			// What auto would pick here now; without root the probes
+			// may find no mode usable, which says nothing of the daemon.
+			if _, why, err := proxy.Resolve(ctx, cfg); err != nil {
+				fmt.Fprintf(stdout, "mode = \"auto\" finds no mode usable here (as this user): %v\n", err)
+			} else {
+				fmt.Fprintln(stdout, why)
+			}
+		}
 		for _, l := range cfg.Summary() {
 			fmt.Fprintln(stdout, l)
 		}
@@ -137,7 +147,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		if err := daemon.Prepare(ctx, cfg); err != nil {
+		if err := daemon.Prepare(ctx, cfg, log); err != nil {
 			log.Error("cannot prepare the kernel", "mode", cfg.Mode, "err", err)
 			return 1
 		}

@@ -47,7 +47,7 @@ func TestCheckConfig(t *testing.T) {
 		noStdout bool
 	}{
 		{name: "good", args: []string{"check-config", "--config", good}, code: 0,
-			stdout: []string{"ok, mode iptables", `cluster "prod": kubeconfig ` + filepath.Join(dir, "prod.kubeconfig") + ` (context "prod", server https://192.0.2.1:6443), service_cidrs 10.96.0.0/12`}},
+			stdout: []string{"ok, mode auto", `cluster "prod": kubeconfig ` + filepath.Join(dir, "prod.kubeconfig") + ` (context "prod", server https://192.0.2.1:6443), service_cidrs 10.96.0.0/12`}},
 		{name: "good, says routed traffic is not served", args: []string{"check-config", "--config", good}, code: 0,
 			stdout: []string{"routed_clients: none; routed traffic is not served"}},
 		{name: "routed clients", args: []string{"check-config", "--config", routed}, code: 0,

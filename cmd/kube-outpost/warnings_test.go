@@ -36,7 +36,7 @@ func TestCheckConfigWarnings(t *testing.T) {
 	if code := run([]string{"check-config", "--config", cfg}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d, want 0\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
 	}
-	if !strings.Contains(out.String(), "ok, mode iptables") {
+	if !strings.Contains(out.String(), "ok, mode auto") {
 		t.Errorf("stdout lacks the ok line:\n%s", out.String())
 	}
 	for _, want := range []string{

@@ -26,9 +26,14 @@ import (
 
 // Daemon is one running kube-outpost.
 type Daemon struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	store *model.Store
+	cfg *config.Config
+	// mode is the datapath in use: cfg's, or what mode = "auto" chose at
+	// start, and modeWhy says why (modes.go). nil with a test's fake
+	// backends for a mode that is not registered.
+	mode    *proxy.Mode
+	modeWhy string
+	log     *slog.Logger
+	store   *model.Store
 	// backends are read through backendList: a reload may add the
 	// backend of a new IP family (modes.go).
 	backendsMu    sync.RWMutex
@@ -67,16 +72,23 @@ type Daemon struct {
 // Version is reported in kube_outpost_build_info; set by main.
 var Version = "dev"
 
-// New builds a daemon for cfg. Backends are made from cfg.Mode unless given
-// (tests pass fakes).
+// New builds a daemon for cfg. Backends are made from cfg.Mode, or from the
+// mode that mode = "auto" chooses now, unless given (tests pass fakes).
 func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, notifier: systemd.NewNotifier(), host: hostSource,
 		lookupHost: lookupHost}
+	if len(backends) == 0 {
+		if err := d.chooseMode(); err != nil { // modes.go
+			return nil, err
+		}
+	} else {
+		d.mode = proxy.Lookup(cfg.Mode)
+	}
 	// kube-proxy's health timeout: a failed sync is retried within
 	// SyncPeriod, so twice that is at least one retry that failed too.
 	d.health = health.NewTracker(2*cfg.SyncPeriod, nil)
 	d.metrics = metrics.New(metrics.Options{
-		Version: Version, Mode: string(cfg.Mode), Log: log,
+		Version: Version, Mode: d.modeName(), Log: log,
 		Clusters: d.clusterStatuses,
 		Refusals: func() []model.RefusalCount { return d.store.RefusalCounts() },
 	})
@@ -84,7 +96,7 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	if len(backends) == 0 {
 		var err error
 		d.families = proxy.Families(cfg)
-		if backends, err = newBackends(cfg, d.families, log, d.queue); err != nil { // modes.go
+		if backends, err = d.newBackends(d.families); err != nil { // modes.go
 			return nil, err
 		}
 		installer = routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log})
@@ -148,7 +160,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	waitWriter := d.runStateWriter(ctx) // laststate.go
-	d.log.Info("kube-outpost running", "mode", d.cfg.Mode, "clusters", len(d.cfg.Clusters))
+	d.log.Info("kube-outpost running", "mode", d.modeName(), "clusters", len(d.cfg.Clusters))
 	d.loop.run(ctx, started)
 	d.notifier.Notify("STOPPING=1")
 	d.stopComponents()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -16,21 +17,33 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 )
 
-// mode returns the configured mode's description. Load accepts only
-// registered modes, so a miss is a config built by hand.
-func mode(cfg *config.Config) (*proxy.Mode, error) {
-	if m := proxy.Lookup(cfg.Mode); m != nil {
-		return m, nil
+// chooseMode finds the mode to run: the configured one, or the one mode =
+// "auto" picks on this host now, said once in the log (and in status).
+func (d *Daemon) chooseMode() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, why, err := proxy.Resolve(ctx, d.cfg)
+	if err != nil {
+		return err
 	}
-	return nil, &proxy.NotSupportedError{Mode: cfg.Mode, Err: errors.New("not in this build")}
+	d.mode = m
+	if d.cfg.Mode == config.ModeAuto {
+		d.modeWhy = why
+		d.log.Info("mode chosen", "mode", m.Name, "why", why)
+	}
+	return nil
 }
 
-func newBackends(cfg *config.Config, families []bool, log *slog.Logger, resync func()) ([]proxy.Backend, error) {
-	m, err := mode(cfg)
-	if err != nil {
-		return nil, err
+// modeName is the mode in use, for status, metrics and the log.
+func (d *Daemon) modeName() string {
+	if d.mode == nil {
+		return string(d.cfg.Mode)
 	}
-	return m.New(proxy.Env{Config: cfg, Families: families, Log: log, Resync: resync})
+	return string(d.mode.Name)
+}
+
+func (d *Daemon) newBackends(families []bool) ([]proxy.Backend, error) {
+	return d.mode.New(proxy.Env{Config: d.cfg, Families: families, Log: d.log, Resync: d.queue})
 }
 
 // addFamilies makes the backends of the IP families cfg has and the
@@ -51,7 +64,7 @@ func (d *Daemon) addFamilies(cfg *config.Config) error {
 	if len(added) == 0 {
 		return nil
 	}
-	bs, err := newBackends(d.cfg, added, d.log, d.queue)
+	bs, err := d.newBackends(added)
 	if err != nil {
 		return err
 	}
@@ -68,12 +81,17 @@ func (d *Daemon) backendList() []proxy.Backend {
 	return slices.Clone(d.backends)
 }
 
-// Prepare does, with full privileges, what the configured mode needs before
-// the sandboxed daemon starts (see the unit's privileged ExecStartPre).
-func Prepare(ctx context.Context, cfg *config.Config) error {
-	m, err := mode(cfg)
+// Prepare does, with full privileges, what the mode needs before the
+// sandboxed daemon starts (see the unit's privileged ExecStartPre). For
+// mode = "auto" it makes the choice the daemon will make: every mode's
+// Usable gives the same answer here as in the sandbox.
+func Prepare(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	m, why, err := proxy.Resolve(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.Mode == config.ModeAuto {
+		log.Info("mode chosen", "mode", m.Name, "why", why)
 	}
 	if m.Prepare == nil {
 		return nil
@@ -90,10 +108,10 @@ func Prepare(ctx context.Context, cfg *config.Config) error {
 // removes anything.
 func (d *Daemon) otherModeCleanup(ctx context.Context) {
 	for _, m := range proxy.Modes() {
-		if m.Name == d.cfg.Mode || !m.InUse(ctx) {
+		if m == d.mode || !m.InUse(ctx) {
 			continue
 		}
-		d.log.Info("removing what another mode left (mode switched)", "mode", m.Name, "now", d.cfg.Mode)
+		d.log.Info("removing what another mode left (mode switched)", "mode", m.Name, "now", d.modeName())
 		if err := m.Cleanup(ctx, d.log); err != nil {
 			d.log.Warn("could not remove everything another mode left", "mode", m.Name, "err", err)
 		}

@@ -33,7 +33,7 @@ func testDaemon(t *testing.T) (*Daemon, *iptables.Fake) {
 	t.Helper()
 	fake := iptables.NewFake()
 	cfg := &config.Config{
-		Mode: config.DefaultMode, MinSyncPeriod: time.Millisecond, SyncPeriod: time.Hour, FullSyncPeriod: time.Hour,
+		Mode: iptables.ModeName, MinSyncPeriod: time.Millisecond, SyncPeriod: time.Hour, FullSyncPeriod: time.Hour,
 	}
 	d, err := New(cfg, slog.New(slog.DiscardHandler), iptables.New(iptables.Options{Runner: fake}))
 	if err != nil {

@@ -28,11 +28,10 @@ var _ status.Source = (*statusSource)(nil)
 
 func newStatusSource(d *Daemon) *statusSource {
 	return &statusSource{d: d, explainer: sync.OnceValues(func() (proxy.Explainer, error) {
-		m, err := mode(d.cfg) // modes.go
-		if err != nil {
-			return nil, err
+		if d.mode == nil {
+			return nil, &proxy.NotSupportedError{Mode: d.cfg.Mode, Err: errors.New("not in this build")}
 		}
-		return m.Explainer(d.cfg, d.log), nil
+		return d.mode.Explainer(d.cfg, d.log), nil
 	})}
 }
 
@@ -49,7 +48,7 @@ func (s *statusSource) Status() status.Report {
 	last, success := d.loop.results()
 	d.mu.Lock()
 	r := status.Report{
-		Mode: string(d.cfg.Mode), Version: Version, StartedAt: d.started,
+		Mode: d.modeName(), ModeChoice: d.modeWhy, Version: Version, StartedAt: d.started,
 		LastSync: syncStatus(last), LastSuccess: syncStatus(success),
 	}
 	d.mu.Unlock()
@@ -102,7 +101,7 @@ func (s *statusSource) Explain(ctx context.Context, q status.Query) (status.Expl
 	if err != nil {
 		return status.Explanation{}, err
 	}
-	return status.BuildExplanation(ctx, s.d.store.Snapshot(), s.d.store.Refusals(), q, string(s.d.cfg.Mode), ex)
+	return status.BuildExplanation(ctx, s.d.store.Snapshot(), s.d.store.Refusals(), q, s.d.modeName(), ex)
 }
 
 // listenStatus makes the status socket, nil when it is turned off. A

@@ -77,13 +77,13 @@ func TestStatusSourceExplainer(t *testing.T) {
 	}
 	for _, m := range proxy.Modes() {
 		d, _ := testDaemon(t)
-		d.cfg.Mode = m.Name
+		d.cfg.Mode, d.mode = m.Name, m
 		if ex, err := newStatusSource(d).explainer(); err != nil || ex == nil {
 			t.Errorf("mode %s: explainer %v, %v", m.Name, ex, err)
 		}
 	}
 	d, _ := testDaemon(t)
-	d.cfg.Mode = "carrier-pigeon"
+	d.cfg.Mode, d.mode = "carrier-pigeon", nil
 	q, _ := model.ParseQuery("alpha/ns/web")
 	var nse *proxy.NotSupportedError
 	if _, err := newStatusSource(d).Explain(t.Context(), q); !errors.As(err, &nse) || nse.Mode != "carrier-pigeon" {

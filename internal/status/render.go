@@ -51,6 +51,9 @@ func (rd renderer) report(w io.Writer, r Report) error {
 	r = forTerminal(r)
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "kube-outpost %s, %s mode, running since %s (%s)\n", r.Version, r.Mode, rd.when(r.StartedAt), human(rd.now.Sub(r.StartedAt)))
+	if r.ModeChoice != "" {
+		fmt.Fprintf(&b, "%s\n", r.ModeChoice)
+	}
 	b.WriteString(rd.syncLine(r))
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "WARNING: %s\n", w)

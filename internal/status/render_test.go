@@ -26,7 +26,8 @@ func exampleReport(t *testing.T) Report {
 	s := fixtureStore(t)
 	st := s.Snapshot()
 	r := Report{
-		Mode: "iptables", Version: "v0.9.0", StartedAt: now.Add(-3*time.Hour - 12*time.Minute - 40*time.Second),
+		Mode: "iptables", ModeChoice: `mode = "auto" chose iptables, the first usable of iptables, ipvs`,
+		Version: "v0.9.0", StartedAt: now.Add(-3*time.Hour - 12*time.Minute - 40*time.Second),
 		LastSync:    Sync{At: now.Add(-2300 * time.Millisecond), Duration: Duration(104700 * time.Microsecond)},
 		LastSuccess: Sync{At: now.Add(-2300 * time.Millisecond), Duration: Duration(104700 * time.Microsecond)},
 	}
@@ -69,6 +70,7 @@ func TestWriteReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `kube-outpost v0.9.0, iptables mode, running since 2026-03-01 09:01:27 UTC (3h13m)
+mode = "auto" chose iptables, the first usable of iptables, ipvs
 last sync: ok 2.3s ago, took 105ms (partial)
 
 CLUSTER  APISERVER              CONNECTION   SYNCED  SERVICES  PORTS  ENDPOINTS  NO ENDPOINTS  REFUSED

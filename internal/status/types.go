@@ -21,9 +21,12 @@ import (
 
 // Report is the answer to GET /status.
 type Report struct {
-	Mode      string    `json:"mode"`
-	Version   string    `json:"version"`
-	StartedAt time.Time `json:"started_at"`
+	Mode string `json:"mode"`
+	// ModeChoice says why mode = "auto" chose Mode; empty for a mode
+	// the config names.
+	ModeChoice string    `json:"mode_choice,omitempty"`
+	Version    string    `json:"version"`
+	StartedAt  time.Time `json:"started_at"`
 	// LastSync is the last sync attempt, successful or not; its At is zero
 	// before the first one.
 	LastSync Sync `json:"last_sync"`
