@@ -6,6 +6,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
@@ -27,12 +28,30 @@ type statusSource struct {
 var _ status.Source = (*statusSource)(nil)
 
 func newStatusSource(d *Daemon) *statusSource {
-	return &statusSource{d: d, explainer: sync.OnceValues(func() (proxy.Explainer, error) {
+	var (
+		mu      sync.Mutex
+		made    proxy.Explainer
+		madeFor []bool
+	)
+	return &statusSource{d: d, explainer: func() (proxy.Explainer, error) {
 		if d.mode == nil {
 			return nil, &proxy.NotSupportedError{Mode: d.cfg.Mode, Err: errors.New("not in this build")}
 		}
-		return d.mode.Explainer(d.cfg, d.log), nil
-	})}
+		// The clusters now, not those of the start: a reload may have
+		// added an IP family, whose rules explain must read too.
+		cfg := *d.cfg
+		cfg.Clusters = nil
+		for _, h := range d.clusters.inOrder() {
+			cfg.Clusters = append(cfg.Clusters, h.cfg)
+		}
+		families := proxy.Families(&cfg)
+		mu.Lock()
+		defer mu.Unlock()
+		if made == nil || !slices.Equal(madeFor, families) {
+			made, madeFor = d.mode.Explainer(&cfg, d.log), families
+		}
+		return made, nil
+	}}
 }
 
 // Status reports, per cluster: from the watcher, whether the apiserver

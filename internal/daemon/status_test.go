@@ -5,14 +5,16 @@ package daemon
 import (
 	"context"
 	"errors"
-	"github.com/kube-outpost/kube-outpost/internal/config"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
@@ -124,5 +126,54 @@ func TestRunStatusSocket(t *testing.T) {
 	<-done
 	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left after Run returned: %v", err)
+	}
+}
+
+// familiesSeen records the IP families of the configs an explainer of the
+// mode "explain-recorder" was made for.
+var familiesSeen [][]bool
+
+func init() {
+	proxy.Register(&proxy.Mode{
+		Name:    "explain-recorder",
+		New:     func(proxy.Env) ([]proxy.Backend, error) { return nil, nil },
+		InUse:   func(context.Context) bool { return false },
+		Cleanup: func(context.Context, *slog.Logger) error { return nil },
+		Explainer: func(cfg *config.Config, log *slog.Logger) proxy.Explainer {
+			familiesSeen = append(familiesSeen, proxy.Families(cfg))
+			return iptables.NewExplainerFor(nil)
+		},
+	})
+}
+
+// TestExplainerFollowsReload: explain reads the rules of the IP families
+// of the clusters now, so after a reload that adds the first IPv6 range
+// its explainer is made anew, with both families; otherwise it is kept.
+func TestExplainerFollowsReload(t *testing.T) {
+	d, _ := testDaemon(t)
+	d.mode = proxy.Lookup("explain-recorder")
+	familiesSeen = nil
+	setHandles := func(cidrs ...string) {
+		d.clusters.mu.Lock()
+		defer d.clusters.mu.Unlock()
+		c := config.Cluster{Name: "alpha"}
+		for _, s := range cidrs {
+			c.ServiceCIDRs = append(c.ServiceCIDRs, netip.MustParsePrefix(s))
+		}
+		d.clusters.handles = map[string]*clusterHandle{"alpha": {cfg: c}}
+	}
+	src := newStatusSource(d)
+	setHandles("10.96.0.0/16")
+	for range 2 {
+		if _, err := src.explainer(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setHandles("10.96.0.0/16", "fd00:96::/108")
+	if _, err := src.explainer(); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][]bool{{false}, {false, true}}; !reflect.DeepEqual(familiesSeen, want) {
+		t.Errorf("explainers made for the families %v, want %v", familiesSeen, want)
 	}
 }
