@@ -97,6 +97,7 @@ func runMain(m *testing.M) int {
 		}
 	}
 	defer theLab.Close()
+	defer closeMultiLab()
 	if err := addPods(ctx); err != nil {
 		fmt.Println("adding pods:", err)
 		return 1
