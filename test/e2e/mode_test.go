@@ -36,13 +36,20 @@ func envOr(key, def string) string {
 // never by a mode's name.
 func needs(t *testing.T, c config.Capability) {
 	t.Helper()
+	if !can(t, c) {
+		t.Skipf("mode %s cannot do %s", mode, c)
+	}
+}
+
+// can says whether the mode under test declares it can do c, for a
+// scenario that expects one outcome or another.
+func can(t *testing.T, c config.Capability) bool {
+	t.Helper()
 	m := proxy.Lookup(config.Mode(mode))
 	if m == nil {
 		t.Fatalf("mode %q is not in this build", mode)
 	}
-	if !m.Can.Has(c) {
-		t.Skipf("mode %s cannot do %s", mode, c)
-	}
+	return m.Can.Has(c)
 }
 
 // onlyIn skips a test written for one mode's kernel objects, saying why.
