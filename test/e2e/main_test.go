@@ -265,6 +265,27 @@ func (d *daemon) count(re string) int {
 	return n
 }
 
+// logTime is the time= field that starts each of the daemon's log lines.
+var logTime = regexp.MustCompile(`^time=(\S+) `)
+
+// times returns when the log lines that match re were written.
+func (d *daemon) times(re string) []time.Time {
+	d.t.Helper()
+	r := regexp.MustCompile(re)
+	var at []time.Time
+	sc := bufio.NewScanner(strings.NewReader(d.log.String()))
+	for sc.Scan() {
+		if m := logTime.FindStringSubmatch(sc.Text()); m != nil && r.MatchString(sc.Text()) {
+			ts, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil {
+				d.t.Fatalf("log line time %q: %v", m[1], err)
+			}
+			at = append(at, ts)
+		}
+	}
+	return at
+}
+
 // eventually retries f until it returns nil or the time is up.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()

@@ -52,6 +52,19 @@ func can(t *testing.T, c config.Capability) bool {
 	return m.Can.Has(c)
 }
 
+// syncTool is the command every sync of the mode under test that adds a
+// service runs, which a test makes fail on demand (startObserved): sub, if
+// set, is the only subcommand made to fail. counted: its refusals count in
+// kube_outpost_sync_proxy_rules_restore_failures_total, as iptables-restore
+// transactions do; ipvs mode's ipset restore fails the sync without.
+var syncTool = map[string]struct {
+	name, sub string
+	counted   bool
+}{
+	"iptables": {name: "iptables-restore", counted: true},
+	"ipvs":     {name: "ipset", sub: "restore"},
+}[mode]
+
 // onlyIn skips a test written for one mode's kernel objects, saying why.
 func onlyIn(t *testing.T, m, why string) {
 	t.Helper()
