@@ -65,14 +65,6 @@ var syncTool = map[string]struct {
 	"ipvs":     {name: "ipset", sub: "restore"},
 }[mode]
 
-// onlyIn skips a test written for one mode's kernel objects, saying why.
-func onlyIn(t *testing.T, m, why string) {
-	t.Helper()
-	if mode != m {
-		t.Skipf("only in %s mode: %s", m, why)
-	}
-}
-
 // kernelState is everything the host namespace's kernel holds for proxying,
 // as text with every address spelled out: the iptables rules (our chains,
 // and in ipvs mode the fixed rules), and in ipvs mode the virtual servers
