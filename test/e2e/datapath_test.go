@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -67,33 +66,7 @@ func TestDatapath(t *testing.T) {
 		})
 	})
 
-	t.Run("a udp flow moves off a removed endpoint", func(t *testing.T) {
-		ns := namespace(t, alpha, "udpflow")
-		vip := service(t, alpha, ns, "dns", dns)
-		slice(t, alpha, ns, "dns", "1", dns, []ep{readyEP(ip("a1"))})
-		addr := netip.AddrPortFrom(vip, 53).String()
-		eventually(t, 20*time.Second, "udp answers", func() error {
-			_, err := udpOnce(addr)
-			return err
-		})
-		// One socket, one source port: the same conntrack flow throughout,
-		// as a resolver or a syslog sender would keep it.
-		conn, err := theLab.DialHost(context.Background(), "udp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if got := exchange(t, conn); got != "a1" {
-			t.Fatalf("answered by %q, want a1", got)
-		}
-		slice(t, alpha, ns, "dns", "1", dns, []ep{readyEP(ip("a2"))})
-		eventually(t, 20*time.Second, "the flow reaches a2", func() error {
-			if got := exchange(t, conn); got != "a2" {
-				return fmt.Errorf("answered by %q", got)
-			}
-			return nil
-		})
-	})
+	t.Run("a udp flow moves off a removed endpoint", testStaleUDPFlows)
 
 	t.Run("client ip affinity sticks", func(t *testing.T) {
 		needs(t, config.CanAffinity)
@@ -297,24 +270,4 @@ func udpOnce(addr string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	return theLab.UDPRequest(ctx, addr, "ping")
-}
-
-// exchange sends a datagram on a connected socket and returns the answer,
-// or "" when none came.
-func exchange(t *testing.T, conn net.Conn) string {
-	t.Helper()
-	if _, err := conn.Write([]byte("ping")); err != nil {
-		// No answer: in ipvs mode the kernel drops the first datagram of
-		// a flow whose real server was deleted (expire_nodest_conn=1),
-		// and a local sender sees that drop as EPERM; the next one goes
-		// to a real server there is.
-		return ""
-	}
-	conn.SetReadDeadline(time.Now().Add(time.Second))
-	buf := make([]byte, 512)
-	n, err := conn.Read(buf)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(buf[:n]))
 }

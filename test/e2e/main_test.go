@@ -97,6 +97,7 @@ func runMain(m *testing.M) int {
 		}
 	}
 	defer theLab.Close()
+	defer closeMultiLab()
 	if err := addPods(ctx); err != nil {
 		fmt.Println("adding pods:", err)
 		return 1
@@ -262,6 +263,27 @@ func (d *daemon) count(re string) int {
 		}
 	}
 	return n
+}
+
+// logTime is the time= field that starts each of the daemon's log lines.
+var logTime = regexp.MustCompile(`^time=(\S+) `)
+
+// times returns when the log lines that match re were written.
+func (d *daemon) times(re string) []time.Time {
+	d.t.Helper()
+	r := regexp.MustCompile(re)
+	var at []time.Time
+	sc := bufio.NewScanner(strings.NewReader(d.log.String()))
+	for sc.Scan() {
+		if m := logTime.FindStringSubmatch(sc.Text()); m != nil && r.MatchString(sc.Text()) {
+			ts, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil {
+				d.t.Fatalf("log line time %q: %v", m[1], err)
+			}
+			at = append(at, ts)
+		}
+	}
+	return at
 }
 
 // eventually retries f until it returns nil or the time is up.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-outpost/kube-outpost/test/lab"
@@ -32,22 +34,23 @@ const (
 	healthzPort = 10256
 )
 
-// observed is a daemon whose iptables-restore can be made to fail.
+// observed is a daemon whose syncs can be made to fail.
 type observed struct {
 	*daemon
-	failFlag string // while this file exists, iptables-restore exits 1
+	failFlag string // while this file exists, the mode's syncTool exits 1
 	http     *http.Client
 	healthz  string // base URL of the health endpoints
 }
 
 // startObserved runs kube-outpost for both clusters with a short
 // sync_period, so that the health check's window (twice it) is short, and
-// with a PATH whose iptables-restore fails on demand.
+// with a PATH whose syncTool (iptables-restore, or ipset restore) fails on
+// demand.
 func startObserved(t *testing.T) *observed {
 	t.Helper()
 	dir := t.TempDir()
 	o := &observed{
-		failFlag: filepath.Join(dir, "fail-iptables-restore"),
+		failFlag: filepath.Join(dir, "fail-"+syncTool.name),
 		http: &http.Client{
 			Transport: &http.Transport{DialContext: theLab.DialHost, DisableKeepAlives: true, Proxy: nil},
 			Timeout:   5 * time.Second,
@@ -55,7 +58,7 @@ func startObserved(t *testing.T) *observed {
 		healthz: "http://" + netip.AddrPortFrom(theLab.HostIP, healthzPort).String(),
 	}
 
-	real, err := exec.LookPath("iptables-restore")
+	real, err := exec.LookPath(syncTool.name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +66,12 @@ func startObserved(t *testing.T) *observed {
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	wrapper := fmt.Sprintf("#!/bin/sh\nif [ -e %q ]; then\n  echo 'iptables-restore: made to fail by the e2e test' >&2\n  exit 1\nfi\nexec %q \"$@\"\n", o.failFlag, real)
-	if err := os.WriteFile(filepath.Join(bin, "iptables-restore"), []byte(wrapper), 0o755); err != nil {
+	when := fmt.Sprintf("[ -e %q ]", o.failFlag)
+	if syncTool.sub != "" {
+		when += fmt.Sprintf(" && [ \"$1\" = %q ]", syncTool.sub)
+	}
+	wrapper := fmt.Sprintf("#!/bin/sh\nif %s; then\n  echo '%s: made to fail by the e2e test' >&2\n  exit 1\nfi\nexec %q \"$@\"\n", when, syncTool.name, real)
+	if err := os.WriteFile(filepath.Join(bin, syncTool.name), []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
 
@@ -304,15 +311,34 @@ func TestMetrics(t *testing.T) {
 		})
 	})
 
-	t.Run("healthz fails while iptables-restore does, and recovers", func(t *testing.T) {
-		onlyIn(t, "iptables", "ipvs mode runs iptables-restore only for its few fixed rules, not for a new service")
-		const failures = "kube_outpost_sync_proxy_rules_restore_failures_total"
+	t.Run("failing syncs keep the last rules, back off, and recover with a full sync", func(t *testing.T) {
+		// web (the first subtest's) is answered by a2 alone. While every
+		// sync fails, a new service flip and a move of web to a1 wait;
+		// web stays at a2.
+		const (
+			errs     = "kube_outpost_sync_proxy_rules_errors_total"
+			failures = "kube_outpost_sync_proxy_rules_restore_failures_total"
+			fulls    = "kube_outpost_sync_full_proxy_rules_duration_seconds_count"
+		)
+		got, err := alpha.CoreV1().Services(ns).Get(context.Background(), "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		webURL := url(netip.MustParseAddr(got.Spec.ClusterIP), 80)
+		answeredBy(t, webURL, 5, "a2")
+		if err := scrape(); err != nil {
+			t.Fatal(err)
+		}
 		base := s
+		const failed = `msg="sync failed; the previous rules stay in force`
+		before := len(o.times(failed))
 		if err := os.WriteFile(o.failFlag, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		failing := time.Now()
 		vip := service(t, alpha, ns, "flip", http1)
 		slice(t, alpha, ns, "flip", "1", http1, []ep{readyEP(ip("a3"))})
+		slice(t, alpha, ns, "web", "1", http1, []ep{readyEP(ip("a1"))})
 		eventually(t, 30*time.Second, "/healthz failing", func() error {
 			if code, body := o.status("/healthz"); code != http.StatusServiceUnavailable {
 				return fmt.Errorf("/healthz: %d %s", code, body)
@@ -323,20 +349,48 @@ func TestMetrics(t *testing.T) {
 		if code, body := o.status("/readyz"); code != http.StatusServiceUnavailable {
 			t.Errorf("/readyz while unhealthy: %d %s", code, body)
 		}
+		// The last rules serve: web at a2, the change to a1 not applied,
+		// flip not there.
+		answeredBy(t, webURL, 10, "a2")
+		if body, err := get(url(vip, 80)); err == nil {
+			t.Errorf("flip answered (%q) while every sync fails", body)
+		}
+		// Retries back off: from min_sync_period (200 ms) doubling to
+		// sync_period (2 s), nothing else asking for a sync meanwhile.
+		if wait := 8*time.Second - time.Since(failing); wait > 0 {
+			time.Sleep(wait)
+		}
 		if err := scrape(); err != nil {
 			t.Fatal(err)
 		}
-		if s.value(failures, "") <= base.value(failures, "") {
+		at := o.times(failed)[before:]
+		var gaps []time.Duration
+		for i := 1; i < len(at); i++ {
+			gaps = append(gaps, at[i].Sub(at[i-1]).Round(10*time.Millisecond))
+		}
+		t.Logf("%d failed syncs in %s, %v apart", len(at), time.Since(failing).Round(100*time.Millisecond), gaps)
+		if len(gaps) < 3 || gaps[0] > time.Second || slices.Max(gaps) < 1500*time.Millisecond || len(at) > int(time.Since(failing)/(2*time.Second))+5 {
+			t.Errorf("failed syncs %v apart: want a backoff growing from about 200 ms to 2 s", gaps)
+		}
+		if got, want := s.value(errs, ""), base.value(errs, "")+float64(len(at)); got < want {
+			t.Errorf("%s = %v, want at least %v (%d failed syncs seen in the log)", errs, got, want, len(at))
+		}
+		if syncTool.counted && s.value(failures, "") <= base.value(failures, "") {
 			t.Errorf("%s did not grow: %v, then %v", failures, base.value(failures, ""), s.value(failures, ""))
 		}
 		if n := o.count(`made to fail by the e2e test`); n == 0 {
-			t.Error("the daemon never logged the failing iptables-restore")
+			t.Errorf("the daemon never logged the failing %s", syncTool.name)
 		}
 
+		// Syncs work again: the next one is full, and applies both
+		// changes.
 		if err := os.Remove(o.failFlag); err != nil {
 			t.Fatal(err)
 		}
+		recovered := time.Now()
 		answeredBy(t, url(vip, 80), 5, "a3")
+		answeredBy(t, webURL, 10, "a1")
+		t.Logf("both changes made during the failure answered %s after syncs worked again", time.Since(recovered).Round(100*time.Millisecond))
 		eventually(t, 30*time.Second, "/healthz recovered", func() error {
 			for _, p := range []string{"/healthz", "/livez", "/readyz"} {
 				if code, body := o.status(p); code != http.StatusOK {
@@ -345,8 +399,17 @@ func TestMetrics(t *testing.T) {
 			}
 			return nil
 		})
+		// The failed attempts after the first were full syncs; so is the
+		// one that worked: one full for each failure.
+		if err := scrape(); err != nil {
+			t.Fatal(err)
+		}
+		n := len(o.times(failed)) - before
+		if got, want := s.value(fulls, ""), base.value(fulls, "")+float64(n); got < want {
+			t.Errorf("%s = %v, want at least %v: the sync after the failures was not full", fulls, got, want)
+		}
 		if testing.Verbose() {
-			t.Logf("GET /healthz while iptables-restore failed:\n%s", unhealthy)
+			t.Logf("GET /healthz while syncs failed:\n%s", unhealthy)
 		}
 	})
 

@@ -36,22 +36,34 @@ func envOr(key, def string) string {
 // never by a mode's name.
 func needs(t *testing.T, c config.Capability) {
 	t.Helper()
-	m := proxy.Lookup(config.Mode(mode))
-	if m == nil {
-		t.Fatalf("mode %q is not in this build", mode)
-	}
-	if !m.Can.Has(c) {
+	if !can(t, c) {
 		t.Skipf("mode %s cannot do %s", mode, c)
 	}
 }
 
-// onlyIn skips a test written for one mode's kernel objects, saying why.
-func onlyIn(t *testing.T, m, why string) {
+// can says whether the mode under test declares it can do c, for a
+// scenario that expects one outcome or another.
+func can(t *testing.T, c config.Capability) bool {
 	t.Helper()
-	if mode != m {
-		t.Skipf("only in %s mode: %s", m, why)
+	m := proxy.Lookup(config.Mode(mode))
+	if m == nil {
+		t.Fatalf("mode %q is not in this build", mode)
 	}
+	return m.Can.Has(c)
 }
+
+// syncTool is the command every sync of the mode under test that adds a
+// service runs, which a test makes fail on demand (startObserved): sub, if
+// set, is the only subcommand made to fail. counted: its refusals count in
+// kube_outpost_sync_proxy_rules_restore_failures_total, as iptables-restore
+// transactions do; ipvs mode's ipset restore fails the sync without.
+var syncTool = map[string]struct {
+	name, sub string
+	counted   bool
+}{
+	"iptables": {name: "iptables-restore", counted: true},
+	"ipvs":     {name: "ipset", sub: "restore"},
+}[mode]
 
 // kernelState is everything the host namespace's kernel holds for proxying,
 // as text with every address spelled out: the iptables rules (our chains,

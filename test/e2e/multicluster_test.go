@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,14 +32,30 @@ var (
 	mcHostAddr = "10.250.0.2" // the lab host's own address
 )
 
-// TestMultiCluster runs one kube-outpost for three clusters with the same
-// service range in a lab of its own, and checks with real packets that each
-// cluster's service is reached at its own local address, that external IPs
-// are captured only where allowed, and that hostile endpoints are dropped.
-func TestMultiCluster(t *testing.T) {
+// multi is the lab of three clusters with one service range that
+// TestMultiCluster and TestOneClusterDown share: the first of them to run
+// starts it, and the suite closes it at its end.
+var multi struct {
+	once sync.Once
+	lab  *lab.Lab
+	pods map[string]*lab.Pod // ma, mb and mc, one for each cluster
+	err  error
+}
+
+// multiLab returns the shared three-cluster lab, starting it if no test has.
+func multiLab(t *testing.T) (*lab.Lab, map[string]*lab.Pod) {
+	t.Helper()
 	if os.Getenv("KO_E2E_REMOTE") != "" {
 		t.Skip("a remote lab cannot start apiservers of its own, and this test needs three with the same service range")
 	}
+	multi.once.Do(func() { multi.lab, multi.pods, multi.err = startMultiLab() })
+	if multi.err != nil {
+		t.Fatalf("starting the multi-cluster lab: %v", multi.err)
+	}
+	return multi.lab, multi.pods
+}
+
+func startMultiLab() (_ *lab.Lab, _ map[string]*lab.Pod, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	l, err := lab.Start(ctx, lab.Options{
@@ -48,18 +65,18 @@ func TestMultiCluster(t *testing.T) {
 		Log: os.Stderr,
 	})
 	if err != nil {
-		t.Fatalf("starting the multi-cluster lab: %v", err)
+		return nil, nil, err
 	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("closing the multi-cluster lab: %v", err)
+	defer func() {
+		if err != nil {
+			l.Close()
 		}
-	})
+	}()
 	pods := map[string]*lab.Pod{}
 	for _, name := range []string{"ma", "mb", "mc"} {
 		p, err := l.AddPod(ctx, name, []int{8080}, nil)
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		pods[name] = p
 	}
@@ -68,10 +85,28 @@ func TestMultiCluster(t *testing.T) {
 	// The router never sees those addresses.
 	for _, r := range []netip.Prefix{mcLocalA, mcLocalB, mcAllowed} {
 		if out, err := l.HostRun(ctx, "ip", "route", "add", r.String(), "via", "10.250.0.1"); err != nil {
-			t.Fatalf("%v\n%s", err, out)
+			return nil, nil, fmt.Errorf("%v\n%s", err, out)
 		}
 	}
+	return l, pods, nil
+}
 
+// closeMultiLab closes the shared three-cluster lab, if a test started it.
+func closeMultiLab() {
+	if multi.lab != nil {
+		if err := multi.lab.Close(); err != nil {
+			fmt.Println("closing the multi-cluster lab:", err)
+		}
+	}
+}
+
+// TestMultiCluster runs one kube-outpost for three clusters with the same
+// service range, and checks with real packets that each cluster's service
+// is reached at its own local address, that external IPs are captured only
+// where allowed, and that hostile endpoints are dropped.
+func TestMultiCluster(t *testing.T) {
+	l, pods := multiLab(t)
+	ctx := context.Background()
 	sock := statusSocket(t)
 	cfgPath := mcConfig(t, l, sock, map[string]string{
 		"a": fmt.Sprintf("local_service_cidr = %q\nallow_external_ips = [%q]\n", mcLocalA, mcAllowed),

@@ -9,9 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
 )
 
 // TestOutageAndRestart: an unreachable apiserver and a daemon restart keep
@@ -30,6 +33,22 @@ func TestOutageAndRestart(t *testing.T) {
 	slice(t, beta, nsB, "web", "1", web, []ep{readyEP(ip("b1"))})
 	answeredBy(t, url(vipA, 80), 3, "a1")
 	answeredBy(t, url(vipB, 80), 3, "b1")
+
+	// Ongoing UDP flows to a service of each cluster that never changes:
+	// neither the restart nor alpha's return moves them (issue 13,
+	// guarantee 8: a restart clears no flow).
+	flows := map[string]*udpFlow{}
+	for name, c := range map[string]struct {
+		admin      kubernetes.Interface
+		ns, p1, p2 string
+	}{"alpha": {alpha, nsA, "a1", "a2"}, "beta": {beta, nsB, "b1", "b2"}} {
+		vip := service(t, c.admin, c.ns, "dns", dns)
+		slice(t, c.admin, c.ns, "dns", "1", dns, []ep{readyEP(ip(c.p1)), readyEP(ip(c.p2))})
+		addr := netip.AddrPortFrom(vip, 53).String()
+		eventually(t, 20*time.Second, name+"'s udp service answers", func() error { _, err := udpOnce(addr); return err })
+		flows[name] = startFlow(t, theLab.DialHost, addr)
+	}
+	flowsBegin := time.Now()
 
 	// A long-lived connection, to check that nothing below cuts it.
 	conn, err := theLab.DialHost(context.Background(), "tcp", fmt.Sprintf("%s:80", vipA))
@@ -88,6 +107,9 @@ func TestOutageAndRestart(t *testing.T) {
 	// its DNAT to a1 although a1 is no longer an endpoint for new ones.
 	if got := keepAliveGet(t, conn, br); got != "a1" {
 		t.Fatalf("open connection answered by %q at the end", got)
+	}
+	for name, f := range flows {
+		f.kept(t, name+"'s udp flow", flowsBegin)
 	}
 }
 

@@ -108,6 +108,24 @@ func TestRoutedClient(t *testing.T) {
 			t.Fatalf("the client in routed_clients is no longer served either: %q, %v", body, err)
 		}
 	})
+
+	t.Run("a udp flow moves off a removed endpoint", func(t *testing.T) {
+		slice(t, alpha, ns, "dns", "1", dns, []ep{readyEP(ip("a1"))})
+		addr := netip.AddrPortFrom(udpVIP, 53).String()
+		eventually(t, 20*time.Second, "udp answered by a1 alone", func() error {
+			for range 5 {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				got, err := client.UDPRequest(ctx, addr, "ping")
+				cancel()
+				if err != nil || got != "a1" {
+					return fmt.Errorf("answered by %q: %v", got, err)
+				}
+			}
+			return nil
+		})
+		took := moves(t, alpha, client.Dial, ns, "dns", addr, 4, "a1", "a2")
+		t.Logf("a udp flow from a routed client moved to the new endpoint after %v: %s", took, p50max(took))
+	})
 }
 
 // routedClient adds a routed client to the lab for the test's duration.

@@ -147,13 +147,20 @@ func outage(t *testing.T, relay *lab.Relay, at string, length time.Duration) {
 // that was, and fails the test if it was later than followWithin.
 func followed(t *testing.T, what string, since time.Time, at, pod string) {
 	t.Helper()
+	followedIn(t, theLab, what, since, at, pod)
+}
+
+// followedIn is followed from the host of lab l; it returns the time taken.
+func followedIn(t *testing.T, l *lab.Lab, what string, since time.Time, at, pod string) time.Duration {
+	t.Helper()
 	var took time.Duration
 	eventually(t, followWithin+30*time.Second, what+": answers from "+pod, func() error {
 		for range 3 {
 			// A short timeout: the wait for an address without rules
-			// yet would count in the time measured.
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-			body, err := theLab.HTTPGet(ctx, at)
+			// yet would count in the time measured. The lab's round
+			// trip is well under a millisecond.
+			ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+			body, err := l.HTTPGet(ctx, at)
 			cancel()
 			if err != nil {
 				return err
@@ -169,4 +176,5 @@ func followed(t *testing.T, what string, since time.Time, at, pod string) {
 	if took > followWithin {
 		t.Errorf("%s: followed after %s, want within %s", what, took, followWithin)
 	}
+	return took
 }
