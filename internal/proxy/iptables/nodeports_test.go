@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 )
 
 // withNodePort returns a copy of sp with nodePort np, served when served.
@@ -116,7 +117,7 @@ func TestNodePortsNeedMasquerade(t *testing.T) {
 
 // npChange changes one served node port of alpha.
 func npChange(st *model.State, k model.PortKey, f func(*model.ServicePort) *model.ServicePort) *model.State {
-	st = cloneState(st)
+	st = modeltest.CloneState(st)
 	st.Clusters[0].Ports[k] = f(st.Clusters[0].Ports[k])
 	return st
 }
@@ -173,7 +174,7 @@ func TestNodePortIncremental(t *testing.T) {
 	})
 	empty := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "empty", Port: "http", Protocol: model.TCP}
 	step("service without endpoints deleted", func() *model.State {
-		s := cloneState(st)
+		s := modeltest.CloneState(st)
 		delete(s.Clusters[0].Ports, empty)
 		return s
 	}(), func(script string) {
@@ -184,7 +185,7 @@ func TestNodePortIncremental(t *testing.T) {
 	})
 
 	// serve_node_ports off: a full sync, and no node port rules remain.
-	st = cloneState(st)
+	st = modeltest.CloneState(st)
 	st.Clusters[0].ServeNodePorts = false
 	for k, sp := range st.Clusters[0].Ports {
 		st.Clusters[0].Ports[k] = withNodePort(sp, sp.NodePort, false)
@@ -202,7 +203,7 @@ func TestNodePortIncremental(t *testing.T) {
 func TestNodePortUnsyncedClusterKept(t *testing.T) {
 	f := NewFake()
 	mustSync(t, newProxier(f, false, testMark), npState(), true)
-	st := cloneState(npState())
+	st := modeltest.CloneState(npState())
 	st.Clusters[0].Synced = false
 	st.Clusters[0].Ports = map[model.PortKey]*model.ServicePort{}
 	p := newProxier(f, false, testMark) // a restarted daemon
@@ -218,23 +219,16 @@ func TestNodePortUnsyncedClusterKept(t *testing.T) {
 // each applied by a partial sync, leave what a full sync writes, and
 // packets to every served node port go where the state says.
 func TestNodePortIncrementalEqualsFull(t *testing.T) {
-	npChanges := append(slices.Clone(changes),
-		struct {
-			name string
-			do   func(w *world, c *model.ClusterState) bool
-		}{"serve a node port", func(w *world, c *model.ClusterState) bool {
-			k, ok := w.pickKey(c)
+	npChanges := append(slices.Clone(modeltest.Changes),
+		modeltest.Change{Name: "serve a node port", Do: func(w *modeltest.World, c *model.ClusterState) bool {
+			k, ok := w.PickKey(c)
 			if ok {
-				w.next++
-				c.Ports[k] = withNodePort(c.Ports[k], uint16(30000+w.next), true)
+				c.Ports[k] = withNodePort(c.Ports[k], uint16(30000+w.Next()), true)
 			}
 			return ok
 		}},
-		struct {
-			name string
-			do   func(w *world, c *model.ClusterState) bool
-		}{"refuse a node port", func(w *world, c *model.ClusterState) bool {
-			k, ok := w.pickKey(c)
+		modeltest.Change{Name: "refuse a node port", Do: func(w *modeltest.World, c *model.ClusterState) bool {
+			k, ok := w.PickKey(c)
 			if ok {
 				c.Ports[k] = withNodePort(c.Ports[k], c.Ports[k].NodePort, false)
 			}
@@ -243,26 +237,26 @@ func TestNodePortIncrementalEqualsFull(t *testing.T) {
 	)
 	for _, v6 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ipv6=%v", v6), func(t *testing.T) {
-			w := &world{rng: rand.New(rand.NewPCG(3, 4)), st: npState()}
-			clusterOf(w.st, "beta").ServeNodePorts = true
+			w := &modeltest.World{Rng: rand.New(rand.NewPCG(3, 4)), St: npState()}
+			modeltest.ClusterOf(w.St, "beta").ServeNodePorts = true
 			f := NewFake()
 			p := newProxier(f, v6, testMark)
-			mustSync(t, p, w.st, true)
+			mustSync(t, p, w.St, true)
 			for i := range 150 {
-				ch := npChanges[w.rng.IntN(len(npChanges))]
+				ch := npChanges[w.Rng.IntN(len(npChanges))]
 				if i < 2*len(npChanges) {
 					ch = npChanges[i/2] // every kind of change on both clusters first
 				}
-				cname := []string{"alpha", "beta"}[w.rng.IntN(2)]
-				w.st = cloneState(w.st)
-				ch.do(w, clusterOf(w.st, cname))
-				if err := p.Sync(t.Context(), w.st, false); err != nil {
-					t.Fatalf("step %d (%s: %s): %v", i, cname, ch.name, err)
+				cname := []string{"alpha", "beta"}[w.Rng.IntN(2)]
+				w.St = modeltest.CloneState(w.St)
+				ch.Do(w, modeltest.ClusterOf(w.St, cname))
+				if err := p.Sync(t.Context(), w.St, false); err != nil {
+					t.Fatalf("step %d (%s: %s): %v", i, cname, ch.Name, err)
 				}
-				checkSameAsFull(t, f, w.st, v6, testMark)
-				checkNodePortFlows(t, f, w.st, v6)
+				checkSameAsFull(t, f, w.St, v6, testMark)
+				checkNodePortFlows(t, f, w.St, v6)
 				if t.Failed() {
-					t.Fatalf("step %d (%s: %s) failed", i, cname, ch.name)
+					t.Fatalf("step %d (%s: %s) failed", i, cname, ch.Name)
 				}
 			}
 		})
