@@ -106,13 +106,24 @@ func (w *World) PickKey(c *model.ClusterState) (model.PortKey, bool) {
 
 // serviceIP returns a fresh ClusterIP in the cluster's CIDR of the family.
 func (w *World) ServiceIP(c *model.ClusterState, v6 bool) string {
-	w.next++
+	// Never one a port of the cluster has: the model never gives two
+	// services one ClusterIP.
+	used := map[netip.Addr]bool{}
+	for _, sp := range c.Ports {
+		used[sp.ClusterIP] = true
+	}
 	for _, p := range c.ServiceCIDRs {
-		if p.Addr().Is6() == v6 {
+		if p.Addr().Is6() != v6 {
+			continue
+		}
+		for {
+			w.next++
 			a := p.Addr().AsSlice()
 			a[len(a)-2], a[len(a)-1] = byte(w.next>>8), byte(w.next)
 			ip, _ := netip.AddrFromSlice(a)
-			return ip.String()
+			if !used[ip] {
+				return ip.String()
+			}
 		}
 	}
 	panic("no CIDR")
