@@ -202,8 +202,8 @@ func startHostileLab(t *testing.T) *hostileLab {
 	h.d = h.startQuietDaemon(t)
 	t.Cleanup(func() {
 		if t.Failed() {
-			lines := strings.Split(v4Rules(t, l), "\n")
-			t.Logf("iptables-save of %s, first %d of %d lines:\n%s", l.HostNS, min(300, len(lines)), len(lines), strings.Join(lines[:min(300, len(lines))], "\n"))
+			lines := strings.Split(familyRules(t, l, false), "\n")
+			t.Logf("the rules of %s, first %d of %d lines:\n%s", l.HostNS, min(300, len(lines)), len(lines), strings.Join(lines[:min(300, len(lines))], "\n"))
 		}
 	})
 	ns := namespace(t, h.honest, "web")
@@ -1095,6 +1095,9 @@ func trySlice(c kubernetes.Interface, ns, svc string, ports []port, eps []ep) er
 func kernelStateIn(t *testing.T, l *lab.Lab) string {
 	t.Helper()
 	state := v4Rules(t, l)
+	if mode == "nftables" {
+		return state + familyRules(t, l, false)
+	}
 	if mode != "ipvs" {
 		return state
 	}
@@ -1111,16 +1114,18 @@ func kernelStateIn(t *testing.T, l *lab.Lab) string {
 }
 
 // dnatTo says whether the kernel sends connections to ap: a DNAT rule in
-// iptables mode, a real server in ipvs mode.
+// iptables or nftables mode, a real server in ipvs mode.
 func dnatTo(state string, ap netip.AddrPort) bool {
-	return strings.Contains(state, "--to-destination "+ap.String()) || strings.Contains(state, "  -> "+ap.String()+" ")
+	return strings.Contains(state, "--to-destination "+ap.String()) || strings.Contains(state, "  -> "+ap.String()+" ") ||
+		strings.Contains(state, "dnat to "+ap.String())
 }
 
 // dnatFrom says whether the kernel captures connections to ap: a rule
-// matching it in iptables mode, a virtual server in ipvs mode.
+// matching it in iptables mode, a map element in nftables mode, a virtual
+// server in ipvs mode.
 func dnatFrom(state string, ap netip.AddrPort) bool {
 	return strings.Contains(state, fmt.Sprintf("-d %s/32 -p tcp -m tcp --dport %d", ap.Addr(), ap.Port())) ||
-		strings.Contains(state, "TCP "+ap.String()+" ")
+		strings.Contains(state, "TCP "+ap.String()+" ") || strings.Contains(state, fmt.Sprintf("%s . tcp . %d ", ap.Addr(), ap.Port()))
 }
 
 // serveBody answers every connection with an HTTP response whose body is

@@ -29,7 +29,7 @@ const (
 	chainRouted        = "routed"
 	chainNodePorts     = "node-ports"
 	chainRejectCheck   = "reject-check"
-	chainReject        = "reject"
+	chainReject        = "refuse" // not "reject": a keyword to nft
 	chainMasquerading  = "masquerading"
 	chainCanary        = "canary"
 )

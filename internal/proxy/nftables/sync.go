@@ -80,6 +80,11 @@ func (p *Proxier) listObjects(ctx context.Context) (map[string]bool, error) {
 	}
 	out := map[string]bool{}
 	for kind, names := range all {
+		switch kind {
+		case "chain", "map", "set", "counter":
+		default:
+			continue // the table itself; nothing of ours is of another kind
+		}
 		for _, n := range names {
 			out[kind+"/"+n] = true
 		}
@@ -248,9 +253,6 @@ func (p *Proxier) dropUnwritten(s *syncPass) {
 		kind, name, _ := strings.Cut(id, "/")
 		if t := tagOf(name); t != "" && s.kept[t] {
 			continue
-		}
-		if kind == "flowtable" {
-			continue // never ours: nothing of this package makes one
 		}
 		s.plan.drop(kind, name)
 	}
