@@ -244,7 +244,8 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 			return err
 		}
 		for _, c := range cs {
-			if c.Name == v.Counter && c.Packets != nil {
+			// knftables' Fake lists nils before its counters.
+			if c != nil && c.Name == v.Counter && c.Packets != nil {
 				v.NewConnections = *c.Packets
 			}
 		}
