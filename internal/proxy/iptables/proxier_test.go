@@ -37,34 +37,10 @@ var (
 )
 
 var (
-	alphaCIDRs = []string{"10.96.0.0/16", "fd00:96::/112"}
-	betaCIDRs  = []string{"10.97.0.0/16", "fd00:97::/112"}
+	alphaCIDRs = modeltest.AlphaCIDRs
+	betaCIDRs  = modeltest.BetaCIDRs
+	testState  = modeltest.TwoClusters
 )
-
-// testState is the state most tests start from: two clusters, services of
-// every protocol, a multi-port one, ones without endpoints, and IPv6 ports
-// that an IPv4 Proxier must ignore (and the reverse).
-func testState() *model.State {
-	return state(
-		cluster("alpha", true, alphaCIDRs,
-			svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080", "10.0.1.2:8080", "10.0.1.3:8080"),
-			svc("alpha", "kube-system", "dns", "dns", model.UDP, "10.96.0.11", 53, "10.0.2.1:5353", "10.0.2.2:5353"),
-			svc("alpha", "default", "sig", "", model.SCTP, "10.96.0.12", 9999, "10.0.3.1:9999"),
-			svc("alpha", "default", "multi", "http", model.TCP, "10.96.0.13", 80, "10.0.4.1:8080"),
-			svc("alpha", "default", "multi", "https", model.TCP, "10.96.0.13", 443, "10.0.4.1:8443", "10.0.4.2:8443"),
-			svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80),
-			svc("alpha", "default", "empty", "dns", model.UDP, "10.96.0.14", 53),
-			svc("alpha", "default", "web", "http", model.TCP, "fd00:96::10", 80, "[fd00:1::1]:8080", "[fd00:1::2]:8080", "[fd00:1::3]:8080"),
-			svc("alpha", "kube-system", "dns", "dns", model.UDP, "fd00:96::11", 53, "[fd00:2::1]:5353", "[fd00:2::2]:5353"),
-			svc("alpha", "default", "empty", "http", model.TCP, "fd00:96::14", 80),
-			svc("alpha", "default", "empty", "dns", model.UDP, "fd00:96::14", 53),
-		),
-		cluster("beta", true, betaCIDRs,
-			svc("beta", "default", "api", "https", model.TCP, "10.97.0.10", 443, "10.1.0.1:6443", "10.1.0.2:6443"),
-			svc("beta", "default", "api", "https", model.TCP, "fd00:97::10", 443, "[fd00:3::1]:6443"),
-		),
-	)
-}
 
 // testRouted are the routed_clients of most tests: they hold remoteIP and
 // remote6, so that routed packets are served as local ones are.

@@ -132,7 +132,7 @@ func TestStaleUDPNodePort(t *testing.T) {
 	ct := &recordingConntrack{}
 	p := ctProxier(ct, NewFake(), false)
 	np := func(eps ...string) *model.State {
-		st := udpPortsState(true, withNodePort(withEndpoints(shrinking, eps...), 30053, true))
+		st := udpPortsState(true, modeltest.WithNodePort(withEndpoints(shrinking, eps...), 30053, true))
 		st.Clusters[0].ServeNodePorts = true
 		st.HostAddrs = []netip.Addr{netip.MustParseAddr(hostIP), netip.MustParseAddr(hostIP6)}
 		return st

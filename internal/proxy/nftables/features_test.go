@@ -17,31 +17,21 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 )
 
-// withNodePort returns a copy of sp with nodePort np, served when served.
-func withNodePort(sp *model.ServicePort, np uint16, served bool) *model.ServicePort {
-	c := *sp
-	c.NodePort, c.ServedNodePort = np, 0
-	if served {
-		c.ServedNodePort = np
-	}
-	return &c
-}
-
 // npState: alpha serves node ports (TCP and UDP with endpoints, two
 // without, one refused by the model), beta does not.
 func npState() *model.State {
 	alpha := cluster("alpha", true, alphaCIDRs,
-		withNodePort(svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080", "10.0.1.2:8080"), 30080, true),
-		withNodePort(svc("alpha", "default", "dns", "dns", model.UDP, "10.96.0.11", 53, "10.0.2.1:5353"), 30053, true),
-		withNodePort(svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80), 30081, true),
-		withNodePort(svc("alpha", "default", "empty", "dns", model.UDP, "10.96.0.14", 53), 30082, true),
-		withNodePort(svc("alpha", "default", "refused", "", model.TCP, "10.96.0.15", 80, "10.0.5.1:80"), 30083, false),
-		withNodePort(svc("alpha", "default", "web", "http", model.TCP, "fd00:96::10", 80, "[fd00:1::1]:8080"), 30080, true),
-		withNodePort(svc("alpha", "default", "empty", "http", model.TCP, "fd00:96::14", 80), 30081, true),
+		modeltest.WithNodePort(svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080", "10.0.1.2:8080"), 30080, true),
+		modeltest.WithNodePort(svc("alpha", "default", "dns", "dns", model.UDP, "10.96.0.11", 53, "10.0.2.1:5353"), 30053, true),
+		modeltest.WithNodePort(svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80), 30081, true),
+		modeltest.WithNodePort(svc("alpha", "default", "empty", "dns", model.UDP, "10.96.0.14", 53), 30082, true),
+		modeltest.WithNodePort(svc("alpha", "default", "refused", "", model.TCP, "10.96.0.15", 80, "10.0.5.1:80"), 30083, false),
+		modeltest.WithNodePort(svc("alpha", "default", "web", "http", model.TCP, "fd00:96::10", 80, "[fd00:1::1]:8080"), 30080, true),
+		modeltest.WithNodePort(svc("alpha", "default", "empty", "http", model.TCP, "fd00:96::14", 80), 30081, true),
 	)
 	alpha.ServeNodePorts = true
 	beta := cluster("beta", true, betaCIDRs,
-		withNodePort(svc("beta", "default", "api", "https", model.TCP, "10.97.0.10", 443, "10.1.0.1:6443"), 30090, false),
+		modeltest.WithNodePort(svc("beta", "default", "api", "https", model.TCP, "10.97.0.10", 443, "10.1.0.1:6443"), 30090, false),
 	)
 	st := state(alpha, beta)
 	st.HostAddrs = []netip.Addr{netip.MustParseAddr(hostIP), netip.MustParseAddr(hostIP6), netip.MustParseAddr("127.0.0.1")}
@@ -91,14 +81,14 @@ var npChanges = append(slices.Clone(modeltest.Changes),
 	modeltest.Change{Name: "serve a node port", Do: func(w *modeltest.World, c *model.ClusterState) bool {
 		k, ok := w.PickKey(c)
 		if ok {
-			c.Ports[k] = withNodePort(c.Ports[k], uint16(30000+w.Next()), true)
+			c.Ports[k] = modeltest.WithNodePort(c.Ports[k], uint16(30000+w.Next()), true)
 		}
 		return ok
 	}},
 	modeltest.Change{Name: "refuse a node port", Do: func(w *modeltest.World, c *model.ClusterState) bool {
 		k, ok := w.PickKey(c)
 		if ok {
-			c.Ports[k] = withNodePort(c.Ports[k], c.Ports[k].NodePort, false)
+			c.Ports[k] = modeltest.WithNodePort(c.Ports[k], c.Ports[k].NodePort, false)
 		}
 		return ok
 	}},

@@ -48,12 +48,10 @@ type Proxier struct {
 	// transaction since.
 	objects map[string]bool
 	// top are the rules of the fixed chains as last written.
-	top      map[string]string
-	needFull bool
-	stale    *iptables.StaleUDP[*rendered]
-	// warnedNoMasq: serve_node_ports without a masquerade mark was
-	// logged once.
-	warnedNoMasq bool
+	top       map[string]string
+	needFull  bool
+	stale     *iptables.StaleUDP[*rendered]
+	nodePorts *proxy.NodePortGate
 	// synced: a sync wrote the table, so the canary is there to probe.
 	synced atomic.Bool
 }
@@ -74,7 +72,8 @@ func New(opt Options) *Proxier {
 	}
 	stale := &iptables.StaleUDP[*rendered]{Conntrack: opt.Conntrack, Log: log,
 		View: func(r *rendered) (*model.ServicePort, bool) { return r.port, r.servesNodePort() }}
-	return &Proxier{opt: opt, log: log, fam: familyOf(opt.IPv6), needFull: true, stale: stale}
+	return &Proxier{opt: opt, log: log, fam: familyOf(opt.IPv6), needFull: true, stale: stale,
+		nodePorts: &proxy.NodePortGate{MasqueradeMark: opt.MasqueradeMark, Log: log}}
 }
 
 func (r *rendered) servesNodePort() bool {
@@ -84,22 +83,4 @@ func (r *rendered) servesNodePort() bool {
 		}
 	}
 	return false
-}
-
-// servesNodePorts says whether this Proxier serves c's node ports: the
-// cluster asks for it, and connections can be masqueraded (without the
-// mark the pods' replies would not come back; config refuses
-// serve_node_ports with masquerade = false).
-func (p *Proxier) servesNodePorts(c *model.ClusterState) bool {
-	if !c.ServeNodePorts {
-		return false
-	}
-	if p.opt.MasqueradeMark == 0 {
-		if !p.warnedNoMasq {
-			p.warnedNoMasq = true
-			p.log.Warn("serve_node_ports needs masquerading, which is off: node ports are not served", "cluster", c.Name)
-		}
-		return false
-	}
-	return true
 }

@@ -26,7 +26,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	}()
 	shapes := map[string]clusterShape{}
 	for _, c := range st.Clusters {
-		shapes[c.Name] = clusterShape{known: c.PortsKnown(), nodePorts: p.servesNodePorts(c)}
+		shapes[c.Name] = clusterShape{known: c.PortsKnown(), nodePorts: p.nodePorts.Serves(c)}
 	}
 	// A cluster that appears, goes, gets its ports known or starts or
 	// stops serving node ports has maps this process has not tracked.
