@@ -1,6 +1,10 @@
 package modeltest
 
-import "github.com/kube-outpost/kube-outpost/internal/model"
+import (
+	"net/netip"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+)
 
 // The service ranges of TwoClusters.
 var (
@@ -41,4 +45,27 @@ func WithNodePort(sp *model.ServicePort, np uint16, served bool) *model.ServiceP
 		c.ServedNodePort = np
 	}
 	return &c
+}
+
+// NodePorts: alpha serves node ports (one TCP and one UDP port with
+// endpoints, two without, one refused by the model), beta does not.
+func NodePorts(hostAddrs ...netip.Addr) *model.State {
+	alpha := Cluster("alpha", true, AlphaCIDRs,
+		WithNodePort(Svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080", "10.0.1.2:8080"), 30080, true),
+		WithNodePort(Svc("alpha", "default", "dns", "dns", model.UDP, "10.96.0.11", 53, "10.0.2.1:5353"), 30053, true),
+		WithNodePort(Svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80), 30081, true),
+		WithNodePort(Svc("alpha", "default", "empty", "dns", model.UDP, "10.96.0.14", 53), 30082, true),
+		WithNodePort(Svc("alpha", "default", "refused", "", model.TCP, "10.96.0.15", 80, "10.0.5.1:80"), 30083, false),
+		Svc("alpha", "default", "plain", "", model.TCP, "10.96.0.16", 80, "10.0.6.1:80"),
+		WithNodePort(Svc("alpha", "default", "web", "http", model.TCP, "fd00:96::10", 80, "[fd00:1::1]:8080"), 30080, true),
+		WithNodePort(Svc("alpha", "default", "empty", "http", model.TCP, "fd00:96::14", 80), 30081, true),
+		WithNodePort(Svc("alpha", "default", "empty", "dns", model.UDP, "fd00:96::14", 53), 30082, true),
+	)
+	alpha.ServeNodePorts = true
+	beta := Cluster("beta", true, BetaCIDRs,
+		WithNodePort(Svc("beta", "default", "api", "https", model.TCP, "10.97.0.10", 443, "10.1.0.1:6443"), 30090, false),
+	)
+	st := State(alpha, beta)
+	st.HostAddrs = hostAddrs
+	return st
 }

@@ -12,27 +12,9 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 )
 
-// npState: alpha serves node ports (one TCP and one UDP port with
-// endpoints, two without, one refused by the model), beta does not.
+// npState: modeltest.NodePorts at this host's addresses.
 func npState() *model.State {
-	alpha := cluster("alpha", true, alphaCIDRs,
-		modeltest.WithNodePort(svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080", "10.0.1.2:8080"), 30080, true),
-		modeltest.WithNodePort(svc("alpha", "default", "dns", "dns", model.UDP, "10.96.0.11", 53, "10.0.2.1:5353"), 30053, true),
-		modeltest.WithNodePort(svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80), 30081, true),
-		modeltest.WithNodePort(svc("alpha", "default", "empty", "dns", model.UDP, "10.96.0.14", 53), 30082, true),
-		modeltest.WithNodePort(svc("alpha", "default", "refused", "", model.TCP, "10.96.0.15", 80, "10.0.5.1:80"), 30083, false),
-		svc("alpha", "default", "plain", "", model.TCP, "10.96.0.16", 80, "10.0.6.1:80"),
-		modeltest.WithNodePort(svc("alpha", "default", "web", "http", model.TCP, "fd00:96::10", 80, "[fd00:1::1]:8080"), 30080, true),
-		modeltest.WithNodePort(svc("alpha", "default", "empty", "http", model.TCP, "fd00:96::14", 80), 30081, true),
-		modeltest.WithNodePort(svc("alpha", "default", "empty", "dns", model.UDP, "fd00:96::14", 53), 30082, true),
-	)
-	alpha.ServeNodePorts = true
-	beta := cluster("beta", true, betaCIDRs,
-		modeltest.WithNodePort(svc("beta", "default", "api", "https", model.TCP, "10.97.0.10", 443, "10.1.0.1:6443"), 30090, false),
-	)
-	st := state(alpha, beta)
-	st.HostAddrs = []netip.Addr{netip.MustParseAddr(hostIP), netip.MustParseAddr(hostIP6), netip.MustParseAddr("127.0.0.1")}
-	return st
+	return modeltest.NodePorts(netip.MustParseAddr(hostIP), netip.MustParseAddr(hostIP6), netip.MustParseAddr("127.0.0.1"))
 }
 
 // fromRemote is a packet from another machine to this host.
