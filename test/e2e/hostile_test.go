@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/proxy/nftables"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -622,6 +623,11 @@ func (h *hostileLab) longNames(t *testing.T) {
 		}
 		return refusedIn(h.l, url(h.l.HostIP, int(np)))
 	})
+	if mode == "nftables" {
+		h.longComments(t, "svc-"+strings.Repeat("s", 8))
+		h.intact(t)
+		return
+	}
 	restores, err := os.ReadFile(h.recorded)
 	if err != nil && mode != "ipvs" { // ipvs mode restores its fixed rules once, at start
 		t.Fatalf("no iptables-restore since the long names were written: %v", err)
@@ -642,6 +648,24 @@ func (h *hostileLab) longNames(t *testing.T) {
 		t.Errorf("no rule comment of the long-named service in %d bytes of iptables-restore input", len(restores))
 	}
 	h.intact(t)
+}
+
+// longComments checks nftables mode's table: every comment fits nft's 128
+// bytes (a longer one fails the whole transaction), and one names the
+// long-named service.
+func (h *hostileLab) longComments(t *testing.T, want string) {
+	t.Helper()
+	rules := familyRules(t, h.l, false)
+	seen := false
+	for _, m := range regexp.MustCompile(`comment "([^"]*)"`).FindAllStringSubmatch(rules, -1) {
+		seen = seen || strings.Contains(m[1], want)
+		if len(m[1]) > nftables.MaxComment {
+			t.Errorf("a comment of %d bytes, over nft's %d: %s", len(m[1]), nftables.MaxComment, m[1])
+		}
+	}
+	if !seen {
+		t.Errorf("no comment of the long-named service in table ip kube-outpost")
+	}
 }
 
 // controlCharacters: a lying apiserver serves names with a terminal

@@ -16,6 +16,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.applied, p.clusters, p.objects, p.top, p.needFull = nil, nil, nil, nil, true
 	p.stale.Reset()
 	p.synced.Store(false)
+	p.counterNames.Store(nil)
 	return nil
 }
 

@@ -141,6 +141,11 @@ func kernelSteps(t *testing.T, p *Proxier, st *model.State) {
 			t.Fatalf("step %d (%s): %v", i, step, err)
 		}
 	}
+	// A cluster that goes (a reload) takes its maps and the chains their
+	// elements lead to, in one transaction.
+	if err := p.Sync(t.Context(), modeltest.State(modeltest.ClusterOf(w.St, "alpha")), false); err != nil {
+		t.Fatalf("removing a cluster: %v", err)
+	}
 }
 
 // TestKernelTraffic: real connections from this namespace to ClusterIPs

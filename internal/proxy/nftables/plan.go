@@ -88,6 +88,9 @@ func (pl *plan) drop(kind, name string) {
 		pl.empty = append(pl.empty, flushOf(name))
 		pl.remove = append(pl.remove, &knftables.Chain{Name: name})
 	case "map":
+		// Emptied first: its elements refer to chains that go too,
+		// and a chain still referred to cannot be deleted.
+		pl.empty = append(pl.empty, flush{&knftables.Map{Name: name}})
 		pl.removeAt = append(pl.removeAt, &knftables.Map{Name: name})
 	case "set":
 		pl.removeAt = append(pl.removeAt, &knftables.Set{Name: name})

@@ -54,6 +54,9 @@ type Proxier struct {
 	nodePorts *proxy.NodePortGate
 	// synced: a sync wrote the table, so the canary is there to probe.
 	synced atomic.Bool
+	// counterNames are the ports' counters, name to port, as the last
+	// sync left them (counters.go).
+	counterNames atomic.Pointer[map[string]model.PortKey]
 }
 
 // clusterShape is what of a cluster decides which of its objects exist.

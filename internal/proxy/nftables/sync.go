@@ -277,6 +277,7 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	p.stale.Forget(ctx, p.applied, s.next, func(cluster string) bool { return s.kept[clusterTag(cluster)] },
 		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6))
 	p.applied = s.next
+	p.publishCounters(s.next)
 	p.clusters = shapes
 	p.needFull = false
 	p.log.Debug("nftables sync", "ipv6", p.opt.IPv6, "full", s.full, "ports", len(s.next))
