@@ -25,11 +25,12 @@ type connectionsCollector struct {
 // scrapeReadTimeout bounds the kernel read of one scrape.
 const scrapeReadTimeout = 5 * time.Second
 
+const connectionsHelp = "New connections to the service port (its ClusterIP, external IPs and node port) that this host's rules sent to an endpoint, as the kernel counts them; both IP families of a dual-stack port added up. Only with service_metrics = true, in a mode that counts (nftables)."
+
 func newConnectionsCollector(o Options) *connectionsCollector {
 	return &connectionsCollector{read: o.ServiceConnections, log: o.Log,
 		desc: prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "service_connections_total"),
-			"New connections to the service port (its ClusterIP, external IPs and node port) that this host's rules sent to an endpoint, as the kernel counts them; both IP families of a dual-stack port added up. Only with service_metrics = true, in a mode that counts (nftables).",
-			[]string{"cluster", "namespace", "service", "port"}, nil)}
+			connectionsHelp, []string{"cluster", "namespace", "service", "port"}, nil)}
 }
 
 func (c *connectionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }

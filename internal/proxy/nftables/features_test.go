@@ -332,3 +332,26 @@ func TestExplain(t *testing.T) {
 		t.Errorf("a refusal left behind: %q, %v", v.Mismatches, err)
 	}
 }
+
+// TestConnectionCounts: each programmed port's counter is read back under
+// its key; nothing before the first sync or after a cleanup.
+func TestConnectionCounts(t *testing.T) {
+	f := newFake(false)
+	p := newProxier(f, false, testMark)
+	if c, err := p.ConnectionCounts(t.Context()); err != nil || c != nil {
+		t.Fatalf("before a sync: %v, %v", c, err)
+	}
+	mustSync(t, p, testState(), true)
+	n := uint64(7)
+	f.Table.Counters[counterName(webKey)].Packets = &n
+	c, err := p.ConnectionCounts(t.Context())
+	if err != nil || c[webKey] != 7 || len(c) != 1 {
+		t.Errorf("counts = %v, %v; want %v: 7", c, err, webKey)
+	}
+	if err := p.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := p.ConnectionCounts(t.Context()); c != nil {
+		t.Errorf("after cleanup: %v", c)
+	}
+}
