@@ -31,11 +31,17 @@ unit:
 	@echo ">> unit tests"
 	@$(GO) test -race -count=1 $(PKGS)
 
-# iptables mode against this kernel (needs root). Each test runs itself
-# again in a network namespace of its own, never in the machine's.
+# iptables and nftables mode against this kernel (needs root). Each
+# iptables test runs itself again in a network namespace of its own; the
+# nftables tests run in one made here and refuse any unnamed one (the
+# machine's).
 kernel:
 	@echo ">> real-kernel tests of iptables mode (each in a new network namespace)"
 	@$(GO) test -tags kernel -count=1 -run '^TestKernel' ./internal/proxy/iptables/
+	@echo ">> real-kernel tests of nftables mode (in netns kotest-$$$$)"
+	@$(GO) test -tags kernel -c -o bin/nftables-kernel.test ./internal/proxy/nftables/
+	@ns=kotest-$$$$; ip netns add $$ns && trap "ip netns del $$ns" EXIT && \
+	  ip netns exec $$ns bin/nftables-kernel.test -test.count=1 -test.run '^TestKernel'
 
 # The model fuzzed with random Services and EndpointSlices of several
 # clusters: no panic, nothing refused programmed, the same state in any

@@ -73,6 +73,7 @@ type rawConfig struct {
 	MasqueradeMark any          `toml:"masquerade_mark"`
 	IPVSScheduler  any          `toml:"ipvs_scheduler"`
 	MetricsAddress any          `toml:"metrics_address"`
+	ServiceMetrics any          `toml:"service_metrics"`
 	HealthzAddress any          `toml:"healthz_address"`
 	LogLevel       any          `toml:"log_level"`
 	LogFormat      any          `toml:"log_format"`
@@ -106,7 +107,7 @@ type rawCluster struct {
 
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
-		"metrics_address", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients",
+		"metrics_address", "service_metrics", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients",
 		"state_dir", "stale_state_max_age", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
 		"namespaces", "exclude_namespaces", "service_selector",
@@ -222,6 +223,13 @@ func (c *checker) config(raw *rawConfig) *Config {
 		}
 	}
 	cfg.MasqueradeMark = c.mark(raw.MasqueradeMark, cfg.MasqueradeMark)
+	if raw.ServiceMetrics != nil {
+		if b, ok := raw.ServiceMetrics.(bool); ok {
+			cfg.ServiceMetrics = b
+		} else {
+			c.typeErr(c.loc.line(-1, "service_metrics"), "", "service_metrics", "true or false", raw.ServiceMetrics)
+		}
+	}
 
 	if raw.IPVSScheduler != nil {
 		line := c.loc.line(-1, "ipvs_scheduler")

@@ -256,6 +256,7 @@ func TestParseProblems(t *testing.T) {
 			`1: min_sync_period 30s is longer than sync_period 2s`,
 		}},
 		{"masquerade type", top(`masquerade = "yes"`), []string{`1: masquerade: must be true or false, not a string`}},
+		{"service_metrics type", top(`service_metrics = 1`), []string{`1: service_metrics: must be true or false, not an integer`}},
 		{"addresses", top(
 			`metrics_address = "localhost:10249"`,
 			`healthz_address = "127.0.0.1"`,

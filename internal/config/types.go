@@ -51,6 +51,10 @@ type Config struct {
 	// MetricsAddress serves Prometheus metrics at /metrics; the zero value
 	// turns it off.
 	MetricsAddress netip.AddrPort
+	// ServiceMetrics exports each service port's new connections, where
+	// the mode counts them (nftables): off by default, a series per
+	// service port is a lot of series.
+	ServiceMetrics bool
 	// HealthzAddress serves /healthz, /livez and /readyz; the zero value
 	// turns it off. When it equals MetricsAddress, one listener serves all.
 	HealthzAddress netip.AddrPort

@@ -91,6 +91,12 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 		Version: Version, Mode: d.modeName(), Log: log,
 		Clusters: d.clusterStatuses,
 		Refusals: func() []model.RefusalCount { return d.store.RefusalCounts() },
+		ServiceConnections: func() metrics.ConnectionCounts {
+			if cfg.ServiceMetrics {
+				return d.connectionCounts
+			}
+			return nil
+		}(),
 	})
 	var installer *routes.Installer
 	if len(backends) == 0 {
@@ -236,6 +242,9 @@ func globalDiff(a, b *config.Config) string {
 	}
 	if a.MetricsAddress != b.MetricsAddress || a.HealthzAddress != b.HealthzAddress {
 		diff = append(diff, "metrics and healthz addresses")
+	}
+	if a.ServiceMetrics != b.ServiceMetrics {
+		diff = append(diff, "service_metrics")
 	}
 	if a.LogFormat != b.LogFormat {
 		diff = append(diff, "log_format")

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
 
@@ -55,4 +57,23 @@ func (d *Daemon) probeOnce(ctx context.Context) {
 		d.log.Warn("rules of ours were removed behind our back (a firewall reload?); a full sync puts them back",
 			"missing", strings.Join(missing, "; "))
 	}
+}
+
+// connectionCounts adds up what every backend that counts connections
+// (proxy.ConnectionCounter) holds, for service_metrics.
+func (d *Daemon) connectionCounts(ctx context.Context) (map[model.PortKey]uint64, error) {
+	out := map[model.PortKey]uint64{}
+	var errs []error
+	for _, b := range d.backendList() {
+		c, ok := b.(proxy.ConnectionCounter)
+		if !ok {
+			continue
+		}
+		counts, err := c.ConnectionCounts(ctx)
+		errs = append(errs, err)
+		for k, n := range counts {
+			out[k] += n
+		}
+	}
+	return out, errors.Join(errs...)
 }

@@ -57,7 +57,10 @@ type Options struct {
 	// removed by a reload loses its series at once.
 	Clusters func() []ClusterStatus
 	Refusals func() []model.RefusalCount
-	Log      *slog.Logger
+	// ServiceConnections, when set (service_metrics), is read at every
+	// scrape for kube_outpost_service_connections_total.
+	ServiceConnections ConnectionCounts
+	Log                *slog.Logger
 }
 
 // Metrics holds the daemon's metrics in a registry of their own: nothing a
@@ -180,6 +183,9 @@ func New(o Options) *Metrics {
 		m.programming, m.restoreFailures, m.syncErrors, m.repairs, m.services, m.endpoints, m.servicePorts,
 		newStateCollector(o),
 	)
+	if o.ServiceConnections != nil {
+		m.reg.MustRegister(newConnectionsCollector(o))
+	}
 	return m
 }
 

@@ -38,6 +38,15 @@ type Warner interface {
 	Warnings() []string
 }
 
+// ConnectionCounter is a Backend that counts each service port's new
+// connections in the kernel (nftables mode's named counters), for
+// service_metrics. It runs beside Sync.
+type ConnectionCounter interface {
+	// ConnectionCounts are the counts of the ports the last sync
+	// programmed.
+	ConnectionCounts(ctx context.Context) (map[model.PortKey]uint64, error)
+}
+
 // Prober is a Backend that can tell cheaply, every few seconds, whether
 // its objects were removed behind its back (a firewall reload flushing a
 // table), so that they are repaired by a full sync at once rather than at

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-outpost/kube-outpost/internal/proxy/nftables"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -202,8 +203,8 @@ func startHostileLab(t *testing.T) *hostileLab {
 	h.d = h.startQuietDaemon(t)
 	t.Cleanup(func() {
 		if t.Failed() {
-			lines := strings.Split(v4Rules(t, l), "\n")
-			t.Logf("iptables-save of %s, first %d of %d lines:\n%s", l.HostNS, min(300, len(lines)), len(lines), strings.Join(lines[:min(300, len(lines))], "\n"))
+			lines := strings.Split(familyRules(t, l, false), "\n")
+			t.Logf("the rules of %s, first %d of %d lines:\n%s", l.HostNS, min(300, len(lines)), len(lines), strings.Join(lines[:min(300, len(lines))], "\n"))
 		}
 	})
 	ns := namespace(t, h.honest, "web")
@@ -622,6 +623,11 @@ func (h *hostileLab) longNames(t *testing.T) {
 		}
 		return refusedIn(h.l, url(h.l.HostIP, int(np)))
 	})
+	if mode == "nftables" {
+		h.longComments(t, "svc-"+strings.Repeat("s", 8))
+		h.intact(t)
+		return
+	}
 	restores, err := os.ReadFile(h.recorded)
 	if err != nil && mode != "ipvs" { // ipvs mode restores its fixed rules once, at start
 		t.Fatalf("no iptables-restore since the long names were written: %v", err)
@@ -642,6 +648,24 @@ func (h *hostileLab) longNames(t *testing.T) {
 		t.Errorf("no rule comment of the long-named service in %d bytes of iptables-restore input", len(restores))
 	}
 	h.intact(t)
+}
+
+// longComments checks nftables mode's table: every comment fits nft's 128
+// bytes (a longer one fails the whole transaction), and one names the
+// long-named service.
+func (h *hostileLab) longComments(t *testing.T, want string) {
+	t.Helper()
+	rules := familyRules(t, h.l, false)
+	seen := false
+	for _, m := range regexp.MustCompile(`comment "([^"]*)"`).FindAllStringSubmatch(rules, -1) {
+		seen = seen || strings.Contains(m[1], want)
+		if len(m[1]) > nftables.MaxComment {
+			t.Errorf("a comment of %d bytes, over nft's %d: %s", len(m[1]), nftables.MaxComment, m[1])
+		}
+	}
+	if !seen {
+		t.Errorf("no comment of the long-named service in table ip kube-outpost")
+	}
 }
 
 // controlCharacters: a lying apiserver serves names with a terminal
@@ -1095,6 +1119,9 @@ func trySlice(c kubernetes.Interface, ns, svc string, ports []port, eps []ep) er
 func kernelStateIn(t *testing.T, l *lab.Lab) string {
 	t.Helper()
 	state := v4Rules(t, l)
+	if mode == "nftables" {
+		return state + familyRules(t, l, false)
+	}
 	if mode != "ipvs" {
 		return state
 	}
@@ -1111,16 +1138,18 @@ func kernelStateIn(t *testing.T, l *lab.Lab) string {
 }
 
 // dnatTo says whether the kernel sends connections to ap: a DNAT rule in
-// iptables mode, a real server in ipvs mode.
+// iptables or nftables mode, a real server in ipvs mode.
 func dnatTo(state string, ap netip.AddrPort) bool {
-	return strings.Contains(state, "--to-destination "+ap.String()) || strings.Contains(state, "  -> "+ap.String()+" ")
+	return strings.Contains(state, "--to-destination "+ap.String()) || strings.Contains(state, "  -> "+ap.String()+" ") ||
+		strings.Contains(state, "dnat to "+ap.String())
 }
 
 // dnatFrom says whether the kernel captures connections to ap: a rule
-// matching it in iptables mode, a virtual server in ipvs mode.
+// matching it in iptables mode, a map element in nftables mode, a virtual
+// server in ipvs mode.
 func dnatFrom(state string, ap netip.AddrPort) bool {
 	return strings.Contains(state, fmt.Sprintf("-d %s/32 -p tcp -m tcp --dport %d", ap.Addr(), ap.Port())) ||
-		strings.Contains(state, "TCP "+ap.String()+" ")
+		strings.Contains(state, "TCP "+ap.String()+" ") || strings.Contains(state, fmt.Sprintf("%s . tcp . %d ", ap.Addr(), ap.Port()))
 }
 
 // serveBody answers every connection with an HTTP response whose body is

@@ -99,7 +99,7 @@ func TestIPv6(t *testing.T) {
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("ip6tables-save of %s:\n%s", l.HostNS, ip6tablesSave(t, l))
+			t.Logf("the IPv6 rules of %s:\n%s", l.HostNS, familyRules(t, l, true))
 		}
 	})
 	admin := gamma.Admin
@@ -126,14 +126,14 @@ func TestIPv6(t *testing.T) {
 		if src, err := netip.ParseAddrPort(hdr.Get("X-Remote-Addr")); err != nil || src.Addr() != l.HostIPv6 {
 			t.Errorf("via %v the pod saw the client as %q (%v), want %v", v6, hdr.Get("X-Remote-Addr"), err, l.HostIPv6)
 		}
-		rules := ip6tablesSave(t, l)
-		for _, want := range []string{":OUTPOST-SERVICES", ":OUTPOST-FILTER", "-d " + v6.String() + "/128", "[" + g1.IPv6.String() + "]:8080", "gamma/dual/web:http(v6)", "gamma/dual/web:dns/UDP(v6)"} {
-			if !strings.Contains(rules, want) {
-				t.Errorf("ip6tables-save lacks %q:\n%s", want, rules)
+		rules := familyRules(t, l, true)
+		for _, want := range []string{programmedAt(v6, 80, "tcp"), dnatText("[" + g1.IPv6.String() + "]:8080"), "gamma/dual/web:http(v6)", "gamma/dual/web:dns/UDP(v6)"} {
+			if !strings.Contains(rules, want) || !hasOurs(rules) {
+				t.Errorf("the IPv6 rules lack %q:\n%s", want, rules)
 			}
 		}
-		if s := v4Rules(t, l); strings.Contains(s, v6.String()) || !strings.Contains(s, "-d "+v4.String()+"/32") {
-			t.Errorf("iptables-save should carry %v and not %v:\n%s", v4, v6, s)
+		if s := familyRules(t, l, false); strings.Contains(s, v6.String()) || !strings.Contains(s, programmedAt(v4, 80, "tcp")) {
+			t.Errorf("the IPv4 rules should carry %v and not %v:\n%s", v4, v6, s)
 		}
 	})
 
@@ -146,17 +146,17 @@ func TestIPv6(t *testing.T) {
 				return udpRefusedIn(l, netip.AddrPortFrom(vip, 53).String())
 			})
 		}
-		rules := ip6tablesSave(t, l)
-		for _, want := range []string{"gamma/empty/web:http(v6) has no endpoints", "gamma/empty/web:dns/UDP(v6) has no endpoints", "--reject-with tcp-reset", "--reject-with icmp6-port-unreachable"} {
+		rules := familyRules(t, l, true)
+		for _, want := range append([]string{"gamma/empty/web:http(v6) has no endpoints", "gamma/empty/web:dns/UDP(v6) has no endpoints"}, refusals()...) {
 			if !strings.Contains(rules, want) {
-				t.Errorf("ip6tables-save lacks %q:\n%s", want, rules)
+				t.Errorf("the IPv6 rules lack %q:\n%s", want, rules)
 			}
 		}
 	})
 
 	t.Run("cleanup removes the chains of both families", func(t *testing.T) {
-		if !strings.Contains(ip6tablesSave(t, l), "OUTPOST-") || !strings.Contains(v4Rules(t, l), "OUTPOST-") {
-			t.Fatal("no OUTPOST chains in ip6tables-save or iptables-save while the daemon runs")
+		if !hasOurs(familyRules(t, l, true)) || !hasOurs(familyRules(t, l, false)) {
+			t.Fatal("no rules of ours in one of the families while the daemon runs")
 		}
 		d.stop()
 		out, err := l.HostRun(context.Background(), binary, "cleanup")
@@ -164,11 +164,10 @@ func TestIPv6(t *testing.T) {
 			t.Fatalf("kube-outpost cleanup: %v", err)
 		}
 		t.Logf("cleanup said: %s", strings.TrimSpace(out))
-		if s := ip6tablesSave(t, l); strings.Contains(s, "OUTPOST") {
-			t.Errorf("ip6tables-save after cleanup still has OUTPOST:\n%s", s)
-		}
-		if s := v4Rules(t, l); strings.Contains(s, "OUTPOST") {
-			t.Errorf("iptables-save after cleanup still has OUTPOST:\n%s", s)
+		for _, v6 := range []bool{true, false} {
+			if s := familyRules(t, l, v6); hasOurs(s) || strings.Contains(s, "OUTPOST") {
+				t.Errorf("after cleanup the rules of ipv6=%v still hold ours:\n%s", v6, s)
+			}
 		}
 		for _, u := range served {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -290,12 +289,8 @@ func udpRefusedIn(l *lab.Lab, addr string) error {
 	return fmt.Errorf("want an immediate refusal, got %v", err)
 }
 
-// ip6tablesSave returns the nat and filter tables of l's host namespace.
-func ip6tablesSave(t *testing.T, l *lab.Lab) string {
-	t.Helper()
-	return saveIn(t, l, "ip6tables-save")
-}
-
+// v4Rules is the nat and filter tables of iptables-save in l's host
+// namespace.
 func v4Rules(t *testing.T, l *lab.Lab) string {
 	t.Helper()
 	return saveIn(t, l, "iptables-save")

@@ -15,6 +15,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/modes" // the modes needs reads
+	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
 // The scenarios are written once and run in every proxy mode: here, on this
@@ -76,6 +77,9 @@ func kernelState(t *testing.T) string {
 	s, err := saveRules(context.Background())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if mode == "nftables" {
+		return s + nftTables(theLab)
 	}
 	if mode != "ipvs" {
 		return s
@@ -160,10 +164,82 @@ func mentions(state string, addr netip.Addr) bool {
 	}
 }
 
+// nftTables is nftables mode's tables in l's host namespace, as `nft list
+// table` prints them; "" when there are none.
+func nftTables(l *lab.Lab) string {
+	var b strings.Builder
+	for _, fam := range []string{"ip", "ip6"} {
+		if out, err := l.HostRun(context.Background(), "nft", "list", "table", fam, "kube-outpost"); err == nil {
+			b.WriteString(out)
+		}
+	}
+	return b.String()
+}
+
+// familyRules is what the mode under test programmed in one IP family of
+// l's host namespace: the nat and filter tables of iptables-save or
+// ip6tables-save, or nftables mode's table of that family.
+func familyRules(t *testing.T, l *lab.Lab, v6 bool) string {
+	t.Helper()
+	if mode == "nftables" {
+		fam := map[bool]string{false: "ip", true: "ip6"}[v6]
+		out, err := l.HostRun(context.Background(), "nft", "list", "table", fam, "kube-outpost")
+		if err != nil {
+			return ""
+		}
+		return out
+	}
+	return saveIn(t, l, map[bool]string{false: "iptables-save", true: "ip6tables-save"}[v6])
+}
+
+// programmedAt, dnatText, hasOurs and refusals are what familyRules
+// shows in the mode under test: a port at an address, a DNAT to an
+// endpoint, any object of ours at all, the refusal of TCP and UDP.
+func programmedAt(vip netip.Addr, port int, proto string) string {
+	if mode == "nftables" {
+		return fmt.Sprintf("%s . %s . %d", vip, proto, port)
+	}
+	return fmt.Sprintf("-d %s/%d -p %s -m %s --dport %d", vip, vip.BitLen(), proto, proto, port)
+}
+
+func dnatText(ep string) string {
+	if mode == "nftables" {
+		return "dnat to " + ep
+	}
+	return "--to-destination " + ep
+}
+
+func hasOurs(rules string) bool {
+	if mode == "nftables" {
+		return strings.Contains(rules, "table ip kube-outpost") || strings.Contains(rules, "table ip6 kube-outpost")
+	}
+	return strings.Contains(rules, "OUTPOST-")
+}
+
+func refusals() []string {
+	if mode == "nftables" {
+		return []string{"reject with tcp reset", "chain reject-check"}
+	}
+	return []string{"--reject-with tcp-reset", "--reject-with icmp6-port-unreachable"}
+}
+
 // ownState is kernelState without anything that is not kube-outpost's: what
 // must be empty after cleanup.
 func ownState(t *testing.T) string {
 	t.Helper()
+	if mode == "nftables" {
+		s, err := saveRules(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var own []string
+		for _, l := range strings.Split(s, "\n") {
+			if strings.Contains(l, "OUTPOST") {
+				own = append(own, l)
+			}
+		}
+		return strings.Join(own, "\n") + nftTables(theLab)
+	}
 	var own []string
 	for _, l := range strings.Split(kernelState(t), "\n") {
 		if strings.Contains(l, "OUTPOST") || strings.Contains(l, "outpost0") ||
@@ -194,6 +270,10 @@ func refusedHere(t *testing.T, name string, vip netip.Addr) {
 		}
 		if !strings.Contains(state, "-A INPUT") || !strings.Contains(state, "OUTPOST-IPVS-FILTER") || !mentions(vips, vip) || mentions(ports, vip) {
 			t.Fatalf("%s (%s): want the INPUT hook, the VIP in OUTPOST-IPVS-VIPS and no port of it in OUTPOST-IPVS-PORTS:\n%s", name, vip, state)
+		}
+	case "nftables":
+		if !strings.Contains(state, "type filter hook forward") || !strings.Contains(state, "jump reject-check") || !strings.Contains(state, name+":") {
+			t.Fatalf("no forward hook into reject-check or reject element for %s:\n%s", name, state)
 		}
 	default:
 		if !strings.Contains(state, "-A FORWARD") || !strings.Contains(state, name) {
@@ -230,6 +310,20 @@ func programmedByMode(t *testing.T, vip netip.Addr, port int, endpoints ...strin
 		}
 		if strings.Contains(state, "OUTPOST-SERVICES") {
 			t.Fatalf("ipvs mode, but iptables mode's chains are there:\n%s", state)
+		}
+	case "nftables":
+		// The element of the cluster's verdict map, the endpoint
+		// chains' DNAT, and not a rule of iptables mode's.
+		if !strings.Contains(state, programmedAt(vip, port, "tcp")+" comment ") || !strings.Contains(state, "numgen random mod") {
+			t.Fatalf("no verdict map element for %s:%d in table ip kube-outpost:\n%s", vip, port, state)
+		}
+		for _, ep := range endpoints {
+			if !strings.Contains(state, dnatText(ep)) {
+				t.Fatalf("no DNAT to %s:\n%s", ep, state)
+			}
+		}
+		if strings.Contains(state, "OUTPOST-") {
+			t.Fatalf("nftables mode, but iptables mode's chains are there:\n%s", state)
 		}
 	default:
 		if !strings.Contains(state, fmt.Sprintf("-d %s/32 -p tcp -m tcp --dport %d", vip, port)) || !strings.Contains(state, ":OUTPOST-SERVICES") {

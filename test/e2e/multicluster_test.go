@@ -120,7 +120,7 @@ func TestMultiCluster(t *testing.T) {
 	d := startDaemonIn(t, l, cfgPath)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("iptables-save of %s:\n%s", l.HostNS, v4Rules(t, l))
+			t.Logf("the IPv4 rules of %s:\n%s", l.HostNS, familyRules(t, l, false))
 		}
 	})
 	admin := func(c string) *lab.Cluster { return l.Cluster(c) }
@@ -176,7 +176,7 @@ func TestMultiCluster(t *testing.T) {
 		eventually(t, 30*time.Second, "c's external IP refused in status", func() error {
 			return refusalIn(statusJSON(t, sock), "c", ns, "capture", "allow_external_ips is not set")
 		})
-		if rules := v4Rules(t, l); strings.Contains(rules, "192.0.2.9") {
+		if rules := familyRules(t, l, false); strings.Contains(rules, "192.0.2.9") {
 			t.Errorf("an external IP without allow_external_ips is in the rules:\n%s", rules)
 		}
 
@@ -188,7 +188,7 @@ func TestMultiCluster(t *testing.T) {
 		eventually(t, 30*time.Second, "the external IP outside the allowlist refused in status", func() error {
 			return refusalIn(statusJSON(t, sock), "a", ns, "lb", "198.51.100.7")
 		})
-		if rules := v4Rules(t, l); strings.Contains(rules, "198.51.100.7") {
+		if rules := familyRules(t, l, false); strings.Contains(rules, "198.51.100.7") {
 			t.Errorf("an external IP outside allow_external_ips is in the rules:\n%s", rules)
 		}
 		// Without endpoints, an external IP refuses as fast as a VIP.

@@ -55,8 +55,8 @@ func TestRepairAfterFlush(t *testing.T) {
 		skip func() string // why it cannot run here; "" when it can
 		do   func()
 	}{
-		{"iptables -t nat -F", nil, func() { run("iptables", "-t", "nat", "-F") }},
-		{"every table flushed and its chains deleted", nil, func() {
+		{"iptables -t nat -F", iptablesOnly, func() { run("iptables", "-t", "nat", "-F") }},
+		{"every table flushed and its chains deleted", iptablesOnly, func() {
 			for _, table := range []string{"nat", "filter"} {
 				run("iptables", "-t", table, "-F")
 				run("iptables", "-t", table, "-X")
@@ -112,4 +112,13 @@ func TestRepairAfterFlush(t *testing.T) {
 			}
 		})
 	}
+}
+
+// iptablesOnly skips a flush of iptables' tables where the mode writes
+// none: nothing of ours goes, so there is nothing to repair.
+func iptablesOnly() string {
+	if mode == "nftables" {
+		return "this mode has no iptables rules for the flush to take"
+	}
+	return ""
 }

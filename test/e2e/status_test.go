@@ -18,6 +18,7 @@ import (
 
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/nftables"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
@@ -156,6 +157,11 @@ func TestStatusAndExplain(t *testing.T) {
 		case "ipvs":
 			// The ClusterIP leaves outpost0: IPVS no longer gets its packets.
 			if _, err := theLab.HostRun(ctx, "ip", "addr", "del", vip.String()+"/32", "dev", "outpost0"); err != nil {
+				t.Fatal(err)
+			}
+		case "nftables":
+			// The service chain loses its rules: no endpoint is picked.
+			if _, err := theLab.HostRun(ctx, "nft", "flush", "chain", "ip", nftables.TableName, kernelDetail[nftables.PortView](t, p).Chain); err != nil {
 				t.Fatal(err)
 			}
 		default:

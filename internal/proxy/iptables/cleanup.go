@@ -55,7 +55,7 @@ func (p *Proxier) cleanup(ctx context.Context, ours func(chain string) bool) err
 			return err
 		}
 	}
-	p.held = nil
+	p.stale.Reset()
 	p.applied, p.clusters, p.chains, p.needFull = nil, nil, nil, true
 	p.canaries.Store(false)
 	return nil

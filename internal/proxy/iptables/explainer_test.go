@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
 
@@ -36,7 +37,7 @@ func explainPort(t *testing.T, ex proxy.Explainer, w proxy.Want) proxy.PortView 
 
 // want is the Want of the port of st at key.
 func want(ex proxy.Explainer, st *model.State, key model.PortKey) proxy.Want {
-	sp := clusterOf(st, key.Cluster).Ports[key]
+	sp := modeltest.ClusterOf(st, key.Cluster).Ports[key]
 	return proxy.PortWant(ex, sp, sp.ClusterIP)
 }
 
@@ -119,7 +120,7 @@ func TestExplainMismatches(t *testing.T) {
 	wantMismatch(t, explainPort(t, ex, want(ex, four, webKey)),
 		"endpoint 10.0.1.4:8080 is wanted, but no rule DNATs to it", "endpoint 10.0.1.1:8080 gets 33.3% of new connections, not 25.0%")
 	// Or one goes, and affinity is turned on.
-	sp := withAffinity(withEndpoints(clusterOf(st, "alpha").Ports[webKey], "10.0.1.1:8080", "10.0.1.2:8080"), 10*time.Minute)
+	sp := withAffinity(withEndpoints(modeltest.ClusterOf(st, "alpha").Ports[webKey], "10.0.1.1:8080", "10.0.1.2:8080"), 10*time.Minute)
 	wantMismatch(t, explainPort(t, ex, proxy.PortWant(ex, sp, sp.ClusterIP)),
 		"the kernel DNATs 33.3% of new connections to 10.0.1.3:8080, which the model does not want",
 		"ClientIP affinity: the kernel keeps clients not at all, the model wants 600s")
@@ -159,7 +160,7 @@ func TestExplainMismatches(t *testing.T) {
 		}
 	}
 	wantMismatch(t, explainPort(t, ex, want(ex, st, empty)), "no reject rule for 10.96.0.14:80/TCP")
-	gone := withEndpoints(clusterOf(st, "alpha").Ports[webKey])
+	gone := withEndpoints(modeltest.ClusterOf(st, "alpha").Ports[webKey])
 	wantMismatch(t, explainPort(t, ex, proxy.PortWant(ex, gone, gone.ClusterIP)),
 		"a dispatch rule still sends 10.96.0.10:80/TCP to OUTPOST-S-STRAY, although it has no endpoints")
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 )
 
 // TestLastKnownClusterProgrammed: after a reboot the kernel holds nothing,
@@ -14,7 +15,7 @@ import (
 func TestLastKnownClusterProgrammed(t *testing.T) {
 	f := NewFake() // a rebooted host: no rule of ours
 	st := testState()
-	beta := clusterOf(st, "beta")
+	beta := modeltest.ClusterOf(st, "beta")
 	beta.Synced, beta.LastKnown = false, time.Date(2026, 11, 28, 3, 0, 0, 0, time.UTC)
 	p := newProxier(f, false, testMark)
 	mustSync(t, p, st, false)
@@ -25,8 +26,8 @@ func TestLastKnownClusterProgrammed(t *testing.T) {
 	checkSameAsFull(t, f, st, false, testMark)
 
 	// The live state: api is gone, api2 is new.
-	st = cloneState(st)
-	beta = clusterOf(st, "beta")
+	st = modeltest.CloneState(st)
+	beta = modeltest.ClusterOf(st, "beta")
 	beta.Synced, beta.LastKnown = true, time.Time{}
 	beta.Ports = map[model.PortKey]*model.ServicePort{}
 	api2 := svc("beta", "default", "api2", "", model.TCP, "10.97.0.11", 80, "10.1.0.3:80")

@@ -9,39 +9,12 @@ import (
 	"testing"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 )
 
-// withNodePort returns a copy of sp with nodePort np, served when served.
-func withNodePort(sp *model.ServicePort, np uint16, served bool) *model.ServicePort {
-	c := *sp
-	c.NodePort, c.ServedNodePort = np, 0
-	if served {
-		c.ServedNodePort = np
-	}
-	return &c
-}
-
-// npState: alpha serves node ports (one TCP and one UDP port with
-// endpoints, two without, one refused by the model), beta does not.
+// npState: modeltest.NodePorts at this host's addresses.
 func npState() *model.State {
-	alpha := cluster("alpha", true, alphaCIDRs,
-		withNodePort(svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080", "10.0.1.2:8080"), 30080, true),
-		withNodePort(svc("alpha", "default", "dns", "dns", model.UDP, "10.96.0.11", 53, "10.0.2.1:5353"), 30053, true),
-		withNodePort(svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80), 30081, true),
-		withNodePort(svc("alpha", "default", "empty", "dns", model.UDP, "10.96.0.14", 53), 30082, true),
-		withNodePort(svc("alpha", "default", "refused", "", model.TCP, "10.96.0.15", 80, "10.0.5.1:80"), 30083, false),
-		svc("alpha", "default", "plain", "", model.TCP, "10.96.0.16", 80, "10.0.6.1:80"),
-		withNodePort(svc("alpha", "default", "web", "http", model.TCP, "fd00:96::10", 80, "[fd00:1::1]:8080"), 30080, true),
-		withNodePort(svc("alpha", "default", "empty", "http", model.TCP, "fd00:96::14", 80), 30081, true),
-		withNodePort(svc("alpha", "default", "empty", "dns", model.UDP, "fd00:96::14", 53), 30082, true),
-	)
-	alpha.ServeNodePorts = true
-	beta := cluster("beta", true, betaCIDRs,
-		withNodePort(svc("beta", "default", "api", "https", model.TCP, "10.97.0.10", 443, "10.1.0.1:6443"), 30090, false),
-	)
-	st := state(alpha, beta)
-	st.HostAddrs = []netip.Addr{netip.MustParseAddr(hostIP), netip.MustParseAddr(hostIP6), netip.MustParseAddr("127.0.0.1")}
-	return st
+	return modeltest.NodePorts(netip.MustParseAddr(hostIP), netip.MustParseAddr(hostIP6), netip.MustParseAddr("127.0.0.1"))
 }
 
 // fromRemote is a packet from another machine to this host.
@@ -116,7 +89,7 @@ func TestNodePortsNeedMasquerade(t *testing.T) {
 
 // npChange changes one served node port of alpha.
 func npChange(st *model.State, k model.PortKey, f func(*model.ServicePort) *model.ServicePort) *model.State {
-	st = cloneState(st)
+	st = modeltest.CloneState(st)
 	st.Clusters[0].Ports[k] = f(st.Clusters[0].Ports[k])
 	return st
 }
@@ -163,17 +136,17 @@ func TestNodePortIncremental(t *testing.T) {
 	}), func(string) {
 		checkFlow(t, f, fromRemote("tcp", hostIP, 30080), shares(true, "10.0.1.1:8080"))
 	})
-	step("another node port", npChange(st, web, func(sp *model.ServicePort) *model.ServicePort { return withNodePort(sp, 30085, true) }), func(string) {
+	step("another node port", npChange(st, web, func(sp *model.ServicePort) *model.ServicePort { return modeltest.WithNodePort(sp, 30085, true) }), func(string) {
 		checkFlow(t, f, fromRemote("tcp", hostIP, 30080), untouched)
 		checkFlow(t, f, fromRemote("tcp", hostIP, 30085), shares(true, "10.0.1.1:8080"))
 	})
-	step("node port refused by the model", npChange(st, web, func(sp *model.ServicePort) *model.ServicePort { return withNodePort(sp, 30085, false) }), func(script string) {
+	step("node port refused by the model", npChange(st, web, func(sp *model.ServicePort) *model.ServicePort { return modeltest.WithNodePort(sp, 30085, false) }), func(script string) {
 		checkFlow(t, f, fromRemote("tcp", hostIP, 30085), untouched)
 		checkFlow(t, f, tcp("10.96.0.10", 80), shares(true, "10.0.1.1:8080"))
 	})
 	empty := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "empty", Port: "http", Protocol: model.TCP}
 	step("service without endpoints deleted", func() *model.State {
-		s := cloneState(st)
+		s := modeltest.CloneState(st)
 		delete(s.Clusters[0].Ports, empty)
 		return s
 	}(), func(script string) {
@@ -184,10 +157,10 @@ func TestNodePortIncremental(t *testing.T) {
 	})
 
 	// serve_node_ports off: a full sync, and no node port rules remain.
-	st = cloneState(st)
+	st = modeltest.CloneState(st)
 	st.Clusters[0].ServeNodePorts = false
 	for k, sp := range st.Clusters[0].Ports {
-		st.Clusters[0].Ports[k] = withNodePort(sp, sp.NodePort, false)
+		st.Clusters[0].Ports[k] = modeltest.WithNodePort(sp, sp.NodePort, false)
 	}
 	mustSync(t, p, st, false)
 	if d := f.Dump(); strings.Contains(d, nodePrefix) || strings.Contains(d, nodeRejPrefix) || strings.Contains(d, "addrtype") {
@@ -202,7 +175,7 @@ func TestNodePortIncremental(t *testing.T) {
 func TestNodePortUnsyncedClusterKept(t *testing.T) {
 	f := NewFake()
 	mustSync(t, newProxier(f, false, testMark), npState(), true)
-	st := cloneState(npState())
+	st := modeltest.CloneState(npState())
 	st.Clusters[0].Synced = false
 	st.Clusters[0].Ports = map[model.PortKey]*model.ServicePort{}
 	p := newProxier(f, false, testMark) // a restarted daemon
@@ -218,51 +191,44 @@ func TestNodePortUnsyncedClusterKept(t *testing.T) {
 // each applied by a partial sync, leave what a full sync writes, and
 // packets to every served node port go where the state says.
 func TestNodePortIncrementalEqualsFull(t *testing.T) {
-	npChanges := append(slices.Clone(changes),
-		struct {
-			name string
-			do   func(w *world, c *model.ClusterState) bool
-		}{"serve a node port", func(w *world, c *model.ClusterState) bool {
-			k, ok := w.pickKey(c)
+	npChanges := append(slices.Clone(modeltest.Changes),
+		modeltest.Change{Name: "serve a node port", Do: func(w *modeltest.World, c *model.ClusterState) bool {
+			k, ok := w.PickKey(c)
 			if ok {
-				w.next++
-				c.Ports[k] = withNodePort(c.Ports[k], uint16(30000+w.next), true)
+				c.Ports[k] = modeltest.WithNodePort(c.Ports[k], uint16(30000+w.Next()), true)
 			}
 			return ok
 		}},
-		struct {
-			name string
-			do   func(w *world, c *model.ClusterState) bool
-		}{"refuse a node port", func(w *world, c *model.ClusterState) bool {
-			k, ok := w.pickKey(c)
+		modeltest.Change{Name: "refuse a node port", Do: func(w *modeltest.World, c *model.ClusterState) bool {
+			k, ok := w.PickKey(c)
 			if ok {
-				c.Ports[k] = withNodePort(c.Ports[k], c.Ports[k].NodePort, false)
+				c.Ports[k] = modeltest.WithNodePort(c.Ports[k], c.Ports[k].NodePort, false)
 			}
 			return ok
 		}},
 	)
 	for _, v6 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ipv6=%v", v6), func(t *testing.T) {
-			w := &world{rng: rand.New(rand.NewPCG(3, 4)), st: npState()}
-			clusterOf(w.st, "beta").ServeNodePorts = true
+			w := &modeltest.World{Rng: rand.New(rand.NewPCG(3, 4)), St: npState()}
+			modeltest.ClusterOf(w.St, "beta").ServeNodePorts = true
 			f := NewFake()
 			p := newProxier(f, v6, testMark)
-			mustSync(t, p, w.st, true)
+			mustSync(t, p, w.St, true)
 			for i := range 150 {
-				ch := npChanges[w.rng.IntN(len(npChanges))]
+				ch := npChanges[w.Rng.IntN(len(npChanges))]
 				if i < 2*len(npChanges) {
 					ch = npChanges[i/2] // every kind of change on both clusters first
 				}
-				cname := []string{"alpha", "beta"}[w.rng.IntN(2)]
-				w.st = cloneState(w.st)
-				ch.do(w, clusterOf(w.st, cname))
-				if err := p.Sync(t.Context(), w.st, false); err != nil {
-					t.Fatalf("step %d (%s: %s): %v", i, cname, ch.name, err)
+				cname := []string{"alpha", "beta"}[w.Rng.IntN(2)]
+				w.St = modeltest.CloneState(w.St)
+				ch.Do(w, modeltest.ClusterOf(w.St, cname))
+				if err := p.Sync(t.Context(), w.St, false); err != nil {
+					t.Fatalf("step %d (%s: %s): %v", i, cname, ch.Name, err)
 				}
-				checkSameAsFull(t, f, w.st, v6, testMark)
-				checkNodePortFlows(t, f, w.st, v6)
+				checkSameAsFull(t, f, w.St, v6, testMark)
+				checkNodePortFlows(t, f, w.St, v6)
 				if t.Failed() {
-					t.Fatalf("step %d (%s: %s) failed", i, cname, ch.name)
+					t.Fatalf("step %d (%s: %s) failed", i, cname, ch.Name)
 				}
 			}
 		})

@@ -57,13 +57,8 @@ type Proxier struct {
 	needFull bool
 	// sctp is nil until probed: whether this kernel matches SCTP ports.
 	sctp *bool
-	// hostAddrs are this family's addresses that node ports are served
-	// at, as the last successful sync had them: to forget UDP flows.
-	hostAddrs []netip.Addr
-	// held are the UDP ports of the clusters whose ports are not known, as last
-	// programmed: their rules stay, and their stale flows are found once
-	// the cluster syncs again (clearStaleUDP).
-	held map[model.PortKey]*programmed
+	// stale forgets the UDP flows of endpoints that went.
+	stale *StaleUDP[*programmed]
 	// warnedNoMasq: serve_node_ports without a masquerade mark was
 	// logged once.
 	warnedNoMasq bool
@@ -157,7 +152,9 @@ func New(opt Options) *Proxier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Proxier{opt: opt, log: log, needFull: true}
+	stale := &StaleUDP[*programmed]{Conntrack: opt.Conntrack, Log: log,
+		View: func(pr *programmed) (*model.ServicePort, bool) { return pr.port, pr.nodeDispatch != "" }}
+	return &Proxier{opt: opt, log: log, needFull: true, stale: stale}
 }
 
 func (p *Proxier) family(ipv6 bool) bool { return ipv6 == p.opt.IPv6 }

@@ -36,60 +36,11 @@ var (
 	state         = modeltest.State
 )
 
-// cloneState copies the clusters and their port maps, not the (immutable)
-// ServicePorts.
-func cloneState(s *model.State) *model.State {
-	out := &model.State{}
-	for _, c := range s.Clusters {
-		cc := *c
-		cc.ServiceCIDRs = slices.Clone(c.ServiceCIDRs)
-		cc.Ports = make(map[model.PortKey]*model.ServicePort, len(c.Ports))
-		for k, v := range c.Ports {
-			cc.Ports[k] = v
-		}
-		out.Clusters = append(out.Clusters, &cc)
-	}
-	return out
-}
-
-func clusterOf(s *model.State, name string) *model.ClusterState {
-	for _, c := range s.Clusters {
-		if c.Name == name {
-			return c
-		}
-	}
-	panic("no cluster " + name)
-}
-
 var (
-	alphaCIDRs = []string{"10.96.0.0/16", "fd00:96::/112"}
-	betaCIDRs  = []string{"10.97.0.0/16", "fd00:97::/112"}
+	alphaCIDRs = modeltest.AlphaCIDRs
+	betaCIDRs  = modeltest.BetaCIDRs
+	testState  = modeltest.TwoClusters
 )
-
-// testState is the state most tests start from: two clusters, services of
-// every protocol, a multi-port one, ones without endpoints, and IPv6 ports
-// that an IPv4 Proxier must ignore (and the reverse).
-func testState() *model.State {
-	return state(
-		cluster("alpha", true, alphaCIDRs,
-			svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080", "10.0.1.2:8080", "10.0.1.3:8080"),
-			svc("alpha", "kube-system", "dns", "dns", model.UDP, "10.96.0.11", 53, "10.0.2.1:5353", "10.0.2.2:5353"),
-			svc("alpha", "default", "sig", "", model.SCTP, "10.96.0.12", 9999, "10.0.3.1:9999"),
-			svc("alpha", "default", "multi", "http", model.TCP, "10.96.0.13", 80, "10.0.4.1:8080"),
-			svc("alpha", "default", "multi", "https", model.TCP, "10.96.0.13", 443, "10.0.4.1:8443", "10.0.4.2:8443"),
-			svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80),
-			svc("alpha", "default", "empty", "dns", model.UDP, "10.96.0.14", 53),
-			svc("alpha", "default", "web", "http", model.TCP, "fd00:96::10", 80, "[fd00:1::1]:8080", "[fd00:1::2]:8080", "[fd00:1::3]:8080"),
-			svc("alpha", "kube-system", "dns", "dns", model.UDP, "fd00:96::11", 53, "[fd00:2::1]:5353", "[fd00:2::2]:5353"),
-			svc("alpha", "default", "empty", "http", model.TCP, "fd00:96::14", 80),
-			svc("alpha", "default", "empty", "dns", model.UDP, "fd00:96::14", 53),
-		),
-		cluster("beta", true, betaCIDRs,
-			svc("beta", "default", "api", "https", model.TCP, "10.97.0.10", 443, "10.1.0.1:6443", "10.1.0.2:6443"),
-			svc("beta", "default", "api", "https", model.TCP, "fd00:97::10", 443, "[fd00:3::1]:6443"),
-		),
-	)
-}
 
 // testRouted are the routed_clients of most tests: they hold remoteIP and
 // remote6, so that routed packets are served as local ones are.
@@ -437,8 +388,8 @@ func TestIncrementalEndpointChange(t *testing.T) {
 	st := testState()
 	mustSync(t, p, st, true)
 
-	st = cloneState(st)
-	alpha := clusterOf(st, "alpha")
+	st = modeltest.CloneState(st)
+	alpha := modeltest.ClusterOf(st, "alpha")
 	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
 	alpha.Ports[web] = withEndpoints(alpha.Ports[web], "10.0.1.1:8080", "10.0.1.4:8080")
 	mustSync(t, p, st, false)
@@ -465,148 +416,6 @@ func TestIncrementalEndpointChange(t *testing.T) {
 	checkSameAsFull(t, f, st, false, testMark)
 }
 
-// world generates random-ish changes to a State, always making new
-// ServicePorts rather than changing published ones.
-type world struct {
-	rng  *rand.Rand
-	st   *model.State
-	next int
-}
-
-func (w *world) keys(c *model.ClusterState) []model.PortKey {
-	var ks []model.PortKey
-	for k := range c.Ports {
-		ks = append(ks, k)
-	}
-	sort.Slice(ks, func(i, j int) bool { return ks[i].String() < ks[j].String() })
-	return ks
-}
-
-func (w *world) pickKey(c *model.ClusterState) (model.PortKey, bool) {
-	ks := w.keys(c)
-	if len(ks) == 0 {
-		return model.PortKey{}, false
-	}
-	return ks[w.rng.IntN(len(ks))], true
-}
-
-// serviceIP returns a fresh ClusterIP in the cluster's CIDR of the family.
-func (w *world) serviceIP(c *model.ClusterState, v6 bool) string {
-	w.next++
-	for _, p := range c.ServiceCIDRs {
-		if p.Addr().Is6() == v6 {
-			a := p.Addr().AsSlice()
-			a[len(a)-2], a[len(a)-1] = byte(w.next>>8), byte(w.next)
-			ip, _ := netip.AddrFromSlice(a)
-			return ip.String()
-		}
-	}
-	panic("no CIDR")
-}
-
-func (w *world) endpoints(n int, v6 bool, port uint16) []string {
-	seen := map[string]bool{}
-	var out []string
-	for len(out) < n {
-		ip := fmt.Sprintf("10.244.%d.%d", w.rng.IntN(4), 1+w.rng.IntN(250))
-		if v6 {
-			ip = fmt.Sprintf("fd00:244::%x", 1+w.rng.IntN(1000))
-		}
-		ep := netip.AddrPortFrom(netip.MustParseAddr(ip), port).String()
-		if !seen[ep] {
-			seen[ep] = true
-			out = append(out, ep)
-		}
-	}
-	return out
-}
-
-var protocols = []model.Protocol{model.TCP, model.UDP, model.SCTP}
-
-func (w *world) addService(c *model.ClusterState, v6 bool, ports int) string {
-	w.next++
-	name := fmt.Sprintf("svc%d", w.next)
-	ip := w.serviceIP(c, v6)
-	for i := range ports {
-		pr := protocols[w.rng.IntN(len(protocols))]
-		port := uint16(1000 + w.rng.IntN(100)*10 + i)
-		sp := svc(c.Name, "ns", name, fmt.Sprintf("p%d", i), pr, ip, port, w.endpoints(w.rng.IntN(4), v6, 8000+port)...)
-		c.Ports[sp.Key] = sp
-	}
-	return name
-}
-
-// changes are the kinds of change the equivalence test makes; each applies
-// to a random service of the cluster.
-var changes = []struct {
-	name string
-	do   func(w *world, c *model.ClusterState) bool
-}{
-	{"add service", func(w *world, c *model.ClusterState) bool { w.addService(c, false, 1+w.rng.IntN(2)); return true }},
-	{"add IPv6 service", func(w *world, c *model.ClusterState) bool { w.addService(c, true, 1); return true }},
-	{"remove service port", func(w *world, c *model.ClusterState) bool {
-		k, ok := w.pickKey(c)
-		if ok {
-			delete(c.Ports, k)
-		}
-		return ok
-	}},
-	{"endpoints to 0", func(w *world, c *model.ClusterState) bool {
-		k, ok := w.pickKey(c)
-		if ok {
-			c.Ports[k] = withEndpoints(c.Ports[k])
-		}
-		return ok
-	}},
-	{"endpoints to n", func(w *world, c *model.ClusterState) bool {
-		k, ok := w.pickKey(c)
-		if ok {
-			sp := c.Ports[k]
-			c.Ports[k] = withEndpoints(sp, w.endpoints(1+w.rng.IntN(4), k.IPv6, 8080)...)
-		}
-		return ok
-	}},
-	{"change port", func(w *world, c *model.ClusterState) bool {
-		k, ok := w.pickKey(c)
-		if ok {
-			sp := *c.Ports[k]
-			sp.Port = uint16(2000 + w.rng.IntN(1000))
-			c.Ports[k] = &sp
-		}
-		return ok
-	}},
-	{"change ClusterIP", func(w *world, c *model.ClusterState) bool {
-		k, ok := w.pickKey(c)
-		if !ok {
-			return false
-		}
-		ip := netip.MustParseAddr(w.serviceIP(c, k.IPv6))
-		for k2, sp := range c.Ports {
-			if k2.Namespace == k.Namespace && k2.Name == k.Name && k2.IPv6 == k.IPv6 {
-				c2 := *sp
-				c2.ClusterIP = ip
-				c.Ports[k2] = &c2
-			}
-		}
-		return true
-	}},
-	{"affinity on", func(w *world, c *model.ClusterState) bool {
-		k, ok := w.pickKey(c)
-		if ok {
-			c.Ports[k] = withAffinity(c.Ports[k], time.Duration(1+w.rng.IntN(3))*time.Hour)
-		}
-		return ok
-	}},
-	{"affinity off", func(w *world, c *model.ClusterState) bool {
-		k, ok := w.pickKey(c)
-		if ok {
-			c.Ports[k] = withAffinity(c.Ports[k], 0)
-		}
-		return ok
-	}},
-	{"no change", func(w *world, c *model.ClusterState) bool { return true }},
-}
-
 // TestIncrementalEqualsFull is the key property of partial syncs: after any
 // sequence of changes, each applied by an incremental sync, the kernel holds
 // what a fresh Proxier's full sync of the final state writes, and packets
@@ -614,34 +423,17 @@ var changes = []struct {
 func TestIncrementalEqualsFull(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ipv6=%v", v6), func(t *testing.T) {
-			w := &world{rng: rand.New(rand.NewPCG(1, 2)), st: testState()}
+			w := &modeltest.World{Rng: rand.New(rand.NewPCG(1, 2)), St: testState()}
 			f := NewFake()
 			p := newProxier(f, v6, testMark)
-			mustSync(t, p, w.st, true)
+			mustSync(t, p, w.St, true)
 
 			// Every kind of change on both clusters, then random ones.
-			var steps []string
-			for _, ch := range changes {
-				for _, c := range []string{"alpha", "beta"} {
-					steps = append(steps, c+": "+ch.name)
-				}
-			}
-			for range 60 {
-				ch := changes[w.rng.IntN(len(changes))]
-				c := []string{"alpha", "beta"}[w.rng.IntN(2)]
-				steps = append(steps, c+": "+ch.name)
-			}
+			steps := w.Steps(60, "alpha", "beta")
 			for i, step := range steps {
-				cname, what, _ := strings.Cut(step, ": ")
-				w.st = cloneState(w.st)
-				c := clusterOf(w.st, cname)
-				for _, ch := range changes {
-					if ch.name == what {
-						ch.do(w, c)
-					}
-				}
+				what := w.Apply(step, modeltest.Changes)
 				before := f.Restores
-				if err := p.Sync(t.Context(), w.st, false); err != nil {
+				if err := p.Sync(t.Context(), w.St, false); err != nil {
 					t.Fatalf("step %d (%s): Sync: %v", i, step, err)
 				}
 				if what == "no change" {
@@ -652,8 +444,8 @@ func TestIncrementalEqualsFull(t *testing.T) {
 				if f.Restores != before && strings.Contains(string(f.LastScript), ":"+clusterPrefix) {
 					t.Errorf("step %d (%s): the sync was full, want incremental:\n%s", i, step, f.LastScript)
 				}
-				checkSameAsFull(t, f, w.st, v6, testMark)
-				checkAllFlows(t, f, w.st, v6, true)
+				checkSameAsFull(t, f, w.St, v6, testMark)
+				checkAllFlows(t, f, w.St, v6, true)
 				if t.Failed() {
 					t.Fatalf("step %d (%s) failed; steps so far: %q", i, step, steps[:i+1])
 				}
@@ -668,8 +460,8 @@ func TestDeleteService(t *testing.T) {
 	st := testState()
 	mustSync(t, p, st, true)
 
-	st = cloneState(st)
-	alpha := clusterOf(st, "alpha")
+	st = modeltest.CloneState(st)
+	alpha := modeltest.ClusterOf(st, "alpha")
 	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
 	empty := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "empty", Port: "http", Protocol: model.TCP}
 	delete(alpha.Ports, web)
@@ -729,7 +521,7 @@ func TestRemoveCluster(t *testing.T) {
 		t.Fatal("beta has no chains to begin with")
 	}
 
-	st := state(clusterOf(testState(), "alpha"))
+	st := state(modeltest.ClusterOf(testState(), "alpha"))
 	mustSync(t, p, st, false)
 	if got := chainsOf(f, "beta"); len(got) != 0 {
 		t.Errorf("chains of removed cluster beta are still there: %v", got)
@@ -763,7 +555,7 @@ func TestUnsyncedClusterKeepsRules(t *testing.T) {
 
 	// The restarted process: beta not synced yet, alpha changed meanwhile.
 	st := testState()
-	alpha, beta := clusterOf(st, "alpha"), clusterOf(st, "beta")
+	alpha, beta := modeltest.ClusterOf(st, "alpha"), modeltest.ClusterOf(st, "beta")
 	beta.Synced, beta.Ports = false, nil
 	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
 	delete(alpha.Ports, web)
@@ -795,8 +587,8 @@ func TestUnsyncedClusterKeepsRules(t *testing.T) {
 	})
 
 	// Incremental syncs of alpha leave beta alone too.
-	st = cloneState(st)
-	alpha = clusterOf(st, "alpha")
+	st = modeltest.CloneState(st)
+	alpha = modeltest.ClusterOf(st, "alpha")
 	alpha.Ports[added.Key] = withEndpoints(added, "10.0.9.2:80")
 	mustSync(t, p, st, false)
 	checkUnchanged("after an incremental sync")
@@ -806,8 +598,8 @@ func TestUnsyncedClusterKeepsRules(t *testing.T) {
 
 	// Beta comes back with a change: its rules are rewritten, and what it
 	// no longer has goes.
-	st = cloneState(st)
-	beta = clusterOf(st, "beta")
+	st = modeltest.CloneState(st)
+	beta = modeltest.ClusterOf(st, "beta")
 	beta.Synced = true
 	beta.Ports = map[model.PortKey]*model.ServicePort{}
 	api2 := svc("beta", "default", "api2", "", model.UDP, "10.97.0.11", 53, "10.1.0.3:53")
@@ -829,12 +621,12 @@ func TestUnsyncedClusterRemovedIncrementally(t *testing.T) {
 	mustSync(t, newProxier(f, false, testMark), testState(), true)
 
 	st := testState()
-	beta := clusterOf(st, "beta")
+	beta := modeltest.ClusterOf(st, "beta")
 	beta.Synced, beta.Ports = false, nil
 	p := newProxier(f, false, testMark)
 	mustSync(t, p, st, false)
 
-	st = state(clusterOf(testState(), "alpha"))
+	st = state(modeltest.ClusterOf(testState(), "alpha"))
 	mustSync(t, p, st, false)
 	if got := chainsOf(f, "beta"); len(got) != 0 {
 		t.Errorf("chains of removed cluster beta are still there: %v", got)
@@ -862,8 +654,8 @@ func TestFailedRestore(t *testing.T) {
 	mustSync(t, p, st, true)
 	before := f.Dump()
 
-	st = cloneState(st)
-	alpha := clusterOf(st, "alpha")
+	st = modeltest.CloneState(st)
+	alpha := modeltest.ClusterOf(st, "alpha")
 	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
 	alpha.Ports[web] = withEndpoints(alpha.Ports[web], "10.0.1.9:8080")
 	injected := errors.New("injected failure")
@@ -908,8 +700,8 @@ func TestRulesChangedBehindOurBack(t *testing.T) {
 	}
 	before := f.Dump()
 
-	st = cloneState(st)
-	alpha := clusterOf(st, "alpha")
+	st = modeltest.CloneState(st)
+	alpha := modeltest.ClusterOf(st, "alpha")
 	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
 	moved := *alpha.Ports[web]
 	moved.ClusterIP = netip.MustParseAddr("10.96.0.100")
@@ -1083,8 +875,8 @@ func TestCleanupThenSync(t *testing.T) {
 	if err := p.Cleanup(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	st = cloneState(st)
-	alpha := clusterOf(st, "alpha")
+	st = modeltest.CloneState(st)
+	alpha := modeltest.ClusterOf(st, "alpha")
 	web := model.PortKey{Cluster: "alpha", Namespace: "default", Name: "web", Port: "http", Protocol: model.TCP}
 	alpha.Ports[web] = withEndpoints(alpha.Ports[web], "10.0.1.9:8080")
 	if err := p.Sync(t.Context(), st, false); err != nil {

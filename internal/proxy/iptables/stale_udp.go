@@ -2,23 +2,41 @@ package iptables
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"slices"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// clearStaleUDP forgets the UDP flows to endpoints that the rules this
-// sync committed no longer send them to, all in one batch. Failures are
-// logged, not returned: the rules are right, and the flows time out on
-// their own.
+// StaleUDP forgets the UDP flows to endpoints that the rules a sync
+// committed no longer send them to, all in one batch per sync. It is
+// shared by the modes whose DNAT leaves conntrack entries behind (this
+// one and nftables mode); T is what a mode keeps of a programmed port,
+// and View says which port it is and whether its node port is served.
+// Failures are logged, not returned: the rules are right, and the flows
+// time out on their own.
 //
 // Only what this process programmed is compared, so a restarted daemon's
 // first sync forgets nothing. A cluster that is not synced keeps its rules
-// (and so its flows): its ports wait in p.held until it syncs again, and
+// (and so its flows): its ports wait in held until it syncs again, and
 // are compared then.
-func (p *Proxier) clearStaleUDP(ctx context.Context, s *syncPass, hostAddrs []netip.Addr) {
-	if p.opt.Conntrack == nil {
+type StaleUDP[T comparable] struct {
+	Conntrack Conntrack
+	Log       *slog.Logger
+	View      func(T) (port *model.ServicePort, nodePort bool)
+	// hostAddrs are this family's addresses that node ports were served
+	// at in the last sync.
+	hostAddrs []netip.Addr
+	held      map[model.PortKey]T
+}
+
+// Forget compares what the last successful sync programmed (applied)
+// with what this one did (next); kept says which clusters' objects stay
+// as they are. hostAddrs are where node ports are served now.
+func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKey]T, kept func(cluster string) bool, hostAddrs []netip.Addr) {
+	defer func() { s.hostAddrs = hostAddrs }()
+	if s.Conntrack == nil {
 		return
 	}
 	hosts := make(map[netip.Addr]bool, len(hostAddrs))
@@ -27,54 +45,64 @@ func (p *Proxier) clearStaleUDP(ctx context.Context, s *syncPass, hostAddrs []ne
 	}
 	// Node port flows came in at any address of this host the port was
 	// served at, then or now.
-	nodeAddrs := slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(p.hostAddrs), hostAddrs...)), netip.Addr.Compare))
-	held := map[model.PortKey]*programmed{}
+	nodeAddrs := slices.Compact(slices.SortedFunc(slices.Values(append(slices.Clone(s.hostAddrs), hostAddrs...)), netip.Addr.Compare))
+	held := map[model.PortKey]T{}
 	var flows []Flow
 	ports := 0
-	for _, before := range []map[model.PortKey]*programmed{p.applied, p.held} {
+	for _, before := range []map[model.PortKey]T{applied, s.held} {
 		for key, old := range before {
-			if key.Protocol != model.UDP || len(old.port.Endpoints) == 0 {
+			oldPort, _ := s.View(old)
+			if key.Protocol != model.UDP || len(oldPort.Endpoints) == 0 {
 				continue
 			}
-			if s.keepTags[clusterTag(key.Cluster)] {
+			if kept(key.Cluster) {
 				held[key] = old
 				continue
 			}
 			n := len(flows)
-			flows = staleFlows(flows, old, s.next[key], hosts, nodeAddrs)
+			cur, ok := next[key]
+			if ok && cur == old {
+				continue
+			}
+			flows = s.staleFlows(flows, old, cur, ok, hosts, nodeAddrs)
 			if len(flows) > n {
 				ports++
 			}
 		}
 	}
-	p.held = held
+	s.held = held
 	if len(flows) == 0 {
 		return
 	}
-	if err := p.opt.Conntrack.ClearUDP(ctx, flows); err != nil {
-		p.log.Warn("could not forget UDP flows to removed endpoints; they time out on their own",
+	if err := s.Conntrack.ClearUDP(ctx, flows); err != nil {
+		s.Log.Warn("could not forget UDP flows to removed endpoints; they time out on their own",
 			"flows", len(flows), "ports", ports, "err", err)
 	}
 }
 
-// staleFlows appends the flows old sent that cur no longer sends the same
-// way.
-func staleFlows(flows []Flow, old, cur *programmed, hosts map[netip.Addr]bool, nodeAddrs []netip.Addr) []Flow {
-	if cur == old {
-		return flows
-	}
+// Reset forgets what was programmed: after a cleanup, nothing is.
+func (s *StaleUDP[T]) Reset() { s.held, s.hostAddrs = nil, nil }
+
+// staleFlows appends the flows old sent that cur (none when !ok) no
+// longer sends the same way.
+func (s *StaleUDP[T]) staleFlows(flows []Flow, old, cur T, ok bool, hosts map[netip.Addr]bool, nodeAddrs []netip.Addr) []Flow {
+	oldPort, oldNode := s.View(old)
 	var vips []netip.AddrPort
-	for _, a := range old.port.Addrs() {
-		vips = append(vips, netip.AddrPortFrom(a, old.port.Port))
+	for _, a := range oldPort.Addrs() {
+		vips = append(vips, netip.AddrPortFrom(a, oldPort.Port))
 	}
-	if old.nodeDispatch != "" {
+	if oldNode {
 		for _, a := range nodeAddrs {
-			vips = append(vips, netip.AddrPortFrom(a, old.port.ServedNodePort))
+			vips = append(vips, netip.AddrPortFrom(a, oldPort.ServedNodePort))
 		}
 	}
-	kept := keptFlowsOf(cur, hosts)
+	var kept keptFlows
+	if ok {
+		curPort, curNode := s.View(cur)
+		kept = keptFlowsOf(curPort, curNode, hosts)
+	}
 	for _, vip := range vips {
-		for _, ep := range old.port.Endpoints {
+		for _, ep := range oldPort.Endpoints {
 			if !kept.keeps(vip, ep.Addr) {
 				flows = append(flows, Flow{VIP: vip, Endpoint: ep.Addr})
 			}
@@ -95,20 +123,18 @@ type keptFlows struct {
 	eps      map[netip.AddrPort]bool
 }
 
-// keptFlowsOf is cur's flows; cur nil keeps none.
-func keptFlowsOf(cur *programmed, hosts map[netip.Addr]bool) keptFlows {
-	if cur == nil {
-		return keptFlows{}
-	}
-	k := keptFlows{port: cur.port.Port, addrs: map[netip.Addr]bool{}, hosts: hosts,
-		eps: make(map[netip.AddrPort]bool, len(cur.port.Endpoints))}
-	for _, a := range cur.port.Addrs() {
+// keptFlowsOf is the flows of cur, whose node port is served when
+// nodePort is set.
+func keptFlowsOf(cur *model.ServicePort, nodePort bool, hosts map[netip.Addr]bool) keptFlows {
+	k := keptFlows{port: cur.Port, addrs: map[netip.Addr]bool{}, hosts: hosts,
+		eps: make(map[netip.AddrPort]bool, len(cur.Endpoints))}
+	for _, a := range cur.Addrs() {
 		k.addrs[a] = true
 	}
-	if cur.nodeDispatch != "" {
-		k.nodePort = cur.port.ServedNodePort
+	if nodePort {
+		k.nodePort = cur.ServedNodePort
 	}
-	for _, e := range cur.port.Endpoints {
+	for _, e := range cur.Endpoints {
 		k.eps[e.Addr] = true
 	}
 	return k

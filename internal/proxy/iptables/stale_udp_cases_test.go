@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 )
 
 // udpPorts are UDP service ports of alpha, each with its own VIP, and one
@@ -90,7 +91,7 @@ func TestStaleUDPNothingOnRestart(t *testing.T) {
 	wantBatches(t, ct, "periodic full sync")
 
 	changed := allUDPPorts()
-	clusterOf(changed, "alpha").Ports[shrinking.Key] = withEndpoints(shrinking, "10.0.1.2:5353")
+	modeltest.ClusterOf(changed, "alpha").Ports[shrinking.Key] = withEndpoints(shrinking, "10.0.1.2:5353")
 	mustSync(t, p, changed, true)
 	wantBatches(t, ct, "full sync with one change", []string{"10.96.0.1:53 -> 10.0.1.1:5353"})
 }
@@ -131,7 +132,7 @@ func TestStaleUDPNodePort(t *testing.T) {
 	ct := &recordingConntrack{}
 	p := ctProxier(ct, NewFake(), false)
 	np := func(eps ...string) *model.State {
-		st := udpPortsState(true, withNodePort(withEndpoints(shrinking, eps...), 30053, true))
+		st := udpPortsState(true, modeltest.WithNodePort(withEndpoints(shrinking, eps...), 30053, true))
 		st.Clusters[0].ServeNodePorts = true
 		st.HostAddrs = []netip.Addr{netip.MustParseAddr(hostIP), netip.MustParseAddr(hostIP6)}
 		return st

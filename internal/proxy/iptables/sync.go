@@ -401,9 +401,8 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	s.tx.applyTo(p.chains)
 	p.top = s.top.texts()
 	p.canaries.Store(true)
-	hostAddrs := model.NodePortAddrs(st.HostAddrs, p.opt.IPv6)
-	p.clearStaleUDP(ctx, s, hostAddrs)
-	p.hostAddrs = hostAddrs
+	p.stale.Forget(ctx, p.applied, s.next, func(cluster string) bool { return s.keepTags[clusterTag(cluster)] },
+		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6))
 	p.applied = s.next
 	p.clusters = shapes
 	p.needFull = false

@@ -1,0 +1,203 @@
+//go:build kernel
+
+// nftables mode against the real kernel and nft. The tests program
+// nftables, addresses and routes, so they run only in a network namespace
+// other than the machine's (make kernel makes one and runs them there):
+//
+//	ip netns add t && ip netns exec t go test -tags kernel -run TestKernel ./internal/proxy/nftables/
+package nftables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+)
+
+// elsewhere skips the test unless it runs as root in a named network
+// namespace (ip netns), never the machine's own, which has no name.
+func elsewhere(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	out, err := exec.Command("ip", "netns", "identify", strconv.Itoa(os.Getpid())).Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Skip("runs only in a network namespace of its own (make kernel makes one): it programs nftables")
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v: %s", name, args, err, out)
+	}
+	return string(out)
+}
+
+func kernelProxier(t *testing.T, v6 bool) (*Proxier, knftables.Interface) {
+	t.Helper()
+	nft, err := knftables.New(familyOf(v6).nft, TableName)
+	if err != nil {
+		t.Skip(err)
+	}
+	p := New(Options{NFT: nft, IPv6: v6, MasqueradeMark: testMark, Conntrack: iptables.NewConntrack(), RoutedClients: testRouted})
+	t.Cleanup(func() {
+		if err := p.Cleanup(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return p, nft
+}
+
+func TestKernelUsable(t *testing.T) {
+	elsewhere(t)
+	if err := Usable(t.Context()); err != nil {
+		t.Fatalf("Usable: %v", err)
+	}
+	if out := run(t, "nft", "list", "tables"); strings.Contains(out, "probe") {
+		t.Errorf("the probe left its table:\n%s", out)
+	}
+}
+
+// TestKernelSyncs: the kernel takes a full sync, random partial ones, and
+// what it holds then reads back through explain as the model wants it;
+// cleanup leaves `nft list ruleset` byte for byte as it was, with a
+// firewalld-like and Docker-like tables beside ours.
+func TestKernelSyncs(t *testing.T) {
+	elsewhere(t)
+	for _, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ipv6=%v", v6), func(t *testing.T) {
+			run(t, "nft", "add table inet firewalld")
+			run(t, "nft", "add chain inet firewalld filter_FORWARD { type filter hook forward priority filter + 10; policy accept; }")
+			run(t, "nft", "add rule inet firewalld filter_FORWARD ct state established,related accept")
+			if _, err := exec.LookPath("iptables-nft"); err == nil {
+				run(t, "iptables-nft", "-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN")
+				run(t, "iptables-nft", "-t", "filter", "-P", "FORWARD", "DROP")
+			}
+			before := run(t, "nft", "list", "ruleset")
+
+			p, nft := kernelProxier(t, v6)
+			st := testState()
+			kernelSteps(t, p, st)
+			st = testState()
+			mustSync(t, p, st, true)
+			ex := &explainer{readers: func() map[bool]reader { return map[bool]reader{v6: kernelReader{Interface: nft, fam: familyOf(v6)}} }}
+			for _, c := range st.Clusters {
+				for _, sp := range c.Ports {
+					if sp.Key.IPv6 != v6 {
+						continue
+					}
+					v, err := ex.ExplainPort(t.Context(), proxy.PortWant(ex, sp, sp.VIP()))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(v.Mismatches) > 0 || v.Empty {
+						t.Errorf("%v: explain finds %q (empty %v) in:\n%s", sp.Key, v.Mismatches, v.Empty, strings.Join(v.Lines, "\n"))
+					}
+				}
+			}
+			if m, err := p.Missing(t.Context()); err != nil || m != nil {
+				t.Errorf("Missing = %q, %v", m, err)
+			}
+			if err := p.Cleanup(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if after := run(t, "nft", "list", "ruleset"); after != before {
+				t.Errorf("cleanup changed the ruleset:\n%s\nwant:\n%s", after, before)
+			}
+			run(t, "nft", "flush", "ruleset")
+		})
+	}
+}
+
+// kernelSteps runs random changes through partial syncs against the
+// kernel: each transaction must be one the kernel takes (the fake does not
+// check that nothing deleted is still referred to).
+func kernelSteps(t *testing.T, p *Proxier, st *model.State) {
+	t.Helper()
+	mustSync(t, p, st, true)
+	w := &modeltest.World{Rng: rand.New(rand.NewPCG(5, 6)), St: st}
+	for i, step := range w.Steps(40, "alpha", "beta") {
+		w.Apply(step, modeltest.Changes)
+		if err := p.Sync(t.Context(), w.St, false); err != nil {
+			t.Fatalf("step %d (%s): %v", i, step, err)
+		}
+	}
+	// A cluster that goes (a reload) takes its maps and the chains their
+	// elements lead to, in one transaction.
+	if err := p.Sync(t.Context(), modeltest.State(modeltest.ClusterOf(w.St, "alpha")), false); err != nil {
+		t.Fatalf("removing a cluster: %v", err)
+	}
+}
+
+// TestKernelTraffic: real connections from this namespace to ClusterIPs
+// reach the endpoint the rules pick, a port without endpoints is refused
+// at once, and each new connection counts in the port's counter.
+func TestKernelTraffic(t *testing.T) {
+	elsewhere(t)
+	run(t, "ip", "link", "set", "lo", "up")
+	run(t, "ip", "addr", "replace", "10.0.1.1/32", "dev", "lo")
+	run(t, "ip", "route", "replace", "10.96.0.0/16", "dev", "lo")
+	l, err := net.Listen("tcp", "10.0.1.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "a1")
+			c.Close()
+		}
+	}()
+	p, nft := kernelProxier(t, false)
+	web := svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080")
+	empty := svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80)
+	mustSync(t, p, state(cluster("alpha", true, alphaCIDRs, web, empty)), true)
+	for range 3 {
+		c, err := net.DialTimeout("tcp", "10.96.0.10:80", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if string(b) != "a1" {
+			t.Fatalf("answered %q", b)
+		}
+	}
+	start := time.Now()
+	_, err = net.DialTimeout("tcp", "10.96.0.14:80", 2*time.Second)
+	if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+		t.Errorf("a port without endpoints: %v after %v, want refused at once", err, time.Since(start))
+	}
+	cs, err := nft.ListCounters(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Name == counterName(web.Key) && (c.Packets == nil || *c.Packets != 3) {
+			t.Errorf("counter %s: %v packets, want 3 new connections", c.Name, c.Packets)
+		}
+	}
+}

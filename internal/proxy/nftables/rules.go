@@ -1,0 +1,173 @@
+package nftables
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+)
+
+// Table layout, the same in the ip and the ip6 table (docs/datapaths.md
+// has it with the hook priorities and why):
+//
+//	nat-output (nat, output)          -> services
+//	nat-prerouting (nat, prerouting)  -> routed: routed_clients sources -> services; everyone -> node-ports
+//	services: per cluster range and allowed external IP range:
+//	          daddr . l4proto . dport vmap @ips-<cluster> -> svc-<port>
+//	          then -> node-ports
+//	node-ports: per cluster serving them, to a local non-loopback address:
+//	          l4proto . dport vmap @nps-<cluster> -> svc-<port>
+//	svc-<port>: mark for masquerade, count (named counter cnt-<port>),
+//	          ClientIP affinity (saddr @aff-<endpoint> -> ep-<endpoint>),
+//	          numgen random mod N vmap { i : goto ep-<endpoint i> }
+//	ep-<endpoint>: remember the client (affinity), DNAT
+//	nat-postrouting (nat, postrouting) -> masquerading: what we marked
+//	filter-output, filter-input (node ports only), filter-forward
+//	          (routed_clients only) -> reject-check:
+//	          daddr . l4proto . dport @rej-<cluster> -> reject
+//	          new connections to a local address: l4proto . dport @nrej-<cluster> -> reject
+//
+// These are the features of iptables mode (see its rules.go) in the same
+// model terms: a cluster's VIPs are in its ranges (Ranges(), with the
+// local_service_cidr mapping), its external IPs only in its
+// allow_external_ips ranges; node ports are answered at this host's own
+// non-loopback addresses for everyone, and masqueraded; routed packets
+// reach the services only from routed_clients, and packets from
+// elsewhere go where routing sends them. The first packet's cost does
+// not grow with the number of services: one map lookup per cluster range.
+//
+// Per cluster maps and sets, rather than one for all, let a cluster that
+// has not synced keep its elements while a full sync rewrites the others,
+// and make a range decide which cluster a packet is looked up in, as the
+// iptables chains do.
+
+// nodePortRule is the match of node port traffic: this host's own
+// addresses, never loopback (no route_localnet, CVE-2020-8558).
+func (f family) localNotLoopback() string {
+	return fmt.Sprintf("fib daddr type local %s daddr != %s", f.ip, f.loopback)
+}
+
+// rendered is what one service port puts in the table.
+type rendered struct {
+	port *model.ServicePort
+	// chains are the port's service and endpoint chains with their
+	// rules, none without endpoints.
+	chains map[string][]string
+	// affinity are its affinity sets, with their timeouts in seconds.
+	affinity map[string]int64
+	// elems are its elements in the cluster's maps and sets.
+	elems []elem
+}
+
+// elem is one element of a map or set of ours.
+type elem struct {
+	set   string // the map or set
+	isMap bool
+	key   []string
+	value string // the verdict, for a map
+	text  string // the comment
+}
+
+// id identifies the element in its map or set.
+func (e elem) id() string { return e.set + "\x00" + strings.Join(e.key, " . ") }
+
+func (e elem) object() *knftables.Element {
+	el := &knftables.Element{Key: e.key, Comment: comment(e.text)}
+	if e.isMap {
+		el.Map, el.Value = e.set, []string{e.value}
+	} else {
+		el.Set = e.set
+	}
+	return el
+}
+
+func proto(p model.Protocol) string { return strings.ToLower(string(p)) }
+
+// renderPort is everything of one port; serveNP says whether its cluster
+// serves node ports here.
+func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *rendered {
+	r := &rendered{port: p, chains: map[string][]string{}, affinity: map[string]int64{}}
+	k := p.Key
+	pr, port := proto(k.Protocol), strconv.Itoa(int(p.Port))
+	name := k.String()
+	if len(p.Endpoints) == 0 {
+		r.elems = append(r.elems, elem{set: rejectSet(k.Cluster), key: []string{p.VIP().String(), pr, port}, text: name + " has no endpoints"})
+		for _, ip := range p.ExternalIPs {
+			r.elems = append(r.elems, elem{set: rejectSet(k.Cluster), key: []string{ip.String(), pr, port}, text: name + " external IP has no endpoints"})
+		}
+		if serveNP && p.ServedNodePort != 0 {
+			r.elems = append(r.elems, elem{set: nodeRejectSet(k.Cluster), key: []string{pr, strconv.Itoa(int(p.ServedNodePort))},
+				text: name + " node port has no endpoints"})
+		}
+		return r
+	}
+	svc := serviceChain(k)
+	goSvc := "goto " + svc
+	r.elems = append(r.elems, elem{set: dispatchMap(k.Cluster), isMap: true, key: []string{p.VIP().String(), pr, port}, value: goSvc, text: name})
+	for _, ip := range p.ExternalIPs {
+		r.elems = append(r.elems, elem{set: dispatchMap(k.Cluster), isMap: true, key: []string{ip.String(), pr, port}, value: goSvc, text: name + " external IP"})
+	}
+	if serveNP && p.ServedNodePort != 0 {
+		r.elems = append(r.elems, elem{set: nodePortMap(k.Cluster), isMap: true, key: []string{pr, strconv.Itoa(int(p.ServedNodePort))},
+			value: goSvc, text: name + " node port"})
+	}
+	var rules []string
+	if masqMark != 0 {
+		rules = append(rules, fmt.Sprintf("meta mark set meta mark | %#x", masqMark))
+	}
+	// The nat chains see only the first packet of a connection: this
+	// counts new connections.
+	rules = append(rules, fmt.Sprintf("counter name %q", counterName(k)))
+	secs := int64(p.Affinity.Seconds())
+	var picks []string
+	for i, ep := range p.Endpoints {
+		epChain := endpointChain(k, ep.Addr)
+		var epRules []string
+		if secs > 0 {
+			// A client seen recently goes back to its endpoint; the
+			// visit refreshes the timer (as kube-proxy does it).
+			aff := affinitySet(k, ep.Addr, secs)
+			r.affinity[aff] = secs
+			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", f.ip, aff, epChain))
+			epRules = append(epRules, fmt.Sprintf("update @%s { %s saddr }", aff, f.ip))
+		}
+		epRules = append(epRules, fmt.Sprintf("meta l4proto %s dnat to %s", pr, ep.Addr))
+		r.chains[epChain] = epRules
+		picks = append(picks, fmt.Sprintf("%d : goto %s", i, epChain))
+	}
+	// " , ": a chain name followed by a bare comma is one word to
+	// knftables' fake, which checks that jump targets exist.
+	rules = append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(picks), strings.Join(picks, " , ")))
+	r.chains[svc] = rules
+	return r
+}
+
+// equalRendered says whether two renderings program the same.
+func equalRendered(a, b *rendered) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if len(a.chains) != len(b.chains) || len(a.affinity) != len(b.affinity) || len(a.elems) != len(b.elems) {
+		return false
+	}
+	for n, rs := range a.chains {
+		if o, ok := b.chains[n]; !ok || !slices.Equal(rs, o) {
+			return false
+		}
+	}
+	for n, s := range a.affinity {
+		if b.affinity[n] != s {
+			return false
+		}
+	}
+	for i := range a.elems {
+		if a.elems[i].id() != b.elems[i].id() || a.elems[i].value != b.elems[i].value || a.elems[i].text != b.elems[i].text {
+			return false
+		}
+	}
+	return true
+}
