@@ -71,8 +71,8 @@ func TestIPv6(t *testing.T) {
 	// it the IPv6 backend, which every test below then uses.
 	sock := statusSocket(t)
 	config := func(ranges ...string) string {
-		return fmt.Sprintf("mode = \"iptables\"\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n\n[[clusters]]\nname = \"gamma\"\nkubeconfig = %q\nservice_cidrs = [\"%s\"]\n",
-			sock, gamma.Kubeconfig, strings.Join(ranges, `", "`))
+		return fmt.Sprintf("mode = %q\nmin_sync_period = \"200ms\"\nstatus_socket = %q\n\n[[clusters]]\nname = \"gamma\"\nkubeconfig = %q\nservice_cidrs = [\"%s\"]\n",
+			mode, sock, gamma.Kubeconfig, strings.Join(ranges, `", "`))
 	}
 	cfgPath := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(config(gammaRange.String())), 0o600); err != nil {
