@@ -55,9 +55,14 @@ fuzz:
 	@echo ">> fuzzing the config parser for $(FUZZTIME)"
 	@$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/config/
 
+# The scenarios run once per mode this kernel has: iptables mode (with the
+# lab's own tests), then nftables mode, which TestModeSwitch enters from
+# iptables mode with probes running. ipvs mode runs them in the VM.
 e2e: deps lab-bins build
-	@echo ">> end-to-end tests (real kube-apiserver, network namespaces, real packets)"
-	@$(GO) test -tags e2e -count=1 -timeout 25m -p 1 $(E2E_PKGS)
+	@echo ">> end-to-end tests in iptables mode (real kube-apiserver, network namespaces, real packets)"
+	@KO_E2E_MODE=iptables $(GO) test -tags e2e -count=1 -timeout 25m -p 1 $(E2E_PKGS)
+	@echo ">> end-to-end tests in nftables mode"
+	@KO_E2E_MODE=nftables KO_E2E_SWITCH_FROM=iptables $(GO) test -tags e2e -count=1 -timeout 25m -p 1 ./test/e2e/
 
 # The soak: churn (services and EndpointSlices created, changed, deleted,
 # SOAK_CHURN a second) against the daemon in the lab for DURATION, with
