@@ -19,9 +19,6 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/test/lab"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // The IPVS tests share one boot of the guest (MODE=ipvs in run.sh, the parts
@@ -163,7 +160,8 @@ func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
 	t.Helper()
 	b := &ipvsBoot{parts: map[string]ipvsPart{}, notRun: map[string]error{}}
 	share := t.TempDir()
-	var parts []string
+	var parts, env []string
+	timeout := guestTimeout
 	for _, p := range ipvsParts {
 		if !selected(p.test) {
 			b.notRun[p.part] = fmt.Errorf("%s is not selected by -run/-skip", p.test)
@@ -197,12 +195,12 @@ func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
 	if err != nil {
 		t.Fatalf("the service without endpoints: %v", err)
 	}
-	w.writeShare(t, share, "ipvs", fmt.Sprintf("PARTS=%q", strings.Join(parts, " ")), "EMPTY_CLUSTER_IP="+empty.String(), fmt.Sprintf("E2E_RUN=%q", e2eRun()))
-	timeout := guestTimeout
+	env = append(env, fmt.Sprintf("PARTS=%q", strings.Join(parts, " ")), "EMPTY_CLUSTER_IP="+empty.String(), fmt.Sprintf("E2E_RUN=%q", e2eRun()))
+	w.writeShare(t, share, "ipvs", env...)
 	if b.e2eTests != nil {
 		timeout += e2eTimeout
 	}
-	b.run = w.runGuest(t, img, share, timeout)
+	b.run = w.runGuest(t, img, share, timeout, nil)
 	artifacts(t, "TestIPVS", b.run.log, b.run.consoles)
 
 	// Split the output by part.
@@ -259,18 +257,7 @@ func (w *world) emptyService() (netip.Addr, error) {
 	w.emptyOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		svc, err := w.cluster.Admin.CoreV1().Services("vmtest").Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "vmtest", Name: "empty"},
-			Spec: corev1.ServiceSpec{
-				Type:  corev1.ServiceTypeClusterIP,
-				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: svcPort, TargetPort: intstr.FromInt32(podPort)}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			w.emptyErr = err
-			return
-		}
-		w.emptyIP, w.emptyErr = netip.ParseAddr(svc.Spec.ClusterIP)
+		w.emptyIP, w.emptyErr = w.service(ctx, "empty")
 	})
 	return w.emptyIP, w.emptyErr
 }
