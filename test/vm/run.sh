@@ -101,6 +101,26 @@ wait_curl() {
 
 outpost_rules() { iptables-save | grep -c OUTPOST || true; }
 
+# loop_start SECONDS: a request to $url every SECONDS, each on a new
+# connection, logged to /run/vmtest-loop.log as "ok ..." or "FAILED ...",
+# in the background until loop_stop.
+loop_start() {
+  rm -f /run/vmtest-loop-stop
+  (
+    set +eE
+    trap - ERR
+    while [ ! -e /run/vmtest-loop-stop ]; do
+      if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
+      sleep "$1"
+    done
+  ) >/run/vmtest-loop.log 2>&1 &
+  loop=$!
+}
+loop_stop() {
+  touch /run/vmtest-loop-stop
+  wait "$loop" || true
+}
+
 # host_step NAME: has the test on the host do step NAME (steps_test.go: change
 # the lab cluster's objects, stop or start its apiserver) and prints its
 # answer, NAME=value lines to eval.
@@ -353,7 +373,7 @@ legacy=$(iptables-legacy-save | grep -c OUTPOST || true)
 nft=$(iptables-nft-save | grep -c OUTPOST || true)
 echo "OUTPOST lines: $legacy in iptables-legacy-save, $nft in iptables-nft-save"
 [ "$legacy" -gt 0 ] && [ "$nft" = 0 ] || fail "the daemon did not write with the legacy backend"
-echo "VMTEST-INFO: boot without an apiserver: the unit started at boot on the legacy backend (/run/xtables.lock by prepare) and serves the last known state"
+echo "VMTEST-INFO: boot without an apiserver: the unit started at boot on the legacy backend, /run/xtables.lock made by its prepare"
 
 step "the apiserver returns, with the changes made while the host was off"
 out=$(host_step apiserver-start) || fail "host step apiserver-start failed"
@@ -379,16 +399,7 @@ journalctl -u kube-outpost --no-pager -o short-monotonic | grep -F "live state r
 # retried.
 step "the xtables lock held for 10 s by another program (legacy backend)"
 errs0=$(metric kube_outpost_sync_proxy_rules_errors_total)
-rm -f /run/vmtest-loop-stop
-(
-  set +eE
-  trap - ERR
-  while [ ! -e /run/vmtest-loop-stop ]; do
-    if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
-    sleep 0.2
-  done
-) >/run/vmtest-loop.log 2>&1 &
-loop=$!
+loop_start 0.2
 since=$(date '+%Y-%m-%d %H:%M:%S')
 flock /run/xtables.lock sleep 10 &
 holder=$!
@@ -404,8 +415,7 @@ done
 wait "$holder" || true
 held=$((($(date +%s%N) - t_hold) / 1000000))
 ms=$(only_from 30 "$boot_url" "$pod1") || { soft_fail "the change made while the lock was held was not applied within 30 s of its release"; ms=-1; }
-touch /run/vmtest-loop-stop
-wait "$loop" || true
+loop_stop
 errs1=$(metric kube_outpost_sync_proxy_rules_errors_total)
 ok=$(grep -c '^ok' /run/vmtest-loop.log || true)
 failed=$(grep -c '^FAILED' /run/vmtest-loop.log || true)
@@ -441,16 +451,7 @@ pid=$(systemctl show -p MainPID --value kube-outpost)
 echo "MainPID $pid, $(readlink /proc/"$pid"/exe)"
 # One request every 0.2 s, each on a new connection, from before the upgrade
 # starts until after it has finished.
-rm -f /run/vmtest-loop-stop
-(
-  set +eE
-  trap - ERR
-  while [ ! -e /run/vmtest-loop-stop ]; do
-    if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
-    sleep 0.2
-  done
-) >/run/vmtest-loop.log 2>&1 &
-loop=$!
+loop_start 0.2
 for ((i = 0; i < 100; i++)); do
   grep -q '^ok' /run/vmtest-loop.log 2>/dev/null && break
   sleep 0.2
@@ -458,8 +459,7 @@ done
 apt_rc=0
 apt-get install -y -q -o Acquire::Retries=0 "$newdeb" </dev/null 2>&1 | tee /run/vmtest-upgrade.log || apt_rc=$?
 sleep 1 # a few more requests after the restart
-touch /run/vmtest-loop-stop
-wait "$loop" || true
+loop_stop
 [ "$apt_rc" = 0 ] || fail "apt-get install $newdeb exited $apt_rc"
 ok=$(grep -c '^ok' /run/vmtest-loop.log || true)
 failed=$(grep -c '^FAILED' /run/vmtest-loop.log || true)
