@@ -87,7 +87,7 @@ test-vm: deps lab-bins package
 	@echo ">> VM tests: Debian VM installs and runs the package"
 	@bash test/vm/deps.sh
 	@bash test/vm/build-image.sh >/dev/null
-	@$(GO) test -tags vm -count=1 -timeout 20m ./test/vm/
+	@$(GO) test -tags vm -count=1 -timeout 40m ./test/vm/
 
 demo: deps lab-bins build
 	@echo ">> demo: two clusters, kube-outpost on an outside host, a real curl to a ClusterIP"

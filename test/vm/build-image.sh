@@ -11,8 +11,10 @@
 #                 so that it stays pristine
 #   kernel-version, mirror, build-seconds
 #
-# Cached under ${XDG_CACHE_HOME:-$HOME/.cache}/kube-outpost-vm/img-<RECIPE>;
-# bump RECIPE whenever anything below changes what ends up in the image.
+# Cached under ${XDG_CACHE_HOME:-$HOME/.cache}/kube-outpost-vm/img-<RECIPE>,
+# where RECIPE is a hash of this script: any change to it builds a new
+# image, and work trees with different scripts each keep their own. Images
+# no run has used for two days are removed.
 # Needs root (debootstrap, chroot) and test/vm/deps.sh's packages.
 #
 # The guest, when booted:
@@ -23,20 +25,29 @@
 #     (or "VMTEST-REBOOT: ..." when run.sh exits 75: the test then boots the
 #     same disk again), and powers off.
 #   - has no APT sources: nothing in it ever tries to download anything.
+#   - has Docker, firewalld (FirewallBackend=nftables) and ufw installed but
+#     not started at boot: the coexistence test (ipvs.sh, part_coexist)
+#     starts them, never firewalld and ufw at once.
 set -euo pipefail
 
-RECIPE=7
+RECIPE=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
 SUITE=bookworm
 # ipset: what ipvs mode needs (the .deb only recommends it, and the guest
 # installs no recommends and has no APT sources), and the real-kernel tests
 # of internal/proxy/ipvs.
 INCLUDE=systemd,systemd-sysv,iptables,conntrack,curl,ca-certificates,iproute2,kmod,dbus,udev,procps,ipset
+# The firewalls and the container engine whose rules kube-outpost must leave
+# alone, and which must not break its own (issue 13, guarantee 9); nftables
+# for `nft list ruleset`. Installed with apt-get in the chroot, which
+# resolves their dependencies; no recommends.
+COEXIST="docker.io firewalld ufw nftables"
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/kube-outpost-vm"
 out="$cache/img-$RECIPE"
 log() { echo ">> build-image: $*" >&2; }
 
 if [ -f "$out/ok" ]; then
+  touch "$out/ok" # used: see the pruning at the end
   echo "$out"
   exit 0
 fi
@@ -106,6 +117,26 @@ debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$root" "$MIRROR" >"
   exit 1
 }
 
+log "apt-get install $COEXIST"
+mount -t proc proc "$root/proc"
+# Nothing starts in the chroot.
+printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+chmod 755 "$root/usr/sbin/policy-rc.d"
+# shellcheck disable=SC2086
+if ! { chroot "$root" apt-get update -q && DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends $COEXIST; } >"$work/apt.log" 2>&1; then
+  tail -n 30 "$work/apt.log" >&2
+  exit 1
+fi
+rm "$root/usr/sbin/policy-rc.d"
+umount "$root/proc"
+# Installed, not running at boot: the test starts each when it needs it.
+chroot "$root" systemctl disable docker.service docker.socket containerd.service firewalld.service ufw.service >/dev/null 2>&1
+for u in docker.service docker.socket containerd.service firewalld.service ufw.service; do
+  [ "$(chroot "$root" systemctl is-enabled "$u" 2>/dev/null)" != enabled ] || { log "$u is still enabled"; exit 1; }
+done
+sed -i 's/^#\?FirewallBackend=.*/FirewallBackend=nftables/' "$root/etc/firewalld/firewalld.conf"
+grep -qx FirewallBackend=nftables "$root/etc/firewalld/firewalld.conf" || { log "firewalld.conf: no FirewallBackend=nftables"; exit 1; }
+
 log "kernel and modules"
 (cd "$work" && apt-get download -o APT::Sandbox::User=root "$KPKG" >/dev/null)
 dpkg -x "$work/$KPKG"_*.deb "$work/kernel"
@@ -153,7 +184,9 @@ elif [ ! -f /vmtest/run.sh ]; then
   result="FAIL no /vmtest/run.sh"
 else
   cd /vmtest
-  timeout "${VMTEST_TIMEOUT:-900}" bash /vmtest/run.sh
+  # The test may give run.sh more time than the default 15 minutes.
+  VMTEST_TIMEOUT=$(cat /vmtest/timeout 2>/dev/null || echo "${VMTEST_TIMEOUT:-900}")
+  timeout "$VMTEST_TIMEOUT" bash /vmtest/run.sh
   rc=$?
   if [ "$rc" = 0 ]; then
     result=PASS
@@ -243,9 +276,10 @@ echo $(( $(date +%s) - begin )) >"$work/out/build-seconds"
 touch "$work/out/ok"
 rm -rf "$out"
 mv "$work/out" "$out"
-# Older recipes are of no use any more.
+# Images of other recipes go once no run has used them for two days (a run
+# touches ok): another work tree may be booting one right now.
 for d in "$cache"/img-*; do
-  [ "$d" = "$out" ] || rm -rf "$d"
+  [ "$d" = "$out" ] || [ -n "$(find "$d/ok" -mmin -2880 2>/dev/null)" ] || rm -rf "$d"
 done
 log "done in $(cat "$out/build-seconds")s: $out"
 echo "$out"

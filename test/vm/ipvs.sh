@@ -202,16 +202,7 @@ part_mode() {
   first=$(http_fd 3) || fail "no answer on a connection to $CLUSTER_IP:$SVC_PORT"
   echo "open connection: answered by $first"
   # One request every 0.1 s, each on a new connection, during the restart.
-  rm -f /run/vmtest-loop-stop
-  (
-    set +eE
-    trap - ERR
-    while [ ! -e /run/vmtest-loop-stop ]; do
-      if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
-      sleep 0.1
-    done
-  ) >/run/vmtest-loop.log 2>&1 &
-  loop=$!
+  loop_start 0.1
   for ((i = 0; i < 100; i++)); do
     grep -q '^ok' /run/vmtest-loop.log 2>/dev/null && break
     sleep 0.1
@@ -221,8 +212,7 @@ part_mode() {
   run systemctl restart kube-outpost || rc=$?
   echo "VMTEST-INFO: ipvs mode: systemctl restart returned in $(ms_since "$t0") ms"
   sleep 1
-  touch /run/vmtest-loop-stop
-  wait "$loop" || true
+  loop_stop
   [ "$rc" = 0 ] || fail "systemctl restart exited $rc"
   [ "$(systemctl is-active kube-outpost)" = active ] || fail "not active after restart"
   [ "$(systemctl show -p MainPID --value kube-outpost)" != "$pid" ] || fail "restart kept MainPID $pid"
@@ -312,4 +302,242 @@ part_e2e() {
   cd /vmtest
   echo "e2e.test exited $rc"
   [ "$rc" = 0 ] || fail "e2e.test exited $rc"
+}
+
+# theirs: what of the ruleset is not kube-outpost's, to compare before and
+# after what we do: iptables-nft-save and ip6tables-nft-save (the backend
+# Docker, ufw and we write with) without their comment lines, the chains'
+# counters and every line of ours (an OUTPOST chain or a kube-outpost
+# comment); and `nft -s list ruleset` (stateless: no counters) without the
+# tables of iptables-nft, which the lines above show: firewalld's tables.
+theirs() {
+  local s
+  for s in iptables-nft-save ip6tables-nft-save; do
+    echo "# $s"
+    "$s" | grep -v '^#' | sed -E 's/ \[[0-9]+:[0-9]+\]$//' | grep -v -e OUTPOST -e kube-outpost || true
+  done
+  echo "# nft -s list ruleset, without the tables of iptables-nft"
+  nft -s list ruleset | awk '
+    /^table (ip|ip6) (filter|nat|mangle|raw|security) \{/ { skip = 1 }
+    !skip { print }
+    skip && /^\}/ { skip = 0 }'
+}
+
+# same_as BASELINE WHAT: the rules of others must be BASELINE (theirs) after
+# WHAT; a soft failure with the difference if not.
+same_as() {
+  theirs >/run/vmtest-theirs.now
+  if cmp -s "$1" /run/vmtest-theirs.now; then
+    echo "the rules of others are byte-identical after $2 ($(wc -l <"$1") lines)"
+    return 0
+  fi
+  soft_fail "the rules of others changed after $2"
+  diff -u "$1" /run/vmtest-theirs.now | head -n 60 || true
+}
+
+# probe_loop URL LOG: a request to URL every 0.1 s, each logged as "ok NANOS"
+# or "fail NANOS", until /run/vmtest-probe-stop exists; in the background.
+probe_loop() {
+  (
+    set +eE
+    trap - ERR
+    while [ ! -e /run/vmtest-probe-stop ]; do
+      if curl -sS --max-time 1 -o /dev/null "$1" 2>/dev/null; then r=ok; else r=fail; fi
+      echo "$r $(date +%s%N)"
+      sleep 0.1
+    done
+  ) >"$2" &
+}
+
+# outages LOG: each run of two or more failed requests in a probe_loop log
+# (one alone is a request this busy guest was too slow for), as "FROM TO"
+# (ns): from the last answer before it to the next answer (-1: none came).
+outages() {
+  awk '$1 == "ok" { if (n > 1) print from, $2; n = 0; last = $2; next }
+    !n { from = last ? last : $2 }
+    { n++ }
+    END { if (n > 1) print from, -1 }' "$1"
+}
+
+# longest OUTAGES: the longest, in ms; -1 if one did not end.
+longest() {
+  awk '$2 < 0 { bad = 1 } { d = ($2 - $1) / 1e6; if (d > max) max = d } END { printf "%d\n", bad ? -1 : max }' "$1"
+}
+
+# through_reload WHAT CMD...: runs CMD (a reload of theirs) while requests go
+# every 0.1 s to the ClusterIP and, as a control, straight to a pod. A
+# firewall's reload may itself drop the host's traffic for a while (ufw's
+# does, with the replies of every connection, for as long as its rules are
+# half loaded), which nothing of ours can prevent; what is ours is how much
+# longer the ClusterIP stays dark than the pod: from the pod's answering
+# again (or the ClusterIP's last answer, if later) to the ClusterIP's. That
+# must be at most 5 s, and both must answer after CMD. Prints the figures
+# as VMTEST-INFO.
+through_reload() {
+  local what=$1 repairs0 repairs1 t0 took cip pod ours
+  shift
+  local ip=${POD_IPS%% *}
+  repairs0=$(metric kube_outpost_sync_proxy_rules_repairs_total)
+  since=$(date '+%Y-%m-%d %H:%M:%S')
+  rm -f /run/vmtest-probe-stop
+  probe_loop "$url" /run/vmtest-probe-cip.log
+  probe_loop "http://$ip:$POD_PORT/" /run/vmtest-probe-pod.log
+  sleep 0.5
+  t0=$(date +%s%N)
+  run "$@" || soft_fail "$what ($mode_now mode): $* failed"
+  took=$(ms_since "$t0")
+  # A known problem is said, and does not fail the run: see known_issue.
+  local bad=soft_fail
+  [ "$mode_now $what" != "${known_issue:-}" ] || bad=warn
+  wait_curl 10 "$url" || $bad "$what ($mode_now mode): $url does not answer 10 s after it"
+  sleep 0.3
+  touch /run/vmtest-probe-stop
+  wait
+  repairs1=$(metric kube_outpost_sync_proxy_rules_repairs_total)
+  journalctl -u kube-outpost --no-pager -o short-monotonic --since "$since" | grep -E 'behind our back|sync failed|level=(WARN|ERROR)' | cut -c1-400 || true
+  outages /run/vmtest-probe-cip.log >/run/vmtest-outages-cip
+  outages /run/vmtest-probe-pod.log >/run/vmtest-outages-pod
+  cip=$(longest /run/vmtest-outages-cip)
+  pod=$(longest /run/vmtest-outages-pod)
+  # For each outage of the ClusterIP: from the end of the pod's last outage
+  # that ended within it (or its start) to its end.
+  ours=$(awk 'FILENAME == ARGV[1] { end[++n] = $2; next }
+    $2 < 0 { bad = 1; next }
+    { r = $1; for (i = 1; i <= n; i++) if (end[i] > r && end[i] <= $2) r = end[i]; d = ($2 - r) / 1e6; if (d > max) max = d }
+    END { printf "%d\n", bad ? -1 : max }' /run/vmtest-outages-pod /run/vmtest-outages-cip)
+  echo "VMTEST-INFO: coexist: $mode_now mode: $what ($took ms): ClusterIP dark ${cip} ms, of which ${ours} ms after the pod answered again (pod straight: dark ${pod} ms); $(grep -c fail /run/vmtest-probe-cip.log || true) of $(wc -l </run/vmtest-probe-cip.log) requests to the ClusterIP failed; repairs +$((repairs1 - repairs0))"
+  [ "$ours" -ge 0 ] && [ "$ours" -le 5000 ] || $bad "$what ($mode_now mode): the ClusterIP did not answer again within 5 s of the pod ($ours ms; -1: not at the end)"
+}
+
+# use_mode iptables|ipvs: the config of that mode, and a restart into it.
+use_mode() {
+  local cfg=/vmtest/config.toml
+  [ "$1" = iptables ] || cfg=/vmtest/config-ipvs.toml
+  install -m 0644 "$cfg" /etc/kube-outpost/config.toml
+  run systemctl restart kube-outpost
+  wait_curl 30 "$url" || fail "$url does not answer in $1 mode"
+  mode_now=$1
+  if [ "$1" = ipvs ]; then
+    ! iptables-save | grep '^:OUTPOST-SERVICES' >/dev/null || fail "iptables mode's chains left after the switch to ipvs mode"
+  fi
+}
+
+# churn: a service made, its endpoint replaced, and deleted, from the lab's
+# apiserver, each seen through the ClusterIP.
+churn() {
+  local out ip ms
+  out=$(host_step coexist-create) || fail "host step coexist-create failed"
+  eval "$out"
+  ip=$COEXIST_IP
+  ms=$(only_from 30 "http://$ip:$SVC_PORT/" "$pod1") || fail "service coexist is not served by $pod1"
+  host_step coexist-change >/dev/null || fail "host step coexist-change failed"
+  ms=$(only_from 30 "http://$ip:$SVC_PORT/" "$pod2") || fail "service coexist did not move to $pod2"
+  host_step coexist-delete >/dev/null || fail "host step coexist-delete failed"
+  for ((i = 0; i < 60; i++)); do
+    curl -sS --max-time 1 -o /dev/null "http://$ip:$SVC_PORT/" 2>/dev/null || break
+    sleep 0.5
+  done
+  [ "$i" -lt 60 ] || fail "service coexist still answers 30 s after its deletion"
+  echo "churn: service coexist ($ip) created on $pod1, moved to $pod2, deleted"
+}
+
+# coexist_round NAME IPTABLES_RELOADS IPVS_RELOADS: with the rules of NAME in
+# place, our churn, a reload, a switch to ipvs mode, cleanup and a start in
+# iptables mode leave theirs byte-identical; through each of their reloads
+# (";"-separated commands) in each mode, the ClusterIP answers (through_reload).
+coexist_round() {
+  local name=$1 r reloads
+  step "coexist: $name: our churn and reload leave their rules alone (iptables mode)"
+  theirs >/run/vmtest-theirs.base
+  echo "their rules: $(grep -c . /run/vmtest-theirs.base) lines"
+  churn
+  same_as /run/vmtest-theirs.base "our churn"
+  run systemctl reload kube-outpost
+  sleep 2
+  same_as /run/vmtest-theirs.base "systemctl reload kube-outpost"
+
+  step "coexist: $name: their reloads (iptables mode)"
+  IFS=';' read -ra reloads <<<"$2"
+  for r in "${reloads[@]}"; do
+    # shellcheck disable=SC2086
+    through_reload "$r" $r
+  done
+  # Their own reloads may rewrite their rules: this is the new baseline.
+  theirs >/run/vmtest-theirs.base
+
+  step "coexist: $name: a switch to ipvs mode, their reloads, cleanup"
+  use_mode ipvs
+  same_as /run/vmtest-theirs.base "the switch to ipvs mode"
+  IFS=';' read -ra reloads <<<"$3"
+  for r in "${reloads[@]}"; do
+    # shellcheck disable=SC2086
+    through_reload "$r" $r
+  done
+  theirs >/run/vmtest-theirs.base
+  run systemctl stop kube-outpost
+  run kube-outpost cleanup
+  same_as /run/vmtest-theirs.base "kube-outpost cleanup (ipvs mode)"
+
+  step "coexist: $name: iptables mode again, cleanup"
+  use_mode iptables
+  same_as /run/vmtest-theirs.base "the start in iptables mode"
+  run systemctl stop kube-outpost
+  run kube-outpost cleanup
+  same_as /run/vmtest-theirs.base "kube-outpost cleanup (iptables mode)"
+  run systemctl start kube-outpost
+  wait_curl 30 "$url" || fail "$url does not answer in iptables mode"
+}
+
+# part_coexist: kube-outpost beside Docker, ufw and firewalld (issue 13,
+# guarantee 9), in the image but not started at boot.
+part_coexist() {
+  local url="http://$CLUSTER_IP:$SVC_PORT/" t0 mode_now=iptables
+  set -- $EXPECT_PODS
+  local pod1=$1 pod2=$2
+
+  step "coexist: the .deb in iptables mode"
+  deb=$(ls /vmtest/kube-outpost_*.deb)
+  run apt-get install -y -q -o Acquire::Retries=0 "$deb"
+  install -m 0644 /vmtest/config.toml /etc/kube-outpost/config.toml
+  install -m 0600 /vmtest/prod.kubeconfig /etc/kube-outpost/prod.kubeconfig
+  run systemctl start kube-outpost
+  wait_curl 30 "$url" || fail "$url does not answer"
+
+  step "coexist: start Docker and ufw"
+  t0=$(date +%s%N)
+  run systemctl start docker
+  echo "VMTEST-INFO: coexist: systemctl start docker: $(ms_since "$t0") ms"
+  run ufw --force enable
+  run ufw status verbose
+  iptables-save | grep -E '^:(DOCKER|ufw)' | head -n 40
+  iptables-save | grep -q '^:DOCKER-USER' || fail "no DOCKER-USER chain after Docker's start"
+  iptables-save | grep -q '^:ufw-user-input' || fail "no ufw chains after ufw enable"
+  wait_curl 10 "$url" || fail "$url does not answer beside Docker and ufw"
+  # Docker's restart leaves our rules alone in either mode (measured): once.
+  coexist_round "Docker and ufw" "ufw reload;systemctl restart docker" "ufw reload"
+
+  step "coexist: ufw off, firewalld (nftables backend) on"
+  run ufw --force disable
+  t0=$(date +%s%N)
+  run systemctl start firewalld
+  echo "VMTEST-INFO: coexist: systemctl start firewalld: $(ms_since "$t0") ms"
+  run grep -x FirewallBackend=nftables /etc/firewalld/firewalld.conf
+  run firewall-cmd --state
+  nft list tables
+  nft list tables | grep -q 'inet firewalld' || fail "no nftables table of firewalld"
+  wait_curl 10 "$url" || fail "$url does not answer beside Docker and firewalld"
+  # Known, not fixed yet (docs/reliability.md): in ipvs mode the ClusterIP
+  # stays dark after firewalld's reload although every flush of our chains
+  # is repaired. Measured and shown as a warning, not a failure.
+  local known_issue="ipvs firewall-cmd --reload"
+  coexist_round "Docker and firewalld" "firewall-cmd --reload" "firewall-cmd --reload"
+
+  step "coexist: nft flush ruleset"
+  through_reload "nft flush ruleset" nft flush ruleset
+
+  step "coexist: stop them all"
+  run systemctl stop kube-outpost firewalld docker docker.socket containerd
+  run kube-outpost cleanup
+  run apt-get purge -y -q kube-outpost
+  nft flush ruleset
 }

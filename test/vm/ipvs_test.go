@@ -19,9 +19,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/test/lab"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // The IPVS tests share one boot of the guest (MODE=ipvs in run.sh, the parts
@@ -41,7 +39,11 @@ var ipvsParts = []struct{ part, test string }{
 	{"mode", "TestIPVSMode"},
 	{"kernel", "TestIPVSKernel"},
 	{"e2e", "TestIPVSE2E"},
+	{"coexist", "TestCoexistence"},
 }
+
+// coexistTimeout is added for the IPVS guest when it runs part coexist.
+const coexistTimeout = 15 * time.Minute
 
 // ipvsBoot is what the IPVS guest came to.
 type ipvsBoot struct {
@@ -163,7 +165,8 @@ func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
 	t.Helper()
 	b := &ipvsBoot{parts: map[string]ipvsPart{}, notRun: map[string]error{}}
 	share := t.TempDir()
-	var parts []string
+	var parts, env []string
+	timeout := guestTimeout
 	for _, p := range ipvsParts {
 		if !selected(p.test) {
 			b.notRun[p.part] = fmt.Errorf("%s is not selected by -run/-skip", p.test)
@@ -171,13 +174,17 @@ func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
 		}
 		var err error
 		switch p.part {
-		case "mode":
+		case "mode", "coexist":
 			var deb string
 			if deb, _, err = distPackages(); err == nil && deb == "" {
 				err = fmt.Errorf("no .deb in %s", distDir)
 			}
 			if err == nil {
 				copyFile(t, deb, filepath.Join(share, filepath.Base(deb)))
+			}
+			if p.part == "coexist" {
+				env = append(env, w.serveSteps(t, w.coexistSteps(t)))
+				timeout += coexistTimeout
 			}
 		case "kernel":
 			b.kernelTests, err = buildKernelTests(t, filepath.Join(share, "ipvs.test"))
@@ -197,12 +204,12 @@ func (w *world) bootIPVS(t *testing.T, img string) *ipvsBoot {
 	if err != nil {
 		t.Fatalf("the service without endpoints: %v", err)
 	}
-	w.writeShare(t, share, "ipvs", fmt.Sprintf("PARTS=%q", strings.Join(parts, " ")), "EMPTY_CLUSTER_IP="+empty.String(), fmt.Sprintf("E2E_RUN=%q", e2eRun()))
-	timeout := guestTimeout
+	env = append(env, fmt.Sprintf("PARTS=%q", strings.Join(parts, " ")), "EMPTY_CLUSTER_IP="+empty.String(), fmt.Sprintf("E2E_RUN=%q", e2eRun()))
+	w.writeShare(t, share, "ipvs", env...)
 	if b.e2eTests != nil {
 		timeout += e2eTimeout
 	}
-	b.run = w.runGuest(t, img, share, timeout)
+	b.run = w.runGuest(t, img, share, timeout, nil)
 	artifacts(t, "TestIPVS", b.run.log, b.run.consoles)
 
 	// Split the output by part.
@@ -259,18 +266,7 @@ func (w *world) emptyService() (netip.Addr, error) {
 	w.emptyOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		svc, err := w.cluster.Admin.CoreV1().Services("vmtest").Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "vmtest", Name: "empty"},
-			Spec: corev1.ServiceSpec{
-				Type:  corev1.ServiceTypeClusterIP,
-				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: svcPort, TargetPort: intstr.FromInt32(podPort)}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			w.emptyErr = err
-			return
-		}
-		w.emptyIP, w.emptyErr = netip.ParseAddr(svc.Spec.ClusterIP)
+		w.emptyIP, w.emptyErr = w.service(ctx, "empty")
 	})
 	return w.emptyIP, w.emptyErr
 }
@@ -430,4 +426,54 @@ func selectedE2E(name string) bool {
 	top, _, _ := strings.Cut(sub, "/")
 	re, err := regexp.Compile(top)
 	return err != nil || re.MatchString(name)
+}
+
+// TestCoexistence runs kube-outpost beside Docker, ufw and firewalld in the
+// IPVS guest (ipvs.sh, part_coexist; issue 13, guarantee 9): Docker and ufw,
+// then Docker and firewalld with its nftables backend (never ufw and
+// firewalld at once). With the rules of each in place, our churn (a service
+// made, its endpoint replaced, deleted), `systemctl reload kube-outpost`, a
+// switch to ipvs mode, `kube-outpost cleanup` in either mode and a start in
+// iptables mode leave their rules byte-identical (iptables-nft-save,
+// ip6tables-nft-save and `nft -s list ruleset` without what is ours); and
+// through each of their reloads (`ufw reload`, `firewall-cmd --reload`,
+// `systemctl restart docker`), in both modes, and `nft flush ruleset`, the
+// ClusterIP answers again within 5 s. The figures are logged.
+func TestCoexistence(t *testing.T) {
+	packages(t) // skips without packages
+	img := image(t)
+	w := setup(t)
+	b := w.ipvs(t, img)
+	p := b.check(t, "coexist")
+	var figures []string
+	for _, l := range strings.Split(p.log, "\n") {
+		if _, f, ok := strings.Cut(l, "VMTEST-INFO: coexist: "); ok {
+			figures = append(figures, f)
+		}
+	}
+	t.Logf("figures:\n%s", strings.Join(figures, "\n"))
+}
+
+// coexistSteps are the host's side of part coexist: a Service "coexist" made
+// on web-1, moved to web-2, deleted.
+func (w *world) coexistSteps(t *testing.T) map[string]hostStep {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := w.deleteService(ctx, "coexist"); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting service coexist: %v", err)
+		}
+	})
+	return map[string]hostStep{
+		"coexist-create": func(ctx context.Context) (string, error) {
+			ip, err := w.service(ctx, "coexist", w.pods[0])
+			return fmt.Sprintf("COEXIST_IP=%s\n", ip), err
+		},
+		"coexist-change": func(ctx context.Context) (string, error) {
+			return "", w.setEndpoints(ctx, "coexist", w.pods[1])
+		},
+		"coexist-delete": func(ctx context.Context) (string, error) {
+			return "", w.deleteService(ctx, "coexist")
+		},
+	}
 }

@@ -6,10 +6,13 @@
 # MODE=smoke:   the network path only: pod IPs and the apiserver through QEMU's
 #               user networking, then bin/kube-outpost run by hand.
 # MODE=package: the .deb: install offline, the systemd unit (Type=notify,
-#               reload, restart, the legacy iptables backend), then a power
-#               cycle (exit 75: the runner powers off with VMTEST-REBOOT and
-#               the test boots the same disk again) to check that the enabled
-#               unit comes up at boot, then an upgrade to the newer .deb in
+#               reload, restart), then a power cycle (exit 75: the runner
+#               powers off with VMTEST-REBOOT and the test boots the same
+#               disk again) to check that the enabled
+#               unit comes up at boot, with the legacy iptables backend and
+#               the apiserver stopped, serving the last known state; the
+#               apiserver's return with changes; the xtables lock held by
+#               another program; then an upgrade to the newer .deb in
 #               /vmtest/upgrade ($UPGRADE_VERSION), remove and purge; then the
 #               tarball install: the bare binary in /usr/local/bin and
 #               `kube-outpost service install|start|status|stop|uninstall`.
@@ -98,6 +101,62 @@ wait_curl() {
 
 outpost_rules() { iptables-save | grep -c OUTPOST || true; }
 
+# loop_start SECONDS: a request to $url every SECONDS, each on a new
+# connection, logged to /run/vmtest-loop.log as "ok ..." or "FAILED ...",
+# in the background until loop_stop.
+loop_start() {
+  rm -f /run/vmtest-loop-stop
+  (
+    set +eE
+    trap - ERR
+    while [ ! -e /run/vmtest-loop-stop ]; do
+      if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
+      sleep "$1"
+    done
+  ) >/run/vmtest-loop.log 2>&1 &
+  loop=$!
+}
+loop_stop() {
+  touch /run/vmtest-loop-stop
+  wait "$loop" || true
+}
+
+# host_step NAME: has the test on the host do step NAME (steps_test.go: change
+# the lab cluster's objects, stop or start its apiserver) and prints its
+# answer, NAME=value lines to eval.
+host_step() {
+  local out rc=0
+  out=$(curl -sS --fail-with-body -X POST --max-time 180 "$CONTROL/step/$1" 2>&1) || rc=$?
+  [ "$rc" = 0 ] || { echo "host step $1: curl exit $rc: $out" >&2; return 1; }
+  echo "$out"
+}
+
+# only_from SECONDS URL POD: waits until 5 requests in a row to URL are
+# answered by POD, and prints how long it took until the first of them, in
+# ms; fails after SECONDS.
+only_from() {
+  local deadline=$(($(date +%s) + $1)) url=$2 pod=$3 t0 first=0 n=0 body
+  t0=$(date +%s%N)
+  while [ "$n" -lt 5 ]; do
+    body=$(curl -sS --max-time 2 "$url" 2>&1) || body="failed: $body"
+    if [ "$body" = "$pod" ]; then
+      [ "$n" -gt 0 ] || first=$(date +%s%N)
+      n=$((n + 1))
+      continue
+    fi
+    n=0
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "$url: '$body' after $1 s, want only $pod" >&2; return 1; }
+    sleep 0.2
+  done
+  echo $(((first - t0) / 1000000))
+}
+
+# metric NAME: the value of one series of the daemon's /metrics (NAME with
+# its labels, as printed), or 0 when there is none.
+metric() {
+  curl -sS --max-time 5 http://127.0.0.1:10249/metrics | awk -v s="$1" '$1 == s { v = $2 } END { print v == "" ? 0 : v }'
+}
+
 # A part of MODE=ipvs, run by the MODE=ipvs branch below.
 if [ "${1:-}" = --part ]; then
   . /vmtest/ipvs.sh
@@ -126,8 +185,12 @@ for ip in $POD_IPS; do
   body=$(curl -sS --max-time 10 "http://$ip:$POD_PORT/")
   echo "http://$ip:$POD_PORT/ -> $body"
 done
-run curl -sS --max-time 10 --cacert /vmtest/ca.crt "$APISERVER/readyz"
-echo
+if [ "$MODE" = package ] && [ "$boot" = 2 ]; then
+  echo "(the apiserver is stopped for this boot)"
+else
+  run curl -sS --max-time 10 --cacert /vmtest/ca.crt "$APISERVER/readyz"
+  echo
+fi
 
 # The service range must be routed (the OUTPUT-chain DNAT needs a route): the
 # default route via the user-networking gateway covers it; add one if not.
@@ -240,52 +303,135 @@ run systemctl show -p StatusText,MainPID,ExecMainStatus,SubState kube-outpost
 [ "$(systemctl show -p MainPID --value kube-outpost)" != "$pid" ] || fail "restart kept MainPID $pid"
 run curl_pods 20 "$url"
 
-# The unit says it supports the legacy backend (ReadWritePaths=-/run/xtables.lock
-# under ProtectSystem=strict). As on a machine booted with the legacy
-# alternative, nothing has created /run/xtables.lock before the daemon starts.
-step "iptables-legacy backend"
-run systemctl stop kube-outpost
-run kube-outpost cleanup
-run update-alternatives --set iptables /usr/sbin/iptables-legacy
-ls -l /run/xtables.lock 2>&1 || true
-if run systemctl start kube-outpost; then
-  ls -l /run/xtables.lock 2>&1 || true
-  if wait_curl 30 "$url" && curl_pods 20 "$url"; then
-    echo "legacy: $(iptables-legacy-save | grep -c OUTPOST || true) OUTPOST lines in iptables-legacy-save, $(iptables-nft-save | grep -c OUTPOST || true) in iptables-nft-save"
-  else
-    soft_fail "iptables-legacy backend: $url does not answer"
-  fi
-else
-  soft_fail "iptables-legacy backend: systemctl start kube-outpost failed"
-  systemctl status kube-outpost --no-pager -l 2>&1 | tail -n 20 || true
-fi
-run systemctl stop kube-outpost
-run kube-outpost cleanup
-run update-alternatives --set iptables /usr/sbin/iptables-nft
-run systemctl start kube-outpost
-wait_curl 30 "$url" || fail "$url does not answer after going back to the nf_tables backend"
-
 step "journal"
 journalctl -u kube-outpost --no-pager -o short-monotonic | tail -n 60
 
 step "systemd-analyze security"
 systemd-analyze security --no-pager kube-outpost.service || true
 
+# The power cycle is a boot without an apiserver (issue 13, guarantee 2):
+# "boot" is answered by web-1 now, and the daemon saves that at the
+# shutdown; while the guest is off, the host moves "boot" to web-2, makes a
+# Service "boot-new" and stops the apiserver (vm_test.go, rebootSteps).
+# It is also a fresh boot with the legacy iptables backend (guarantee 6):
+# nothing will have created /run/xtables.lock before the unit's prepare.
+step "before the power cycle: a service to serve from the last known state; the legacy backend"
+set -- $EXPECT_PODS
+pod1=$1 pod2=$2
+out=$(host_step boot-service) || fail "host step boot-service failed"
+eval "$out"
+ms=$(only_from 30 "http://$BOOT_IP:$SVC_PORT/" "$pod1") || fail "service boot is not answered by $pod1 alone"
+echo "service boot ($BOOT_IP) answered by $pod1 after ${ms} ms"
+echo "BOOT_IP=$BOOT_IP" >/var/lib/vmtest/env
+run update-alternatives --set iptables /usr/sbin/iptables-legacy
+
 step "power cycle"
 sync
 exit 75
 fi # boot 1
 
-step "after the power cycle: the enabled unit started at boot"
+set -- $EXPECT_PODS
+pod1=$1 pod2=$2
+. /var/lib/vmtest/env
+boot_url="http://$BOOT_IP:$SVC_PORT/"
+
+step "after the power cycle: the enabled unit started at boot, without an apiserver, on the legacy backend"
 run systemctl is-enabled kube-outpost
 run systemctl is-active kube-outpost
-run systemctl show -p Type,StatusText,ExecMainStatus,ActiveState,SubState,NRestarts kube-outpost
+run systemctl show -p Type,StatusText,ExecMainStatus,ActiveState,SubState,NRestarts,InactiveExitTimestamp kube-outpost
 [ "$(systemctl show -p NRestarts --value kube-outpost)" = 0 ] || soft_fail "kube-outpost was restarted $(systemctl show -p NRestarts --value kube-outpost) times during boot"
 run systemd-analyze critical-chain --no-pager kube-outpost.service
 journalctl -b -u kube-outpost --no-pager -o short-monotonic
 journalctl -b --no-pager -o short-monotonic -u systemd-networkd-wait-online -u kube-outpost-vmtest | tail -n 5
+if curl -sS --max-time 3 --cacert /vmtest/ca.crt "$APISERVER/readyz" >/dev/null 2>&1; then
+  fail "the apiserver answers: the host should have stopped it for this boot"
+fi
+echo "the apiserver does not answer"
 curl_one "$url" || soft_fail "$url did not answer right after boot"
-run curl_pods 20 "$url"
+run curl_pods 20 "$url" || soft_fail "$url is not served from the last known state"
+# The last known state, not the live one (where web-2 has replaced web-1).
+if only_from 10 "$boot_url" "$pod1" >/dev/null; then
+  echo "service boot answered by $pod1, from the last known state"
+else
+  soft_fail "service boot is not served from its last known state ($pod1)"
+fi
+status=$(kube-outpost status 2>&1) || true
+echo "$status"
+grep -q STALE <<<"$status" || soft_fail "kube-outpost status: no STALE"
+grep -q "serving last known state from" <<<"$status" || soft_fail "kube-outpost status: no 'serving last known state from'"
+stale=$(metric 'kube_outpost_cluster_stale_state{cluster="prod"}')
+[ "$stale" = 1 ] || soft_fail "kube_outpost_cluster_stale_state{cluster=\"prod\"} is $stale, want 1"
+# Fresh boot, legacy backend: /run/xtables.lock is created by the unit's
+# prepare (nothing else here runs iptables at boot), and the sandboxed
+# daemon could write through it.
+run update-alternatives --query iptables | grep '^Value:'
+started=$(date -d "$(systemctl show -p InactiveExitTimestamp --value kube-outpost)" +%s)
+lock=$(stat -c %Y /run/xtables.lock 2>/dev/null) || fail "no /run/xtables.lock after a boot with the legacy backend"
+echo "/run/xtables.lock modified at $lock; the unit left inactive at $started"
+[ "$lock" -ge "$started" ] || soft_fail "/run/xtables.lock is older than the unit's start: something else made it, and this boot does not show that prepare does"
+legacy=$(iptables-legacy-save | grep -c OUTPOST || true)
+nft=$(iptables-nft-save | grep -c OUTPOST || true)
+echo "OUTPOST lines: $legacy in iptables-legacy-save, $nft in iptables-nft-save"
+[ "$legacy" -gt 0 ] && [ "$nft" = 0 ] || fail "the daemon did not write with the legacy backend"
+echo "VMTEST-INFO: boot without an apiserver: the unit started at boot on the legacy backend, /run/xtables.lock made by its prepare"
+
+step "the apiserver returns, with the changes made while the host was off"
+out=$(host_step apiserver-start) || fail "host step apiserver-start failed"
+eval "$out"
+# Both at once, each timed from now.
+only_from 60 "$boot_url" "$pod2" >/run/vmtest-boot.ms 2>&1 &
+moved=$!
+only_from 60 "http://$BOOT_NEW_IP:$SVC_PORT/" "$pod1" >/run/vmtest-boot-new.ms 2>&1 &
+added=$!
+wait "$moved" || fail "service boot did not move to $pod2 once the apiserver answered: $(cat /run/vmtest-boot.ms)"
+wait "$added" || fail "service boot-new ($BOOT_NEW_IP) is not served once the apiserver answered: $(cat /run/vmtest-boot-new.ms)"
+echo "VMTEST-INFO: boot without an apiserver: once it answered again, the endpoint replaced was followed in $(cat /run/vmtest-boot.ms) ms, the new service in $(cat /run/vmtest-boot-new.ms) ms"
+status=$(kube-outpost status 2>&1) || true
+echo "$status"
+! grep -q STALE <<<"$status" || soft_fail "kube-outpost status: still STALE"
+stale=$(metric 'kube_outpost_cluster_stale_state{cluster="prod"}')
+[ "$stale" = 0 ] || soft_fail "kube_outpost_cluster_stale_state{cluster=\"prod\"} is $stale, want 0"
+journalctl -u kube-outpost --no-pager -o short-monotonic | grep -F "live state replaces" || soft_fail "no 'live state replaces' in the journal"
+
+# Another program holds the xtables lock for 10 s (guarantee 6): the
+# previous rules serve meanwhile; a change made during the hold is applied
+# after it, the sync either waiting for the lock or failing, counted and
+# retried.
+step "the xtables lock held for 10 s by another program (legacy backend)"
+errs0=$(metric kube_outpost_sync_proxy_rules_errors_total)
+loop_start 0.2
+since=$(date '+%Y-%m-%d %H:%M:%S')
+flock /run/xtables.lock sleep 10 &
+holder=$!
+t_hold=$(date +%s%N)
+sleep 1
+host_step boot-back >/dev/null || fail "host step boot-back failed"
+during=" "
+while kill -0 "$holder" 2>/dev/null; do
+  body=$(curl -sS --max-time 1 "$boot_url" 2>&1) || body=failed
+  case "$during" in *" $body "*) ;; *) during="$during$body " ;; esac
+  sleep 0.3
+done
+wait "$holder" || true
+held=$((($(date +%s%N) - t_hold) / 1000000))
+ms=$(only_from 30 "$boot_url" "$pod1") || { soft_fail "the change made while the lock was held was not applied within 30 s of its release"; ms=-1; }
+loop_stop
+errs1=$(metric kube_outpost_sync_proxy_rules_errors_total)
+ok=$(grep -c '^ok' /run/vmtest-loop.log || true)
+failed=$(grep -c '^FAILED' /run/vmtest-loop.log || true)
+journalctl -u kube-outpost --no-pager -o short-monotonic --since "$since" | grep -E 'sync failed|xtables|lock' || true
+echo "service boot during the hold (${held} ms), answered by:$during"
+[ "$during" = " $pod2 " ] || soft_fail "service boot during the hold: answered by:$during, want $pod2 alone (the previous rules)"
+echo "VMTEST-INFO: xtables lock held ${held} ms: $ok requests answered, $failed failed; $((errs1 - errs0)) sync errors counted; the change made during the hold applied ${ms} ms after it"
+[ "$failed" = 0 ] || soft_fail "$failed of $((ok + failed)) requests to $url failed while the xtables lock was held"
+
+step "back to the nf_tables backend"
+run systemctl stop kube-outpost
+run kube-outpost cleanup
+[ "$(iptables-legacy-save | grep -c OUTPOST || true)" = 0 ] || fail "kube-outpost cleanup left rules in the legacy backend"
+run update-alternatives --set iptables /usr/sbin/iptables-nft
+run systemctl start kube-outpost
+wait_curl 30 "$url" || fail "$url does not answer after going back to the nf_tables backend"
 
 # An upgrade as an admin does it: a newer .deb (built from the same tree by
 # vm_test.go, version $UPGRADE_VERSION) over the running, configured, enabled
@@ -305,16 +451,7 @@ pid=$(systemctl show -p MainPID --value kube-outpost)
 echo "MainPID $pid, $(readlink /proc/"$pid"/exe)"
 # One request every 0.2 s, each on a new connection, from before the upgrade
 # starts until after it has finished.
-rm -f /run/vmtest-loop-stop
-(
-  set +eE
-  trap - ERR
-  while [ ! -e /run/vmtest-loop-stop ]; do
-    if out=$(curl_one "$url" 2>&1); then echo "ok $out"; else echo "FAILED $(cut -d' ' -f1 /proc/uptime): $out"; fi
-    sleep 0.2
-  done
-) >/run/vmtest-loop.log 2>&1 &
-loop=$!
+loop_start 0.2
 for ((i = 0; i < 100; i++)); do
   grep -q '^ok' /run/vmtest-loop.log 2>/dev/null && break
   sleep 0.2
@@ -322,8 +459,7 @@ done
 apt_rc=0
 apt-get install -y -q -o Acquire::Retries=0 "$newdeb" </dev/null 2>&1 | tee /run/vmtest-upgrade.log || apt_rc=$?
 sleep 1 # a few more requests after the restart
-touch /run/vmtest-loop-stop
-wait "$loop" || true
+loop_stop
 [ "$apt_rc" = 0 ] || fail "apt-get install $newdeb exited $apt_rc"
 ok=$(grep -c '^ok' /run/vmtest-loop.log || true)
 failed=$(grep -c '^FAILED' /run/vmtest-loop.log || true)
