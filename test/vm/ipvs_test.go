@@ -336,6 +336,7 @@ var e2eSkips = map[string]string{
 	"TestIPVSModeRefusedWithoutModule": "the guest's kernel has ip_vs",
 	"TestIPv6":                         "a remote lab is IPv4 only: QEMU's user networking carries the guest's traffic",
 	"TestMultiCluster":                 "it starts three apiservers of its own, which a remote lab cannot",
+	"TestOneClusterDown":               "it shares TestMultiCluster's three apiservers, which a remote lab cannot start",
 	"TestReach":                        "it needs lab nodes, which a remote lab cannot have",
 	"TestHostile":                      "it starts an honest and a rogue apiserver of its own (and a lying proxy), which a remote lab cannot",
 	"TestWatchRecovery":                "it puts a relay of its own in front of an apiserver, which a remote lab's apiservers are not the lab's to allow",
