@@ -57,13 +57,16 @@ func can(t *testing.T, c config.Capability) bool {
 // service runs, which a test makes fail on demand (startObserved): sub, if
 // set, is the only subcommand made to fail. counted: its refusals count in
 // kube_outpost_sync_proxy_rules_restore_failures_total, as iptables-restore
-// transactions do; ipvs mode's ipset restore fails the sync without.
+// transactions do, and nftables mode's `nft -f -` (its transactions; its
+// reads, `nft --json list`, stay working); ipvs mode's ipset restore fails
+// the sync without being counted there.
 var syncTool = map[string]struct {
 	name, sub string
 	counted   bool
 }{
 	"iptables": {name: "iptables-restore", counted: true},
 	"ipvs":     {name: "ipset", sub: "restore"},
+	"nftables": {name: "nft", sub: "-f", counted: true},
 }[mode]
 
 // kernelState is everything the host namespace's kernel holds for proxying,
