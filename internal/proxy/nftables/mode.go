@@ -34,9 +34,12 @@ func init() {
 		InUse:     inUse,
 		Cleanup:   cleanupAll,
 		Explainer: newExplainer,
-		// First for mode = "auto": its dispatch costs the same at 10 and
-		// at 10,000 services, and its transactions are small.
-		Auto:   10,
+		// After iptables for mode = "auto", for now: its dispatch costs
+		// the same at 10 and at 10,000 services, but its first full sync
+		// at 10,000 services holds the kernel's nf_tables lock for
+		// minutes (docs/datapaths.md, "mode = auto"), which no host
+		// should get without asking for it.
+		Auto:   25,
 		Usable: func(ctx context.Context, _ *config.Config) error { return Usable(ctx) },
 	})
 }
