@@ -103,20 +103,26 @@ func cleanup(b *testing.B, p proxy.Backend) {
 // collection (heap-MiB), the peak RSS since just before that round's
 // sync (peak-RSS-MiB: the test binary, the state and the backend), and
 // the peak RSS of the largest command it ran (tool-RSS-MiB: nft or
-// iptables-restore, a separate process).
+// iptables-restore, a separate process), with that round's CPU time in
+// those commands, in user space (tool-user-s) and in the kernel
+// (tool-sys-s).
 func FullSync(b *testing.B, newBackend New) {
 	st := Big(Services(b), EndpointsPerService)
 	var heap, peak float64
+	var toolUser, toolSys time.Duration
 	for b.Loop() {
 		p := newBackend(b)
 		b.StopTimer()
 		runtime.GC()
 		resetPeakRSS(b)
+		u0, s0 := childrenCPU()
 		b.StartTimer()
 		if err := p.Sync(context.Background(), st, true); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		u1, s1 := childrenCPU()
+		toolUser, toolSys = u1-u0, s1-s0
 		peak = procStatusMiB(b, "VmHWM")
 		runtime.GC()
 		var ms runtime.MemStats
@@ -132,6 +138,19 @@ func FullSync(b *testing.B, newBackend New) {
 	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err == nil {
 		b.ReportMetric(float64(ru.Maxrss)/1024, "tool-RSS-MiB")
 	}
+	b.ReportMetric(toolUser.Seconds(), "tool-user-s")
+	b.ReportMetric(toolSys.Seconds(), "tool-sys-s")
+}
+
+// childrenCPU is the user and system CPU time of the commands this
+// process ran and waited for; a netlink transaction's kernel work counts
+// as the system time of the process that sent it.
+func childrenCPU() (user, sys time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
 // OneChange: one service's endpoints change among the large state (a
@@ -143,14 +162,26 @@ func OneChange(b *testing.B, newBackend New) {
 	cs := st.Clusters[0]
 	k := portKey("svc-42")
 	orig := cs.Ports[k]
-	for i := 0; b.Loop(); i++ {
+	u0, s0 := childrenCPU()
+	n := 0
+	for b.Loop() {
 		np := *orig
-		np.Endpoints = append([]model.Endpoint(nil), orig.Endpoints[:1+i%9]...)
+		np.Endpoints = append([]model.Endpoint(nil), orig.Endpoints[:1+n%9]...)
 		cs.Ports[k] = &np
 		if err := p.Sync(ctx, st, false); err != nil {
 			b.Fatal(err)
 		}
+		n++
 	}
+	reportToolCPU(b, u0, s0, n)
+}
+
+// reportToolCPU reports the CPU time per operation of the commands run
+// since u0, s0 (childrenCPU): tool-user-ms and tool-sys-ms.
+func reportToolCPU(b *testing.B, u0, s0 time.Duration, n int) {
+	u1, s1 := childrenCPU()
+	b.ReportMetric(float64((u1-u0)/time.Duration(n))/1e6, "tool-user-ms")
+	b.ReportMetric(float64((s1-s0)/time.Duration(n))/1e6, "tool-sys-ms")
 }
 
 // AddService: one service appears among the large state.
@@ -159,14 +190,18 @@ func AddService(b *testing.B, newBackend New) {
 	p := synced(b, newBackend, st)
 	ctx := context.Background()
 	cs := st.Clusters[0]
-	for i := 0; b.Loop(); i++ {
-		k := portKey(fmt.Sprintf("new-%d", i))
-		cs.Ports[k] = &model.ServicePort{Key: k, ClusterIP: netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)}), Port: 80,
+	u0, s0 := childrenCPU()
+	n := 0
+	for b.Loop() {
+		k := portKey(fmt.Sprintf("new-%d", n))
+		cs.Ports[k] = &model.ServicePort{Key: k, ClusterIP: netip.AddrFrom4([4]byte{10, 100, byte(n >> 8), byte(n)}), Port: 80,
 			Endpoints: []model.Endpoint{{Addr: netip.MustParseAddrPort("10.245.0.1:8080")}}}
 		if err := p.Sync(ctx, st, false); err != nil {
 			b.Fatal(err)
 		}
+		n++
 	}
+	reportToolCPU(b, u0, s0, n)
 }
 
 // Connect-time samples per round (b.Loop iteration), after warmUp
