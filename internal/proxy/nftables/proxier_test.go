@@ -44,7 +44,6 @@ var (
 
 var (
 	alphaCIDRs = modeltest.AlphaCIDRs
-	betaCIDRs  = modeltest.BetaCIDRs
 	testState  = modeltest.TwoClusters
 )
 

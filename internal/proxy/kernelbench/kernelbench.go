@@ -1,0 +1,331 @@
+// Package kernelbench holds the benchmarks every mode runs against the real
+// kernel, so that `make bench` prints the modes side by side with the same
+// load, the same change and the same probes: the first full sync, one
+// endpoint change, one new service, the memory a full sync needs, and the
+// connect time to a ClusterIP with few and with many services programmed.
+//
+// They program the network namespace they run in: each mode's
+// kernel_bench_test.go (build tag kernel) calls them, and `make bench` runs
+// those in a throw-away namespace. They measure; they assert nothing about
+// time.
+package kernelbench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+)
+
+// Services is the number of services of the large state, 10 endpoints
+// each: 10,000, or BENCH_SERVICES to try the harness at a smaller size.
+func Services(b *testing.B) int {
+	s := os.Getenv("BENCH_SERVICES")
+	if s == "" {
+		return 10000
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 10 || n > 65536 {
+		b.Fatalf("BENCH_SERVICES=%q: want a number from 10 to 65536", s)
+	}
+	return n
+}
+
+// EndpointsPerService is the m of Big(n, m) in these benchmarks.
+const EndpointsPerService = 10
+
+const cluster = "bench"
+
+// Big is n services with m endpoints each, in one cluster whose range is
+// 10.96.0.0/12: service i is 10.96.0.0 + i, port 80, its endpoints port
+// 8080 in 10.244.0.0/16.
+func Big(n, m int) *model.State {
+	cs := &model.ClusterState{
+		Name: cluster, Synced: true,
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
+		Ports:        map[model.PortKey]*model.ServicePort{},
+	}
+	for i := 0; i < n; i++ {
+		k := portKey(fmt.Sprintf("svc-%d", i))
+		p := &model.ServicePort{Key: k, ClusterIP: clusterIP(i), Port: 80}
+		for j := 0; j < m; j++ {
+			x := i*m + j
+			p.Endpoints = append(p.Endpoints, model.Endpoint{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 244, byte(x >> 8), byte(x)}), 8080)})
+		}
+		cs.Ports[k] = p
+	}
+	return &model.State{Clusters: []*model.ClusterState{cs}}
+}
+
+func portKey(name string) model.PortKey {
+	return model.PortKey{Cluster: cluster, Namespace: "ns", Name: name, Port: "http", Protocol: model.TCP}
+}
+
+func clusterIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 96 + byte(i>>16), byte(i >> 8), byte(i)})
+}
+
+// New makes a backend of the mode under test, with nothing programmed
+// yet; it skips the benchmark when the mode cannot run here.
+type New func(b *testing.B) proxy.Backend
+
+func synced(b *testing.B, newBackend New, st *model.State) proxy.Backend {
+	p := newBackend(b)
+	if err := p.Sync(context.Background(), st, true); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cleanup(b, p) })
+	return p
+}
+
+func cleanup(b *testing.B, p proxy.Backend) {
+	if err := p.Cleanup(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// FullSync is the first sync of the large state. Beside the time it
+// reports the memory of the process that ran it, measured on the last
+// round with the backend and the state still live: the Go heap after a
+// collection (heap-MiB), the peak RSS since just before that round's
+// sync (peak-RSS-MiB: the test binary, the state and the backend), and
+// the peak RSS of the largest command it ran (tool-RSS-MiB: nft or
+// iptables-restore, a separate process), with that round's CPU time in
+// those commands, in user space (tool-user-s) and in the kernel
+// (tool-sys-s).
+func FullSync(b *testing.B, newBackend New) {
+	st := Big(Services(b), EndpointsPerService)
+	var heap, peak float64
+	var toolUser, toolSys time.Duration
+	for b.Loop() {
+		p := newBackend(b)
+		b.StopTimer()
+		runtime.GC()
+		resetPeakRSS(b)
+		u0, s0 := childrenCPU()
+		b.StartTimer()
+		if err := p.Sync(context.Background(), st, true); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		u1, s1 := childrenCPU()
+		toolUser, toolSys = u1-u0, s1-s0
+		peak = procStatusMiB(b, "VmHWM")
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		heap = float64(ms.HeapAlloc) / (1 << 20)
+		runtime.KeepAlive(p)
+		cleanup(b, p)
+		b.StartTimer()
+	}
+	b.ReportMetric(heap, "heap-MiB")
+	b.ReportMetric(peak, "peak-RSS-MiB")
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err == nil {
+		b.ReportMetric(float64(ru.Maxrss)/1024, "tool-RSS-MiB")
+	}
+	b.ReportMetric(toolUser.Seconds(), "tool-user-s")
+	b.ReportMetric(toolSys.Seconds(), "tool-sys-s")
+}
+
+// childrenCPU is the user and system CPU time of the commands this
+// process ran and waited for; a netlink transaction's kernel work counts
+// as the system time of the process that sent it.
+func childrenCPU() (user, sys time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+// OneChange: one service's endpoints change among the large state (a
+// partial sync).
+func OneChange(b *testing.B, newBackend New) {
+	st := Big(Services(b), EndpointsPerService)
+	p := synced(b, newBackend, st)
+	ctx := context.Background()
+	cs := st.Clusters[0]
+	k := portKey("svc-42")
+	orig := cs.Ports[k]
+	u0, s0 := childrenCPU()
+	n := 0
+	for b.Loop() {
+		np := *orig
+		np.Endpoints = append([]model.Endpoint(nil), orig.Endpoints[:1+n%9]...)
+		cs.Ports[k] = &np
+		if err := p.Sync(ctx, st, false); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	reportToolCPU(b, u0, s0, n)
+}
+
+// reportToolCPU reports the CPU time per operation of the commands run
+// since u0, s0 (childrenCPU): tool-user-ms and tool-sys-ms.
+func reportToolCPU(b *testing.B, u0, s0 time.Duration, n int) {
+	u1, s1 := childrenCPU()
+	b.ReportMetric(float64((u1-u0)/time.Duration(n))/1e6, "tool-user-ms")
+	b.ReportMetric(float64((s1-s0)/time.Duration(n))/1e6, "tool-sys-ms")
+}
+
+// AddService: one service appears among the large state.
+func AddService(b *testing.B, newBackend New) {
+	st := Big(Services(b), EndpointsPerService)
+	p := synced(b, newBackend, st)
+	ctx := context.Background()
+	cs := st.Clusters[0]
+	u0, s0 := childrenCPU()
+	n := 0
+	for b.Loop() {
+		k := portKey(fmt.Sprintf("new-%d", n))
+		cs.Ports[k] = &model.ServicePort{Key: k, ClusterIP: netip.AddrFrom4([4]byte{10, 100, byte(n >> 8), byte(n)}), Port: 80,
+			Endpoints: []model.Endpoint{{Addr: netip.MustParseAddrPort("10.245.0.1:8080")}}}
+		if err := p.Sync(ctx, st, false); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	reportToolCPU(b, u0, s0, n)
+}
+
+// Connect-time samples per round (b.Loop iteration), after warmUp
+// connects that are not kept.
+const (
+	samples = 10000
+	warmUp  = 1000
+)
+
+// FirstPacket is the connect time of a new TCP connection from this
+// namespace to a ClusterIP, with 10 services programmed and with the large
+// state: the kernel's cost of a connection's first packet through our
+// rules (a new conntrack entry walks the nat chains once). Every endpoint
+// address is this namespace's own (10.244.0.0/16 is a local route on lo)
+// and one listener on port 8080 answers them all. The probes go round
+// the services i·n/10 + n/20, so a linear walk (iptables mode's cluster
+// chain) is met at every depth. It reports p50-µs, p99-µs and mean-µs of
+// the connect call; each connection is then reset (no TIME_WAIT).
+func FirstPacket(b *testing.B, newBackend New) {
+	setupLocalNet(b)
+	ln, err := net.Listen("tcp4", ":8080")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, n := range []int{10, Services(b)} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			p := synced(b, newBackend, Big(n, EndpointsPerService))
+			var targets []netip.AddrPort
+			for i := 0; i < 10; i++ {
+				targets = append(targets, netip.AddrPortFrom(clusterIP(i*n/10+n/20), 80))
+			}
+			for i := 0; i < warmUp; i++ {
+				connect(b, targets[i%len(targets)])
+			}
+			var d []time.Duration
+			for b.Loop() {
+				for i := range samples {
+					d = append(d, connect(b, targets[i%len(targets)]))
+				}
+			}
+			runtime.KeepAlive(p)
+			slices.Sort(d)
+			var sum time.Duration
+			for _, x := range d {
+				sum += x
+			}
+			us := func(x time.Duration) float64 { return float64(x) / float64(time.Microsecond) }
+			b.ReportMetric(us(d[len(d)/2]), "p50-µs")
+			b.ReportMetric(us(d[len(d)*99/100]), "p99-µs")
+			b.ReportMetric(us(sum/time.Duration(len(d))), "mean-µs")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// setupLocalNet brings lo up, routes the service range to it (a host
+// needs a route to a ClusterIP before the OUTPUT DNAT) and makes the whole
+// endpoint range local.
+func setupLocalNet(b *testing.B) {
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"route", "replace", "10.96.0.0/12", "dev", "lo"},
+		{"route", "replace", "local", "10.244.0.0/16", "dev", "lo"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			b.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+}
+
+// connect times one blocking connect(2) to a, then resets the connection.
+func connect(b *testing.B, a netip.AddrPort) time.Duration {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	sa := &syscall.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}
+	start := time.Now()
+	err = syscall.Connect(fd, sa)
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("connect %v: %v", a, err)
+	}
+	if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0}); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// resetPeakRSS sets this process's VmHWM back to its current RSS.
+func resetPeakRSS(b *testing.B) {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Logf("peak RSS not reset (%v): peak-RSS-MiB is the process's peak so far", err)
+	}
+}
+
+// procStatusMiB is a kB field of /proc/self/status, in MiB.
+func procStatusMiB(b *testing.B, field string) float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := bytes.Fields(sc.Bytes())
+		if len(f) >= 2 && string(f[0]) == field+":" {
+			kb, err := strconv.ParseFloat(string(f[1]), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
