@@ -3,7 +3,6 @@ package iptables
 import (
 	"fmt"
 	"math"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -21,13 +20,7 @@ func (v *PortView) mismatches(want proxy.Want) []string {
 	mismatch := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	target := want.Target.String() + "/" + string(want.Protocol)
 	if want.Key == nil {
-		switch {
-		case len(v.Dispatch) > 0:
-			mismatch("the kernel still sends %s to %s, but the model has no such service port", target, v.Chain)
-		case len(v.Reject) > 0:
-			mismatch("the kernel still refuses %s, but the model has no such service port", target)
-		}
-		return out
+		return append(out, proxy.GonePortMismatches(target, len(v.Dispatch) > 0, len(v.Reject) > 0, v.Chain)...)
 	}
 	if len(want.Endpoints) == 0 {
 		if !hooked(v.RejectPath, "OUTPUT", chainFilter) {
@@ -63,27 +56,13 @@ func (v *PortView) mismatches(want proxy.Want) []string {
 	if ch := serviceChain(*want.Key); v.Chain != ch {
 		mismatch("the dispatch rule jumps to %s, not to %s, the chain of this service port", v.Chain, ch)
 	}
-	kernel := map[netip.AddrPort]float64{}
+	shares := make([]proxy.KernelShare, 0, len(v.Endpoints))
 	for _, e := range v.Endpoints {
-		kernel[e.Addr] = e.Probability
+		shares = append(shares, proxy.KernelShare{Addr: e.Addr, Probability: e.Probability})
 	}
-	for _, e := range want.Endpoints {
-		got, ok := kernel[e.Addr]
-		switch {
-		case !ok:
-			mismatch("endpoint %s is wanted, but no rule DNATs to it", e.Addr)
-		case math.Abs(got-e.Probability) > shareTolerance:
-			mismatch("endpoint %s gets %s of new connections, not %s", e.Addr, percent(got), percent(e.Probability))
-		}
-		delete(kernel, e.Addr)
-	}
-	for _, e := range v.Endpoints {
-		if _, extra := kernel[e.Addr]; extra {
-			mismatch("the kernel DNATs %s of new connections to %s, which the model does not want", percent(e.Probability), e.Addr)
-		}
-	}
+	out = append(out, proxy.ShareMismatches(want.Endpoints, shares, shareTolerance, "rule")...)
 	if v.NotDNATed > shareTolerance {
-		mismatch("%s of new connections leave %s without a DNAT", percent(v.NotDNATed), v.Chain)
+		mismatch("%s of new connections leave %s without a DNAT", proxy.Percent(v.NotDNATed), v.Chain)
 	}
 	if secs := int(math.Round(want.Affinity.Seconds())); v.AffinitySeconds != secs {
 		mismatch("ClientIP affinity: the kernel keeps clients %s, the model wants %s", affinityText(v.AffinitySeconds), affinityText(secs))
@@ -99,7 +78,6 @@ func affinityText(secs int) string {
 }
 
 // percent writes a share as explain's text output does.
-func percent(p float64) string { return fmt.Sprintf("%.1f%%", p*100) }
 
 // hooked says whether path has a rule of a built-in chain that jumps to to.
 func hooked(path []Rule, from, to string) bool {

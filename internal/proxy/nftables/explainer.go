@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/netip"
 	"strings"
 	"sync"
 
@@ -104,13 +103,7 @@ func (v *PortView) mismatches(want proxy.Want) []string {
 	mismatch := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	target := want.Target.String() + "/" + string(want.Protocol)
 	if want.Key == nil {
-		switch {
-		case len(v.Dispatch) > 0:
-			mismatch("the kernel still sends %s to %s, but the model has no such service port", target, v.Chain)
-		case len(v.Reject) > 0:
-			mismatch("the kernel still refuses %s, but the model has no such service port", target)
-		}
-		return out
+		return append(out, proxy.GonePortMismatches(target, len(v.Dispatch) > 0, len(v.Reject) > 0, v.Chain)...)
 	}
 	if len(want.Endpoints) == 0 {
 		if len(v.Reject) == 0 {
@@ -140,23 +133,11 @@ func (v *PortView) mismatches(want proxy.Want) []string {
 	if ch := serviceChain(*want.Key); v.Chain != ch {
 		mismatch("the map element leads to %s, not to %s, the chain of this service port", v.Chain, ch)
 	}
-	kernel := map[netip.AddrPort]float64{}
+	shares := make([]proxy.KernelShare, 0, len(v.Endpoints))
 	for _, e := range v.Endpoints {
-		kernel[e.Addr] += e.Probability
+		shares = append(shares, proxy.KernelShare{Addr: e.Addr, Probability: e.Probability})
 	}
-	for _, e := range want.Endpoints {
-		got, ok := kernel[e.Addr]
-		switch {
-		case !ok:
-			mismatch("endpoint %s is wanted, but no endpoint chain DNATs to it", e.Addr)
-		case math.Abs(got-e.Probability) > shareTolerance:
-			mismatch("endpoint %s gets %.1f%% of new connections, not %.1f%%", e.Addr, got*100, e.Probability*100)
-		}
-		delete(kernel, e.Addr)
-	}
-	for addr, p := range kernel {
-		mismatch("the kernel DNATs %.1f%% of new connections to %s, which the model does not want", p*100, addr)
-	}
+	out = append(out, proxy.ShareMismatches(want.Endpoints, shares, shareTolerance, "endpoint chain")...)
 	secs := int64(math.Round(want.Affinity.Seconds()))
 	wantSets := map[string]bool{}
 	if secs > 0 {
