@@ -22,6 +22,10 @@ const (
 	CanIPv6          Capability = "IPv6 services"  // an IPv6 range in service_cidrs
 	CanReject        Capability = "refusing ports without endpoints"
 	CanAffinity      Capability = "ClientIP session affinity"
+	// Counting each service port's new connections in the kernel, for
+	// status and service_metrics; asked by no key: a mode without it
+	// exports no such series.
+	CanCountConnections Capability = "counting new connections per service port"
 )
 
 // Capabilities is what one mode can do.

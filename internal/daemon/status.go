@@ -8,6 +8,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -103,7 +104,31 @@ func (s *statusSource) Status() status.Report {
 		}
 		r.Clusters = append(r.Clusters, cs)
 	}
+	s.addConnections(&r)
 	return r
+}
+
+// connectionsTimeout bounds the kernel read for status: an answer without
+// counts is better than none.
+const connectionsTimeout = 2 * time.Second
+
+// addConnections puts the kernel's connection counts in r, in a mode that
+// keeps them.
+func (s *statusSource) addConnections(r *status.Report) {
+	if !slices.ContainsFunc(s.d.backendList(), func(b proxy.Backend) bool {
+		_, ok := b.(proxy.ConnectionCounter)
+		return ok
+	}) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), connectionsTimeout)
+	defer cancel()
+	counts, err := s.d.connectionCounts(ctx)
+	if err != nil {
+		r.Warnings = append(r.Warnings, "connection counts not read: "+err.Error())
+		return
+	}
+	r.AddConnections(counts)
 }
 
 func syncStatus(r SyncResult) status.Sync {

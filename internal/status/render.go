@@ -156,6 +156,17 @@ func (rd renderer) clusterDetails(c ClusterStatus) []string {
 		out = append(out, "external IPs captured on this host in "+strings.Join(c.AllowExternalIPs, ", "))
 	}
 	out = append(out, rd.reachDetails(c)...)
+	if c.Connections != nil {
+		line := fmt.Sprintf("new connections since the rules were written: %d", *c.Connections)
+		var busiest []string
+		for _, p := range c.Busiest {
+			busiest = append(busiest, fmt.Sprintf("%s %d", p.Port, p.Connections))
+		}
+		if len(busiest) > 0 {
+			line += " (busiest: " + strings.Join(busiest, ", ") + ")"
+		}
+		out = append(out, line)
+	}
 	if len(c.Refused) > 0 {
 		out = append(out, fmt.Sprintf("refused (%d):", len(c.Refused)))
 		var b bytes.Buffer

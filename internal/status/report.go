@@ -1,7 +1,9 @@
 package status
 
 import (
+	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
@@ -35,6 +37,33 @@ func ClusterFromModel(c *model.ClusterState, refusals []model.Refusal) ClusterSt
 	return cs
 }
 
+// maxBusiest is how many ports a cluster's status names as its busiest.
+const maxBusiest = 5
+
+// AddConnections fills each cluster's Connections and Busiest from the
+// kernel's counts per port; ports that made no connection are not named.
+func (r *Report) AddConnections(counts map[model.PortKey]uint64) {
+	for i := range r.Clusters {
+		c := &r.Clusters[i]
+		var total uint64
+		var busiest []PortConnections
+		for k, n := range counts {
+			if k.Cluster != c.Name {
+				continue
+			}
+			total += n
+			if n > 0 {
+				busiest = append(busiest, PortConnections{Port: strings.TrimPrefix(k.String(), k.Cluster+"/"), Connections: n})
+			}
+		}
+		// Most first; a tie by name, so that the same counts read the same.
+		slices.SortFunc(busiest, func(a, b PortConnections) int {
+			return cmp.Or(cmp.Compare(b.Connections, a.Connections), cmp.Compare(a.Port, b.Port))
+		})
+		c.Connections, c.Busiest = &total, busiest[:min(len(busiest), maxBusiest)]
+	}
+}
+
 // boundTexts returns r with the texts bounded that a cluster or the network
 // writes at any length: apiserver errors, sync errors (which quote the
 // tools' output), routes' reasons. Refusal reasons are bounded as they are
@@ -42,6 +71,7 @@ func ClusterFromModel(c *model.ClusterState, refusals []model.Refusal) ClusterSt
 func (r Report) boundTexts() Report {
 	r.LastSync.Error = bound(r.LastSync.Error)
 	r.LastSuccess.Error = bound(r.LastSuccess.Error)
+	r.Warnings = boundAll(r.Warnings)
 	r.Clusters = slices.Clone(r.Clusters)
 	for i := range r.Clusters {
 		c := &r.Clusters[i]

@@ -84,8 +84,14 @@ type ClusterStatus struct {
 	ServicePorts int `json:"service_ports"`
 	Endpoints    int `json:"endpoints"`
 	// PortsWithoutEndpoints are refused (TCP reset, ICMP unreachable).
-	PortsWithoutEndpoints int       `json:"ports_without_endpoints"`
-	Refused               []Refusal `json:"refused"`
+	PortsWithoutEndpoints int `json:"ports_without_endpoints"`
+	// Connections are the new connections made through this host to the
+	// cluster's service ports since their rules were written, in a mode
+	// that counts them in the kernel (nftables); nil in the others.
+	// Busiest are the ports with the most, at most maxBusiest of them.
+	Connections *uint64           `json:"new_connections,omitempty"`
+	Busiest     []PortConnections `json:"busiest_ports,omitempty"`
+	Refused     []Refusal         `json:"refused"`
 	// LocalRanges say where this host reaches the cluster's ClusterIPs
 	// when local_service_cidr maps them; none when it does not.
 	LocalRanges []LocalRange `json:"local_ranges,omitempty"`
@@ -103,6 +109,12 @@ type ClusterStatus struct {
 	// Routes are the routes of a cluster with reach = "routes"; nil
 	// before the first route sync and for the other strategies.
 	Routes *Routes `json:"routes,omitempty"`
+}
+
+// PortConnections is one service port's count of new connections.
+type PortConnections struct {
+	Port        string `json:"port"` // namespace/name:port, as in PortKey
+	Connections uint64 `json:"new_connections"`
 }
 
 // NodeWatch is the state of a cluster's node list.

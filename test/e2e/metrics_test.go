@@ -40,13 +40,14 @@ type observed struct {
 	failFlag string // while this file exists, the mode's syncTool exits 1
 	http     *http.Client
 	healthz  string // base URL of the health endpoints
+	sock     string // its status socket
 }
 
 // startObserved runs kube-outpost for both clusters with a short
 // sync_period, so that the health check's window (twice it) is short, and
 // with a PATH whose syncTool (iptables-restore, or ipset restore) fails on
-// demand.
-func startObserved(t *testing.T) *observed {
+// demand. extra are more top-level keys for its config.
+func startObserved(t *testing.T, extra ...string) *observed {
 	t.Helper()
 	dir := t.TempDir()
 	o := &observed{
@@ -81,10 +82,10 @@ func startObserved(t *testing.T) *observed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours := []string{
+	ours := append([]string{
 		`sync_period = "2s"`,
 		fmt.Sprintf(`healthz_address = %q`, netip.AddrPortFrom(theLab.HostIP, healthzPort)),
-	}
+	}, extra...)
 	var kept []string
 	for _, l := range strings.Split(string(data), "\n") {
 		key, _, _ := strings.Cut(l, "=")
@@ -99,6 +100,7 @@ func startObserved(t *testing.T) *observed {
 	}
 
 	withStateDir(t, cfgPath)
+	o.sock = configValue(t, cfgPath, "status_socket")
 	if out, err := theLab.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
 		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
 	}
