@@ -82,7 +82,12 @@ type PortView struct {
 	Rules []string `json:"rules"`
 	// Endpoints are the DNAT targets with the share numgen gives each.
 	Endpoints []EndpointShare `json:"endpoints"`
-	// EndpointChains are the endpoint chains' rules, by chain.
+	// Picks is the map the service chain's numgen picks in, and
+	// PickElements its elements ("0 : 10.0.1.1 . 8080", "0 : goto ep-...").
+	Picks        string   `json:"picks,omitempty"`
+	PickElements []string `json:"pick_elements,omitempty"`
+	// EndpointChains are the endpoint chains' rules, by chain (ClientIP
+	// affinity).
 	EndpointChains map[string][]string `json:"endpoint_chains,omitempty"`
 	// Affinity are the affinity sets the service chain looks clients up
 	// in, one per endpoint with ClientIP affinity.
@@ -94,15 +99,18 @@ type PortView struct {
 	Reject []string `json:"reject"`
 }
 
-// EndpointShare is one DNAT target of a service chain.
+// EndpointShare is one DNAT target of a service chain; Chain is its
+// endpoint chain, none when the service chain DNATs itself.
 type EndpointShare struct {
 	Addr        netip.AddrPort `json:"addr"`
-	Chain       string         `json:"chain"`
+	Chain       string         `json:"chain,omitempty"`
 	Probability float64        `json:"probability"`
 }
 
 var (
-	numgenRE   = regexp.MustCompile(`numgen random mod (\d+) vmap \{ (.*) \}`)
+	// numgenRE is either pick: DNAT to a map's address . port, or a
+	// verdict map's goto to an endpoint chain.
+	numgenRE   = regexp.MustCompile(`(dnat (?:ip6? )?to )?numgen random mod (\d+) v?map @(\S+)$`)
 	dnatRE     = regexp.MustCompile(`dnat (?:ip6? )?to (\S+)$`)
 	affinityRE = regexp.MustCompile(`saddr @(\S+) goto (\S+)$`)
 	counterRE  = regexp.MustCompile(`counter name "?([^" ]+)"?`)
@@ -220,22 +228,10 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 		if m := affinityRE.FindStringSubmatch(rule); m != nil {
 			v.Affinity = append(v.Affinity, m[1])
 		}
-		m := numgenRE.FindStringSubmatch(rule)
-		if m == nil {
-			continue
-		}
-		n, _ := strconv.Atoi(m[1])
-		for _, pick := range strings.Split(m[2], ",") {
-			_, verdict, ok := strings.Cut(strings.TrimSpace(pick), " : ")
-			f := strings.Fields(verdict)
-			if !ok || len(f) != 2 || n == 0 {
-				continue
-			}
-			ep, err := v.readEndpoint(ctx, r, f[1])
-			if err != nil {
+		if m := numgenRE.FindStringSubmatch(rule); m != nil {
+			if err := v.readPicks(ctx, r, m[1] != "", m[2], m[3]); err != nil {
 				return err
 			}
-			v.addShare(ep, f[1], 1/float64(n))
 		}
 	}
 	if v.Counter != "" {
@@ -251,6 +247,56 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 		}
 	}
 	return nil
+}
+
+// readPicks reads the map numgen random mod n picks in: each element of
+// an index below n gets 1/n of the new connections, the DNAT target
+// itself (dnat) or its endpoint chain's.
+func (v *PortView) readPicks(ctx context.Context, r reader, dnat bool, mod, name string) error {
+	n, _ := strconv.Atoi(mod)
+	els, err := r.ListElements(ctx, "map", name)
+	if err != nil && !knftables.IsNotFound(err) {
+		return err
+	}
+	v.Picks = name
+	slices.SortFunc(els, func(a, b *knftables.Element) int {
+		return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
+	})
+	for _, e := range els {
+		v.PickElements = append(v.PickElements, strings.Join(e.Key, " . ")+" : "+strings.Join(e.Value, " . "))
+		i, err := strconv.Atoi(strings.Join(e.Key, ""))
+		if err != nil || i < 0 || i >= n {
+			continue // numgen never gives it
+		}
+		if dnat {
+			v.addShare(addrPort(e.Value), "", 1/float64(n))
+			continue
+		}
+		f := strings.Fields(strings.Join(e.Value, " "))
+		if len(f) != 2 {
+			continue
+		}
+		ep, err := v.readEndpoint(ctx, r, f[1])
+		if err != nil {
+			return err
+		}
+		v.addShare(ep, f[1], 1/float64(n))
+	}
+	return nil
+}
+
+// addrPort is an address . port map value; the zero AddrPort when it is
+// not one.
+func addrPort(value []string) netip.AddrPort {
+	if len(value) != 2 {
+		return netip.AddrPort{}
+	}
+	a, err1 := netip.ParseAddr(value[0])
+	port, err2 := strconv.ParseUint(value[1], 10, 16)
+	if err1 != nil || err2 != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a, uint16(port))
 }
 
 func (v *PortView) readEndpoint(ctx context.Context, r reader, chain string) (netip.AddrPort, error) {
@@ -278,7 +324,7 @@ func dnatTarget(rules []string) netip.AddrPort {
 
 func (v *PortView) addShare(ep netip.AddrPort, chain string, p float64) {
 	for i := range v.Endpoints {
-		if v.Endpoints[i].Chain == chain {
+		if v.Endpoints[i].Chain == chain && v.Endpoints[i].Addr == ep {
 			v.Endpoints[i].Probability += p
 			return
 		}

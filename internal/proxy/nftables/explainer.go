@@ -78,6 +78,9 @@ func (v *PortView) lines() []string {
 		for _, r := range v.Rules {
 			out = append(out, fmt.Sprintf("chain %s: %s", v.Chain, r))
 		}
+		for _, e := range v.PickElements {
+			out = append(out, fmt.Sprintf("map %s: %s", v.Picks, e))
+		}
 		for _, ep := range v.Endpoints {
 			for _, r := range v.EndpointChains[ep.Chain] {
 				out = append(out, fmt.Sprintf("chain %s: %s", ep.Chain, r))
@@ -137,8 +140,11 @@ func (v *PortView) mismatches(want proxy.Want) []string {
 	for _, e := range v.Endpoints {
 		shares = append(shares, proxy.KernelShare{Addr: e.Addr, Probability: e.Probability})
 	}
-	out = append(out, proxy.ShareMismatches(want.Endpoints, shares, shareTolerance, "endpoint chain")...)
+	out = append(out, proxy.ShareMismatches(want.Endpoints, shares, shareTolerance, "numgen pick")...)
 	secs := int64(math.Round(want.Affinity.Seconds()))
+	if m := pickMap(*want.Key, secs > 0); v.Picks != m {
+		mismatch("chain %s does not pick its endpoints in map %s", v.Chain, m)
+	}
 	wantSets := map[string]bool{}
 	if secs > 0 {
 		for _, e := range want.Endpoints {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -335,6 +336,10 @@ func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error 
 	return c.Fake.Run(ctx, tx)
 }
 
+// fullSyncRE is what only a full sync writes: a flush of a cluster's maps
+// and sets (a port's pick map is flushed whenever its endpoints change).
+var fullSyncRE = regexp.MustCompile(`flush (map|set) ip6? kube-outpost (` + prefixDispatch + `|` + prefixNodePorts + `|` + prefixReject + `|` + prefixNodeReject + `)`)
+
 // TestIncrementalEqualsFull is the key property of partial syncs: after
 // any sequence of changes, each applied by a partial sync, the table
 // holds what a full sync of the final state writes, packets go where the
@@ -355,10 +360,8 @@ func TestIncrementalEqualsFull(t *testing.T) {
 				if what == "no change" && f.runs != before {
 					t.Errorf("step %d (%s): a sync without changes ran a transaction:\n%s", i, step, f.LastTransaction)
 				}
-				if f.runs != before {
-					if tx := f.LastTransaction.String(); strings.Contains(tx, "flush map") || strings.Contains(tx, "flush set") {
-						t.Errorf("step %d (%s): the sync was full, want partial:\n%s", i, step, tx)
-					}
+				if tx := f.LastTransaction.String(); f.runs != before && fullSyncRE.MatchString(tx) {
+					t.Errorf("step %d (%s): the sync was full, want partial:\n%s", i, step, tx)
 				}
 				checkSameAsFull(t, f.Fake, w.St, v6)
 				checkAllFlows(t, f.Fake, w.St, v6)
@@ -387,15 +390,46 @@ func TestEndpointChangeTouchesOnePort(t *testing.T) {
 			t.Errorf("the transaction touches %v, which did not change:\n%s", k, tx)
 		}
 	}
-	for _, gone := range []string{"10.0.1.2:8080", "10.0.1.3:8080"} {
-		if !strings.Contains(tx, "delete chain ip kube-outpost "+endpointChain(webKey, netip.MustParseAddrPort(gone))) {
-			t.Errorf("the endpoint chain of %s is not deleted:\n%s", gone, tx)
+	if !strings.Contains(tx, "add element ip kube-outpost "+pickMap(webKey, false)+" { 1 : 10.0.1.4 . 8080 }") {
+		t.Errorf("the new endpoint is not in the port's numgen map:\n%s", tx)
+	}
+	if strings.Contains(tx, "chain ip kube-outpost "+prefixEndpoint) {
+		t.Errorf("a port without affinity has endpoint chains:\n%s", tx)
+	}
+	for _, l := range strings.Split(tx, "\n") {
+		if strings.Contains(l, "element") && !strings.Contains(l, pickMap(webKey, false)) {
+			t.Errorf("an endpoint change touches elements of the cluster's maps: %s", l)
 		}
 	}
-	if strings.Contains(tx, "element") {
-		t.Errorf("an endpoint change touches map elements:\n%s", tx)
-	}
 	checkFlow(t, f, tcp("10.96.0.10", 80), shares(webKey, true, "10.0.1.1:8080", "10.0.1.4:8080"))
+	checkSameAsFull(t, f, st, false)
+}
+
+// TestAffinityEndpointChange: with ClientIP affinity each endpoint has a
+// chain and a set; an endpoint that goes takes both, and the port's
+// verdict map no longer leads to its chain.
+func TestAffinityEndpointChange(t *testing.T) {
+	f := newFake(false)
+	p := newProxier(f, false, testMark)
+	st := modeltest.CloneState(testState())
+	alpha := modeltest.ClusterOf(st, "alpha")
+	alpha.Ports[webKey] = withAffinity(alpha.Ports[webKey], time.Hour)
+	mustSync(t, p, st, true)
+	st = modeltest.CloneState(st)
+	alpha = modeltest.ClusterOf(st, "alpha")
+	alpha.Ports[webKey] = withEndpoints(alpha.Ports[webKey], "10.0.1.1:8080")
+	mustSync(t, p, st, false)
+	tx := f.LastTransaction.String()
+	for _, gone := range []string{"10.0.1.2:8080", "10.0.1.3:8080"} {
+		ep := netip.MustParseAddrPort(gone)
+		for _, obj := range []string{"chain ip kube-outpost " + endpointChain(webKey, ep), "set ip kube-outpost " + affinitySet(webKey, ep, 3600)} {
+			if !strings.Contains(tx, "delete "+obj) {
+				t.Errorf("%s is not deleted:\n%s", obj, tx)
+			}
+		}
+	}
+	set := affinitySet(webKey, netip.MustParseAddrPort("10.0.1.1:8080"), 3600)
+	checkFlow(t, f, tcp("10.96.0.10", 80), []outcome{{DNAT: "10.0.1.1:8080", Masq: true, Counted: counterName(webKey), Update: set, P: 1}})
 	checkSameAsFull(t, f, st, false)
 }
 

@@ -308,11 +308,14 @@ func (tr *tracer) rule(rule string, s pstate) []pstate {
 			}
 			s.verdict, s.reject = "reject", "tcp-reset"
 			return []pstate{s}
-		case strings.HasPrefix(rest, "meta l4proto ") && len(w) > i+2 && w[i+3] == "dnat":
+		case strings.HasPrefix(rest, "meta l4proto ") && len(w) > i+3 && w[i+3] == "dnat":
 			if w[i+2] != tr.pkt.proto {
 				return []pstate{s}
 			}
 			i += 3
+			if w[i+2] == "numgen" {
+				return tr.numgen(rule, s)
+			}
 		case rest == "reject":
 			s.verdict, s.reject = "reject", "icmp-port-unreachable"
 			return []pstate{s}
@@ -417,26 +420,45 @@ func (tr *tracer) inSet(ref string, key []string) bool {
 	return false
 }
 
-// numgen branches into every pick with its probability.
+// numgen branches into every pick with its probability: the DNAT to a
+// map's address . port, or the goto of a verdict map.
 func (tr *tracer) numgen(rule string, s pstate) []pstate {
 	m := numgenRE.FindStringSubmatch(rule)
 	if m == nil {
 		tr.t.Fatalf("trace %v: numgen rule %q", tr.pkt, rule)
 	}
-	n, _ := strconv.Atoi(m[1])
+	n, _ := strconv.Atoi(m[2])
+	picks := tr.table.Maps[m[3]]
+	if picks == nil {
+		tr.t.Fatalf("trace %v: no map %s", tr.pkt, m[3])
+	}
 	var out []pstate
 	seen := map[int]bool{}
-	for _, pick := range strings.Split(m[2], ",") {
-		idx, verdict, _ := strings.Cut(strings.TrimSpace(pick), " : ")
-		i, err := strconv.Atoi(idx)
-		f := strings.Fields(verdict)
-		if err != nil || len(f) != 2 || i < 0 || i >= n || seen[i] {
-			tr.t.Fatalf("trace %v: numgen pick %q of %q", tr.pkt, pick, rule)
+	for _, e := range picks.Elements {
+		i, err := strconv.Atoi(strings.Join(e.Key, ""))
+		if err != nil || i < 0 || seen[i] {
+			tr.t.Fatalf("trace %v: numgen map %s element %v", tr.pkt, m[3], e.Key)
+		}
+		if i >= n {
+			continue // numgen never gives it
 		}
 		seen[i] = true
 		b := s
 		b.p = s.p / float64(n)
 		b.update = append([]string(nil), s.update...)
+		if m[1] != "" {
+			ap := addrPort(e.Value)
+			if !ap.IsValid() {
+				tr.t.Fatalf("trace %v: numgen map %s value %v", tr.pkt, m[3], e.Value)
+			}
+			b.dnat, b.dst, b.dport, b.verdict = ap.String(), ap.Addr(), ap.Port(), "accept"
+			out = append(out, b)
+			continue
+		}
+		f := strings.Fields(e.Value[0])
+		if len(e.Value) != 1 || len(f) != 2 {
+			tr.t.Fatalf("trace %v: numgen map %s verdict %v", tr.pkt, m[3], e.Value)
+		}
 		out = append(out, tr.follow(f[0], f[1], b)...)
 	}
 	if len(seen) != n {
