@@ -82,10 +82,6 @@ type PortView struct {
 	Rules []string `json:"rules"`
 	// Endpoints are the DNAT targets with the share numgen gives each.
 	Endpoints []EndpointShare `json:"endpoints"`
-	// Picks is the map the service chain's numgen picks in, and
-	// PickElements its elements ("0 : 10.0.1.1 . 8080", "0 : goto ep-...").
-	Picks        string   `json:"picks,omitempty"`
-	PickElements []string `json:"pick_elements,omitempty"`
 	// EndpointChains are the endpoint chains' rules, by chain (ClientIP
 	// affinity).
 	EndpointChains map[string][]string `json:"endpoint_chains,omitempty"`
@@ -108,9 +104,9 @@ type EndpointShare struct {
 }
 
 var (
-	// numgenRE is either pick: DNAT to a map's address . port, or a
-	// verdict map's goto to an endpoint chain.
-	numgenRE   = regexp.MustCompile(`(dnat (?:ip6? )?to )?numgen random mod (\d+) v?map @(\S+)$`)
+	// pickRE is a rule that picks an endpoint, the last without numgen:
+	// DNAT to it, or (ClientIP affinity) go to its chain.
+	pickRE     = regexp.MustCompile(`^(?:numgen random mod (\d+) 0 )?(?:meta l4proto \S+ dnat (?:ip6? )?to (\S+)|goto (\S+))$`)
 	dnatRE     = regexp.MustCompile(`dnat (?:ip6? )?to (\S+)$`)
 	affinityRE = regexp.MustCompile(`saddr @(\S+) goto (\S+)$`)
 	counterRE  = regexp.MustCompile(`counter name "?([^" ]+)"?`)
@@ -221,6 +217,8 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 	}
 	v.Rules = append(v.Rules, rs...)
 	v.EndpointChains = map[string][]string{}
+	// left is the share of new connections that no rule picked yet.
+	left := 1.0
 	for _, rule := range rs {
 		if m := counterRE.FindStringSubmatch(rule); m != nil {
 			v.Counter = m[1]
@@ -228,11 +226,31 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 		if m := affinityRE.FindStringSubmatch(rule); m != nil {
 			v.Affinity = append(v.Affinity, m[1])
 		}
-		if m := numgenRE.FindStringSubmatch(rule); m != nil {
-			if err := v.readPicks(ctx, r, m[1] != "", m[2], m[3]); err != nil {
-				return err
-			}
+		m := pickRE.FindStringSubmatch(rule)
+		if m == nil || left == 0 {
+			continue
 		}
+		// numgen random mod n 0 matches 1 in n of the connections
+		// that reach it; a rule without takes them all.
+		p := left
+		if m[1] != "" {
+			n, _ := strconv.Atoi(m[1])
+			if n == 0 {
+				continue
+			}
+			p = left / float64(n)
+		}
+		left -= p
+		if m[3] == "" {
+			ap, _ := netip.ParseAddrPort(m[2])
+			v.addShare(ap, "", p)
+			continue
+		}
+		ep, err := v.readEndpoint(ctx, r, m[3])
+		if err != nil {
+			return err
+		}
+		v.addShare(ep, m[3], p)
 	}
 	if v.Counter != "" {
 		cs, err := r.ListCounters(ctx)
@@ -247,56 +265,6 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 		}
 	}
 	return nil
-}
-
-// readPicks reads the map numgen random mod n picks in: each element of
-// an index below n gets 1/n of the new connections, the DNAT target
-// itself (dnat) or its endpoint chain's.
-func (v *PortView) readPicks(ctx context.Context, r reader, dnat bool, mod, name string) error {
-	n, _ := strconv.Atoi(mod)
-	els, err := r.ListElements(ctx, "map", name)
-	if err != nil && !knftables.IsNotFound(err) {
-		return err
-	}
-	v.Picks = name
-	slices.SortFunc(els, func(a, b *knftables.Element) int {
-		return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
-	})
-	for _, e := range els {
-		v.PickElements = append(v.PickElements, strings.Join(e.Key, " . ")+" : "+strings.Join(e.Value, " . "))
-		i, err := strconv.Atoi(strings.Join(e.Key, ""))
-		if err != nil || i < 0 || i >= n {
-			continue // numgen never gives it
-		}
-		if dnat {
-			v.addShare(addrPort(e.Value), "", 1/float64(n))
-			continue
-		}
-		f := strings.Fields(strings.Join(e.Value, " "))
-		if len(f) != 2 {
-			continue
-		}
-		ep, err := v.readEndpoint(ctx, r, f[1])
-		if err != nil {
-			return err
-		}
-		v.addShare(ep, f[1], 1/float64(n))
-	}
-	return nil
-}
-
-// addrPort is an address . port map value; the zero AddrPort when it is
-// not one.
-func addrPort(value []string) netip.AddrPort {
-	if len(value) != 2 {
-		return netip.AddrPort{}
-	}
-	a, err1 := netip.ParseAddr(value[0])
-	port, err2 := strconv.ParseUint(value[1], 10, 16)
-	if err1 != nil || err2 != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(a, uint16(port))
 }
 
 func (v *PortView) readEndpoint(ctx context.Context, r reader, chain string) (netip.AddrPort, error) {

@@ -78,9 +78,6 @@ func (v *PortView) lines() []string {
 		for _, r := range v.Rules {
 			out = append(out, fmt.Sprintf("chain %s: %s", v.Chain, r))
 		}
-		for _, e := range v.PickElements {
-			out = append(out, fmt.Sprintf("map %s: %s", v.Picks, e))
-		}
 		for _, ep := range v.Endpoints {
 			for _, r := range v.EndpointChains[ep.Chain] {
 				out = append(out, fmt.Sprintf("chain %s: %s", ep.Chain, r))
@@ -142,9 +139,6 @@ func (v *PortView) mismatches(want proxy.Want) []string {
 	}
 	out = append(out, proxy.ShareMismatches(want.Endpoints, shares, shareTolerance, "numgen pick")...)
 	secs := int64(math.Round(want.Affinity.Seconds()))
-	if m := pickMap(*want.Key, secs > 0); v.Picks != m {
-		mismatch("chain %s does not pick its endpoints in map %s", v.Chain, m)
-	}
 	wantSets := map[string]bool{}
 	if secs > 0 {
 		for _, e := range want.Endpoints {

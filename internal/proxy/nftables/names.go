@@ -44,18 +44,16 @@ const (
 	prefixReject      = "rej-"  // set: address . protocol . port without endpoints
 	prefixNodeReject  = "nrej-" // set: protocol . node port without endpoints
 	prefixService     = "svc-"  // chain: mark, count, pick an endpoint
-	prefixPicks       = "eps-"  // map: numgen index : endpoint address . port
-	prefixPickChains  = "epv-"  // map: numgen index : goto endpoint chain (ClientIP affinity)
 	prefixEndpoint    = "ep-"   // chain: remember the client, DNAT to one endpoint (ClientIP affinity)
 	prefixCounter     = "cnt-"  // counter: new connections of one port
 	prefixAffinity    = "aff-"  // set: clients of one endpoint (ClientIP affinity)
 	tagLen            = 6
 	portHashLen       = 16
-	objectPrefixCount = 10
+	objectPrefixCount = 8
 )
 
 var objectPrefixes = [objectPrefixCount]string{prefixDispatch, prefixNodePorts, prefixReject, prefixNodeReject,
-	prefixService, prefixPicks, prefixPickChains, prefixEndpoint, prefixCounter, prefixAffinity}
+	prefixService, prefixEndpoint, prefixCounter, prefixAffinity}
 
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
@@ -77,16 +75,6 @@ func portHash(k model.PortKey) string {
 
 func serviceChain(k model.PortKey) string { return prefixService + portHash(k) }
 func counterName(k model.PortKey) string  { return prefixCounter + portHash(k) }
-
-// pickMap names the map a port's numgen picks its endpoint in. The two
-// kinds differ in type, which a map cannot change in place: a port that
-// gains or loses ClientIP affinity gets a new map, and the old one goes.
-func pickMap(k model.PortKey, affinity bool) string {
-	if affinity {
-		return prefixPickChains + portHash(k)
-	}
-	return prefixPicks + portHash(k)
-}
 
 func endpointChain(k model.PortKey, ep netip.AddrPort) string {
 	return prefixEndpoint + clusterTag(k.Cluster) + "-" + hash(k.String()+"/"+ep.String(), portHashLen)

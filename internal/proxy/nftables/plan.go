@@ -2,7 +2,6 @@ package nftables
 
 import (
 	"fmt"
-	"strconv"
 	"time"
 
 	"sigs.k8s.io/knftables"
@@ -53,21 +52,6 @@ type flush struct{ knftables.Object }
 func (pl *plan) counter(name, text string) {
 	pl.create = append(pl.create, &knftables.Counter{Name: name, Comment: comment(text)})
 	pl.made["counter/"+name] = true
-}
-
-// picks creates a port's numgen map, if missing, and writes its elements
-// anew. Only a map the kernel has already is flushed: every command on a
-// named set makes the kernel look it up by walking the table's sets, so
-// a full sync of new maps saves one walk each.
-func (pl *plan) picks(m *pickMapping, text string, exists bool) {
-	pl.create = append(pl.create, &knftables.Map{Name: m.name, TypeOf: m.typeOf, Comment: comment(text)})
-	pl.made["map/"+m.name] = true
-	if exists {
-		pl.write = append(pl.write, flush{&knftables.Map{Name: m.name}})
-	}
-	for i, v := range m.values {
-		pl.write = append(pl.write, &knftables.Element{Map: m.name, Key: []string{strconv.Itoa(i)}, Value: v})
-	}
 }
 
 func (pl *plan) affinitySet(f family, name string, secs int64) {

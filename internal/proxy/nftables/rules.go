@@ -22,10 +22,10 @@ import (
 //	node-ports: per cluster serving them, to a local non-loopback address:
 //	          l4proto . dport vmap @nps-<cluster> -> svc-<port>
 //	svc-<port>: mark for masquerade, count (named counter cnt-<port>),
-//	          dnat to numgen random mod N map @eps-<port>  (i : endpoint i's address . port)
-//	          or, with ClientIP affinity:
-//	          saddr @aff-<endpoint> -> ep-<endpoint>,
-//	          numgen random mod N vmap @epv-<port>  (i : goto ep-<endpoint i>)
+//	          per endpoint i of N: numgen random mod N-i 0 dnat to endpoint i
+//	          (the last without numgen); with ClientIP affinity instead
+//	          saddr @aff-<endpoint> -> ep-<endpoint>, then per endpoint
+//	          numgen random mod N-i 0 goto ep-<endpoint i>
 //	ep-<endpoint>: remember the client (affinity only), DNAT
 //	nat-postrouting (nat, postrouting) -> masquerading: what we marked
 //	filter-output, filter-input (node ports only), filter-forward
@@ -59,31 +59,10 @@ type rendered struct {
 	// chains are the port's service chain and, with ClientIP affinity,
 	// its endpoint chains, with their rules; none without endpoints.
 	chains map[string][]string
-	// picks is the map its numgen picks an endpoint in, nil without
-	// endpoints.
-	picks *pickMapping
 	// affinity are its affinity sets, with their timeouts in seconds.
 	affinity map[string]int64
 	// elems are its elements in the cluster's maps and sets.
 	elems []elem
-}
-
-// pickMapping is a port's named numgen map. Named, not anonymous: the
-// kernel binds an anonymous set to its rule by walking the whole
-// transaction, which made a full sync quadratic in the number of
-// services (docs/benchmarks.md).
-type pickMapping struct {
-	name, typeOf string
-	// values are by numgen index: an endpoint's address and port, or
-	// (affinity) the goto to its endpoint chain.
-	values [][]string
-}
-
-func (m *pickMapping) equal(o *pickMapping) bool {
-	if m == nil || o == nil {
-		return m == o
-	}
-	return m.name == o.name && m.typeOf == o.typeOf && slices.EqualFunc(m.values, o.values, slices.Equal)
 }
 
 // elem is one element of a map or set of ours.
@@ -146,43 +125,39 @@ func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *
 	// counts new connections.
 	rules = append(rules, fmt.Sprintf("counter name %q", counterName(k)))
 	secs := int64(p.Affinity.Seconds())
-	picks := &pickMapping{name: pickMap(k, secs > 0)}
 	n := len(p.Endpoints)
-	if secs == 0 {
-		// The DNAT is in the service chain, its target looked up by
-		// numgen: no chain per endpoint, which keeps the table small
-		// for nft to read before every transaction. The data type
-		// names the port's protocol, not th: nft 1.0.6 refuses a
-		// batch with both such a map's elements and a rule using it
-		// ("conflicting protocols specified").
-		picks.typeOf = fmt.Sprintf("numgen random mod 1 : %s daddr . %s dport", f.ip, pr)
-		for _, ep := range p.Endpoints {
-			picks.values = append(picks.values, []string{ep.Addr.Addr().String(), strconv.Itoa(int(ep.Addr.Port()))})
+	var picks []string
+	for i, ep := range p.Endpoints {
+		// Endpoint i is picked with probability 1/(n-i) among those
+		// left, 1/n in all; the last takes what is left. A rule per
+		// endpoint rather than one numgen lookup in a map: the kernel
+		// binds an anonymous map by walking the whole transaction and
+		// looks a named one up by walking every set of the table, so
+		// either made a full sync quadratic in the number of services
+		// (docs/benchmarks.md).
+		pick := ""
+		if n-i > 1 {
+			pick = fmt.Sprintf("numgen random mod %d 0 ", n-i)
 		}
-		rules = append(rules, fmt.Sprintf("meta l4proto %s dnat to numgen random mod %d map @%s", pr, n, picks.name))
-		r.chains[svc] = rules
-		r.picks = picks
-		return r
-	}
-	// ClientIP affinity needs a chain per endpoint: the client is
-	// remembered in the set of the endpoint numgen picked.
-	picks.typeOf = "numgen random mod 1 : verdict"
-	for _, ep := range p.Endpoints {
+		dnat := fmt.Sprintf("meta l4proto %s dnat to %s", pr, ep.Addr)
+		if secs == 0 {
+			// No chain per endpoint: the table stays small for
+			// nft to read before every transaction.
+			picks = append(picks, pick+dnat)
+			continue
+		}
+		// ClientIP affinity needs a chain per endpoint: the client is
+		// remembered in the set of the endpoint it was sent to. A
+		// client seen recently goes back there; the visit refreshes
+		// the timer (as kube-proxy does it).
 		epChain := endpointChain(k, ep.Addr)
-		// A client seen recently goes back to its endpoint; the visit
-		// refreshes the timer (as kube-proxy does it).
 		aff := affinitySet(k, ep.Addr, secs)
 		r.affinity[aff] = secs
 		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", f.ip, aff, epChain))
-		r.chains[epChain] = []string{
-			fmt.Sprintf("update @%s { %s saddr }", aff, f.ip),
-			fmt.Sprintf("meta l4proto %s dnat to %s", pr, ep.Addr),
-		}
-		picks.values = append(picks.values, []string{"goto " + epChain})
+		r.chains[epChain] = []string{fmt.Sprintf("update @%s { %s saddr }", aff, f.ip), dnat}
+		picks = append(picks, pick+"goto "+epChain)
 	}
-	rules = append(rules, fmt.Sprintf("numgen random mod %d vmap @%s", n, picks.name))
-	r.chains[svc] = rules
-	r.picks = picks
+	r.chains[svc] = append(rules, picks...)
 	return r
 }
 
@@ -191,7 +166,7 @@ func equalRendered(a, b *rendered) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	if len(a.chains) != len(b.chains) || len(a.affinity) != len(b.affinity) || len(a.elems) != len(b.elems) || !a.picks.equal(b.picks) {
+	if len(a.chains) != len(b.chains) || len(a.affinity) != len(b.affinity) || len(a.elems) != len(b.elems) {
 		return false
 	}
 	for n, rs := range a.chains {

@@ -148,9 +148,6 @@ func (p *Proxier) writePort(s *syncPass, old, cur *rendered) {
 		for _, name := range slices.Sorted(maps.Keys(cur.affinity)) {
 			pl.affinitySet(p.fam, name, cur.affinity[name])
 		}
-		if cur.picks != nil && (old == nil || !old.picks.equal(cur.picks)) {
-			pl.picks(cur.picks, k.String(), p.objects["map/"+cur.picks.name])
-		}
 		// Endpoint chains first: the service chain's vmap refers to them.
 		for _, name := range slices.Sorted(maps.Keys(cur.chains)) {
 			if name == serviceChain(k) || (old != nil && slices.Equal(old.chains[name], cur.chains[name])) {
@@ -192,9 +189,6 @@ func (p *Proxier) writePort(s *syncPass, old, cur *rendered) {
 		if cur == nil || cur.chains[name] == nil {
 			pl.drop("chain", name)
 		}
-	}
-	if old.picks != nil && (cur == nil || cur.picks == nil || cur.picks.name != old.picks.name) {
-		pl.drop("map", old.picks.name)
 	}
 	for name := range old.affinity {
 		if cur == nil || cur.affinity[name] == 0 {

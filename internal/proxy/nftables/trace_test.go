@@ -313,9 +313,6 @@ func (tr *tracer) rule(rule string, s pstate) []pstate {
 				return []pstate{s}
 			}
 			i += 3
-			if w[i+2] == "numgen" {
-				return tr.numgen(rule, s)
-			}
 		case rest == "reject":
 			s.verdict, s.reject = "reject", "icmp-port-unreachable"
 			return []pstate{s}
@@ -357,7 +354,7 @@ func (tr *tracer) rule(rule string, s pstate) []pstate {
 			s.update = append(s.update, strings.TrimPrefix(w[i+1], "@"))
 			i += 6
 		case w[i] == "numgen":
-			return tr.numgen(rule, s)
+			return tr.numgen(rule, w[i:], s)
 		case w[i] == "dnat" && w[i+1] == "to":
 			s.dnat = w[i+2]
 			ap := netip.MustParseAddrPort(w[i+2])
@@ -420,53 +417,24 @@ func (tr *tracer) inSet(ref string, key []string) bool {
 	return false
 }
 
-// numgen branches into every pick with its probability: the DNAT to a
-// map's address . port, or the goto of a verdict map.
-func (tr *tracer) numgen(rule string, s pstate) []pstate {
-	m := numgenRE.FindStringSubmatch(rule)
-	if m == nil {
-		tr.t.Fatalf("trace %v: numgen rule %q", tr.pkt, rule)
+// numgen branches on "numgen random mod M 0": the rest of the rule with
+// probability 1/M, the next rule with the rest.
+func (tr *tracer) numgen(rule string, w []string, s pstate) []pstate {
+	if len(w) < 6 || w[1] != "random" || w[2] != "mod" || w[4] != "0" {
+		tr.t.Fatalf("trace %v: numgen in %q", tr.pkt, rule)
 	}
-	n, _ := strconv.Atoi(m[2])
-	picks := tr.table.Maps[m[3]]
-	if picks == nil {
-		tr.t.Fatalf("trace %v: no map %s", tr.pkt, m[3])
+	m, err := strconv.Atoi(w[3])
+	if err != nil || m < 1 {
+		tr.t.Fatalf("trace %v: numgen modulus in %q", tr.pkt, rule)
 	}
-	var out []pstate
-	seen := map[int]bool{}
-	for _, e := range picks.Elements {
-		i, err := strconv.Atoi(strings.Join(e.Key, ""))
-		if err != nil || i < 0 || seen[i] {
-			tr.t.Fatalf("trace %v: numgen map %s element %v", tr.pkt, m[3], e.Key)
-		}
-		if i >= n {
-			continue // numgen never gives it
-		}
-		seen[i] = true
-		b := s
-		b.p = s.p / float64(n)
-		b.update = append([]string(nil), s.update...)
-		if m[1] != "" {
-			ap := addrPort(e.Value)
-			if !ap.IsValid() {
-				tr.t.Fatalf("trace %v: numgen map %s value %v", tr.pkt, m[3], e.Value)
-			}
-			b.dnat, b.dst, b.dport, b.verdict = ap.String(), ap.Addr(), ap.Port(), "accept"
-			out = append(out, b)
-			continue
-		}
-		f := strings.Fields(e.Value[0])
-		if len(e.Value) != 1 || len(f) != 2 {
-			tr.t.Fatalf("trace %v: numgen map %s verdict %v", tr.pkt, m[3], e.Value)
-		}
-		out = append(out, tr.follow(f[0], f[1], b)...)
-	}
-	if len(seen) != n {
-		// numgen values without an element match nothing: the
-		// packet goes on to the next rule.
-		b := s
-		b.p = s.p * float64(n-len(seen)) / float64(n)
-		out = append(out, b)
+	hit := s
+	hit.p = s.p / float64(m)
+	hit.update = append([]string(nil), s.update...)
+	out := tr.rule(strings.Join(w[5:], " "), hit)
+	if m > 1 {
+		miss := s
+		miss.p = s.p * float64(m-1) / float64(m)
+		out = append(out, miss)
 	}
 	return out
 }

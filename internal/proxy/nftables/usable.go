@@ -11,9 +11,9 @@ import (
 
 // Usable says whether this host can run nftables mode: it builds, in one
 // transaction, a throw-away table with every kind of statement and object
-// the mode programs (a verdict map lookup, numgen into a named map of
-// addresses and one of verdicts, a dynamic set with a timeout, a named
-// counter, fib, ct state, DNAT, masquerade, reject) and
+// the mode programs (a verdict map lookup, numgen matches, a dynamic set
+// with a timeout, a named counter, fib, ct state, DNAT, masquerade,
+// reject) and
 // deletes it again, so that nothing is left whether it works or not. It
 // is cheap (one nft run after nft's own checks), and run with full
 // privileges it also has the kernel load every module the mode needs.
@@ -51,8 +51,6 @@ func probeTransaction(nft knftables.Interface, f family) *knftables.Transaction 
 	tx.Add(&knftables.Chain{Name: "ep"})
 	tx.Add(&knftables.Chain{Name: "svc"})
 	tx.Add(&knftables.Map{Name: "ips", Type: f.addrType + " . inet_proto . inet_service : verdict"})
-	tx.Add(&knftables.Map{Name: "eps", TypeOf: fmt.Sprintf("numgen random mod 1 : %s daddr . tcp dport", f.ip)})
-	tx.Add(&knftables.Map{Name: "epv", TypeOf: "numgen random mod 1 : verdict"})
 	timeout := time.Minute
 	tx.Add(&knftables.Set{Name: "aff", Type: f.addrType, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: &timeout})
 	tx.Add(&knftables.Counter{Name: "cnt"})
@@ -64,8 +62,8 @@ func probeTransaction(nft knftables.Interface, f family) *knftables.Transaction 
 	tx.Add(&knftables.Rule{Chain: "ep", Rule: "meta l4proto tcp dnat to " + dst + ":80"})
 	tx.Add(&knftables.Rule{Chain: "svc", Rule: `counter name "cnt"`})
 	tx.Add(&knftables.Rule{Chain: "svc", Rule: fmt.Sprintf("%s saddr @aff goto ep", f.ip)})
-	tx.Add(&knftables.Rule{Chain: "svc", Rule: "numgen random mod 2 vmap @epv"})
-	tx.Add(&knftables.Rule{Chain: "svc", Rule: "meta l4proto tcp dnat to numgen random mod 2 map @eps"})
+	tx.Add(&knftables.Rule{Chain: "svc", Rule: "numgen random mod 2 0 meta l4proto tcp dnat to " + dst + ":80"})
+	tx.Add(&knftables.Rule{Chain: "svc", Rule: "numgen random mod 2 0 goto ep"})
 	tx.Add(&knftables.Rule{Chain: "nat", Rule: fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @ips", f.ip)})
 	tx.Add(&knftables.Rule{Chain: "nat", Rule: f.localNotLoopback() + " meta l4proto . th dport { tcp . 1 } goto svc"})
 	tx.Add(&knftables.Rule{Chain: "filter", Rule: "ct state new meta l4proto tcp reject with tcp reset"})
@@ -73,8 +71,6 @@ func probeTransaction(nft knftables.Interface, f family) *knftables.Transaction 
 	tx.Add(&knftables.Rule{Chain: "post", Rule: "meta mark & 0x4000 == 0 return"})
 	tx.Add(&knftables.Rule{Chain: "post", Rule: "masquerade fully-random"})
 	tx.Add(&knftables.Element{Map: "ips", Key: []string{addrOf(f), "tcp", "80"}, Value: []string{"goto svc"}})
-	tx.Add(&knftables.Element{Map: "epv", Key: []string{"0"}, Value: []string{"goto ep"}})
-	tx.Add(&knftables.Element{Map: "eps", Key: []string{"0"}, Value: []string{addrOf(f), "80"}})
 	tx.Delete(&knftables.Table{})
 	return tx
 }
