@@ -117,13 +117,14 @@ func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *
 		r.elems = append(r.elems, elem{set: nodePortMap(k.Cluster), isMap: true, key: []string{pr, strconv.Itoa(int(p.ServedNodePort))},
 			value: goSvc, text: name + " node port"})
 	}
-	var rules []string
+	// The nat chains see only the first packet of a connection: the
+	// counter counts new connections. One rule for both: nft's time
+	// grows with the number of rules it is given.
+	count := fmt.Sprintf("counter name %q", counterName(k))
 	if masqMark != 0 {
-		rules = append(rules, fmt.Sprintf("meta mark set meta mark | %#x", masqMark))
+		count = fmt.Sprintf("meta mark set meta mark | %#x %s", masqMark, count)
 	}
-	// The nat chains see only the first packet of a connection: this
-	// counts new connections.
-	rules = append(rules, fmt.Sprintf("counter name %q", counterName(k)))
+	rules := []string{count}
 	secs := int64(p.Affinity.Seconds())
 	n := len(p.Endpoints)
 	var picks []string
