@@ -2,7 +2,7 @@ package nftables
 
 import (
 	"fmt"
-	"slices"
+	"hash/maphash"
 	"strconv"
 	"strings"
 
@@ -57,8 +57,14 @@ func (f family) localNotLoopback() string {
 type rendered struct {
 	port *model.ServicePort
 	// chains are the port's service chain and, with ClientIP affinity,
-	// its endpoint chains, with their rules; none without endpoints.
-	chains map[string][]string
+	// its endpoint chains, with a digest of their rules; none without
+	// endpoints.
+	chains map[string]uint64
+	// rules are the chains' rules, kept only until the sync that
+	// rendered them wrote them: held for every port between syncs, the
+	// text would be most of the process's heap, and a digest is enough
+	// to know whether a chain changed.
+	rules map[string][]string
 	// affinity are its affinity sets, with their timeouts in seconds.
 	affinity map[string]int64
 	// elems are its elements in the cluster's maps and sets.
@@ -92,7 +98,7 @@ func proto(p model.Protocol) string { return strings.ToLower(string(p)) }
 // renderPort is everything of one port; serveNP says whether its cluster
 // serves node ports here.
 func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *rendered {
-	r := &rendered{port: p, chains: map[string][]string{}, affinity: map[string]int64{}}
+	r := &rendered{port: p, chains: map[string]uint64{}, rules: map[string][]string{}, affinity: map[string]int64{}}
 	k := p.Key
 	pr, port := proto(k.Protocol), strconv.Itoa(int(p.Port))
 	name := k.String()
@@ -155,11 +161,29 @@ func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *
 		aff := affinitySet(k, ep.Addr, secs)
 		r.affinity[aff] = secs
 		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", f.ip, aff, epChain))
-		r.chains[epChain] = []string{fmt.Sprintf("update @%s { %s saddr }", aff, f.ip), dnat}
+		r.rules[epChain] = []string{fmt.Sprintf("update @%s { %s saddr }", aff, f.ip), dnat}
 		picks = append(picks, pick+"goto "+epChain)
 	}
-	r.chains[svc] = append(rules, picks...)
+	r.rules[svc] = append(rules, picks...)
+	for name, rs := range r.rules {
+		r.chains[name] = digest(rs)
+	}
 	return r
+}
+
+// ruleSeed: digests are compared only within this process.
+var ruleSeed = maphash.MakeSeed()
+
+// digest stands for a chain's rules. Two different rule lists collide
+// with a chance of 2^-64, which would leave the old rules in place.
+func digest(rules []string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(ruleSeed)
+	for _, r := range rules {
+		h.WriteString(r)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
 }
 
 // equalRendered says whether two renderings program the same.
@@ -170,8 +194,8 @@ func equalRendered(a, b *rendered) bool {
 	if len(a.chains) != len(b.chains) || len(a.affinity) != len(b.affinity) || len(a.elems) != len(b.elems) {
 		return false
 	}
-	for n, rs := range a.chains {
-		if o, ok := b.chains[n]; !ok || !slices.Equal(rs, o) {
+	for n, d := range a.chains {
+		if o, ok := b.chains[n]; !ok || o != d {
 			return false
 		}
 	}
