@@ -158,10 +158,10 @@ func (p *Proxier) writePort(s *syncPass, old, cur *rendered) {
 			if name == serviceChain(k) || !changed(name) {
 				continue
 			}
-			pl.chain(&knftables.Chain{Name: name}, rules(cur.rules[name]))
+			pl.chain(&knftables.Chain{Name: name}, rules(cur.rules[name]), p.objects["chain/"+name])
 		}
 		if rs, ok := cur.rules[serviceChain(k)]; ok && changed(serviceChain(k)) {
-			pl.chain(&knftables.Chain{Name: serviceChain(k), Comment: comment(k.String())}, rules(rs))
+			pl.chain(&knftables.Chain{Name: serviceChain(k), Comment: comment(k.String())}, rules(rs), p.objects["chain/"+serviceChain(k)])
 		}
 	}
 	var oldElems, curElems []elem
