@@ -141,7 +141,8 @@ func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *
 		// binds an anonymous map by walking the whole transaction and
 		// looks a named one up by walking every set of the table, so
 		// either made a full sync quadratic in the number of services
-		// (docs/benchmarks.md).
+		// (docs/benchmarks.md). The price: a new connection meets up
+		// to n of these rules, as in iptables mode.
 		pick := ""
 		if n-i > 1 {
 			pick = fmt.Sprintf("numgen random mod %d 0 ", n-i)
