@@ -149,7 +149,9 @@ func (p *Proxier) writePort(s *syncPass, old, cur *rendered) {
 		for _, name := range slices.Sorted(maps.Keys(cur.affinity)) {
 			pl.affinitySet(p.fam, name, cur.affinity[name])
 		}
-		// Endpoint chains first: the service chain's vmap refers to them.
+		// The endpoint chains, then the service chain: the plan creates
+		// every chain before it writes any rule, so the order only
+		// keeps the transaction the same for the same state.
 		changed := func(name string) bool {
 			d, had := old.chainDigest(name)
 			return !had || d != cur.chains[name]
