@@ -149,11 +149,10 @@ func kernelSteps(t *testing.T, p *Proxier, st *model.State) {
 	}
 }
 
-// TestKernelTraffic: real connections from this namespace to ClusterIPs
-// reach the endpoint the rules pick, a port without endpoints is refused
-// at once, and each new connection counts in the port's counter.
-func TestKernelTraffic(t *testing.T) {
-	elsewhere(t)
+// serveEndpoint answers "a1" at 10.0.1.1:8080, an address of this
+// namespace, which also routes 10.96.0.0/16 (the ClusterIPs) to itself.
+func serveEndpoint(t *testing.T) {
+	t.Helper()
 	run(t, "ip", "link", "set", "lo", "up")
 	run(t, "ip", "addr", "replace", "10.0.1.1/32", "dev", "lo")
 	run(t, "ip", "route", "replace", "10.96.0.0/16", "dev", "lo")
@@ -172,6 +171,14 @@ func TestKernelTraffic(t *testing.T) {
 			c.Close()
 		}
 	}()
+}
+
+// TestKernelTraffic: real connections from this namespace to ClusterIPs
+// reach the endpoint the rules pick, a port without endpoints is refused
+// at once, and each new connection counts in the port's counter.
+func TestKernelTraffic(t *testing.T) {
+	elsewhere(t)
+	serveEndpoint(t)
 	p, nft := kernelProxier(t, false)
 	web := svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080")
 	empty := svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80)
@@ -188,7 +195,7 @@ func TestKernelTraffic(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	_, err = net.DialTimeout("tcp", "10.96.0.14:80", 2*time.Second)
+	_, err := net.DialTimeout("tcp", "10.96.0.14:80", 2*time.Second)
 	if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
 		t.Errorf("a port without endpoints: %v after %v, want refused at once", err, time.Since(start))
 	}
@@ -209,9 +216,7 @@ func TestKernelTraffic(t *testing.T) {
 // deletes the endpoint chains and serves the port from its service chain.
 func TestKernelUpgradeFromEndpointChains(t *testing.T) {
 	elsewhere(t)
-	run(t, "ip", "link", "set", "lo", "up")
-	run(t, "ip", "addr", "replace", "10.0.1.1/32", "dev", "lo")
-	run(t, "ip", "route", "replace", "10.96.0.0/16", "dev", "lo")
+	serveEndpoint(t)
 	web := svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080")
 	ep := endpointChain(web.Key, netip.MustParseAddrPort("10.0.1.1:8080"))
 	old := fmt.Sprintf(`add table ip %[1]s
@@ -231,20 +236,6 @@ add rule ip %[1]s nat-output ip daddr . meta l4proto . th dport vmap @%[5]s
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("writing the old table: %v: %s", err, out)
 	}
-	l, err := net.Listen("tcp", "10.0.1.1:8080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	p, _ := kernelProxier(t, false)
 	mustSync(t, p, state(cluster("alpha", true, alphaCIDRs, web)), true)
 	if out := run(t, "nft", "list", "table", "ip", TableName); strings.Contains(out, "chain "+ep) || strings.Contains(out, "vmap {") {
