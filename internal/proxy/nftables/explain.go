@@ -82,7 +82,8 @@ type PortView struct {
 	Rules []string `json:"rules"`
 	// Endpoints are the DNAT targets with the share numgen gives each.
 	Endpoints []EndpointShare `json:"endpoints"`
-	// EndpointChains are the endpoint chains' rules, by chain.
+	// EndpointChains are the endpoint chains' rules, by chain (ClientIP
+	// affinity).
 	EndpointChains map[string][]string `json:"endpoint_chains,omitempty"`
 	// Affinity are the affinity sets the service chain looks clients up
 	// in, one per endpoint with ClientIP affinity.
@@ -94,15 +95,18 @@ type PortView struct {
 	Reject []string `json:"reject"`
 }
 
-// EndpointShare is one DNAT target of a service chain.
+// EndpointShare is one DNAT target of a service chain; Chain is its
+// endpoint chain, none when the service chain DNATs itself.
 type EndpointShare struct {
 	Addr        netip.AddrPort `json:"addr"`
-	Chain       string         `json:"chain"`
+	Chain       string         `json:"chain,omitempty"`
 	Probability float64        `json:"probability"`
 }
 
 var (
-	numgenRE   = regexp.MustCompile(`numgen random mod (\d+) vmap \{ (.*) \}`)
+	// pickRE is a rule that picks an endpoint, the last without numgen:
+	// DNAT to it, or (ClientIP affinity) go to its chain.
+	pickRE     = regexp.MustCompile(`^(?:numgen random mod (\d+) 0 )?(?:meta l4proto \S+ dnat (?:ip6? )?to (\S+)|goto (\S+))$`)
 	dnatRE     = regexp.MustCompile(`dnat (?:ip6? )?to (\S+)$`)
 	affinityRE = regexp.MustCompile(`saddr @(\S+) goto (\S+)$`)
 	counterRE  = regexp.MustCompile(`counter name "?([^" ]+)"?`)
@@ -213,6 +217,8 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 	}
 	v.Rules = append(v.Rules, rs...)
 	v.EndpointChains = map[string][]string{}
+	// left is the share of new connections that no rule picked yet.
+	left := 1.0
 	for _, rule := range rs {
 		if m := counterRE.FindStringSubmatch(rule); m != nil {
 			v.Counter = m[1]
@@ -220,23 +226,31 @@ func (v *PortView) readChain(ctx context.Context, r reader) error {
 		if m := affinityRE.FindStringSubmatch(rule); m != nil {
 			v.Affinity = append(v.Affinity, m[1])
 		}
-		m := numgenRE.FindStringSubmatch(rule)
-		if m == nil {
+		m := pickRE.FindStringSubmatch(rule)
+		if m == nil || left == 0 {
 			continue
 		}
-		n, _ := strconv.Atoi(m[1])
-		for _, pick := range strings.Split(m[2], ",") {
-			_, verdict, ok := strings.Cut(strings.TrimSpace(pick), " : ")
-			f := strings.Fields(verdict)
-			if !ok || len(f) != 2 || n == 0 {
+		// numgen random mod n 0 matches 1 in n of the connections
+		// that reach it; a rule without takes them all.
+		p := left
+		if m[1] != "" {
+			n, _ := strconv.Atoi(m[1])
+			if n == 0 {
 				continue
 			}
-			ep, err := v.readEndpoint(ctx, r, f[1])
-			if err != nil {
-				return err
-			}
-			v.addShare(ep, f[1], 1/float64(n))
+			p = left / float64(n)
 		}
+		left -= p
+		if m[3] == "" {
+			ap, _ := netip.ParseAddrPort(m[2])
+			v.addShare(ap, "", p)
+			continue
+		}
+		ep, err := v.readEndpoint(ctx, r, m[3])
+		if err != nil {
+			return err
+		}
+		v.addShare(ep, m[3], p)
 	}
 	if v.Counter != "" {
 		cs, err := r.ListCounters(ctx)
@@ -278,7 +292,7 @@ func dnatTarget(rules []string) netip.AddrPort {
 
 func (v *PortView) addShare(ep netip.AddrPort, chain string, p float64) {
 	for i := range v.Endpoints {
-		if v.Endpoints[i].Chain == chain {
+		if v.Endpoints[i].Chain == chain && v.Endpoints[i].Addr == ep {
 			v.Endpoints[i].Probability += p
 			return
 		}

@@ -137,7 +137,7 @@ func (v *PortView) mismatches(want proxy.Want) []string {
 	for _, e := range v.Endpoints {
 		shares = append(shares, proxy.KernelShare{Addr: e.Addr, Probability: e.Probability})
 	}
-	out = append(out, proxy.ShareMismatches(want.Endpoints, shares, shareTolerance, "endpoint chain")...)
+	out = append(out, proxy.ShareMismatches(want.Endpoints, shares, shareTolerance, "numgen pick")...)
 	secs := int64(math.Round(want.Affinity.Seconds()))
 	wantSets := map[string]bool{}
 	if secs > 0 {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -148,11 +149,10 @@ func kernelSteps(t *testing.T, p *Proxier, st *model.State) {
 	}
 }
 
-// TestKernelTraffic: real connections from this namespace to ClusterIPs
-// reach the endpoint the rules pick, a port without endpoints is refused
-// at once, and each new connection counts in the port's counter.
-func TestKernelTraffic(t *testing.T) {
-	elsewhere(t)
+// serveEndpoint answers "a1" at 10.0.1.1:8080, an address of this
+// namespace, which also routes 10.96.0.0/16 (the ClusterIPs) to itself.
+func serveEndpoint(t *testing.T) {
+	t.Helper()
 	run(t, "ip", "link", "set", "lo", "up")
 	run(t, "ip", "addr", "replace", "10.0.1.1/32", "dev", "lo")
 	run(t, "ip", "route", "replace", "10.96.0.0/16", "dev", "lo")
@@ -171,6 +171,14 @@ func TestKernelTraffic(t *testing.T) {
 			c.Close()
 		}
 	}()
+}
+
+// TestKernelTraffic: real connections from this namespace to ClusterIPs
+// reach the endpoint the rules pick, a port without endpoints is refused
+// at once, and each new connection counts in the port's counter.
+func TestKernelTraffic(t *testing.T) {
+	elsewhere(t)
+	serveEndpoint(t)
 	p, nft := kernelProxier(t, false)
 	web := svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080")
 	empty := svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80)
@@ -187,7 +195,7 @@ func TestKernelTraffic(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	_, err = net.DialTimeout("tcp", "10.96.0.14:80", 2*time.Second)
+	_, err := net.DialTimeout("tcp", "10.96.0.14:80", 2*time.Second)
 	if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
 		t.Errorf("a port without endpoints: %v after %v, want refused at once", err, time.Since(start))
 	}
@@ -200,4 +208,42 @@ func TestKernelTraffic(t *testing.T) {
 			t.Errorf("counter %s: %v packets, want 3 new connections", c.Name, c.Packets)
 		}
 	}
+}
+
+// TestKernelUpgradeFromEndpointChains: a table as the releases before
+// issue 14 wrote it (an endpoint chain per endpoint, picked by an
+// anonymous numgen vmap) is taken over by the first full sync, which
+// deletes the endpoint chains and serves the port from its service chain.
+func TestKernelUpgradeFromEndpointChains(t *testing.T) {
+	elsewhere(t)
+	serveEndpoint(t)
+	web := svc("alpha", "default", "web", "http", model.TCP, "10.96.0.10", 80, "10.0.1.1:8080")
+	ep := endpointChain(web.Key, netip.MustParseAddrPort("10.0.1.1:8080"))
+	old := fmt.Sprintf(`add table ip %[1]s
+add chain ip %[1]s nat-output { type nat hook output priority -105 ; }
+add chain ip %[1]s %[2]s
+add chain ip %[1]s %[3]s
+add counter ip %[1]s %[4]s
+add map ip %[1]s %[5]s { type ipv4_addr . inet_proto . inet_service : verdict ; }
+add rule ip %[1]s %[3]s meta l4proto tcp dnat to 10.0.1.1:8080
+add rule ip %[1]s %[2]s counter name "%[4]s"
+add rule ip %[1]s %[2]s numgen random mod 1 vmap { 0 : goto %[3]s }
+add element ip %[1]s %[5]s { 10.96.0.10 . tcp . 80 : goto %[2]s }
+add rule ip %[1]s nat-output ip daddr . meta l4proto . th dport vmap @%[5]s
+`, TableName, serviceChain(web.Key), ep, counterName(web.Key), dispatchMap("alpha"))
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(old)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("writing the old table: %v: %s", err, out)
+	}
+	p, _ := kernelProxier(t, false)
+	mustSync(t, p, state(cluster("alpha", true, alphaCIDRs, web)), true)
+	if out := run(t, "nft", "list", "table", "ip", TableName); strings.Contains(out, "chain "+ep) || strings.Contains(out, "vmap {") {
+		t.Errorf("the old endpoint chains or anonymous vmap are left:\n%s", out)
+	}
+	c, err := net.DialTimeout("tcp", "10.96.0.10:80", 2*time.Second)
+	if err != nil {
+		t.Fatalf("the service after the upgrade: %v", err)
+	}
+	c.Close()
 }

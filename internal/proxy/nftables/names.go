@@ -44,7 +44,7 @@ const (
 	prefixReject      = "rej-"  // set: address . protocol . port without endpoints
 	prefixNodeReject  = "nrej-" // set: protocol . node port without endpoints
 	prefixService     = "svc-"  // chain: mark, count, pick an endpoint
-	prefixEndpoint    = "ep-"   // chain: DNAT to one endpoint
+	prefixEndpoint    = "ep-"   // chain: remember the client, DNAT to one endpoint (ClientIP affinity)
 	prefixCounter     = "cnt-"  // counter: new connections of one port
 	prefixAffinity    = "aff-"  // set: clients of one endpoint (ClientIP affinity)
 	tagLen            = 6

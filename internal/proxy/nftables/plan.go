@@ -32,11 +32,16 @@ func (pl *plan) isEmpty() bool {
 	return len(pl.create)+len(pl.write)+len(pl.delElems)+len(pl.addElems)+len(pl.empty)+len(pl.remove)+len(pl.removeAt) == 0
 }
 
-// chain creates a chain, if missing, and writes its rules anew.
-func (pl *plan) chain(ch *knftables.Chain, rules []*knftables.Rule) {
+// chain creates a chain, if missing, and writes its rules anew. Only a
+// chain the kernel has already (exists) is flushed first: a first full
+// sync of 10,000 services would give nft 10,000 flushes of empty chains
+// to parse and send.
+func (pl *plan) chain(ch *knftables.Chain, rules []*knftables.Rule, exists bool) {
 	pl.create = append(pl.create, ch)
 	pl.made["chain/"+ch.Name] = true
-	pl.write = append(pl.write, flushOf(ch.Name))
+	if exists {
+		pl.write = append(pl.write, flushOf(ch.Name))
+	}
 	for _, r := range rules {
 		r.Chain = ch.Name
 		pl.write = append(pl.write, r)

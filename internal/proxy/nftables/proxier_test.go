@@ -387,15 +387,44 @@ func TestEndpointChangeTouchesOnePort(t *testing.T) {
 			t.Errorf("the transaction touches %v, which did not change:\n%s", k, tx)
 		}
 	}
-	for _, gone := range []string{"10.0.1.2:8080", "10.0.1.3:8080"} {
-		if !strings.Contains(tx, "delete chain ip kube-outpost "+endpointChain(webKey, netip.MustParseAddrPort(gone))) {
-			t.Errorf("the endpoint chain of %s is not deleted:\n%s", gone, tx)
-		}
+	if !strings.Contains(tx, "add rule ip kube-outpost "+serviceChain(webKey)+" meta l4proto tcp dnat to 10.0.1.4:8080") {
+		t.Errorf("the service chain does not DNAT to the new endpoint:\n%s", tx)
+	}
+	if strings.Contains(tx, "chain ip kube-outpost "+prefixEndpoint) {
+		t.Errorf("a port without affinity has endpoint chains:\n%s", tx)
 	}
 	if strings.Contains(tx, "element") {
 		t.Errorf("an endpoint change touches map elements:\n%s", tx)
 	}
 	checkFlow(t, f, tcp("10.96.0.10", 80), shares(webKey, true, "10.0.1.1:8080", "10.0.1.4:8080"))
+	checkSameAsFull(t, f, st, false)
+}
+
+// TestAffinityEndpointChange: with ClientIP affinity each endpoint has a
+// chain and a set; an endpoint that goes takes both, and the port's
+// verdict map no longer leads to its chain.
+func TestAffinityEndpointChange(t *testing.T) {
+	f := newFake(false)
+	p := newProxier(f, false, testMark)
+	st := modeltest.CloneState(testState())
+	alpha := modeltest.ClusterOf(st, "alpha")
+	alpha.Ports[webKey] = withAffinity(alpha.Ports[webKey], time.Hour)
+	mustSync(t, p, st, true)
+	st = modeltest.CloneState(st)
+	alpha = modeltest.ClusterOf(st, "alpha")
+	alpha.Ports[webKey] = withEndpoints(alpha.Ports[webKey], "10.0.1.1:8080")
+	mustSync(t, p, st, false)
+	tx := f.LastTransaction.String()
+	for _, gone := range []string{"10.0.1.2:8080", "10.0.1.3:8080"} {
+		ep := netip.MustParseAddrPort(gone)
+		for _, obj := range []string{"chain ip kube-outpost " + endpointChain(webKey, ep), "set ip kube-outpost " + affinitySet(webKey, ep, 3600)} {
+			if !strings.Contains(tx, "delete "+obj) {
+				t.Errorf("%s is not deleted:\n%s", obj, tx)
+			}
+		}
+	}
+	set := affinitySet(webKey, netip.MustParseAddrPort("10.0.1.1:8080"), 3600)
+	checkFlow(t, f, tcp("10.96.0.10", 80), []outcome{{DNAT: "10.0.1.1:8080", Masq: true, Counted: counterName(webKey), Update: set, P: 1}})
 	checkSameAsFull(t, f, st, false)
 }
 

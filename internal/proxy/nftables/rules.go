@@ -2,7 +2,7 @@ package nftables
 
 import (
 	"fmt"
-	"slices"
+	"hash/maphash"
 	"strconv"
 	"strings"
 
@@ -22,9 +22,11 @@ import (
 //	node-ports: per cluster serving them, to a local non-loopback address:
 //	          l4proto . dport vmap @nps-<cluster> -> svc-<port>
 //	svc-<port>: mark for masquerade, count (named counter cnt-<port>),
-//	          ClientIP affinity (saddr @aff-<endpoint> -> ep-<endpoint>),
-//	          numgen random mod N vmap { i : goto ep-<endpoint i> }
-//	ep-<endpoint>: remember the client (affinity), DNAT
+//	          per endpoint i of N: numgen random mod N-i 0 dnat to endpoint i
+//	          (the last without numgen); with ClientIP affinity instead
+//	          saddr @aff-<endpoint> -> ep-<endpoint>, then per endpoint
+//	          numgen random mod N-i 0 goto ep-<endpoint i>
+//	ep-<endpoint>: remember the client (affinity only), DNAT
 //	nat-postrouting (nat, postrouting) -> masquerading: what we marked
 //	filter-output, filter-input (node ports only), filter-forward
 //	          (routed_clients only) -> reject-check:
@@ -54,9 +56,15 @@ func (f family) localNotLoopback() string {
 // rendered is what one service port puts in the table.
 type rendered struct {
 	port *model.ServicePort
-	// chains are the port's service and endpoint chains with their
-	// rules, none without endpoints.
-	chains map[string][]string
+	// chains are the port's service chain and, with ClientIP affinity,
+	// its endpoint chains, with a digest of their rules; none without
+	// endpoints.
+	chains map[string]uint64
+	// rules are the chains' rules, kept only until the sync that
+	// rendered them wrote them: held for every port between syncs, the
+	// text would be most of the process's heap, and a digest is enough
+	// to know whether a chain changed.
+	rules map[string][]string
 	// affinity are its affinity sets, with their timeouts in seconds.
 	affinity map[string]int64
 	// elems are its elements in the cluster's maps and sets.
@@ -90,7 +98,7 @@ func proto(p model.Protocol) string { return strings.ToLower(string(p)) }
 // renderPort is everything of one port; serveNP says whether its cluster
 // serves node ports here.
 func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *rendered {
-	r := &rendered{port: p, chains: map[string][]string{}, affinity: map[string]int64{}}
+	r := &rendered{port: p, chains: map[string]uint64{}, rules: map[string][]string{}, affinity: map[string]int64{}}
 	k := p.Key
 	pr, port := proto(k.Protocol), strconv.Itoa(int(p.Port))
 	name := k.String()
@@ -115,35 +123,68 @@ func renderPort(f family, p *model.ServicePort, serveNP bool, masqMark uint32) *
 		r.elems = append(r.elems, elem{set: nodePortMap(k.Cluster), isMap: true, key: []string{pr, strconv.Itoa(int(p.ServedNodePort))},
 			value: goSvc, text: name + " node port"})
 	}
-	var rules []string
+	// The nat chains see only the first packet of a connection: the
+	// counter counts new connections. One rule for both: nft's time
+	// grows with the number of rules it is given.
+	count := fmt.Sprintf("counter name %q", counterName(k))
 	if masqMark != 0 {
-		rules = append(rules, fmt.Sprintf("meta mark set meta mark | %#x", masqMark))
+		count = fmt.Sprintf("meta mark set meta mark | %#x %s", masqMark, count)
 	}
-	// The nat chains see only the first packet of a connection: this
-	// counts new connections.
-	rules = append(rules, fmt.Sprintf("counter name %q", counterName(k)))
+	rules := []string{count}
 	secs := int64(p.Affinity.Seconds())
+	n := len(p.Endpoints)
 	var picks []string
 	for i, ep := range p.Endpoints {
-		epChain := endpointChain(k, ep.Addr)
-		var epRules []string
-		if secs > 0 {
-			// A client seen recently goes back to its endpoint; the
-			// visit refreshes the timer (as kube-proxy does it).
-			aff := affinitySet(k, ep.Addr, secs)
-			r.affinity[aff] = secs
-			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", f.ip, aff, epChain))
-			epRules = append(epRules, fmt.Sprintf("update @%s { %s saddr }", aff, f.ip))
+		// Endpoint i is picked with probability 1/(n-i) among those
+		// left, 1/n in all; the last takes what is left. A rule per
+		// endpoint rather than one numgen lookup in a map: the kernel
+		// binds an anonymous map by walking the whole transaction and
+		// looks a named one up by walking every set of the table, so
+		// either made a full sync quadratic in the number of services
+		// (docs/benchmarks.md). The price: a new connection meets up
+		// to n of these rules, as in iptables mode.
+		pick := ""
+		if n-i > 1 {
+			pick = fmt.Sprintf("numgen random mod %d 0 ", n-i)
 		}
-		epRules = append(epRules, fmt.Sprintf("meta l4proto %s dnat to %s", pr, ep.Addr))
-		r.chains[epChain] = epRules
-		picks = append(picks, fmt.Sprintf("%d : goto %s", i, epChain))
+		dnat := fmt.Sprintf("meta l4proto %s dnat to %s", pr, ep.Addr)
+		if secs == 0 {
+			// No chain per endpoint: the table stays small for
+			// nft to read before every transaction.
+			picks = append(picks, pick+dnat)
+			continue
+		}
+		// ClientIP affinity needs a chain per endpoint: the client is
+		// remembered in the set of the endpoint it was sent to. A
+		// client seen recently goes back there; the visit refreshes
+		// the timer (as kube-proxy does it).
+		epChain := endpointChain(k, ep.Addr)
+		aff := affinitySet(k, ep.Addr, secs)
+		r.affinity[aff] = secs
+		rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", f.ip, aff, epChain))
+		r.rules[epChain] = []string{fmt.Sprintf("update @%s { %s saddr }", aff, f.ip), dnat}
+		picks = append(picks, pick+"goto "+epChain)
 	}
-	// " , ": a chain name followed by a bare comma is one word to
-	// knftables' fake, which checks that jump targets exist.
-	rules = append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(picks), strings.Join(picks, " , ")))
-	r.chains[svc] = rules
+	r.rules[svc] = append(rules, picks...)
+	for name, rs := range r.rules {
+		r.chains[name] = digest(rs)
+	}
 	return r
+}
+
+// ruleSeed: digests are compared only within this process.
+var ruleSeed = maphash.MakeSeed()
+
+// digest stands for a chain's rules. Two different rule lists collide
+// with a chance of 2^-64, which would leave the old rules in place.
+func digest(rules []string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(ruleSeed)
+	for _, r := range rules {
+		h.WriteString(r)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
 }
 
 // equalRendered says whether two renderings program the same.
@@ -154,8 +195,8 @@ func equalRendered(a, b *rendered) bool {
 	if len(a.chains) != len(b.chains) || len(a.affinity) != len(b.affinity) || len(a.elems) != len(b.elems) {
 		return false
 	}
-	for n, rs := range a.chains {
-		if o, ok := b.chains[n]; !ok || !slices.Equal(rs, o) {
+	for n, d := range a.chains {
+		if o, ok := b.chains[n]; !ok || o != d {
 			return false
 		}
 	}

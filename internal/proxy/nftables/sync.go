@@ -135,6 +135,7 @@ func (p *Proxier) renderCluster(s *syncPass, c *model.ClusterState, serveNP bool
 		} else {
 			p.writePort(s, old, r)
 		}
+		r.rules = nil
 		s.next[key] = r
 	}
 }
@@ -148,15 +149,21 @@ func (p *Proxier) writePort(s *syncPass, old, cur *rendered) {
 		for _, name := range slices.Sorted(maps.Keys(cur.affinity)) {
 			pl.affinitySet(p.fam, name, cur.affinity[name])
 		}
-		// Endpoint chains first: the service chain's vmap refers to them.
+		// The endpoint chains, then the service chain: the plan creates
+		// every chain before it writes any rule, so the order only
+		// keeps the transaction the same for the same state.
+		changed := func(name string) bool {
+			d, had := old.chainDigest(name)
+			return !had || d != cur.chains[name]
+		}
 		for _, name := range slices.Sorted(maps.Keys(cur.chains)) {
-			if name == serviceChain(k) || (old != nil && slices.Equal(old.chains[name], cur.chains[name])) {
+			if name == serviceChain(k) || !changed(name) {
 				continue
 			}
-			pl.chain(&knftables.Chain{Name: name}, rules(cur.chains[name]))
+			pl.chain(&knftables.Chain{Name: name}, rules(cur.rules[name]), p.objects["chain/"+name])
 		}
-		if rs, ok := cur.chains[serviceChain(k)]; ok && (old == nil || !slices.Equal(old.chains[serviceChain(k)], rs)) {
-			pl.chain(&knftables.Chain{Name: serviceChain(k), Comment: comment(k.String())}, rules(rs))
+		if rs, ok := cur.rules[serviceChain(k)]; ok && changed(serviceChain(k)) {
+			pl.chain(&knftables.Chain{Name: serviceChain(k), Comment: comment(k.String())}, rules(rs), p.objects["chain/"+serviceChain(k)])
 		}
 	}
 	var oldElems, curElems []elem
@@ -186,7 +193,7 @@ func (p *Proxier) writePort(s *syncPass, old, cur *rendered) {
 		return
 	}
 	for name := range old.chains {
-		if cur == nil || cur.chains[name] == nil {
+		if _, keep := cur.chainDigest(name); !keep {
 			pl.drop("chain", name)
 		}
 	}
@@ -198,6 +205,16 @@ func (p *Proxier) writePort(s *syncPass, old, cur *rendered) {
 	if cur == nil {
 		pl.drop("counter", counterName(old.port.Key))
 	}
+}
+
+// chainDigest is the digest of the port's chain name, if it has it; nil
+// has none.
+func (r *rendered) chainDigest(name string) (uint64, bool) {
+	if r == nil {
+		return 0, false
+	}
+	d, ok := r.chains[name]
+	return d, ok
 }
 
 func mapName(e elem) string {

@@ -131,7 +131,7 @@ func (p *Proxier) writeFixed(s *syncPass, ch *knftables.Chain, rs []topRule) {
 	}
 	s.top[ch.Name] = text.String()
 	if s.full || p.top[ch.Name] != text.String() {
-		s.plan.chain(ch, out)
+		s.plan.chain(ch, out, p.objects["chain/"+ch.Name])
 	}
 }
 

@@ -308,7 +308,7 @@ func (tr *tracer) rule(rule string, s pstate) []pstate {
 			}
 			s.verdict, s.reject = "reject", "tcp-reset"
 			return []pstate{s}
-		case strings.HasPrefix(rest, "meta l4proto ") && len(w) > i+2 && w[i+3] == "dnat":
+		case strings.HasPrefix(rest, "meta l4proto ") && len(w) > i+3 && w[i+3] == "dnat":
 			if w[i+2] != tr.pkt.proto {
 				return []pstate{s}
 			}
@@ -354,7 +354,7 @@ func (tr *tracer) rule(rule string, s pstate) []pstate {
 			s.update = append(s.update, strings.TrimPrefix(w[i+1], "@"))
 			i += 6
 		case w[i] == "numgen":
-			return tr.numgen(rule, s)
+			return tr.numgen(rule, w[i:], s)
 		case w[i] == "dnat" && w[i+1] == "to":
 			s.dnat = w[i+2]
 			ap := netip.MustParseAddrPort(w[i+2])
@@ -417,34 +417,24 @@ func (tr *tracer) inSet(ref string, key []string) bool {
 	return false
 }
 
-// numgen branches into every pick with its probability.
-func (tr *tracer) numgen(rule string, s pstate) []pstate {
-	m := numgenRE.FindStringSubmatch(rule)
-	if m == nil {
-		tr.t.Fatalf("trace %v: numgen rule %q", tr.pkt, rule)
+// numgen branches on "numgen random mod M 0": the rest of the rule with
+// probability 1/M, the next rule with the rest.
+func (tr *tracer) numgen(rule string, w []string, s pstate) []pstate {
+	if len(w) < 6 || w[1] != "random" || w[2] != "mod" || w[4] != "0" {
+		tr.t.Fatalf("trace %v: numgen in %q", tr.pkt, rule)
 	}
-	n, _ := strconv.Atoi(m[1])
-	var out []pstate
-	seen := map[int]bool{}
-	for _, pick := range strings.Split(m[2], ",") {
-		idx, verdict, _ := strings.Cut(strings.TrimSpace(pick), " : ")
-		i, err := strconv.Atoi(idx)
-		f := strings.Fields(verdict)
-		if err != nil || len(f) != 2 || i < 0 || i >= n || seen[i] {
-			tr.t.Fatalf("trace %v: numgen pick %q of %q", tr.pkt, pick, rule)
-		}
-		seen[i] = true
-		b := s
-		b.p = s.p / float64(n)
-		b.update = append([]string(nil), s.update...)
-		out = append(out, tr.follow(f[0], f[1], b)...)
+	m, err := strconv.Atoi(w[3])
+	if err != nil || m < 1 {
+		tr.t.Fatalf("trace %v: numgen modulus in %q", tr.pkt, rule)
 	}
-	if len(seen) != n {
-		// numgen values without an element match nothing: the
-		// packet goes on to the next rule.
-		b := s
-		b.p = s.p * float64(n-len(seen)) / float64(n)
-		out = append(out, b)
+	hit := s
+	hit.p = s.p / float64(m)
+	hit.update = append([]string(nil), s.update...)
+	out := tr.rule(strings.Join(w[5:], " "), hit)
+	if m > 1 {
+		miss := s
+		miss.p = s.p * float64(m-1) / float64(m)
+		out = append(out, miss)
 	}
 	return out
 }

@@ -11,8 +11,9 @@ import (
 
 // Usable says whether this host can run nftables mode: it builds, in one
 // transaction, a throw-away table with every kind of statement and object
-// the mode programs (a verdict map lookup, numgen, a dynamic set with a
-// timeout, a named counter, fib, ct state, DNAT, masquerade, reject) and
+// the mode programs (a verdict map lookup, numgen matches, a dynamic set
+// with a timeout, a named counter, fib, ct state, DNAT, masquerade,
+// reject) and
 // deletes it again, so that nothing is left whether it works or not. It
 // is cheap (one nft run after nft's own checks), and run with full
 // privileges it also has the kernel load every module the mode needs.
@@ -61,7 +62,8 @@ func probeTransaction(nft knftables.Interface, f family) *knftables.Transaction 
 	tx.Add(&knftables.Rule{Chain: "ep", Rule: "meta l4proto tcp dnat to " + dst + ":80"})
 	tx.Add(&knftables.Rule{Chain: "svc", Rule: `counter name "cnt"`})
 	tx.Add(&knftables.Rule{Chain: "svc", Rule: fmt.Sprintf("%s saddr @aff goto ep", f.ip)})
-	tx.Add(&knftables.Rule{Chain: "svc", Rule: "numgen random mod 2 vmap { 0 : goto ep, 1 : goto ep }"})
+	tx.Add(&knftables.Rule{Chain: "svc", Rule: "numgen random mod 2 0 meta l4proto tcp dnat to " + dst + ":80"})
+	tx.Add(&knftables.Rule{Chain: "svc", Rule: "numgen random mod 2 0 goto ep"})
 	tx.Add(&knftables.Rule{Chain: "nat", Rule: fmt.Sprintf("%s daddr . meta l4proto . th dport vmap @ips", f.ip)})
 	tx.Add(&knftables.Rule{Chain: "nat", Rule: f.localNotLoopback() + " meta l4proto . th dport { tcp . 1 } goto svc"})
 	tx.Add(&knftables.Rule{Chain: "filter", Rule: "ct state new meta l4proto tcp reject with tcp reset"})
