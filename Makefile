@@ -54,6 +54,8 @@ fuzz:
 	@$(GO) test -run '^$$' -fuzz '^FuzzStore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/model/
 	@echo ">> fuzzing the config parser for $(FUZZTIME)"
 	@$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/config/
+	@echo ">> fuzzing the DNS server's answers for $(FUZZTIME)"
+	@$(GO) test -run '^$$' -fuzz '^FuzzAnswer$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/names/
 
 # The scenarios run once per mode this kernel has: iptables mode (with the
 # lab's own tests), then nftables mode, which TestModeSwitch enters from

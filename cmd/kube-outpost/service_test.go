@@ -18,7 +18,7 @@ func TestUnitTemplate(t *testing.T) {
 	for _, want := range []string{
 		"ExecStart=/opt/ko/kube-outpost run --config /opt/ko/config.toml",
 		"ExecStartPre=/opt/ko/kube-outpost check-config --config /opt/ko/config.toml",
-		"Type=notify", "WatchdogSec=", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW",
+		"Type=notify", "WatchdogSec=", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE",
 	} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("unit lacks %q", want)

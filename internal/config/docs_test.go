@@ -54,6 +54,7 @@ func TestKeysDocumented(t *testing.T) {
 	}{
 		{"Top-level keys", topKeys},
 		{"Cluster keys", clusterKeys},
+		{"DNS keys", dnsKeys},
 	} {
 		got := doc[c.section]
 		if len(got) == 0 {

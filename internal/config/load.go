@@ -81,6 +81,7 @@ type rawConfig struct {
 	RoutedClients  any          `toml:"routed_clients"`
 	StateDir       any          `toml:"state_dir"`
 	StaleStateAge  any          `toml:"stale_state_max_age"`
+	DNS            any          `toml:"dns"`
 	Clusters       []rawCluster `toml:"clusters"`
 }
 
@@ -99,6 +100,8 @@ type rawCluster struct {
 	AllowExternalIPs  any `toml:"allow_external_ips"`
 	EndpointCIDRs     any `toml:"endpoint_cidrs"`
 	PodCIDRs          any `toml:"pod_cidrs"`
+	DNSZone           any `toml:"dns_zone"`
+	DNSDefault        any `toml:"dns_default"`
 	// The limits (limits.go).
 	MaxServices         any `toml:"max_services"`
 	MaxEndpointsPerPort any `toml:"max_endpoints_per_port"`
@@ -108,12 +111,12 @@ type rawCluster struct {
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
 		"metrics_address", "service_metrics", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients",
-		"state_dir", "stale_state_max_age", "clusters"}
+		"state_dir", "stale_state_max_age", "dns", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
 		"namespaces", "exclude_namespaces", "service_selector",
 		"local_service_cidr", "allow_external_ips", "endpoint_cidrs", "serve_node_ports",
 		"reach", "node_address_types",
-		"max_services", "max_endpoints_per_port", "max_endpoints", "pod_cidrs"}
+		"max_services", "max_endpoints_per_port", "max_endpoints", "pod_cidrs", "dns_zone", "dns_default"}
 
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 )
@@ -243,6 +246,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	}
 
 	c.serving(cfg, raw)
+	c.dns(cfg, raw.DNS) // dnskeys.go, after serving: it compares their ports
 	c.logging(cfg, raw)
 	c.statusSocket(cfg, raw)
 	c.state(cfg, raw) // topkeys.go
@@ -256,6 +260,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 		cfg.Clusters = append(cfg.Clusters, c.cluster(i, rc))
 	}
 	c.overlaps()
+	c.zoneOverlaps(cfg)
 	c.ranges(cfg, raw)
 	c.podCIDROverlaps(cfg)
 	c.nodePortsNeedMasquerade(cfg)
@@ -298,6 +303,7 @@ func (c *checker) cluster(i int, raw rawCluster) Cluster {
 			cl.Kubeconfig = path
 		}
 	}
+	c.dnsZone(&cl, who, line, raw) // dnskeys.go
 	cl.Context, _ = c.str(line("context"), who, "context", raw.Context, "a string")
 	if cl.Kubeconfig != "" {
 		c.kubeconfig(&cl, who, line)

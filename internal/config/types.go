@@ -77,6 +77,8 @@ type Config struct {
 	// StaleStateMaxAge is how old a kept state may be and still be
 	// served at start; 0 serves none (they are still written).
 	StaleStateMaxAge time.Duration
+	// DNS is the DNS server for the clusters' service names ([dns]).
+	DNS DNS
 
 	Clusters []Cluster
 }
@@ -138,6 +140,12 @@ type Cluster struct {
 	// MaxServices, MaxEndpointsPerPort and MaxEndpoints are the
 	// cluster's limits (limits.go); 0 stands for the default.
 	MaxServices, MaxEndpointsPerPort, MaxEndpoints int
+	// DNSZone is the zone of the cluster's service names,
+	// <svc>.<ns>.svc.<zone>: dns_zone, lowercase without the final dot,
+	// or <name>.internal. DNSDefault: the cluster also answers
+	// cluster.local (at most one cluster does).
+	DNSZone    string
+	DNSDefault bool
 
 	// ContextName is the context in use: Context, or the kubeconfig's
 	// current-context when Context is empty. Filled by Load from the

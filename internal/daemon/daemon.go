@@ -51,6 +51,8 @@ type Daemon struct {
 	// components are the optional parts, synced after the backends
 	// (component.go).
 	components []component
+	// dns is the DNS server component, nil without [dns].
+	dns *dnsServer
 	// routes is the component of reach = "routes", which status reads.
 	routes *routeSync
 	// writer saves the clusters' last known states; nil when state_dir
@@ -112,6 +114,10 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	d.clusters = newClusterSet(d.store, d.store, log, d.queue)
 	d.routes = &routeSync{installer: installer, clusters: d.clusters, store: d.store, host: d.host, log: log}
 	d.components = []component{d.routes}
+	if cfg.DNS.Enabled() {
+		d.dns = newDNSServer(cfg.DNS, d.clusters, log)
+		d.components = append(d.components, d.dns)
+	}
 	d.writer = d.newStateWriter()
 	d.loop = &syncLoop{store: d.store, refresh: d.refreshListeners, program: d.program, succeeded: d.syncSucceeded,
 		health: d.health, metrics: d.metrics, notifier: d.notifier, log: log, mustFull: true}
@@ -254,6 +260,9 @@ func globalDiff(a, b *config.Config) string {
 	}
 	if a.StateDir != b.StateDir || a.StaleStateMaxAge != b.StaleStateMaxAge {
 		diff = append(diff, "state_dir, stale_state_max_age")
+	}
+	if !slices.Equal(a.DNS.Listen, b.DNS.Listen) || a.DNS.TTL != b.DNS.TTL {
+		diff = append(diff, "dns")
 	}
 	return strings.Join(diff, ", ")
 }

@@ -1,0 +1,85 @@
+package names
+
+import (
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+)
+
+// TestServer: real UDP and TCP sockets on loopback; an index set while
+// serving answers the next query.
+func TestServer(t *testing.T) {
+	answered := make(chan int, 16)
+	s := New(Options{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, TTL: 5 * time.Second, Log: slog.New(slog.DiscardHandler),
+		Answered: func(zone string, rcode int, _ time.Duration) { answered <- rcode }})
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	addrs := s.Addrs()
+	if len(addrs) != 2 {
+		t.Fatalf("bound %v, want UDP and TCP", addrs)
+	}
+	query := func(net, addr string) *dns.Msg {
+		t.Helper()
+		req := new(dns.Msg)
+		req.SetQuestion("web.shop.svc.prod.internal.", dns.TypeA)
+		m, _, err := (&dns.Client{Net: net, Timeout: 2 * time.Second}).Exchange(req, addr)
+		if err != nil {
+			t.Fatalf("%s: %v", net, err)
+		}
+		return m
+	}
+	// Before the first index: no zone is known, so the name is refused;
+	// then the zones of clusters not synced yet fail, to be asked again.
+	if m := query("udp", addrs[0].String()); m.Rcode != dns.RcodeRefused {
+		t.Errorf("before an index: %s", dns.RcodeToString[m.Rcode])
+	}
+	s.Set(Build(&model.State{}, testZones))
+	if m := query("tcp", addrs[1].String()); m.Rcode != dns.RcodeServerFailure {
+		t.Errorf("before the clusters synced: %s", dns.RcodeToString[m.Rcode])
+	}
+	s.Set(Build(testState(), testZones))
+	for i, net := range []string{"udp", "tcp"} {
+		m := query(net, addrs[i].String())
+		if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 || m.Answer[0].(*dns.A).A.String() != "10.96.0.10" || m.Answer[0].Header().Ttl != 5 {
+			t.Errorf("%s: %v", net, m)
+		}
+	}
+	st := testState()
+	st.Clusters[0].Ports = nil
+	s.Set(Build(st, testZones))
+	if m := query("udp", addrs[0].String()); m.Rcode != dns.RcodeNameError {
+		t.Errorf("after the service went: %s", dns.RcodeToString[m.Rcode])
+	}
+	if n := len(answered); n != 5 {
+		t.Errorf("%d answers observed, want 5", n)
+	}
+}
+
+// A busy address stops the start, naming it, and leaves nothing bound.
+func TestServerAddressInUse(t *testing.T) {
+	first := New(Options{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, Log: slog.New(slog.DiscardHandler)})
+	if err := first.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Stop()
+	busy := netip.MustParseAddrPort(first.Addrs()[0].String())
+	second := New(Options{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.2:0"), busy}, Log: slog.New(slog.DiscardHandler)})
+	err := second.Start(t.Context())
+	if err == nil {
+		second.Stop()
+		t.Fatal("started on a busy address")
+	}
+	if want := "dns: listen on " + busy.String() + "/udp"; len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
+		t.Errorf("error %q, want it to start with %q", err, want)
+	}
+	if got := second.Addrs(); len(got) != 0 {
+		t.Errorf("left bound: %v", got)
+	}
+}
