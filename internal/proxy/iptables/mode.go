@@ -29,8 +29,8 @@ func init() {
 		InUse:     inUse,
 		Cleanup:   cleanupAll,
 		Explainer: newExplainer,
-		// After nftables, which costs less per rule on the hosts that
-		// have both; before ipvs, which needs a module few hosts load.
+		// After nftables, whose dispatch does not grow with the number
+		// of services; before ipvs, which needs a module few hosts load.
 		Auto:   20,
 		Usable: Usable,
 	})
