@@ -96,7 +96,9 @@ func Build(st *model.State, zones Zones) *Index {
 		ix.hosts[name] = slices.Compact(as)
 	}
 	for name, ts := range ix.srv {
-		slices.SortFunc(ts, func(a, b srvTarget) int { return cmp.Or(cmp.Compare(a.port, b.port), strings.Compare(a.target, b.target)) })
+		slices.SortFunc(ts, func(a, b srvTarget) int {
+			return cmp.Or(cmp.Compare(a.port, b.port), strings.Compare(a.target, b.target))
+		})
 		ix.srv[name] = slices.Compact(ts)
 	}
 	for a, ns := range ix.ptr {
