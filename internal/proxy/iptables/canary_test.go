@@ -1,7 +1,9 @@
 package iptables
 
 import (
+	"context"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -28,12 +30,13 @@ func TestCanary(t *testing.T) {
 	}
 	// iptables -t nat -F: every chain emptied, none deleted.
 	mustRestore(t, f, "*nat\n-F OUTPOST-CANARY\n-F OUTPOST-SERVICES\n-F OUTPUT\nCOMMIT\n")
-	if m, want := missing(), []string{"nat table: the rules of OUTPOST-CANARY"}; !reflect.DeepEqual(m, want) {
+	if m, want := missing(), []string{"nat table: the rules of OUTPOST-CANARY", "nat table: the jump from OUTPUT to OUTPOST-SERVICES"}; !reflect.DeepEqual(m, want) {
 		t.Errorf("after a flush of nat: %q, want %q", m, want)
 	}
 	// A firewall reload that deletes the chains too.
 	mustRestore(t, f, "*filter\n-F OUTPOST-CANARY\n-X OUTPOST-CANARY\nCOMMIT\n")
-	if m, want := missing(), []string{"nat table: the rules of OUTPOST-CANARY", "filter table: chain OUTPOST-CANARY"}; !reflect.DeepEqual(m, want) {
+	if m, want := missing(), []string{"nat table: the rules of OUTPOST-CANARY", "filter table: chain OUTPOST-CANARY",
+		"nat table: the jump from OUTPUT to OUTPOST-SERVICES"}; !reflect.DeepEqual(m, want) {
 		t.Errorf("after the filter canary was deleted: %q, want %q", m, want)
 	}
 	mustSync(t, p, testState(), true)
@@ -47,4 +50,61 @@ func TestCanary(t *testing.T) {
 	if m := missing(); m != nil {
 		t.Errorf("after Cleanup, which removes the canaries too: %q", m)
 	}
+}
+
+// flushAfterSave is a Runner whose next Save is followed, before it
+// returns, by a flush of every chain of that table and the deletion of
+// ours, as firewalld 1.3's reload does (several times over one reload):
+// the flush lands between a full sync's listing and its restore.
+type flushAfterSave struct {
+	*Fake
+	t     *testing.T
+	armed bool
+}
+
+func (r *flushAfterSave) Save(ctx context.Context, table string) ([]byte, error) {
+	out, err := r.Fake.Save(ctx, table)
+	if r.armed && err == nil {
+		r.armed = false
+		script := "*" + table + "\n"
+		for _, ch := range r.Chains(table) {
+			script += "-F " + ch + "\n"
+		}
+		for _, ch := range r.Chains(table) {
+			if strings.HasPrefix(ch, chainPrefix) {
+				script += "-X " + ch + "\n"
+			}
+		}
+		mustRestore(r.t, r.Fake, script+"COMMIT\n")
+	}
+	return out, err
+}
+
+// TestCanaryFlushDuringRepair: a table flushed while a full sync runs,
+// after it listed the hooks and before its restore, leaves our chains and
+// the canary rewritten and nothing jumping to them: Missing names the
+// jumps, and the next full sync puts them back.
+func TestCanaryFlushDuringRepair(t *testing.T) {
+	r := &flushAfterSave{Fake: NewFake(), t: t}
+	p := New(Options{Runner: r, MasqueradeMark: testMark, RoutedClients: testRouted})
+	mustSync(t, p, testState(), true)
+	r.armed = true // the nat table, listed first
+	mustSync(t, p, testState(), true)
+	if r.armed {
+		t.Fatal("the full sync listed no table")
+	}
+	m, err := p.Missing(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"nat table: the jump from OUTPUT to OUTPOST-SERVICES", "nat table: the jump from PREROUTING to OUTPOST-PREROUTING",
+		"nat table: the jump from POSTROUTING to OUTPOST-POSTROUTING"}
+	if !reflect.DeepEqual(m, want) {
+		t.Fatalf("after a flush during the full sync: %q, want %q", m, want)
+	}
+	mustSync(t, p, testState(), true)
+	if m, err := p.Missing(t.Context()); err != nil || m != nil {
+		t.Fatalf("after the repairing full sync: %q, %v", m, err)
+	}
+	checkAllFlows(t, r.Fake, testState(), false, true)
 }

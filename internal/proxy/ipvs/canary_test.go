@@ -1,9 +1,13 @@
 package ipvs
 
 import (
+	"context"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 )
 
 // TestCanary: nothing is missing before the first sync or while all
@@ -32,7 +36,9 @@ func TestCanary(t *testing.T) {
 	if err := e.k.DelAddr(netip.MustParseAddr("10.96.0.20")); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"filter table: the rules of OUTPOST-IPVS-FILTER", "nat table: chain OUTPOST-IPVS-POSTROUTING", "ClusterIP 10.96.0.20 on outpost0"}
+	want := []string{"filter table: the rules of OUTPOST-IPVS-FILTER", "filter table: the jump from INPUT to OUTPOST-IPVS-FILTER",
+		"nat table: chain OUTPOST-IPVS-POSTROUTING", "nat table: the jump from POSTROUTING to OUTPOST-IPVS-POSTROUTING",
+		"ClusterIP 10.96.0.20 on outpost0"}
 	if m := missing(); !reflect.DeepEqual(m, want) {
 		t.Errorf("after a flush and a removed address:\n got %q\nwant %q", m, want)
 	}
@@ -46,5 +52,66 @@ func TestCanary(t *testing.T) {
 	}
 	if m := missing(); m != nil {
 		t.Errorf("after Cleanup: %q", m)
+	}
+}
+
+// flushAfterSave is an iptables Runner whose next Save of the table armed
+// is followed, before it returns, by a flush of every chain of that table and the deletion of
+// ours, as firewalld 1.3's reload does (several times over one reload):
+// the flush lands between a full sync's listing of the hooks and its
+// restore.
+type flushAfterSave struct {
+	*iptables.Fake
+	t     *testing.T
+	armed string
+}
+
+func (r *flushAfterSave) Save(ctx context.Context, table string) ([]byte, error) {
+	out, err := r.Fake.Save(ctx, table)
+	if r.armed == table && err == nil {
+		r.armed = ""
+		script := "*" + table + "\n"
+		for _, ch := range r.Chains(table) {
+			script += "-F " + ch + "\n"
+		}
+		for _, ch := range r.Chains(table) {
+			if strings.HasPrefix(ch, chainPrefix) {
+				script += "-X " + ch + "\n"
+			}
+		}
+		if err := r.Restore(ctx, []byte(script+"COMMIT\n")); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	return out, err
+}
+
+// TestCanaryFlushDuringRepair: a table flushed while a full sync runs,
+// after it listed the hooks and before its restore, leaves our chains
+// rewritten and nothing jumping to them (in the VM beside firewalld: the
+// masquerade hook gone, a local client's connection left from the VIP and
+// the ClusterIP stayed dark): Missing names the jump, and the next full
+// sync puts it back.
+func TestCanaryFlushDuringRepair(t *testing.T) {
+	e := newEnv(t)
+	r := &flushAfterSave{Fake: e.ipt, t: t}
+	e.opt.IPTables = r
+	e.restart()
+	e.sync(testState(), true)
+	r.armed = "nat"
+	e.sync(testState(), true)
+	if r.armed != "" {
+		t.Fatal("the full sync listed no table")
+	}
+	m, err := e.p.Missing(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"nat table: the jump from POSTROUTING to OUTPOST-IPVS-POSTROUTING"}; !reflect.DeepEqual(m, want) {
+		t.Fatalf("after a flush during the full sync: %q, want %q", m, want)
+	}
+	e.sync(testState(), true)
+	if m, err := e.p.Missing(t.Context()); err != nil || m != nil {
+		t.Fatalf("after the repairing full sync: %q, %v", m, err)
 	}
 }
