@@ -1,9 +1,7 @@
 package iptables
 
 import (
-	"context"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -52,46 +50,27 @@ func TestCanary(t *testing.T) {
 	}
 }
 
-// flushAfterSave is a Runner whose next Save is followed, before it
-// returns, by a flush of every chain of that table and the deletion of
-// ours, as firewalld 1.3's reload does (several times over one reload):
-// the flush lands between a full sync's listing and its restore.
-type flushAfterSave struct {
-	*Fake
-	t     *testing.T
-	armed bool
-}
-
-func (r *flushAfterSave) Save(ctx context.Context, table string) ([]byte, error) {
-	out, err := r.Fake.Save(ctx, table)
-	if r.armed && err == nil {
-		r.armed = false
-		script := "*" + table + "\n"
-		for _, ch := range r.Chains(table) {
-			script += "-F " + ch + "\n"
-		}
-		for _, ch := range r.Chains(table) {
-			if strings.HasPrefix(ch, chainPrefix) {
-				script += "-X " + ch + "\n"
-			}
-		}
-		mustRestore(r.t, r.Fake, script+"COMMIT\n")
-	}
-	return out, err
-}
-
 // TestCanaryFlushDuringRepair: a table flushed while a full sync runs,
 // after it listed the hooks and before its restore, leaves our chains and
 // the canary rewritten and nothing jumping to them: Missing names the
 // jumps, and the next full sync puts them back.
 func TestCanaryFlushDuringRepair(t *testing.T) {
-	r := &flushAfterSave{Fake: NewFake(), t: t}
-	p := New(Options{Runner: r, MasqueradeMark: testMark, RoutedClients: testRouted})
+	f := NewFake()
+	p := newProxier(f, false, testMark)
 	mustSync(t, p, testState(), true)
-	r.armed = true // the nat table, listed first
+	flushed := false
+	f.AfterSave = func(table string) {
+		if table == "nat" && !flushed {
+			flushed = true
+			if err := f.Flush(t.Context(), table, chainPrefix); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 	mustSync(t, p, testState(), true)
-	if r.armed {
-		t.Fatal("the full sync listed no table")
+	f.AfterSave = nil
+	if !flushed {
+		t.Fatal("the full sync did not list the nat table")
 	}
 	m, err := p.Missing(t.Context())
 	if err != nil {
@@ -106,5 +85,5 @@ func TestCanaryFlushDuringRepair(t *testing.T) {
 	if m, err := p.Missing(t.Context()); err != nil || m != nil {
 		t.Fatalf("after the repairing full sync: %q, %v", m, err)
 	}
-	checkAllFlows(t, r.Fake, testState(), false, true)
+	checkAllFlows(t, f, testState(), false, true)
 }

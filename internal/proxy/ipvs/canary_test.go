@@ -1,13 +1,9 @@
 package ipvs
 
 import (
-	"context"
 	"net/netip"
 	"reflect"
-	"strings"
 	"testing"
-
-	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 )
 
 // TestCanary: nothing is missing before the first sync or while all
@@ -55,37 +51,6 @@ func TestCanary(t *testing.T) {
 	}
 }
 
-// flushAfterSave is an iptables Runner whose next Save of the table armed
-// is followed, before it returns, by a flush of every chain of that table and the deletion of
-// ours, as firewalld 1.3's reload does (several times over one reload):
-// the flush lands between a full sync's listing of the hooks and its
-// restore.
-type flushAfterSave struct {
-	*iptables.Fake
-	t     *testing.T
-	armed string
-}
-
-func (r *flushAfterSave) Save(ctx context.Context, table string) ([]byte, error) {
-	out, err := r.Fake.Save(ctx, table)
-	if r.armed == table && err == nil {
-		r.armed = ""
-		script := "*" + table + "\n"
-		for _, ch := range r.Chains(table) {
-			script += "-F " + ch + "\n"
-		}
-		for _, ch := range r.Chains(table) {
-			if strings.HasPrefix(ch, chainPrefix) {
-				script += "-X " + ch + "\n"
-			}
-		}
-		if err := r.Restore(ctx, []byte(script+"COMMIT\n")); err != nil {
-			r.t.Fatal(err)
-		}
-	}
-	return out, err
-}
-
 // TestCanaryFlushDuringRepair: a table flushed while a full sync runs,
 // after it listed the hooks and before its restore, leaves our chains
 // rewritten and nothing jumping to them (in the VM beside firewalld: the
@@ -94,14 +59,20 @@ func (r *flushAfterSave) Save(ctx context.Context, table string) ([]byte, error)
 // sync puts it back.
 func TestCanaryFlushDuringRepair(t *testing.T) {
 	e := newEnv(t)
-	r := &flushAfterSave{Fake: e.ipt, t: t}
-	e.opt.IPTables = r
-	e.restart()
 	e.sync(testState(), true)
-	r.armed = "nat"
+	flushed := false
+	e.ipt.AfterSave = func(table string) {
+		if table == "nat" && !flushed {
+			flushed = true
+			if err := e.ipt.Flush(t.Context(), table, chainPrefix); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 	e.sync(testState(), true)
-	if r.armed != "" {
-		t.Fatal("the full sync listed no table")
+	e.ipt.AfterSave = nil
+	if !flushed {
+		t.Fatal("the full sync did not list the nat table")
 	}
 	m, err := e.p.Missing(t.Context())
 	if err != nil {
