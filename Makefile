@@ -86,8 +86,10 @@ soak-short:
 # A real Debian bookworm under QEMU (software emulation) installs the .deb,
 # starts the unit and reaches a lab ClusterIP; the .rpm is checked on the host.
 # TestCoexistence (beside Docker, ufw and firewalld) is not in `make test`
-# yet: it does not pass (docs/reliability.md, "Beside Docker, firewalld and
-# ufw") and takes more than CI's budget allows. `make test-vm-coexist` runs it.
+# yet: beside firewalld the ClusterIP answers again, but later than the 5 s
+# it must (docs/reliability.md, "Beside Docker, firewalld and ufw"), and it
+# takes about 15 minutes, more than CI's budget allows. `make
+# test-vm-coexist` runs it.
 test-vm: deps lab-bins package
 	@echo ">> VM tests: Debian VM installs and runs the package"
 	@bash test/vm/deps.sh

@@ -12,8 +12,9 @@ import (
 
 // probeInterval is how often the backends are asked whether something of
 // theirs was removed behind our back. A few seconds: a firewall reload is
-// repaired before most clients give up, and each probe reads one chain
-// per table and one interface's addresses, not whole tables.
+// repaired before most clients give up, and each probe reads a few small
+// chains per table (a canary or our chains, and the built-in chains that
+// jump to them) and one interface's addresses, not whole tables.
 const probeInterval = 2 * time.Second
 
 // probe asks every backend that can tell (proxy.Prober) what of its

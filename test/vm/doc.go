@@ -57,7 +57,10 @@
 //     either mode and a start in iptables mode; through each of their
 //     reloads (`ufw reload`, `firewall-cmd --reload`, `systemctl restart
 //     docker`) in both modes, and `nft flush ruleset`, the ClusterIP answers
-//     again within 5 s; the outage and the repairs counted are logged.
+//     again within 5 s; the outage and the repairs counted are logged. In
+//     each mode the jump into our nat rules is deleted alone, as a flush
+//     between a repair's listing and its restore leaves it: the probe must
+//     find it, and the ClusterIP answer again within 30 s.
 //
 // The four IPVS tests share one boot (the parts "mode", "kernel", "e2e",
 // then "coexist", each in a process of its own); the first of them to run

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // A canary chain in each table we write holds one rule that nothing jumps
@@ -22,9 +23,15 @@ func renderCanaries(s *syncPass) {
 	}
 }
 
-// Missing implements proxy.Prober: what of the canaries is gone. It says
-// nothing before the first successful sync, which writes them. It runs
-// beside Sync, so it reads only the kernel and an atomic flag.
+// Missing implements proxy.Prober: what of the canaries is gone, and which
+// jumps into our chains. A reload that flushes a table between a full
+// sync's listing of the hooks and its iptables-restore leaves our chains,
+// the canary among them, rewritten but nothing jumping to them: the
+// services are dark, and the canary alone cannot tell (firewalld 1.3
+// flushes several times over one reload, so a repair meets the next
+// flush). It says nothing before the first successful sync, which writes
+// them. It reads the canaries and the few built-in chains we hook into,
+// and runs beside Sync, so it reads only the kernel and atomics.
 func (p *Proxier) Missing(ctx context.Context) ([]string, error) {
 	if !p.canaries.Load() {
 		return nil, nil
@@ -41,5 +48,35 @@ func (p *Proxier) Missing(ctx context.Context) ([]string, error) {
 			missing = append(missing, fmt.Sprintf("%s table: the rules of %s", t, chainCanary))
 		}
 	}
+	if hooks := p.hooked.Load(); hooks != nil {
+		for _, h := range *hooks {
+			ok, err := HasJump(ctx, p.opt.Runner, h.table, h.chain, h.target)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				missing = append(missing, fmt.Sprintf("%s table: the jump from %s to %s", h.table, h.chain, h.target))
+			}
+		}
+	}
 	return missing, nil
+}
+
+// HasJump says whether chain of table holds a rule that jumps to target;
+// false when the chain is gone (a table that `nft flush ruleset` took).
+func HasJump(ctx context.Context, r Runner, table, chain, target string) (bool, error) {
+	rules, err := r.ListChain(ctx, table, chain)
+	if errors.Is(err, ErrNoChain) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, rule := range rules {
+		f := strings.Fields(rule)
+		if i := indexOf(f, "-j"); i >= 0 && i+1 < len(f) && f[i+1] == target {
+			return true, nil
+		}
+	}
+	return false, nil
 }

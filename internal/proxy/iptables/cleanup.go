@@ -58,5 +58,6 @@ func (p *Proxier) cleanup(ctx context.Context, ours func(chain string) bool) err
 	p.stale.Reset()
 	p.applied, p.clusters, p.chains, p.needFull = nil, nil, nil, true
 	p.canaries.Store(false)
+	p.hooked.Store(nil)
 	return nil
 }

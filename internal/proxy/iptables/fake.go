@@ -35,6 +35,10 @@ type Fake struct {
 	// "-m NAME" fails to restore, as iptables-restore fails when it
 	// cannot load the extension.
 	Unsupported map[string]bool
+	// AfterSave, when set, runs after each Save has read its table and
+	// before it returns: what another writer does between a sync's
+	// listing and its restore.
+	AfterSave func(table string)
 }
 
 var _ Runner = (*Fake)(nil)
@@ -396,7 +400,29 @@ func (f *Fake) Save(_ context.Context, table string) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	writeTable(&b, table, t)
+	if f.AfterSave != nil {
+		f.mu.Unlock()
+		defer f.mu.Lock()
+		f.AfterSave(table)
+	}
 	return b.Bytes(), nil
+}
+
+// Flush empties every chain of table and deletes those named prefix*, as
+// a firewall reload does to the tables of iptables (firewalld 1.3's
+// several times over one reload).
+func (f *Fake) Flush(ctx context.Context, table, prefix string) error {
+	script := "*" + table + "\n"
+	chains := f.Chains(table)
+	for _, ch := range chains {
+		script += "-F " + ch + "\n"
+	}
+	for _, ch := range chains {
+		if strings.HasPrefix(ch, prefix) {
+			script += "-X " + ch + "\n"
+		}
+	}
+	return f.Restore(ctx, []byte(script+"COMMIT\n"))
 }
 
 func writeTable(b *bytes.Buffer, name string, t *fakeTable) {

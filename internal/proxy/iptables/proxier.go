@@ -64,7 +64,13 @@ type Proxier struct {
 	warnedNoMasq bool
 	// canaries: a sync wrote the canary chains (canary.go).
 	canaries atomic.Bool
+	// hooked is the jumps into our chains that the last full sync made
+	// sure of, for Missing (canary.go); nil before it and after Cleanup.
+	hooked atomic.Pointer[[]hookRef]
 }
+
+// hookRef is one jump from a built-in chain into one of ours.
+type hookRef struct{ table, chain, target string }
 
 // clusterShape is what of a cluster decides which of its chains exist.
 type clusterShape struct {

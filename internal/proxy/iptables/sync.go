@@ -63,6 +63,8 @@ type syncPass struct {
 	// nodeTop are the top chains' rules into the node port chains, kept
 	// aside to come after every range.
 	nodeTop []tableRule
+	// hooks are the jumps into our chains a full sync wants.
+	hooks []hookRef
 }
 
 type tableRule struct{ table, rule string }
@@ -328,6 +330,7 @@ func (p *Proxier) writeHooks(s *syncPass, shapes map[string]clusterShape) {
 			continue
 		}
 		wanted[j.table+"/"+j.chain+"\t"+spec] = true
+		s.hooks = append(s.hooks, hookRef{table: j.table, chain: j.chain, target: j.target})
 		if !slices.Contains(p.hooks[j.table][j.target], j.chain+"\t"+spec) {
 			s.tx.insert(j.table, j.chain, spec)
 		}
@@ -401,6 +404,9 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	s.tx.applyTo(p.chains)
 	p.top = s.top.texts()
 	p.canaries.Store(true)
+	if s.full {
+		p.hooked.Store(&s.hooks)
+	}
 	p.stale.Forget(ctx, p.applied, s.next, func(cluster string) bool { return s.keepTags[clusterTag(cluster)] },
 		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6))
 	p.applied = s.next
