@@ -334,6 +334,8 @@ func TestIPVSE2E(t *testing.T) {
 // e2eSkips are the end-to-end tests that cannot run in the guest, and why.
 var e2eSkips = map[string]string{
 	"TestIPVSModeRefusedWithoutModule": "the guest's kernel has ip_vs",
+	"TestConnectionCounts":             "ipvs mode keeps no connection counter per service port",
+	"TestDNS":                          "the guest's image has no dig (dnsutils); the DNS server works alike in every mode",
 	"TestIPv6":                         "a remote lab is IPv4 only: QEMU's user networking carries the guest's traffic",
 	"TestMultiCluster":                 "it starts three apiservers of its own, which a remote lab cannot",
 	"TestOneClusterDown":               "it shares TestMultiCluster's three apiservers, which a remote lab cannot start",
