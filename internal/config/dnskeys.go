@@ -64,7 +64,7 @@ func (c *checker) dns(cfg *Config, v any) {
 		cfg.DNS.Listen = c.dnsListen(line("listen"), raw, cfg)
 	}
 	if raw, ok := t["ttl"]; ok {
-		cfg.DNS.TTL = c.durationAt(line("ttl"), "dns.ttl", raw, DefaultDNSTTL, time.Second, time.Hour)
+		cfg.DNS.TTL = c.durationAt(line("ttl"), "dns.ttl", raw, DefaultDNSTTL)
 	}
 }
 
@@ -102,24 +102,6 @@ func (c *checker) dnsListen(line int, v any, cfg *Config) []netip.AddrPort {
 		out = append(out, ap)
 	}
 	return out
-}
-
-// durationAt parses a duration that must be from least to most.
-func (c *checker) durationAt(line int, key string, v any, def, least, most time.Duration) time.Duration {
-	s, ok := c.str(line, "", key, v, `a duration string like "5s"`)
-	if !ok {
-		return def
-	}
-	d, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		c.add(line, "", `%s %q: not a duration (write it like "5s")`, key, s)
-	case d < least || d > most:
-		c.add(line, "", "%s %q: must be from %s to %s", key, s, shortDuration(least), shortDuration(most))
-	default:
-		return d
-	}
-	return def
 }
 
 // dnsZone checks a cluster's dns_zone and dns_default; the zones of all

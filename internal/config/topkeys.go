@@ -14,9 +14,15 @@ import (
 // The checks of top-level keys, which config calls in turn; those of a
 // cluster's keys are in clusterkeys.go.
 
-// duration parses the duration at key; def stands for an absent or bad one.
+// duration parses the top-level duration at key; def stands for an absent
+// or bad one.
 func (c *checker) duration(key string, v any, def time.Duration) time.Duration {
-	line := c.loc.line(-1, key)
+	return c.durationAt(c.loc.line(-1, key), key, v, def)
+}
+
+// durationAt parses the duration at key, on line, within its
+// durationBounds; def stands for an absent or bad one.
+func (c *checker) durationAt(line int, key string, v any, def time.Duration) time.Duration {
 	s, ok := c.str(line, "", key, v, `a duration string like "30s"`)
 	if !ok {
 		return def
@@ -57,6 +63,9 @@ var durationBounds = map[string][2]time.Duration{
 	// 0 serves no kept state. Past a month, what a cluster ran is
 	// unlikely to be where its pods are.
 	"stale_state_max_age": {0, 30 * 24 * time.Hour},
+	// A TTL under a second is 0 on the wire (never cached); over an hour,
+	// a service's change would wait that long in resolvers' caches.
+	"dns.ttl": {time.Second, time.Hour},
 }
 
 // serving checks the addresses of the metrics and health endpoints.
