@@ -22,9 +22,21 @@ import (
 // every such probe, and printed only for those judged failed.
 
 // worthDiagnosing says whether a probe's error is one the rules could
-// explain: no answer and no refusal, short of the probe's own timeout.
+// explain: no answer and no refusal. A timeout is one too: a SYN that
+// found no DNAT rule leaves a conntrack entry without NAT, which its
+// retransmissions follow until the probe gives up.
 func worthDiagnosing(p probe) bool {
-	return p.err != nil && !p.timedOut && !refusal(p.err)
+	return p.err != nil && !refusal(p.err)
+}
+
+// failsSoFar says whether p would be judged failed on the writes recorded
+// by now. Those still in flight can only excuse it later; the snapshot is
+// taken for these alone, so that the probes of ordinary changes do not
+// keep it busy when one that matters comes.
+func (s *soak) failsSoFar(p probe) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return judge(&s.svcs[p.svc].h, p, s.p.Grace).failed()
 }
 
 // diagnose returns what the host namespace holds for vip: the nat rules
@@ -98,4 +110,27 @@ func natLinesFor(save string, vip netip.Addr) []string {
 		out = append(out, "no nat rule names "+vip.String())
 	}
 	return out
+}
+
+// daemonLinesNear returns the daemon's log lines stamped within a few
+// seconds of [from, to]: what it was doing when a probe failed.
+func daemonLinesNear(log string, from, to time.Time) string {
+	from, to = from.Add(-5*time.Second), to.Add(time.Second)
+	var b strings.Builder
+	for _, l := range strings.Split(log, "\n") {
+		v, ok := strings.CutPrefix(l, "time=")
+		if !ok {
+			continue
+		}
+		stamp, _, _ := strings.Cut(v, " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil || at.Before(from) || at.After(to) {
+			continue
+		}
+		fmt.Fprintf(&b, "  daemon: %s\n", l)
+	}
+	if b.Len() == 0 {
+		return "  daemon: no log line within 5 s of the probe\n"
+	}
+	return b.String()
 }

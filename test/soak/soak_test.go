@@ -282,8 +282,9 @@ func setUp(t *testing.T, p *params) *soak {
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	// The defaults, but for a full sync every minute instead of every
 	// hour, so that the soak also runs many of those.
-	// A state_dir of its own: the default is the machine's.
-	p.Config = fmt.Sprintf("mode = %q\nfull_sync_period = \"1m\"\nstatus_socket = %q\nstate_dir = %q\n%s\n[[clusters]]\nname = \"soak\"\nkubeconfig = %q\nservice_cidrs = [%q]\n",
+	// A state_dir of its own: the default is the machine's. Debug logs
+	// each sync, for the lines printed beside a failed probe.
+	p.Config = fmt.Sprintf("mode = %q\nlog_level = \"debug\"\nfull_sync_period = \"1m\"\nstatus_socket = %q\nstate_dir = %q\n%s\n[[clusters]]\nname = \"soak\"\nkubeconfig = %q\nservice_cidrs = [%q]\n",
 		p.Mode, filepath.Join(sockDir, "status.sock"), filepath.Join(sockDir, "state"), routed, l.Cluster("soak").Kubeconfig, serviceRange)
 	cfgPath := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(p.Config), 0o600); err != nil {
@@ -804,7 +805,7 @@ func (s *soak) probeLoop(ctx context.Context) {
 			defer s.probeWG.Done()
 			defer func() { <-s.inFlight }()
 			p := s.request(sv, proto, from, cur.vip, probeTimeout)
-			if worthDiagnosing(p) {
+			if worthDiagnosing(p) && s.failsSoFar(p) {
 				p.diag = s.diagnose(p.vip)
 			}
 			s.submit(p)
@@ -868,7 +869,7 @@ func (s *soak) judgeDue(all bool) {
 		}
 		o := judge(&s.svcs[p.svc].h, p, s.p.Grace)
 		if line := s.probes.add(p, o, s.began); line != "" {
-			s.t.Logf("probe failed: %s\n%s", line, p.diag)
+			s.t.Logf("probe failed: %s\n%s%s", line, p.diag, daemonLinesNear(s.daemon.Log(), p.start, p.end))
 		}
 	}
 	s.pending = keep
