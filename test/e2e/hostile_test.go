@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kube-outpost/kube-outpost/internal/proxy/nftables"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -626,49 +625,21 @@ func (h *hostileLab) longNames(t *testing.T) {
 		}
 		return refusedIn(h.l, url(h.l.HostIP, int(np)))
 	})
-	if mode == "nftables" {
-		h.longComments(t, "svc-"+strings.Repeat("s", 8))
-		h.intact(t)
-		return
-	}
-	restores, err := os.ReadFile(h.recorded)
-	if err != nil && mode != "ipvs" { // ipvs mode restores its fixed rules once, at start
-		t.Fatalf("no iptables-restore since the long names were written: %v", err)
-	}
-	long := strings.Repeat("s", 59)
-	seen := false
-	comment := regexp.MustCompile(`--comment ("(?:[^"\\]|\\.)*"|\S+)`)
-	for _, line := range strings.Split(string(restores), "\n") {
-		for _, m := range comment.FindAllStringSubmatch(line, -1) {
-			c := strings.Trim(m[1], `"`)
-			seen = seen || strings.Contains(c, "svc-"+long[:8])
-			if len(c) > 255 {
-				t.Errorf("a rule comment of %d characters, over the kernel's 255 (iptables-nft cuts it, iptables-legacy refuses the restore): %s", len(c), line)
+	comments, limit, ok := ruleComments(t, h.l, h.recorded)
+	if ok {
+		want := "svc-" + strings.Repeat("s", 8)
+		seen := false
+		for _, c := range comments {
+			seen = seen || strings.Contains(c, want)
+			if len(c) > limit {
+				t.Errorf("a rule comment of %d bytes, over the %d the mode's tool takes (longer fails the transaction or is cut): %s", len(c), limit, c)
 			}
 		}
-	}
-	if mode != "ipvs" && !seen {
-		t.Errorf("no rule comment of the long-named service in %d bytes of iptables-restore input", len(restores))
-	}
-	h.intact(t)
-}
-
-// longComments checks nftables mode's table: every comment fits nft's 128
-// bytes (a longer one fails the whole transaction), and one names the
-// long-named service.
-func (h *hostileLab) longComments(t *testing.T, want string) {
-	t.Helper()
-	rules := familyRules(t, h.l, false)
-	seen := false
-	for _, m := range regexp.MustCompile(`comment "([^"]*)"`).FindAllStringSubmatch(rules, -1) {
-		seen = seen || strings.Contains(m[1], want)
-		if len(m[1]) > nftables.MaxComment {
-			t.Errorf("a comment of %d bytes, over nft's %d: %s", len(m[1]), nftables.MaxComment, m[1])
+		if !seen {
+			t.Errorf("no rule comment of the long-named service among %d", len(comments))
 		}
 	}
-	if !seen {
-		t.Errorf("no comment of the long-named service in table ip kube-outpost")
-	}
+	h.intact(t)
 }
 
 // controlCharacters: a lying apiserver serves names with a terminal
@@ -1116,28 +1087,6 @@ func trySlice(c kubernetes.Interface, ns, svc string, ports []port, eps []ep) er
 	}
 	_, err := c.DiscoveryV1().EndpointSlices(ns).Create(context.Background(), es, metav1.CreateOptions{})
 	return err
-}
-
-// kernelStateIn is kernelState for the host of lab l.
-func kernelStateIn(t *testing.T, l *lab.Lab) string {
-	t.Helper()
-	state := v4Rules(t, l)
-	if mode == "nftables" {
-		return state + familyRules(t, l, false)
-	}
-	if mode != "ipvs" {
-		return state
-	}
-	ctx := context.Background()
-	vs, err := l.HostRun(ctx, "cat", "/proc/net/ip_vs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	state += decodeIPVS(t, vs)
-	if addrs, err := l.HostRun(ctx, "ip", "-o", "addr", "show", "dev", "outpost0"); err == nil {
-		state += addrs
-	}
-	return state
 }
 
 // dnatTo says whether the kernel sends connections to ap: a DNAT rule in

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,7 +15,11 @@ import (
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/modes" // the modes needs reads
+	"github.com/kube-outpost/kube-outpost/internal/proxy/nftables"
+	"github.com/kube-outpost/kube-outpost/internal/status"
 	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
@@ -346,4 +351,106 @@ func programmedByMode(t *testing.T, vip netip.Addr, port int, endpoints ...strin
 			t.Fatalf("iptables mode, but ipvs mode's chains are there:\n%s", state)
 		}
 	}
+}
+
+// kernelStateIn is kernelState for the host of lab l.
+func kernelStateIn(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	state := v4Rules(t, l)
+	if mode == "nftables" {
+		return state + familyRules(t, l, false)
+	}
+	if mode != "ipvs" {
+		return state
+	}
+	ctx := context.Background()
+	vs, err := l.HostRun(ctx, "cat", "/proc/net/ip_vs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state += decodeIPVS(t, vs)
+	if addrs, err := l.HostRun(ctx, "ip", "-o", "addr", "show", "dev", "outpost0"); err == nil {
+		state += addrs
+	}
+	return state
+}
+
+// ruleComments returns the comments the mode under test wrote into rules
+// since recorded began (the iptables-restore input a wrapper appended to
+// it) or holds now (nftables mode's table), with the longest its tool
+// takes; ok is false for a mode that writes no comment per service (ipvs
+// mode restores only its fixed rules, once).
+func ruleComments(t *testing.T, l *lab.Lab, recorded string) (comments []string, limit int, ok bool) {
+	t.Helper()
+	switch mode {
+	case "ipvs":
+		return nil, 0, false
+	case "nftables":
+		for _, m := range regexp.MustCompile(`comment "([^"]*)"`).FindAllStringSubmatch(familyRules(t, l, false), -1) {
+			comments = append(comments, m[1])
+		}
+		return comments, nftables.MaxComment, true
+	}
+	restores, err := os.ReadFile(recorded)
+	if err != nil {
+		t.Fatalf("no iptables-restore since the recording began: %v", err)
+	}
+	for _, m := range regexp.MustCompile(`--comment ("(?:[^"\\]|\\.)*"|\S+)`).FindAllStringSubmatch(string(restores), -1) {
+		comments = append(comments, strings.Trim(m[1], `"`))
+	}
+	// The kernel's xt_comment holds 255 bytes: iptables-nft cuts a longer
+	// one, iptables-legacy refuses the restore.
+	return comments, 255, true
+}
+
+// checkKernelDetail checks explain's kernel detail of port p as the mode
+// under test shows it: endpoints real servers or DNAT targets.
+func checkKernelDetail(t *testing.T, p status.PortExplanation, endpoints int) {
+	t.Helper()
+	switch mode {
+	case "ipvs":
+		if v := kernelDetail[ipvs.ExplainDetail](t, p); !v.Bound || v.Server == nil || len(v.Server.Destinations) != endpoints {
+			t.Errorf("%s: kernel detail %+v", p.Key, v)
+		}
+	case "nftables":
+		if v := kernelDetail[nftables.PortView](t, p); len(v.Endpoints) != endpoints || v.Chain == "" || len(v.Dispatch) != 1 {
+			t.Errorf("%s: kernel detail %+v", p.Key, v)
+		}
+	default:
+		if v := kernelDetail[iptables.ExplainDetail](t, p); len(v.Endpoints) != endpoints || v.Chain == "" || len(v.Dispatch) != 1 {
+			t.Errorf("%s: kernel detail %+v", p.Key, v)
+		}
+	}
+}
+
+// breakPort undoes in the kernel what the mode under test programmed for
+// port p, behind the daemon's back, the way an operator's mistake would:
+// explain must then report a mismatch.
+func breakPort(t *testing.T, p status.PortExplanation, vip netip.Addr) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch mode {
+	case "ipvs":
+		// The ClusterIP leaves outpost0: IPVS no longer gets its packets.
+		_, err = theLab.HostRun(ctx, "ip", "addr", "del", vip.String()+"/32", "dev", "outpost0")
+	case "nftables":
+		// The service chain loses its rules: no endpoint is picked.
+		_, err = theLab.HostRun(ctx, "nft", "flush", "chain", "ip", nftables.TableName, kernelDetail[nftables.PortView](t, p).Chain)
+	default:
+		_, err = theLab.HostRun(ctx, "iptables", "-t", "nat", "-F", kernelDetail[iptables.ExplainDetail](t, p).Chain)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// evenShare says whether explain gives endpoint ep the share of one of n
+// as the mode under test spells it: ipvs mode a weight of 1 for round
+// robin, the others a probability.
+func evenShare(ep status.Endpoint, n int) bool {
+	if mode == "ipvs" {
+		return ep.Weight == 1
+	}
+	return ep.Probability == 1/float64(n)
 }

@@ -16,9 +16,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
-	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
-	"github.com/kube-outpost/kube-outpost/internal/proxy/nftables"
 	"github.com/kube-outpost/kube-outpost/internal/status"
 )
 
@@ -99,7 +96,7 @@ func TestStatusAndExplain(t *testing.T) {
 			var got []string
 			for _, ep := range p.Endpoints {
 				got = append(got, ep.Addr.Addr().String())
-				if mode == "ipvs" && ep.Weight != 1 || mode != "ipvs" && ep.Probability != 0.5 {
+				if !evenShare(ep, 2) {
 					t.Errorf("%s: endpoint %v: probability %v weight %d", p.Key, ep.Addr, ep.Probability, ep.Weight)
 				}
 			}
@@ -120,16 +117,7 @@ func TestStatusAndExplain(t *testing.T) {
 			if p.Kernel.Mode != mode || p.Kernel.Empty || len(p.Kernel.Endpoints) != 2 || len(p.Kernel.Lines) == 0 {
 				t.Errorf("%s: kernel view %+v", p.Key, p.Kernel)
 			}
-			switch mode {
-			case "ipvs":
-				if v := kernelDetail[ipvs.ExplainDetail](t, p); !v.Bound || v.Server == nil || len(v.Server.Destinations) != 2 {
-					t.Errorf("%s: kernel detail %+v", p.Key, v)
-				}
-			default:
-				if v := kernelDetail[iptables.ExplainDetail](t, p); len(v.Endpoints) != 2 || v.Chain == "" || len(v.Dispatch) != 1 {
-					t.Errorf("%s: kernel detail %+v", p.Key, v)
-				}
-			}
+			checkKernelDetail(t, p, 2)
 		}
 		// By ClusterIP:port, and for a port without endpoints.
 		byAddr := explainJSON(t, sock, netip.AddrPortFrom(vip, 80).String()+"/TCP")
@@ -153,22 +141,7 @@ func TestStatusAndExplain(t *testing.T) {
 	t.Run("a broken kernel state shows as a mismatch", func(t *testing.T) {
 		e := explainJSON(t, sock, netip.AddrPortFrom(vip, 80).String()+"/TCP")
 		p := e.Ports[0]
-		switch mode {
-		case "ipvs":
-			// The ClusterIP leaves outpost0: IPVS no longer gets its packets.
-			if _, err := theLab.HostRun(ctx, "ip", "addr", "del", vip.String()+"/32", "dev", "outpost0"); err != nil {
-				t.Fatal(err)
-			}
-		case "nftables":
-			// The service chain loses its rules: no endpoint is picked.
-			if _, err := theLab.HostRun(ctx, "nft", "flush", "chain", "ip", nftables.TableName, kernelDetail[nftables.PortView](t, p).Chain); err != nil {
-				t.Fatal(err)
-			}
-		default:
-			if _, err := theLab.HostRun(ctx, "iptables", "-t", "nat", "-F", kernelDetail[iptables.ExplainDetail](t, p).Chain); err != nil {
-				t.Fatal(err)
-			}
-		}
+		breakPort(t, p, vip)
 		broken := explainJSON(t, sock, netip.AddrPortFrom(vip, 80).String()+"/TCP").Ports[0]
 		if len(broken.Mismatches) == 0 {
 			t.Fatalf("the kernel's state was broken, but explain finds model and kernel agree: %+v", broken)
