@@ -17,24 +17,47 @@ import (
 // jump to them) and one interface's addresses, not whole tables.
 const probeInterval = 2 * time.Second
 
+// After a repair, probes come every probeFastInterval for probeFastFor: a
+// firewall reload flushes several times over (firewalld 1.3 does), and a
+// repair that lands between two flushes is undone by the next one; at the
+// slow pace the host would stay dark for up to probeInterval after each.
+const (
+	probeFastInterval = 250 * time.Millisecond
+	probeFastFor      = 10 * time.Second
+)
+
 // probe asks every backend that can tell (proxy.Prober) what of its
 // objects is gone, and has a full sync rewrite them: one log line and one
 // count per repair, not per probe that still sees the damage.
 func (d *Daemon) probe(ctx context.Context) {
-	t := time.NewTicker(probeInterval)
-	defer t.Stop()
+	var fastUntil time.Time
 	for {
+		wait := probeInterval
+		if time.Now().Before(fastUntil) {
+			wait = probeFastInterval
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
-		d.probeOnce(ctx)
+		if d.probeOnce(ctx) {
+			fastUntil = time.Now().Add(probeFastFor)
+		}
 	}
 }
 
-// probeOnce is one probe of every backend.
-func (d *Daemon) probeOnce(ctx context.Context) {
+// probeOnce is one probe of every backend; true when it found something
+// gone.
+func (d *Daemon) probeOnce(ctx context.Context) bool {
+	// A sync that runs while the kernel is read may be writing what the
+	// probe finds missing, a repair's own sync included: that would count
+	// one flush twice and sync it twice. Such a probe says nothing; the
+	// next one, soon after, does.
+	edges := d.loop.edges.Load()
+	if edges%2 == 1 {
+		return false
+	}
 	var missing []string
 	for _, b := range d.backendList() {
 		p, ok := b.(proxy.Prober)
@@ -50,14 +73,15 @@ func (d *Daemon) probeOnce(ctx context.Context) {
 		}
 		missing = append(missing, m...)
 	}
-	if len(missing) == 0 {
-		return
+	if len(missing) == 0 || d.loop.edges.Load() != edges {
+		return false
 	}
 	if d.loop.askRepair() {
 		d.metrics.Repair()
 		d.log.Warn("rules of ours were removed behind our back (a firewall reload?); a full sync puts them back",
 			"missing", strings.Join(missing, "; "))
 	}
+	return true
 }
 
 // connectionCounts adds up what every backend that counts connections

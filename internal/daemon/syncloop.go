@@ -67,6 +67,10 @@ type syncLoop struct {
 	// repair: a probe found objects of ours gone (probe.go); the next
 	// sync is full.
 	repair atomic.Bool
+	// edges counts the starts and ends of syncs, odd while one runs: a
+	// probe that saw it change read the kernel while a sync wrote it, and
+	// its verdict is no verdict (probe.go).
+	edges atomic.Uint64
 
 	mu          sync.Mutex
 	lastSync    SyncResult
@@ -122,6 +126,8 @@ func (l *syncLoop) sync(ctx context.Context, run syncrunner.Run) error {
 	st, triggers := l.store.Checkout()
 	triggers = append(l.unprogrammed, triggers...)
 	l.unprogrammed = nil
+	l.edges.Add(1)
+	defer l.edges.Add(1)
 	full := run.Periodic || l.repair.Swap(false)
 	start := time.Now()
 	l.mu.Lock()
