@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
 // netlinkConntrack speaks ctnetlink itself: the conntrack tool it replaces
@@ -19,15 +21,25 @@ type netlinkConntrack struct{}
 // NewConntrack returns the kernel's conntrack table, over netlink.
 func NewConntrack() Conntrack { return netlinkConntrack{} }
 
-func (netlinkConntrack) ClearUDP(ctx context.Context, flows []Flow) error {
-	v4, v6 := flowSet{}, flowSet{}
-	for _, f := range flows {
-		f = Flow{unmapped(f.VIP), unmapped(f.Endpoint)}
-		if f.VIP.Addr().Is4() {
-			v4[f] = struct{}{}
-		} else {
-			v6[f] = struct{}{}
+func (netlinkConntrack) Clear(ctx context.Context, f Forget) error {
+	v4, v6 := newForgetSet(), newForgetSet()
+	set := func(a netip.Addr) forgetSet {
+		if a.Unmap().Is4() {
+			return v4
 		}
+		return v6
+	}
+	for _, fl := range f.UDP {
+		fl = Flow{unmapped(fl.VIP), unmapped(fl.Endpoint)}
+		set(fl.VIP.Addr()).udp[fl] = struct{}{}
+	}
+	for _, p := range f.Undiverted {
+		proto, ok := ipProto[p.Protocol]
+		if !ok {
+			continue
+		}
+		a := unmapped(p.Addr)
+		set(a.Addr()).undiverted[protoAddrPort{proto, a}] = struct{}{}
 	}
 	// One socket for the dump and every delete, where netlink's package
 	// functions open one per message.
@@ -44,9 +56,9 @@ func (netlinkConntrack) ClearUDP(ctx context.Context, flows []Flow) error {
 	var errs []error
 	for _, fam := range []struct {
 		family netlink.InetFamily
-		set    flowSet
+		set    forgetSet
 	}{{unix.AF_INET, v4}, {unix.AF_INET6, v6}} {
-		if len(fam.set) == 0 {
+		if fam.set.empty() {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -60,28 +72,55 @@ func (netlinkConntrack) ClearUDP(ctx context.Context, flows []Flow) error {
 			_, err = h.ConntrackDeleteFilters(netlink.ConntrackTable, fam.family, fam.set)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("deleting %d UDP flows from the conntrack table: %w", len(fam.set), err))
+			errs = append(errs, fmt.Errorf("deleting %d UDP flows and the flows without DNAT of %d service ports from the conntrack table: %w",
+				len(fam.set.udp), len(fam.set.undiverted), err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// flowSet matches the conntrack entries of a batch of flows with one
-// lookup per entry, so that one read of the table serves the whole batch.
-type flowSet map[Flow]struct{}
+var ipProto = map[model.Protocol]uint8{model.TCP: unix.IPPROTO_TCP, model.UDP: unix.IPPROTO_UDP, model.SCTP: unix.IPPROTO_SCTP}
 
-var _ netlink.CustomConntrackFilter = flowSet(nil)
+type protoAddrPort struct {
+	proto uint8
+	addr  netip.AddrPort
+}
 
-// MatchConntrackFlow: the original direction's destination is the VIP,
-// and after DNAT the reply comes from the endpoint.
-func (s flowSet) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
-	if f.Forward.Protocol != unix.IPPROTO_UDP {
+// forgetSet matches the conntrack entries of one family's Forget with a
+// lookup or two per entry, so that one read of the table serves the whole
+// batch.
+type forgetSet struct {
+	udp        map[Flow]struct{}
+	undiverted map[protoAddrPort]struct{}
+}
+
+func newForgetSet() forgetSet {
+	return forgetSet{udp: map[Flow]struct{}{}, undiverted: map[protoAddrPort]struct{}{}}
+}
+
+func (s forgetSet) empty() bool { return len(s.udp) == 0 && len(s.undiverted) == 0 }
+
+var _ netlink.CustomConntrackFilter = forgetSet{}
+
+// MatchConntrackFlow: a UDP flow whose original destination is the VIP and
+// whose reply, after DNAT, comes from the endpoint; or a flow to a portal
+// whose reply comes from the portal itself: no DNAT was done.
+func (s forgetSet) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	dst, ok1 := addrPort(f.Forward.DstIP, f.Forward.DstPort)
+	src, ok2 := addrPort(f.Reverse.SrcIP, f.Reverse.SrcPort)
+	if !ok1 || !ok2 {
 		return false
 	}
-	vip, ok1 := addrPort(f.Forward.DstIP, f.Forward.DstPort)
-	ep, ok2 := addrPort(f.Reverse.SrcIP, f.Reverse.SrcPort)
-	_, ok := s[Flow{vip, ep}]
-	return ok1 && ok2 && ok
+	if f.Forward.Protocol == unix.IPPROTO_UDP {
+		if _, ok := s.udp[Flow{dst, src}]; ok {
+			return true
+		}
+	}
+	if dst != src {
+		return false
+	}
+	_, ok := s.undiverted[protoAddrPort{f.Forward.Protocol, dst}]
+	return ok
 }
 
 // addrPort turns netlink's address, 4 or 16 bytes for IPv4, into the

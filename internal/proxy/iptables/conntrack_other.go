@@ -13,6 +13,6 @@ func NewConntrack() Conntrack { return noConntrack{} }
 
 type noConntrack struct{}
 
-func (noConntrack) ClearUDP(context.Context, []Flow) error {
+func (noConntrack) Clear(context.Context, Forget) error {
 	return errors.New("conntrack needs Linux")
 }

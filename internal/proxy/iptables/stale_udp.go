@@ -10,7 +10,9 @@ import (
 )
 
 // StaleUDP forgets the UDP flows to endpoints that the rules a sync
-// committed no longer send them to, all in one batch per sync. It is
+// committed no longer send them to, and the flows of any protocol that
+// left without DNAT for a VIP the sync gave endpoints to (Conntrack says
+// why), all in one batch per sync. It is
 // shared by the modes whose DNAT leaves conntrack entries behind (this
 // one and nftables mode); T is what a mode keeps of a programmed port,
 // and View says which port it is and whether its node port is served.
@@ -71,13 +73,45 @@ func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKe
 		}
 	}
 	s.held = held
-	if len(flows) == 0 {
+	f := Forget{UDP: flows, Undiverted: s.undiverted(applied, next)}
+	if f.Empty() {
 		return
 	}
-	if err := s.Conntrack.ClearUDP(ctx, flows); err != nil {
-		s.Log.Warn("could not forget UDP flows to removed endpoints; they time out on their own",
-			"flows", len(flows), "ports", ports, "err", err)
+	if err := s.Conntrack.Clear(ctx, f); err != nil {
+		s.Log.Warn("could not forget UDP flows to removed endpoints, or flows that left before their service's rules; they time out on their own",
+			"flows", len(flows), "ports", ports, "undiverted", len(f.Undiverted), "err", err)
 	}
+}
+
+// undiverted returns the VIPs and ports next sends to endpoints that the
+// last sync did not: flows to them that conntrack holds without DNAT left
+// before the rules were there. Only VIPs: a flow to an external IP or a
+// node port without DNAT may be a live connection to that address's own
+// host or listener, which forgetting its entry would break mid-stream.
+func (s *StaleUDP[T]) undiverted(applied, next map[model.PortKey]T) []Portal {
+	var out []Portal
+	for key, cur := range next {
+		curPort, _ := s.View(cur)
+		if len(curPort.Endpoints) == 0 {
+			continue
+		}
+		portal := Portal{Protocol: key.Protocol, Addr: netip.AddrPortFrom(curPort.VIP(), curPort.Port)}
+		if diverts(s.View, applied, key, portal) || diverts(s.View, s.held, key, portal) {
+			continue
+		}
+		out = append(out, portal)
+	}
+	return out
+}
+
+// diverts says whether before sent portal to endpoints as key.
+func diverts[T comparable](view func(T) (*model.ServicePort, bool), before map[model.PortKey]T, key model.PortKey, portal Portal) bool {
+	old, ok := before[key]
+	if !ok {
+		return false
+	}
+	p, _ := view(old)
+	return len(p.Endpoints) > 0 && p.VIP() == portal.Addr.Addr() && p.Port == portal.Addr.Port()
 }
 
 // Reset forgets what was programmed: after a cleanup, nothing is.

@@ -12,24 +12,45 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
-// recordingConntrack records each batch of flows it is asked to forget,
-// and fails every batch with err when set.
+// recordingConntrack records each batch of UDP flows it is asked to
+// forget, and the undiverted portals apart, and fails every batch with err
+// when set.
 type recordingConntrack struct {
-	mu      sync.Mutex
-	batches [][]string // "vip -> ep", sorted within a batch
-	err     error
+	mu         sync.Mutex
+	batches    [][]string // "vip -> ep", sorted within a batch
+	undiverted [][]string // "proto vip:port", sorted within a batch
+	err        error
 }
 
-func (c *recordingConntrack) ClearUDP(_ context.Context, flows []Flow) error {
-	b := make([]string, 0, len(flows))
-	for _, f := range flows {
-		b = append(b, f.VIP.String()+" -> "+f.Endpoint.String())
+func (c *recordingConntrack) Clear(_ context.Context, f Forget) error {
+	b := make([]string, 0, len(f.UDP))
+	for _, fl := range f.UDP {
+		b = append(b, fl.VIP.String()+" -> "+fl.Endpoint.String())
 	}
 	slices.Sort(b)
+	var u []string
+	for _, p := range f.Undiverted {
+		u = append(u, string(p.Protocol)+" "+p.Addr.String())
+	}
+	slices.Sort(u)
 	c.mu.Lock()
-	c.batches = append(c.batches, b)
+	if len(b) > 0 {
+		c.batches = append(c.batches, b)
+	}
+	if len(u) > 0 {
+		c.undiverted = append(c.undiverted, u)
+	}
 	c.mu.Unlock()
 	return c.err
+}
+
+// takeUndiverted returns the undiverted batches since the last take.
+func (c *recordingConntrack) takeUndiverted() [][]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.undiverted
+	c.undiverted = nil
+	return out
 }
 
 // takeBatches returns the batches since the last take.
@@ -130,7 +151,7 @@ func BenchmarkStaleUDPFlows(b *testing.B) {
 
 type discardConntrack struct{}
 
-func (discardConntrack) ClearUDP(context.Context, []Flow) error { return nil }
+func (discardConntrack) Clear(context.Context, Forget) error { return nil }
 
 // BenchmarkHeapAtDefaultLimits reports the live heap of a Proxier (over
 // the fake runner) that programmed 20,000 services of 10 endpoints: one

@@ -254,10 +254,14 @@ func (f fakeReader) chainRules(_ context.Context, chain string) ([]string, error
 	return out, nil
 }
 
-type recordingConntrack struct{ flows []iptables.Flow }
+type recordingConntrack struct {
+	flows      []iptables.Flow
+	undiverted []iptables.Portal
+}
 
-func (r *recordingConntrack) ClearUDP(_ context.Context, flows []iptables.Flow) error {
-	r.flows = append(r.flows, flows...)
+func (r *recordingConntrack) Clear(_ context.Context, f iptables.Forget) error {
+	r.flows = append(r.flows, f.UDP...)
+	r.undiverted = append(r.undiverted, f.Undiverted...)
 	return nil
 }
 

@@ -1,0 +1,104 @@
+//go:build kernel
+
+package iptables
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+)
+
+// TestKernelUndivertedTCP: a connection to a ClusterIP tried before its
+// rules existed leaves a conntrack entry without DNAT. A later connection
+// from the same source port is taken by conntrack for that one's SYN
+// retransmitted, and leaves without DNAT too, for as long as the entry
+// lives (120 s): the soak saw this as "network is unreachable" from the
+// router minutes after the service was programmed. The sync that programs
+// the service forgets the entry, and the same source port connects.
+func TestKernelUndivertedTCP(t *testing.T) {
+	if !inNewNetns(t) {
+		return
+	}
+	const (
+		ep     = "10.0.0.1:8080"
+		client = "10.0.0.9:40000"
+		vip    = "10.96.0.80"
+		cidr   = "10.96.0.0/16"
+	)
+	ip(t, "link", "set", "lo", "up")
+	for _, a := range []string{"10.0.0.1/32", "10.0.0.9/32"} {
+		ip(t, "addr", "replace", a, "dev", "lo")
+	}
+	// A ClusterIP without rules goes to lo, and no one there takes it:
+	// like the router that has no route for it.
+	ip(t, "route", "replace", cidr, "dev", "lo")
+	tcpServer(t, ep, "endpoint")
+
+	r, err := NewRunner(false)
+	if err != nil {
+		t.Skip(err)
+	}
+	p := New(Options{Runner: r, MasqueradeMark: 0x100000, Conntrack: NewConntrack()})
+	t.Cleanup(func() {
+		if err := p.Cleanup(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	// Another service first: a namespace tracks connections only once a
+	// rule needs it, as the host's does while the daemon runs.
+	other := svc("alpha", "default", "other", "http", model.TCP, "10.96.0.81", 80, ep)
+	mustSync(t, p, state(cluster("alpha", true, []string{cidr}, other)), true)
+
+	to := net.JoinHostPort(vip, "80")
+	if _, err := connectFrom(client, to); err == nil {
+		t.Fatal("connected to the ClusterIP before it was programmed")
+	}
+	web := svc("alpha", "default", "web", "http", model.TCP, vip, 80, ep)
+	mustSync(t, p, state(cluster("alpha", true, []string{cidr}, other, web)), false)
+
+	got, err := connectFrom(client, to)
+	if err != nil {
+		t.Fatalf("from %s, the port of the connection tried before the rules: %v", client, err)
+	}
+	if got != "endpoint" {
+		t.Fatalf("answered by %q", got)
+	}
+}
+
+// connectFrom connects from the address and port from to to, and returns
+// what the server there says.
+func connectFrom(from, to string) (string, error) {
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(from)), Timeout: time.Second}
+	c, err := d.Dial("tcp", to)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// tcpServer says name to every connection at addr, and closes it.
+func tcpServer(t *testing.T, addr, name string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(name))
+			c.Close()
+		}
+	}()
+}
