@@ -14,9 +14,13 @@ import (
 // TestServer: real UDP and TCP sockets on loopback; an index set while
 // serving answers the next query.
 func TestServer(t *testing.T) {
-	answered := make(chan int, 16)
+	type observed struct {
+		cluster string
+		rcode   int
+	}
+	answered := make(chan observed, 16)
 	s := New(Options{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, TTL: 5 * time.Second, Log: slog.New(slog.DiscardHandler),
-		Answered: func(zone string, rcode int, _ time.Duration) { answered <- rcode }})
+		Answered: func(cluster string, rcode int, _ time.Duration) { answered <- observed{cluster, rcode} }})
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +61,14 @@ func TestServer(t *testing.T) {
 	if m := query("udp", addrs[0].String()); m.Rcode != dns.RcodeNameError {
 		t.Errorf("after the service went: %s", dns.RcodeToString[m.Rcode])
 	}
-	if n := len(answered); n != 5 {
-		t.Errorf("%d answers observed, want 5", n)
+	want := []observed{{"", dns.RcodeRefused}, {"prod", dns.RcodeServerFailure}, {"prod", dns.RcodeSuccess}, {"prod", dns.RcodeSuccess}, {"prod", dns.RcodeNameError}}
+	if n := len(answered); n != len(want) {
+		t.Fatalf("%d answers observed, want %d", n, len(want))
+	}
+	for i, w := range want {
+		if got := <-answered; got != w {
+			t.Errorf("answer %d observed as %+v, want %+v", i, got, w)
+		}
 	}
 }
 
