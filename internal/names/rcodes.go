@@ -2,10 +2,10 @@ package names
 
 import "github.com/miekg/dns"
 
-// Rcodes are the rcodes Answer gives, by the names dig prints: a fixed
-// set, so that a metric or a status line labelled by rcode stays small
-// whatever the queries are.
-var Rcodes = []string{"NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "BADVERS"}
+// Rcodes are the names RcodeName gives: those dig prints for the rcodes
+// Answer gives, and OTHER. A fixed set, so that a metric or a status
+// line labelled by rcode stays small whatever the queries are.
+var Rcodes = []string{"NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "BADVERS", "OTHER"}
 
 // RcodeName is the name of rcode among Rcodes, or "OTHER" for one that
 // Answer does not give.
