@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 )
 
@@ -154,6 +153,10 @@ func dnsmasqLines(b *strings.Builder, zones []string, to []netip.AddrPort) {
 	}
 }
 
+// unboundText: tried with unbound 1.17, each of do-not-query-localhost
+// and the transparent local zones is needed: without the first every
+// name is SERVFAIL, without the second 10.in-addr.arpa's default static
+// zone answers the reverse names NXDOMAIN.
 func unboundText(b *strings.Builder, t dnsTargets) {
 	b.WriteString("## unbound: /etc/unbound/unbound.conf.d/kube-outpost.conf, then\n")
 	b.WriteString("## unbound-checkconf && systemctl reload unbound\n")
@@ -197,26 +200,15 @@ func bindText(b *strings.Builder, t dnsTargets) {
 	for _, z := range t.all() {
 		fmt.Fprintf(b, "zone %q { type forward; forward only; forwarders { %s }; };\n", z, strings.Join(fwd, " "))
 	}
-	b.WriteString("# In options { }: the zones are not signed, so validation must skip them;\n")
+	// BIND 9.18 sends the reverse zones to their forwarders even under
+	// its automatic empty zones (10.in-addr.arpa): nothing to turn off.
+	b.WriteString("# In options { }: the zones are not signed, so validation must skip them\n")
+	b.WriteString("# (with dnssec-validation auto, the default, their answers fail otherwise):\n")
 	var quoted []string
 	for _, z := range t.all() {
 		quoted = append(quoted, fmt.Sprintf("%q;", z))
 	}
 	fmt.Fprintf(b, "#   validate-except { %s };\n", strings.Join(quoted, " "))
-	var empty []string
-	for _, z := range t.reverse() {
-		if e := emptyZoneOf(z); e != "" && !slices.Contains(empty, e) {
-			empty = append(empty, e)
-		}
-	}
-	if len(empty) > 0 {
-		b.WriteString("# and BIND answers the reverse names of private ranges itself, from built-in\n")
-		b.WriteString("# empty zones (RFC 6303), ahead of the forward zones above: turn off those\n")
-		b.WriteString("# that hold them (their other names are then looked up as any name is):\n")
-		for _, e := range empty {
-			fmt.Fprintf(b, "#   disable-empty-zone %q;\n", e)
-		}
-	}
 }
 
 func routedText(b *strings.Builder, t dnsTargets) {
@@ -253,28 +245,4 @@ func routedText(b *strings.Builder, t dnsTargets) {
 		fmt.Fprintf(b, "#   listen = [%q, \"ADDRESS-OF-THIS-HOST:53\"]\n", t.Listen[0].String())
 		b.WriteString("# then run kube-outpost dns-config again.\n")
 	}
-}
-
-// emptyZones are the RFC 6303 zones that BIND serves empty by default
-// and service ranges may fall in: RFC 1918, RFC 6598 and unique local
-// IPv6 addresses.
-var emptyZones = func() []string {
-	zs := []string{"10.in-addr.arpa", "168.192.in-addr.arpa", "d.f.ip6.arpa"}
-	for i := 16; i <= 31; i++ {
-		zs = append(zs, fmt.Sprintf("%d.172.in-addr.arpa", i))
-	}
-	for i := 64; i <= 127; i++ {
-		zs = append(zs, fmt.Sprintf("%d.100.in-addr.arpa", i))
-	}
-	return zs
-}()
-
-// emptyZoneOf is the empty zone that reverse zone z is in, "" if none.
-func emptyZoneOf(z string) string {
-	for _, e := range emptyZones {
-		if z == e || strings.HasSuffix(z, "."+e) {
-			return e
-		}
-	}
-	return ""
 }
