@@ -191,6 +191,7 @@ func TestDNS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("kube-outpost status:\n%s", text)
 		for _, want := range []string{"\nDNS: answering on " + dnsListen + ", ", "\n  alpha: alpha.internal, cluster.local; reverse ", "\n  queries answered: NOERROR "} {
 			if !strings.Contains(text, want) {
 				t.Errorf("status text lacks %q:\n%s", want, text)
