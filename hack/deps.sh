@@ -4,7 +4,7 @@
 # runs only when something is missing.
 set -euo pipefail
 
-pkgs=(iptables nftables iproute2 ipset curl socat openssl ca-certificates dnsutils)
+pkgs=(iptables nftables iproute2 ipset curl socat openssl ca-certificates dnsutils dnsmasq-base)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -36,6 +36,7 @@ Usage:
   kube-outpost service      install|uninstall|start|stop|status [--config FILE]
   kube-outpost status       [--socket PATH] [--output text|json]
   kube-outpost explain      CLUSTER/NAMESPACE/NAME | CLUSTER-IP:PORT[/PROTOCOL] [--socket PATH] [--output text|json]
+  kube-outpost dns-config   [--config FILE] [--resolver NAME]   (forward zones for the host's resolver, from [dns])
   kube-outpost version
 
 The config file defaults to ` + defaultConfig + `. status and explain ask the
@@ -72,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCommand(args, stdout, stderr)
 	case "explain":
 		return explainCommand(args, stdout, stderr)
+	case "dns-config":
+		return dnsConfigCommand(args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "kube-outpost %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -189,6 +189,15 @@ func (s *clusterSet) each(fn func(h *clusterHandle)) {
 	}
 }
 
+// clusterConfigs are the clusters configured now, in configuration order.
+func (d *Daemon) clusterConfigs() []config.Cluster {
+	var out []config.Cluster
+	for _, h := range d.clusters.inOrder() {
+		out = append(out, h.cfg)
+	}
+	return out
+}
+
 // inOrder returns copies of the handles in configuration order, which a
 // reload cannot change under the caller.
 func (s *clusterSet) inOrder() []clusterHandle {

@@ -99,6 +99,7 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 			}
 			return nil
 		}(),
+		DNS: cfg.DNS.Enabled(),
 	})
 	var installer *routes.Installer
 	if len(backends) == 0 {
@@ -115,7 +116,7 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	d.routes = &routeSync{installer: installer, clusters: d.clusters, store: d.store, host: d.host, log: log}
 	d.components = []component{d.routes}
 	if cfg.DNS.Enabled() {
-		d.dns = newDNSServer(cfg.DNS, d.clusters, log)
+		d.dns = newDNSServer(cfg.DNS, d.clusterConfigs, d.metrics, log)
 		d.components = append(d.components, d.dns)
 	}
 	d.writer = d.newStateWriter()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kube-outpost/kube-outpost/internal/cluster"
 	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/metrics"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/syncrunner"
@@ -75,7 +76,14 @@ func slice(svc string, trigger time.Time, ips ...string) *discoveryv1.EndpointSl
 
 func value(t *testing.T, d *Daemon, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := d.metrics.Gatherer().Gather()
+	return metricValue(t, d.metrics, name, labels...)
+}
+
+// metricValue is the value of the series of name with labels, a
+// histogram's count, or -1 when there is none.
+func metricValue(t *testing.T, m *metrics.Metrics, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := m.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

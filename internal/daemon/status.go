@@ -41,10 +41,7 @@ func newStatusSource(d *Daemon) *statusSource {
 		// The clusters now, not those of the start: a reload may have
 		// added an IP family, whose rules explain must read too.
 		cfg := *d.cfg
-		cfg.Clusters = nil
-		for _, h := range d.clusters.inOrder() {
-			cfg.Clusters = append(cfg.Clusters, h.cfg)
-		}
+		cfg.Clusters = d.clusterConfigs()
 		families := proxy.Families(&cfg)
 		mu.Lock()
 		defer mu.Unlock()
@@ -105,6 +102,9 @@ func (s *statusSource) Status() status.Report {
 		r.Clusters = append(r.Clusters, cs)
 	}
 	s.addConnections(&r)
+	if d.dns != nil {
+		r.DNS = d.dns.status()
+	}
 	return r
 }
 

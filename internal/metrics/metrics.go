@@ -60,7 +60,9 @@ type Options struct {
 	// ServiceConnections, when set (service_metrics), is read at every
 	// scrape for kube_outpost_service_connections_total.
 	ServiceConnections ConnectionCounts
-	Log                *slog.Logger
+	// DNS: the DNS server runs, whose queries ObserveDNS counts.
+	DNS bool
+	Log *slog.Logger
 }
 
 // Metrics holds the daemon's metrics in a registry of their own: nothing a
@@ -81,6 +83,7 @@ type Metrics struct {
 	services            *prometheus.GaugeVec
 	endpoints           *prometheus.GaugeVec
 	servicePorts        prometheus.Gauge
+	dns                 *dnsMetrics // nil without [dns]
 
 	mu    sync.Mutex
 	ports map[string]int // service ports programmed, by cluster
@@ -185,6 +188,10 @@ func New(o Options) *Metrics {
 	)
 	if o.ServiceConnections != nil {
 		m.reg.MustRegister(newConnectionsCollector(o))
+	}
+	if o.DNS {
+		m.dns = newDNSMetrics()
+		m.reg.MustRegister(m.dns.queries, m.dns.duration)
 	}
 	return m
 }

@@ -196,8 +196,17 @@ func TestAnswerOddMessages(t *testing.T) {
 
 func TestBuildSkipsBadNames(t *testing.T) {
 	ix := Build(testState(), testZones)
-	if ix.Skipped != 1 {
-		t.Errorf("skipped %d, want 1 (Evil.name)", ix.Skipped)
+	if n, first := ix.Skipped(5); n != 1 || !slices.Equal(first, []string{"dev/shop/Evil.name:http"}) {
+		t.Errorf("skipped %d %q, want 1 (Evil.name)", n, first)
+	}
+	if n, first := ix.Skipped(0); n != 1 || len(first) != 0 {
+		t.Errorf("skipped %d %q with no examples asked for", n, first)
+	}
+	if !ix.SameSkipped(Build(testState(), testZones)) {
+		t.Error("two builds of one state skip differently")
+	}
+	if ix.SameSkipped(Build(&model.State{}, testZones)) {
+		t.Error("a state without the bad name skips the same")
 	}
 	if got, want := ix.Zones(), []string{"cluster.local", "dev.internal", "prod.internal", "stale.internal"}; !slices.Equal(got, want) {
 		t.Errorf("zones %v, want %v", got, want)

@@ -39,14 +39,19 @@ type Index struct {
 	// ranges whose reverse names are ours to answer.
 	ptr    map[netip.Addr][]string
 	ranges []netip.Prefix
+	// owner is the cluster of each forward zone, and rangeOwner that of
+	// each of ranges, at the same index: what a query is counted under.
+	owner      map[string]string
+	rangeOwner []string
 	// unready are the zones of clusters whose services are not known yet
 	// (not synced, no last known state): their names get SERVFAIL, which
 	// a resolver retries soon, rather than a "no such name" it would
 	// cache.
 	unready map[string]bool
-	// Skipped counts the service ports whose names cannot be DNS names,
-	// which only an apiserver that validates nothing would send.
-	Skipped int
+	// skipped are the service ports whose names cannot be DNS names,
+	// which only an apiserver that validates nothing would send, as
+	// cluster/namespace/name:port, sorted.
+	skipped []string
 }
 
 type srvTarget struct {
@@ -58,10 +63,11 @@ type srvTarget struct {
 // or served from the last known state) under the cluster's zones.
 func Build(st *model.State, zones Zones) *Index {
 	ix := &Index{hosts: map[string][]netip.Addr{}, srv: map[string][]srvTarget{}, names: map[string]bool{},
-		ptr: map[netip.Addr][]string{}, unready: map[string]bool{}}
-	for _, zs := range zones {
+		ptr: map[netip.Addr][]string{}, unready: map[string]bool{}, owner: map[string]string{}}
+	for cluster, zs := range zones {
 		for _, z := range zs {
 			ix.zones = append(ix.zones, fqdn(z))
+			ix.owner[fqdn(z)] = cluster
 		}
 	}
 	// Longest first; equal lengths in order, so that a build is the same
@@ -73,7 +79,10 @@ func Build(st *model.State, zones Zones) *Index {
 	}
 	known := map[string]bool{}
 	for _, c := range st.Clusters {
-		ix.ranges = append(ix.ranges, c.Ranges()...)
+		for _, r := range c.Ranges() {
+			ix.ranges = append(ix.ranges, r)
+			ix.rangeOwner = append(ix.rangeOwner, c.Name)
+		}
 		if !c.PortsKnown() {
 			continue
 		}
@@ -105,6 +114,9 @@ func Build(st *model.State, zones Zones) *Index {
 		slices.Sort(ns)
 		ix.ptr[a] = slices.Compact(ns)
 	}
+	// A port is added once per zone of its cluster, and skipped as often.
+	slices.Sort(ix.skipped)
+	ix.skipped = slices.Compact(ix.skipped)
 	return ix
 }
 
@@ -112,7 +124,7 @@ func Build(st *model.State, zones Zones) *Index {
 func (ix *Index) add(p *model.ServicePort, zone string) {
 	k := p.Key
 	if !label(k.Name) || !label(k.Namespace) {
-		ix.Skipped++
+		ix.skip(k)
 		return
 	}
 	ns := k.Namespace + ".svc." + zone
@@ -127,7 +139,7 @@ func (ix *Index) add(p *model.ServicePort, zone string) {
 		return // an unnamed port has no SRV name
 	}
 	if !label(k.Port) {
-		ix.Skipped++
+		ix.skip(k)
 		return
 	}
 	proto := "_" + strings.ToLower(string(k.Protocol)) + "." + host
@@ -135,6 +147,10 @@ func (ix *Index) add(p *model.ServicePort, zone string) {
 	ix.names[proto] = true
 	ix.names[name] = true
 	ix.srv[name] = append(ix.srv[name], srvTarget{p.Port, host})
+}
+
+func (ix *Index) skip(k model.PortKey) {
+	ix.skipped = append(ix.skipped, k.Cluster+"/"+k.Namespace+"/"+k.Name+":"+k.Port)
 }
 
 // label says whether s can be one label of a name as it is: lowercase
@@ -164,6 +180,31 @@ func (ix *Index) zoneOf(name string) string {
 	}
 	return ""
 }
+
+// clusterOf is the cluster whose zone or service range name is in, ""
+// when none is: what the query is counted under.
+func (ix *Index) clusterOf(name string) string {
+	if a, ok := reverseAddr(name); ok {
+		for i, p := range ix.ranges {
+			if p.Contains(a) {
+				return ix.rangeOwner[i]
+			}
+		}
+		return ""
+	}
+	return ix.owner[ix.zoneOf(name)]
+}
+
+// Skipped are how many service ports have a name that cannot be a DNS
+// name, and the first few of them (cluster/namespace/name:port, sorted),
+// at most limit: a hostile apiserver may send any number.
+func (ix *Index) Skipped(limit int) (n int, first []string) {
+	return len(ix.skipped), slices.Clone(ix.skipped[:min(limit, len(ix.skipped))])
+}
+
+// SameSkipped says whether ix and other skip the same ports, so that a
+// change is logged once, not at every sync.
+func (ix *Index) SameSkipped(other *Index) bool { return slices.Equal(ix.skipped, other.skipped) }
 
 // Names is how many service names the index answers, for status.
 func (ix *Index) Names() int { return len(ix.hosts) }

@@ -31,9 +31,11 @@ type Options struct {
 	Listen []netip.AddrPort
 	TTL    time.Duration
 	Log    *slog.Logger
-	// Answered, when set, is told of each query answered: its zone ("" for
-	// a name outside them), its rcode and how long the answer took.
-	Answered func(zone string, rcode int, took time.Duration)
+	// Answered, when set, is told of each query answered: the cluster
+	// whose zone or service range the name is in ("" for a name outside
+	// them all), its rcode and how long the answer took. It runs on the
+	// query's goroutine, so it must be quick.
+	Answered func(cluster string, rcode int, took time.Duration)
 }
 
 // Server answers DNS queries, over UDP and TCP, from the Index it was last
@@ -166,10 +168,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		s.opt.Log.Debug("dns answer not sent", "to", w.RemoteAddr(), "err", err)
 	}
 	if s.opt.Answered != nil {
-		zone := ""
+		cluster := ""
 		if len(req.Question) == 1 {
-			zone = ix.zoneOf(dns.CanonicalName(req.Question[0].Name))
+			cluster = ix.clusterOf(dns.CanonicalName(req.Question[0].Name))
 		}
-		s.opt.Answered(zone, m.Rcode, time.Since(start))
+		s.opt.Answered(cluster, m.Rcode, time.Since(start))
 	}
 }

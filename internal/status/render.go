@@ -84,6 +84,12 @@ func (rd renderer) report(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
+	if r.DNS != nil {
+		b.WriteByte('\n')
+		for _, l := range dnsLines(r.DNS) {
+			fmt.Fprintf(&b, "%s\n", l)
+		}
+	}
 	_, err := w.Write(b.Bytes())
 	return err
 }

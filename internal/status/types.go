@@ -36,6 +36,8 @@ type Report struct {
 	// from the datapath (a sysctl reset behind the daemon's back).
 	Warnings []string        `json:"warnings,omitempty"`
 	Clusters []ClusterStatus `json:"clusters"`
+	// DNS is the DNS server's state; nil without [dns].
+	DNS *DNS `json:"dns,omitempty"`
 }
 
 // Sync is one sync of the kernel rules.

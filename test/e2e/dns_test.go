@@ -8,12 +8,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-outpost/kube-outpost/internal/names"
 )
 
 // dnsListen is where the daemon's DNS server answers in the lab's host
@@ -45,9 +49,15 @@ func withDNS(t *testing.T, path string, extra ...string) {
 // returns its answer section, or the status when there is none.
 func dig(t *testing.T, args ...string) string {
 	t.Helper()
+	return digAt(t, netip.MustParseAddrPort(dnsListen), args...)
+}
+
+// digAt is dig asking the server at server.
+func digAt(t *testing.T, server netip.AddrPort, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := theLab.HostRun(ctx, "dig", append([]string{"@" + strings.Split(dnsListen, ":")[0], "+tries=1", "+time=2",
+	out, err := theLab.HostRun(ctx, "dig", append([]string{"@" + server.Addr().String(), "-p", strconv.Itoa(int(server.Port())), "+tries=1", "+time=2",
 		"+noall", "+answer", "+authority", "+comments"}, args...)...)
 	if err != nil {
 		// No answer (exit 9): the status says so, for eventually to
@@ -113,6 +123,8 @@ func TestDNS(t *testing.T) {
 	})
 	t.Logf("%s resolved %v after the service was made", name, took.Round(time.Millisecond))
 
+	sock := configValue(t, cfg, "status_socket")
+	before := scrapeHost(t)
 	t.Run("records", func(t *testing.T) {
 		for _, c := range []struct {
 			args   []string
@@ -142,6 +154,51 @@ func TestDNS(t *testing.T) {
 		}
 	})
 
+	after := scrapeHost(t)
+	t.Run("metrics and status", func(t *testing.T) {
+		// The queries of "records", each once: dig asks again neither
+		// over UDP (+tries=1) nor over TCP (no answer is truncated).
+		want := map[string]float64{
+			`cluster="alpha",rcode="NOERROR"`: 7, `cluster="alpha",rcode="NXDOMAIN"`: 1,
+			`cluster="beta",rcode="NXDOMAIN"`: 1, `cluster="",rcode="REFUSED"`: 2,
+		}
+		for labels, n := range want {
+			if got := after.value("kube_outpost_dns_queries_total", labels) - before.value("kube_outpost_dns_queries_total", labels); got != n {
+				t.Errorf("kube_outpost_dns_queries_total{%s} rose by %v over the records, want %v", labels, got, n)
+			}
+		}
+		if got := after.value("kube_outpost_dns_query_duration_seconds_count", "") - before.value("kube_outpost_dns_query_duration_seconds_count", ""); got != 11 {
+			t.Errorf("%v latencies observed over the records, want 11", got)
+		}
+		rep := statusJSON(t, sock)
+		if rep.DNS == nil {
+			t.Fatalf("status without the DNS server: %+v", rep)
+		}
+		zones := map[string]string{}
+		for _, z := range rep.DNS.Zones {
+			zones[z.Cluster] = strings.Join(z.Zones, " ") + " | " + strings.Join(z.Reverse, " ")
+		}
+		for _, c := range []struct{ name, zones string }{{"alpha", "alpha.internal cluster.local"}, {"beta", "beta.internal"}} {
+			reverse := names.ReverseZones([]netip.Prefix{theLab.Cluster(c.name).ServiceCIDR})
+			if want := c.zones + " | " + strings.Join(reverse, " "); zones[c.name] != want {
+				t.Errorf("status: %s's zones %q, want %q", c.name, zones[c.name], want)
+			}
+		}
+		if len(rep.DNS.Listen) != 1 || rep.DNS.Listen[0] != dnsListen || rep.DNS.Skipped != 0 {
+			t.Errorf("status: %+v", rep.DNS)
+		}
+		text, err := theLab.HostRun(context.Background(), binary, "status", "--socket", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("kube-outpost status:\n%s", text)
+		for _, want := range []string{"\nDNS: answering on " + dnsListen + ", ", "\n  alpha: alpha.internal, cluster.local; reverse ", "\n  queries answered: NOERROR "} {
+			if !strings.Contains(text, want) {
+				t.Errorf("status text lacks %q:\n%s", want, text)
+			}
+		}
+	})
+
 	t.Run("a connection by name, with Go's resolver", func(t *testing.T) {
 		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return theLab.DialHost(ctx, network, dnsListen)
@@ -167,6 +224,10 @@ func TestDNS(t *testing.T) {
 		if strings.TrimSpace(string(body)) != "a1" {
 			t.Errorf("http://%s/ answered %q, want a1", name, body)
 		}
+	})
+
+	t.Run("dns-config's dnsmasq snippet, through dnsmasq", func(t *testing.T) {
+		throughDNSMasq(t, cfg, name, vip)
 	})
 
 	t.Run("a deleted service's name is gone", func(t *testing.T) {
