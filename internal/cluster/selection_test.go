@@ -72,8 +72,11 @@ func TestScope(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(s.namespaces, c.namespaces) || s.fields != c.fields || s.services != c.services || s.slices != proxy {
-				t.Errorf("scope %+v, want namespaces %q, fields %q, services %q, slices %q", s, c.namespaces, c.fields, c.services, proxy)
+			// Headless services' slices are taken: the DNS server names
+			// their endpoints.
+			const slicesSel = "!service.kubernetes.io/service-proxy-name"
+			if !slices.Equal(s.namespaces, c.namespaces) || s.fields != c.fields || s.services != c.services || s.slices != slicesSel {
+				t.Errorf("scope %+v, want namespaces %q, fields %q, services %q, slices %q", s, c.namespaces, c.fields, c.services, slicesSel)
 			}
 			if got := s.feeds(); !slices.Equal(got, c.feeds) {
 				t.Errorf("feeds %v, want %v", got, c.feeds)
@@ -411,6 +414,32 @@ func TestServiceSelector(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.waitHolds(t, []string{"shop/api", "shop/web"}, []string{"shop/api-1", "shop/web-1"})
+}
+
+// TestHeadlessSlices: a headless service's slices reach the sink, as the
+// service does, so that its endpoints can be named; another proxy's
+// slices still do not.
+func TestHeadlessSlices(t *testing.T) {
+	headless := testService("shop", "db", nil)
+	headless.Spec.ClusterIP = corev1.ClusterIPNone
+	dbSlice := testSlice("shop", "db", "db-1")
+	dbSlice.Labels[corev1.IsHeadlessService] = ""
+	meshSlice := testSlice("shop", "mesh", "mesh-1")
+	meshSlice.Labels["service.kubernetes.io/service-proxy-name"] = "mesh"
+	client := fake.NewClientset(headless, dbSlice,
+		testService("shop", "mesh", map[string]string{"service.kubernetes.io/service-proxy-name": "mesh"}), meshSlice)
+	selectingWatches(client)
+	rec := startFake(t, config.Cluster{}, client)
+	rec.waitHolds(t, []string{"shop/db"}, []string{"shop/db-1"})
+	waitFor(t, "synced", rec.isSynced)
+
+	// A slice made later arrives through the watch as well.
+	later := testSlice("shop", "db", "db-2")
+	later.Labels[corev1.IsHeadlessService] = ""
+	if _, err := client.DiscoveryV1().EndpointSlices("shop").Create(context.Background(), later, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitHolds(t, []string{"shop/db"}, []string{"shop/db-1", "shop/db-2"})
 }
 
 // An event for a slice older than the cache is not passed on: the cache's

@@ -157,7 +157,7 @@ type scope struct {
 // service_selector into what the informers ask the apiserver for, so that
 // the objects left out never reach this host's memory.
 func newScope(c config.Cluster) (scope, error) {
-	sel := scope{namespaces: slices.Clone(c.Namespaces), slices: proxySelector().String()}
+	sel := scope{namespaces: slices.Clone(c.Namespaces), slices: sliceSelector().String()}
 	if len(sel.namespaces) == 0 {
 		sel.namespaces = []string{metav1.NamespaceAll}
 	}
@@ -278,13 +278,20 @@ func (w *Watcher) record(f feed, err error) int {
 	return w.status.WatchErrors
 }
 
-// proxySelector is kube-proxy's: services handled by another proxy, and
-// headless services' slices, are not ours. The EndpointSlice controller
-// copies both labels from a service to its slices.
+// proxySelector is kube-proxy's for services: those handled by another
+// proxy, or labelled headless, are not ours.
 func proxySelector() labels.Selector {
-	noProxyName, _ := labels.NewRequirement("service.kubernetes.io/service-proxy-name", selection.DoesNotExist, nil)
 	noHeadless, _ := labels.NewRequirement(corev1.IsHeadlessService, selection.DoesNotExist, nil)
-	return labels.NewSelector().Add(*noProxyName, *noHeadless)
+	return sliceSelector().Add(*noHeadless)
+}
+
+// sliceSelector leaves out the slices of services another proxy handles.
+// Unlike kube-proxy's, it takes headless services' slices (labelled
+// service.kubernetes.io/headless by the EndpointSlice controller): their
+// endpoints are what the DNS server answers for the service's name.
+func sliceSelector() labels.Selector {
+	noProxyName, _ := labels.NewRequirement("service.kubernetes.io/service-proxy-name", selection.DoesNotExist, nil)
+	return labels.NewSelector().Add(*noProxyName)
 }
 
 // strip drops what the model never reads, so the informer caches of a large

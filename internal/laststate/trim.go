@@ -7,7 +7,7 @@ import (
 )
 
 // What of an object the model reads (internal/model: build.go, limits.go,
-// reach_store.go) and so what a file keeps. The rest would only take disk
+// reach_store.go, named.go) and so what a file keeps. The rest would only take disk
 // and time to read. TestTrimKeepsWhatTheModelReads builds the same ports
 // from trimmed objects as from full ones.
 
@@ -50,8 +50,9 @@ func trimSlice(es *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
 	}
 	for i, ep := range es.Endpoints {
 		// nodeName: reach = "nodeport" with externalTrafficPolicy: Local
-		// sends only to the nodes that hold endpoints.
-		out.Endpoints[i] = discoveryv1.Endpoint{Addresses: ep.Addresses, Conditions: ep.Conditions, NodeName: ep.NodeName}
+		// sends only to the nodes that hold endpoints. hostname: a
+		// headless service's per-endpoint names (model/named.go).
+		out.Endpoints[i] = discoveryv1.Endpoint{Addresses: ep.Addresses, Conditions: ep.Conditions, NodeName: ep.NodeName, Hostname: ep.Hostname}
 	}
 	return out
 }

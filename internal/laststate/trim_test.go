@@ -51,6 +51,14 @@ func richObjects() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 			s.Spec.Selector = map[string]string{"app": "web"}
 			s.CreationTimestamp = metav1.NewTime(now)
 		},
+		// Names only (the DNS server's): their endpoints' hostnames too.
+		func(s *corev1.Service) {
+			s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone}
+		},
+		func(s *corev1.Service) {
+			s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeExternalName, "db.example.com"
+			s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Spec.Ports = "", nil, nil
+		},
 	} {
 		name := fmt.Sprintf("s%d", i)
 		s := svc(name, fmt.Sprintf("10.96.0.%d", 10+i))
@@ -121,6 +129,15 @@ func TestTrimKeepsWhatTheModelReads(t *testing.T) {
 			for k, p := range want {
 				if !p.Equal(got[k]) {
 					t.Errorf("%v from the file:\n%+v\nfrom the objects:\n%+v", k, got[k], p)
+				}
+			}
+			wantNames, gotNames := live.Snapshot().Clusters[0].Names, kept.Snapshot().Clusters[0].Names
+			if len(wantNames) != 2 || len(gotNames) != len(wantNames) {
+				t.Fatalf("%d named services from the file, %d from the objects", len(gotNames), len(wantNames))
+			}
+			for k, n := range wantNames {
+				if !n.Equal(gotNames[k]) {
+					t.Errorf("%v from the file:\n%+v\nfrom the objects:\n%+v", k, gotNames[k], n)
 				}
 			}
 			if w, g := fmt.Sprint(live.Refusals()), fmt.Sprint(kept.Refusals()); w != g {

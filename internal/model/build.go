@@ -39,6 +39,9 @@ type buildEnv struct {
 	ranges []ownedRange
 	// apiservers are the configured clusters' apiserver addresses.
 	apiservers []ownedAddr
+	// zones are the DNS zones the clusters' names are answered in,
+	// lowercase without the final dot, which no CNAME may point into.
+	zones []string
 }
 
 type ownedRange struct {
@@ -331,29 +334,15 @@ func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Pr
 			if len(ep.Addresses) == 0 {
 				continue
 			}
-			// Like kube-proxy, only the first address counts: the others
-			// are the same endpoint by definition.
-			ip, err := netip.ParseAddr(ep.Addresses[0])
-			if err != nil {
-				sel.problems = append(sel.problems, problemf(ReasonInvalidEndpoint, "EndpointSlice %s: endpoints[%d] address %q is not an IP address: dropped", es.Name, i, ep.Addresses[0]))
-				drop(ep.Addresses[0], port, ExcludedInvalid, "not an IP address")
+			ck := checkEndpoint(cfg, env, es, i, v6)
+			if ck.problem.Msg != "" {
+				sel.problems = append(sel.problems, ck.problem)
+			}
+			if ck.reason != "" {
+				drop(ck.addr, port, ck.reason, ck.detail)
 				continue
 			}
-			ip = ip.Unmap()
-			if ip.Is6() != v6 {
-				drop(ip.String(), port, ExcludedWrongFamily, fmt.Sprintf("an address of the other family in an %s EndpointSlice", want))
-				continue
-			}
-			if ip.Zone() != "" {
-				sel.problems = append(sel.problems, problemf(ReasonInvalidEndpoint, "EndpointSlice %s: endpoint %s has an IPv6 zone: dropped", es.Name, ip))
-				drop(ip.String(), port, ExcludedInvalid, "an address with an IPv6 zone")
-				continue
-			}
-			if r, detail := env.checkTarget(cfg, ip); r != "" {
-				sel.problems = append(sel.problems, targetProblem("EndpointSlice "+es.Name+": endpoint", ip, cfg, r, detail))
-				drop(ip.String(), port, r, detail)
-				continue
-			}
+			ip := ck.ip
 			c := candidate{
 				ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
 				serving:     ep.Conditions.Serving == nil || *ep.Conditions.Serving,
@@ -411,6 +400,53 @@ func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Pr
 	}
 	sel.excluded = sortExcluded(kept)
 	return sel
+}
+
+// endpointCheck is the verdict on one endpoint's address: the address,
+// or why it is left out (reason), with the problem to report when the
+// cluster should hear of it.
+type endpointCheck struct {
+	ip netip.Addr
+	// addr is the address as an exclusion names it, when it is one:
+	// normalized when it parses, as the slice has it when it does not.
+	addr    string
+	reason  Exclusion
+	detail  string
+	problem Problem
+}
+
+// checkEndpoint checks the address of endpoint i of es, a slice of the
+// family v6 says. Like kube-proxy, only the first address counts: the
+// others are the same endpoint by definition. Ports and DNS names both
+// go by it, so that an address refused as a DNAT target is never named
+// either.
+func checkEndpoint(cfg ClusterConfig, env *buildEnv, es *discoveryv1.EndpointSlice, i int, v6 bool) endpointCheck {
+	raw := es.Endpoints[i].Addresses[0]
+	ip, err := netip.ParseAddr(raw)
+	if err != nil {
+		return endpointCheck{addr: raw, reason: ExcludedInvalid, detail: "not an IP address",
+			problem: problemf(ReasonInvalidEndpoint, "EndpointSlice %s: endpoints[%d] address %q is not an IP address: dropped", es.Name, i, raw)}
+	}
+	ip = ip.Unmap()
+	c := endpointCheck{ip: ip}
+	switch {
+	case ip.Is6() != v6:
+		c.reason, c.detail = ExcludedWrongFamily, fmt.Sprintf("an address of the other family in an %s EndpointSlice", es.AddressType)
+	case ip.Zone() != "":
+		c.reason, c.detail = ExcludedInvalid, "an address with an IPv6 zone"
+		c.problem = problemf(ReasonInvalidEndpoint, "EndpointSlice %s: endpoint %s has an IPv6 zone: dropped", es.Name, ip)
+	default:
+		if r, detail := env.checkTarget(cfg, ip); r != "" {
+			c.reason, c.detail = r, detail
+			c.problem = targetProblem("EndpointSlice "+es.Name+": endpoint", ip, cfg, r, detail)
+		}
+	}
+	if c.reason != "" {
+		// Only then: a usable endpoint's text would be an allocation
+		// per endpoint per build, for nothing.
+		c.addr = ip.String()
+	}
+	return c
 }
 
 // filtered is a selection of a port whose traffic policy leaves every

@@ -57,7 +57,10 @@ func extKeys(p *ServicePort) []claimKey {
 
 // builtService is one service as buildService made it.
 type builtService struct {
-	ports    []*ServicePort
+	ports []*ServicePort
+	// named is a headless or ExternalName service's names, which claim
+	// nothing: only ports meet other services at an address.
+	named    *NamedService
 	problems []Problem
 	created  time.Time
 }

@@ -19,7 +19,7 @@ var savedAt = time.Date(2026, 11, 28, 3, 41, 45, 0, time.UTC)
 // build something and that the limits admit, sorted; the revision moves
 // with every change.
 func TestExport(t *testing.T) {
-	ts := limitedStore(t, Limits{MaxServices: 2})
+	ts := limitedStore(t, Limits{MaxServices: 3})
 	if _, ok := ts.Revision("c1"); ok {
 		t.Error("Revision answers before the cluster has synced")
 	}
@@ -27,7 +27,9 @@ func TestExport(t *testing.T) {
 		ts.UpsertService("c1", newSvc(name, []string{nthIP96(10 + i)}, webPorts, bornAt(time.Duration(i)*time.Minute)))
 		ts.UpsertSlice("c1", newSlice(name, name+"-1", discoveryv1.AddressTypeIPv4, slicePorts, readyEP(nthIP(i+1))))
 	}
-	ts.UpsertService("c1", newSvc("headless", []string{"None"}, webPorts))
+	// Born before late: a headless service's names count as a service.
+	ts.UpsertService("c1", newSvc("headless", []string{"None"}, webPorts, bornAt(90*time.Second)))
+	ts.UpsertService("c1", newSvc("ext", nil, nil, bornAt(time.Hour), externalName("example.com")))
 	if _, _, ok := ts.Export("c1"); ok {
 		t.Fatal("Export answers before the cluster has synced")
 	}
@@ -43,8 +45,8 @@ func TestExport(t *testing.T) {
 	for _, es := range objs.Slices {
 		got = append(got, es.Name)
 	}
-	// late is over max_services; headless builds nothing.
-	if want := "api web api-1 web-1"; strings.Join(got, " ") != want {
+	// late and ext are over max_services; headless builds its names.
+	if want := "api headless web api-1 web-1"; strings.Join(got, " ") != want {
 		t.Errorf("exported %q, want %q", strings.Join(got, " "), want)
 	}
 	if objs.NodesKnown {

@@ -21,15 +21,17 @@ import (
 // default.
 type Limits struct {
 	// MaxServices is how many services of the cluster are programmed
-	// (those with a ClusterIP that would be proxied; headless and
-	// ExternalName services cost nothing and do not count).
+	// or named: those with a ClusterIP that would be proxied, and the
+	// headless and ExternalName ones whose names the DNS server answers
+	// (named.go), which are held and built the same way.
 	MaxServices int
 	// MaxEndpointsPerPort is how many endpoints one service port is
 	// programmed with: the first ones in address order.
 	MaxEndpointsPerPort int
 	// MaxEndpoints bounds the cluster's endpoint entries: the sum over
 	// its programmed services of their ports times the endpoints their
-	// EndpointSlices list (at least one per port). That is what the
+	// EndpointSlices list (at least one per port; a named service counts
+	// as one port, its endpoints being read once). That is what the
 	// model reads to build a service, so it bounds the work of one event
 	// and of a rebuild, not only the rules.
 	MaxEndpoints int
@@ -151,8 +153,16 @@ func (a *admission) refusal(nn types.NamespacedName) Problem {
 // the service reads, counted without reading it.
 func (a *admission) costOf(nn types.NamespacedName, svc *corev1.Service) int {
 	c := a.slices[nn]
-	return min(len(svc.Spec.Ports), maxServicePorts)*max(c.endpoints, 1) + c.slices
+	ports := min(len(svc.Spec.Ports), maxServicePorts)
+	if named(svc) {
+		ports = 1
+	}
+	return ports*max(c.endpoints, 1) + c.slices
 }
+
+// limited says whether a service counts against the limits: every one the
+// model builds something from.
+func limited(svc *corev1.Service) bool { return proxied(svc) || named(svc) }
 
 // sliceChanged records that a slice of service nn changed from old to es;
 // nil stands for none, on either side.
@@ -187,7 +197,7 @@ func (a *admission) reset(lim Limits, svcs map[types.NamespacedName]*corev1.Serv
 	}
 	a.cost, a.bound = 0, false
 	for nn, svc := range svcs {
-		if !proxied(svc) {
+		if !limited(svc) {
 			continue
 		}
 		e := &admEntry{nn: nn, created: svc.CreationTimestamp.Time, cost: a.costOf(nn, svc)}
@@ -209,7 +219,7 @@ func (a *admission) update(nn types.NamespacedName, svc *corev1.Service) []types
 		a.byName = map[types.NamespacedName]*admEntry{}
 	}
 	old := a.byName[nn]
-	if svc == nil || !proxied(svc) {
+	if svc == nil || !limited(svc) {
 		if old == nil {
 			return nil
 		}

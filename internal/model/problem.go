@@ -38,6 +38,9 @@ const (
 	ReasonProtectedAddress RefusalReason = "protected_address"
 	// ReasonTooManyPorts: a service with more ports than one may have.
 	ReasonTooManyPorts RefusalReason = "too_many_ports"
+	// ReasonExternalName: an ExternalName service whose target is no
+	// host name outside our DNS zones (named.go): no CNAME.
+	ReasonExternalName RefusalReason = "external_name"
 	// ReasonOther counts a problem made without a reason, which would be
 	// a bug: every problem names its reason where it is decided.
 	ReasonOther RefusalReason = "other"

@@ -96,6 +96,8 @@ type clusterData struct {
 	slices  map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice // by service, then slice name
 	ports   map[PortKey]*ServicePort
 	byOwner map[types.NamespacedName][]PortKey // the keys each service produced
+	// names are the headless and ExternalName services' (named.go).
+	names map[types.NamespacedName]*NamedService
 	// built is each service's last build, before conflicts with other
 	// services are settled.
 	built   map[types.NamespacedName]*builtService
@@ -128,6 +130,7 @@ func newClusterData(since time.Time) *clusterData {
 		slices:  map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
 		ports:   map[PortKey]*ServicePort{},
 		byOwner: map[types.NamespacedName][]PortKey{},
+		names:   map[types.NamespacedName]*NamedService{},
 		built:   map[types.NamespacedName]*builtService{},
 		refused: map[types.NamespacedName]string{},
 		since:   since,
@@ -173,9 +176,15 @@ func (s *Store) SetClusters(cfgs []ClusterConfig) {
 		}
 	}
 	clear(s.order)
-	s.env.ranges, s.env.apiservers = nil, nil
+	s.env.ranges, s.env.apiservers, s.env.zones = nil, nil, nil
 	for i, c := range cfgs {
 		s.order[c.Name] = i
+		if c.DNSZone != "" {
+			s.env.zones = append(s.env.zones, c.DNSZone)
+		}
+		if c.DNSDefault {
+			s.env.zones = append(s.env.zones, config.ClusterLocal)
+		}
 		for _, p := range effectiveRanges(c.ServiceCIDRs, c.LocalServiceCIDR) {
 			s.env.ranges = append(s.env.ranges, ownedRange{cluster: c.Name, prefix: p})
 		}
@@ -426,6 +435,16 @@ func (s *Store) build(cd *clusterData, nn types.NamespacedName) *builtService {
 	sort.Slice(sliceList, func(i, j int) bool { return sliceList[i].Name < sliceList[j].Name })
 
 	svc := cd.svcs[nn]
+	if svc != nil && named(svc) {
+		n, problems := buildNamed(cd.cfg, &s.env, svc, sliceList) // named.go
+		if n == nil && len(problems) == 0 {
+			delete(cd.built, nn)
+			return nil
+		}
+		b := &builtService{named: n, problems: problems, created: svc.CreationTimestamp.Time}
+		cd.built[nn] = b
+		return b
+	}
 	cfg := cd.cfg
 	if cfg.Reach == reach.NodePort {
 		// endpoint_cidrs says where packets may go, and with reach =
@@ -474,6 +493,9 @@ func (s *Store) rebuildAll() bool {
 		for nn := range cd.refused {
 			owners[nn] = true
 		}
+		for nn := range cd.names {
+			owners[nn] = true
+		}
 		for nn := range owners {
 			if s.materialize(cd, nn) {
 				changed = true
@@ -488,12 +510,22 @@ func (s *Store) rebuildAll() bool {
 func (s *Store) materialize(cd *clusterData, nn types.NamespacedName) bool {
 	var ports []*ServicePort
 	var problems []Problem
+	var names *NamedService
 	if b := cd.built[nn]; b != nil {
 		ports, problems = s.settle(b)
+		names = b.named
 	}
 	s.report(cd, nn, problems)
 
 	changed := false
+	if old := cd.names[nn]; !old.Equal(names) {
+		if names == nil {
+			delete(cd.names, nn)
+		} else {
+			cd.names[nn] = names
+		}
+		changed = true
+	}
 	newKeys := make(map[PortKey]bool, len(ports))
 	for _, p := range ports {
 		newKeys[p.Key] = true
@@ -608,6 +640,10 @@ func (s *Store) snapshot() *State {
 		for k, v := range cd.ports {
 			ports[k] = v
 		}
+		var names map[types.NamespacedName]*NamedService
+		if len(cd.names) > 0 {
+			names = maps.Clone(cd.names)
+		}
 		st.Clusters = append(st.Clusters, &ClusterState{
 			Name:             cd.cfg.Name,
 			ServiceCIDRs:     cd.cfg.ServiceCIDRs,
@@ -616,6 +652,7 @@ func (s *Store) snapshot() *State {
 			Synced:           cd.synced && cd.nodesReady(),
 			LastKnown:        cd.lastKnown,
 			Ports:            ports,
+			Names:            names,
 			ServeNodePorts:   cd.cfg.ServeNodePorts,
 		})
 	}

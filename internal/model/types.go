@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Protocol is a Service port protocol.
@@ -234,6 +236,10 @@ type ClusterState struct {
 	// replaces it once the informers have listed everything.
 	LastKnown time.Time
 	Ports     map[PortKey]*ServicePort
+	// Names are the cluster's headless and ExternalName services, for
+	// the DNS server; nil when it has none. They program nothing, which
+	// is why they are apart from Ports: a backend never reads them.
+	Names map[types.NamespacedName]*NamedService
 	// ServeNodePorts is the cluster's serve_node_ports: its ports'
 	// ServedNodePort are answered at this host's own addresses.
 	ServeNodePorts bool

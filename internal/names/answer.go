@@ -66,6 +66,13 @@ func Answer(ix *Index, req *dns.Msg, ttl uint32) *dns.Msg {
 	hdr := func(t uint16) dns.RR_Header {
 		return dns.RR_Header{Name: q.Name, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
 	}
+	if target, ok := ix.cname[name]; ok {
+		// A CNAME is its name's only record (RFC 1034 3.6.2), the answer
+		// to every type. It is not followed: the target is outside our
+		// zones, and the client's resolver asks the world for it.
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: target})
+		return m
+	}
 	for _, a := range ix.hosts[name] {
 		switch {
 		case a.Is4() && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY):

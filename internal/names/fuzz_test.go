@@ -9,7 +9,7 @@ import (
 // FuzzAnswer: whatever bytes arrive, the answer is made without a panic
 // and packs into a message, or is none (a reply is never answered).
 func FuzzAnswer(f *testing.F) {
-	ix := Build(testState(), testZones)
+	ix := Build(namedState(), testZones)
 	for _, q := range []struct {
 		name  string
 		qtype uint16
@@ -17,6 +17,8 @@ func FuzzAnswer(f *testing.F) {
 		{"web.shop.svc.prod.internal.", dns.TypeA},
 		{"_http._tcp.web.shop.svc.prod.internal.", dns.TypeSRV},
 		{"10.0.96.10.in-addr.arpa.", dns.TypePTR},
+		{"_peer._tcp.db.shop.svc.prod.internal.", dns.TypeSRV},
+		{"ext.shop.svc.prod.internal.", dns.TypeAAAA},
 		{"example.com.", dns.TypeANY},
 	} {
 		req := new(dns.Msg)

@@ -2,7 +2,9 @@
 // desired state: <service>.<namespace>.svc.<zone> is the address this host
 // reaches the service at (its ClusterIP, or its local address under
 // local_service_cidr), _<port>._<proto>.<service>... its named ports, and
-// the reverse names of those addresses. It answers only for its zones and
+// the reverse names of those addresses. A headless service's name is its
+// endpoints' addresses, each also named on its own; an ExternalName
+// service's is a CNAME (named.go). It answers only for its zones and
 // never forwards: it is not a recursive resolver.
 //
 // The Index is pure data built from a model.State, replaced whole after
@@ -27,9 +29,12 @@ type Index struct {
 	// zones are the forward zones, fully qualified, longest first so that
 	// the first match is the closest enclosing one.
 	zones []string
-	// hosts are the service names' addresses; srv their named ports.
+	// hosts are the addresses of the service names and of a headless
+	// service's endpoint names; srv their named ports.
 	hosts map[string][]netip.Addr
 	srv   map[string][]srvTarget
+	// cname are the ExternalName services' targets, fully qualified.
+	cname map[string]string
 	// names are every name that exists, records or not (the empty
 	// non-terminals <ns>.svc.<zone> and _<proto>.<svc>...): a query for
 	// one gets NODATA, not NXDOMAIN, which would tell a resolver that
@@ -62,7 +67,7 @@ type srvTarget struct {
 // Build indexes the ports of every cluster whose ports are known (synced,
 // or served from the last known state) under the cluster's zones.
 func Build(st *model.State, zones Zones) *Index {
-	ix := &Index{hosts: map[string][]netip.Addr{}, srv: map[string][]srvTarget{}, names: map[string]bool{},
+	ix := &Index{hosts: map[string][]netip.Addr{}, srv: map[string][]srvTarget{}, cname: map[string]string{}, names: map[string]bool{},
 		ptr: map[netip.Addr][]string{}, unready: map[string]bool{}, owner: map[string]string{}}
 	for cluster, zs := range zones {
 		for _, z := range zs {
@@ -90,6 +95,9 @@ func Build(st *model.State, zones Zones) *Index {
 		for _, z := range zones[c.Name] {
 			for _, p := range c.Ports {
 				ix.add(p, fqdn(z))
+			}
+			for _, n := range c.Names {
+				ix.addNamed(c.Name, n, fqdn(z)) // named.go
 			}
 		}
 	}
@@ -123,35 +131,52 @@ func Build(st *model.State, zones Zones) *Index {
 // add indexes one service port under zone (fully qualified).
 func (ix *Index) add(p *model.ServicePort, zone string) {
 	k := p.Key
-	if !label(k.Name) || !label(k.Namespace) {
-		ix.skip(k)
+	what := k.Cluster + "/" + k.Namespace + "/" + k.Name + ":" + k.Port
+	host, ok := ix.service(k.Namespace, k.Name, zone, what)
+	if !ok {
 		return
 	}
-	ns := k.Namespace + ".svc." + zone
-	host := k.Name + "." + ns
-	ix.names["svc."+zone] = true
-	ix.names[ns] = true
-	ix.names[host] = true
 	vip := p.VIP()
 	ix.hosts[host] = append(ix.hosts[host], vip)
 	ix.ptr[vip] = append(ix.ptr[vip], host)
 	if k.Port == "" {
 		return // an unnamed port has no SRV name
 	}
-	if !label(k.Port) {
-		ix.skip(k)
-		return
-	}
-	proto := "_" + strings.ToLower(string(k.Protocol)) + "." + host
-	name := "_" + k.Port + "." + proto
-	ix.names[proto] = true
-	ix.names[name] = true
-	ix.srv[name] = append(ix.srv[name], srvTarget{p.Port, host})
+	ix.addSRV(host, k.Port, k.Protocol, srvTarget{p.Port, host}, what)
 }
 
-func (ix *Index) skip(k model.PortKey) {
-	ix.skipped = append(ix.skipped, k.Cluster+"/"+k.Namespace+"/"+k.Name+":"+k.Port)
+// service makes the name of a service and the names above it exist, and
+// returns it; false (skipped as what) when its names cannot be labels.
+func (ix *Index) service(namespace, name, zone, what string) (string, bool) {
+	if !label(name) || !label(namespace) {
+		ix.skip(what)
+		return "", false
+	}
+	ns := namespace + ".svc." + zone
+	host := name + "." + ns
+	ix.names["svc."+zone] = true
+	ix.names[ns] = true
+	ix.names[host] = true
+	return host, true
 }
+
+// addSRV adds t to the SRV records of the named port of the service host;
+// a port name that cannot be a label is skipped as what.
+func (ix *Index) addSRV(host, port string, proto model.Protocol, t srvTarget, what string) {
+	if !label(port) {
+		ix.skip(what)
+		return
+	}
+	protoName := "_" + strings.ToLower(string(proto)) + "." + host
+	name := "_" + port + "." + protoName
+	ix.names[protoName] = true
+	ix.names[name] = true
+	ix.srv[name] = append(ix.srv[name], t)
+}
+
+// skip records what, a service port (cluster/namespace/name:port) or a
+// named service or endpoint, as left out.
+func (ix *Index) skip(what string) { ix.skipped = append(ix.skipped, what) }
 
 // label says whether s can be one label of a name as it is: lowercase
 // letters, digits and '-', at most 63. Kubernetes allows no other service,
@@ -195,8 +220,9 @@ func (ix *Index) clusterOf(name string) string {
 	return ix.owner[ix.zoneOf(name)]
 }
 
-// Skipped are how many service ports have a name that cannot be a DNS
-// name, and the first few of them (cluster/namespace/name:port, sorted),
+// Skipped are how many service ports, named services and endpoints have a
+// name that cannot be a DNS name, and the first few of them
+// (cluster/namespace/name:port, sorted),
 // at most limit: a hostile apiserver may send any number.
 func (ix *Index) Skipped(limit int) (n int, first []string) {
 	return len(ix.skipped), slices.Clone(ix.skipped[:min(limit, len(ix.skipped))])
@@ -206,8 +232,9 @@ func (ix *Index) Skipped(limit int) (n int, first []string) {
 // change is logged once, not at every sync.
 func (ix *Index) SameSkipped(other *Index) bool { return slices.Equal(ix.skipped, other.skipped) }
 
-// Names is how many service names the index answers, for status.
-func (ix *Index) Names() int { return len(ix.hosts) }
+// Names is how many names with addresses or a CNAME the index answers
+// (services, and a headless service's endpoints), for status.
+func (ix *Index) Names() int { return len(ix.hosts) + len(ix.cname) }
 
 // Zones are the forward zones answered, without the final dot.
 func (ix *Index) Zones() []string {

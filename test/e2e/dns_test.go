@@ -10,12 +10,16 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/kube-outpost/kube-outpost/internal/names"
 )
@@ -43,6 +47,56 @@ func withDNS(t *testing.T, path string, extra ...string) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// withAlphaKey adds a line to cluster alpha's block of the config at path.
+func withAlphaKey(t *testing.T, path, line string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(data), "name = \"alpha\"\n", "name = \"alpha\"\n"+line+"\n", 1)
+	if text == string(data) {
+		t.Fatalf("%s: no cluster alpha", path)
+	}
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// goResolver asks the daemon's server with Go's own resolver, as a Go
+// program on the host would once its resolver is pointed there.
+func goResolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return theLab.DialHost(ctx, network, dnsListen)
+	}}
+}
+
+// getByName fetches u with Go's resolver asking the daemon's server, and
+// returns the body.
+func getByName(t *testing.T, u string) string {
+	t.Helper()
+	r := goResolver()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ips, err := r.LookupNetIP(ctx, "ip4", host)
+			if err != nil {
+				return nil, err
+			}
+			return theLab.DialHost(ctx, network, net.JoinHostPort(ips[0].String(), port))
+		}}}
+	resp, err := client.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(body))
 }
 
 // dig asks the daemon's server with dig from the host namespace, and
@@ -106,6 +160,8 @@ func TestDNS(t *testing.T) {
 	alpha, beta := theLab.Cluster("alpha").Admin, theLab.Cluster("beta").Admin
 	cfg := writeConfig(t)
 	withDNS(t, cfg, `ttl = "2s"`)
+	// The pods' range: a headless endpoint outside it is never named.
+	withAlphaKey(t, cfg, `endpoint_cidrs = ["10.244.0.0/16"]`)
 	startDaemon(t, cfg)
 	ns := namespace(t, alpha, "names")
 	made := time.Now()
@@ -200,34 +256,100 @@ func TestDNS(t *testing.T) {
 	})
 
 	t.Run("a connection by name, with Go's resolver", func(t *testing.T) {
-		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return theLab.DialHost(ctx, network, dnsListen)
-		}}
-		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				host, port, err := net.SplitHostPort(addr)
-				if err != nil {
-					return nil, err
-				}
-				ips, err := r.LookupNetIP(ctx, "ip4", host)
-				if err != nil {
-					return nil, err
-				}
-				return theLab.DialHost(ctx, network, net.JoinHostPort(ips[0].String(), port))
-			}}}
-		resp, err := client.Get("http://" + name + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if strings.TrimSpace(string(body)) != "a1" {
+		if body := getByName(t, "http://"+name+"/"); body != "a1" {
 			t.Errorf("http://%s/ answered %q, want a1", name, body)
 		}
 	})
 
 	t.Run("dns-config's dnsmasq snippet, through dnsmasq", func(t *testing.T) {
 		throughDNSMasq(t, cfg, name, vip)
+	})
+
+	t.Run("a headless service names its ready endpoints inside endpoint_cidrs", func(t *testing.T) {
+		service(t, alpha, ns, "db", web, func(s *corev1.Service) { s.Spec.ClusterIP = corev1.ClusterIPNone })
+		// As the EndpointSlice controller makes them: labelled headless,
+		// which the watch used to leave out.
+		slice(t, alpha, ns, "db", "1", web, []ep{readyEP(ip("a1")), readyEP(ip("a2")), readyEP(ip("a3")),
+			readyEP("10.250.0.77"), {ip: "10.244.1.250"}}, func(es *discoveryv1.EndpointSlice) {
+			es.Labels[corev1.IsHeadlessService] = ""
+			es.Endpoints[0].Hostname, es.Endpoints[1].Hostname = ptr.To("db-0"), ptr.To("db-1")
+		})
+		db := "db." + ns + ".svc.alpha.internal"
+		a3 := strings.ReplaceAll(ip("a3"), ".", "-") + "." + db
+		eventually(t, 30*time.Second, db+" resolving", func() error {
+			if got := answerData(dig(t, db, "A")); len(got) != 3 {
+				return fmt.Errorf("%s: %q", db, got)
+			}
+			return nil
+		})
+		sorted := func(ss []string) string { slices.Sort(ss); return strings.Join(ss, ",") }
+		for _, c := range []struct {
+			args   []string
+			status string
+			want   []string
+		}{
+			{[]string{db, "A"}, "NOERROR", []string{ip("a1"), ip("a2"), ip("a3")}},
+			{[]string{"db-0." + db, "A"}, "NOERROR", []string{ip("a1")}},
+			{[]string{"db-1." + db, "A"}, "NOERROR", []string{ip("a2")}},
+			{[]string{a3, "A"}, "NOERROR", []string{ip("a3")}},
+			{[]string{"_http._tcp." + db, "SRV"}, "NOERROR", []string{"0 100 8080 " + a3 + ".", "0 100 8080 db-0." + db + ".", "0 100 8080 db-1." + db + "."}},
+			{[]string{"10-250-0-77." + db, "A"}, "NXDOMAIN", nil},
+			{[]string{"10-244-1-250." + db, "A"}, "NXDOMAIN", nil},
+		} {
+			out := dig(t, c.args...)
+			if got := answerData(out); digStatus(out) != c.status || sorted(got) != sorted(c.want) {
+				t.Errorf("dig %s: %s %q, want %s %q\n%s", strings.Join(c.args, " "), digStatus(out), got, c.status, c.want, out)
+			}
+		}
+
+		r := goResolver()
+		ctx := context.Background()
+		ips, err := r.LookupNetIP(ctx, "ip4", db)
+		var got []string
+		for _, a := range ips {
+			got = append(got, a.String())
+		}
+		if want := []string{ip("a1"), ip("a2"), ip("a3")}; err != nil || sorted(got) != sorted(want) {
+			t.Errorf("Go's resolver: %s is %q (%v), want %q", db, got, err, want)
+		}
+		_, srvs, err := r.LookupSRV(ctx, "http", "tcp", db)
+		got = nil
+		for _, s := range srvs {
+			got = append(got, fmt.Sprintf("%s:%d", s.Target, s.Port))
+		}
+		if want := []string{a3 + ".:8080", "db-0." + db + ".:8080", "db-1." + db + ".:8080"}; err != nil || sorted(got) != sorted(want) {
+			t.Errorf("Go's resolver: SRV of %s: %q (%v), want %q", db, got, err, want)
+		}
+		// An endpoint's own name leads to that pod.
+		if body := getByName(t, "http://db-1."+db+":8080/"); body != "a2" {
+			t.Errorf("http://db-1.%s:8080/ answered %q, want a2", db, body)
+		}
+	})
+
+	t.Run("an ExternalName service is a CNAME out of our zones, never into them", func(t *testing.T) {
+		external := func(target string) func(*corev1.Service) {
+			return func(s *corev1.Service) { s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeExternalName, target }
+		}
+		service(t, alpha, ns, "ext", nil, external("db.example.com"))
+		service(t, alpha, ns, "loop", nil, external(name))
+		ext := "ext." + ns + ".svc.alpha.internal"
+		eventually(t, 30*time.Second, ext+" answering", func() error {
+			if out := dig(t, ext, "A"); digStatus(out) != "NOERROR" {
+				return fmt.Errorf("%s: %s", ext, digStatus(out))
+			}
+			return nil
+		})
+		// Only the CNAME: the server does not look up its target.
+		if out := dig(t, ext, "A"); !slices.Equal(answerData(out), []string{"db.example.com."}) || !strings.Contains(out, "CNAME") {
+			t.Errorf("dig %s A: %q, want the CNAME alone\n%s", ext, answerData(out), out)
+		}
+		if cname, err := goResolver().LookupCNAME(context.Background(), ext); err != nil || cname != "db.example.com." {
+			t.Errorf("Go's resolver: CNAME of %s is %q (%v), want db.example.com.", ext, cname, err)
+		}
+		loop := "loop." + ns + ".svc.alpha.internal"
+		if out := dig(t, loop, "A"); digStatus(out) != "NXDOMAIN" {
+			t.Errorf("dig %s A: %s, want NXDOMAIN: a CNAME into our own zone is refused\n%s", loop, digStatus(out), out)
+		}
 	})
 
 	t.Run("a deleted service's name is gone", func(t *testing.T) {

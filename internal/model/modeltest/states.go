@@ -3,6 +3,8 @@ package modeltest
 import (
 	"net/netip"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
@@ -68,4 +70,33 @@ func NodePorts(hostAddrs ...netip.Addr) *model.State {
 	st := State(alpha, beta)
 	st.HostAddrs = hostAddrs
 	return st
+}
+
+// WithNames returns st with headless and ExternalName services in every
+// cluster, which the DNS server names and no backend may program. The
+// headless endpoints sit at an unused address of each service range (the
+// 101st) and at an endpoint of another service, so that a backend reading
+// them would show in its rules or its packets' fate.
+func WithNames(st *model.State) *model.State {
+	out := &model.State{HostAddrs: st.HostAddrs}
+	for _, c := range st.Clusters {
+		cc := *c
+		cc.Names = map[types.NamespacedName]*model.NamedService{}
+		for _, r := range c.ServiceCIDRs {
+			unused := r.Addr()
+			for range 101 {
+				unused = unused.Next()
+			}
+			name, taken := "db4", netip.MustParseAddr("10.0.1.1")
+			if unused.Is6() {
+				name, taken = "db6", netip.MustParseAddr("fd00:1::1")
+			}
+			http := []model.NamedPort{{Name: "http", Protocol: model.TCP, Port: 80}}
+			cc.Names[types.NamespacedName{Namespace: "default", Name: name}] = &model.NamedService{Namespace: "default", Name: name,
+				Endpoints: []model.NamedEndpoint{{Addr: unused, Hostname: "db-0", Ports: http}, {Addr: taken, Ports: http}}}
+		}
+		cc.Names[types.NamespacedName{Namespace: "default", Name: "ext"}] = &model.NamedService{Namespace: "default", Name: "ext", ExternalName: "db.example.com"}
+		out.Clusters = append(out.Clusters, &cc)
+	}
+	return out
 }
