@@ -1,7 +1,6 @@
 package syncrunner
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -13,12 +12,7 @@ import (
 
 func periodicRunner(t *testing.T, rec *recorder) (*Runner, *testingclock.FakeClock) {
 	t.Helper()
-	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
-	r := New(rec.fn, Options{MinInterval: time.Second, MaxInterval: 10 * time.Second, MaxBackoff: time.Minute, Clock: clk})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go r.Loop(ctx)
-	return r, clk
+	return start(t, rec, Options{MinInterval: time.Second, MaxInterval: 10 * time.Second, MaxBackoff: time.Minute})
 }
 
 // waitRunAs waits for a run and checks whether it was the periodic one.
@@ -37,7 +31,7 @@ func waitRunAs(t *testing.T, rec *recorder, periodic bool) {
 // periodic run's) is always there.
 func waitForWaiters(t *testing.T, clk *testingclock.FakeClock, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for clk.Waiters() != n {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d clock waiters, want %d", clk.Waiters(), n)
@@ -47,7 +41,7 @@ func waitForWaiters(t *testing.T, clk *testingclock.FakeClock, n int) {
 }
 
 func TestPeriodicRunWithoutRequests(t *testing.T) {
-	rec := &recorder{ran: make(chan struct{}, 10)}
+	rec := newRecorder()
 	_, clk := periodicRunner(t, rec)
 	waitRunAs(t, rec, false) // the first run was asked for
 	for range 3 {
@@ -62,7 +56,7 @@ func TestPeriodicRunWithoutRequests(t *testing.T) {
 // time even when a requested run was just before; a busy cluster must not
 // put it off forever.
 func TestRequestedRunDoesNotPostponePeriodic(t *testing.T) {
-	rec := &recorder{ran: make(chan struct{}, 10)}
+	rec := newRecorder()
 	r, clk := periodicRunner(t, rec)
 	waitRunAs(t, rec, false) // t=0
 	for range 2 {
@@ -80,7 +74,7 @@ func TestRequestedRunDoesNotPostponePeriodic(t *testing.T) {
 // after a run waits for the minimum interval, and requests that arrive
 // meanwhile merge into it.
 func TestPeriodicRunKeepsMinInterval(t *testing.T) {
-	rec := &recorder{ran: make(chan struct{}, 10)}
+	rec := newRecorder()
 	r, clk := periodicRunner(t, rec)
 	waitRunAs(t, rec, false) // t=0
 	clk.Step(9500 * time.Millisecond)
@@ -107,7 +101,7 @@ func TestPeriodicRunKeepsMinInterval(t *testing.T) {
 // backoff as any other, and the retry is not periodic: the next periodic
 // run keeps its time.
 func TestRetryOfPeriodicRun(t *testing.T) {
-	rec := &recorder{ran: make(chan struct{}, 10)}
+	rec := newRecorder()
 	_, clk := periodicRunner(t, rec)
 	waitRunAs(t, rec, false)
 	rec.mu.Lock()

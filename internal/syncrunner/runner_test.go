@@ -11,12 +11,20 @@ import (
 )
 
 type recorder struct {
-	mu    sync.Mutex
-	runs  int
-	last  Run
-	fail  int // fail this many runs first
-	ran   chan struct{}
-	block chan struct{}
+	mu   sync.Mutex
+	runs int
+	last Run
+	fail int // fail this many runs first
+	// hold, when set, keeps each run going until the test sends on it;
+	// the test moves the clock meanwhile, which is the run's duration,
+	// and learns of the start on started.
+	hold    chan struct{}
+	started chan struct{}
+	ran     chan struct{} // each run, once the loop has taken its end
+}
+
+func newRecorder() *recorder {
+	return &recorder{ran: make(chan struct{}, 2000), started: make(chan struct{}, 2000)}
 }
 
 func (r *recorder) fn(ctx context.Context, run Run) error {
@@ -28,10 +36,13 @@ func (r *recorder) fn(ctx context.Context, run Run) error {
 		r.fail--
 	}
 	r.mu.Unlock()
-	if r.block != nil {
-		<-r.block
+	if r.hold != nil {
+		r.started <- struct{}{}
+		select {
+		case <-r.hold:
+		case <-ctx.Done():
+		}
 	}
-	r.ran <- struct{}{}
 	if fail {
 		return errors.New("boom")
 	}
@@ -44,15 +55,51 @@ func (r *recorder) count() int {
 	return r.runs
 }
 
+// start runs a runner of rec's function on a fake clock until the test ends.
+func start(t *testing.T, rec *recorder, opt Options) (*Runner, *testingclock.FakeClock) {
+	t.Helper()
+	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
+	opt.Clock = clk
+	r := New(rec.fn, opt)
+	r.ran = func() { rec.ran <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		r.Loop(ctx)
+	}()
+	return r, clk
+}
+
+// patience is how long the test waits for the runner's goroutine, which
+// a loaded machine may schedule late; the clock it runs on is the fake one.
+const patience = 30 * time.Second
+
 func waitRun(t *testing.T, rec *recorder) {
 	t.Helper()
 	select {
 	case <-rec.ran:
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("no run")
 	}
 }
 
+func waitStarted(t *testing.T, rec *recorder) {
+	t.Helper()
+	select {
+	case <-rec.started:
+	case <-time.After(patience):
+		t.Fatal("no run started")
+	}
+}
+
+// noRun fails if a run ends soon. A run that should not happen at all
+// would end within this on any machine; a late one is caught by the
+// count checked after.
 func noRun(t *testing.T, rec *recorder) {
 	t.Helper()
 	select {
@@ -65,7 +112,7 @@ func noRun(t *testing.T, rec *recorder) {
 // waitForWaiter lets the loop reach its clock wait before the test steps time.
 func waitForWaiter(t *testing.T, clk *testingclock.FakeClock) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for !clk.HasWaiters() {
 		if time.Now().After(deadline) {
 			t.Fatal("runner never waited on the clock")
@@ -75,12 +122,8 @@ func waitForWaiter(t *testing.T, clk *testingclock.FakeClock) {
 }
 
 func TestBurstMergesIntoOneRun(t *testing.T) {
-	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
-	rec := &recorder{ran: make(chan struct{}, 100)}
-	r := New(rec.fn, Options{MinInterval: time.Second, MaxBackoff: time.Minute, Clock: clk})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Loop(ctx)
+	rec := newRecorder()
+	r, clk := start(t, rec, Options{MinInterval: time.Second, MaxBackoff: time.Minute})
 
 	waitRun(t, rec) // the initial run is immediate
 	for i := 0; i < 1000; i++ {
@@ -97,12 +140,8 @@ func TestBurstMergesIntoOneRun(t *testing.T) {
 }
 
 func TestLoneChangeAfterQuietRunsAtOnce(t *testing.T) {
-	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
-	rec := &recorder{ran: make(chan struct{}, 10)}
-	r := New(rec.fn, Options{MinInterval: time.Second, MaxBackoff: time.Minute, Clock: clk})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Loop(ctx)
+	rec := newRecorder()
+	r, clk := start(t, rec, Options{MinInterval: time.Second, MaxBackoff: time.Minute})
 	waitRun(t, rec)
 	clk.Step(5 * time.Second)
 	r.Trigger()
@@ -110,12 +149,9 @@ func TestLoneChangeAfterQuietRunsAtOnce(t *testing.T) {
 }
 
 func TestFailureRetriesWithBackoff(t *testing.T) {
-	clk := testingclock.NewFakeClock(time.Unix(1000, 0))
-	rec := &recorder{ran: make(chan struct{}, 10), fail: 3}
-	r := New(rec.fn, Options{MinInterval: time.Second, MaxBackoff: 4 * time.Second, Clock: clk})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Loop(ctx)
+	rec := newRecorder()
+	rec.fail = 3
+	_, clk := start(t, rec, Options{MinInterval: time.Second, MaxBackoff: 4 * time.Second})
 	waitRun(t, rec) // fails, retry in 1s
 	for _, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
 		waitForWaiter(t, clk)
@@ -126,6 +162,31 @@ func TestFailureRetriesWithBackoff(t *testing.T) {
 	}
 	// The fourth run succeeded: no more retries.
 	clk.Step(time.Hour)
+	noRun(t, rec)
+	if got := rec.count(); got != 4 {
+		t.Fatalf("runs = %d, want 4", got)
+	}
+}
+
+// TestRequestDuringBackoffWaitsForRetry: with no minimum interval, only
+// the backoff keeps a failing sync from being repeated at every change;
+// a request must not cut it short, and the retry serves it.
+func TestRequestDuringBackoffWaitsForRetry(t *testing.T) {
+	rec := newRecorder()
+	rec.fail = 3
+	r, clk := start(t, rec, Options{MaxBackoff: time.Minute})
+	waitRun(t, rec) // fails
+	for _, d := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
+		r.Trigger()
+		noRun(t, rec)
+		waitForWaiter(t, clk)
+		clk.Step(d - time.Millisecond)
+		r.Trigger()
+		noRun(t, rec)
+		clk.Step(time.Millisecond)
+		waitRun(t, rec)
+	}
+	// The fourth run succeeded and served every request.
 	noRun(t, rec)
 	if got := rec.count(); got != 4 {
 		t.Fatalf("runs = %d, want 4", got)
