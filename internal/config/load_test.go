@@ -87,7 +87,7 @@ func TestParse(t *testing.T) {
 		),
 		want: &Config{
 			Mode:             DefaultMode,
-			MinSyncPeriod:    time.Second,
+			MinSyncPeriod:    0,
 			SyncPeriod:       30 * time.Second,
 			FullSyncPeriod:   time.Hour,
 			Masquerade:       true,
@@ -256,7 +256,8 @@ func TestParseProblems(t *testing.T) {
 		{"duration type", top(`sync_period = 30`), []string{
 			`1: sync_period: must be a duration string like "30s", not an integer`,
 		}},
-		{"duration zero", top(`min_sync_period = "0s"`), []string{`1: min_sync_period "0s": must be from 10ms to 1m`}},
+		{"duration below zero", top(`min_sync_period = "-10ms"`), []string{`1: min_sync_period "-10ms": must be from 0s to 1m`}},
+		{"duration zero", top(`sync_period = "0s"`), []string{`1: sync_period "0s": must be from 1s to 1h`}},
 		{"duration negative", top(`sync_period = "-5s"`), []string{`1: sync_period "-5s": must be from 1s to 1h`}},
 		{"duration that spins the loop", top(`full_sync_period = "1ns"`), []string{`1: full_sync_period "1ns": must be from 10s to 24h`}},
 		{"duration past use", top(`sync_period = "48h"`), []string{`1: sync_period "48h": must be from 1s to 1h`}},

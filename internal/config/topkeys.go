@@ -52,12 +52,13 @@ func shortDuration(d time.Duration) string {
 }
 
 // durationBounds keep each period where it means something. Below the
-// least, a period is a busy loop (a "1ns" min_sync_period syncs as fast
-// as the kernel takes rules, a "1ns" full_sync_period rewrites every rule
-// without pause); above the most, a failed sync or a rule someone else
-// removed waits longer than anyone would look for the cause.
+// least, a period is a busy loop (a "1ns" full_sync_period rewrites every
+// rule without pause); above the most, a failed sync or a rule someone
+// else removed waits longer than anyone would look for the cause.
 var durationBounds = map[string][2]time.Duration{
-	"min_sync_period":  {10 * time.Millisecond, time.Minute},
+	// No floor at all is safe: the sync runner merges what comes while a
+	// sync runs, and settles after each one.
+	"min_sync_period":  {0, time.Minute},
 	"sync_period":      {time.Second, time.Hour},
 	"full_sync_period": {10 * time.Second, 24 * time.Hour},
 	// 0 serves no kept state. Past a month, what a cluster ran is

@@ -28,12 +28,17 @@ type Config struct {
 	// Filled by Load.
 	Asks Capabilities
 
-	// MinSyncPeriod is the shortest time between two syncs of the kernel
-	// rules: a burst of changes within it becomes one sync. The first change
-	// after a quiet period is applied at once.
+	// MinSyncPeriod is the shortest time from the start of one sync of the
+	// kernel rules to the start of the next, as kube-proxy's
+	// --iptables-min-sync-period; 0, the default, sets none. Whatever it
+	// is, changes that arrive while a sync runs merge into the next one,
+	// which waits for a bounded fraction of the last one's duration
+	// (internal/syncrunner); the first change after a quiet period is
+	// applied at once.
 	MinSyncPeriod time.Duration
 	// SyncPeriod bounds how long a failed sync waits before its last retry
-	// (backoff grows from MinSyncPeriod up to it).
+	// (backoff grows from MinSyncPeriod, or 100 ms when that is shorter,
+	// up to it).
 	SyncPeriod time.Duration
 	// FullSyncPeriod is how often every rule is rewritten from scratch, which
 	// repairs rules someone else changed.
@@ -159,7 +164,7 @@ type Cluster struct {
 // Defaults for the optional keys.
 const (
 	DefaultMode           = ModeAuto
-	DefaultMinSyncPeriod  = time.Second
+	DefaultMinSyncPeriod  = 0
 	DefaultSyncPeriod     = 30 * time.Second
 	DefaultFullSyncPeriod = time.Hour
 	DefaultMasqueradeMark = 0x00100000
