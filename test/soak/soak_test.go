@@ -482,9 +482,9 @@ func (s *soak) logProgress(churnFrom time.Time) {
 }
 
 // churn makes ChurnRate changes a second, at random moments (a Poisson
-// process): changes in step with the daemon's min_sync_period would all
-// meet its rate limit the same way, and the latency measured be that of
-// one phase between the two clocks.
+// process): changes in step with the daemon's syncs would all meet a sync
+// under way, or its settling, the same way, and the latency measured be
+// that of one phase between the two clocks.
 func (s *soak) churn(ctx context.Context) {
 	for {
 		wait := time.Duration(s.rnd.ExpFloat64() / s.p.ChurnRate * float64(time.Second))
