@@ -148,47 +148,48 @@ func TestLoneChangeAfterQuietRunsAtOnce(t *testing.T) {
 	waitRun(t, rec) // no clock step needed
 }
 
+// TestFailureRetriesWithBackoff: the backoff starts at MinInterval, or
+// minBackoff when that is shorter, and doubles. With no minimum interval
+// only the backoff keeps a failing sync from being repeated at every
+// change: requests must not cut it short, and the retry serves them.
 func TestFailureRetriesWithBackoff(t *testing.T) {
-	rec := newRecorder()
-	rec.fail = 3
-	_, clk := start(t, rec, Options{MinInterval: time.Second, MaxBackoff: 4 * time.Second})
-	waitRun(t, rec) // fails, retry in 1s
-	for _, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
-		waitForWaiter(t, clk)
-		clk.Step(d - time.Millisecond)
-		noRun(t, rec)
-		clk.Step(time.Millisecond)
-		waitRun(t, rec)
-	}
-	// The fourth run succeeded: no more retries.
-	clk.Step(time.Hour)
-	noRun(t, rec)
-	if got := rec.count(); got != 4 {
-		t.Fatalf("runs = %d, want 4", got)
-	}
-}
-
-// TestRequestDuringBackoffWaitsForRetry: with no minimum interval, only
-// the backoff keeps a failing sync from being repeated at every change;
-// a request must not cut it short, and the retry serves it.
-func TestRequestDuringBackoffWaitsForRetry(t *testing.T) {
-	rec := newRecorder()
-	rec.fail = 3
-	r, clk := start(t, rec, Options{MaxBackoff: time.Minute})
-	waitRun(t, rec) // fails
-	for _, d := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
-		r.Trigger()
-		noRun(t, rec)
-		waitForWaiter(t, clk)
-		clk.Step(d - time.Millisecond)
-		r.Trigger()
-		noRun(t, rec)
-		clk.Step(time.Millisecond)
-		waitRun(t, rec)
-	}
-	// The fourth run succeeded and served every request.
-	noRun(t, rec)
-	if got := rec.count(); got != 4 {
-		t.Fatalf("runs = %d, want 4", got)
+	for _, c := range []struct {
+		name     string
+		opt      Options
+		waits    []time.Duration
+		requests bool
+	}{
+		{"from the minimum interval", Options{MinInterval: time.Second, MaxBackoff: 4 * time.Second},
+			[]time.Duration{time.Second, 2 * time.Second, 4 * time.Second}, false},
+		{"from minBackoff, requests waiting", Options{MaxBackoff: time.Minute},
+			[]time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := newRecorder()
+			rec.fail = 3
+			r, clk := start(t, rec, c.opt)
+			waitRun(t, rec) // fails
+			for _, d := range c.waits {
+				if c.requests {
+					r.Trigger()
+					noRun(t, rec)
+				}
+				waitForWaiter(t, clk)
+				clk.Step(d - time.Millisecond)
+				if c.requests {
+					r.Trigger()
+				}
+				noRun(t, rec)
+				clk.Step(time.Millisecond)
+				waitRun(t, rec)
+			}
+			// The fourth run succeeded: no more retries, and nothing
+			// left to serve.
+			clk.Step(time.Hour)
+			noRun(t, rec)
+			if got := rec.count(); got != 4 {
+				t.Fatalf("runs = %d, want 4", got)
+			}
+		})
 	}
 }
