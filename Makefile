@@ -134,7 +134,7 @@ fmt:
 vet:
 	@echo ">> go vet (tags $(LINT_TAGS); GOOS=darwin for the !linux files)"
 	@$(GO) vet -tags $(LINT_TAGS) ./...
-	@GOOS=darwin $(GO) vet ./internal/cluster/ ./internal/proxy/ipvs/ ./internal/routes/
+	@GOOS=darwin $(GO) vet ./internal/cluster/ ./internal/names/ ./internal/proxy/ipvs/ ./internal/routes/
 
 staticcheck:
 	@echo ">> staticcheck (tags $(LINT_TAGS))"
