@@ -30,8 +30,9 @@ const (
 // MaxQPS is how many queries a second the server answers at most, over
 // UDP and TCP together, in bursts of a tenth of it. A host's resolver
 // caches each answer for the TTL, so its honest load is far below this;
-// a flood above it costs the daemon this many answers' CPU (about 0.1 of
-// a core, docs/dns.md) and the rest is dropped by the kernel, never read.
+// a flood above it costs the daemon this many answers' CPU (about a fifth
+// of a core in TestDNSFlood, docs/dns.md) and the rest is dropped by the
+// kernel, never read.
 const MaxQPS = 10000
 
 // Reasons a query is dropped unanswered, the labels of its counter: a
