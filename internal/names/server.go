@@ -30,7 +30,7 @@ const (
 // MaxQPS is how many queries a second the server answers at most, over
 // UDP and TCP together, in bursts of a tenth of it. A host's resolver
 // caches each answer for the TTL, so its honest load is far below this;
-// a flood above it costs the daemon this many answers' CPU (about a fifth
+// a flood above it costs the daemon this many answers' CPU (0.2 to 0.3
 // of a core in TestDNSFlood, docs/dns.md) and the rest is dropped by the
 // kernel, never read.
 const MaxQPS = 10000
