@@ -134,7 +134,7 @@ fmt:
 vet:
 	@echo ">> go vet (tags $(LINT_TAGS); GOOS=darwin for the !linux files)"
 	@$(GO) vet -tags $(LINT_TAGS) ./...
-	@GOOS=darwin $(GO) vet ./internal/cluster/ ./internal/proxy/ipvs/ ./internal/routes/
+	@GOOS=darwin $(GO) vet ./internal/cluster/ ./internal/names/ ./internal/proxy/ipvs/ ./internal/routes/
 
 staticcheck:
 	@echo ">> staticcheck (tags $(LINT_TAGS))"
@@ -154,8 +154,8 @@ BENCH_SERVICES ?= 10000
 BENCH_TIME ?= 1x
 BENCH_MODES ?= nftables iptables
 bench: deps
-	@echo ">> benchmarks: rule generation (fake iptables)"
-	@$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	@echo ">> benchmarks: rule generation (fake iptables), the DNS server at $(BENCH_SERVICES) services x 10 endpoints"
+	@BENCH_SERVICES=$(BENCH_SERVICES) $(GO) test -run '^$$' -bench . -benchmem ./internal/...
 	@echo ">> benchmarks on this kernel, $(BENCH_MODES) side by side: $(BENCH_SERVICES) services x 10 endpoints"
 	@mkdir -p bin/bench
 	@for m in $(BENCH_MODES); do \

@@ -32,15 +32,21 @@ type dnsServer struct {
 	// name of names.Rcodes: made once, then only read, so
 	// that a query takes no lock.
 	answered map[string]*atomic.Uint64
+	// dropped counts the queries dropped by reason, likewise.
+	dropped map[string]*atomic.Uint64
 	// mu guards last, the index whose names left out were last logged.
 	mu   sync.Mutex
 	last *names.Index
 }
 
 func newDNSServer(cfg config.DNS, clusters func() []config.Cluster, m *metrics.Metrics, log *slog.Logger) *dnsServer {
-	s := &dnsServer{cfg: cfg, clusters: clusters, log: log, answered: map[string]*atomic.Uint64{}, last: &names.Index{}}
+	s := &dnsServer{cfg: cfg, clusters: clusters, log: log, answered: map[string]*atomic.Uint64{},
+		dropped: map[string]*atomic.Uint64{}, last: &names.Index{}}
 	for _, rc := range names.Rcodes {
 		s.answered[rc] = new(atomic.Uint64)
+	}
+	for _, r := range names.DropReasons {
+		s.dropped[r] = new(atomic.Uint64)
 	}
 	s.srv = names.New(names.Options{Listen: cfg.Listen, TTL: cfg.TTL, Log: log,
 		Answered: func(cluster string, rcode int, took time.Duration) {
@@ -48,6 +54,10 @@ func newDNSServer(cfg config.DNS, clusters func() []config.Cluster, m *metrics.M
 			m.ObserveDNS(cluster, rc, took)
 			// Last: once status counts a query, so do the metrics.
 			s.answered[rc].Add(1)
+		},
+		Dropped: func(reason string, n int) {
+			m.ObserveDNSDropped(reason, n)
+			s.dropped[reason].Add(uint64(n))
 		}})
 	return s
 }
@@ -100,6 +110,11 @@ func (s *dnsServer) status() *status.DNS {
 	for _, rc := range names.Rcodes {
 		if n := s.answered[rc].Load(); n > 0 {
 			d.Queries = append(d.Queries, status.RcodeCount{Rcode: rc, Count: n})
+		}
+	}
+	for _, r := range names.DropReasons {
+		if n := s.dropped[r].Load(); n > 0 {
+			d.Dropped = append(d.Dropped, status.DropCount{Reason: r, Count: n})
 		}
 	}
 	d.Skipped, d.SkippedFirst = ix.Skipped(skippedShown)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -72,14 +73,40 @@ func TestDNSServerObserved(t *testing.T) {
 		}
 	}
 
+	// Too short for a header, and a reply: neither is answered, both
+	// are counted.
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	reply := new(dns.Msg)
+	reply.SetQuestion("web.ns.svc.alpha.internal.", dns.TypeA)
+	reply.Response = true
+	packed, err := reply.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{{0, 1, 2, 3, 4}, packed} {
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Each query is observed once its answer is sent: wait for the last.
 	var st *status.DNS
 	deadline := time.Now().Add(2 * time.Second)
-	for st = s.status(); total(st.Queries) < 5 && time.Now().Before(deadline); st = s.status() {
+	for st = s.status(); (total(st.Queries) < 5 || len(st.Dropped) == 0 || st.Dropped[0].Count < 2) && time.Now().Before(deadline); st = s.status() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if want := []status.RcodeCount{{Rcode: "NOERROR", Count: 3}, {Rcode: "NXDOMAIN", Count: 1}, {Rcode: "REFUSED", Count: 1}}; !slices.Equal(st.Queries, want) {
 		t.Errorf("status queries %+v, want %+v", st.Queries, want)
+	}
+	if want := []status.DropCount{{Reason: "malformed", Count: 2}}; !slices.Equal(st.Dropped, want) {
+		t.Errorf("status dropped %+v, want %+v", st.Dropped, want)
+	}
+	if got := metricValue(t, m, "kube_outpost_dns_dropped_total", "reason", "malformed"); got != 2 {
+		t.Errorf("kube_outpost_dns_dropped_total{reason=malformed} = %v, want 2", got)
 	}
 	if len(st.Zones) != 1 || !slices.Equal(st.Zones[0].Zones, []string{"alpha.internal", "cluster.local"}) ||
 		!slices.Equal(st.Zones[0].Reverse, []string{"96.10.in-addr.arpa"}) {

@@ -14,6 +14,7 @@ var dnsBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.00
 type dnsMetrics struct {
 	queries  *prometheus.CounterVec
 	duration prometheus.Histogram
+	dropped  *prometheus.CounterVec
 }
 
 func newDNSMetrics() *dnsMetrics {
@@ -27,6 +28,10 @@ func newDNSMetrics() *dnsMetrics {
 			Help:    "From a DNS query's arrival to its answer written to the socket.",
 			Buckets: dnsBuckets,
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dns_dropped_total",
+			Help: "DNS queries dropped unanswered, by reason: overflow (the kernel dropped them, the server at its rate limit), rate (a TCP query waited too long for its turn), malformed (not a DNS query).",
+		}, []string{"reason"}),
 	}
 }
 
@@ -40,4 +45,13 @@ func (m *Metrics) ObserveDNS(cluster, rcode string, took time.Duration) {
 	}
 	m.dns.queries.WithLabelValues(cluster, rcode).Inc()
 	m.dns.duration.Observe(took.Seconds())
+}
+
+// ObserveDNSDropped counts n DNS queries dropped unanswered for reason,
+// one of a fixed set (names.DropReasons). Without [dns] it does nothing.
+func (m *Metrics) ObserveDNSDropped(reason string, n int) {
+	if m.dns == nil {
+		return
+	}
+	m.dns.dropped.WithLabelValues(reason).Add(float64(n))
 }

@@ -191,7 +191,7 @@ func New(o Options) *Metrics {
 	}
 	if o.DNS {
 		m.dns = newDNSMetrics()
-		m.reg.MustRegister(m.dns.queries, m.dns.duration)
+		m.reg.MustRegister(m.dns.queries, m.dns.duration, m.dns.dropped)
 	}
 	return m
 }

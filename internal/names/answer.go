@@ -23,6 +23,12 @@ func Answer(ix *Index, req *dns.Msg, ttl uint32) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative, m.RecursionAvailable = true, false
+	if opts(req) > 1 {
+		// RFC 6891 6.1.1: more than one OPT is a malformed query.
+		m.Rcode = dns.RcodeFormatError
+		m.Authoritative = false
+		return m
+	}
 	if opt := req.IsEdns0(); opt != nil {
 		if opt.Version() != 0 {
 			m.SetRcode(req, dns.RcodeBadVers)
@@ -98,6 +104,19 @@ func Answer(ix *Index, req *dns.Msg, ttl uint32) *dns.Msg {
 		m.Ns = []dns.RR{soa(zone, ttl)}
 	}
 	return m
+}
+
+// opts counts the OPT records of req, wherever they are.
+func opts(req *dns.Msg) int {
+	n := 0
+	for _, sec := range [][]dns.RR{req.Answer, req.Ns, req.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func refuse(m *dns.Msg) *dns.Msg {

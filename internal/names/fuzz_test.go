@@ -6,8 +6,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// FuzzAnswer: whatever bytes arrive, the answer is made without a panic
-// and packs into a message, or is none (a reply is never answered).
+// FuzzAnswer: whatever datagram arrives, the answer is made without a
+// panic, is a reply to its id and packs into what UDP carries, or is
+// none (too short for a header, or a reply, which is never answered).
 func FuzzAnswer(f *testing.F) {
 	ix := Build(namedState(), testZones)
 	for _, q := range []struct {
@@ -30,21 +31,25 @@ func FuzzAnswer(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add([]byte{0, 1, 2})
+	s := New(Options{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		req := new(dns.Msg)
-		if err := req.Unpack(b); err != nil {
-			return // the server drops what does not unpack
-		}
-		m := Answer(ix, req, 5)
+		req, m := s.replyDatagram(ix, b)
 		if m == nil {
-			if !req.Response {
+			if len(b) >= dnsHeaderSize && b[2]&0x80 == 0 {
 				t.Fatalf("no answer to a query: %v", req)
 			}
 			return
 		}
-		m.Truncate(dns.MinMsgSize)
-		if _, err := m.Pack(); err != nil {
+		if !m.Response || m.Id != uint16(b[0])<<8|uint16(b[1]) {
+			t.Fatalf("the answer is not a reply to the query's id: %v", m)
+		}
+		out, err := m.Pack()
+		if err != nil {
 			t.Fatalf("the answer does not pack: %v\n%v", err, m)
+		}
+		if limit := udpSize; len(out) > limit {
+			t.Fatalf("a UDP answer of %d bytes, over %d", len(out), limit)
 		}
 	})
 }

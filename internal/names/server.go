@@ -13,18 +13,43 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/netutil"
+	"golang.org/x/time/rate"
 )
 
 // Bounds on what a client can hold of the server: TCP connections at once
 // (each is a goroutine and a buffer), how long each may idle or take to
-// send a query, and how many queries one may carry. UDP needs none: each
-// datagram is answered at once from memory.
+// send a query, and how many queries one may carry. UDP is served by a
+// fixed number of goroutines (udp.go), whatever arrives.
 const (
 	maxTCPConns   = 64
 	tcpTimeout    = 2 * time.Second
 	tcpIdle       = 10 * time.Second
 	maxTCPQueries = 128
 )
+
+// MaxQPS is how many queries a second the server answers at most, over
+// UDP and TCP together, in bursts of a tenth of it. A host's resolver
+// caches each answer for the TTL, so its honest load is far below this;
+// a flood above it costs the daemon this many answers' CPU (0.2 to 0.3
+// of a core in TestDNSFlood, docs/dns.md) and the rest is dropped by the
+// kernel, never read.
+const MaxQPS = 10000
+
+// Reasons a query is dropped unanswered, the labels of its counter: a
+// fixed set, whatever arrives.
+const (
+	// DropOverflow: the kernel dropped UDP queries because the socket's
+	// buffer was full, the server answering at MaxQPS or starved of CPU.
+	DropOverflow = "overflow"
+	// DropRate: a TCP query waited tcpTimeout for its turn under MaxQPS.
+	DropRate = "rate"
+	// DropMalformed: a datagram shorter than a DNS header, or a reply,
+	// which must never be answered.
+	DropMalformed = "malformed"
+)
+
+// DropReasons are the reasons Dropped is told of.
+var DropReasons = []string{DropOverflow, DropRate, DropMalformed}
 
 // Options configure a Server.
 type Options struct {
@@ -36,22 +61,42 @@ type Options struct {
 	// them all), its rcode and how long the answer took. It runs on the
 	// query's goroutine, so it must be quick.
 	Answered func(cluster string, rcode int, took time.Duration)
+	// Dropped, when set, is told of queries dropped unanswered, n at a
+	// time, for one of DropReasons. It runs on a serving goroutine.
+	Dropped func(reason string, n int)
+	// MaxQPS replaces the package's MaxQPS when positive (tests).
+	MaxQPS float64
 }
 
 // Server answers DNS queries, over UDP and TCP, from the Index it was last
 // given; before the first one it knows its zones but no names.
 type Server struct {
-	opt     Options
-	ttl     uint32
-	ix      atomic.Pointer[Index]
-	mu      sync.Mutex
-	servers []*dns.Server
-	wg      sync.WaitGroup
+	opt   Options
+	ttl   uint32
+	ix    atomic.Pointer[Index]
+	limit *rate.Limiter
+	// stop ends the waits for the limiter when the server stops.
+	stop      context.Context
+	cancel    context.CancelFunc
+	mu        sync.Mutex
+	listeners []listener
+	wg        sync.WaitGroup
+}
+
+// listener is one listen address's two sockets.
+type listener struct {
+	udp *udpConn
+	tcp *dns.Server
 }
 
 // New makes a server that answers from an empty index until Set.
 func New(opt Options) *Server {
-	s := &Server{opt: opt, ttl: uint32(opt.TTL / time.Second)}
+	qps := float64(MaxQPS)
+	if opt.MaxQPS > 0 {
+		qps = opt.MaxQPS
+	}
+	s := &Server{opt: opt, ttl: uint32(opt.TTL / time.Second), limit: rate.NewLimiter(rate.Limit(qps), max(1, int(qps/10)))}
+	s.stop, s.cancel = context.WithCancel(context.Background())
 	s.ix.Store(&Index{})
 	return s
 }
@@ -65,56 +110,58 @@ func (s *Server) Index() *Index { return s.ix.Load() }
 // Start binds every address, UDP and TCP, or none: an address that cannot
 // be bound stops the start with its name.
 func (s *Server) Start(ctx context.Context) error {
-	var servers []*dns.Server
+	var ls []listener
 	closeAll := func() {
-		for _, srv := range servers {
-			if srv.PacketConn != nil {
-				srv.PacketConn.Close()
+		for _, l := range ls {
+			if l.udp != nil {
+				l.udp.pc.Close()
 			}
-			if srv.Listener != nil {
-				srv.Listener.Close()
+			if l.tcp != nil {
+				l.tcp.Listener.Close()
 			}
 		}
 	}
 	var lc net.ListenConfig
 	for _, a := range s.opt.Listen {
-		pc, err := lc.ListenPacket(ctx, "udp", a.String())
+		pc, err := listenUDP(ctx, &lc, a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("dns: listen on %s/udp: %w", a, err)
 		}
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s})
+		ls = append(ls, listener{udp: &udpConn{pc: pc}})
 		l, err := lc.Listen(ctx, "tcp", a.String())
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("dns: listen on %s/tcp: %w", a, err)
 		}
-		servers = append(servers, &dns.Server{Listener: netutil.LimitListener(l, maxTCPConns), Handler: s,
+		ls[len(ls)-1].tcp = &dns.Server{Listener: netutil.LimitListener(l, maxTCPConns), Handler: s,
 			ReadTimeout: tcpTimeout, WriteTimeout: tcpTimeout, MaxTCPQueries: maxTCPQueries,
-			IdleTimeout: func() time.Duration { return tcpIdle }})
+			IdleTimeout: func() time.Duration { return tcpIdle }}
 	}
 	s.mu.Lock()
-	s.servers = servers
+	s.listeners = ls
 	s.mu.Unlock()
-	for _, srv := range servers {
+	for _, l := range ls {
+		for range udpWorkers {
+			s.wg.Go(func() { s.serveUDP(l.udp) })
+		}
+		srv := l.tcp
 		// Start returns once each serves: a Shutdown before that would
 		// find nothing to stop, and the server would then serve on.
 		started, ended := make(chan struct{}), make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			defer close(ended)
 			if err := srv.ActivateAndServe(); err != nil && !errors.Is(err, net.ErrClosed) {
 				s.opt.Log.Error("dns server stopped", "err", err)
 			}
-		}()
+		})
 		select {
 		case <-started:
 		case <-ended:
 		}
 	}
-	s.opt.Log.Info("serving DNS", "listen", s.opt.Listen, "ttl", s.opt.TTL)
+	s.opt.Log.Info("serving DNS", "listen", s.opt.Listen, "ttl", s.opt.TTL, "max_qps", s.limit.Limit())
 	return nil
 }
 
@@ -124,12 +171,8 @@ func (s *Server) Addrs() []net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []net.Addr
-	for _, srv := range s.servers {
-		if srv.PacketConn != nil {
-			out = append(out, srv.PacketConn.LocalAddr())
-		} else {
-			out = append(out, srv.Listener.Addr())
-		}
+	for _, l := range s.listeners {
+		out = append(out, l.udp.pc.LocalAddr(), l.tcp.Listener.Addr())
 	}
 	return out
 }
@@ -137,41 +180,73 @@ func (s *Server) Addrs() []net.Addr {
 // Stop closes every listener and waits for the servers to end.
 func (s *Server) Stop() {
 	s.mu.Lock()
-	servers := s.servers
-	s.servers = nil
+	ls := s.listeners
+	s.listeners = nil
 	s.mu.Unlock()
-	for _, srv := range servers {
-		srv.Shutdown()
+	s.cancel()
+	for _, l := range ls {
+		l.udp.pc.Close()
+		l.tcp.Shutdown()
 	}
 	s.wg.Wait()
 }
 
-// ServeDNS implements dns.Handler.
+// ServeDNS implements dns.Handler: the TCP queries. A query waits its
+// turn under the rate limit, as long as the client may take to send one:
+// the connection's goroutine waits, at most maxTCPConns of them.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	start := time.Now()
-	ix := s.ix.Load()
-	m := Answer(ix, req, s.ttl)
-	if m == nil {
+	ctx, cancel := context.WithTimeout(s.stop, tcpTimeout)
+	err := s.limit.Wait(ctx)
+	cancel()
+	if err != nil {
+		s.dropped(DropRate, 1)
 		return
 	}
-	if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
-		// The most the client takes: 512 without EDNS (RFC 1035), else
-		// what it offers, up to ours. Truncate sets TC, and the client
-		// asks again over TCP.
-		size := dns.MinMsgSize
-		if opt := req.IsEdns0(); opt != nil {
-			size = max(dns.MinMsgSize, min(int(opt.UDPSize()), udpSize))
-		}
-		m.Truncate(size)
+	_, udp := w.LocalAddr().(*net.UDPAddr)
+	ix := s.ix.Load()
+	m := s.reply(ix, req, udp)
+	if m == nil {
+		return
 	}
 	if err := w.WriteMsg(m); err != nil {
 		s.opt.Log.Debug("dns answer not sent", "to", w.RemoteAddr(), "err", err)
 	}
-	if s.opt.Answered != nil {
-		cluster := ""
-		if len(req.Question) == 1 {
-			cluster = ix.clusterOf(dns.CanonicalName(req.Question[0].Name))
-		}
-		s.opt.Answered(cluster, m.Rcode, time.Since(start))
+	s.answered(ix, req, m, start)
+}
+
+// reply is the answer to req from ix, truncated to what the client takes
+// over UDP; nil when none is due.
+func (s *Server) reply(ix *Index, req *dns.Msg, udp bool) *dns.Msg {
+	m := Answer(ix, req, s.ttl)
+	if m == nil || !udp {
+		return m
+	}
+	// The most the client takes: 512 without EDNS (RFC 1035), else
+	// what it offers, up to ours. Truncate sets TC, and the client
+	// asks again over TCP.
+	size := dns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		size = max(dns.MinMsgSize, min(int(opt.UDPSize()), udpSize))
+	}
+	m.Truncate(size)
+	return m
+}
+
+// answered tells Options.Answered of the answer m to req.
+func (s *Server) answered(ix *Index, req, m *dns.Msg, start time.Time) {
+	if s.opt.Answered == nil {
+		return
+	}
+	cluster := ""
+	if len(req.Question) == 1 {
+		cluster = ix.clusterOf(dns.CanonicalName(req.Question[0].Name))
+	}
+	s.opt.Answered(cluster, m.Rcode, time.Since(start))
+}
+
+func (s *Server) dropped(reason string, n int) {
+	if s.opt.Dropped != nil && n > 0 {
+		s.opt.Dropped(reason, n)
 	}
 }

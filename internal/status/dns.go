@@ -10,6 +10,10 @@ type DNS struct {
 	// Queries are the queries answered since the start, by rcode, in
 	// the order of names.Rcodes; an rcode never given is left out.
 	Queries []RcodeCount `json:"queries"`
+	// Dropped are the queries dropped unanswered since the start, by
+	// reason, in the order of names.DropReasons; a reason never met is
+	// left out.
+	Dropped []DropCount `json:"dropped,omitempty"`
 	// Skipped is how many service ports have a name that cannot be a
 	// DNS name, left out; SkippedFirst are the first few, as
 	// cluster/namespace/name:port.
@@ -30,4 +34,10 @@ type DNSZones struct {
 type RcodeCount struct {
 	Rcode string `json:"rcode"`
 	Count uint64 `json:"count"`
+}
+
+// DropCount is how many queries were dropped for one reason.
+type DropCount struct {
+	Reason string `json:"reason"`
+	Count  uint64 `json:"count"`
 }

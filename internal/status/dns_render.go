@@ -33,6 +33,13 @@ func dnsLines(d *DNS) []string {
 		counts = []string{"none yet"}
 	}
 	out = append(out, "  queries answered: "+strings.Join(counts, ", "))
+	if len(d.Dropped) > 0 {
+		var dropped []string
+		for _, q := range d.Dropped {
+			dropped = append(dropped, fmt.Sprintf("%s %d", q.Reason, q.Count))
+		}
+		out = append(out, "  queries dropped: "+strings.Join(dropped, ", "))
+	}
 	if d.Skipped > 0 {
 		line := fmt.Sprintf("  left out, not valid DNS names: %d service ports (%s", d.Skipped, strings.Join(d.SkippedFirst, ", "))
 		if d.Skipped > len(d.SkippedFirst) {
