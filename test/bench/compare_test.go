@@ -305,18 +305,7 @@ func (b *bench) create(ctx context.Context, prefix string, n, offset int) []*ser
 	var errOnce sync.Once
 	start := time.Now()
 	stop := make(chan struct{})
-	go func() {
-		tk := time.NewTicker(time.Second)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				progress(prefix, int(done.Load()), n, start)
-			}
-		}
-	}()
+	go every(time.Second, stop, func() { progress(prefix, int(done.Load()), n, start) })
 	for range 32 {
 		wg.Add(1)
 		go func() {
@@ -618,16 +607,24 @@ func cpuSeconds(pid int) float64 {
 // start until stop closes; the pid changes at the restart.
 func sampleRSS(pid *atomic.Int64, start time.Time, stop <-chan struct{}) []plot.Point {
 	var out []plot.Point
-	tk := time.NewTicker(500 * time.Millisecond)
+	every(500*time.Millisecond, stop, func() {
+		if v, err := kernelbench.ProcStatusMiB(strconv.FormatInt(pid.Load(), 10), "VmRSS"); err == nil {
+			out = append(out, plot.Point{X: time.Since(start).Seconds(), Y: v})
+		}
+	})
+	return out
+}
+
+// every calls f every d until stop closes.
+func every(d time.Duration, stop <-chan struct{}, f func()) {
+	tk := time.NewTicker(d)
 	defer tk.Stop()
 	for {
 		select {
 		case <-stop:
-			return out
+			return
 		case <-tk.C:
-			if v, err := kernelbench.ProcStatusMiB(strconv.FormatInt(pid.Load(), 10), "VmRSS"); err == nil {
-				out = append(out, plot.Point{X: time.Since(start).Seconds(), Y: v})
-			}
+			f()
 		}
 	}
 }
@@ -671,14 +668,7 @@ func (b *bench) churn(ctx context.Context, rate float64, stop <-chan struct{}) f
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tk := time.NewTicker(time.Duration(float64(time.Second) * float64(workers) / rate))
-			defer tk.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tk.C:
-				}
+			every(time.Duration(float64(time.Second)*float64(workers)/rate), stop, func() {
 				k := rand.IntN((len(b.bulk)+workers-1-w)/workers)*workers + w
 				s := b.bulk[k]
 				sl := s.slice.DeepCopy()
@@ -688,7 +678,7 @@ func (b *bench) churn(ctx context.Context, rate float64, stop <-chan struct{}) f
 					s.slice = got
 					made.Add(1)
 				}
-			}
+			})
 		}()
 	}
 	return func() int { wg.Wait(); return int(made.Load()) }
