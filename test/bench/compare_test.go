@@ -508,9 +508,14 @@ func (b *bench) programmed(ctx context.Context, p *proc, want map[netip.Addr]boo
 	return len(seen), nil
 }
 
+// probeTimeout bounds one probe of answers: short, since a SYN that a
+// proxy's half-written rules drop is sent again only after 1 s, which
+// would make the figures that coarse; a new connection is tried instead.
+const probeTimeout = 250 * time.Millisecond
+
 // answers reports whether svc answers from its current set of pods.
-func (b *bench) answers(ctx context.Context, p *proc, svc *service, timeout time.Duration) bool {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (b *bench) answers(ctx context.Context, p *proc, svc *service) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	_, h, err := p.node.HTTPGetHeader(ctx, fmt.Sprintf("http://%s:%d/", svc.ip, servicePort))
 	return err == nil && len(h.Get("X-Pod")) > 0 && h.Get("X-Pod")[0] == svc.set
@@ -528,14 +533,14 @@ func (b *bench) waitSynced(ctx context.Context, p *proc, svcs []*service, timeou
 		if exited, err := p.Exited(); exited {
 			return time.Time{}, fmt.Errorf("exited: %v\n%s", err, tail(p.Log()))
 		}
-		if b.answers(ctx, p, b.sample[0], time.Second) {
+		if b.answers(ctx, p, b.sample[0]) {
 			at := time.Now()
 			n, err := b.programmed(ctx, p, want)
 			if err == nil && n == len(want) {
 				return at, nil
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	return time.Time{}, errTimeout
 }
@@ -699,10 +704,12 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	stopRSS := make(chan struct{})
 	rss := make(chan []plot.Point)
 	go func() { rss <- sampleRSS(&pid, p.started, stopRSS) }()
+	var logs strings.Builder
 	defer func() {
 		close(stopRSS)
 		r.RSS = <-rss
 		p.stop()
+		r.log = logs.String() + p.Log()
 	}()
 	all := append(append([]*service{}, b.sample...), b.bulk...)
 	at, err := b.waitSynced(ctx, p, all, par.ColdTimeout)
@@ -729,7 +736,7 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 			r.Err = "change: " + err.Error()
 			break
 		}
-		for !b.answers(ctx, p, s, time.Second) {
+		for !b.answers(ctx, p, s) {
 			if time.Since(at) > changeTimeout {
 				r.ChangesFailed++
 				break
@@ -770,6 +777,7 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 		}
 	}()
 	_ = p.Stop(30 * time.Second)
+	logs.WriteString(p.Log() + "\n==== restarted\n")
 	if _, err := b.flip(ctx, b.sample[0]); err != nil {
 		r.Err = "restart: " + err.Error()
 	}
@@ -784,7 +792,7 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	p = p2
 	pid.Store(int64(p.Pid))
 	deadline := restarted.Add(par.ColdTimeout)
-	for !b.answers(ctx, p, b.sample[0], time.Second) {
+	for !b.answers(ctx, p, b.sample[0]) {
 		if time.Now().After(deadline) {
 			r.Err = "restart: not in sync after " + par.ColdTimeout.String()
 			break

@@ -55,6 +55,8 @@ type Row struct {
 	// RSS over time since the process started: X seconds, Y MiB.
 	RSS []plot.Point
 	Err string `json:",omitempty"`
+	// log is what the proxy wrote (both runs), kept beside the results.
+	log string
 }
 
 // Params are a run's settings, written above the table.
@@ -306,6 +308,18 @@ func (rep *Report) Write(dir string) error {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), raw, 0o644); err != nil {
 		return err
+	}
+	for _, r := range rep.Rows {
+		if r.log == "" {
+			continue
+		}
+		name := strings.NewReplacer(" ", "", "(", "-", ")", "", ",", "").Replace(r.Mode + "-" + r.Proxy)
+		if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "logs", name+".log"), []byte(r.log), 0o644); err != nil {
+			return err
+		}
 	}
 	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.Markdown()), 0o644)
 }
