@@ -262,7 +262,7 @@ func globalDiff(a, b *config.Config) string {
 	if a.StateDir != b.StateDir || a.StaleStateMaxAge != b.StaleStateMaxAge {
 		diff = append(diff, "state_dir, stale_state_max_age")
 	}
-	if !slices.Equal(a.DNS.Listen, b.DNS.Listen) || a.DNS.TTL != b.DNS.TTL {
+	if !slices.Equal(a.DNS.Listen, b.DNS.Listen) || a.DNS.TTL != b.DNS.TTL || a.DNS.Resolved != b.DNS.Resolved {
 		diff = append(diff, "dns")
 	}
 	return strings.Join(diff, ", ")
