@@ -14,6 +14,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/modes" // every mode this binary has
+	"github.com/kube-outpost/kube-outpost/internal/resolved"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 )
 
@@ -119,8 +120,9 @@ func (d *Daemon) otherModeCleanup(ctx context.Context) {
 }
 
 // Cleanup removes everything any kube-outpost mode ever programmed on this
-// host, and the routes of reach = "routes". Each mode removes only its own
-// objects, so the order does not matter.
+// host, the routes of reach = "routes" and the registration with
+// systemd-resolved. Each removes only its own objects, so the order does
+// not matter.
 func Cleanup(ctx context.Context, log *slog.Logger) error {
 	var errs []error
 	for _, m := range proxy.Modes() {
@@ -129,6 +131,9 @@ func Cleanup(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	if err := routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log}).Cleanup(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := cleanupResolved(ctx, dialResolved, resolved.Kernel{}, log); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
