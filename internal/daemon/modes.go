@@ -94,6 +94,13 @@ func Prepare(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if cfg.Mode == config.ModeAuto {
 		log.Info("mode chosen", "mode", m.Name, "why", why)
 	}
+	if cfg.DNS.Enabled() && cfg.DNS.Resolved == config.ResolvedAuto {
+		// Not fatal: the daemon loads it at the link's creation
+		// anyway, with a stray dummy0.
+		if err := resolved.Prepare(ctx); err != nil {
+			log.Warn("could not load the dummy module for the systemd-resolved registration's link", "err", err)
+		}
+	}
 	if m.Prepare == nil {
 		return nil
 	}

@@ -1,11 +1,15 @@
 package resolved
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -102,4 +106,23 @@ func (Kernel) Delete(name string) error {
 
 func ours(l netlink.Link) bool {
 	return l.Type() == "dummy" && l.Attrs().Alias == linkAlias
+}
+
+// Prepare loads the dummy module, when it is not loaded yet, without the
+// dummy0 it makes by default: the kernel would load it at the link's
+// creation anyway, and that stray link would stay on the host (and in
+// `resolvectl status`) after cleanup. It needs CAP_SYS_MODULE: `kube-outpost
+// prepare` runs it before the sandbox. Without modprobe, or with the module
+// built in, there is nothing to do.
+func Prepare(ctx context.Context) error {
+	if _, err := os.Stat("/sys/module/dummy"); err == nil {
+		return nil
+	}
+	if _, err := exec.LookPath("modprobe"); err != nil {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, "modprobe", "dummy", "numdummies=0").CombinedOutput(); err != nil {
+		return fmt.Errorf("modprobe dummy numdummies=0: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
