@@ -123,6 +123,11 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 		d.dns = newDNSServer(cfg.DNS, d.clusterConfigs, d.metrics, log)
 		d.components = append(d.components, d.dns)
 	}
+	if installer != nil {
+		// Only with the real datapath: what systemd passes is this
+		// process's, not a test's.
+		d.keptSockets()
+	}
 	// After the DNS server: resolved is told of it once it listens.
 	d.resolved = newResolvedReg(cfg.DNS, d.clusterConfigs, log)
 	if installer != nil {
