@@ -1,9 +1,7 @@
 package systemd
 
 import (
-	"net"
 	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -12,15 +10,9 @@ import (
 // TestStoreFile: FDSTORE=1 with the name, and the file itself passed
 // along (SCM_RIGHTS); FDSTOREREMOVE with the name alone.
 func TestStoreFile(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	t.Setenv("NOTIFY_SOCKET", sock)
+	conn := systemdSocket(t)
 	n := NewNotifier()
-	f, err := os.Open(sock[:len(sock)-len("/notify")])
+	f, err := os.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,11 +34,23 @@ resolved_state() {
   ip -br link | awk '{ print $1 }'
 }
 
+# as_before WHAT: after WHAT, no outpost-dns, resolved holds what it held
+# before kube-outpost ($before), and the other name still resolves.
+as_before() {
+  local after
+  ! ip link show outpost-dns >/dev/null 2>&1 || fail "outpost-dns left after $1"
+  after=$(resolved_state)
+  [ "$after" = "$before" ] || fail "resolved after $1 differs from before kube-outpost:
+$(diff <(echo "$before") <(echo "$after") || true)"
+  echo "resolved after $1: as before kube-outpost"
+  name_ok "$OTHER_NAME" "$OTHER_ADDR" || fail "$OTHER_NAME does not resolve after $1"
+}
+
 registered() { kube-outpost status 2>/dev/null | grep -q "systemd-resolved: registered on link outpost-dns"; }
 held() { resolvectl domain outpost-dns 2>/dev/null | grep -q '~prod.internal'; }
 
 resolved_main() {
-  local svc="web.vmtest.svc.prod.internal" link before after t0 ms
+  local svc="web.vmtest.svc.prod.internal" link t0
 
   step "resolved: install systemd-resolved (from the image, offline)"
   run apt-get install -y -q -o Acquire::Retries=0 /opt/vmtest-debs/*.deb
@@ -55,6 +67,7 @@ resolved_main() {
   wait_for 30 "resolvectl dns $link: $UPSTREAM_DNS" sh -c "resolvectl dns $link | grep -qF '$UPSTREAM_DNS'"
   wait_for 30 "$OTHER_NAME through the upstream" name_ok "$OTHER_NAME" "$OTHER_ADDR"
   run getent hosts "$OTHER_NAME"
+  # Global: as_before compares with it.
   before=$(resolved_state)
   echo "resolved before kube-outpost:"
   echo "$before"
@@ -150,24 +163,14 @@ resolved_main() {
 
   step "resolved: kube-outpost cleanup leaves resolved as it was"
   run kube-outpost cleanup
-  ! ip link show outpost-dns >/dev/null 2>&1 || fail "outpost-dns left after cleanup"
-  after=$(resolved_state)
-  [ "$after" = "$before" ] || fail "resolved after cleanup differs from before kube-outpost:
-$(diff <(echo "$before") <(echo "$after") || true)"
-  echo "resolved after cleanup: as before kube-outpost"
-  name_ok "$OTHER_NAME" "$OTHER_ADDR" || fail "$OTHER_NAME does not resolve after cleanup"
+  as_before "kube-outpost cleanup"
 
   step "resolved: apt-get purge leaves resolved as it was"
   run systemctl start kube-outpost
   wait_for 30 "registered again" registered || fail "not registered after start"
   held || fail "resolved holds no registration after start"
   run apt-get purge -y -q kube-outpost
-  ! ip link show outpost-dns >/dev/null 2>&1 || fail "outpost-dns left after purge"
-  after=$(resolved_state)
-  [ "$after" = "$before" ] || fail "resolved after purge differs from before kube-outpost:
-$(diff <(echo "$before") <(echo "$after") || true)"
-  echo "resolved after purge: as before kube-outpost"
-  name_ok "$OTHER_NAME" "$OTHER_ADDR" || fail "$OTHER_NAME does not resolve after purge"
+  as_before "apt-get purge"
   eval "$(host_step upstream-queries)"
   [ "$UPSTREAM_OURS" = 0 ] || fail "the upstream was asked $UPSTREAM_OURS names of kube-outpost's zones"
   echo "upstream: $UPSTREAM_OTHER queries for $OTHER_NAME, none for kube-outpost's zones"
