@@ -214,6 +214,9 @@ func (r *resolvedReg) set(want resolved.Want, problem string, registeredNow bool
 	case registeredNow:
 		r.log.Info("dns: registered with systemd-resolved for the zones only", "link", resolved.LinkName,
 			"servers", st.Servers, "domains", "~"+strings.Join(want.Domains, " ~"))
+	case st.Registered && !before.Registered && !before.CheckedAt.IsZero():
+		// resolved kept it while it restarted.
+		r.log.Info("dns: systemd-resolved holds the registration again", "link", resolved.LinkName)
 	case !st.Registered && (before.Registered || before.Problem != st.Problem):
 		r.log.Warn("dns: not registered with systemd-resolved", "problem", problem)
 	}

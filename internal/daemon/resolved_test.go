@@ -104,6 +104,15 @@ func TestResolvedRegistration(t *testing.T) {
 
 	w.bus.Restart()
 	w.held(t, zones...)
+	// A restart that keeps the links, as resolved does: nothing to
+	// register, and the log says the registration holds again.
+	w.bus.Stop()
+	w.waitStatus(t, func(r bool, _ string) bool { return !r })
+	w.bus.Start()
+	w.waitStatus(t, func(r bool, _ string) bool { return r })
+	if !strings.Contains(w.log.String(), "holds the registration again") {
+		t.Errorf("no log line for the registration held again:\n%s", w.log)
+	}
 	w.bus.SetRunning(false)
 	w.waitStatus(t, func(r bool, p string) bool { return !r && strings.Contains(p, "not running") })
 	w.bus.SetRunning(true)
@@ -122,8 +131,8 @@ func TestResolvedRegistration(t *testing.T) {
 	if len(w.bus.Links()) != 1 {
 		t.Errorf("after Stop resolved holds %v: the registration must stay across a restart", w.bus.Links())
 	}
-	if n := strings.Count(w.log.String(), "level=WARN msg=\"dns: not registered"); n != 1 {
-		t.Errorf("%d warnings for one stop of resolved:\n%s", n, w.log)
+	if n := strings.Count(w.log.String(), "level=WARN msg=\"dns: not registered"); n != 2 {
+		t.Errorf("%d warnings for two stops of resolved:\n%s", n, w.log)
 	}
 	if n := strings.Count(w.log.String(), "registered with systemd-resolved for"); n != 4 {
 		t.Errorf("%d registrations logged, want 4 (start, restart, start after stop, reload):\n%s", n, w.log)

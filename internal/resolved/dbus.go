@@ -131,10 +131,18 @@ func (b *DBus) SetLink(ctx context.Context, ifindex int, want Want) error {
 	}
 	for _, s := range steps {
 		if err := b.call(ctx, s.method, i, s.arg).Err; err != nil {
+			if noSuchLink(err) {
+				return fmt.Errorf("%s: %w: %v", s.method, ErrNoSuchLink, err)
+			}
 			return fmt.Errorf("%s: %w", s.method, err)
 		}
 	}
 	return nil
+}
+
+func noSuchLink(err error) bool {
+	var derr dbus.Error
+	return errors.As(err, &derr) && strings.HasSuffix(derr.Name, ".NoSuchLink")
 }
 
 func domainsArg(domains []string) []linkDomain {
@@ -154,8 +162,7 @@ func (b *DBus) RevertLink(ctx context.Context, ifindex int) error {
 func (b *DBus) Link(ctx context.Context, ifindex int) (Want, bool, error) {
 	var path dbus.ObjectPath
 	if err := b.call(ctx, "GetLink", int32(ifindex)).Store(&path); err != nil {
-		var derr dbus.Error
-		if errors.As(err, &derr) && strings.HasSuffix(derr.Name, ".NoSuchLink") {
+		if noSuchLink(err) {
 			return Want{}, false, nil
 		}
 		return Want{}, false, fmt.Errorf("GetLink: %w", err)
@@ -164,7 +171,15 @@ func (b *DBus) Link(ctx context.Context, ifindex int) (Want, bool, error) {
 	var got Want
 	var servers []dnsServerEx
 	if err := getProperty(ctx, obj, "DNSEx", &servers); err != nil {
-		return Want{}, false, err
+		// Before systemd 246: addresses alone, port 53.
+		var plain []dnsServer
+		if err := getProperty(ctx, obj, "DNS", &plain); err != nil {
+			return Want{}, false, err
+		}
+		servers = servers[:0]
+		for _, p := range plain {
+			servers = append(servers, dnsServerEx{Family: p.Family, Address: p.Address})
+		}
 	}
 	for _, s := range servers {
 		a, ok := netip.AddrFromSlice(s.Address)

@@ -20,6 +20,9 @@ type FakeBus struct {
 	Calls int
 	// Err, when set, fails every call.
 	Err error
+	// Unknown is how many SetLink calls fail with ErrNoSuchLink first,
+	// as with a link resolved has not learnt of yet.
+	Unknown int
 }
 
 var _ Bus = (*FakeBus)(nil)
@@ -40,8 +43,25 @@ func (f *FakeBus) SetRunning(running bool) {
 	f.notify()
 }
 
-// Restart is a stop and a start.
+// Restart is a stop and a start that forgets every link.
 func (f *FakeBus) Restart() { f.SetRunning(true) }
+
+// Stop stops it: until Start, it holds nothing and answers nothing.
+func (f *FakeBus) Stop() {
+	f.mu.Lock()
+	f.running = false
+	f.mu.Unlock()
+	f.notify()
+}
+
+// Start starts it again with the links it held, as resolved reads back
+// what it saved in /run/systemd/resolve/netif/.
+func (f *FakeBus) Start() {
+	f.mu.Lock()
+	f.running = true
+	f.mu.Unlock()
+	f.notify()
+}
 
 // Links are the registrations it holds, by link index.
 func (f *FakeBus) Links() map[int]Want {
@@ -80,6 +100,10 @@ func (f *FakeBus) SetLink(_ context.Context, ifindex int, want Want) error {
 		return err
 	}
 	f.Calls++
+	if f.Unknown > 0 {
+		f.Unknown--
+		return ErrNoSuchLink
+	}
 	want.Servers = slices.Clone(want.Servers)
 	want.Domains = slices.Sorted(slices.Values(want.Domains))
 	f.links[ifindex] = want

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // LinkName is the dummy link the registration is on. Deleting it ends the
@@ -74,6 +75,10 @@ func (w Want) Equal(o Want) bool {
 	return slices.Equal(w.Servers, o.Servers) && slices.Equal(w.Domains, o.Domains) && w.DefaultRoute == o.DefaultRoute
 }
 
+// ErrNoSuchLink: resolved does not know the link (yet: it learns of a new
+// link from the kernel a moment after it is made).
+var ErrNoSuchLink = errors.New("systemd-resolved does not know the link")
+
 // ErrNoServer: no listen address resolved can reach through a link.
 var ErrNoServer = errors.New("dns.listen has no 127.x.x.x address, the only kind resolved reaches through a link of ours")
 
@@ -108,11 +113,29 @@ func Register(ctx context.Context, bus Bus, links Links, want Want) (int, error)
 		return 0, fmt.Errorf("link %s: %w", LinkName, err)
 	}
 	want.DefaultRoute = false
-	if err := bus.SetLink(ctx, i, want); err != nil {
+	// A link just made may be unknown to resolved for a moment.
+	for tries := 0; ; tries++ {
+		err = bus.SetLink(ctx, i, want)
+		if err == nil || !errors.Is(err, ErrNoSuchLink) || tries == linkTries {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return i, ctx.Err()
+		case <-time.After(linkWait):
+		}
+	}
+	if err != nil {
 		return i, fmt.Errorf("systemd-resolved: link %s: %w", LinkName, err)
 	}
 	return i, nil
 }
+
+// How long Register waits for resolved to learn of a new link: 5 s.
+const (
+	linkTries = 50
+	linkWait  = 100 * time.Millisecond
+)
 
 // Holds says whether resolved holds want for our link now: false when the
 // link is gone, resolved forgot it, or holds something else.
