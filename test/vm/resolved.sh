@@ -76,7 +76,7 @@ resolved_main() {
   run apt-get install -y -q -o Acquire::Retries=0 /vmtest/kube-outpost_*.deb
   install -m 0600 /vmtest/prod.kubeconfig /etc/kube-outpost/prod.kubeconfig
   # [dns] alone: listen 127.0.0.153:53, resolved = "auto".
-  { grep -v '^\[\[clusters\]\]' /vmtest/config.toml | sed '/^$/d'; echo; echo '[dns]'; echo; sed -n '/^\[\[clusters\]\]/,$p' /vmtest/config.toml; } >/etc/kube-outpost/config.toml
+  { sed '/^\[\[clusters\]\]/,$d' /vmtest/config.toml; echo '[dns]'; echo; sed -n '/^\[\[clusters\]\]/,$p' /vmtest/config.toml; } >/etc/kube-outpost/config.toml
   run cat /etc/kube-outpost/config.toml
   run kube-outpost check-config --config /etc/kube-outpost/config.toml
   t0=$(date +%s%N)
