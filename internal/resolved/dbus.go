@@ -93,20 +93,24 @@ func (b *DBus) SetLink(ctx context.Context, ifindex int, want Want) error {
 	i := int32(ifindex)
 	// DefaultRoute and the domains first: a link with servers and
 	// neither would be a default route for a moment, and get every name.
-	steps := []struct {
+	type step struct {
 		method string
 		arg    any
-	}{
-		{"SetLinkDefaultRoute", false},
-		{"SetLinkLLMNR", "no"},
-		{"SetLinkMulticastDNS", "no"},
+		// optional: a resolved built without the feature refuses it,
+		// and then it cannot be on either.
+		optional bool
+	}
+	steps := []step{
+		{"SetLinkDefaultRoute", false, false},
+		{"SetLinkLLMNR", "no", true},
+		{"SetLinkMulticastDNS", "no", true},
 		// The zones are not signed, and never could be: validating
 		// them against the root's proof that .internal does not exist
 		// would fail every answer.
-		{"SetLinkDNSSEC", "no"},
+		{"SetLinkDNSSEC", "no", true},
 		// The server speaks plain DNS over loopback.
-		{"SetLinkDNSOverTLS", "no"},
-		{"SetLinkDomains", domainsArg(want.Domains)},
+		{"SetLinkDNSOverTLS", "no", true},
+		{"SetLinkDomains", domainsArg(want.Domains), false},
 	}
 	// SetLinkDNSEx (v246) carries a port; SetLinkDNS suffices for 53 and
 	// works with older resolved too.
@@ -115,26 +119,22 @@ func (b *DBus) SetLink(ctx context.Context, ifindex int, want Want) error {
 		for _, s := range want.Servers {
 			servers = append(servers, dnsServerEx{Family: 2, Address: s.Addr().AsSlice(), Port: s.Port()})
 		}
-		steps = append(steps, struct {
-			method string
-			arg    any
-		}{"SetLinkDNSEx", servers})
+		steps = append(steps, step{"SetLinkDNSEx", servers, false})
 	} else {
 		var servers []dnsServer
 		for _, s := range want.Servers {
 			servers = append(servers, dnsServer{Family: 2, Address: s.Addr().AsSlice()})
 		}
-		steps = append(steps, struct {
-			method string
-			arg    any
-		}{"SetLinkDNS", servers})
+		steps = append(steps, step{"SetLinkDNS", servers, false})
 	}
 	for _, s := range steps {
 		if err := b.call(ctx, s.method, i, s.arg).Err; err != nil {
 			if noSuchLink(err) {
 				return fmt.Errorf("%s: %w: %v", s.method, ErrNoSuchLink, err)
 			}
-			return fmt.Errorf("%s: %w", s.method, err)
+			if !s.optional {
+				return fmt.Errorf("%s: %w", s.method, err)
+			}
 		}
 	}
 	return nil
