@@ -5,13 +5,13 @@
 GO       ?= go
 VERSION  ?= $(shell sh hack/version.sh)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-PKGS     := ./cmd/... ./internal/... ./test/packaging/... ./test/soak/
+PKGS     := ./cmd/... ./internal/... ./test/packaging/... ./test/soak/ ./test/plot/ ./test/bench/
 E2E_PKGS := ./test/... ./internal/routes/
 # Tools (nfpm, staticcheck) are pinned in their own module, so that go.mod
 # lists only what the daemon and its tests link.
 TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
-.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench package
+.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short package
 
 all: build
 
@@ -22,8 +22,11 @@ build:
 deps:
 	@bash hack/deps.sh
 
+# The lock is the one the lab takes around the same script (test/lab/lab.go,
+# findBinaries): two builds at once in the one cache collide on their .tmp
+# files, and the second fails.
 lab-bins: deps
-	@bash test/lab/build-k8s.sh >/dev/null
+	@flock $${TMPDIR:-/tmp}/kube-outpost-lab-build.lock bash test/lab/build-k8s.sh >/dev/null
 
 test: lint unit kernel fuzz e2e soak-short test-vm
 
@@ -122,7 +125,7 @@ package: build
 # Every build tag the repo uses (grep -rh '^//go:build' --include=*.go .).
 # None is negated, so one set compiles every file: vet and staticcheck run
 # once over all of it (!linux files: GOOS=darwin vet).
-LINT_TAGS := e2e,vm,kernel,ipvskernel,soak
+LINT_TAGS := e2e,vm,kernel,ipvskernel,soak,bench
 
 lint: fmt vet staticcheck
 
@@ -167,3 +170,34 @@ bench: deps
 	  [ "$$(cat bin/bench/$$m.rc)" = 0 ] || exit 1; \
 	done
 	@bash hack/bench-table.sh $(foreach m,$(BENCH_MODES),bin/bench/$(m).txt)
+
+# kube-proxy v1.37.2 (built by test/lab/build-k8s.sh) and kube-outpost side
+# by side (docs/benchmarks.md): the same lab apiserver and objects, each
+# proxy in a node namespace of its own, for every mode this machine has.
+# A benchmark, never a timed test: it asserts nothing about the figures.
+# The report (results.md, latency-cdf.png, rss.png, results.json) goes to
+# COMPARE_OUT, by default test/bench/results/<UTC time>-<S>x<E>/.
+COMPARE_SERVICES  ?= 10000
+COMPARE_ENDPOINTS ?= 10
+COMPARE_CHANGES   ?= 50
+COMPARE_CHURN     ?= 50
+COMPARE_MODES     ?=
+COMPARE_COLD      ?= 5m
+COMPARE_OUT       ?=
+COMPARE_FLAGS     ?=
+bench-compare: deps lab-bins build
+	@echo ">> kube-proxy and kube-outpost side by side: $(COMPARE_SERVICES) services x $(COMPARE_ENDPOINTS) endpoints"
+	@$(GO) test -tags bench -c -o bin/bench-compare.test ./test/bench/
+	@cd test/bench && KO_BENCH_BINARY=$(abspath bin/kube-outpost) ../../bin/bench-compare.test \
+	  -test.run '^TestCompare$$' -test.v -test.timeout 0 \
+	  -services $(COMPARE_SERVICES) -endpoints $(COMPARE_ENDPOINTS) -changes $(COMPARE_CHANGES) \
+	  -churn $(COMPARE_CHURN) -modes '$(COMPARE_MODES)' -cold-timeout $(COMPARE_COLD) \
+	  $(if $(COMPARE_OUT),-out $(abspath $(COMPARE_OUT))) $(COMPARE_FLAGS)
+
+# The reduced run, for CI (a few minutes): 500 services x 5 endpoints,
+# 10 changes under 10 background changes a second; the report in
+# bin/bench-compare-short/.
+bench-compare-short:
+	@$(MAKE) --no-print-directory bench-compare COMPARE_SERVICES=500 COMPARE_ENDPOINTS=5 COMPARE_CHANGES=10 \
+	  COMPARE_CHURN=10 COMPARE_COLD=90s COMPARE_OUT=$(or $(COMPARE_OUT),bin/bench-compare-short) \
+	  COMPARE_FLAGS='-sample 5 -connects 300 $(COMPARE_FLAGS)'

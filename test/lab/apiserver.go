@@ -422,6 +422,40 @@ func (c *Cluster) writeOutpostKubeconfig(ctx context.Context) error {
 	return writeKubeconfig(c.Kubeconfig, c.Name, outpostServiceAccount+"@"+c.Name, c.url(), c.caPEM, tr.Status.Token)
 }
 
+// ServiceAccountKubeconfig creates ServiceAccount namespace/name (and the
+// namespace), binds it to clusterRole cluster-wide, and writes a kubeconfig
+// with a token of it (TokenRequest, as writeOutpostKubeconfig) in the
+// cluster's directory. It returns the kubeconfig's path. For a second
+// client with rights of its own, e.g. kube-proxy with the bootstrap role
+// "system:node-proxier".
+func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, namespace, name, clusterRole string) (string, error) {
+	cs := c.Admin
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: namespace + ":" + name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: clusterRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: namespace}},
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	ttl := int64(outpostTokenTTL / time.Second)
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}},
+		metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s/%s: %w", namespace, name, err)
+	}
+	path := filepath.Join(c.dir, namespace+"-"+name+".kubeconfig")
+	return path, writeKubeconfig(path, c.Name, name+"@"+c.Name, c.url(), c.caPEM, tr.Status.Token)
+}
+
 // writeKubeconfig writes a single-context kubeconfig. The context and cluster
 // are named after the lab cluster; the user name also carries the cluster so
 // that several lab kubeconfigs can be merged without clashes.

@@ -14,6 +14,10 @@ CACHE=${KO_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-outpost-lab}
 BIN="$CACHE/bin-k8s$K8S_VERSION-etcd$ETCD_VERSION"
 mkdir -p "$BIN"
 log() { echo ">> $*" >&2; }
+# Two builds at once (two checkouts' make runs) would share the work
+# directories and the .tmp files: the second waits, then finds the first's.
+exec 9>"$CACHE/.build.lock"
+flock 9
 
 if [ ! -x "$BIN/kube-apiserver" ] || [ ! -x "$BIN/kube-proxy" ]; then
   log "building kube-apiserver and kube-proxy v$K8S_VERSION (first time: several minutes)"

@@ -6,8 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,6 +125,49 @@ func (n *Node) ForwardNodePort(proto string, nodePort int, target netip.AddrPort
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("lab: node %s: forwarding %s/%d: %v: %s", n.Name, proto, nodePort, err, out)
+	}
+	return nil
+}
+
+// Command returns `ip netns exec <NS> name args...`, killed if the test
+// process dies.
+func (n *Node) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return n.lab.nsCommand(ctx, n.NS, name, args...)
+}
+
+// KillAll kills every process in the node's namespace: what a daemon
+// started there left behind (kube-proxy's iptables-restore outlives it).
+func (n *Node) KillAll() {
+	for _, pid := range netnsPids(n.NS) {
+		if pid != os.Getpid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// Dial dials from the node's namespace (IP literals only, as DialHost).
+func (n *Node) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dialIn(ctx, n.NS, network, addr)
+}
+
+// HTTPGetHeader is Lab.HTTPGetHeader from the node's namespace.
+func (n *Node) HTTPGetHeader(ctx context.Context, url string) (string, http.Header, error) {
+	return httpGet(ctx, n.Dial, url)
+}
+
+// RouteAsHost gives the node the host's routes: the pod network and every
+// cluster's ServiceCIDR via the router, so that a proxy running on the
+// node (kube-proxy or kube-outpost, side by side in the comparison)
+// reaches the lab's pods and ClusterIPs the way one on the host does.
+func (n *Node) RouteAsHost() error {
+	prefixes := []netip.Prefix{podNet}
+	for _, c := range n.lab.Clusters {
+		prefixes = append(prefixes, c.ServiceCIDR.Masked())
+	}
+	for _, p := range prefixes {
+		if err := ipIn(n.NS, "route", "replace", p.String(), "via", routerInfra.String()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -40,6 +40,7 @@ type Outpost struct {
 	// program): /proc/<Pid> is the daemon's.
 	Pid int
 
+	name string // "kube-outpost", or the program StartDaemon started
 	cmd  *exec.Cmd
 	log  lockedBuffer
 	done chan struct{}
@@ -51,12 +52,38 @@ type Outpost struct {
 // process dies (Pdeathsig), and by Close at the latest; Stop stops it as
 // systemd would.
 func (l *Lab) StartOutpost(ctx context.Context, binary, cfgPath string, args ...string) (*Outpost, error) {
-	if out, err := l.HostRun(ctx, binary, "prepare", "--config", cfgPath); err != nil {
-		return nil, fmt.Errorf("kube-outpost prepare: %w\n%s", err, out)
+	return l.startOutpost(ctx, l.HostNS, nil, binary, cfgPath, args...)
+}
+
+// StartOutpost is Lab.StartOutpost in the node's namespace, with env
+// added to the daemon's environment (e.g. a PATH whose iptables is the
+// legacy one): a kube-outpost beside other proxies, each in a node of its
+// own (the kube-proxy comparison).
+func (n *Node) StartOutpost(ctx context.Context, env []string, binary, cfgPath string, args ...string) (*Outpost, error) {
+	return n.lab.startOutpost(ctx, n.NS, env, binary, cfgPath, args...)
+}
+
+func (l *Lab) startOutpost(ctx context.Context, ns string, env []string, binary, cfgPath string, args ...string) (*Outpost, error) {
+	prep := l.nsCommand(ctx, ns, binary, "prepare", "--config", cfgPath)
+	prep.Env = withEnv(env)
+	if out, err := prep.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("kube-outpost prepare (in %s): %w\n%s", ns, err, out)
 	}
-	o := &Outpost{done: make(chan struct{})}
+	return l.startDaemon(ns, "kube-outpost", env, binary, append([]string{"run", "--config", cfgPath}, args...)...)
+}
+
+// StartDaemon starts another long-running program (kube-proxy, for the
+// comparison) in the node's namespace, with env added to its environment.
+// It is an Outpost in all but name: Stop, RSS, Log and Pid work the same.
+func (n *Node) StartDaemon(name string, env []string, binary string, args ...string) (*Outpost, error) {
+	return n.lab.startDaemon(n.NS, name, env, binary, args...)
+}
+
+func (l *Lab) startDaemon(ns, name string, env []string, binary string, args ...string) (*Outpost, error) {
+	o := &Outpost{name: name, done: make(chan struct{})}
 	// Not CommandContext: the daemon outlives the start's context.
-	o.cmd = l.HostCommand(context.Background(), binary, append([]string{"run", "--config", cfgPath}, args...)...)
+	o.cmd = l.nsCommand(context.Background(), ns, binary, args...)
+	o.cmd.Env = withEnv(env)
 	o.cmd.Stdout, o.cmd.Stderr = &o.log, &o.log
 	if err := o.cmd.Start(); err != nil {
 		return nil, err
@@ -67,6 +94,14 @@ func (l *Lab) StartOutpost(ctx context.Context, binary, cfgPath string, args ...
 		close(o.done)
 	}()
 	return o, nil
+}
+
+// withEnv is the test process's environment with env added (nil: inherit).
+func withEnv(env []string) []string {
+	if len(env) == 0 {
+		return nil
+	}
+	return append(os.Environ(), env...)
 }
 
 // Log is everything the daemon wrote so far, stdout and stderr.
@@ -90,7 +125,7 @@ func (o *Outpost) Exited() (bool, error) {
 // stopped in time is returned as is (nil for a clean stop).
 func (o *Outpost) Stop(grace time.Duration) error {
 	if exited, err := o.Exited(); exited {
-		return fmt.Errorf("kube-outpost had already exited: %v", err)
+		return fmt.Errorf("%s had already exited: %v", o.name, err)
 	}
 	_ = o.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -100,7 +135,7 @@ func (o *Outpost) Stop(grace time.Duration) error {
 	}
 	_ = o.cmd.Process.Kill()
 	<-o.done
-	return fmt.Errorf("kube-outpost did not stop within %s of SIGTERM; killed", grace)
+	return fmt.Errorf("%s did not stop within %s of SIGTERM; killed", o.name, grace)
 }
 
 // RSS returns the daemon's resident set size (VmRSS of /proc/<Pid>/status)

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kube-outpost/kube-outpost/test/plot"
 )
 
 // params are a soak's settings.
@@ -114,10 +116,10 @@ func (r *result) write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := writePNG(filepath.Join(dir, "rss.png"), r.rssChart().draw(960, 420)); err != nil {
+	if err := plot.WritePNG(filepath.Join(dir, "rss.png"), r.rssChart().Draw(960, 420)); err != nil {
 		return err
 	}
-	if err := writePNG(filepath.Join(dir, "latency.png"), r.latencyChart().draw(960, 420)); err != nil {
+	if err := plot.WritePNG(filepath.Join(dir, "latency.png"), r.latencyChart().Draw(960, 420)); err != nil {
 		return err
 	}
 	var rss strings.Builder
@@ -139,42 +141,42 @@ func (r *result) write(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(r.markdown()), 0o644)
 }
 
-func (r *result) rssChart() chart {
-	toMiB := func(ps []point) []point {
-		out := make([]point, len(ps))
+func (r *result) rssChart() plot.Chart {
+	toMiB := func(ps []point) []plot.Point {
+		out := make([]plot.Point, len(ps))
 		for i, p := range ps {
-			out[i] = point{p.t / 60, mib(p.v)}
+			out[i] = plot.Point{X: p.t / 60, Y: mib(p.v)}
 		}
 		return out
 	}
-	c := chart{
-		title:     "kube-outpost RSS (VmRSS) during the soak",
-		xLabel:    "minutes since the daemon started",
-		yLabel:    "MiB",
-		yFromZero: true,
-		series: []series{
-			{name: "RSS", color: blue, points: toMiB(r.rss)},
-			{name: "Go heap in use", color: orange, points: toMiB(r.heap)},
+	c := plot.Chart{
+		Title:     "kube-outpost RSS (VmRSS) during the soak",
+		XLabel:    "minutes since the daemon started",
+		YLabel:    "MiB",
+		YFromZero: true,
+		Series: []plot.Series{
+			{Name: "RSS", Color: plot.Blue, Points: toMiB(r.rss)},
+			{Name: "Go heap in use", Color: plot.Orange, Points: toMiB(r.heap)},
 		},
-		marks: []mark{{x: r.churnFrom / 60, label: "churn"}, {x: r.rssV.From / 60, label: "judged"}},
+		Marks: []plot.Mark{{X: r.churnFrom / 60, Label: "churn"}, {X: r.rssV.From / 60, Label: "judged"}},
 	}
 	if r.rssV.Judged {
 		a, b := fit(between(r.rss, r.rssV.From, r.rssV.To+1e-9))
-		c.series = append(c.series, series{name: "fit", color: red, points: []point{
-			{r.rssV.From / 60, mib(a + b*r.rssV.From)}, {r.rssV.To / 60, mib(a + b*r.rssV.To)},
+		c.Series = append(c.Series, plot.Series{Name: "fit", Color: plot.Red, Points: []plot.Point{
+			{X: r.rssV.From / 60, Y: mib(a + b*r.rssV.From)}, {X: r.rssV.To / 60, Y: mib(a + b*r.rssV.To)},
 		}})
 	}
 	return c
 }
 
-func (r *result) latencyChart() chart {
-	var dots []point
+func (r *result) latencyChart() plot.Chart {
+	var dots []plot.Point
 	for _, l := range r.latencies {
-		dots = append(dots, point{l.at / 60, float64(l.d) / float64(time.Millisecond)})
+		dots = append(dots, plot.Point{X: l.at / 60, Y: float64(l.d) / float64(time.Millisecond)})
 	}
 	// The p99 of each window of about a thirtieth of the churn.
 	win := math.Max(10, (r.churnTo-r.churnFrom)/30)
-	var p99 []point
+	var p99 []plot.Point
 	for from := r.churnFrom; from < r.churnTo; from += win {
 		var ds []time.Duration
 		for _, l := range r.latencies {
@@ -183,19 +185,19 @@ func (r *result) latencyChart() chart {
 			}
 		}
 		if len(ds) > 0 {
-			p99 = append(p99, point{(from + win/2) / 60, float64(percentile(ds, 99)) / float64(time.Millisecond)})
+			p99 = append(p99, plot.Point{X: (from + win/2) / 60, Y: float64(percentile(ds, 99)) / float64(time.Millisecond)})
 		}
 	}
-	return chart{
-		title:     "Change latency: EndpointSlice write to the first probe that sees the change",
-		xLabel:    "minutes since the daemon started",
-		yLabel:    "ms",
-		yFromZero: true,
-		series: []series{
-			{name: "one change", color: blue, points: dots, dots: true},
-			{name: fmt.Sprintf("p99 per %.0f s", win), color: red, points: p99},
+	return plot.Chart{
+		Title:     "Change latency: EndpointSlice write to the first probe that sees the change",
+		XLabel:    "minutes since the daemon started",
+		YLabel:    "ms",
+		YFromZero: true,
+		Series: []plot.Series{
+			{Name: "one change", Color: plot.Blue, Points: dots, Dots: true},
+			{Name: fmt.Sprintf("p99 per %.0f s", win), Color: plot.Red, Points: p99},
 		},
-		marks: []mark{{x: r.churnFrom / 60, label: "churn"}},
+		Marks: []plot.Mark{{X: r.churnFrom / 60, Label: "churn"}},
 	}
 }
 

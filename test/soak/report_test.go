@@ -12,60 +12,6 @@ import (
 	"time"
 )
 
-func TestTicks(t *testing.T) {
-	for _, c := range []struct {
-		lo, hi float64
-		n      int
-		want   string
-	}{
-		{0, 60, 6, "0 10 20 30 40 50 60"},
-		{0, 1.3, 6, "0.0 0.2 0.4 0.6 0.8 1.0 1.2 1.4"},
-		{0, 3600, 8, "0 500 1000 1500 2000 2500 3000 3500 4000"},
-		{37, 63, 6, "35 40 45 50 55 60 65"},
-		{0, 0.07, 6, "0.00 0.01 0.02 0.03 0.04 0.05 0.06 0.07"},
-		{0, 1, 1, "0 1"},
-	} {
-		ts := ticks(c.lo, c.hi, c.n)
-		var got []string
-		for _, v := range ts.values() {
-			got = append(got, ts.format(v))
-		}
-		if strings.Join(got, " ") != c.want {
-			t.Errorf("ticks(%v, %v) = %v, want %s", c.lo, c.hi, got, c.want)
-		}
-	}
-}
-
-func TestChartDraws(t *testing.T) {
-	c := chart{
-		title: "t", xLabel: "x", yLabel: "y", yFromZero: true,
-		series: []series{
-			{name: "line", color: blue, points: []point{{0, 1}, {5, 3}, {10, 2}}},
-			{name: "dots", color: red, points: []point{{2, 2}, {8, 1}}, dots: true},
-		},
-		marks: []mark{{x: 4, label: "m"}},
-	}
-	img := c.draw(400, 200)
-	count := map[[4]uint8]int{}
-	for y := 0; y < 200; y++ {
-		for x := 0; x < 400; x++ {
-			r, g, b, a := img.At(x, y).RGBA()
-			count[[4]uint8{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), uint8(a >> 8)}]++
-		}
-	}
-	for _, col := range []struct {
-		name string
-		c    [4]uint8
-		min  int
-	}{{"line", [4]uint8{blue.R, blue.G, blue.B, 255}, 100}, {"dots", [4]uint8{red.R, red.G, red.B, 255}, 18}, {"text", [4]uint8{0, 0, 0, 255}, 50}} {
-		if count[col.c] < col.min {
-			t.Errorf("%s: %d pixels of its colour, want at least %d", col.name, count[col.c], col.min)
-		}
-	}
-	// An empty chart draws too.
-	(chart{}).draw(100, 80)
-}
-
 // TestReport writes the report of an invented soak; with SOAK_TEST_OUT set
 // it stays there, to look at.
 func TestReport(t *testing.T) {

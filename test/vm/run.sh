@@ -411,14 +411,20 @@ step "the xtables lock held for 10 s by another program (legacy backend)"
 errs0=$(metric kube_outpost_sync_proxy_rules_errors_total)
 loop_start 0.2
 since=$(date '+%Y-%m-%d %H:%M:%S')
-flock /run/xtables.lock sleep 10 &
+# The holder marks the end before it lets the lock go: an answer that
+# came before the mark came while the lock was held. (kill -0 on the
+# holder would not do: it is true of the exited holder until it is
+# reaped, and a sync waiting for the lock applies the change at once.)
+rm -f /run/vmtest-hold-end
+flock /run/xtables.lock sh -c 'sleep 10; touch /run/vmtest-hold-end' &
 holder=$!
 t_hold=$(date +%s%N)
 sleep 1
 host_step boot-back >/dev/null || fail "host step boot-back failed"
 during=" "
-while kill -0 "$holder" 2>/dev/null; do
+while [ ! -e /run/vmtest-hold-end ]; do
   body=$(curl -sS --max-time 1 "$boot_url" 2>&1) || body=failed
+  [ ! -e /run/vmtest-hold-end ] || break
   case "$during" in *" $body "*) ;; *) during="$during$body " ;; esac
   sleep 0.3
 done

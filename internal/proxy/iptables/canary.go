@@ -59,6 +59,9 @@ func (p *Proxier) Missing(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
+	if len(missing) > 0 {
+		p.stale.Flushed()
+	}
 	return missing, nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,6 +66,86 @@ func TestKernelUndivertedTCP(t *testing.T) {
 	got, err := connectFrom(client, to)
 	if err != nil {
 		t.Fatalf("from %s, the port of the connection tried before the rules: %v", client, err)
+	}
+	if got != "endpoint" {
+		t.Fatalf("answered by %q", got)
+	}
+}
+
+// TestKernelFlushedTCP: a connection tried while a firewall reload had
+// flushed our rules leaves a conntrack entry without DNAT, and its
+// client's retransmitted SYNs follow that entry past the repaired rules
+// until the client gives up: beside firewalld, which flushes several
+// times over one reload, the ClusterIP stayed dark seconds after the
+// repair. The probe that finds the rules gone has the repair forget such
+// entries for every VIP, and the same source port connects.
+func TestKernelFlushedTCP(t *testing.T) {
+	if !inNewNetns(t) {
+		return
+	}
+	const (
+		ep     = "10.0.0.1:8080"
+		client = "10.0.0.9:40001"
+		vip    = "10.96.0.80"
+		cidr   = "10.96.0.0/16"
+	)
+	ip(t, "link", "set", "lo", "up")
+	for _, a := range []string{"10.0.0.1/32", "10.0.0.9/32"} {
+		ip(t, "addr", "replace", a, "dev", "lo")
+	}
+	// Without our rules a ClusterIP goes out of a link where no one
+	// answers its ARP, so the SYN is dropped, as a router without a route
+	// drops it (or sends back an ICMP error that the client gives up on):
+	// conntrack keeps the entry. An answer (a RST from lo) would close it,
+	// and conntrack lets a new SYN reopen a closed entry. (No dummy link:
+	// the host kernel may lack the module.)
+	ip(t, "link", "add", "void", "type", "veth", "peer", "name", "void-peer")
+	ip(t, "link", "set", "void", "up")
+	ip(t, "link", "set", "void-peer", "up")
+	ip(t, "route", "replace", cidr, "dev", "void")
+	tcpServer(t, ep, "endpoint")
+	// The host's firewall tracks connections whatever becomes of our
+	// rules, as firewalld's and Docker's rules do: without a rule that
+	// needs conntrack, a namespace tracks nothing.
+	nft := exec.Command("nft", "-f", "-")
+	nft.Stdin = strings.NewReader("table inet firewall { chain out { type filter hook output priority 0; ct state established accept; }; }\n")
+	if out, err := nft.CombinedOutput(); err != nil {
+		t.Skipf("nft: %v: %s", err, out)
+	}
+
+	r, err := NewRunner(false)
+	if err != nil {
+		t.Skip(err)
+	}
+	p := New(Options{Runner: r, MasqueradeMark: 0x100000, Conntrack: NewConntrack()})
+	t.Cleanup(func() {
+		if err := p.Cleanup(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	st := state(cluster("alpha", true, []string{cidr}, svc("alpha", "default", "web", "http", model.TCP, vip, 80, ep)))
+	mustSync(t, p, st, true)
+	to := net.JoinHostPort(vip, "80")
+	if got, err := connectFrom("10.0.0.9:0", to); err != nil || got != "endpoint" {
+		t.Fatalf("before the flush: %q, %v", got, err)
+	}
+
+	iptables := strings.Replace(r.(*execRunner).restore, "-restore", "", 1)
+	if out, err := exec.Command(iptables, "-t", "nat", "-F").CombinedOutput(); err != nil {
+		t.Fatalf("%s -t nat -F: %v: %s", iptables, err, out)
+	}
+	if _, err := connectFrom(client, to); err == nil {
+		t.Fatal("connected to the ClusterIP with the nat table flushed")
+	}
+	missing, err := p.Missing(t.Context())
+	if err != nil || len(missing) == 0 {
+		t.Fatalf("Missing = %q, %v after the flush", missing, err)
+	}
+	mustSync(t, p, st, true)
+
+	got, err := connectFrom(client, to)
+	if err != nil {
+		t.Fatalf("from %s, the port of the connection tried while the rules were gone: %v", client, err)
 	}
 	if got != "endpoint" {
 		t.Fatalf("answered by %q", got)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
@@ -31,12 +32,31 @@ type StaleUDP[T comparable] struct {
 	// at in the last sync.
 	hostAddrs []netip.Addr
 	held      map[model.PortKey]T
+	// flushed says the mode's probe found our rules gone: every flow to
+	// a VIP since then left without DNAT, not only those to ports the
+	// next sync newly serves. Set beside Sync, hence atomic.
+	flushed atomic.Bool
 }
+
+// Flushed says that the rules were found gone behind our back (a
+// firewall reload). A connection tried since then left without DNAT, and
+// conntrack holds it so: its client's retransmissions, which reuse the
+// entry, stay un-NATed after the repair until the client gives up. The
+// sync that repairs the rules therefore forgets such flows for every VIP
+// it serves. The probe calls it; Sync takes it with TakeFlushed.
+func (s *StaleUDP[T]) Flushed() { s.flushed.Store(true) }
+
+// TakeFlushed returns and clears what Flushed said, at the start of a
+// sync: a flush found while the sync runs is for the next one, the
+// repair. A sync that fails gives it back with Flushed.
+func (s *StaleUDP[T]) TakeFlushed() bool { return s.flushed.Swap(false) }
 
 // Forget compares what the last successful sync programmed (applied)
 // with what this one did (next); kept says which clusters' objects stay
-// as they are. hostAddrs are where node ports are served now.
-func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKey]T, kept func(cluster string) bool, hostAddrs []netip.Addr) {
+// as they are. hostAddrs are where node ports are served now. flushed is
+// what TakeFlushed said at the start of this sync: every VIP then counts
+// as newly served.
+func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKey]T, kept func(cluster string) bool, hostAddrs []netip.Addr, flushed bool) {
 	defer func() { s.hostAddrs = hostAddrs }()
 	if s.Conntrack == nil {
 		return
@@ -73,7 +93,11 @@ func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKe
 		}
 	}
 	s.held = held
-	f := Forget{UDP: flows, Undiverted: s.undiverted(applied, next)}
+	before := []map[model.PortKey]T{applied, s.held}
+	if flushed {
+		before = nil
+	}
+	f := Forget{UDP: flows, Undiverted: s.undiverted(before, next)}
 	if f.Empty() {
 		return
 	}
@@ -83,12 +107,12 @@ func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKe
 	}
 }
 
-// undiverted returns the VIPs and ports next sends to endpoints that the
-// last sync did not: flows to them that conntrack holds without DNAT left
-// before the rules were there. Only VIPs: a flow to an external IP or a
-// node port without DNAT may be a live connection to that address's own
+// undiverted returns the VIPs and ports next sends to endpoints that
+// none of before did: flows to them that conntrack holds without DNAT
+// left before the rules were there. Only VIPs: a flow to an external IP or
+// a node port without DNAT may be a live connection to that address's own
 // host or listener, which forgetting its entry would break mid-stream.
-func (s *StaleUDP[T]) undiverted(applied, next map[model.PortKey]T) []Portal {
+func (s *StaleUDP[T]) undiverted(before []map[model.PortKey]T, next map[model.PortKey]T) []Portal {
 	var out []Portal
 	for key, cur := range next {
 		curPort, _ := s.View(cur)
@@ -96,7 +120,7 @@ func (s *StaleUDP[T]) undiverted(applied, next map[model.PortKey]T) []Portal {
 			continue
 		}
 		portal := Portal{Protocol: key.Protocol, Addr: netip.AddrPortFrom(curPort.VIP(), curPort.Port)}
-		if diverts(s.View, applied, key, portal) || diverts(s.View, s.held, key, portal) {
+		if slices.ContainsFunc(before, func(b map[model.PortKey]T) bool { return diverts(s.View, b, key, portal) }) {
 			continue
 		}
 		out = append(out, portal)

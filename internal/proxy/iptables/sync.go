@@ -15,8 +15,12 @@ import (
 // transaction in phases and applies it: a full sync rewrites every chain
 // of ours, a partial one writes only what changed since the last success.
 func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err error) {
+	flushed := p.stale.TakeFlushed()
 	defer func() {
 		if err != nil {
+			if flushed {
+				p.stale.Flushed()
+			}
 			// The kernel may hold part of what we think it holds, or
 			// someone changed it: the next attempt rewrites everything.
 			p.needFull = true
@@ -27,6 +31,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		return err
 	}
 	s := newSyncPass(full)
+	s.flushed = flushed
 	p.renderMasquerade(s)
 	p.renderRoutedClients(s)
 	for _, c := range st.Clusters {
@@ -51,7 +56,10 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 // syncPass is what one Sync builds before it applies it.
 type syncPass struct {
 	full bool
-	tx   *transaction
+	// flushed says our rules were found gone since the last sync
+	// (StaleUDP.Flushed).
+	flushed bool
+	tx      *transaction
 	// next is what the port rules will be once tx is applied.
 	next map[model.PortKey]*programmed
 	// keepTags are the tags of the clusters whose chains stay as an
@@ -408,7 +416,7 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 		p.hooked.Store(&s.hooks)
 	}
 	p.stale.Forget(ctx, p.applied, s.next, func(cluster string) bool { return s.keepTags[clusterTag(cluster)] },
-		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6))
+		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6), s.flushed)
 	p.applied = s.next
 	p.clusters = shapes
 	p.needFull = false

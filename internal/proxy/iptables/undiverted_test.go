@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -47,4 +48,31 @@ func TestUndiverted(t *testing.T) {
 
 	mustSync(t, p, allowingExternal(withEndpoints(shrinking), scaled, &withExt, moved, deleted), false)
 	wantUndiverted(t, ct, "scaled to zero")
+}
+
+// TestUndivertedAfterFlush: once the probe found our rules gone, the sync
+// that repairs them forgets the flows without DNAT of every VIP it serves:
+// any of them may have been tried while the rules were gone. A flush
+// found while that sync runs is for the next one, and a failed repair
+// hands it on to the next attempt.
+func TestUndivertedAfterFlush(t *testing.T) {
+	ct := &recordingConntrack{}
+	fake := NewFake()
+	p := ctProxier(ct, fake, false)
+	st := func() *model.State { return allowingExternal(shrinking, withEndpoints(scaled), unchanged, tcpPort) }
+	all := []string{"TCP 10.96.0.5:80", "UDP 10.96.0.1:53", "UDP 10.96.0.4:53"}
+	mustSync(t, p, st(), true)
+	wantUndiverted(t, ct, "first sync", all)
+
+	p.stale.Flushed()
+	fake.FailNext = errors.New("xtables lock held")
+	if err := p.Sync(t.Context(), st(), true); err == nil {
+		t.Fatal("the failing repair succeeded")
+	}
+	wantUndiverted(t, ct, "a failed repair")
+	mustSync(t, p, st(), true)
+	wantUndiverted(t, ct, "the repair after a flush", all)
+
+	mustSync(t, p, st(), true)
+	wantUndiverted(t, ct, "a full sync without a flush")
 }

@@ -238,9 +238,20 @@ func setupLocalNet(b *testing.B) {
 
 // connect times one blocking connect(2) to a, then resets the connection.
 func connect(b *testing.B, a netip.AddrPort) time.Duration {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	d, err := Connect(a)
 	if err != nil {
 		b.Fatal(err)
+	}
+	return d
+}
+
+// Connect times one blocking connect(2) to a from the calling thread's
+// network namespace, then resets the connection (no TIME_WAIT). The
+// kube-proxy comparison (test/bench) times its first packets with it too.
+func Connect(a netip.AddrPort) (time.Duration, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
 	}
 	defer syscall.Close(fd)
 	sa := &syscall.SockaddrInet4{Port: int(a.Port()), Addr: a.Addr().As4()}
@@ -248,12 +259,9 @@ func connect(b *testing.B, a netip.AddrPort) time.Duration {
 	err = syscall.Connect(fd, sa)
 	d := time.Since(start)
 	if err != nil {
-		b.Fatalf("connect %v: %v", a, err)
+		return 0, fmt.Errorf("connect %v: %w", a, err)
 	}
-	if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0}); err != nil {
-		b.Fatal(err)
-	}
-	return d
+	return d, syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
 }
 
 // resetPeakRSS sets this process's VmHWM back to its current RSS.
@@ -265,9 +273,19 @@ func resetPeakRSS(b *testing.B) {
 
 // procStatusMiB is a kB field of /proc/self/status, in MiB.
 func procStatusMiB(b *testing.B, field string) float64 {
-	data, err := os.ReadFile("/proc/self/status")
+	v, err := ProcStatusMiB("self", field)
 	if err != nil {
 		b.Fatal(err)
+	}
+	return v
+}
+
+// ProcStatusMiB is a kB field of /proc/<pid>/status (VmRSS, VmHWM), in
+// MiB; pid "self" is this process.
+func ProcStatusMiB(pid, field string) (float64, error) {
+	data, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0, err
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -275,11 +293,10 @@ func procStatusMiB(b *testing.B, field string) float64 {
 		if len(f) >= 2 && string(f[0]) == field+":" {
 			kb, err := strconv.ParseFloat(string(f[1]), 64)
 			if err != nil {
-				b.Fatal(err)
+				return 0, err
 			}
-			return kb / 1024
+			return kb / 1024, nil
 		}
 	}
-	b.Fatalf("no %s in /proc/self/status", field)
-	return 0
+	return 0, fmt.Errorf("no %s in /proc/%s/status", field, pid)
 }

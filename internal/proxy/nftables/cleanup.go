@@ -42,13 +42,17 @@ func (p *Proxier) Missing(ctx context.Context) ([]string, error) {
 		return nil, nil
 	}
 	rs, err := p.opt.NFT.ListRules(ctx, chainCanary)
+	var missing string
 	switch {
 	case knftables.IsNotFound(err):
-		return []string{fmt.Sprintf("table %s %s or its chain %s", p.fam.nft, TableName, chainCanary)}, nil
+		missing = fmt.Sprintf("table %s %s or its chain %s", p.fam.nft, TableName, chainCanary)
 	case err != nil:
 		return nil, err
 	case len(rs) == 0:
-		return []string{fmt.Sprintf("table %s %s: the rule of chain %s", p.fam.nft, TableName, chainCanary)}, nil
+		missing = fmt.Sprintf("table %s %s: the rule of chain %s", p.fam.nft, TableName, chainCanary)
+	default:
+		return nil, nil
 	}
-	return nil, nil
+	p.stale.Flushed()
+	return []string{missing}, nil
 }

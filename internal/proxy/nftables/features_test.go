@@ -359,3 +359,34 @@ func TestConnectionCounts(t *testing.T) {
 		t.Errorf("after cleanup: %v", c)
 	}
 }
+
+// TestUndivertedAfterFlush: the repair of a table found gone forgets the
+// flows without DNAT of every VIP it serves, not only of the ports it
+// newly serves: any of them may have been tried while the table was gone.
+func TestUndivertedAfterFlush(t *testing.T) {
+	ct := &recordingConntrack{}
+	f := newFake(false)
+	p := New(Options{NFT: f, MasqueradeMark: testMark, Conntrack: ct})
+	mustSync(t, p, testState(), true)
+	first := len(ct.undiverted)
+	if first == 0 {
+		t.Fatal("the first sync forgets no flow without DNAT")
+	}
+	ct.undiverted = nil
+	mustSync(t, p, testState(), true)
+	if len(ct.undiverted) != 0 {
+		t.Fatalf("a full sync without a flush forgets %v", ct.undiverted)
+	}
+	tx := f.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := f.Run(t.Context(), tx); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := p.Missing(t.Context()); len(m) != 1 {
+		t.Fatalf("deleted table: Missing = %q", m)
+	}
+	mustSync(t, p, testState(), true)
+	if len(ct.undiverted) != first {
+		t.Errorf("the repair forgets the flows without DNAT of %v, want all %d VIPs", ct.undiverted, first)
+	}
+}

@@ -17,8 +17,12 @@ import (
 // anew and deletes what it did not write; a partial one writes only the
 // ports that changed since the last success.
 func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err error) {
+	flushed := p.stale.TakeFlushed()
 	defer func() {
 		if err != nil {
+			if flushed {
+				p.stale.Flushed()
+			}
 			// The kernel may hold other than we think, or someone
 			// changed it: the next attempt rewrites everything.
 			p.needFull = true
@@ -38,7 +42,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		}
 		p.objects = objs
 	}
-	s := &syncPass{full: full, plan: newPlan(), next: map[model.PortKey]*rendered{}, kept: map[string]bool{}}
+	s := &syncPass{full: full, flushed: flushed, plan: newPlan(), next: map[model.PortKey]*rendered{}, kept: map[string]bool{}}
 	for _, c := range st.Clusters {
 		if !c.PortsKnown() {
 			// Keep what an earlier run programmed for this cluster.
@@ -59,7 +63,10 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 // syncPass is what one Sync builds before it applies it.
 type syncPass struct {
 	full bool
-	plan *plan
+	// flushed says our rules were found gone since the last sync
+	// (iptables.StaleUDP.Flushed).
+	flushed bool
+	plan    *plan
 	// next is what the ports will be once the plan ran.
 	next map[model.PortKey]*rendered
 	// kept are the tags of the clusters whose objects stay as an earlier
@@ -292,7 +299,7 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	p.top = s.top
 	p.synced.Store(true)
 	p.stale.Forget(ctx, p.applied, s.next, func(cluster string) bool { return s.kept[clusterTag(cluster)] },
-		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6))
+		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6), s.flushed)
 	p.applied = s.next
 	p.publishCounters(s.next)
 	p.clusters = shapes

@@ -1,4 +1,8 @@
-package soak
+// Package plot draws the line charts of the repository's reports (the
+// soak's, the kube-proxy comparison's) as PNG with the standard library's
+// image packages and a fixed bitmap font, so that a report needs no tool
+// beyond Go.
+package plot
 
 import (
 	"image"
@@ -17,25 +21,30 @@ import (
 // A chart is a line chart drawn with the standard library's image packages
 // and a fixed bitmap font: axes, ticks with their values, a polyline or dots
 // per series, and vertical markers. Enough to see a trend at a glance.
-type chart struct {
-	title, xLabel, yLabel string
-	series                []series
-	marks                 []mark // vertical lines, e.g. where the churn began
-	// yFromZero starts the y axis at 0, so that a flat line looks flat
+type Chart struct {
+	Title, XLabel, YLabel string
+	Series                []Series
+	Marks                 []Mark // vertical lines, e.g. where the churn began
+	// YFromZero starts the y axis at 0, so that a flat line looks flat
 	// and a small wobble small.
-	yFromZero bool
+	YFromZero bool
 }
 
-type series struct {
-	name   string
-	color  color.RGBA
-	points []point // t on the x axis, v on the y axis
-	dots   bool    // dots instead of a line
+type Series struct {
+	Name   string
+	Color  color.RGBA
+	Points []Point
+	Dots   bool // dots instead of a line
 }
 
-type mark struct {
-	x     float64
-	label string
+// Point is one point of a series.
+type Point struct {
+	X, Y float64
+}
+
+type Mark struct {
+	X     float64
+	Label string
 }
 
 var (
@@ -43,10 +52,20 @@ var (
 	black    = color.RGBA{0, 0, 0, 255}
 	grey     = color.RGBA{225, 225, 225, 255}
 	darkGrey = color.RGBA{120, 120, 120, 255}
-	blue     = color.RGBA{31, 119, 180, 255}
-	orange   = color.RGBA{255, 127, 14, 255}
-	red      = color.RGBA{214, 39, 40, 255}
+	// The series colours (matplotlib's first ones).
+	Blue   = color.RGBA{31, 119, 180, 255}
+	Orange = color.RGBA{255, 127, 14, 255}
+	Red    = color.RGBA{214, 39, 40, 255}
+	Green  = color.RGBA{44, 160, 44, 255}
+	Purple = color.RGBA{148, 103, 189, 255}
+	Brown  = color.RGBA{140, 86, 75, 255}
+	Pink   = color.RGBA{227, 119, 194, 255}
+	Olive  = color.RGBA{188, 189, 34, 255}
+	Cyan   = color.RGBA{23, 190, 207, 255}
 )
+
+// Palette is the series colours in order, for charts with many series.
+var Palette = []color.RGBA{Blue, Orange, Green, Red, Purple, Brown, Pink, Olive, Cyan}
 
 const (
 	marginLeft   = 72
@@ -55,8 +74,8 @@ const (
 	marginBottom = 48
 )
 
-// draw renders the chart at w x h pixels.
-func (c chart) draw(w, h int) *image.RGBA {
+// Draw renders the chart at w x h pixels.
+func (c Chart) Draw(w, h int) *image.RGBA {
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	draw.Draw(img, img.Bounds(), image.NewUniform(white), image.Point{}, draw.Src)
 	area := image.Rect(marginLeft, marginTop, w-marginRight, h-marginBottom)
@@ -88,69 +107,69 @@ func (c chart) draw(w, h int) *image.RGBA {
 		s := xt.format(v)
 		text(img, x-7*len(s)/2, area.Max.Y+16, s, black)
 	}
-	for _, m := range c.marks {
-		x := px(m.x)
+	for _, m := range c.Marks {
+		x := px(m.X)
 		for y := area.Min.Y; y < area.Max.Y; y += 6 { // dashed
 			vline(img, x, y, min(y+2, area.Max.Y-1), darkGrey)
 		}
-		text(img, x+3, area.Min.Y+12, m.label, darkGrey)
+		text(img, x+3, area.Min.Y+12, m.Label, darkGrey)
 	}
 	hline(img, area.Min.X, area.Max.X-1, area.Max.Y-1, black)
 	vline(img, area.Min.X, area.Min.Y, area.Max.Y-1, black)
 
-	for _, s := range c.series {
+	for _, s := range c.Series {
 		var prev image.Point
-		for i, p := range s.points {
-			q := image.Pt(px(p.t), py(p.v))
-			if s.dots {
-				dot(img, q, area, s.color)
+		for i, p := range s.Points {
+			q := image.Pt(px(p.X), py(p.Y))
+			if s.Dots {
+				dot(img, q, area, s.Color)
 			} else if i > 0 {
-				line(img, prev, q, area, s.color)
+				line(img, prev, q, area, s.Color)
 			}
 			prev = q
 		}
 	}
 
-	text(img, area.Min.X, 18, c.title, black)
-	text(img, area.Min.X+area.Dx()/2-7*len(c.xLabel)/2, h-10, c.xLabel, black)
-	text(img, 6, area.Min.Y-10, c.yLabel, black)
+	text(img, area.Min.X, 18, c.Title, black)
+	text(img, area.Min.X+area.Dx()/2-7*len(c.XLabel)/2, h-10, c.XLabel, black)
+	text(img, 6, area.Min.Y-10, c.YLabel, black)
 	// The legend, in the plot's top right corner on a white box, one line
 	// per series.
 	wide := 0
-	for _, s := range c.series {
-		wide = max(wide, 7*len(s.name))
+	for _, s := range c.Series {
+		wide = max(wide, 7*len(s.Name))
 	}
-	box := image.Rect(area.Max.X-wide-28, area.Min.Y+4, area.Max.X-4, area.Min.Y+10+14*len(c.series))
-	if len(c.series) > 0 {
+	box := image.Rect(area.Max.X-wide-28, area.Min.Y+4, area.Max.X-4, area.Min.Y+10+14*len(c.Series))
+	if len(c.Series) > 0 {
 		fill(img, box, white)
 		hline(img, box.Min.X, box.Max.X, box.Min.Y, darkGrey)
 		hline(img, box.Min.X, box.Max.X, box.Max.Y, darkGrey)
 		vline(img, box.Min.X, box.Min.Y, box.Max.Y, darkGrey)
 		vline(img, box.Max.X, box.Min.Y, box.Max.Y, darkGrey)
 	}
-	for i, s := range c.series {
+	for i, s := range c.Series {
 		y := box.Min.Y + 16 + 14*i
-		fill(img, image.Rect(box.Min.X+6, y-9, box.Min.X+16, y-1), s.color)
-		text(img, box.Min.X+20, y, s.name, black)
+		fill(img, image.Rect(box.Min.X+6, y-9, box.Min.X+16, y-1), s.Color)
+		text(img, box.Min.X+20, y, s.Name, black)
 	}
 	return img
 }
 
 // bounds are the ranges of the data and marks, never empty.
-func (c chart) bounds() (x0, x1, y0, y1 float64) {
+func (c Chart) bounds() (x0, x1, y0, y1 float64) {
 	x0, y0 = math.Inf(1), math.Inf(1)
 	x1, y1 = math.Inf(-1), math.Inf(-1)
-	for _, s := range c.series {
-		for _, p := range s.points {
-			if math.IsNaN(p.v) || math.IsNaN(p.t) {
+	for _, s := range c.Series {
+		for _, p := range s.Points {
+			if math.IsNaN(p.Y) || math.IsNaN(p.X) {
 				continue
 			}
-			x0, x1 = math.Min(x0, p.t), math.Max(x1, p.t)
-			y0, y1 = math.Min(y0, p.v), math.Max(y1, p.v)
+			x0, x1 = math.Min(x0, p.X), math.Max(x1, p.X)
+			y0, y1 = math.Min(y0, p.Y), math.Max(y1, p.Y)
 		}
 	}
-	for _, m := range c.marks {
-		x0, x1 = math.Min(x0, m.x), math.Max(x1, m.x)
+	for _, m := range c.Marks {
+		x0, x1 = math.Min(x0, m.X), math.Max(x1, m.X)
 	}
 	if math.IsInf(x0, 1) {
 		x0, x1 = 0, 1
@@ -158,7 +177,7 @@ func (c chart) bounds() (x0, x1, y0, y1 float64) {
 	if math.IsInf(y0, 1) {
 		y0, y1 = 0, 1
 	}
-	if c.yFromZero {
+	if c.YFromZero {
 		y0 = math.Min(0, y0)
 		y1 += (y1 - y0) * 0.1 // headroom, so a flat line is not the top edge
 	}
@@ -283,8 +302,8 @@ func sign(x int) int {
 	return 0
 }
 
-// writePNG writes img to path.
-func writePNG(path string, img image.Image) error {
+// WritePNG writes img to path.
+func WritePNG(path string, img image.Image) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
