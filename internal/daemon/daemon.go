@@ -133,7 +133,7 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 	if installer != nil {
 		// Only with the real datapath: tests that give fake backends
 		// must not touch this machine's resolver.
-		d.resolved.dial, d.resolved.links = dialResolved, resolved.Kernel{}
+		d.resolved.dial, d.resolved.links, d.resolved.elsewhere = dialResolved, resolved.Kernel{}, resolved.HostNetns
 	}
 	d.components = append(d.components, d.resolved)
 	d.writer = d.newStateWriter()

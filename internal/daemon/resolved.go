@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -45,6 +46,9 @@ type resolvedReg struct {
 	dial  func() (resolved.Bus, error)
 	links resolved.Links
 	every time.Duration
+	// elsewhere says why resolved must not be given our link ("" when
+	// it may): resolved.HostNetns, or nothing in tests.
+	elsewhere func() string
 
 	kick chan struct{}
 	stop context.CancelFunc
@@ -175,6 +179,12 @@ func (r *resolvedReg) reconcile(ctx context.Context, bus resolved.Bus) {
 		r.set(want, resolved.ErrNoServer.Error(), false)
 		return
 	}
+	if r.elsewhere != nil {
+		if why := r.elsewhere(); why != "" {
+			r.set(want, why, false)
+			return
+		}
+	}
 	running, err := bus.Running(ctx)
 	if err != nil {
 		r.set(want, err.Error(), false)
@@ -238,7 +248,13 @@ func cleanupResolved(ctx context.Context, dial func() (resolved.Bus, error), lin
 	if _, ok, err := links.Index(resolved.LinkName); err != nil || !ok {
 		return err
 	}
-	bus, err := dial()
+	var bus resolved.Bus
+	var err error
+	if why := resolved.HostNetns(); why != "" {
+		err = errors.New(why)
+	} else {
+		bus, err = dial()
+	}
 	if err != nil {
 		// Deleting the link ends the registration all the same.
 		log.Info("systemd-resolved not reachable; removing the link alone", "link", resolved.LinkName, "err", err)

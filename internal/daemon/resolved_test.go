@@ -155,6 +155,22 @@ func TestResolvedNoLoopback(t *testing.T) {
 	}
 }
 
+// TestResolvedOtherNetns: a daemon in a network namespace other than
+// resolved's makes no link and calls nothing: resolved would read our
+// link's index as one of its own links.
+func TestResolvedOtherNetns(t *testing.T) {
+	w := newResolvedWorld(t, dnsAuto)
+	w.reg.elsewhere = func() string { return "another network namespace" }
+	if err := w.reg.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer w.reg.Stop()
+	w.waitStatus(t, func(r bool, p string) bool { return !r && p == "another network namespace" })
+	if w.bus.Calls > 0 && len(w.bus.Links()) > 0 || w.links.Addrs(resolved.LinkName) != nil {
+		t.Errorf("resolved holds %v, link %v", w.bus.Links(), w.links.Addrs(resolved.LinkName))
+	}
+}
+
 // TestResolvedOff: with resolved = "off", or without [dns], the start
 // removes what an earlier configuration registered, and when there is
 // nothing, never reaches for the bus.

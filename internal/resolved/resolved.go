@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 )
@@ -177,4 +178,22 @@ func Cleanup(ctx context.Context, bus Bus, links Links) error {
 		errs = append(errs, fmt.Errorf("link %s: %w", LinkName, err))
 	}
 	return errors.Join(errs...)
+}
+
+// HostNetns says why the daemon must not talk to resolved about its
+// links: "" when it runs in the network namespace of PID 1, where
+// resolved runs. resolved knows links by index in its own namespace, so
+// a daemon in another one (a container, a test's namespace) would have it
+// configure or revert whatever host link has the index of ours. Where
+// PID 1's namespace cannot be read (the unit's bounded capabilities
+// forbid it: reading another process's namespace needs CAP_SYS_PTRACE
+// unless our capabilities are a superset of its own), "": the unit runs
+// in the host's namespace.
+func HostNetns() string {
+	self, err1 := os.Readlink("/proc/self/ns/net")
+	init, err2 := os.Readlink("/proc/1/ns/net")
+	if err1 == nil && err2 == nil && self != init {
+		return "the daemon runs in a network namespace other than systemd-resolved's, which would read our link's index as one of its own links"
+	}
+	return ""
 }
