@@ -54,6 +54,12 @@ resolved_main() {
 
   step "resolved: install systemd-resolved (from the image, offline)"
   run apt-get install -y -q -o Acquire::Retries=0 /opt/vmtest-debs/*.deb
+  # resolved started by the package's script before the bus read the
+  # package's policy holds no bus name: resolvectl then times out
+  # ("Failed to get global data"), and so would networkd and we.
+  run systemctl reload dbus
+  run systemctl restart systemd-resolved
+  wait_for 30 "resolved on the bus" resolvectl status
   run systemctl is-active systemd-resolved
   run ls -l /etc/resolv.conf
   grep -q '^nameserver 127.0.0.53' /etc/resolv.conf || fail "/etc/resolv.conf does not point at resolved's stub: $(cat /etc/resolv.conf)"
@@ -62,9 +68,11 @@ resolved_main() {
   link=$(ip route show default | awk '{ print $5; exit }')
   mkdir -p /etc/systemd/network/10-dhcp.network.d
   printf '[Network]\nDNS=%s\n\n[DHCPv4]\nUseDNS=no\n' "$UPSTREAM_DNS" >/etc/systemd/network/10-dhcp.network.d/upstream.conf
-  run networkctl reload
-  run networkctl reconfigure "$link"
-  wait_for 30 "resolvectl dns $link: $UPSTREAM_DNS" sh -c "resolvectl dns $link | grep -qF '$UPSTREAM_DNS'"
+  # A restart reads the drop-in for certain, and hands the link's DNS to
+  # resolved, which was installed after networkd started.
+  run systemctl restart systemd-networkd
+  wait_for 30 "resolvectl dns $link: $UPSTREAM_DNS" sh -c "resolvectl dns $link | grep -qF '$UPSTREAM_DNS'" ||
+    { resolvectl status || true; networkctl status "$link" || true; return 1; }
   wait_for 30 "$OTHER_NAME through the upstream" name_ok "$OTHER_NAME" "$OTHER_ADDR"
   run getent hosts "$OTHER_NAME"
   # Global: as_before compares with it.
@@ -112,7 +120,8 @@ resolved_main() {
   [ "$UPSTREAM_OTHER" -gt "$other_before" ] || fail "the upstream was not asked $OTHER_NAME ($other_before then $UPSTREAM_OTHER queries)"
   [ "$UPSTREAM_OURS" = 0 ] || fail "the upstream was asked $UPSTREAM_OURS names of kube-outpost's zones"
   # Nothing outside the zones reached kube-outpost: it would have REFUSED it.
-  ! kube-outpost status | grep -q 'REFUSED' || fail "kube-outpost refused queries: names outside its zones reached it: $(kube-outpost status | grep 'queries answered')"
+  # (Its line of answers by rcode: the cluster table has a REFUSED column.)
+  ! kube-outpost status | grep 'queries answered' | grep -q 'REFUSED' || fail "kube-outpost refused queries: names outside its zones reached it: $(kube-outpost status | grep 'queries answered')"
   kube-outpost status | grep 'queries answered'
   getent hosts nosuch.vmtest.example && fail "nosuch.vmtest.example resolved" || true
 
