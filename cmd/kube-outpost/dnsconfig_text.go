@@ -107,6 +107,11 @@ func joinAddrs(as []netip.AddrPort, sep string) string {
 func resolvedText(b *strings.Builder, t dnsTargets) {
 	b.WriteString("## systemd-resolved: /etc/systemd/resolved.conf.d/kube-outpost.conf,\n")
 	b.WriteString("## then systemctl restart systemd-resolved\n")
+	// The registration is the better way; this stays for resolved = "off"
+	// and hosts where the daemon may not use the system bus.
+	b.WriteString("# Not needed with dns.resolved = \"auto\" (the default): the daemon registers\n")
+	b.WriteString("# the server with a running resolved for these zones only, on a link of its\n")
+	b.WriteString("# own (docs/dns.md). This file is for dns.resolved = \"off\".\n")
 	var servers []string
 	otherPort := false
 	for _, a := range t.local() {

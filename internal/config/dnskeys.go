@@ -17,6 +17,9 @@ type DNS struct {
 	Listen []netip.AddrPort
 	// TTL of every answer, and of the negative answers' SOA minimum.
 	TTL time.Duration
+	// Resolved is ResolvedAuto or ResolvedOff: whether the daemon
+	// registers the server with systemd-resolved for the zones.
+	Resolved string
 }
 
 // Enabled says whether the DNS server runs.
@@ -26,6 +29,15 @@ func (d DNS) Enabled() bool { return len(d.Listen) > 0 }
 // server never fights the host's resolver (127.0.0.53, systemd-resolved)
 // or a local dnsmasq (127.0.0.1) over port 53.
 var DefaultDNSListen = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.153:53")}
+
+// The values of dns.resolved. "auto" registers when systemd-resolved runs
+// (and whenever it starts again), and leaves a host without it alone: a
+// host's resolver is either resolved, which wants telling, or another one
+// that dns-config's snippets are for.
+const (
+	ResolvedAuto = "auto"
+	ResolvedOff  = "off"
+)
 
 const (
 	DefaultDNSTTL = 5 * time.Second
@@ -41,7 +53,7 @@ const (
 	maxZoneLen = 253 - 63 - 1 - 63 - 1 - 3 - 1
 )
 
-var dnsKeys = []string{"listen", "ttl"}
+var dnsKeys = []string{"listen", "ttl", "resolved"}
 
 // dns checks the [dns] table.
 func (c *checker) dns(cfg *Config, v any) {
@@ -59,12 +71,21 @@ func (c *checker) dns(cfg *Config, v any) {
 			c.unknown(line(k), "dns."+k, k, dnsKeys, nil, "")
 		}
 	}
-	cfg.DNS = DNS{Listen: DefaultDNSListen, TTL: DefaultDNSTTL}
+	cfg.DNS = DNS{Listen: DefaultDNSListen, TTL: DefaultDNSTTL, Resolved: ResolvedAuto}
 	if raw, ok := t["listen"]; ok {
 		cfg.DNS.Listen = c.dnsListen(line("listen"), raw, cfg)
 	}
 	if raw, ok := t["ttl"]; ok {
 		cfg.DNS.TTL = c.durationAt(line("ttl"), "dns.ttl", raw, DefaultDNSTTL)
+	}
+	if raw, ok := t["resolved"]; ok {
+		if s, ok := c.str(line("resolved"), "", "dns.resolved", raw, "a string"); ok {
+			if s == ResolvedAuto || s == ResolvedOff {
+				cfg.DNS.Resolved = s
+			} else {
+				c.add(line("resolved"), "", "dns.resolved %q: must be %q or %q", s, ResolvedAuto, ResolvedOff)
+			}
+		}
 	}
 }
 

@@ -131,6 +131,7 @@ func TestParse(t *testing.T) {
 			`[dns]`,
 			`listen = ["127.0.0.153:53", "[::1]:5353"]`,
 			`ttl = "30s"`,
+			`resolved = "off"`,
 			``,
 			`[[clusters]] # a comment`,
 			`name = "blue-1"`,
@@ -162,7 +163,7 @@ func TestParse(t *testing.T) {
 			LogFormat:      LogJSON,
 			StateDir:       "/srv/ko",
 			DNS: DNS{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.153:53"), netip.MustParseAddrPort("[::1]:5353")},
-				TTL: 30 * time.Second},
+				TTL: 30 * time.Second, Resolved: ResolvedOff},
 			Clusters: []Cluster{{
 				Name:       "blue-1",
 				Kubeconfig: filepath.Join(dir, "multi.kubeconfig"),
@@ -326,6 +327,9 @@ func TestParseProblems(t *testing.T) {
 		{"dns types", top(`dns = "127.0.0.153:53"`), []string{`1: dns: must be a table written [dns], not a string`}},
 		{"dns listen type", top(`[dns]`, `listen = "127.0.0.153:53"`), []string{`2: dns.listen: must be an array of strings, not a string`}},
 		{"dns off", top(`[dns]`, `listen = []`), nil},
+		{"dns resolved", top(`[dns]`, `resolved = "on"`), []string{`2: dns.resolved "on": must be "auto" or "off"`}},
+		{"dns resolved type", top(`[dns]`, `resolved = false`), []string{`2: dns.resolved: must be a string, not a boolean`}},
+		{"dns resolved off", top(`[dns]`, `resolved = "off"`), nil},
 		{"dns zone", lines(append(okCluster, `dns_zone = "prod_1.internal"`, `dns_default = "yes"`)...), []string{
 			`5: cluster "prod": dns_zone "prod_1.internal": label "prod_1": must be 1 to 63 letters, digits and '-', not starting or ending with '-'`,
 			`6: cluster "prod": dns_default: must be true or false, not a string`,

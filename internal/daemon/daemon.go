@@ -19,6 +19,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/metrics"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
+	"github.com/kube-outpost/kube-outpost/internal/resolved"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 	"github.com/kube-outpost/kube-outpost/internal/syncrunner"
 	"github.com/kube-outpost/kube-outpost/internal/systemd"
@@ -53,6 +54,9 @@ type Daemon struct {
 	components []component
 	// dns is the DNS server component, nil without [dns].
 	dns *dnsServer
+	// resolved registers the DNS server with systemd-resolved
+	// (resolved.go), or removes what an earlier configuration left.
+	resolved *resolvedReg
 	// routes is the component of reach = "routes", which status reads.
 	routes *routeSync
 	// writer saves the clusters' last known states; nil when state_dir
@@ -119,6 +123,19 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 		d.dns = newDNSServer(cfg.DNS, d.clusterConfigs, d.metrics, log)
 		d.components = append(d.components, d.dns)
 	}
+	if installer != nil {
+		// Only with the real datapath: what systemd passes is this
+		// process's, not a test's.
+		d.keptSockets()
+	}
+	// After the DNS server: resolved is told of it once it listens.
+	d.resolved = newResolvedReg(cfg.DNS, d.clusterConfigs, log)
+	if installer != nil {
+		// Only with the real datapath: tests that give fake backends
+		// must not touch this machine's resolver.
+		d.resolved.dial, d.resolved.links, d.resolved.elsewhere = dialResolved, resolved.Kernel{}, resolved.HostNetns
+	}
+	d.components = append(d.components, d.resolved)
 	d.writer = d.newStateWriter()
 	d.loop = &syncLoop{store: d.store, refresh: d.refreshListeners, program: d.program, succeeded: d.syncSucceeded,
 		health: d.health, metrics: d.metrics, notifier: d.notifier, log: log, mustFull: true}
@@ -262,7 +279,7 @@ func globalDiff(a, b *config.Config) string {
 	if a.StateDir != b.StateDir || a.StaleStateMaxAge != b.StaleStateMaxAge {
 		diff = append(diff, "state_dir, stale_state_max_age")
 	}
-	if !slices.Equal(a.DNS.Listen, b.DNS.Listen) || a.DNS.TTL != b.DNS.TTL {
+	if !slices.Equal(a.DNS.Listen, b.DNS.Listen) || a.DNS.TTL != b.DNS.TTL || a.DNS.Resolved != b.DNS.Resolved {
 		diff = append(diff, "dns")
 	}
 	return strings.Join(diff, ", ")

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/names"
 	"github.com/kube-outpost/kube-outpost/internal/status"
+	"github.com/kube-outpost/kube-outpost/internal/systemd"
 )
 
 // skippedShown is how many of the names left out the log and status
@@ -23,8 +26,9 @@ const skippedShown = 5
 // so that a name resolves once its rules are in place, and the zones of
 // the clusters now, which a reload may change.
 type dnsServer struct {
-	srv *names.Server
-	cfg config.DNS
+	srv  *names.Server
+	opts names.Options
+	cfg  config.DNS
 	// clusters are the clusters configured now.
 	clusters func() []config.Cluster
 	log      *slog.Logger
@@ -37,18 +41,39 @@ type dnsServer struct {
 	// mu guards last, the index whose names left out were last logged.
 	mu   sync.Mutex
 	last *names.Index
+	// kept are the sockets systemd kept across a restart (its file
+	// descriptor store), by names.SocketName; store keeps ours there.
+	kept  map[string]*os.File
+	store fdStore
+	// held: the server took kept sockets and reads them only once the
+	// first sync has given it the names (or after holdMax): the
+	// queries sent during the restart wait, rather than being told
+	// SERVFAIL by a server that knows no name yet.
+	held      bool
+	serveNow  chan struct{}
+	serveOnce sync.Once
 }
+
+// fdStore is systemd's file descriptor store (systemd.Notifier).
+type fdStore interface {
+	StoreFile(name string, f *os.File) error
+	RemoveFiles(name string) error
+}
+
+// holdMax bounds how long queries kept across a restart wait for the
+// first sync: a host's resolver gives up after about 5 s.
+const holdMax = 3 * time.Second
 
 func newDNSServer(cfg config.DNS, clusters func() []config.Cluster, m *metrics.Metrics, log *slog.Logger) *dnsServer {
 	s := &dnsServer{cfg: cfg, clusters: clusters, log: log, answered: map[string]*atomic.Uint64{},
-		dropped: map[string]*atomic.Uint64{}, last: &names.Index{}}
+		dropped: map[string]*atomic.Uint64{}, last: &names.Index{}, serveNow: make(chan struct{})}
 	for _, rc := range names.Rcodes {
 		s.answered[rc] = new(atomic.Uint64)
 	}
 	for _, r := range names.DropReasons {
 		s.dropped[r] = new(atomic.Uint64)
 	}
-	s.srv = names.New(names.Options{Listen: cfg.Listen, TTL: cfg.TTL, Log: log,
+	s.opts = names.Options{Listen: cfg.Listen, TTL: cfg.TTL, Log: log,
 		Answered: func(cluster string, rcode int, took time.Duration) {
 			rc := names.RcodeName(rcode)
 			m.ObserveDNS(cluster, rc, took)
@@ -58,24 +83,83 @@ func newDNSServer(cfg config.DNS, clusters func() []config.Cluster, m *metrics.M
 		Dropped: func(reason string, n int) {
 			m.ObserveDNSDropped(reason, n)
 			s.dropped[reason].Add(uint64(n))
-		}})
+		}}
+	s.srv = names.New(s.opts)
 	return s
+}
+
+// keep gives the server the sockets systemd kept across a restart, and
+// the store to keep its own in for the next one. Before Start.
+func (s *dnsServer) keep(kept map[string]*os.File, store fdStore) {
+	s.kept, s.store = kept, store
+	s.opts.Inherited = kept
+	s.srv = names.New(s.opts)
 }
 
 // Start serves at once, before the first sync: until a cluster's
 // services are known its names fail, to be asked again, rather than
 // being refused or said not to exist.
+//
+// Sockets kept across a restart are taken, not bound anew, and read only
+// after the first sync; every socket is kept in systemd's store for the
+// next restart, one that is not used any more (dns.listen changed) is
+// dropped from it.
 func (s *dnsServer) Start(ctx context.Context) error {
 	if err := s.Sync(ctx, &model.State{}); err != nil {
 		return err
 	}
-	return s.srv.Start(ctx)
+	if err := s.srv.Bind(ctx); err != nil {
+		return err
+	}
+	if s.store != nil {
+		s.storeSockets()
+	}
+	if !s.held {
+		s.srv.Serve()
+		return nil
+	}
+	s.log.Info("dns: serving the sockets kept across the restart once the first sync has given the names", "at_most", holdMax)
+	go func() {
+		select {
+		case <-s.serveNow:
+		case <-time.After(holdMax):
+		case <-ctx.Done():
+			return
+		}
+		s.srv.Serve()
+	}()
+	return nil
+}
+
+func (s *dnsServer) storeSockets() {
+	files, err := s.srv.Files()
+	if err != nil {
+		s.log.Warn("dns: cannot keep the sockets for a restart", "err", err)
+		return
+	}
+	for name, f := range files {
+		if _, ok := s.kept[name]; ok {
+			// Passed back by systemd: still in its store.
+			s.held = true
+		} else if err := s.store.StoreFile(name, f); err != nil {
+			s.log.Warn("dns: cannot keep a socket for a restart", "socket", name, "err", err)
+		}
+		f.Close()
+	}
+	for name := range s.kept {
+		if _, ok := files[name]; !ok {
+			s.store.RemoveFiles(name)
+		}
+	}
 }
 
 func (s *dnsServer) Sync(_ context.Context, st *model.State) error {
 	ix := names.Build(st, names.ZonesOf(s.clusters()))
 	s.srv.Set(ix)
 	s.logSkipped(ix)
+	if len(st.Clusters) > 0 {
+		s.serveOnce.Do(func() { close(s.serveNow) })
+	}
 	return nil
 }
 
@@ -122,3 +206,23 @@ func (s *dnsServer) status() *status.DNS {
 }
 
 func (s *dnsServer) Stop() { s.srv.Stop() }
+
+// keptSockets hands the DNS server the sockets systemd kept across a
+// restart (dns.go), and drops from systemd's store those no server takes
+// any more: without [dns] now, they would hold its port.
+func (d *Daemon) keptSockets() {
+	kept := map[string]*os.File{}
+	for name, files := range systemd.ListenFiles() {
+		if d.dns != nil && strings.HasPrefix(name, "dns-") && len(files) == 1 {
+			kept[name] = files[0]
+			continue
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		d.notifier.RemoveFiles(name)
+	}
+	if d.dns != nil {
+		d.dns.keep(kept, d.notifier)
+	}
+}

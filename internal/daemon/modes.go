@@ -14,6 +14,7 @@ import (
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/modes" // every mode this binary has
+	"github.com/kube-outpost/kube-outpost/internal/resolved"
 	"github.com/kube-outpost/kube-outpost/internal/routes"
 )
 
@@ -93,6 +94,13 @@ func Prepare(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if cfg.Mode == config.ModeAuto {
 		log.Info("mode chosen", "mode", m.Name, "why", why)
 	}
+	if cfg.DNS.Enabled() && cfg.DNS.Resolved == config.ResolvedAuto {
+		// Not fatal: the daemon loads it at the link's creation
+		// anyway, with a stray dummy0.
+		if err := resolved.Prepare(ctx); err != nil {
+			log.Warn("could not load the dummy module for the systemd-resolved registration's link", "err", err)
+		}
+	}
 	if m.Prepare == nil {
 		return nil
 	}
@@ -119,8 +127,9 @@ func (d *Daemon) otherModeCleanup(ctx context.Context) {
 }
 
 // Cleanup removes everything any kube-outpost mode ever programmed on this
-// host, and the routes of reach = "routes". Each mode removes only its own
-// objects, so the order does not matter.
+// host, the routes of reach = "routes" and the registration with
+// systemd-resolved. Each removes only its own objects, so the order does
+// not matter.
 func Cleanup(ctx context.Context, log *slog.Logger) error {
 	var errs []error
 	for _, m := range proxy.Modes() {
@@ -129,6 +138,9 @@ func Cleanup(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	if err := routes.New(routes.Options{Kernel: routes.NewKernel(nil), Log: log}).Cleanup(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := cleanupResolved(ctx, dialResolved, resolved.Kernel{}, log); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -104,6 +104,9 @@ func (s *statusSource) Status() status.Report {
 	s.addConnections(&r)
 	if d.dns != nil {
 		r.DNS = d.dns.status()
+		if d.resolved.wanted {
+			r.DNS.Resolved = d.resolved.status()
+		}
 	}
 	return r
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +68,11 @@ type Options struct {
 	Dropped func(reason string, n int)
 	// MaxQPS replaces the package's MaxQPS when positive (tests).
 	MaxQPS float64
+	// Inherited are sockets kept across a restart of the daemon, by
+	// SocketName: a listen address with its sockets here takes them
+	// rather than binding anew, so that the queries sent while no
+	// process held them are answered. Bind closes these files.
+	Inherited map[string]*os.File
 }
 
 // Server answers DNS queries, over UDP and TCP, from the Index it was last
@@ -80,13 +87,16 @@ type Server struct {
 	cancel    context.CancelFunc
 	mu        sync.Mutex
 	listeners []listener
-	wg        sync.WaitGroup
+	// served: Serve ran; stopped: Stop ran, and Serve must not.
+	served, stopped bool
+	wg              sync.WaitGroup
 }
 
 // listener is one listen address's two sockets.
 type listener struct {
 	udp *udpConn
 	tcp *dns.Server
+	raw *net.TCPListener // tcp's, without the limit
 }
 
 // New makes a server that answers from an empty index until Set.
@@ -107,9 +117,27 @@ func (s *Server) Set(ix *Index) { s.ix.Store(ix) }
 // Index is the index the server answers from.
 func (s *Server) Index() *Index { return s.ix.Load() }
 
-// Start binds every address, UDP and TCP, or none: an address that cannot
-// be bound stops the start with its name.
+// Start binds every address and serves: Bind, then Serve.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.Bind(ctx); err != nil {
+		return err
+	}
+	s.Serve()
+	return nil
+}
+
+// SocketName names a listen address's socket of one network ("udp",
+// "tcp") in Options.Inherited and systemd's file descriptor store, whose
+// names may not hold ':'.
+func SocketName(network string, a netip.AddrPort) string {
+	return "dns-" + network + "-" + strings.ReplaceAll(a.String(), ":", "_")
+}
+
+// Bind binds every address, UDP and TCP, or none: an address that cannot
+// be bound stops the start with its name. An address whose sockets are in
+// Options.Inherited takes them instead: what arrived on them meanwhile
+// waits there for Serve. Queries are read only once Serve is called.
+func (s *Server) Bind(ctx context.Context) error {
 	var ls []listener
 	closeAll := func() {
 		for _, l := range ls {
@@ -123,17 +151,18 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	var lc net.ListenConfig
 	for _, a := range s.opt.Listen {
-		pc, err := listenUDP(ctx, &lc, a)
+		pc, err := s.udpSocket(ctx, &lc, a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("dns: listen on %s/udp: %w", a, err)
 		}
 		ls = append(ls, listener{udp: &udpConn{pc: pc}})
-		l, err := lc.Listen(ctx, "tcp", a.String())
+		l, err := s.tcpSocket(ctx, &lc, a)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("dns: listen on %s/tcp: %w", a, err)
 		}
+		ls[len(ls)-1].raw = l
 		ls[len(ls)-1].tcp = &dns.Server{Listener: netutil.LimitListener(l, maxTCPConns), Handler: s,
 			ReadTimeout: tcpTimeout, WriteTimeout: tcpTimeout, MaxTCPQueries: maxTCPQueries,
 			IdleTimeout: func() time.Duration { return tcpIdle }}
@@ -141,12 +170,90 @@ func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.listeners = ls
 	s.mu.Unlock()
+	return nil
+}
+
+// udpSocket is the inherited UDP socket of a, or a new one.
+func (s *Server) udpSocket(ctx context.Context, lc *net.ListenConfig, a netip.AddrPort) (*net.UDPConn, error) {
+	if f := s.opt.Inherited[SocketName("udp", a)]; f != nil {
+		pc, err := net.FilePacketConn(f)
+		f.Close()
+		if err == nil {
+			if u, ok := pc.(*net.UDPConn); ok && sameAddr(u.LocalAddr(), a) {
+				return u, nil
+			}
+			pc.Close()
+		}
+		s.opt.Log.Warn("dns: the UDP socket kept across the restart is not "+a.String()+"'s; binding anew", "err", err)
+	}
+	return listenUDP(ctx, lc, a)
+}
+
+// tcpSocket is the inherited TCP listener of a, or a new one.
+func (s *Server) tcpSocket(ctx context.Context, lc *net.ListenConfig, a netip.AddrPort) (*net.TCPListener, error) {
+	if f := s.opt.Inherited[SocketName("tcp", a)]; f != nil {
+		l, err := net.FileListener(f)
+		f.Close()
+		if err == nil {
+			if t, ok := l.(*net.TCPListener); ok && sameAddr(t.Addr(), a) {
+				return t, nil
+			}
+			l.Close()
+		}
+		s.opt.Log.Warn("dns: the TCP socket kept across the restart is not "+a.String()+"'s; binding anew", "err", err)
+	}
+	l, err := lc.Listen(ctx, "tcp", a.String())
+	if err != nil {
+		return nil, err
+	}
+	return l.(*net.TCPListener), nil
+}
+
+// sameAddr: port 0 in Listen takes whatever port a socket has.
+func sameAddr(got net.Addr, want netip.AddrPort) bool {
+	ap, err := netip.ParseAddrPort(got.String())
+	return err == nil && ap.Addr().Unmap() == want.Addr().Unmap() && (want.Port() == 0 || ap.Port() == want.Port())
+}
+
+// Files are dups of the sockets bound, by SocketName, for systemd's file
+// descriptor store.
+func (s *Server) Files() (map[string]*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]*os.File{}
+	for i, l := range s.listeners {
+		a := s.opt.Listen[i]
+		uf, err := l.udp.pc.File()
+		if err != nil {
+			return nil, err
+		}
+		out[SocketName("udp", a)] = uf
+		tf, err := l.raw.File()
+		if err != nil {
+			return nil, err
+		}
+		out[SocketName("tcp", a)] = tf
+	}
+	return out, nil
+}
+
+// Serve reads and answers queries on the sockets Bind bound, until Stop;
+// once, whatever the number of calls.
+func (s *Server) Serve() {
+	s.mu.Lock()
+	if s.served || s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.served = true
+	ls := s.listeners
+	s.mu.Unlock()
 	for _, l := range ls {
 		for range udpWorkers {
 			s.wg.Go(func() { s.serveUDP(l.udp) })
 		}
 		srv := l.tcp
-		// Start returns once each serves: a Shutdown before that would
+		// Serve returns once each serves: a Shutdown before that would
 		// find nothing to stop, and the server would then serve on.
 		started, ended := make(chan struct{}), make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
@@ -162,7 +269,6 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	s.opt.Log.Info("serving DNS", "listen", s.opt.Listen, "ttl", s.opt.TTL, "max_qps", s.limit.Limit())
-	return nil
 }
 
 // Addrs are the addresses bound, UDP's then TCP's for each listen
@@ -182,11 +288,18 @@ func (s *Server) Stop() {
 	s.mu.Lock()
 	ls := s.listeners
 	s.listeners = nil
+	served := s.served
+	s.stopped = true
 	s.mu.Unlock()
 	s.cancel()
 	for _, l := range ls {
 		l.udp.pc.Close()
-		l.tcp.Shutdown()
+		if served {
+			l.tcp.Shutdown()
+		} else {
+			// Never served: Shutdown would refuse, and leave it open.
+			l.raw.Close()
+		}
 	}
 	s.wg.Wait()
 }

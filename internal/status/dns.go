@@ -1,5 +1,7 @@
 package status
 
+import "time"
+
 // DNS is the state of the daemon's DNS server ([dns]).
 type DNS struct {
 	// Listen are the addresses it answers on, UDP and TCP each.
@@ -19,6 +21,23 @@ type DNS struct {
 	// cluster/namespace/name:port.
 	Skipped      int      `json:"skipped"`
 	SkippedFirst []string `json:"skipped_first,omitempty"`
+	// Resolved is the registration with systemd-resolved; nil with
+	// dns.resolved = "off".
+	Resolved *Resolved `json:"resolved,omitempty"`
+}
+
+// Resolved is whether systemd-resolved sends the zones to the server.
+type Resolved struct {
+	// Registered: resolved held the registration at the last check.
+	Registered bool `json:"registered"`
+	// Link is the link it is on; Servers and Domains what it holds.
+	Link    string   `json:"link"`
+	Servers []string `json:"servers,omitempty"`
+	Domains []string `json:"domains,omitempty"`
+	// Problem says why it is not registered.
+	Problem string `json:"problem,omitempty"`
+	// CheckedAt is the last check.
+	CheckedAt time.Time `json:"checked_at"`
 }
 
 // DNSZones are the zones one cluster answers.

@@ -47,5 +47,13 @@ func dnsLines(d *DNS) []string {
 		}
 		out = append(out, line+")")
 	}
+	if r := d.Resolved; r != nil {
+		if r.Registered {
+			out = append(out, fmt.Sprintf("  systemd-resolved: registered on link %s, server %s, routing domains %s",
+				r.Link, strings.Join(r.Servers, " "), "~"+strings.Join(r.Domains, " ~")))
+		} else {
+			out = append(out, "  systemd-resolved: not registered: "+r.Problem)
+		}
+	}
 	return out
 }

@@ -45,6 +45,23 @@ DNS: answering on 127.0.0.153:53, 10.0.0.5:53, 12 service names
 	if out := b.String(); !strings.Contains(out, "  queries answered: none yet\n") || strings.Contains(out, "left out") || strings.Contains(out, "dropped") {
 		t.Errorf("a server with no query and nothing skipped:\n%s", out)
 	}
+	for _, c := range []struct {
+		res  *Resolved
+		line string
+	}{
+		{&Resolved{Registered: true, Link: "outpost-dns", Servers: []string{"127.0.0.153:53"}, Domains: []string{"96.10.in-addr.arpa", "prod.internal"}},
+			"  systemd-resolved: registered on link outpost-dns, server 127.0.0.153:53, routing domains ~96.10.in-addr.arpa ~prod.internal\n"},
+		{&Resolved{Link: "outpost-dns", Problem: "systemd-resolved is not running"}, "  systemd-resolved: not registered: systemd-resolved is not running\n"},
+	} {
+		r.DNS.Resolved = c.res
+		b.Reset()
+		if err := testRenderer.report(&b, r); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(b.String(), c.line) {
+			t.Errorf("report does not end with %q:\n%s", c.line, b.String())
+		}
+	}
 	r.DNS = nil
 	b.Reset()
 	if err := testRenderer.report(&b, r); err != nil {

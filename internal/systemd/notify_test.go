@@ -7,14 +7,22 @@ import (
 	"time"
 )
 
-func TestNotify(t *testing.T) {
+// systemdSocket is the socket of a systemd that listens, with
+// $NOTIFY_SOCKET naming it.
+func systemdSocket(t *testing.T) *net.UnixConn {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	t.Setenv("NOTIFY_SOCKET", sock)
+	return conn
+}
+
+func TestNotify(t *testing.T) {
+	conn := systemdSocket(t)
 	n := NewNotifier()
 	if !n.Enabled() {
 		t.Fatal("not enabled with NOTIFY_SOCKET set")

@@ -28,6 +28,9 @@
 #   - has Docker, firewalld (FirewallBackend=nftables) and ufw installed but
 #     not started at boot: the coexistence test (ipvs.sh, part_coexist)
 #     starts them, never firewalld and ufw at once.
+#   - has systemd-resolved's packages in /opt/vmtest-debs, not installed:
+#     installing it takes over /etc/resolv.conf, which only the resolved
+#     test (resolved.sh) wants; it installs them from there.
 set -euo pipefail
 
 RECIPE=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
@@ -127,6 +130,17 @@ if ! { chroot "$root" apt-get update -q && DEBIAN_FRONTEND=noninteractive chroot
   tail -n 30 "$work/apt.log" >&2
   exit 1
 fi
+# Downloaded with whatever of its dependencies the image lacks, for the
+# versions of the systemd already in it.
+log "apt-get download systemd-resolved (not installed)"
+chroot "$root" apt-get clean
+if ! DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -q --no-install-recommends --download-only systemd-resolved >"$work/apt-resolved.log" 2>&1; then
+  tail -n 30 "$work/apt-resolved.log" >&2
+  exit 1
+fi
+mkdir -p "$root/opt/vmtest-debs"
+mv "$root"/var/cache/apt/archives/*.deb "$root/opt/vmtest-debs/"
+ls "$root/opt/vmtest-debs" | grep -q '^systemd-resolved_' || { log "no systemd-resolved .deb downloaded"; exit 1; }
 rm "$root/usr/sbin/policy-rc.d"
 umount "$root/proc"
 # Installed, not running at boot: the test starts each when it needs it.

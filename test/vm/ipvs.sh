@@ -90,8 +90,6 @@ ipsets: $(ipset list -n | grep OUTPOST)"
   echo "after $1: no virtual servers, no outpost0, no OUTPOST chains, no OUTPOST ipsets"
 }
 
-# ms_since NANOS: milliseconds since a `date +%s%N`.
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
 # http_fd FD: one HTTP/1.1 request on the open connection FD; prints the body.
 http_fd() {

@@ -16,6 +16,7 @@
 #               /vmtest/upgrade ($UPGRADE_VERSION), remove and purge; then the
 #               tarball install: the bare binary in /usr/local/bin and
 #               `kube-outpost service install|start|status|stop|uninstall`.
+# MODE=resolved: the .deb with [dns] beside systemd-resolved (resolved.sh).
 # MODE=ipvs:    the parts in $PARTS (test/vm/ipvs.sh), each in a process of
 #               its own (`run.sh --part NAME`) so that a failing part ends
 #               only itself: "mode", the .deb with mode = "ipvs", and
@@ -151,6 +152,9 @@ only_from() {
   echo $(((first - t0) / 1000000))
 }
 
+# ms_since NANOS: milliseconds since a `date +%s%N`.
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
 # metric NAME: the value of one series of the daemon's /metrics (NAME with
 # its labels, as printed), or 0 when there is none.
 metric() {
@@ -215,6 +219,12 @@ if [ "$MODE" = smoke ]; then
   wait $pid || true
   run /vmtest/kube-outpost cleanup
   [ "$(outpost_rules)" = 0 ] || fail "rules left after cleanup: $(iptables-save | grep OUTPOST)"
+  exit 0
+fi
+
+if [ "$MODE" = resolved ]; then
+  . /vmtest/resolved.sh
+  resolved_main
   exit 0
 fi
 

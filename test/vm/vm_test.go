@@ -496,7 +496,7 @@ func copyFile(t *testing.T, from, to string) {
 // config.toml, the cluster's kubeconfig and CA.
 func (w *world) writeShare(t *testing.T, dir, mode string, extraEnv ...string) {
 	t.Helper()
-	for _, f := range []string{"run.sh", "ipvs.sh"} {
+	for _, f := range []string{"run.sh", "ipvs.sh", "resolved.sh"} {
 		copyFile(t, filepath.Join(repoRoot, "test", "vm", f), filepath.Join(dir, f))
 	}
 	kc, err := lab.InlineKubeconfig(w.cluster.Kubeconfig)
