@@ -32,25 +32,9 @@ func TestKernelUndivertedTCP(t *testing.T) {
 		vip    = "10.96.0.80"
 		cidr   = "10.96.0.0/16"
 	)
-	ip(t, "link", "set", "lo", "up")
-	for _, a := range []string{"10.0.0.1/32", "10.0.0.9/32"} {
-		ip(t, "addr", "replace", a, "dev", "lo")
-	}
 	// A ClusterIP without rules goes to lo, and no one there takes it:
 	// like the router that has no route for it.
-	ip(t, "route", "replace", cidr, "dev", "lo")
-	tcpServer(t, ep, "endpoint")
-
-	r, err := NewRunner(false)
-	if err != nil {
-		t.Skip(err)
-	}
-	p := New(Options{Runner: r, MasqueradeMark: 0x100000, Conntrack: NewConntrack()})
-	t.Cleanup(func() {
-		if err := p.Cleanup(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	p, _ := undivertedLab(t, "lo")
 	// Another service first: a namespace tracks connections only once a
 	// rule needs it, as the host's does while the daemon runs.
 	other := svc("alpha", "default", "other", "http", model.TCP, "10.96.0.81", 80, ep)
@@ -75,9 +59,8 @@ func TestKernelUndivertedTCP(t *testing.T) {
 // TestKernelFlushedTCP: a connection tried while a firewall reload had
 // flushed our rules leaves a conntrack entry without DNAT, and its
 // client's retransmitted SYNs follow that entry past the repaired rules
-// until the client gives up: beside firewalld, which flushes several
-// times over one reload, the ClusterIP stayed dark seconds after the
-// repair. The probe that finds the rules gone has the repair forget such
+// until the client gives up, long after the repair (firewalld flushes
+// several times over one reload, so many clients try meanwhile). The probe that finds the rules gone has the repair forget such
 // entries for every VIP, and the same source port connects.
 func TestKernelFlushedTCP(t *testing.T) {
 	if !inNewNetns(t) {
@@ -89,10 +72,6 @@ func TestKernelFlushedTCP(t *testing.T) {
 		vip    = "10.96.0.80"
 		cidr   = "10.96.0.0/16"
 	)
-	ip(t, "link", "set", "lo", "up")
-	for _, a := range []string{"10.0.0.1/32", "10.0.0.9/32"} {
-		ip(t, "addr", "replace", a, "dev", "lo")
-	}
 	// Without our rules a ClusterIP goes out of a link where no one
 	// answers its ARP, so the SYN is dropped, as a router without a route
 	// drops it (or sends back an ICMP error that the client gives up on):
@@ -102,8 +81,6 @@ func TestKernelFlushedTCP(t *testing.T) {
 	ip(t, "link", "add", "void", "type", "veth", "peer", "name", "void-peer")
 	ip(t, "link", "set", "void", "up")
 	ip(t, "link", "set", "void-peer", "up")
-	ip(t, "route", "replace", cidr, "dev", "void")
-	tcpServer(t, ep, "endpoint")
 	// The host's firewall tracks connections whatever becomes of our
 	// rules, as firewalld's and Docker's rules do: without a rule that
 	// needs conntrack, a namespace tracks nothing.
@@ -112,17 +89,7 @@ func TestKernelFlushedTCP(t *testing.T) {
 	if out, err := nft.CombinedOutput(); err != nil {
 		t.Skipf("nft: %v: %s", err, out)
 	}
-
-	r, err := NewRunner(false)
-	if err != nil {
-		t.Skip(err)
-	}
-	p := New(Options{Runner: r, MasqueradeMark: 0x100000, Conntrack: NewConntrack()})
-	t.Cleanup(func() {
-		if err := p.Cleanup(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	p, r := undivertedLab(t, "void")
 	st := state(cluster("alpha", true, []string{cidr}, svc("alpha", "default", "web", "http", model.TCP, vip, 80, ep)))
 	mustSync(t, p, st, true)
 	to := net.JoinHostPort(vip, "80")
@@ -150,6 +117,31 @@ func TestKernelFlushedTCP(t *testing.T) {
 	if got != "endpoint" {
 		t.Fatalf("answered by %q", got)
 	}
+}
+
+// undivertedLab serves "endpoint" at 10.0.0.1:8080 from this network
+// namespace, with 10.0.0.9 for the client, and routes the service range
+// 10.96.0.0/16 out of dev when no rule of ours takes it. It returns the
+// proxier, cleaned up after the test, and its runner.
+func undivertedLab(t *testing.T, dev string) (*Proxier, Runner) {
+	t.Helper()
+	ip(t, "link", "set", "lo", "up")
+	for _, a := range []string{"10.0.0.1/32", "10.0.0.9/32"} {
+		ip(t, "addr", "replace", a, "dev", "lo")
+	}
+	ip(t, "route", "replace", "10.96.0.0/16", "dev", dev)
+	tcpServer(t, "10.0.0.1:8080", "endpoint")
+	r, err := NewRunner(false)
+	if err != nil {
+		t.Skip(err)
+	}
+	p := New(Options{Runner: r, MasqueradeMark: 0x100000, Conntrack: NewConntrack()})
+	t.Cleanup(func() {
+		if err := p.Cleanup(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return p, r
 }
 
 // connectFrom connects from the address and port from to to, and returns
