@@ -21,7 +21,7 @@ func kernelBackend(b *testing.B) proxy.Backend {
 	if err != nil {
 		b.Skip(err)
 	}
-	return New(Options{NFT: nft, MasqueradeMark: testMark})
+	return New(Options{NFT: nft, Rules: &NetlinkWriter{}, MasqueradeMark: testMark})
 }
 
 // BenchmarkKernelFullSync: the first sync of 10,000 services x 10

@@ -59,7 +59,7 @@ func kernelProxier(t *testing.T, v6 bool) (*Proxier, knftables.Interface) {
 	if err != nil {
 		t.Skip(err)
 	}
-	p := New(Options{NFT: nft, IPv6: v6, MasqueradeMark: testMark, Conntrack: iptables.NewConntrack(), RoutedClients: testRouted})
+	p := New(Options{NFT: nft, Rules: &NetlinkWriter{}, IPv6: v6, MasqueradeMark: testMark, Conntrack: iptables.NewConntrack(), RoutedClients: testRouted})
 	t.Cleanup(func() {
 		if err := p.Cleanup(context.Background()); err != nil {
 			t.Error(err)
@@ -130,9 +130,9 @@ func TestKernelSyncs(t *testing.T) {
 }
 
 // kernelSteps runs random changes through partial syncs against the
-// kernel: each transaction must be one the kernel takes (the fake does not
+// kernel, and returns the state it left: each transaction must be one the kernel takes (the fake does not
 // check that nothing deleted is still referred to).
-func kernelSteps(t *testing.T, p *Proxier, st *model.State) {
+func kernelSteps(t *testing.T, p *Proxier, st *model.State) *model.State {
 	t.Helper()
 	mustSync(t, p, st, true)
 	w := &modeltest.World{Rng: rand.New(rand.NewPCG(5, 6)), St: st}
@@ -144,9 +144,11 @@ func kernelSteps(t *testing.T, p *Proxier, st *model.State) {
 	}
 	// A cluster that goes (a reload) takes its maps and the chains their
 	// elements lead to, in one transaction.
-	if err := p.Sync(t.Context(), modeltest.State(modeltest.ClusterOf(w.St, "alpha")), false); err != nil {
+	last := modeltest.State(modeltest.ClusterOf(w.St, "alpha"))
+	if err := p.Sync(t.Context(), last, false); err != nil {
 		t.Fatalf("removing a cluster: %v", err)
 	}
+	return last
 }
 
 // serveEndpoint answers "a1" at 10.0.1.1:8080, an address of this

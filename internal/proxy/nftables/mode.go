@@ -36,9 +36,8 @@ func init() {
 		Explainer: newExplainer,
 		// First for mode = "auto": its dispatch costs the same at 10 and
 		// at 10,000 services (iptables mode's five times more), and at
-		// 10,000 services its first full sync takes 6.3 s against
-		// iptables mode's 17 s. A change takes 0.24 s there against
-		// 65 ms (docs/datapaths.md, "mode = auto").
+		// 10,000 services its first full sync and a change take less
+		// than iptables mode's (docs/datapaths.md, "mode = auto").
 		Auto:   15,
 		Usable: func(ctx context.Context, _ *config.Config) error { return Usable(ctx) },
 	})
@@ -46,13 +45,15 @@ func init() {
 
 func newBackends(env proxy.Env) ([]proxy.Backend, error) {
 	ct := iptables.NewConntrack()
+	// One netlink socket serves both families' tables.
+	w := &NetlinkWriter{}
 	var out []proxy.Backend
 	for _, v6 := range env.Families {
 		nft, err := knftables.New(familyOf(v6).nft, TableName)
 		if err != nil {
 			return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
 		}
-		out = append(out, New(Options{NFT: nft, IPv6: v6, MasqueradeMark: env.MasqueradeMark(), Conntrack: ct,
+		out = append(out, New(Options{NFT: nft, Rules: w, IPv6: v6, MasqueradeMark: env.MasqueradeMark(), Conntrack: ct,
 			RoutedClients: env.Config.RoutedClients, Log: env.Log}))
 	}
 	return out, nil

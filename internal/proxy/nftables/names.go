@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"sigs.k8s.io/knftables"
 
@@ -62,7 +63,18 @@ func hash(s string, n int) string {
 	return strings.ToLower(b32.EncodeToString(sum[:])[:n])
 }
 
-func clusterTag(cluster string) string { return hash("cluster/"+cluster, tagLen) }
+// clusterTags memoizes clusterTag: a sync asks for it once per port, and
+// the clusters are the config's, a few names.
+var clusterTags sync.Map
+
+func clusterTag(cluster string) string {
+	if t, ok := clusterTags.Load(cluster); ok {
+		return t.(string)
+	}
+	t := hash("cluster/"+cluster, tagLen)
+	clusterTags.Store(cluster, t)
+	return t
+}
 
 func dispatchMap(cluster string) string   { return prefixDispatch + clusterTag(cluster) }
 func nodePortMap(cluster string) string   { return prefixNodePorts + clusterTag(cluster) }

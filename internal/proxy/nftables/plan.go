@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
 // plan is one sync's changes, kept apart by phase so that the transaction
@@ -20,6 +22,12 @@ type plan struct {
 	empty    []knftables.Object // flushes of chains that go
 	remove   []knftables.Object // chains first, then what rules referred to
 	removeAt []knftables.Object // sets, maps, counters
+
+	// rewrites are the ports without affinity whose service chain gets
+	// new rules: what the fast path can write (fastpath.go). rewritesNew
+	// says that the kernel lacks one of their chains or counters.
+	rewrites    []*model.ServicePort
+	rewritesNew bool
 
 	// made and gone are the objects, "kind/name", that this plan creates
 	// and deletes, to know what the kernel holds once it ran.

@@ -18,8 +18,11 @@ import (
 // Options configure a Proxier.
 type Options struct {
 	// NFT is bound to this family's table of ours (TableName).
-	NFT  knftables.Interface
-	IPv6 bool
+	NFT knftables.Interface
+	// Rules, when set, writes the changes that only give existing
+	// service chains new rules, without nft (fastpath.go).
+	Rules RuleWriter
+	IPv6  bool
 	// MasqueradeMark is the fwmark bit of connections to masquerade; 0
 	// turns masquerading off.
 	MasqueradeMark uint32
@@ -57,6 +60,11 @@ type Proxier struct {
 	// counterNames are the ports' counters, name to port, as the last
 	// sync left them (counters.go).
 	counterNames atomic.Pointer[map[string]model.PortKey]
+	// fastBatches counts the syncs the fast path wrote.
+	fastBatches atomic.Int64
+	// fullByNFT: a full sync's netlink batch failed once; full syncs
+	// go through nft alone from then on.
+	fullByNFT bool
 }
 
 // clusterShape is what of a cluster decides which of its objects exist.
