@@ -20,6 +20,9 @@ type DNS struct {
 	// Resolved is ResolvedAuto or ResolvedOff: whether the daemon
 	// registers the server with systemd-resolved for the zones.
 	Resolved string
+	// MaxQPS is how many queries a second the server answers at most,
+	// over UDP and TCP and every listen address together.
+	MaxQPS int
 }
 
 // Enabled says whether the DNS server runs.
@@ -41,6 +44,14 @@ const (
 
 const (
 	DefaultDNSTTL = 5 * time.Second
+	// DefaultDNSMaxQPS: a host's resolver caches each answer for the
+	// TTL, so even a routed subnet's load is far below it, and a flood
+	// costs the daemon at most this many answers' CPU (0.2 to 0.3 of a
+	// core in TestDNSFlood). maxDNSQPS bounds that cost; minDNSQPS keeps
+	// a host's own lookups from being refused.
+	DefaultDNSMaxQPS = 10000
+	minDNSQPS        = 100
+	maxDNSQPS        = 1000000
 	// DefaultZoneSuffix makes a cluster's default zone <name>.internal:
 	// .internal is reserved for private use (ICANN, 2024), so the name
 	// can never shadow a public one, as "prod" (a real TLD) would.
@@ -53,7 +64,7 @@ const (
 	maxZoneLen = 253 - 63 - 1 - 63 - 1 - 3 - 1
 )
 
-var dnsKeys = []string{"listen", "ttl", "resolved"}
+var dnsKeys = []string{"listen", "ttl", "resolved", "max_qps"}
 
 // dns checks the [dns] table.
 func (c *checker) dns(cfg *Config, v any) {
@@ -71,12 +82,23 @@ func (c *checker) dns(cfg *Config, v any) {
 			c.unknown(line(k), "dns."+k, k, dnsKeys, nil, "")
 		}
 	}
-	cfg.DNS = DNS{Listen: DefaultDNSListen, TTL: DefaultDNSTTL, Resolved: ResolvedAuto}
+	cfg.DNS = DNS{Listen: DefaultDNSListen, TTL: DefaultDNSTTL, Resolved: ResolvedAuto, MaxQPS: DefaultDNSMaxQPS}
 	if raw, ok := t["listen"]; ok {
 		cfg.DNS.Listen = c.dnsListen(line("listen"), raw, cfg)
 	}
 	if raw, ok := t["ttl"]; ok {
 		cfg.DNS.TTL = c.durationAt(line("ttl"), "dns.ttl", raw, DefaultDNSTTL)
+	}
+	if raw, ok := t["max_qps"]; ok {
+		n, ok := raw.(int64)
+		switch {
+		case !ok:
+			c.typeErr(line("max_qps"), "", "dns.max_qps", fmt.Sprintf("an integer like %d", DefaultDNSMaxQPS), raw)
+		case n < minDNSQPS || n > maxDNSQPS:
+			c.add(line("max_qps"), "", "dns.max_qps %d: must be %d to %d (the default is %d)", n, minDNSQPS, maxDNSQPS, DefaultDNSMaxQPS)
+		default:
+			cfg.DNS.MaxQPS = int(n)
+		}
 	}
 	if raw, ok := t["resolved"]; ok {
 		if s, ok := c.str(line("resolved"), "", "dns.resolved", raw, "a string"); ok {

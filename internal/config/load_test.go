@@ -132,6 +132,7 @@ func TestParse(t *testing.T) {
 			`listen = ["127.0.0.153:53", "[::1]:5353"]`,
 			`ttl = "30s"`,
 			`resolved = "off"`,
+			`max_qps = 50000`,
 			``,
 			`[[clusters]] # a comment`,
 			`name = "blue-1"`,
@@ -163,7 +164,7 @@ func TestParse(t *testing.T) {
 			LogFormat:      LogJSON,
 			StateDir:       "/srv/ko",
 			DNS: DNS{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.153:53"), netip.MustParseAddrPort("[::1]:5353")},
-				TTL: 30 * time.Second, Resolved: ResolvedOff},
+				TTL: 30 * time.Second, Resolved: ResolvedOff, MaxQPS: 50000},
 			Clusters: []Cluster{{
 				Name:       "blue-1",
 				Kubeconfig: filepath.Join(dir, "multi.kubeconfig"),
@@ -328,6 +329,8 @@ func TestParseProblems(t *testing.T) {
 		{"dns listen type", top(`[dns]`, `listen = "127.0.0.153:53"`), []string{`2: dns.listen: must be an array of strings, not a string`}},
 		{"dns off", top(`[dns]`, `listen = []`), nil},
 		{"dns resolved", top(`[dns]`, `resolved = "on"`), []string{`2: dns.resolved "on": must be "auto" or "off"`}},
+		{"dns max_qps", top(`[dns]`, `max_qps = 99`), []string{`2: dns.max_qps 99: must be 100 to 1000000 (the default is 10000)`}},
+		{"dns max_qps type", top(`[dns]`, `max_qps = "fast"`), []string{`2: dns.max_qps: must be an integer like 10000, not a string`}},
 		{"dns resolved type", top(`[dns]`, `resolved = false`), []string{`2: dns.resolved: must be a string, not a boolean`}},
 		{"dns resolved off", top(`[dns]`, `resolved = "off"`), nil},
 		{"dns zone", lines(append(okCluster, `dns_zone = "prod_1.internal"`, `dns_default = "yes"`)...), []string{

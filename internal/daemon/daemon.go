@@ -279,7 +279,7 @@ func globalDiff(a, b *config.Config) string {
 	if a.StateDir != b.StateDir || a.StaleStateMaxAge != b.StaleStateMaxAge {
 		diff = append(diff, "state_dir, stale_state_max_age")
 	}
-	if !slices.Equal(a.DNS.Listen, b.DNS.Listen) || a.DNS.TTL != b.DNS.TTL || a.DNS.Resolved != b.DNS.Resolved {
+	if !slices.Equal(a.DNS.Listen, b.DNS.Listen) || a.DNS.TTL != b.DNS.TTL || a.DNS.Resolved != b.DNS.Resolved || a.DNS.MaxQPS != b.DNS.MaxQPS {
 		diff = append(diff, "dns")
 	}
 	return strings.Join(diff, ", ")

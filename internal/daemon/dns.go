@@ -73,7 +73,7 @@ func newDNSServer(cfg config.DNS, clusters func() []config.Cluster, m *metrics.M
 	for _, r := range names.DropReasons {
 		s.dropped[r] = new(atomic.Uint64)
 	}
-	s.opts = names.Options{Listen: cfg.Listen, TTL: cfg.TTL, Log: log,
+	s.opts = names.Options{Listen: cfg.Listen, TTL: cfg.TTL, MaxQPS: float64(cfg.MaxQPS), Log: log,
 		Answered: func(cluster string, rcode int, took time.Duration) {
 			rc := names.RcodeName(rcode)
 			m.ObserveDNS(cluster, rc, took)

@@ -29,7 +29,8 @@ const (
 	maxTCPQueries = 128
 )
 
-// MaxQPS is how many queries a second the server answers at most, over
+// MaxQPS is how many queries a second the server answers at most when
+// Options say nothing (config's dns.max_qps, whose default this is), over
 // UDP and TCP together, in bursts of a tenth of it. A host's resolver
 // caches each answer for the TTL, so its honest load is far below this;
 // a flood above it costs the daemon this many answers' CPU (0.2 to 0.3
@@ -66,7 +67,7 @@ type Options struct {
 	// Dropped, when set, is told of queries dropped unanswered, n at a
 	// time, for one of DropReasons. It runs on a serving goroutine.
 	Dropped func(reason string, n int)
-	// MaxQPS replaces the package's MaxQPS when positive (tests).
+	// MaxQPS replaces the package's MaxQPS when positive.
 	MaxQPS float64
 	// Inherited are sockets kept across a restart of the daemon, by
 	// SocketName: a listen address with its sockets here takes them
