@@ -52,6 +52,17 @@ type dnsServer struct {
 	held      bool
 	serveNow  chan struct{}
 	serveOnce sync.Once
+	// The index is built beside the sync loop, not in it: at 10,000
+	// services × 10 endpoints a build takes 35 ms (BenchmarkBuild),
+	// which every sync would add to the next change's latency. bmu
+	// guards pending, the newest state not built yet, and the counts of
+	// states given (given) and built or superseded (done).
+	bmu         sync.Mutex
+	bcond       *sync.Cond
+	pending     *model.State
+	given, done uint64
+	wake        chan struct{}
+	builderOnce sync.Once
 }
 
 // fdStore is systemd's file descriptor store (systemd.Notifier).
@@ -66,7 +77,8 @@ const holdMax = 3 * time.Second
 
 func newDNSServer(cfg config.DNS, clusters func() []config.Cluster, m *metrics.Metrics, log *slog.Logger) *dnsServer {
 	s := &dnsServer{cfg: cfg, clusters: clusters, log: log, answered: map[string]*atomic.Uint64{},
-		dropped: map[string]*atomic.Uint64{}, last: &names.Index{}, serveNow: make(chan struct{})}
+		dropped: map[string]*atomic.Uint64{}, last: &names.Index{}, serveNow: make(chan struct{}), wake: make(chan struct{}, 1)}
+	s.bcond = sync.NewCond(&s.bmu)
 	for _, rc := range names.Rcodes {
 		s.answered[rc] = new(atomic.Uint64)
 	}
@@ -105,6 +117,7 @@ func (s *dnsServer) keep(kept map[string]*os.File, store fdStore) {
 // next restart, one that is not used any more (dns.listen changed) is
 // dropped from it.
 func (s *dnsServer) Start(ctx context.Context) error {
+	s.builderOnce.Do(func() { go s.builder(ctx) })
 	if err := s.Sync(ctx, &model.State{}); err != nil {
 		return err
 	}
@@ -153,14 +166,57 @@ func (s *dnsServer) storeSockets() {
 	}
 }
 
+// Sync hands the state to the builder and returns: the names follow
+// within a build's time, and the sync loop does not wait for it. A
+// snapshot is the sync's own copy, so it may be read after the sync.
 func (s *dnsServer) Sync(_ context.Context, st *model.State) error {
-	ix := names.Build(st, names.ZonesOf(s.clusters()))
-	s.srv.Set(ix)
-	s.logSkipped(ix)
-	if len(st.Clusters) > 0 {
-		s.serveOnce.Do(func() { close(s.serveNow) })
+	s.bmu.Lock()
+	s.pending = st
+	s.given++
+	s.bmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // the builder is woken already, and takes the newest
 	}
 	return nil
+}
+
+// builder builds the index of the newest state given, one at a time;
+// states given during a build are superseded by the last of them.
+func (s *dnsServer) builder(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		s.bmu.Lock()
+		st, upTo := s.pending, s.given
+		s.pending = nil
+		s.bmu.Unlock()
+		if st != nil {
+			ix := names.Build(st, names.ZonesOf(s.clusters()))
+			s.srv.Set(ix)
+			s.logSkipped(ix)
+			if len(st.Clusters) > 0 {
+				s.serveOnce.Do(func() { close(s.serveNow) })
+			}
+		}
+		s.bmu.Lock()
+		s.done = max(s.done, upTo)
+		s.bcond.Broadcast()
+		s.bmu.Unlock()
+	}
+}
+
+// built waits until the server answers from the last state given (or a
+// newer one); for tests.
+func (s *dnsServer) built() {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	for s.done < s.given {
+		s.bcond.Wait()
+	}
 }
 
 // logSkipped logs the names left out when they change, not at every

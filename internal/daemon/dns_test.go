@@ -46,6 +46,7 @@ func TestDNSServerObserved(t *testing.T) {
 		if err := s.Sync(t.Context(), bad); err != nil {
 			t.Fatal(err)
 		}
+		s.built()
 	}
 	if n := strings.Count(log.String(), "left out"); n != 1 {
 		t.Errorf("the names left out logged %d times over 3 syncs of one state, want once:\n%s", n, log.String())
@@ -130,6 +131,7 @@ func TestDNSServerObserved(t *testing.T) {
 		if err := s.Sync(t.Context(), dnsState()); err != nil {
 			t.Fatal(err)
 		}
+		s.built()
 	}
 	if n := strings.Count(log.String(), "valid DNS name again"); n != 1 {
 		t.Errorf("the fix logged %d times, want once:\n%s", n, log.String())
