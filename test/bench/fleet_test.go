@@ -51,6 +51,8 @@ type fleet struct {
 	// want are the ClusterIPs of the load, which a synced daemon's rules
 	// hold every one of.
 	want map[netip.Addr]bool
+	// rows counts the fleets started, to give each its own state.
+	rows int
 }
 
 // member is where one daemon of the fleet runs: a loopback node whose
