@@ -48,9 +48,13 @@ func (f *fleet) run(ctx context.Context, variant string, n int) (r FleetRow) {
 		r.Err = "restarting the apiserver: " + err.Error()
 		return r
 	}
-	time.Sleep(f.p.Settle)
 	pid := f.c.APIServerPid()
 	rss := func() float64 { v, _ := kernelbench.ProcStatusMiB(strconv.Itoa(pid), "VmRSS"); return v }
+	// The RSS of the settled apiserver, before any daemon: a restarted
+	// apiserver's differs from the last one's by more than a few
+	// daemons take, so each row's RSS at rest is read against its own.
+	time.Sleep(f.p.Settle / 2)
+	r.SettledRSS = medianOver(f.p.Settle-f.p.Settle/2, rss)
 
 	// Scrapes cost the apiserver CPU too: each is taken outside the
 	// windows its CPU time is read over.
@@ -110,18 +114,11 @@ func (f *fleet) run(ctx context.Context, variant string, n int) (r FleetRow) {
 	cpu1 := cpuSeconds(pid)
 	bytes1, _ = f.relayBytes(n)
 	restStart := time.Now()
-	var samples []float64
-	stopRest := make(chan struct{})
-	time.AfterFunc(f.p.Rest, func() { close(stopRest) })
-	every(time.Second, stopRest, func() { samples = append(samples, rss()) })
+	r.RestRSS = medianOver(f.p.Rest, rss)
 	r.RestCPU = cpuSeconds(pid) - cpu1
 	r.Rest = time.Since(restStart)
 	bytes2, _ := f.relayBytes(n)
 	r.RestBytes = bytes2 - bytes1
-	slices.Sort(samples)
-	if len(samples) > 0 {
-		r.RestRSS = samples[len(samples)/2]
-	}
 
 	// Changes.
 	m2, err := f.scrape(ctx)
@@ -152,6 +149,17 @@ func (f *fleet) run(ctx context.Context, variant string, n int) (r FleetRow) {
 			metricSum(m2, "apiserver_watch_events_sizes_sum", `resource="endpointslices"`)
 	}
 	return r
+}
+
+// medianOver is the median of f sampled every second for d (f once if d
+// is shorter).
+func medianOver(d time.Duration, f func() float64) float64 {
+	samples := []float64{f()}
+	stop := make(chan struct{})
+	time.AfterFunc(d, func() { close(stop) })
+	every(time.Second, stop, func() { samples = append(samples, f()) })
+	slices.Sort(samples)
+	return samples[len(samples)/2]
 }
 
 // initialLists are, from the apiserver's metrics, the watch-list streams
