@@ -11,7 +11,7 @@ E2E_PKGS := ./test/... ./internal/routes/
 # lists only what the daemon and its tests link.
 TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
-.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short package
+.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short package
 
 all: build
 
@@ -201,3 +201,38 @@ bench-compare-short:
 	@$(MAKE) --no-print-directory bench-compare COMPARE_SERVICES=500 COMPARE_ENDPOINTS=5 COMPARE_CHANGES=10 \
 	  COMPARE_CHURN=10 COMPARE_COLD=90s COMPARE_OUT=$(or $(COMPARE_OUT),bin/bench-compare-short) \
 	  COMPARE_FLAGS='-sample 5 -connects 300 $(COMPARE_FLAGS)'
+
+# The fleet's cost to the cluster (docs/benchmarks.md, "Sizing"): FLEET
+# daemons at once, each in a loopback-only namespace of its own, against
+# one lab apiserver holding FLEET_SERVICES x FLEET_ENDPOINTS; the
+# apiserver's CPU, RSS and the bytes it sends each daemon (counted by a
+# relay per daemon) at sync, at rest and per change, over a baseline of no
+# daemon, for kube-outpost (watch-list on and off) and kube-proxy.
+# A benchmark: it asserts nothing about the figures. The report
+# (results.md, results.json, logs/) goes to FLEET_OUT, by default
+# test/bench/results/<UTC time>-fleet-<S>x<E>/.
+FLEET           ?= 1,10,50
+FLEET_SERVICES  ?= 1000
+FLEET_ENDPOINTS ?= 10
+FLEET_CHANGES   ?= 50
+FLEET_REST      ?= 1m
+FLEET_VARIANTS  ?= kube-outpost,kube-outpost-no-watchlist,kube-proxy
+FLEET_MODE      ?= nftables
+FLEET_OUT       ?=
+FLEET_FLAGS     ?=
+bench-fleet: deps lab-bins build
+	@echo ">> the fleet's cost to the cluster: $(FLEET) daemons against one apiserver, $(FLEET_SERVICES) services x $(FLEET_ENDPOINTS) endpoints"
+	@$(GO) test -tags bench -c -o bin/bench-fleet.test ./test/bench/
+	@cd test/bench && KO_BENCH_BINARY=$(abspath bin/kube-outpost) ../../bin/bench-fleet.test \
+	  -test.run '^TestFleet$$' -test.v -test.timeout 0 \
+	  -fleet $(FLEET) -fleet-services $(FLEET_SERVICES) -fleet-endpoints $(FLEET_ENDPOINTS) \
+	  -fleet-changes $(FLEET_CHANGES) -fleet-rest $(FLEET_REST) -fleet-variants $(FLEET_VARIANTS) \
+	  -fleet-mode $(FLEET_MODE) $(if $(FLEET_OUT),-out $(abspath $(FLEET_OUT))) $(FLEET_FLAGS)
+
+# The harness tried end to end in a few minutes: fleets of 1 and 3,
+# 200 services x 5 endpoints, 10 changes, 15 s at rest; the report in
+# bin/bench-fleet-short/.
+bench-fleet-short:
+	@$(MAKE) --no-print-directory bench-fleet FLEET=1,3 FLEET_SERVICES=200 FLEET_ENDPOINTS=5 FLEET_CHANGES=10 \
+	  FLEET_REST=15s FLEET_OUT=$(or $(FLEET_OUT),bin/bench-fleet-short) \
+	  FLEET_FLAGS='-fleet-settle 10s -fleet-sync-timeout 3m $(FLEET_FLAGS)'

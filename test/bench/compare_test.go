@@ -92,6 +92,8 @@ type bench struct {
 	bulk     []*service
 	nodes    int
 	churnSeq atomic.Uint32
+	// nEndpoints is the endpoints per service of the load.
+	nEndpoints int
 }
 
 func TestCompare(t *testing.T) {
@@ -105,7 +107,7 @@ func TestCompare(t *testing.T) {
 	}
 	rep := &Report{Params: p, Start: time.Now()}
 	ctx := context.Background()
-	b := &bench{t: t, pods: map[byte][]netip.Addr{}}
+	b := &bench{t: t, pods: map[byte][]netip.Addr{}, nEndpoints: p.Endpoints}
 
 	modes := b.modes()
 	rep.Machine = machine()
@@ -268,7 +270,7 @@ func (b *bench) addPods(ctx context.Context) {
 	}
 }
 
-func (b *bench) endpoints() int { return *flagEndpoints }
+func (b *bench) endpoints() int { return b.nEndpoints }
 
 // sliceFor is the EndpointSlice of svc over addrs.
 func sliceFor(svc string, addrs []netip.Addr) *discoveryv1.EndpointSlice {
@@ -478,6 +480,20 @@ var serviceIPRE = regexp.MustCompile(`10\.96\.[0-9]{1,3}\.[0-9]{1,3}`)
 // programmed counts the services whose ClusterIP is in the kernel's rules
 // of the proxy's mode.
 func (b *bench) programmed(ctx context.Context, p *proc, want map[netip.Addr]bool) (int, error) {
+	seen := map[netip.Addr]bool{}
+	err := b.scanRules(ctx, p, func(line []byte) {
+		for _, m := range serviceIPRE.FindAll(line, -1) {
+			if a, err := netip.ParseAddr(string(m)); err == nil && want[a] {
+				seen[a] = true
+			}
+		}
+	})
+	return len(seen), err
+}
+
+// scanRules calls f with each line of the kernel's rules of the proxy's
+// mode (`nft list ruleset`, `iptables-save -t nat`).
+func (b *bench) scanRules(ctx context.Context, p *proc, f func(line []byte)) error {
 	var cmd *exec.Cmd
 	if p.m.proxyMode == "nftables" {
 		cmd = p.node.Command(ctx, "nft", "list", "ruleset")
@@ -487,25 +503,17 @@ func (b *bench) programmed(ctx context.Context, p *proc, want map[netip.Addr]boo
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return err
 	}
-	seen := map[netip.Addr]bool{}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
-		for _, m := range serviceIPRE.FindAll(sc.Bytes(), -1) {
-			if a, err := netip.ParseAddr(string(m)); err == nil && want[a] {
-				seen[a] = true
-			}
-		}
+		f(sc.Bytes())
 	}
-	if err := cmd.Wait(); err != nil {
-		return 0, err
-	}
-	return len(seen), nil
+	return cmd.Wait()
 }
 
 // probeTimeout bounds one probe of answers: short, since a SYN that a

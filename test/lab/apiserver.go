@@ -276,6 +276,18 @@ func (c *Cluster) StopAPIServer() error {
 	return c.apiserver.stop(syscall.SIGKILL, 10*time.Second)
 }
 
+// APIServerPid is the process id of the running kube-apiserver (`ip netns
+// exec` execs it, so /proc/<pid> is the apiserver's own), or 0 when none
+// runs.
+func (c *Cluster) APIServerPid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.apiserver == nil || c.apiserver.exited() {
+		return 0
+	}
+	return c.apiserver.cmd.Process.Pid
+}
+
 // kill stops both processes; used by Lab.Close.
 func (c *Cluster) kill() {
 	c.mu.Lock()

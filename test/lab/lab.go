@@ -20,6 +20,9 @@
 //	<ID>-node-<n> (AddNode) 10.250.0.(220+k)/24 on the infra bridge, with its own
 //	              pods (Node.AddPod) on 10.245.k.0/24 behind it, which nothing
 //	              else routes: reached by a route via the node or its NodePorts
+//	<ID>-node-<n> (AddLoopbackNode) nothing but its loopback, holding
+//	              10.252.x.y/32: reaches an apiserver only through a relay
+//	              in it (Cluster.RelayIn), which dials from <ID>-host
 //	<ID>-off-<n>  (AddOffHost) 10.250.0.(210+k)/24 on the infra bridge, serving
 //	              addresses the router routes to it (a cloud's metadata service):
 //	              the host reaches them only by a default route via the router,
@@ -118,16 +121,17 @@ type Lab struct {
 	ipv6     bool   // some cluster has a ServiceCIDRv6: IPv6 addressing everywhere
 	remote   string // control URL of the serving lab; "" for a local lab
 
-	mu       sync.Mutex // guards the fields below
-	closed   bool
-	pods     map[string]*podState
-	podSeq   int                   // pod addresses are never reused, so stale conntrack entries cannot hit a new pod
-	clients  map[net.Conn]struct{} // connections of the lab's Kubernetes clients, closed by Close
-	routed   map[string]*Client    // routed clients by name; nil value: AddRoutedClient still running
-	nodes    map[string]*Node      // by name
-	routSeq  int                   // subnets of routed clients are never reused either
-	offHosts int                   // off-host machines added (AddOffHost)
-	servers  []io.Closer           // servers outside pods (off-host machines, the gateway), closed by Close
+	mu        sync.Mutex // guards the fields below
+	closed    bool
+	pods      map[string]*podState
+	podSeq    int                   // pod addresses are never reused, so stale conntrack entries cannot hit a new pod
+	clients   map[net.Conn]struct{} // connections of the lab's Kubernetes clients, closed by Close
+	routed    map[string]*Client    // routed clients by name; nil value: AddRoutedClient still running
+	nodes     map[string]*Node      // by name
+	routSeq   int                   // subnets of routed clients are never reused either
+	offHosts  int                   // off-host machines added (AddOffHost)
+	loopNodes int                   // loopback-only nodes added (AddLoopbackNode)
+	servers   []io.Closer           // servers outside pods (off-host machines, the gateway), closed by Close
 
 	closeOnce sync.Once
 	closeErr  error

@@ -185,12 +185,14 @@ func nthAddr(p netip.Prefix, n int) (netip.Addr, error) {
 }
 
 // Register creates the node's Kubernetes Node object with cs, as kubelet and
-// the node IPAM controller would: its InternalIP, its pod CIDR, Ready.
+// the node IPAM controller would: its InternalIP, its pod CIDR (if it has
+// one), Ready.
 func (n *Node) Register(ctx context.Context, cs kubernetes.Interface) error {
-	created, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name},
-		Spec:       corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
-	}, metav1.CreateOptions{})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name}}
+	if n.PodCIDR.IsValid() { // a loopback node has none
+		node.Spec = corev1.NodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}}
+	}
+	created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
 		return err
 	}

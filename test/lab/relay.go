@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -27,6 +28,10 @@ import (
 //     the apiserver is down.
 //   - Resume: frozen connections pass bytes again, and new ones are
 //     accepted again.
+//
+// It counts the bytes it passes each way (Bytes): the TCP payload of the
+// client's connections, i.e. TLS records, HTTP/2 frames and whatever the
+// apiserver compressed, as they leave the apiserver's socket.
 type Relay struct {
 	// Kubeconfig is a copy of the cluster's Kubeconfig whose server is
 	// the relay (https://127.0.0.1:<port> in the host namespace; the
@@ -38,6 +43,9 @@ type Relay struct {
 	listen func(addr string) (net.Listener, error)
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	logf   func(format string, args ...any)
+
+	// toClient and toServer count the bytes passed each way.
+	toClient, toServer atomic.Int64
 
 	mu     sync.Mutex
 	ln     net.Listener // nil while refusing
@@ -68,21 +76,55 @@ func (c *Cluster) Relay() (*Relay, error) {
 		r.Close()
 		return nil, err
 	}
-	r.Kubeconfig = filepath.Join(c.dir, "relay-"+strings.ReplaceAll(r.Addr, ":", "-")+".kubeconfig")
-	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if r.Kubeconfig, err = r.KubeconfigFor(c.Kubeconfig, filepath.Join(c.dir, "relay-"+strings.ReplaceAll(r.Addr, ":", "-")+".kubeconfig")); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// RelayIn starts a relay in front of the cluster's apiserver that listens
+// on the loopback of network namespace ns and dials from the lab's host
+// namespace: a client in ns reaches the apiserver through it without any
+// route of its own, and everything it exchanges with the apiserver is
+// counted. Lab.Close stops it. Its Kubeconfig is empty: KubeconfigFor
+// writes one for each client's credentials.
+func (c *Cluster) RelayIn(ns string) (*Relay, error) {
+	if c.lab.remote != "" {
+		return nil, errors.New("lab: a remote lab's apiservers are not the lab's to stand in front of")
+	}
+	listen := func(addr string) (net.Listener, error) { return listenIn(ns, "tcp", addr) }
+	r, err := newRelay(strings.TrimPrefix(c.url(), "https://"), listen, c.lab.DialHost, func(string, ...any) {})
 	if err != nil {
 		return nil, err
+	}
+	if err := c.lab.track(r); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// KubeconfigFor writes to dst a copy of the kubeconfig src whose server is
+// the relay (the apiserver's certificate is valid for 127.0.0.1), and
+// returns dst.
+func (r *Relay) KubeconfigFor(src, dst string) (string, error) {
+	cfg, err := clientcmd.LoadFromFile(src)
+	if err != nil {
+		return "", err
 	}
 	for _, cl := range cfg.Clusters {
 		cl.Server = "https://" + r.Addr
 	}
-	if err := clientcmd.WriteToFile(*cfg, r.Kubeconfig); err != nil {
-		return nil, err
+	if err := clientcmd.WriteToFile(*cfg, dst); err != nil {
+		return "", err
 	}
-	if err := os.Chmod(r.Kubeconfig, 0o600); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return dst, os.Chmod(dst, 0o600)
+}
+
+// Bytes returns the bytes passed so far from the apiserver to its clients
+// and from the clients to the apiserver.
+func (r *Relay) Bytes() (toClient, toServer int64) {
+	return r.toClient.Load(), r.toServer.Load()
 }
 
 // newRelay relays connections to target on a loopback port that listen
@@ -128,8 +170,8 @@ func (r *Relay) relay(client net.Conn) {
 	r.pairs[p] = struct{}{}
 	r.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { p.pump(server, client); done <- struct{}{} }()
-	go func() { p.pump(client, server); done <- struct{}{} }()
+	go func() { p.pump(server, client, &r.toServer); done <- struct{}{} }()
+	go func() { p.pump(client, server, &r.toClient); done <- struct{}{} }()
 	<-done
 	p.close()
 	<-done
@@ -139,8 +181,8 @@ func (r *Relay) relay(client net.Conn) {
 }
 
 // pump copies from src to dst, holding what it read while the pair is
-// frozen.
-func (p *pair) pump(dst, src net.Conn) {
+// frozen, and adds what it wrote to count.
+func (p *pair) pump(dst, src net.Conn, count *atomic.Int64) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -149,7 +191,11 @@ func (p *pair) pump(dst, src net.Conn) {
 			flowing := p.flowing
 			p.mu.Unlock()
 			<-flowing
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			// Counted before the write, so that whoever reads these
+			// bytes finds them counted already.
+			count.Add(int64(n))
+			if w, werr := dst.Write(buf[:n]); werr != nil {
+				count.Add(int64(w - n))
 				return
 			}
 		}

@@ -117,3 +117,30 @@ func TestRelay(t *testing.T) {
 		t.Fatalf("after Resume: %v", err)
 	}
 }
+
+// The relay counts what it passes each way: an echo sends back exactly
+// what it was sent.
+func TestRelayBytes(t *testing.T) {
+	r, err := newRelay(echo(t), func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },
+		(&net.Dialer{}).DialContext, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, err := net.Dial("tcp", r.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 3 {
+		if err := roundTrip(c, br, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each round trip is read back in full before the next: the counts
+	// are final.
+	if in, out := r.Bytes(); in != 15 || out != 15 {
+		t.Errorf("Bytes() = %d to the client, %d to the server; want 15 and 15", in, out)
+	}
+}
