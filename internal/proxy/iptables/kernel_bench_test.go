@@ -27,6 +27,10 @@ func kernelBackend(b *testing.B) proxy.Backend {
 // finish in 15 minutes at this size), and the memory it needs.
 func BenchmarkKernelFullSync(b *testing.B) { kernelbench.FullSync(b, kernelBackend) }
 
+// BenchmarkKernelRestart: a restarted daemon's first sync, over the rules
+// the last one left.
+func BenchmarkKernelRestart(b *testing.B) { kernelbench.Restart(b, kernelBackend) }
+
 // BenchmarkKernelOneChange: one service's endpoints change among 10,000.
 func BenchmarkKernelOneChange(b *testing.B) { kernelbench.OneChange(b, kernelBackend) }
 

@@ -96,6 +96,29 @@ func FullSync(b *testing.B, newBackend New) {
 	b.ReportMetric(toolSys.Seconds(), "tool-sys-s")
 }
 
+// Restart is a restarted daemon's first sync: a new backend's full sync
+// of the large state over the rules an earlier one left in the kernel,
+// with the peak RSS during it (peak-RSS-MiB, as FullSync's).
+func Restart(b *testing.B, newBackend New) {
+	st := Big(Services(b), EndpointsPerService)
+	synced(b, newBackend, st)
+	var peak float64
+	for b.Loop() {
+		p := newBackend(b)
+		b.StopTimer()
+		runtime.GC()
+		resetPeakRSS(b)
+		b.StartTimer()
+		if err := p.Sync(context.Background(), st, true); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		peak = procStatusMiB(b, "VmHWM")
+		b.StartTimer()
+	}
+	b.ReportMetric(peak, "peak-RSS-MiB")
+}
+
 // childrenCPU is the user and system CPU time of the commands this
 // process ran and waited for; a netlink transaction's kernel work counts
 // as the system time of the process that sent it.

@@ -168,3 +168,39 @@ func ourChains(t *testing.T, f family) map[string]string {
 	}
 	return out
 }
+
+// TestKernelListObjects: the objects named over netlink are those nft's
+// listing names, for a table with every kind of object, and none for a
+// table that does not exist.
+func TestKernelListObjects(t *testing.T) {
+	elsewhere(t)
+	for _, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ipv6=%v", v6), func(t *testing.T) {
+			p, nft := kernelProxier(t, v6)
+			w := &NetlinkWriter{}
+			if got, err := w.ListObjects(t.Context(), familyOf(v6).nft); err != nil || len(got) != 0 {
+				t.Fatalf("before the first sync: %v, %v; want none", got, err)
+			}
+			mustSync(t, p, testState(), true)
+			got, err := w.ListObjects(t.Context(), familyOf(v6).nft)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := New(Options{NFT: nft, IPv6: v6}).listObjects(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("over netlink: %v\nnft lists: %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+			}
+			kinds := map[string]bool{}
+			for id := range got {
+				kind, _, _ := strings.Cut(id, "/")
+				kinds[kind] = true
+			}
+			if len(kinds) != 4 {
+				t.Errorf("kinds listed: %v, want chain, set, map and counter", kinds)
+			}
+		})
+	}
+}

@@ -81,6 +81,13 @@ type syncPass struct {
 // listObjects reads which objects our table holds; none when the table
 // does not exist.
 func (p *Proxier) listObjects(ctx context.Context) (map[string]bool, error) {
+	if l, ok := p.opt.Rules.(ObjectLister); ok {
+		objs, err := l.ListObjects(ctx, p.fam.nft)
+		if err == nil {
+			return objs, nil
+		}
+		p.log.Debug("listing our objects over netlink failed; asking nft", "ipv6", p.opt.IPv6, "err", err)
+	}
 	all, err := p.opt.NFT.ListAll(ctx)
 	if knftables.IsNotFound(err) {
 		return map[string]bool{}, nil
