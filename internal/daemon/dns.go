@@ -209,16 +209,6 @@ func (s *dnsServer) builder(ctx context.Context) {
 	}
 }
 
-// built waits until the server answers from the last state given (or a
-// newer one); for tests.
-func (s *dnsServer) built() {
-	s.bmu.Lock()
-	defer s.bmu.Unlock()
-	for s.done < s.given {
-		s.bcond.Wait()
-	}
-}
-
 // logSkipped logs the names left out when they change, not at every
 // sync: a bad name stays until its service changes.
 func (s *dnsServer) logSkipped(ix *names.Index) {

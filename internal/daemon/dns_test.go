@@ -145,3 +145,13 @@ func total(qs []status.RcodeCount) uint64 {
 	}
 	return n
 }
+
+// built waits until the server answers from the last state given (or a
+// newer one): Sync hands the state to the builder and returns.
+func (s *dnsServer) built() {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	for s.done < s.given {
+		s.bcond.Wait()
+	}
+}

@@ -24,6 +24,21 @@ const (
 	SCTP Protocol = "SCTP"
 )
 
+// IPNumber is the protocol's number in the IP header (IANA's), as the
+// kernel's conntrack, IPVS and nftables take it; false for a protocol
+// the model never holds.
+func (p Protocol) IPNumber() (uint8, bool) {
+	switch p {
+	case TCP:
+		return 6, true
+	case UDP:
+		return 17, true
+	case SCTP:
+		return 132, true
+	}
+	return 0, false
+}
+
 // PortKey names one port of one service on one IP family: the unit a backend
 // programs. Two ClusterIPs of a dual-stack service are two keys.
 type PortKey struct {

@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -280,24 +278,12 @@ func (rep *FleetReport) Markdown() string {
 // Write puts results.md, results.json (every row's raw figures) and the
 // first daemon's log of each row in dir.
 func (rep *FleetReport) Write(dir string) error {
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	raw, err := json.MarshalIndent(rep, "", " ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), raw, 0o644); err != nil {
-		return err
-	}
+	logs := map[string]string{}
 	for _, r := range rep.Rows {
-		if r.log == "" {
-			continue
-		}
-		name := strings.NewReplacer(" ", "", ",", "-").Replace(fmt.Sprintf("%s-n%d", r.Variant, r.N))
-		if err := os.WriteFile(filepath.Join(dir, "logs", name+".log"), []byte(r.log), 0o644); err != nil {
-			return err
-		}
+		logs[strings.NewReplacer(" ", "", ",", "-").Replace(fmt.Sprintf("%s-n%d", r.Variant, r.N))] = r.log
 	}
-	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.Markdown()), 0o644)
+	return writeResults(dir, rep, rep.Markdown(), logs)
 }

@@ -302,6 +302,16 @@ func (rep *Report) Write(dir string) error {
 	if err := plot.WritePNG(filepath.Join(dir, "rss.png"), rep.rssChart().Draw(1100, 520)); err != nil {
 		return err
 	}
+	logs := map[string]string{}
+	for _, r := range rep.Rows {
+		logs[strings.NewReplacer(" ", "", "(", "-", ")", "", ",", "").Replace(r.Mode+"-"+r.Proxy)] = r.log
+	}
+	return writeResults(dir, rep, rep.Markdown(), logs)
+}
+
+// writeResults puts results.json (rep as JSON), results.md and each
+// non-empty log, by name, under logs/ in dir.
+func writeResults(dir string, rep any, markdown string, logs map[string]string) error {
 	raw, err := json.MarshalIndent(rep, "", " ")
 	if err != nil {
 		return err
@@ -309,17 +319,16 @@ func (rep *Report) Write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), raw, 0o644); err != nil {
 		return err
 	}
-	for _, r := range rep.Rows {
-		if r.log == "" {
+	for name, log := range logs {
+		if log == "" {
 			continue
 		}
-		name := strings.NewReplacer(" ", "", "(", "-", ")", "", ",", "").Replace(r.Mode + "-" + r.Proxy)
 		if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dir, "logs", name+".log"), []byte(r.log), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "logs", name+".log"), []byte(log), 0o644); err != nil {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.Markdown()), 0o644)
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown), 0o644)
 }

@@ -10,8 +10,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
 // netlinkConntrack speaks ctnetlink itself: the conntrack tool it replaces
@@ -34,7 +32,7 @@ func (netlinkConntrack) Clear(ctx context.Context, f Forget) error {
 		set(fl.VIP.Addr()).udp[fl] = struct{}{}
 	}
 	for _, p := range f.Undiverted {
-		proto, ok := ipProto[p.Protocol]
+		proto, ok := p.Protocol.IPNumber()
 		if !ok {
 			continue
 		}
@@ -78,8 +76,6 @@ func (netlinkConntrack) Clear(ctx context.Context, f Forget) error {
 	}
 	return errors.Join(errs...)
 }
-
-var ipProto = map[model.Protocol]uint8{model.TCP: unix.IPPROTO_TCP, model.UDP: unix.IPPROTO_UDP, model.SCTP: unix.IPPROTO_SCTP}
 
 type protoAddrPort struct {
 	proto uint8

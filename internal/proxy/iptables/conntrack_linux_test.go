@@ -69,7 +69,8 @@ func TestForgetSetMatchesUndiverted(t *testing.T) {
 		{model.UDP, netip.MustParseAddrPort("10.96.0.53:53")},
 		{model.TCP, netip.MustParseAddrPort("[fd00:96::80]:80")},
 	} {
-		set.undiverted[protoAddrPort{ipProto[p.Protocol], p.Addr}] = struct{}{}
+		proto, _ := p.Protocol.IPNumber()
+		set.undiverted[protoAddrPort{proto, p.Addr}] = struct{}{}
 	}
 	for _, c := range []struct {
 		name  string

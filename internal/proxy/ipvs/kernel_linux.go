@@ -220,11 +220,8 @@ func (k *kernel) DelDest(s Service, d Destination) error {
 }
 
 func ipProto(p model.Protocol) uint16 {
-	switch p {
-	case model.UDP:
-		return unix.IPPROTO_UDP
-	case model.SCTP:
-		return unix.IPPROTO_SCTP
+	if n, ok := p.IPNumber(); ok {
+		return uint16(n)
 	}
 	return unix.IPPROTO_TCP
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -19,9 +18,10 @@ import (
 // chain, set and counter of the table before each transaction (its
 // cache), so at 10,000 services a one-endpoint change cost 130 to 220 ms,
 // nearly all of it nft; the batch costs about a millisecond. Everything
-// else, and every full sync, still goes through nft: objects with
-// comments, maps and sets are nft's to write, and a fast path that fails
-// falls back to the same changes as an nft transaction.
+// else goes through nft (objects with comments, maps and sets are nft's
+// to write), and a fast path that fails falls back to the same changes
+// as an nft transaction. A full sync sends its service chains' rules
+// the same way, between two nft transactions (runSplit).
 //
 // The rules are byte for byte those nft compiles from renderPort's text
 // (TestKernelFastPathSameRules compares the two in the kernel), so a
@@ -110,6 +110,8 @@ func serviceExprs(f family, p *model.ServicePort, masqMark uint32) [][]expr.Any 
 	if f.nft == knftables.IPv6Family {
 		natFamily = unix.NFPROTO_IPV6
 	}
+	// The model holds only the protocols that have a number.
+	proto, _ := p.Key.Protocol.IPNumber()
 	n := len(p.Endpoints)
 	for i, ep := range p.Endpoints {
 		var r []expr.Any
@@ -125,7 +127,7 @@ func serviceExprs(f family, p *model.ServicePort, masqMark uint32) [][]expr.Any 
 		}
 		r = append(r,
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{protoNumber(p.Key.Protocol)}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 			&expr.Immediate{Register: 1, Data: addr.AsSlice()},
 			&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, ep.Addr.Port())},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFamily, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
@@ -137,18 +139,6 @@ func serviceExprs(f family, p *model.ServicePort, masqMark uint32) [][]expr.Any 
 // native32 is a 32-bit value as the kernel's registers hold it: the meta
 // mark and numgen's result are in host order.
 func native32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
-
-func protoNumber(p model.Protocol) byte {
-	switch p {
-	case model.TCP:
-		return unix.IPPROTO_TCP
-	case model.UDP:
-		return unix.IPPROTO_UDP
-	case model.SCTP:
-		return unix.IPPROTO_SCTP
-	}
-	panic(fmt.Sprintf("nftables: no protocol number for %q", p))
-}
 
 // rewriteChunk is how many service chains one netlink batch of a full
 // sync writes: the batch is held in memory until sent, and the kernel

@@ -4,13 +4,10 @@ package nftables
 
 import (
 	"fmt"
-	"io"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
@@ -137,15 +134,7 @@ func TestKernelFastPath(t *testing.T) {
 		if p.fastBatches.Load() != 1 {
 			t.Fatalf("%d syncs took the fast path, want the endpoint change's", p.fastBatches.Load())
 		}
-		c, err := net.DialTimeout("tcp", "10.96.0.10:80", 2*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(c)
-		c.Close()
-		if string(b) != "a1" {
-			t.Fatalf("answered %q", b)
-		}
+		mustAnswer(t, "10.96.0.10:80", "a1")
 	})
 }
 

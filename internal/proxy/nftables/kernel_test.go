@@ -186,15 +186,7 @@ func TestKernelTraffic(t *testing.T) {
 	empty := svc("alpha", "default", "empty", "http", model.TCP, "10.96.0.14", 80)
 	mustSync(t, p, state(cluster("alpha", true, alphaCIDRs, web, empty)), true)
 	for range 3 {
-		c, err := net.DialTimeout("tcp", "10.96.0.10:80", 2*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(c)
-		c.Close()
-		if string(b) != "a1" {
-			t.Fatalf("answered %q", b)
-		}
+		mustAnswer(t, "10.96.0.10:80", "a1")
 	}
 	start := time.Now()
 	_, err := net.DialTimeout("tcp", "10.96.0.14:80", 2*time.Second)
@@ -248,4 +240,18 @@ add rule ip %[1]s nat-output ip daddr . meta l4proto . th dport vmap @%[5]s
 		t.Fatalf("the service after the upgrade: %v", err)
 	}
 	c.Close()
+}
+
+// mustAnswer connects to addr and wants want as the whole answer.
+func mustAnswer(t *testing.T, addr, want string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if string(b) != want {
+		t.Fatalf("%s answered %q, want %q", addr, b, want)
+	}
 }
