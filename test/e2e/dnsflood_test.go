@@ -33,6 +33,12 @@ const (
 	floodUDPSenders = 3
 	floodTCPHeld    = 80 // over the server's 64
 	floodSyncBound  = 5 * time.Second
+	// floodQPS is the server's rate in this test (dns.max_qps), below the
+	// default so that every machine, the VM's emulated guest too (about
+	// 9,000 queries a second), floods past it and the rate's checks are
+	// made: at the default of 10,000 the guest's flood was over it in one
+	// run and under it in the next.
+	floodQPS = 2000
 )
 
 // TestDNSFlood floods the daemon's DNS server from the host namespace
@@ -43,7 +49,7 @@ const (
 func TestDNSFlood(t *testing.T) {
 	alpha := theLab.Cluster("alpha").Admin
 	cfg := writeConfig(t, "alpha")
-	withDNS(t, cfg)
+	withDNS(t, cfg, fmt.Sprintf("max_qps = %d", floodQPS))
 	d := startDaemon(t, cfg)
 	ns := namespace(t, alpha, "dnsflood")
 	vip := service(t, alpha, ns, "web", web)
@@ -116,14 +122,14 @@ func TestDNSFlood(t *testing.T) {
 		f.queries.Load()+f.garbage.Load(), took.Round(time.Millisecond), float64(f.queries.Load()+f.garbage.Load())/secs, f.queries.Load(), f.garbage.Load(),
 		f.conns.Load(), answers, answers/secs, overflow, malformed, answered, asked, cpu.Seconds(), cpu.Seconds()/secs)
 	// What follows is about a flood past the rate limit. A machine that
-	// cannot send one (the VM's emulated guest sends about 3,000 a second)
-	// has shown what it can: the syncs above kept their bound.
-	if f.queries.Load() < 10*names.MaxQPS {
+	// cannot send one has shown what it can: the syncs above kept their
+	// bound.
+	if f.queries.Load() < 10*floodQPS {
 		t.Skipf("only %d queries sent in %v: this machine cannot flood the server past its rate of %d a second, so the rate's checks are not made",
-			f.queries.Load(), took, names.MaxQPS)
+			f.queries.Load(), took, floodQPS)
 	}
 	// The drain after the flood adds at most the socket's queue.
-	if limit := names.MaxQPS*(secs+1) + names.MaxQPS/10; answers > limit {
+	if limit := floodQPS*(secs+1) + floodQPS/10; answers > limit {
 		t.Errorf("%.0f queries answered in %v, over the rate's %.0f", answers, took, limit)
 	}
 	if overflow == 0 {
