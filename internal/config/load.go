@@ -74,6 +74,7 @@ type rawConfig struct {
 	IPVSScheduler  any          `toml:"ipvs_scheduler"`
 	MetricsAddress any          `toml:"metrics_address"`
 	ServiceMetrics any          `toml:"service_metrics"`
+	Profiling      any          `toml:"profiling"`
 	HealthzAddress any          `toml:"healthz_address"`
 	LogLevel       any          `toml:"log_level"`
 	LogFormat      any          `toml:"log_format"`
@@ -110,7 +111,7 @@ type rawCluster struct {
 
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
-		"metrics_address", "service_metrics", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients",
+		"metrics_address", "service_metrics", "profiling", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients",
 		"state_dir", "stale_state_max_age", "dns", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
 		"namespaces", "exclude_namespaces", "service_selector",
@@ -231,6 +232,13 @@ func (c *checker) config(raw *rawConfig) *Config {
 			cfg.ServiceMetrics = b
 		} else {
 			c.typeErr(c.loc.line(-1, "service_metrics"), "", "service_metrics", "true or false", raw.ServiceMetrics)
+		}
+	}
+	if raw.Profiling != nil {
+		if b, ok := raw.Profiling.(bool); ok {
+			cfg.Profiling = b
+		} else {
+			c.typeErr(c.loc.line(-1, "profiling"), "", "profiling", "true or false", raw.Profiling)
 		}
 	}
 

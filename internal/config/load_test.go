@@ -271,6 +271,10 @@ func TestParseProblems(t *testing.T) {
 		}},
 		{"masquerade type", top(`masquerade = "yes"`), []string{`1: masquerade: must be true or false, not a string`}},
 		{"service_metrics type", top(`service_metrics = 1`), []string{`1: service_metrics: must be true or false, not an integer`}},
+		{"profiling type", top(`profiling = "on"`), []string{`1: profiling: must be true or false, not a string`}},
+		{"profiling without metrics", top(`metrics_address = ""`, `profiling = true`), []string{
+			`2: profiling = true needs metrics_address, where the profiles are served: set one, or profiling = false`,
+		}},
 		{"addresses", top(
 			`metrics_address = "localhost:10249"`,
 			`healthz_address = "127.0.0.1"`,

@@ -86,6 +86,9 @@ func (c *checker) serving(cfg *Config, raw *rawConfig) {
 		c.add(at, "", "healthz_address %s and metrics_address %s cannot both listen on port %d: "+
 			"give them the same address to serve both on one listener, or different ports", h, m, h.Port())
 	}
+	if cfg.Profiling && !m.IsValid() && len(c.problems) == before {
+		c.add(c.loc.line(-1, "profiling"), "", "profiling = true needs metrics_address, where the profiles are served: set one, or profiling = false")
+	}
 }
 
 // address parses an IP:port to listen on; "" turns the endpoint off. Host

@@ -60,6 +60,11 @@ type Config struct {
 	// the mode counts them (nftables): off by default, a series per
 	// service port is a lot of series.
 	ServiceMetrics bool
+	// Profiling serves Go's profiles at /debug/pprof/ on MetricsAddress,
+	// as kube-proxy's --profiling does on its metrics address: off by
+	// default, since a CPU profile costs the daemon CPU while it runs and
+	// a heap profile shows the names of the services it holds.
+	Profiling bool
 	// HealthzAddress serves /healthz, /livez and /readyz; the zero value
 	// turns it off. When it equals MetricsAddress, one listener serves all.
 	HealthzAddress netip.AddrPort

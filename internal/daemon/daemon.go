@@ -270,6 +270,9 @@ func globalDiff(a, b *config.Config) string {
 	if a.ServiceMetrics != b.ServiceMetrics {
 		diff = append(diff, "service_metrics")
 	}
+	if a.Profiling != b.Profiling {
+		diff = append(diff, "profiling")
+	}
 	if a.LogFormat != b.LogFormat {
 		diff = append(diff, "log_format")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"slices"
 	"strings"
@@ -28,17 +29,27 @@ func (d *Daemon) listen() ([]*server, error) {
 	health := d.health.Handler()
 	byAddr := map[netip.AddrPort]*server{}
 	var servers []*server
-	for _, e := range []struct {
+	type endpoint struct {
 		key     string
 		addr    netip.AddrPort
 		pattern string
 		h       http.Handler
-	}{
+	}
+	endpoints := []endpoint{
 		{"metrics_address", d.cfg.MetricsAddress, "/metrics", d.metrics.Handler()},
 		{"healthz_address", d.cfg.HealthzAddress, "/healthz", health},
 		{"healthz_address", d.cfg.HealthzAddress, "/livez", health},
 		{"healthz_address", d.cfg.HealthzAddress, "/readyz", health},
-	} {
+	}
+	if d.cfg.Profiling {
+		// Index serves the named profiles (heap, goroutine, ...) under it;
+		// the others are handlers of their own, as in net/http/pprof's init.
+		for pattern, h := range map[string]http.HandlerFunc{"/debug/pprof/": pprof.Index, "/debug/pprof/cmdline": pprof.Cmdline,
+			"/debug/pprof/profile": pprof.Profile, "/debug/pprof/symbol": pprof.Symbol, "/debug/pprof/trace": pprof.Trace} {
+			endpoints = append(endpoints, endpoint{"metrics_address", d.cfg.MetricsAddress, pattern, h})
+		}
+	}
+	for _, e := range endpoints {
 		if !e.addr.IsValid() {
 			continue
 		}

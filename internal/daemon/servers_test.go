@@ -34,11 +34,13 @@ func TestServe(t *testing.T) {
 		name             string
 		metrics, healthz string
 		listeners        int
+		profiling        bool
 	}{
-		{"apart", "127.0.0.1:0", "127.0.0.2:0", 2},
-		{"shared", "127.0.0.1:0", "127.0.0.1:0", 1},
-		{"metrics only", "127.0.0.1:0", "", 1},
-		{"none", "", "", 0},
+		{"apart", "127.0.0.1:0", "127.0.0.2:0", 2, false},
+		{"shared", "127.0.0.1:0", "127.0.0.1:0", 1, false},
+		{"metrics only", "127.0.0.1:0", "", 1, false},
+		{"none", "", "", 0, false},
+		{"profiling", "127.0.0.1:0", "127.0.0.2:0", 2, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			d, _ := testDaemon(t)
@@ -49,6 +51,7 @@ func TestServe(t *testing.T) {
 				return netip.MustParseAddrPort(s)
 			}
 			d.cfg.MetricsAddress, d.cfg.HealthzAddress = parse(tt.metrics), parse(tt.healthz)
+			d.cfg.Profiling = tt.profiling
 			servers, err := d.listen()
 			if err != nil {
 				t.Fatal(err)
@@ -89,6 +92,12 @@ func TestServe(t *testing.T) {
 				if isMetrics {
 					if _, body := get(t, base+"/metrics"); !strings.Contains(body, `kube_outpost_build_info{mode="iptables",version="dev"} 1`) {
 						t.Errorf("/metrics lacks the build info:\n%s", body)
+					}
+				}
+				// The profiles only where asked for, and only beside /metrics.
+				for _, p := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/cmdline"} {
+					if want := isMetrics && tt.profiling; serves(p) != want {
+						t.Errorf("%s (%v): %s served: %v, profiling %v", base, s.keys, p, !want, tt.profiling)
 					}
 				}
 			}

@@ -435,9 +435,10 @@ func (b *bench) start(ctx context.Context, n *lab.Node, m mode, proxy string) (*
 			return nil, err
 		}
 		cfg := filepath.Join(dir, "config.toml")
-		// Every setting but the paths at its default: the comparison is of
+		// Every setting but the paths (and profiling) at its default: the comparison is of
 		// what a user gets.
-		text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\n\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n",
+		// profiling serves pprof beside /metrics and changes nothing else.
+		text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\nprofiling = true\n\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n",
 			m.proxyMode, filepath.Join(dir, "status.sock"), filepath.Join(dir, "state"), b.c.Name, b.c.Kubeconfig, b.c.ServiceCIDR)
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			return nil, err
@@ -728,6 +729,7 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	}
 	r.Cold = at.Sub(p.started)
 	r.RSSSync, r.PeakSync = p.mem()
+	r.profile(ctx, p, "heap-synced", "heap?gc=1")
 	if r.ConnectLarge, err = b.connectP50(p); err != nil {
 		r.Err = "connect: " + err.Error()
 	}
@@ -736,6 +738,11 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	stopChurn := make(chan struct{})
 	churned := b.churn(ctx, par.Churn, stopChurn)
 	cpu0 := cpuSeconds(p.Pid)
+	cpuProfile := make(chan struct{})
+	go func() {
+		defer close(cpuProfile)
+		r.profile(ctx, p, "cpu-churn", fmt.Sprintf("profile?seconds=%d", cpuProfileSeconds))
+	}()
 	const changeTimeout = 60 * time.Second
 	for i := range par.Changes {
 		s := b.sample[i%len(b.sample)]
@@ -753,12 +760,14 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 		}
 		r.Latencies = append(r.Latencies, time.Since(at))
 	}
+	<-cpuProfile // taken under churn throughout
 	close(stopChurn)
 	r.ChurnChanges = churned()
 	if total := len(r.Latencies) + r.ChurnChanges; total > 0 {
 		r.CPUPerChange = (cpuSeconds(p.Pid) - cpu0) / float64(total)
 	}
 	r.RSSChurn, r.PeakChurn = p.mem()
+	r.profile(ctx, p, "heap-churned", "heap?gc=1")
 
 	// Restart: probes round the sample services all along; one of them
 	// changes while the proxy is down.
@@ -814,6 +823,25 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	pwg.Wait()
 	r.RestartProbes, r.RestartFailed = int(probes.Load()), int(failed.Load())
 	return r
+}
+
+// profile saves kube-outpost's pprof profile at path (under /debug/pprof/,
+// served with profiling = true on its metrics address in its node) as
+// name; kube-proxy's are not taken. A profile that fails is logged and
+// missing, never the row's error.
+func (r *Row) profile(ctx context.Context, p *proc, name, path string) {
+	if r.Proxy != kubeOutpost {
+		return
+	}
+	out, err := p.node.Command(ctx, "curl", "-sf", "--max-time", "60", "http://127.0.0.1:10249/debug/pprof/"+path).Output()
+	if err != nil || len(out) == 0 {
+		fmt.Fprintf(os.Stderr, ">> %s, %s: profile %s: %v\n", r.Mode, r.Proxy, name, err)
+		return
+	}
+	if r.profiles == nil {
+		r.profiles = map[string][]byte{}
+	}
+	r.profiles[name] = out
 }
 
 // machine describes this machine and the versions that run.

@@ -57,6 +57,9 @@ type Row struct {
 	Err string `json:",omitempty"`
 	// log is what the proxy wrote (both runs), kept beside the results.
 	log string
+	// profiles are kube-outpost's pprof profiles by name (heap-synced,
+	// cpu-churn, heap-churned), kept beside the results.
+	profiles map[string][]byte
 }
 
 // Params are a run's settings, written above the table.
@@ -226,6 +229,11 @@ func (rep *Report) Table() string {
 
 // Markdown is the whole report: the run, the machine, the table, the
 // plots and the rows' errors.
+// cpuProfileSeconds is how long kube-outpost's CPU profile runs from the
+// start of the changes under churn; the churn goes on until it ends, so
+// that it profiles nothing else.
+const cpuProfileSeconds = 10
+
 func (rep *Report) Markdown() string {
 	var b strings.Builder
 	p := rep.Params
@@ -240,6 +248,8 @@ func (rep *Report) Markdown() string {
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(rep.Table())
 	b.WriteString("\n![Change latency CDF](latency-cdf.png)\n\n![RSS over time](rss.png)\n")
+	b.WriteString("\nkube-outpost's profiles are in profiles/: its heap after the cold sync (heap-synced) and after the churn (heap-churned), " +
+		"and its CPU over the first " + fmt.Sprint(cpuProfileSeconds) + " s of the changes under churn (cpu-churn); read them with `go tool pprof -top <file>`.\n")
 	var errs []string
 	for _, r := range rep.Rows {
 		if r.Err != "" {
@@ -304,7 +314,16 @@ func (rep *Report) Write(dir string) error {
 	}
 	logs := map[string]string{}
 	for _, r := range rep.Rows {
-		logs[strings.NewReplacer(" ", "", "(", "-", ")", "", ",", "").Replace(r.Mode+"-"+r.Proxy)] = r.log
+		slug := strings.NewReplacer(" ", "", "(", "-", ")", "", ",", "").Replace(r.Mode + "-" + r.Proxy)
+		logs[slug] = r.log
+		for name, raw := range r.profiles {
+			if err := os.MkdirAll(filepath.Join(dir, "profiles"), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(dir, "profiles", slug+"-"+name+".pb.gz"), raw, 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	return writeResults(dir, rep, rep.Markdown(), logs)
 }
