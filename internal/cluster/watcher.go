@@ -308,6 +308,14 @@ func strip(obj any) (any, error) {
 		}
 		m.SetAnnotations(keep)
 	}
+	if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		// The controller copies the service's labels onto its slices;
+		// the model reads only the service's name there.
+		if name, ok := es.Labels[discoveryv1.LabelServiceName]; ok && len(es.Labels) > 1 {
+			es.Labels = map[string]string{discoveryv1.LabelServiceName: name}
+		}
+		es.Endpoints = model.EndpointsRead(es.Endpoints)
+	}
 	return obj, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,6 +56,28 @@ func TestStrip(t *testing.T) {
 	}
 	if bare.Annotations != nil {
 		t.Errorf("slice without a trigger time keeps %v", bare.Annotations)
+	}
+
+	// Endpoints keep what the model reads, in a slice of their number.
+	yes, node, host, zone := true, "n1", "h1", "z1"
+	full := discoveryv1.Endpoint{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &yes},
+		NodeName: &node, Hostname: &host, Zone: &zone, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-1"},
+		Hints: &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: zone}}}}
+	eps := make([]discoveryv1.Endpoint, 0, 16)
+	for range 10 {
+		eps = append(eps, full)
+	}
+	es = &discoveryv1.EndpointSlice{Endpoints: eps, ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{
+		discoveryv1.LabelServiceName: "web", discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io", "app": "web"}}}
+	if _, err := strip(es); err != nil {
+		t.Fatal(err)
+	}
+	want := discoveryv1.Endpoint{Addresses: full.Addresses, Conditions: full.Conditions, NodeName: &node, Hostname: &host}
+	if len(es.Endpoints) != 10 || cap(es.Endpoints) != 10 || !reflect.DeepEqual(es.Endpoints[9], want) {
+		t.Errorf("endpoints after strip: len %d cap %d, last %+v; want 10, 10, %+v", len(es.Endpoints), cap(es.Endpoints), es.Endpoints[9], want)
+	}
+	if !reflect.DeepEqual(es.Labels, map[string]string{discoveryv1.LabelServiceName: "web"}) {
+		t.Errorf("labels after strip: %v, want only the service's name", es.Labels)
 	}
 }
 

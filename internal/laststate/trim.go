@@ -4,6 +4,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
 // What of an object the model reads (internal/model: build.go, limits.go,
@@ -45,15 +47,7 @@ func trimSlice(es *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
 		AddressType: es.AddressType,
 		Ports:       es.Ports,
 	}
-	if es.Endpoints != nil {
-		out.Endpoints = make([]discoveryv1.Endpoint, len(es.Endpoints))
-	}
-	for i, ep := range es.Endpoints {
-		// nodeName: reach = "nodeport" with externalTrafficPolicy: Local
-		// sends only to the nodes that hold endpoints. hostname: a
-		// headless service's per-endpoint names (model/named.go).
-		out.Endpoints[i] = discoveryv1.Endpoint{Addresses: ep.Addresses, Conditions: ep.Conditions, NodeName: ep.NodeName, Hostname: ep.Hostname}
-	}
+	out.Endpoints = model.EndpointsRead(es.Endpoints)
 	return out
 }
 

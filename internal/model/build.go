@@ -357,7 +357,11 @@ func selectEndpoints(cfg ClusterConfig, env *buildEnv, portName string, proto Pr
 			}
 		}
 	}
-	var ready, fallback []Endpoint
+	// Sized for the usual case, every endpoint ready: this slice is
+	// what the model keeps of each port, and append's doubling would
+	// leave a third of it unused.
+	ready := make([]Endpoint, 0, len(cands))
+	var fallback []Endpoint
 	candIPs := map[string]bool{}
 	for ap, c := range cands {
 		candIPs[ap.Addr().String()] = true

@@ -503,6 +503,7 @@ func benchStore(b *testing.B, n, m int) *Store {
 			e = append(e, readyEP(nthIP(i*m+j+1)))
 		}
 		es := newSlice(name, name+"-1", discoveryv1.AddressTypeIPv4, slicePorts, e...)
+		es.Endpoints = EndpointsRead(es.Endpoints) // as the informers' transform does
 		s.UpsertSlice("c1", es)
 		s.UpsertService("c1", newSvc(name, []string{netip.AddrFrom4([4]byte{10, 96 + byte(i>>16), byte(i >> 8), byte(i)}).String()}, webPorts))
 	}

@@ -85,7 +85,7 @@ func nodeKeysOf(bs ...*builtService) map[claimKey]bool {
 // outcome of their claims may have changed.
 func (s *Store) addNodeClaimants(out map[owner]bool, keys map[claimKey]bool) {
 	for k := range keys {
-		for pk := range s.nodeClaims[k] {
+		for _, pk := range s.nodeClaims[k] {
 			out[owner{pk.Cluster, types.NamespacedName{Namespace: pk.Namespace, Name: pk.Name}}] = true
 		}
 	}

@@ -71,11 +71,11 @@ type Store struct {
 	// vipClaims and extClaims say which ports claim each VIP:port and
 	// external IP:port. They are kept apart because they never meet: an
 	// external IP in any cluster's VIP range is refused.
-	vipClaims map[claimKey]map[PortKey]bool
-	extClaims map[claimKey]map[PortKey]bool
+	vipClaims claims
+	extClaims claims
 	// nodeClaims say which ports serve each node port, per family; the
 	// address of a key is the family's unspecified address (nodeports.go).
-	nodeClaims map[claimKey]map[PortKey]bool
+	nodeClaims claims
 	// listeners are the ports local processes listen on (nodeports.go).
 	listeners map[listenKey]string
 	// revs numbers the changes to every cluster's objects, so that a
@@ -148,8 +148,8 @@ func NewStore(log *slog.Logger, onChange func()) *Store {
 	}
 	s := &Store{log: log, onChange: onChange, now: time.Now, clusters: map[string]*clusterData{},
 		refusals: map[string]map[RefusalReason]uint64{}, order: map[string]int{},
-		cands: map[PortKey]*claimant{}, vipClaims: map[claimKey]map[PortKey]bool{}, extClaims: map[claimKey]map[PortKey]bool{},
-		nodeClaims: map[claimKey]map[PortKey]bool{}, listeners: map[listenKey]string{}}
+		cands: map[PortKey]*claimant{}, vipClaims: claims{}, extClaims: claims{},
+		nodeClaims: claims{}, listeners: map[listenKey]string{}}
 	s.warns = newWarnLog(log, func() time.Time { return s.now() })
 	return s
 }
