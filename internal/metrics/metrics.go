@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
@@ -273,13 +272,8 @@ func (m *Metrics) programmed(st *model.State) {
 		if !c.PortsKnown() {
 			continue
 		}
-		services := map[types.NamespacedName]bool{}
-		endpoints := 0
-		for k, p := range c.Ports {
-			services[types.NamespacedName{Namespace: k.Namespace, Name: k.Name}] = true
-			endpoints += len(p.Endpoints)
-		}
-		m.services.WithLabelValues(c.Name).Set(float64(len(services)))
+		services, endpoints := c.Counts()
+		m.services.WithLabelValues(c.Name).Set(float64(services))
 		m.endpoints.WithLabelValues(c.Name).Set(float64(endpoints))
 		m.ports[c.Name] = len(c.Ports)
 	}

@@ -637,8 +637,10 @@ func (s *Store) snapshot() *State {
 	st := &State{Clusters: make([]*ClusterState, 0, len(s.clusters))}
 	for _, cd := range s.clusters {
 		ports := make(map[PortKey]*ServicePort, len(cd.ports))
+		endpoints := 0
 		for k, v := range cd.ports {
 			ports[k] = v
+			endpoints += len(v.Endpoints)
 		}
 		var names map[types.NamespacedName]*NamedService
 		if len(cd.names) > 0 {
@@ -652,6 +654,8 @@ func (s *Store) snapshot() *State {
 			Synced:           cd.synced && cd.nodesReady(),
 			LastKnown:        cd.lastKnown,
 			Ports:            ports,
+			Services:         len(cd.byOwner), // the services that have ports (materialize)
+			Endpoints:        endpoints,
 			Names:            names,
 			ServeNodePorts:   cd.cfg.ServeNodePorts,
 		})

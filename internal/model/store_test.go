@@ -151,6 +151,7 @@ func TestStoreLifecycle(t *testing.T) {
 	ts.UpsertSlice("c1", webSlice("web-2", readyEP("10.0.0.2"), readyEP("10.0.0.3")))
 	ts.expectChanges(t, 1, "second slice")
 	checkEndpoints(t, ts.port(t, webKey), "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080")
+	checkCounts(t, ts.cluster(t, "c1"), 1, 3)
 
 	// Deleting a slice updates the endpoints.
 	ts.DeleteSlice("c1", webSlice("web-1"))
@@ -175,8 +176,21 @@ func TestStoreLifecycle(t *testing.T) {
 	if n := len(ts.cluster(t, "c1").Ports); n != 0 {
 		t.Errorf("%d ports left after the service was deleted", n)
 	}
+	checkCounts(t, ts.cluster(t, "c1"), 0, 0)
 	ts.DeleteService("c1", testNS, "web")
 	ts.expectChanges(t, 0, "service deleted twice")
+}
+
+// checkCounts checks the snapshot's counts, and that they are what
+// counting its ports by hand gives.
+func checkCounts(t *testing.T, c *ClusterState, services, endpoints int) {
+	t.Helper()
+	byHand := *c
+	byHand.Services, byHand.Endpoints = 0, 0
+	s, e := byHand.Counts()
+	if c.Services != services || c.Endpoints != endpoints || s != services || e != endpoints {
+		t.Errorf("counts: snapshot %d services %d endpoints, by hand %d and %d; want %d and %d", c.Services, c.Endpoints, s, e, services, endpoints)
+	}
 }
 
 func TestStoreSlicesBeforeService(t *testing.T) {

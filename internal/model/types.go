@@ -251,6 +251,10 @@ type ClusterState struct {
 	// replaces it once the informers have listed everything.
 	LastKnown time.Time
 	Ports     map[PortKey]*ServicePort
+	// Services and Endpoints count the services that have Ports and the
+	// endpoints of all Ports, as the Store's snapshot counts them while
+	// copying Ports; a State made by hand leaves them zero (Counts).
+	Services, Endpoints int
 	// Names are the cluster's headless and ExternalName services, for
 	// the DNS server; nil when it has none. They program nothing, which
 	// is why they are apart from Ports: a backend never reads them.
@@ -258,6 +262,20 @@ type ClusterState struct {
 	// ServeNodePorts is the cluster's serve_node_ports: its ports'
 	// ServedNodePort are answered at this host's own addresses.
 	ServeNodePorts bool
+}
+
+// Counts are the services that have Ports and the endpoints of all
+// Ports: the snapshot's counts, or counted here for a State made by hand.
+func (c *ClusterState) Counts() (services, endpoints int) {
+	if c.Services > 0 || len(c.Ports) == 0 {
+		return c.Services, c.Endpoints
+	}
+	seen := map[types.NamespacedName]bool{}
+	for k, p := range c.Ports {
+		seen[types.NamespacedName{Namespace: k.Namespace, Name: k.Name}] = true
+		endpoints += len(p.Endpoints)
+	}
+	return len(seen), endpoints
 }
 
 // PortsKnown says whether Ports are the cluster's, from its apiserver or

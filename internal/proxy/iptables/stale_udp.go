@@ -73,8 +73,12 @@ func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKe
 	ports := 0
 	for _, before := range []map[model.PortKey]T{applied, s.held} {
 		for key, old := range before {
-			oldPort, _ := s.View(old)
-			if key.Protocol != model.UDP || len(oldPort.Endpoints) == 0 {
+			// The protocol first: View may cost, and it is asked of every
+			// port at every sync.
+			if key.Protocol != model.UDP {
+				continue
+			}
+			if oldPort, _ := s.View(old); len(oldPort.Endpoints) == 0 {
 				continue
 			}
 			if kept(key.Cluster) {
@@ -115,6 +119,12 @@ func (s *StaleUDP[T]) Forget(ctx context.Context, applied, next map[model.PortKe
 func (s *StaleUDP[T]) undiverted(before []map[model.PortKey]T, next map[model.PortKey]T) []Portal {
 	var out []Portal
 	for key, cur := range next {
+		// A port programmed as it was diverted then as it does now, or
+		// had no endpoints and still has none: the common case, at no
+		// more than a map lookup, before View.
+		if slices.ContainsFunc(before, func(b map[model.PortKey]T) bool { old, ok := b[key]; return ok && old == cur }) {
+			continue
+		}
 		curPort, _ := s.View(cur)
 		if len(curPort.Endpoints) == 0 {
 			continue

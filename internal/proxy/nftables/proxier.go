@@ -88,8 +88,9 @@ func New(opt Options) *Proxier {
 }
 
 func (r *rendered) servesNodePort() bool {
+	set := nodePortMap(r.port.Key.Cluster)
 	for _, e := range r.elems {
-		if e.set == nodePortMap(r.port.Key.Cluster) {
+		if e.set == set {
 			return true
 		}
 	}
