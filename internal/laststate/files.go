@@ -1,6 +1,7 @@
 package laststate
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -29,10 +30,6 @@ func Path(dir, cluster string) string { return filepath.Join(dir, cluster+".json
 // synced, so that a crash or power loss at any point leaves the old file
 // or the new one, whole. It returns the file's size.
 func Save(dir string, st State) (int, error) {
-	data, err := Encode(st)
-	if err != nil {
-		return 0, err
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, err
 	}
@@ -48,7 +45,17 @@ func Save(dir string, st State) (int, error) {
 			os.Remove(tmp)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
+	// The file is written as it is encoded; the checksum, known at the
+	// end, goes over its placeholder.
+	w := &countingWriter{w: bufio.NewWriterSize(f, 256<<10)}
+	sumAt, sum, err := encodeTo(w, st)
+	if err != nil {
+		return 0, err
+	}
+	if err := w.w.Flush(); err != nil {
+		return 0, err
+	}
+	if _, err := f.WriteAt(sum, sumAt); err != nil {
 		return 0, err
 	}
 	if err := f.Sync(); err != nil {
@@ -61,7 +68,19 @@ func Save(dir string, st State) (int, error) {
 		return 0, err
 	}
 	done = true
-	return len(data), syncDir(dir)
+	return w.n, syncDir(dir)
+}
+
+// countingWriter counts what it passes to a buffered writer.
+type countingWriter struct {
+	w *bufio.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
 }
 
 // syncDir makes a rename in dir durable.

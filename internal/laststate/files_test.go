@@ -1,6 +1,7 @@
 package laststate
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"os"
@@ -47,8 +48,13 @@ func TestSaveLoad(t *testing.T) {
 		t.Fatalf("Load: %+v, %v", st, err)
 	}
 
-	// A damaged file is named in the error.
+	// Written as it is encoded, the file is what Encode makes.
 	data, _ := os.ReadFile(Path(dir, "alpha"))
+	if want, err := Encode(testState()); err != nil || !bytes.Equal(data, want) {
+		t.Errorf("the saved file differs from Encode's (%v):\n%s\n%s", err, data, want)
+	}
+
+	// A damaged file is named in the error.
 	if err := os.WriteFile(Path(dir, "alpha"), data[:len(data)-10], 0o600); err != nil {
 		t.Fatal(err)
 	}

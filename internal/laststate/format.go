@@ -18,8 +18,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -152,53 +155,123 @@ func (e *TooBigError) Error() string {
 	return fmt.Sprintf("cluster %q: the state takes more than %d MiB, the most a state file may take: not saved", e.Cluster, e.Limit>>20)
 }
 
-// capped is a buffer that refuses to grow past its limit, so that a state
-// too big to keep is never held whole.
-type capped struct {
-	bytes.Buffer
+// Encode makes the file of st, its objects trimmed to what the model
+// reads.
+func Encode(st State) ([]byte, error) {
+	var buf bytes.Buffer
+	sumAt, sum, err := encodeTo(&buf, st)
+	if err != nil {
+		return nil, err
+	}
+	out := buf.Bytes()
+	copy(out[sumAt:], sum)
+	return out, nil
+}
+
+// sumPlaceholder stands in the file for the payload's checksum until the
+// payload has been written and the checksum is known.
+var sumPlaceholder = strings.Repeat("0", sha256.Size*2)
+
+// encodeTo writes the file of st to w, object by object, so that a state
+// of 10,000 services is never held whole a second time (as one buffer
+// it was the daemon's highest use of memory: the file, the buffer's
+// growth and the trimmed copies at once). The checksum comes before the
+// payload in the file: w gets a placeholder at offset sumAt, and the
+// caller writes sum (hex) over it.
+func encodeTo(w io.Writer, st State) (sumAt int64, sum []byte, err error) {
+	head := fmt.Sprintf(`{"format":%d,"sha256":"`, FormatVersion)
+	if _, err := io.WriteString(w, head+sumPlaceholder+`","payload":`); err != nil {
+		return 0, nil, err
+	}
+	pw := &payloadWriter{w: w, hash: sha256.New(), limit: maxBytes}
+	enc := json.NewEncoder(pw)
+	value := func(v any) {
+		if pw.err == nil {
+			// Encode's error is the writer's or a value's that cannot be
+			// JSON, which these types always can.
+			if err := enc.Encode(v); err != nil && pw.err == nil {
+				pw.err = err
+			}
+		}
+	}
+	pw.str(`{"identity":`)
+	value(st.Identity)
+	pw.str(`,"saved_at":`)
+	value(st.SavedAt.UTC())
+	pw.str(`,"services":[`)
+	for i, s := range st.Objects.Services {
+		if i > 0 {
+			pw.str(",")
+		}
+		value(trimService(s))
+	}
+	pw.str(`],"endpoint_slices":[`)
+	for i, es := range st.Objects.Slices {
+		if i > 0 {
+			pw.str(",")
+		}
+		value(trimSlice(es))
+	}
+	pw.str("]")
+	if st.Objects.NodesKnown {
+		pw.str(`,"nodes_known":true`)
+	}
+	if len(st.Objects.Nodes) > 0 {
+		var nodes []node
+		for _, n := range st.Objects.Nodes {
+			fn := node{Name: n.Name, Ready: n.Ready, Unschedulable: n.Unschedulable, PodCIDRs: n.PodCIDRs}
+			for _, a := range n.Addresses {
+				fn.Addresses = append(fn.Addresses, nodeAddr{Type: a.Type, Addr: a.Addr})
+			}
+			nodes = append(nodes, fn)
+		}
+		pw.str(`,"nodes":`)
+		value(nodes)
+	}
+	pw.str("}")
+	if pw.err != nil {
+		if errors.Is(pw.err, errFull) {
+			return 0, nil, &TooBigError{Cluster: st.Identity.Cluster, Limit: pw.limit}
+		}
+		return 0, nil, pw.err
+	}
+	if _, err := io.WriteString(w, "}\n"); err != nil {
+		return 0, nil, err
+	}
+	return int64(len(head)), []byte(hex.EncodeToString(pw.hash.Sum(nil))), nil
+}
+
+// payloadWriter passes the payload to w, hashing it, and refuses it past
+// limit bytes, so that a state too big to keep is never written whole.
+// It keeps its first error and writes nothing after it.
+type payloadWriter struct {
+	w     io.Writer
+	hash  hash.Hash
+	n     int
 	limit int
+	err   error
 }
 
 var errFull = errors.New("full")
 
-func (c *capped) Write(p []byte) (int, error) {
-	if c.Len()+len(p) > c.limit {
-		return 0, errFull
+func (p *payloadWriter) Write(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
 	}
-	return c.Buffer.Write(p)
+	if p.n+len(b) > p.limit {
+		p.err = errFull
+		return 0, p.err
+	}
+	p.n += len(b)
+	p.hash.Write(b)
+	if _, err := p.w.Write(b); err != nil {
+		p.err = err
+		return 0, err
+	}
+	return len(b), nil
 }
 
-// Encode makes the file of st, its objects trimmed to what the model reads.
-func Encode(st State) ([]byte, error) {
-	limit := maxBytes
-	p := payload{Identity: st.Identity, SavedAt: st.SavedAt.UTC(), NodesKnown: st.Objects.NodesKnown}
-	for _, s := range st.Objects.Services {
-		p.Services = append(p.Services, trimService(s))
-	}
-	for _, es := range st.Objects.Slices {
-		p.EndpointSlices = append(p.EndpointSlices, trimSlice(es))
-	}
-	for _, n := range st.Objects.Nodes {
-		fn := node{Name: n.Name, Ready: n.Ready, Unschedulable: n.Unschedulable, PodCIDRs: n.PodCIDRs}
-		for _, a := range n.Addresses {
-			fn.Addresses = append(fn.Addresses, nodeAddr{Type: a.Type, Addr: a.Addr})
-		}
-		p.Nodes = append(p.Nodes, fn)
-	}
-	buf := &capped{limit: limit}
-	if err := json.NewEncoder(buf).Encode(p); err != nil {
-		if errors.Is(err, errFull) {
-			return nil, &TooBigError{Cluster: st.Identity.Cluster, Limit: limit}
-		}
-		return nil, err
-	}
-	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	sum := sha256.Sum256(body)
-	out := make([]byte, 0, len(body)+envelopeSlack)
-	out = fmt.Appendf(out, `{"format":%d,"sha256":"%s","payload":`, FormatVersion, hex.EncodeToString(sum[:]))
-	out = append(out, body...)
-	return append(out, "}\n"...), nil
-}
+func (p *payloadWriter) str(s string) { _, _ = p.Write([]byte(s)) }
 
 // UnusableError is a file that is not used, and why.
 type UnusableError struct {
