@@ -34,8 +34,9 @@ func (p *Proxier) ConnectionCounts(ctx context.Context) (map[model.PortKey]uint6
 }
 
 // publishCounters records, after a sync, which counter is which port's.
-func (p *Proxier) publishCounters(next map[model.PortKey]*rendered) {
-	if old := p.counterNames.Load(); old != nil && len(*old) == len(next) && sameKeys(p.applied, next) {
+// newKeys says whether next holds other ports than the last sync's.
+func (p *Proxier) publishCounters(next map[model.PortKey]*rendered, newKeys bool) {
+	if old := p.counterNames.Load(); old != nil && len(*old) == len(next) && !newKeys {
 		// The same ports as before: naming 10,000 counters again
 		// would be a fifth of a one-endpoint change's time.
 		return
@@ -47,15 +48,3 @@ func (p *Proxier) publishCounters(next map[model.PortKey]*rendered) {
 	p.counterNames.Store(&names)
 }
 
-// sameKeys says whether a and b hold the same ports.
-func sameKeys(a, b map[model.PortKey]*rendered) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			return false
-		}
-	}
-	return true
-}

@@ -72,6 +72,9 @@ type syncPass struct {
 	plan    *plan
 	// next is what the ports will be once the plan ran.
 	next map[model.PortKey]*rendered
+	// newKeys: next holds a port that the last sync did not, or lacks
+	// one it did (always so in a full sync): the counters' names change.
+	newKeys bool
 	// kept are the tags of the clusters whose objects stay as an earlier
 	// run left them: those whose ports are not known.
 	kept map[string]bool
@@ -144,6 +147,9 @@ func (p *Proxier) renderCluster(s *syncPass, c *model.ClusterState, serveNP bool
 		var old *rendered
 		if !s.full {
 			old = p.applied[key]
+		}
+		if old == nil {
+			s.newKeys = true
 		}
 		if old != nil && equalRendered(old, r) {
 			// A change only to what programs nothing (left-out
@@ -271,9 +277,12 @@ func rules(texts []string) []*knftables.Rule {
 // dropGonePorts deletes, in a partial sync, the objects of the ports that
 // went.
 func (p *Proxier) dropGonePorts(s *syncPass) {
+	// Every port of every sync passes here: the cluster's tag is looked
+	// at only where a cluster keeps its objects, the rare case.
+	kept := func(key model.PortKey) bool { return len(s.kept) > 0 && s.kept[clusterTag(key.Cluster)] }
 	var gone []model.PortKey
 	for key := range p.applied {
-		if s.next[key] == nil && !s.kept[clusterTag(key.Cluster)] {
+		if s.next[key] == nil && !kept(key) {
 			gone = append(gone, key)
 		}
 	}
@@ -281,9 +290,13 @@ func (p *Proxier) dropGonePorts(s *syncPass) {
 	for _, key := range gone {
 		p.writePort(s, p.applied[key], nil)
 	}
+	s.newKeys = s.newKeys || len(gone) > 0
+	if len(s.kept) == 0 {
+		return
+	}
 	// The ports of clusters that keep their objects stay as they were.
 	for key, r := range p.applied {
-		if s.kept[clusterTag(key.Cluster)] {
+		if kept(key) {
 			s.next[key] = r
 		}
 	}
@@ -320,7 +333,7 @@ func (p *Proxier) apply(ctx context.Context, st *model.State, s *syncPass, shape
 	p.synced.Store(true)
 	p.stale.Forget(ctx, p.applied, s.next, func(cluster string) bool { return s.kept[clusterTag(cluster)] },
 		model.NodePortAddrs(st.HostAddrs, p.opt.IPv6), s.flushed)
-	p.publishCounters(s.next)
+	p.publishCounters(s.next, s.full || s.newKeys)
 	p.applied = s.next
 	p.clusters = shapes
 	p.needFull = false
