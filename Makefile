@@ -11,7 +11,7 @@ E2E_PKGS := ./test/... ./internal/routes/
 # lists only what the daemon and its tests link.
 TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
-.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short package
+.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short bench-clusters bench-clusters-short package
 
 all: build
 
@@ -201,6 +201,30 @@ bench-compare-short:
 	@$(MAKE) --no-print-directory bench-compare COMPARE_SERVICES=500 COMPARE_ENDPOINTS=5 COMPARE_CHANGES=10 \
 	  COMPARE_CHURN=10 COMPARE_COLD=90s COMPARE_OUT=$(or $(COMPARE_OUT),bin/bench-compare-short) \
 	  COMPARE_FLAGS='-sample 5 -connects 300 $(COMPARE_FLAGS)'
+
+# One cluster against several (docs/benchmarks.md): one kube-outpost
+# watching CLUSTERS x CLUSTERS_SERVICES services in one cluster, then as
+# many spread over CLUSTERS clusters (each its own lab apiserver): cold
+# sync, RSS, Go heap and lone changes side by side. A benchmark: it
+# asserts nothing. The report goes to CLUSTERS_OUT, by default
+# test/bench/results/<UTC time>-clusters-<K>x<S>/.
+CLUSTERS          ?= 3
+CLUSTERS_SERVICES ?= 3333
+CLUSTERS_MODE     ?= nftables
+CLUSTERS_OUT      ?=
+CLUSTERS_FLAGS    ?=
+bench-clusters: deps lab-bins build
+	@echo ">> one cluster against $(CLUSTERS): $(CLUSTERS) x $(CLUSTERS_SERVICES) services"
+	@$(GO) test -tags bench -c -o bin/bench-clusters.test ./test/bench/
+	@cd test/bench && KO_BENCH_BINARY=$(abspath bin/kube-outpost) ../../bin/bench-clusters.test \
+	  -test.run '^TestClusters$$' -test.v -test.timeout 0 \
+	  -clusters $(CLUSTERS) -clusters-services $(CLUSTERS_SERVICES) -clusters-mode $(CLUSTERS_MODE) \
+	  $(if $(CLUSTERS_OUT),-out $(abspath $(CLUSTERS_OUT))) $(CLUSTERS_FLAGS)
+
+# The reduced run, for CI: 3 x 100 services x 5 endpoints, 6 changes.
+bench-clusters-short:
+	@$(MAKE) --no-print-directory bench-clusters CLUSTERS_SERVICES=100 CLUSTERS_OUT=$(or $(CLUSTERS_OUT),bin/bench-clusters-short) \
+	  CLUSTERS_FLAGS='-endpoints 5 -changes 6 -cold-timeout 90s $(CLUSTERS_FLAGS)'
 
 # The fleet's cost to the cluster (docs/benchmarks.md, "Sizing"): FLEET
 # daemons at once, each in a loopback-only namespace of its own, against

@@ -403,14 +403,7 @@ type proc struct {
 // object, with an InternalIP so that it does not wait for one), routed as
 // the host is.
 func (b *bench) newNode(ctx context.Context) *lab.Node {
-	b.nodes++
-	n, err := b.l.AddNode(ctx, fmt.Sprintf("row%d", b.nodes))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	if err := n.RouteAsHost(); err != nil {
-		b.t.Fatal(err)
-	}
+	n := b.outpostNode(ctx)
 	if err := n.Register(ctx, b.cs); err != nil {
 		b.t.Fatal(err)
 	}
@@ -825,23 +818,31 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	return r
 }
 
-// profile saves kube-outpost's pprof profile at path (under /debug/pprof/,
-// served with profiling = true on its metrics address in its node) as
-// name; kube-proxy's are not taken. A profile that fails is logged and
-// missing, never the row's error.
+// profile saves kube-outpost's pprof profile at path as name in the row;
+// kube-proxy's are not taken.
 func (r *Row) profile(ctx context.Context, p *proc, name, path string) {
 	if r.Proxy != kubeOutpost {
 		return
 	}
+	if out := fetchProfile(ctx, p, path); out != nil {
+		if r.profiles == nil {
+			r.profiles = map[string][]byte{}
+		}
+		r.profiles[name] = out
+	}
+}
+
+// fetchProfile is kube-outpost's pprof profile at path (under
+// /debug/pprof/, served with profiling = true on its metrics address in
+// its node). A profile that fails is logged and nil, never an error of
+// the row's.
+func fetchProfile(ctx context.Context, p *proc, path string) []byte {
 	out, err := p.node.Command(ctx, "curl", "-sf", "--max-time", "60", "http://127.0.0.1:10249/debug/pprof/"+path).Output()
 	if err != nil || len(out) == 0 {
-		fmt.Fprintf(os.Stderr, ">> %s, %s: profile %s: %v\n", r.Mode, r.Proxy, name, err)
-		return
+		fmt.Fprintf(os.Stderr, ">> profile %s of pid %d: %v\n", path, p.Pid, err)
+		return nil
 	}
-	if r.profiles == nil {
-		r.profiles = map[string][]byte{}
-	}
-	r.profiles[name] = out
+	return out
 }
 
 // machine describes this machine and the versions that run.
