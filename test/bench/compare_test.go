@@ -45,6 +45,7 @@ var (
 	flagColdTimeout = flag.Duration("cold-timeout", 5*time.Minute, "give a cold sync (and a restart) up after this")
 	flagConnects    = flag.Int("connects", 1000, "connect(2) samples per first-packet figure")
 	flagOut         = flag.String("out", "", "results directory; default results/<UTC time>-<S>x<E> beside this file")
+	flagOutpostKeys = flag.String("outpost-keys", "", `top-level keys added to kube-outpost's config, one a line, e.g. 'log_level = "debug"' to see its syncs`)
 )
 
 const (
@@ -431,8 +432,8 @@ func (b *bench) start(ctx context.Context, n *lab.Node, m mode, proxy string) (*
 		// Every setting but the paths (and profiling) at its default: the comparison is of
 		// what a user gets.
 		// profiling serves pprof beside /metrics and changes nothing else.
-		text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\nprofiling = true\n\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n",
-			m.proxyMode, filepath.Join(dir, "status.sock"), filepath.Join(dir, "state"), b.c.Name, b.c.Kubeconfig, b.c.ServiceCIDR)
+		text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\nprofiling = true\n%s\n\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n",
+			m.proxyMode, filepath.Join(dir, "status.sock"), filepath.Join(dir, "state"), *flagOutpostKeys, b.c.Name, b.c.Kubeconfig, b.c.ServiceCIDR)
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			return nil, err
 		}
