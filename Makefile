@@ -11,7 +11,7 @@ E2E_PKGS := ./test/... ./internal/routes/
 # lists only what the daemon and its tests link.
 TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
-.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short bench-clusters bench-clusters-short package
+.PHONY: all build deps generate lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short bench-clusters bench-clusters-short package
 
 all: build
 
@@ -21,6 +21,15 @@ build:
 
 deps:
 	@bash hack/deps.sh
+
+# The eBPF objects of mode ebpf (internal/proxy/ebpf/bpf/*.c), compiled by
+# bpf2go (pinned in hack/tools/go.mod) with Debian's clang-14. The .o and
+# .go files are committed, so building needs no clang; CI runs this and
+# fails on a diff.
+generate:
+	@bash hack/deps.sh generate
+	@echo ">> generating the eBPF objects (bpf2go, clang-14)"
+	@$(GO) generate ./internal/proxy/ebpf/
 
 # The lock is the one the lab takes around the same script (test/lab/lab.go,
 # findBinaries): two builds at once in the one cache collide on their .tmp
