@@ -1,0 +1,63 @@
+package ebpf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Cgroup2Mount finds where the cgroup v2 hierarchy is mounted: at
+// /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid
+// one; there is no default to assume.
+func Cgroup2Mount() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return cgroup2In(bufio.NewScanner(f))
+}
+
+func cgroup2In(s *bufio.Scanner) (string, error) {
+	for s.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source super
+		pre, post, ok := strings.Cut(s.Text(), " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" {
+			return unescapeMount(f[4]), nil
+		}
+	}
+	if err := s.Err(); err != nil {
+		return "", err
+	}
+	return "", errors.New("no cgroup v2 hierarchy is mounted (mode ebpf attaches to one)")
+}
+
+// unescapeMount undoes mountinfo's octal escapes of space, tab, newline
+// and backslash.
+func unescapeMount(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// OwnNetnsCookie is the cookie of this thread's network namespace, as
+// bpf_get_netns_cookie gives it to the hooks (SO_NETNS_COOKIE, Linux 5.14).
+func OwnNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("reading the network namespace's cookie (SO_NETNS_COOKIE): %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,237 @@
+//go:build kernel
+
+// Mode ebpf against this machine's kernel, each test in a lab of its own
+// (lab_kernel_test.go): a throw-away network namespace, cgroup and bpffs.
+// As root:
+//
+//	go test -tags kernel -c -o /tmp/ebpf-kernel.test ./internal/proxy/ebpf/ && /tmp/ebpf-kernel.test -test.v
+package ebpf
+
+import (
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
+)
+
+const vip = "10.96.0.10"
+
+func state(ports ...*model.ServicePort) *model.State {
+	return modeltest.State(modeltest.Cluster("a", true, []string{"10.96.0.0/16"}, ports...))
+}
+
+func mustSync(t *testing.T, p *Proxier, st *model.State, full bool) {
+	t.Helper()
+	if err := p.Sync(t.Context(), st, full); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+}
+
+// reachesAll makes n attempts and wants each answered by one of bes, seen
+// from the VIP, and every one of bes answering some.
+func reachesAll(t *testing.T, c *client, cmd, target string, n int, bes []string) {
+	t.Helper()
+	seen := map[string]int{}
+	for range n {
+		r := c.do(cmd + " " + target)
+		if r.Err != "" {
+			t.Fatalf("%s %s: %s", cmd, target, r.Err)
+		}
+		if !slices.Contains(bes, r.Backend) {
+			t.Fatalf("%s %s: answered by %q, not one of %v", cmd, target, r.Backend, bes)
+		}
+		if r.Peer != target {
+			t.Fatalf("%s %s: the peer is %s, want the VIP", cmd, target, r.Peer)
+		}
+		seen[r.Backend]++
+	}
+	if len(seen) != len(bes) {
+		t.Errorf("%s %s: %d attempts reached %v, want every one of %v", cmd, target, n, seen, bes)
+	}
+	t.Logf("%s %s: %v", cmd, target, seen)
+}
+
+// TestKernelTCP: connect() to the VIP reaches every endpoint, and
+// getpeername shows the VIP.
+func TestKernelTCP(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(11, 3, 8080)
+	p := l.proxier()
+	mustSync(t, p, state(modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)), true)
+	reachesAll(t, l.client(), "tcp", vip+":80", 60, bes)
+}
+
+// TestKernelUDP: sendto() to the VIP reaches every endpoint and the
+// answers come from the VIP (recvmsg4); a connected socket's peer is the
+// VIP (getpeername4) and its answers arrive.
+func TestKernelUDP(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(21, 3, 5353)
+	p := l.proxier()
+	mustSync(t, p, state(modeltest.Svc("a", "default", "dns", "", model.UDP, vip, 53, bes...)), true)
+	c := l.client()
+	reachesAll(t, c, "udp", vip+":53", 60, bes)
+	reachesAll(t, c, "cudp", vip+":53", 60, bes)
+	// TCP to the same address and port is another service: none.
+	if r := c.do("tcp " + vip + ":53"); r.Errno != int(unix.ENETUNREACH) {
+		t.Errorf("TCP to a UDP service's port: %+v, want it untranslated (ENETUNREACH: the lab has no route)", r)
+	}
+}
+
+// TestKernelRefuse: a port without endpoints fails connect() and
+// sendto() at once with ECONNREFUSED, and counts it.
+func TestKernelRefuse(t *testing.T) {
+	l := newLab(t)
+	p := l.proxier()
+	mustSync(t, p, state(
+		modeltest.Svc("a", "default", "none", "", model.TCP, vip, 80),
+		modeltest.Svc("a", "default", "none", "dns", model.UDP, vip, 53),
+	), true)
+	c := l.client()
+	for _, cmd := range []string{"tcp", "cudp", "udp"} {
+		port := map[string]string{"tcp": ":80", "cudp": ":53", "udp": ":53"}[cmd]
+		r := c.do(cmd + " " + vip + port)
+		if r.Errno != int(unix.ECONNREFUSED) {
+			t.Errorf("%s to a port without endpoints: %+v, want ECONNREFUSED", cmd, r)
+		}
+		if r.Took > 100*time.Millisecond {
+			t.Errorf("%s to a port without endpoints took %v, want an immediate refusal", cmd, r.Took)
+		}
+	}
+	var perCPU []uint64
+	if err := p.dp.objs.KoNobackend.Lookup(uint32(0), &perCPU); err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, n := range perCPU {
+		sum += n
+	}
+	if sum != 3 {
+		t.Errorf("ko_nobackend counts %d, want 3", sum)
+	}
+}
+
+// TestKernelScope: sockets of another network namespace than the
+// configured one are not translated.
+func TestKernelScope(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(31, 1, 8080)
+	p := New(Options{PinDir: l.pinDir, Cgroup: l.cgroup, NetnsCookie: l.cookie + 1})
+	t.Cleanup(func() { p.Cleanup(t.Context()) })
+	mustSync(t, p, state(modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)), true)
+	if r := l.client().do("tcp " + vip + ":80"); r.Errno != int(unix.ENETUNREACH) {
+		t.Errorf("a connect() from another namespace: %+v, want it untranslated (ENETUNREACH)", r)
+	}
+}
+
+// TestKernelUpdateUnderLoad: endpoints come and go, in partial syncs,
+// while the client connects in a loop: no connect() fails, and the
+// endpoints added are reached.
+func TestKernelUpdateUnderLoad(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(41, 6, 8080)
+	p := l.proxier()
+	svc := modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes[:3]...)
+	mustSync(t, p, state(svc), true)
+	c := l.client()
+	done := make(chan result)
+	go func() { done <- c.do("loop " + vip + ":80 3s") }()
+	sets := [][]string{bes[3:], bes[:1], bes, bes[2:4], bes[5:]}
+	for i := 0; ; i++ {
+		select {
+		case r := <-done:
+			t.Logf("%d connects over %d updates, %d failed; reached %v", r.Count, i, r.Failed, r.Backends)
+			if r.Failed > 0 {
+				t.Errorf("%d of %d connects failed under updates, the first: %s", r.Failed, r.Count, r.Err)
+			}
+			if len(r.Backends) != len(bes) {
+				t.Errorf("reached %v, want every one of %v", r.Backends, bes)
+			}
+			return
+		default:
+		}
+		mustSync(t, p, state(modeltest.WithEndpoints(svc, sets[i%len(sets)]...)), i%10 == 9)
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestKernelRestart: a daemon that stops leaves the hooks and maps
+// pinned, still translating; the next one takes them over with no failed
+// connect(), and its first full sync removes what the state no longer
+// has.
+func TestKernelRestart(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(51, 2, 8080)
+	p1 := l.proxier()
+	web := modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)
+	old := modeltest.Svc("a", "default", "old", "", model.TCP, "10.96.0.11", 80, bes...)
+	mustSync(t, p1, state(web, old), true)
+	c := l.client()
+	done := make(chan result)
+	go func() { done <- c.do("loop " + vip + ":80 1s") }()
+	time.Sleep(200 * time.Millisecond)
+	p1.Close()
+	time.Sleep(200 * time.Millisecond)
+	p2 := l.proxier()
+	mustSync(t, p2, state(web), true)
+	r := <-done
+	t.Logf("%d connects across the restart, %d failed; reached %v", r.Count, r.Failed, r.Backends)
+	if r.Failed > 0 || r.Count == 0 {
+		t.Errorf("%d of %d connects failed across the restart, the first: %s", r.Failed, r.Count, r.Err)
+	}
+	if got := attached(t, l.cgroup); got != len(hooks) {
+		t.Errorf("%d programs attached to the cgroup after the restart, want %d (one per hook)", got, len(hooks))
+	}
+	if r := c.do("tcp 10.96.0.11:80"); r.Errno != int(unix.ENETUNREACH) {
+		t.Errorf("a service gone before the restart: %+v, want it untranslated", r)
+	}
+}
+
+// TestKernelCleanup: Cleanup detaches every hook and removes every pin.
+func TestKernelCleanup(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(61, 1, 8080)
+	p := l.proxier()
+	mustSync(t, p, state(modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)), true)
+	c := l.client()
+	if r := c.do("tcp " + vip + ":80"); r.Err != "" {
+		t.Fatal(r.Err)
+	}
+	if err := p.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := attached(t, l.cgroup); got != 0 {
+		t.Errorf("%d programs still attached to the cgroup", got)
+	}
+	if _, err := os.Stat(l.pinDir); !os.IsNotExist(err) {
+		t.Errorf("the pin directory is still there: %v", err)
+	}
+	if r := c.do("tcp " + vip + ":80"); r.Errno != int(unix.ENETUNREACH) {
+		t.Errorf("after Cleanup: %+v, want it untranslated", r)
+	}
+}
+
+// attached counts the programs attached to cgroup at our hooks.
+func attached(t *testing.T, cgroup string) int {
+	t.Helper()
+	f, err := os.Open(cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	for _, h := range hooks {
+		q, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: h.attach})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(q.Programs)
+	}
+	return n
+}

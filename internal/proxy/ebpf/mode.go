@@ -1,0 +1,44 @@
+package ebpf
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+)
+
+// ModeName is this datapath's value of the config key mode.
+const ModeName config.Mode = "ebpf"
+
+func init() {
+	proxy.Register(&proxy.Mode{
+		Name: ModeName,
+		// A socket hook sees only this host's own sockets: there is no
+		// packet of a routed client or to a node port to translate,
+		// and nothing to masquerade. IPv6 and ClientIP affinity are
+		// not written yet (issue 17).
+		Can: config.Capabilities{config.CanExternalIPs, config.CanReject},
+		// Loading programs and maps, and attaching them to a cgroup.
+		Privileges: proxy.Privileges{Capabilities: []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}},
+		New:        newBackends,
+		InUse:      func(context.Context) bool { return pinned(DefaultPinDir) },
+		Cleanup: func(_ context.Context, log *slog.Logger) error {
+			if !pinned(DefaultPinDir) {
+				return nil
+			}
+			log.Info("removing the ebpf mode's hooks and maps", "dir", DefaultPinDir)
+			return removePinned(DefaultPinDir)
+		},
+		Explainer: newExplainer,
+		// Never picked by mode = "auto" until it is complete.
+		Auto: 0,
+	})
+}
+
+func newBackends(env proxy.Env) ([]proxy.Backend, error) {
+	if _, err := Cgroup2Mount(); err != nil {
+		return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
+	}
+	return []proxy.Backend{New(Options{Log: env.Log})}, nil
+}

@@ -1,0 +1,218 @@
+package ebpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
+)
+
+// Options configure a Proxier.
+type Options struct {
+	// PinDir is the bpffs directory of the maps and links;
+	// DefaultPinDir when empty.
+	PinDir string
+	// Cgroup is the cgroup v2 directory the hooks attach to; the root
+	// of the cgroup v2 mount when empty.
+	Cgroup string
+	// NetnsCookie is the network namespace whose sockets are
+	// translated; this process's own when 0.
+	NetnsCookie uint64
+	Log         *slog.Logger
+}
+
+// Proxier is the ebpf backend, for IPv4 (IPv6 is not written yet).
+type Proxier struct {
+	opt Options
+	log *slog.Logger
+
+	mu sync.Mutex
+	dp *datapath
+	w  *writer
+	// applied is what the last syncs programmed, per port, to write only
+	// what changed; nil forces the next sync to be full.
+	applied map[model.PortKey]appliedPort
+}
+
+type appliedPort struct {
+	port *model.ServicePort
+	ids  []svcID
+}
+
+var _ proxy.Backend = (*Proxier)(nil)
+
+// New makes a Proxier. Nothing touches the kernel before the first Sync.
+func New(opt Options) *Proxier {
+	if opt.PinDir == "" {
+		opt.PinDir = DefaultPinDir
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Proxier{opt: opt, log: log}
+}
+
+// start loads and attaches the datapath at the first sync.
+func (p *Proxier) start() error {
+	if p.dp != nil {
+		return nil
+	}
+	opt := objectsOptions{PinDir: p.opt.PinDir, Cgroup: p.opt.Cgroup, NetnsCookie: p.opt.NetnsCookie}
+	if opt.Cgroup == "" {
+		mnt, err := Cgroup2Mount()
+		if err != nil {
+			return err
+		}
+		opt.Cgroup = mnt
+	}
+	if opt.NetnsCookie == 0 {
+		c, err := OwnNetnsCookie()
+		if err != nil {
+			return err
+		}
+		opt.NetnsCookie = c
+	}
+	dp, err := loadDatapath(opt)
+	if err != nil {
+		return &proxy.NotSupportedError{Mode: ModeName, Err: err}
+	}
+	p.dp, p.w, p.applied = dp, newWriter(mapsOf{&dp.objs}), nil
+	return nil
+}
+
+// Sync implements proxy.Backend. A full sync reads the maps back (those
+// a previous run pinned, at the first) and writes the difference; a
+// partial one writes the ports whose ServicePort changed.
+func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.start(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			p.applied = nil
+		}
+	}()
+	full = full || p.applied == nil
+	if full {
+		if err := p.w.load(); err != nil {
+			return fmt.Errorf("reading the maps: %w", err)
+		}
+	}
+	next := map[model.PortKey]appliedPort{}
+	desired := map[svcID]bool{}
+	kept := map[uint32]bool{}
+	var errs []error
+	for _, c := range st.Clusters {
+		owner := ownerOf(c.Name)
+		if !c.PortsKnown() {
+			// The maps keep what an earlier run wrote for it.
+			kept[owner] = true
+			for k, a := range p.applied {
+				if k.Cluster == c.Name {
+					next[k] = a
+				}
+			}
+			continue
+		}
+		for k, sp := range c.Ports {
+			if k.IPv6 {
+				continue
+			}
+			old, had := p.applied[k]
+			if !full && had && old.port.Equal(sp) {
+				next[k] = old
+				for _, id := range old.ids {
+					desired[id] = true
+				}
+				continue
+			}
+			a := appliedPort{port: sp}
+			eps := endpointsOf(sp)
+			for _, addr := range sp.Addrs() {
+				id := svcID{addr: addr, port: sp.Port, proto: protoOf(sp.Key.Protocol)}
+				a.ids = append(a.ids, id)
+				desired[id] = true
+				if err := p.w.setService(id, owner, eps); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", k, err))
+				}
+			}
+			next[k] = a
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// Then what is no longer wanted: after the writes, so that a port
+	// moving from one key to another is never missing in between.
+	if full {
+		for id, s := range p.w.services {
+			if !desired[id] && !kept[s.owner] {
+				errs = append(errs, p.w.deleteService(id))
+			}
+		}
+		errs = append(errs, p.w.collect())
+	} else {
+		for k, old := range p.applied {
+			if _, ok := next[k]; ok && slices.Equal(next[k].ids, old.ids) {
+				continue
+			}
+			for _, id := range old.ids {
+				if !desired[id] {
+					errs = append(errs, p.w.deleteService(id))
+				}
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	p.applied = next
+	return nil
+}
+
+func protoOf(pr model.Protocol) uint8 {
+	n, _ := pr.IPNumber()
+	return n
+}
+
+func endpointsOf(sp *model.ServicePort) []beKey {
+	out := make([]beKey, 0, len(sp.Endpoints))
+	for _, e := range sp.Endpoints {
+		if !e.Addr.Addr().Is4() {
+			continue
+		}
+		out = append(out, beKey{addr: e.Addr.Addr(), port: e.Addr.Port(), proto: protoOf(sp.Key.Protocol)})
+	}
+	return out
+}
+
+// Cleanup implements proxy.Backend: it detaches the hooks and removes the
+// maps and every pin.
+func (p *Proxier) Cleanup(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dp != nil {
+		p.dp.close()
+		p.dp, p.w, p.applied = nil, nil, nil
+	}
+	return removePinned(p.opt.PinDir)
+}
+
+// Close lets go of the datapath and leaves it pinned and attached, for
+// the next start to take over.
+func (p *Proxier) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dp != nil {
+		p.dp.close()
+		p.dp, p.w, p.applied = nil, nil, nil
+	}
+}

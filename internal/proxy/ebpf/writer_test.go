@@ -1,0 +1,109 @@
+package ebpf
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"testing"
+)
+
+func randomEndpoints(r *rand.Rand) []beKey {
+	n := r.IntN(6)
+	seen := map[beKey]bool{}
+	var out []beKey
+	for range n {
+		b := beKey{addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(r.IntN(8))}), port: 8080, proto: 6}
+		if !seen[b] {
+			seen[b] = true
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// TestWriterOrder: random services grow, shrink, refuse and go, and no
+// single map write lets a connect() find a count over a missing slot or
+// a slot over a missing backend; at the end the maps hold exactly the
+// desired services, and no backend nobody names.
+func TestWriterOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	f := newFakeMaps()
+	w := newWriter(f)
+	want := map[svcID][]beKey{}
+	for step := range 2000 {
+		s := svcID{addr: netip.AddrFrom4([4]byte{10, 96, 0, byte(r.IntN(10))}), port: 80, proto: 6}
+		if r.IntN(5) == 0 {
+			if err := w.deleteService(s); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, s)
+		} else {
+			eps := randomEndpoints(r)
+			if err := w.setService(s, 7, eps); err != nil {
+				t.Fatal(err)
+			}
+			want[s] = eps
+		}
+		if f.broken != nil {
+			t.Fatalf("step %d: %v", step, f.broken)
+		}
+	}
+	if got := f.resolved(); !reflect.DeepEqual(got, want) {
+		t.Errorf("the maps resolve to\n%v\nwant\n%v", got, want)
+	}
+	used := map[uint32]bool{}
+	for k, v := range f.svcs {
+		if k.Slot != 0 {
+			used[v.BackendId] = true
+		}
+	}
+	for id := range f.bes {
+		if !used[id] {
+			t.Errorf("backend %d is named by no slot", id)
+		}
+	}
+}
+
+// TestWriterRecovers: a write fails midway; load takes the kernel's maps
+// as they are, and the next writes and collect end in the desired state
+// with nothing left over, never exposing half a service.
+func TestWriterRecovers(t *testing.T) {
+	for failAt := 1; failAt < 40; failAt++ {
+		r := rand.New(rand.NewPCG(uint64(failAt), 3))
+		f := newFakeMaps()
+		w := newWriter(f)
+		want := map[svcID][]beKey{}
+		f.failAt = failAt
+		failed := false
+		for range 12 {
+			s := svcID{addr: netip.AddrFrom4([4]byte{10, 96, 0, byte(r.IntN(3))}), port: 53, proto: 17}
+			eps := randomEndpoints(r)
+			want[s] = eps
+			if err := w.setService(s, 1, eps); err != nil {
+				if !errors.Is(err, errInjected) {
+					t.Fatal(err)
+				}
+				failed = true
+				if err := w.load(); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.setService(s, 1, eps); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := w.collect(); err != nil {
+			t.Fatal(err)
+		}
+		if f.broken != nil {
+			t.Fatalf("fail at %d: %v", failAt, f.broken)
+		}
+		if got := f.resolved(); !reflect.DeepEqual(got, want) {
+			t.Errorf("fail at %d (failed: %v): the maps resolve to\n%v\nwant\n%v", failAt, failed, got, want)
+		}
+		if len(f.bes) != len(w.byID) {
+			t.Errorf("fail at %d: %d backends in the maps, the writer knows %d", failAt, len(f.bes), len(w.byID))
+		}
+	}
+}
