@@ -31,22 +31,50 @@ func (*explainer) Share(n int) proxy.EndpointShare {
 }
 
 func (e *explainer) ExplainPort(_ context.Context, want proxy.Want) (proxy.PortView, error) {
-	if !want.Target.Addr().Is4() {
-		return proxy.PortView{Empty: true, Notes: []string{"mode ebpf translates no IPv6 yet"}}, nil
-	}
-	svcs, err := ebpf.LoadPinnedMap(filepath.Join(e.dir, "ko_svc4"), &ebpf.LoadPinOptions{ReadOnly: true})
+	v6 := want.Target.Addr().Is6()
+	name := map[bool]string{false: "4", true: "6"}[v6]
+	svcs, err := ebpf.LoadPinnedMap(filepath.Join(e.dir, "ko_svc"+name), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		return proxy.PortView{}, fmt.Errorf("kube-outpost has pinned no ebpf maps: %w", err)
 	}
 	defer svcs.Close()
-	bes, err := ebpf.LoadPinnedMap(filepath.Join(e.dir, "ko_be4"), &ebpf.LoadPinOptions{ReadOnly: true})
+	bes, err := ebpf.LoadPinnedMap(filepath.Join(e.dir, "ko_be"+name), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		return proxy.PortView{}, err
 	}
 	defer bes.Close()
+	return explain(readerOf(v6, svcs, bes), want, e.Share)
+}
+
+// reader looks up one family's maps.
+type reader struct {
+	service func(k slotKey) (sockSvcValue, error)
+	backend func(id uint32) (beKey, error)
+}
+
+func readerOf(v6 bool, svcs, bes *ebpf.Map) reader {
+	r := reader{service: func(k slotKey) (v sockSvcValue, err error) {
+		if v6 {
+			return v, svcs.Lookup(key6(k), &v)
+		}
+		return v, svcs.Lookup(key4(k), &v)
+	}}
+	r.backend = func(id uint32) (beKey, error) {
+		if v6 {
+			var b sockBackend6
+			err := bes.Lookup(id, &b)
+			return beKeyOf6(b), err
+		}
+		var b sockBackend4
+		err := bes.Lookup(id, &b)
+		return beKeyOf4(b), err
+	}
+	return r
+}
+
+func explain(r reader, want proxy.Want, share func(int) proxy.EndpointShare) (proxy.PortView, error) {
 	id := svcID{addr: want.Target.Addr(), port: want.Target.Port(), proto: protoOf(want.Protocol)}
-	var head sockSvcValue
-	err = svcs.Lookup(id.key(0), &head)
+	head, err := r.service(slotKey{id, 0})
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return proxy.PortView{Empty: true, Endpoints: []proxy.KernelEndpoint{}}, nil
 	}
@@ -54,27 +82,26 @@ func (e *explainer) ExplainPort(_ context.Context, want proxy.Want) (proxy.PortV
 		return proxy.PortView{}, err
 	}
 	v := proxy.PortView{Endpoints: []proxy.KernelEndpoint{}}
-	v.Lines = append(v.Lines, fmt.Sprintf("ko_svc4 %s/%d slot 0: count %d owner %#x", want.Target, id.proto, head.Count, head.Owner))
+	v.Lines = append(v.Lines, fmt.Sprintf("service %s %s slot 0: count %d, owner %#x", want.Target, want.Protocol, head.Count, head.Owner))
 	if head.Count == 0 {
 		v.Lines = append(v.Lines, "  connect() fails with ECONNREFUSED")
 	}
 	var got []netip.AddrPort
 	for i := uint16(1); i <= head.Count; i++ {
-		var slot sockSvcValue
-		var be sockBackend4
-		if err := svcs.Lookup(id.key(i), &slot); err != nil {
+		slot, err := r.service(slotKey{id, i})
+		if err != nil {
 			v.Mismatches = append(v.Mismatches, fmt.Sprintf("slot %d: %v", i, err))
 			continue
 		}
-		if err := bes.Lookup(slot.BackendId, &be); err != nil {
+		b, err := r.backend(slot.BackendId)
+		if err != nil {
 			v.Mismatches = append(v.Mismatches, fmt.Sprintf("slot %d: backend %d: %v", i, slot.BackendId, err))
 			continue
 		}
-		b := beKeyOf(be)
 		ap := netip.AddrPortFrom(b.addr, b.port)
 		got = append(got, ap)
 		v.Lines = append(v.Lines, fmt.Sprintf("  slot %d: backend %d %s", i, slot.BackendId, ap))
-		v.Endpoints = append(v.Endpoints, proxy.KernelEndpoint{Addr: ap, EndpointShare: e.Share(int(head.Count))})
+		v.Endpoints = append(v.Endpoints, proxy.KernelEndpoint{Addr: ap, EndpointShare: share(int(head.Count))})
 	}
 	var wanted []netip.AddrPort
 	for _, w := range want.Endpoints {

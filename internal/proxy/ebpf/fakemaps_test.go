@@ -10,8 +10,8 @@ import (
 // write, what a concurrent connect() relies on: every slot a head's count
 // covers exists and names a backend that exists.
 type fakeMaps struct {
-	svcs map[sockSvc4Key]sockSvcValue
-	bes  map[uint32]sockBackend4
+	svcs map[slotKey]sockSvcValue
+	bes  map[uint32]beKey
 	// broken is the first moment a connect() could have seen half a
 	// service.
 	broken error
@@ -21,7 +21,7 @@ type fakeMaps struct {
 }
 
 func newFakeMaps() *fakeMaps {
-	return &fakeMaps{svcs: map[sockSvc4Key]sockSvcValue{}, bes: map[uint32]sockBackend4{}}
+	return &fakeMaps{svcs: map[slotKey]sockSvcValue{}, bes: map[uint32]beKey{}}
 }
 
 var errInjected = errors.New("injected failure")
@@ -40,41 +40,39 @@ func (f *fakeMaps) op(name string, do func()) error {
 
 func (f *fakeMaps) check() error {
 	for k, v := range f.svcs {
-		if k.Slot != 0 {
+		if k.slot != 0 {
 			continue
 		}
 		for i := uint16(1); i <= v.Count; i++ {
-			sk := k
-			sk.Slot = i
-			slot, ok := f.svcs[sk]
+			slot, ok := f.svcs[slotKey{k.svc, i}]
 			if !ok {
-				return fmt.Errorf("%v: count %d covers missing slot %d", idOfKey(k), v.Count, i)
+				return fmt.Errorf("%v: count %d covers missing slot %d", k.svc, v.Count, i)
 			}
 			if _, ok := f.bes[slot.BackendId]; !ok {
-				return fmt.Errorf("%v: slot %d names missing backend %d", idOfKey(k), i, slot.BackendId)
+				return fmt.Errorf("%v: slot %d names missing backend %d", k.svc, i, slot.BackendId)
 			}
 		}
 	}
 	return nil
 }
 
-func (f *fakeMaps) putService(k sockSvc4Key, v sockSvcValue) error {
+func (f *fakeMaps) putService(k slotKey, v sockSvcValue) error {
 	return f.op("put service", func() { f.svcs[k] = v })
 }
 
-func (f *fakeMaps) deleteService(k sockSvc4Key) error {
+func (f *fakeMaps) deleteService(k slotKey) error {
 	return f.op("delete service", func() { delete(f.svcs, k) })
 }
 
-func (f *fakeMaps) putBackend(id uint32, v sockBackend4) error {
-	return f.op("put backend", func() { f.bes[id] = v })
+func (f *fakeMaps) putBackend(id uint32, b beKey) error {
+	return f.op("put backend", func() { f.bes[id] = b })
 }
 
 func (f *fakeMaps) deleteBackend(id uint32) error {
 	return f.op("delete backend", func() { delete(f.bes, id) })
 }
 
-func (f *fakeMaps) dump() (map[sockSvc4Key]sockSvcValue, map[uint32]sockBackend4, error) {
+func (f *fakeMaps) dump() (map[slotKey]sockSvcValue, map[uint32]beKey, error) {
 	return maps.Clone(f.svcs), maps.Clone(f.bes), nil
 }
 
@@ -83,16 +81,14 @@ func (f *fakeMaps) dump() (map[sockSvc4Key]sockSvcValue, map[uint32]sockBackend4
 func (f *fakeMaps) resolved() map[svcID][]beKey {
 	out := map[svcID][]beKey{}
 	for k, v := range f.svcs {
-		if k.Slot != 0 {
+		if k.slot != 0 {
 			continue
 		}
 		var eps []beKey
 		for i := uint16(1); i <= v.Count; i++ {
-			sk := k
-			sk.Slot = i
-			eps = append(eps, beKeyOf(f.bes[f.svcs[sk].BackendId]))
+			eps = append(eps, f.bes[f.svcs[slotKey{k.svc, i}].BackendId])
 		}
-		out[idOfKey(k)] = eps
+		out[k.svc] = eps
 	}
 	return out
 }

@@ -235,3 +235,43 @@ func attached(t *testing.T, cgroup string) int {
 	}
 	return n
 }
+
+// TestKernelIPv6: the same for an IPv6 service: balancing, the VIP seen
+// by getpeername and recvfrom, refusal.
+func TestKernelIPv6(t *testing.T) {
+	l := newLab(t)
+	web, dns := l.backends6(0x11, 3, 8080), l.backends6(0x21, 2, 5353)
+	p := l.proxier()
+	const vip6 = "fd00:96::10"
+	mustSync(t, p, modeltest.State(modeltest.Cluster("a", true, []string{"fd00:96::/112"},
+		modeltest.Svc("a", "default", "web", "", model.TCP, vip6, 80, web...),
+		modeltest.Svc("a", "default", "dns", "", model.UDP, vip6, 53, dns...),
+		modeltest.Svc("a", "default", "none", "", model.TCP, vip6, 81),
+	)), true)
+	c := l.client()
+	reachesAll(t, c, "tcp", "["+vip6+"]:80", 60, web)
+	reachesAll(t, c, "udp", "["+vip6+"]:53", 40, dns)
+	reachesAll(t, c, "cudp", "["+vip6+"]:53", 40, dns)
+	if r := c.do("tcp [" + vip6 + "]:81"); r.Errno != int(unix.ECONNREFUSED) || r.Took > 100*time.Millisecond {
+		t.Errorf("an IPv6 port without endpoints: %+v, want ECONNREFUSED at once", r)
+	}
+}
+
+// TestKernelV4Mapped: an AF_INET6 socket dialing an IPv4 service at
+// ::ffff:a.b.c.d is balanced too, and sees that address as its peer.
+func TestKernelV4Mapped(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(71, 2, 8080)
+	p := l.proxier()
+	mustSync(t, p, state(
+		modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...),
+		modeltest.Svc("a", "default", "dns", "", model.UDP, vip, 53, bes...),
+		modeltest.Svc("a", "default", "none", "", model.TCP, vip, 81),
+	), true)
+	c := l.client()
+	reachesAll(t, c, "tcp6m", "[::ffff:"+vip+"]:80", 40, bes)
+	reachesAll(t, c, "udp6m", "[::ffff:"+vip+"]:53", 40, bes)
+	if r := c.do("tcp6m [::ffff:" + vip + "]:81"); r.Errno != int(unix.ECONNREFUSED) {
+		t.Errorf("a port without endpoints through a mapped address: %+v, want ECONNREFUSED", r)
+	}
+}

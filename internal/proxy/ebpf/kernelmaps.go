@@ -6,42 +6,52 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// mapsOf writes the loaded maps one entry at a time.
-type mapsOf struct{ objs *sockObjects }
+// kernelMaps of each family over the loaded maps: the same writer with
+// the family's key and value layouts.
+type (
+	maps4 struct{ svcs, bes *ebpf.Map }
+	maps6 struct{ svcs, bes *ebpf.Map }
+)
 
-func (m mapsOf) putService(k sockSvc4Key, v sockSvcValue) error {
-	return m.objs.KoSvc4.Put(k, v)
+func (m maps4) putService(k slotKey, v sockSvcValue) error { return m.svcs.Put(key4(k), v) }
+func (m maps4) deleteService(k slotKey) error {
+	return ignoreMissing(m.svcs.Delete(key4(k)))
+}
+func (m maps4) putBackend(id uint32, b beKey) error { return m.bes.Put(id, backend4(b)) }
+func (m maps4) deleteBackend(id uint32) error       { return ignoreMissing(m.bes.Delete(id)) }
+
+func (m maps4) dump() (map[slotKey]sockSvcValue, map[uint32]beKey, error) {
+	return dump(m.svcs, m.bes, slotKeyOf4, beKeyOf4)
 }
 
-func (m mapsOf) deleteService(k sockSvc4Key) error {
-	return ignoreMissing(m.objs.KoSvc4.Delete(k))
+func (m maps6) putService(k slotKey, v sockSvcValue) error { return m.svcs.Put(key6(k), v) }
+func (m maps6) deleteService(k slotKey) error {
+	return ignoreMissing(m.svcs.Delete(key6(k)))
+}
+func (m maps6) putBackend(id uint32, b beKey) error { return m.bes.Put(id, backend6(b)) }
+func (m maps6) deleteBackend(id uint32) error       { return ignoreMissing(m.bes.Delete(id)) }
+
+func (m maps6) dump() (map[slotKey]sockSvcValue, map[uint32]beKey, error) {
+	return dump(m.svcs, m.bes, slotKeyOf6, beKeyOf6)
 }
 
-func (m mapsOf) putBackend(id uint32, v sockBackend4) error {
-	return m.objs.KoBe4.Put(id, v)
-}
-
-func (m mapsOf) deleteBackend(id uint32) error {
-	return ignoreMissing(m.objs.KoBe4.Delete(id))
-}
-
-func (m mapsOf) dump() (map[sockSvc4Key]sockSvcValue, map[uint32]sockBackend4, error) {
-	svcs := map[sockSvc4Key]sockSvcValue{}
-	var k sockSvc4Key
+func dump[K, B any](svcMap, beMap *ebpf.Map, keyOf func(K) slotKey, beOf func(B) beKey) (map[slotKey]sockSvcValue, map[uint32]beKey, error) {
+	svcs := map[slotKey]sockSvcValue{}
+	var k K
 	var v sockSvcValue
-	it := m.objs.KoSvc4.Iterate()
+	it := svcMap.Iterate()
 	for it.Next(&k, &v) {
-		svcs[k] = v
+		svcs[keyOf(k)] = v
 	}
 	if err := it.Err(); err != nil {
 		return nil, nil, err
 	}
-	bes := map[uint32]sockBackend4{}
+	bes := map[uint32]beKey{}
 	var id uint32
-	var b sockBackend4
-	it = m.objs.KoBe4.Iterate()
+	var b B
+	it = beMap.Iterate()
 	for it.Next(&id, &b) {
-		bes[id] = b
+		bes[id] = beOf(b)
 	}
 	return svcs, bes, it.Err()
 }

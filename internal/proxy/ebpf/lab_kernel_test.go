@@ -128,18 +128,38 @@ func (l *lab) proxier() *Proxier {
 // backends listen on 127.0.0.<first>... :port in the lab, each answering
 // a TCP connection or a UDP datagram with its own address.
 func (l *lab) backends(first, n int, port uint16) []string {
-	var out []string
+	var addrs []netip.Addr
 	for i := range n {
-		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(first + i)}), port)
+		addrs = append(addrs, netip.AddrFrom4([4]byte{127, 0, 0, byte(first + i)}))
+	}
+	return l.backendsAt(addrs, port)
+}
+
+// backends6 listen on fd00::<first>... :port, addresses of the lab's
+// loopback.
+func (l *lab) backends6(first, n int, port uint16) []string {
+	var addrs []netip.Addr
+	for i := range n {
+		a := netip.MustParseAddr(fmt.Sprintf("fd00::%x", first+i))
+		labRun(l.t, "ip", "-n", l.ns, "addr", "add", a.String()+"/128", "dev", "lo", "nodad")
+		addrs = append(addrs, a)
+	}
+	return l.backendsAt(addrs, port)
+}
+
+func (l *lab) backendsAt(addrs []netip.Addr, port uint16) []string {
+	var out []string
+	for _, a := range addrs {
+		addr := netip.AddrPortFrom(a, port)
 		out = append(out, addr.String())
 		var tl net.Listener
 		var uc net.PacketConn
 		var err error
 		l.inNS(func() {
-			if tl, err = net.Listen("tcp4", addr.String()); err != nil {
+			if tl, err = net.Listen("tcp", addr.String()); err != nil {
 				return
 			}
-			uc, err = net.ListenPacket("udp4", addr.String())
+			uc, err = net.ListenPacket("udp", addr.String())
 		})
 		if err != nil {
 			l.t.Fatal(err)
@@ -284,6 +304,10 @@ func clientMain(cg string) {
 			r = sendUDP(f[1])
 		case "cudp":
 			r = connectedUDP(f[1])
+		case "tcp6m":
+			r = mappedTCP(f[1])
+		case "udp6m":
+			r = mappedUDP(f[1])
 		case "loop":
 			d, _ := time.ParseDuration(f[2])
 			r = loopTCP(f[1], d)
@@ -325,15 +349,90 @@ func peer(c interface {
 	if serr != nil {
 		return serr.Error()
 	}
-	if in4, ok := sa.(*unix.SockaddrInet4); ok {
-		return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)).String()
+	return sockaddrString(sa)
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
 	}
 	return fmt.Sprintf("%T", sa)
 }
 
+// mapped is an AF_INET6 socket (dual stack, as Java's and many others'
+// are) and target's address as ::ffff:a.b.c.d. Go itself would use an
+// AF_INET socket.
+func mapped(typ int, target string) (int, *unix.SockaddrInet6, error) {
+	ap, err := netip.ParseAddrPort(target)
+	if err != nil {
+		return -1, nil, err
+	}
+	fd, err := unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+		unix.Close(fd)
+		return -1, nil, err
+	}
+	tv := unix.Timeval{Sec: 3}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	return fd, &unix.SockaddrInet6{Addr: netip.AddrFrom16(ap.Addr().As16()).As16(), Port: int(ap.Port())}, nil
+}
+
+func mappedTCP(target string) result {
+	fd, sa, err := mapped(unix.SOCK_STREAM, target)
+	if err != nil {
+		return fail(result{}, err)
+	}
+	defer unix.Close(fd)
+	start := time.Now()
+	err = unix.Connect(fd, sa)
+	r := result{Took: time.Since(start)}
+	if err != nil {
+		return fail(r, err)
+	}
+	p, err := unix.Getpeername(fd)
+	if err != nil {
+		return fail(r, err)
+	}
+	r.Peer = sockaddrString(p)
+	buf := make([]byte, 512)
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		return fail(r, err)
+	}
+	r.Backend = strings.TrimSpace(string(buf[:n]))
+	return r
+}
+
+func mappedUDP(target string) result {
+	fd, sa, err := mapped(unix.SOCK_DGRAM, target)
+	if err != nil {
+		return fail(result{}, err)
+	}
+	defer unix.Close(fd)
+	start := time.Now()
+	if err := unix.Sendto(fd, []byte("hello"), 0, sa); err != nil {
+		return fail(result{Took: time.Since(start)}, err)
+	}
+	buf := make([]byte, 512)
+	n, from, err := unix.Recvfrom(fd, buf, 0)
+	r := result{Took: time.Since(start)}
+	if err != nil {
+		return fail(r, err)
+	}
+	r.Backend, r.Peer = string(buf[:n]), sockaddrString(from)
+	return r
+}
+
 func dialTCP(vip string) result {
 	start := time.Now()
-	c, err := net.DialTimeout("tcp4", vip, 3*time.Second)
+	c, err := net.DialTimeout("tcp", vip, 3*time.Second)
 	r := result{Took: time.Since(start)}
 	if err != nil {
 		return fail(r, err)
@@ -351,11 +450,15 @@ func dialTCP(vip string) result {
 
 // sendUDP is sendto and recvfrom on an unconnected socket.
 func sendUDP(vip string) result {
-	to, err := net.ResolveUDPAddr("udp4", vip)
+	to, err := net.ResolveUDPAddr("udp", vip)
 	if err != nil {
 		return fail(result{}, err)
 	}
-	c, err := net.ListenUDP("udp4", nil)
+	network := "udp4"
+	if to.IP.To4() == nil {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, nil)
 	if err != nil {
 		return fail(result{}, err)
 	}
@@ -378,7 +481,7 @@ func sendUDP(vip string) result {
 // connectedUDP is connect, send and recv on a UDP socket.
 func connectedUDP(vip string) result {
 	start := time.Now()
-	c, err := net.Dial("udp4", vip)
+	c, err := net.Dial("udp", vip)
 	r := result{Took: time.Since(start)}
 	if err != nil {
 		return fail(r, err)

@@ -11,14 +11,18 @@ import (
 // ModeName is this datapath's value of the config key mode.
 const ModeName config.Mode = "ebpf"
 
+// The mode registers itself, but internal/proxy/modes does not link it in
+// yet: the shared unit grants neither CAP_BPF nor the bpf() system call
+// (SystemCallFilter=@system-service), and issue 17 asks for the unit's
+// privileges to be derived from the mode rather than widened for all.
 func init() {
 	proxy.Register(&proxy.Mode{
 		Name: ModeName,
 		// A socket hook sees only this host's own sockets: there is no
 		// packet of a routed client or to a node port to translate,
-		// and nothing to masquerade. IPv6 and ClientIP affinity are
-		// not written yet (issue 17).
-		Can: config.Capabilities{config.CanExternalIPs, config.CanReject},
+		// and nothing to masquerade. ClientIP affinity is not written
+		// yet (issue 17).
+		Can: config.Capabilities{config.CanExternalIPs, config.CanIPv6, config.CanReject},
 		// Loading programs and maps, and attaching them to a cgroup.
 		Privileges: proxy.Privileges{Capabilities: []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}},
 		New:        newBackends,
@@ -40,5 +44,6 @@ func newBackends(env proxy.Env) ([]proxy.Backend, error) {
 	if _, err := Cgroup2Mount(); err != nil {
 		return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
 	}
+	// One backend for both families: the hooks and maps serve both.
 	return []proxy.Backend{New(Options{Log: env.Log})}, nil
 }

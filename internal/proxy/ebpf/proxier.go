@@ -26,14 +26,16 @@ type Options struct {
 	Log         *slog.Logger
 }
 
-// Proxier is the ebpf backend, for IPv4 (IPv6 is not written yet).
+// Proxier is the ebpf backend, for both IP families: one set of hooks
+// serves both.
 type Proxier struct {
 	opt Options
 	log *slog.Logger
 
 	mu sync.Mutex
 	dp *datapath
-	w  *writer
+	// w are the writers of the IPv4 (false) and IPv6 (true) maps.
+	w map[bool]*writer
 	// applied is what the last syncs programmed, per port, to write only
 	// what changed; nil forces the next sync to be full.
 	applied map[model.PortKey]appliedPort
@@ -82,7 +84,11 @@ func (p *Proxier) start() error {
 	if err != nil {
 		return &proxy.NotSupportedError{Mode: ModeName, Err: err}
 	}
-	p.dp, p.w, p.applied = dp, newWriter(mapsOf{&dp.objs}), nil
+	p.dp, p.applied = dp, nil
+	p.w = map[bool]*writer{
+		false: newWriter(maps4{dp.objs.KoSvc4, dp.objs.KoBe4}),
+		true:  newWriter(maps6{dp.objs.KoSvc6, dp.objs.KoBe6}),
+	}
 	return nil
 }
 
@@ -102,8 +108,10 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	}()
 	full = full || p.applied == nil
 	if full {
-		if err := p.w.load(); err != nil {
-			return fmt.Errorf("reading the maps: %w", err)
+		for _, w := range p.w {
+			if err := w.load(); err != nil {
+				return fmt.Errorf("reading the maps: %w", err)
+			}
 		}
 	}
 	next := map[model.PortKey]appliedPort{}
@@ -123,9 +131,6 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			continue
 		}
 		for k, sp := range c.Ports {
-			if k.IPv6 {
-				continue
-			}
 			old, had := p.applied[k]
 			if !full && had && old.port.Equal(sp) {
 				next[k] = old
@@ -140,7 +145,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 				id := svcID{addr: addr, port: sp.Port, proto: protoOf(sp.Key.Protocol)}
 				a.ids = append(a.ids, id)
 				desired[id] = true
-				if err := p.w.setService(id, owner, eps); err != nil {
+				if err := p.w[k.IPv6].setService(id, owner, eps); err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", k, err))
 				}
 			}
@@ -153,12 +158,14 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	// Then what is no longer wanted: after the writes, so that a port
 	// moving from one key to another is never missing in between.
 	if full {
-		for id, s := range p.w.services {
-			if !desired[id] && !kept[s.owner] {
-				errs = append(errs, p.w.deleteService(id))
+		for _, w := range p.w {
+			for id, s := range w.services {
+				if !desired[id] && !kept[s.owner] {
+					errs = append(errs, w.deleteService(id))
+				}
 			}
+			errs = append(errs, w.collect())
 		}
-		errs = append(errs, p.w.collect())
 	} else {
 		for k, old := range p.applied {
 			if _, ok := next[k]; ok && slices.Equal(next[k].ids, old.ids) {
@@ -166,7 +173,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			}
 			for _, id := range old.ids {
 				if !desired[id] {
-					errs = append(errs, p.w.deleteService(id))
+					errs = append(errs, p.w[k.IPv6].deleteService(id))
 				}
 			}
 		}
@@ -186,7 +193,7 @@ func protoOf(pr model.Protocol) uint8 {
 func endpointsOf(sp *model.ServicePort) []beKey {
 	out := make([]beKey, 0, len(sp.Endpoints))
 	for _, e := range sp.Endpoints {
-		if !e.Addr.Addr().Is4() {
+		if e.Addr.Addr().Is6() != sp.Key.IPv6 {
 			continue
 		}
 		out = append(out, beKey{addr: e.Addr.Addr(), port: e.Addr.Port(), proto: protoOf(sp.Key.Protocol)})

@@ -21,6 +21,14 @@ type sockBackend4 struct {
 	Pad   uint8
 }
 
+type sockBackend6 struct {
+	_     structs.HostLayout
+	Addr  [4]uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type sockConfig struct {
 	_           structs.HostLayout
 	NetnsCookie uint64
@@ -35,12 +43,30 @@ type sockSockXlate struct {
 		Vport   uint16
 		Bport   uint16
 	}
-	Next uint32
+	V6 [4]struct {
+		_       structs.HostLayout
+		Vip     [4]uint32
+		Backend [4]uint32
+		Vport   uint16
+		Bport   uint16
+	}
+	Next4 uint32
+	Next6 uint32
 }
 
 type sockSvc4Key struct {
 	_     structs.HostLayout
 	Addr  uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+	Slot  uint16
+	Pad2  uint16
+}
+
+type sockSvc6Key struct {
+	_     structs.HostLayout
+	Addr  [4]uint32
 	Port  uint16
 	Proto uint8
 	Pad   uint8
@@ -62,14 +88,20 @@ type sockSvcValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	sockMapKoBe4         = "ko_be4"
+	sockMapKoBe6         = "ko_be6"
 	sockMapKoConfig      = "ko_config"
 	sockMapKoNobackend   = "ko_nobackend"
 	sockMapKoSock        = "ko_sock"
 	sockMapKoSvc4        = "ko_svc4"
+	sockMapKoSvc6        = "ko_svc6"
 	sockProgConnect4     = "connect4"
+	sockProgConnect6     = "connect6"
 	sockProgGetpeername4 = "getpeername4"
+	sockProgGetpeername6 = "getpeername6"
 	sockProgRecvmsg4     = "recvmsg4"
+	sockProgRecvmsg6     = "recvmsg6"
 	sockProgSendmsg4     = "sendmsg4"
+	sockProgSendmsg6     = "sendmsg6"
 )
 
 // loadSock returns the embedded CollectionSpec for sock.
@@ -115,9 +147,13 @@ type sockSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockProgramSpecs struct {
 	Connect4     *ebpf.ProgramSpec `ebpf:"connect4"`
+	Connect6     *ebpf.ProgramSpec `ebpf:"connect6"`
 	Getpeername4 *ebpf.ProgramSpec `ebpf:"getpeername4"`
+	Getpeername6 *ebpf.ProgramSpec `ebpf:"getpeername6"`
 	Recvmsg4     *ebpf.ProgramSpec `ebpf:"recvmsg4"`
+	Recvmsg6     *ebpf.ProgramSpec `ebpf:"recvmsg6"`
 	Sendmsg4     *ebpf.ProgramSpec `ebpf:"sendmsg4"`
+	Sendmsg6     *ebpf.ProgramSpec `ebpf:"sendmsg6"`
 }
 
 // sockMapSpecs contains maps before they are loaded into the kernel.
@@ -125,10 +161,12 @@ type sockProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockMapSpecs struct {
 	KoBe4       *ebpf.MapSpec `ebpf:"ko_be4"`
+	KoBe6       *ebpf.MapSpec `ebpf:"ko_be6"`
 	KoConfig    *ebpf.MapSpec `ebpf:"ko_config"`
 	KoNobackend *ebpf.MapSpec `ebpf:"ko_nobackend"`
 	KoSock      *ebpf.MapSpec `ebpf:"ko_sock"`
 	KoSvc4      *ebpf.MapSpec `ebpf:"ko_svc4"`
+	KoSvc6      *ebpf.MapSpec `ebpf:"ko_svc6"`
 }
 
 // sockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -158,19 +196,23 @@ func (o *sockObjects) Close() error {
 // It can be passed to loadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockMaps struct {
 	KoBe4       *ebpf.Map `ebpf:"ko_be4"`
+	KoBe6       *ebpf.Map `ebpf:"ko_be6"`
 	KoConfig    *ebpf.Map `ebpf:"ko_config"`
 	KoNobackend *ebpf.Map `ebpf:"ko_nobackend"`
 	KoSock      *ebpf.Map `ebpf:"ko_sock"`
 	KoSvc4      *ebpf.Map `ebpf:"ko_svc4"`
+	KoSvc6      *ebpf.Map `ebpf:"ko_svc6"`
 }
 
 func (m *sockMaps) Close() error {
 	return _SockClose(
 		m.KoBe4,
+		m.KoBe6,
 		m.KoConfig,
 		m.KoNobackend,
 		m.KoSock,
 		m.KoSvc4,
+		m.KoSvc6,
 	)
 }
 
@@ -185,17 +227,25 @@ type sockVariables struct {
 // It can be passed to loadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockPrograms struct {
 	Connect4     *ebpf.Program `ebpf:"connect4"`
+	Connect6     *ebpf.Program `ebpf:"connect6"`
 	Getpeername4 *ebpf.Program `ebpf:"getpeername4"`
+	Getpeername6 *ebpf.Program `ebpf:"getpeername6"`
 	Recvmsg4     *ebpf.Program `ebpf:"recvmsg4"`
+	Recvmsg6     *ebpf.Program `ebpf:"recvmsg6"`
 	Sendmsg4     *ebpf.Program `ebpf:"sendmsg4"`
+	Sendmsg6     *ebpf.Program `ebpf:"sendmsg6"`
 }
 
 func (p *sockPrograms) Close() error {
 	return _SockClose(
 		p.Connect4,
+		p.Connect6,
 		p.Getpeername4,
+		p.Getpeername6,
 		p.Recvmsg4,
+		p.Recvmsg6,
 		p.Sendmsg4,
+		p.Sendmsg6,
 	)
 }
 

@@ -6,15 +6,16 @@ import (
 	"slices"
 )
 
-// kernelMaps are the two maps the writer owns, one entry at a time. The
-// kernel's implementation is mapsOf (objects.go); tests use fakeMaps.
+// kernelMaps are the service and backend maps of one IP family, written
+// one entry at a time. The kernel's are in kernelmaps.go; tests use
+// fakeMaps.
 type kernelMaps interface {
-	putService(k sockSvc4Key, v sockSvcValue) error
-	deleteService(k sockSvc4Key) error
-	putBackend(id uint32, v sockBackend4) error
+	putService(k slotKey, v sockSvcValue) error
+	deleteService(k slotKey) error
+	putBackend(id uint32, b beKey) error
 	deleteBackend(id uint32) error
 	// dump reads both maps whole.
-	dump() (map[sockSvc4Key]sockSvcValue, map[uint32]sockBackend4, error)
+	dump() (map[slotKey]sockSvcValue, map[uint32]beKey, error)
 }
 
 // svcState is one service as the writer last wrote it.
@@ -58,20 +59,18 @@ func (w *writer) load() error {
 		return err
 	}
 	*w = *newWriter(w.m)
-	for id, v := range bes {
-		w.byID[id] = beKeyOf(v)
-		w.backends[beKeyOf(v)] = &beState{id: id}
+	for id, b := range bes {
+		w.byID[id] = b
+		w.backends[b] = &beState{id: id}
 		w.nextID = max(w.nextID, id+1)
 	}
 	for k, v := range svcs {
-		if k.Slot != 0 {
+		if k.slot != 0 {
 			continue
 		}
 		s := &svcState{owner: v.Owner, count: v.Count}
 		for i := uint16(1); i <= v.Count; i++ {
-			sk := k
-			sk.Slot = i
-			slot, ok := svcs[sk]
+			slot, ok := svcs[slotKey{k.svc, i}]
 			if _, known := w.byID[slot.BackendId]; !ok || !known {
 				// A count that covers a missing slot: the next
 				// write of this service rewrites every slot.
@@ -80,11 +79,11 @@ func (w *writer) load() error {
 			}
 			s.slots = append(s.slots, slot.BackendId)
 		}
-		w.services[idOfKey(k)] = s
+		w.services[k.svc] = s
 	}
 	for k := range svcs {
-		if s := w.services[idOfKey(k)]; s != nil {
-			s.high = max(s.high, k.Slot)
+		if s := w.services[k.svc]; s != nil {
+			s.high = max(s.high, k.slot)
 		}
 	}
 	for _, s := range w.services {
@@ -96,7 +95,7 @@ func (w *writer) load() error {
 	// write (high); stray slots of a service without a head go now.
 	var errs []error
 	for k := range svcs {
-		if _, ok := w.services[idOfKey(k)]; k.Slot != 0 && !ok {
+		if _, ok := w.services[k.svc]; k.slot != 0 && !ok {
 			errs = append(errs, w.m.deleteService(k))
 		}
 	}
@@ -119,7 +118,7 @@ func (w *writer) acquire(b beKey) (uint32, error) {
 		id = w.nextID
 		w.nextID++
 	}
-	if err := w.m.putBackend(id, b.value()); err != nil {
+	if err := w.m.putBackend(id, b); err != nil {
 		w.free = append(w.free, id)
 		return 0, fmt.Errorf("writing backend %d (%s:%d): %w", id, b.addr, b.port, err)
 	}
@@ -179,21 +178,21 @@ func (w *writer) setService(s svcID, owner uint32, eps []beKey) error {
 		if i < len(oldSlots) && oldSlots[i] == id {
 			continue
 		}
-		if err := w.m.putService(s.key(uint16(i+1)), sockSvcValue{BackendId: id}); err != nil {
+		if err := w.m.putService(slotKey{s, uint16(i + 1)}, sockSvcValue{BackendId: id}); err != nil {
 			// Slots past the old count are invisible; those below it
 			// hold a live backend either way.
 			return fmt.Errorf("writing %s:%d slot %d: %w", s.addr, s.port, i+1, err)
 		}
 	}
 	if old == nil || old.owner != owner || int(old.count) != len(ids) {
-		if err := w.m.putService(s.key(0), sockSvcValue{Count: uint16(len(ids)), Owner: owner}); err != nil {
+		if err := w.m.putService(slotKey{s, 0}, sockSvcValue{Count: uint16(len(ids)), Owner: owner}); err != nil {
 			return fmt.Errorf("writing %s:%d: %w", s.addr, s.port, err)
 		}
 	}
 	w.services[s] = &svcState{owner: owner, count: uint16(len(ids)), slots: ids, high: uint16(len(ids))}
 	var errs []error
 	for i := len(ids); i < max(len(oldSlots), high); i++ {
-		errs = append(errs, w.m.deleteService(s.key(uint16(i+1))))
+		errs = append(errs, w.m.deleteService(slotKey{s, uint16(i + 1)}))
 	}
 	errs = append(errs, w.release(oldSlots))
 	return errors.Join(errs...)
@@ -206,13 +205,13 @@ func (w *writer) deleteService(s svcID) error {
 	if old == nil {
 		return nil
 	}
-	if err := w.m.deleteService(s.key(0)); err != nil {
+	if err := w.m.deleteService(slotKey{s, 0}); err != nil {
 		return fmt.Errorf("deleting %s:%d: %w", s.addr, s.port, err)
 	}
 	delete(w.services, s)
 	var errs []error
 	for i := range max(len(old.slots), int(old.high)) {
-		errs = append(errs, w.m.deleteService(s.key(uint16(i+1))))
+		errs = append(errs, w.m.deleteService(slotKey{s, uint16(i + 1)}))
 	}
 	errs = append(errs, w.release(old.slots))
 	return errors.Join(errs...)

@@ -54,7 +54,7 @@ func TestWriterOrder(t *testing.T) {
 	}
 	used := map[uint32]bool{}
 	for k, v := range f.svcs {
-		if k.Slot != 0 {
+		if k.slot != 0 {
 			used[v.BackendId] = true
 		}
 	}

@@ -16,6 +16,15 @@ struct svc4_key {
 	__u16 pad2;
 };
 
+struct svc6_key {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+
 struct svc_value {
 	__u32 backend_id; /* slots 1..count */
 	__u16 count;      /* slot 0: how many slots; 0 refuses */
@@ -28,6 +37,13 @@ struct svc_value {
 
 struct backend4 {
 	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct backend6 {
+	__be32 addr[4];
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
@@ -47,9 +63,20 @@ struct xlate4 {
  * services at once (a resolver asking two name servers). */
 #define XLATE_SLOTS 4
 
+struct xlate6 {
+	__be32 vip[4];
+	__be32 backend[4];
+	__be16 vport;
+	__be16 bport;
+};
+
+/* An AF_INET6 socket that dials an IPv4 service (at ::ffff:a.b.c.d)
+ * keeps its translation in v4, as an AF_INET socket does. */
 struct sock_xlate {
 	struct xlate4 v4[XLATE_SLOTS];
-	__u32 next;
+	struct xlate6 v6[XLATE_SLOTS];
+	__u32 next4;
+	__u32 next6;
 };
 
 struct config {
