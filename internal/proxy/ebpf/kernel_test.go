@@ -10,6 +10,7 @@ package ebpf
 import (
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
 
 const vip = "10.96.0.10"
@@ -273,5 +275,31 @@ func TestKernelV4Mapped(t *testing.T) {
 	reachesAll(t, c, "udp6m", "[::ffff:"+vip+"]:53", 40, bes)
 	if r := c.do("tcp6m [::ffff:" + vip + "]:81"); r.Errno != int(unix.ECONNREFUSED) {
 		t.Errorf("a port without endpoints through a mapped address: %+v, want ECONNREFUSED", r)
+	}
+}
+
+// TestKernelExplain: explain reads the pinned maps back, as the model
+// wants them, for both families and for a refusal.
+func TestKernelExplain(t *testing.T) {
+	l := newLab(t)
+	p := l.proxier()
+	web := modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, "10.1.0.1:8080", "10.1.0.2:8080")
+	none := modeltest.Svc("a", "default", "none", "", model.UDP, vip, 53)
+	web6 := modeltest.Svc("a", "default", "web", "", model.TCP, "fd00:96::10", 80, "[fd00::1]:8080")
+	mustSync(t, p, modeltest.State(modeltest.Cluster("a", true, []string{"10.96.0.0/16", "fd00:96::/112"}, web, none, web6)), true)
+	ex := &explainer{dir: l.pinDir}
+	for _, sp := range []*model.ServicePort{web, none, web6} {
+		v, err := ex.ExplainPort(t.Context(), proxy.PortWant(ex, sp, sp.VIP()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s:\n%s", sp.Key, strings.Join(v.Lines, "\n"))
+		if v.Empty || len(v.Mismatches) > 0 || len(v.Endpoints) != len(sp.Endpoints) {
+			t.Errorf("%s: %+v", sp.Key, v)
+		}
+	}
+	missing := modeltest.Svc("a", "default", "missing", "", model.TCP, "10.96.0.99", 80, "10.1.0.1:8080")
+	if v, err := ex.ExplainPort(t.Context(), proxy.PortWant(ex, missing, missing.VIP())); err != nil || !v.Empty {
+		t.Errorf("a port the maps lack: %+v, %v; want it empty", v, err)
 	}
 }

@@ -60,9 +60,10 @@ func New(opt Options) *Proxier {
 	return &Proxier{opt: opt, log: log}
 }
 
-// start loads and attaches the datapath at the first sync.
+// start loads and attaches the datapath at the first sync. Tests of the
+// sync logic set w instead, to fakes.
 func (p *Proxier) start() error {
-	if p.dp != nil {
+	if p.w != nil {
 		return nil
 	}
 	opt := objectsOptions{PinDir: p.opt.PinDir, Cgroup: p.opt.Cgroup, NetnsCookie: p.opt.NetnsCookie}
@@ -208,8 +209,8 @@ func (p *Proxier) Cleanup(context.Context) error {
 	defer p.mu.Unlock()
 	if p.dp != nil {
 		p.dp.close()
-		p.dp, p.w, p.applied = nil, nil, nil
 	}
+	p.dp, p.w, p.applied = nil, nil, nil
 	return removePinned(p.opt.PinDir)
 }
 
@@ -220,6 +221,6 @@ func (p *Proxier) Close() {
 	defer p.mu.Unlock()
 	if p.dp != nil {
 		p.dp.close()
-		p.dp, p.w, p.applied = nil, nil, nil
 	}
+	p.dp, p.w, p.applied = nil, nil, nil
 }
