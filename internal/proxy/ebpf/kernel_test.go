@@ -8,6 +8,7 @@
 package ebpf
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -301,5 +302,66 @@ func TestKernelExplain(t *testing.T) {
 	missing := modeltest.Svc("a", "default", "missing", "", model.TCP, "10.96.0.99", 80, "10.1.0.1:8080")
 	if v, err := ex.ExplainPort(t.Context(), proxy.PortWant(ex, missing, missing.VIP())); err != nil || !v.Empty {
 		t.Errorf("a port the maps lack: %+v, %v; want it empty", v, err)
+	}
+}
+
+// TestKernelStaleUDP: a connected UDP socket whose endpoint leaves the
+// service is destroyed: the kernel disconnects it, so its next send()
+// fails at once with EDESTADDRREQ (a recv() waiting then gets
+// ECONNABORTED) instead of waiting for answers that never come. A new
+// socket reaches a live endpoint; a socket of another service, or
+// connected to a live endpoint, is left alone.
+func TestKernelStaleUDP(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(81, 2, 5353)
+	other := l.backends(91, 1, 5353)
+	p := l.proxier()
+	p.inNetns = func(f func() error) (err error) {
+		l.inNS(func() { err = f() })
+		return err
+	}
+	dns := modeltest.Svc("a", "default", "dns", "", model.UDP, vip, 53, bes...)
+	keep := modeltest.Svc("a", "default", "keep", "", model.UDP, "10.96.0.12", 53, other...)
+	mustSync(t, p, state(dns, keep), true)
+	if p.destroyer == nil {
+		t.Skip("this kernel has no bpf_sock_destroy")
+	}
+	c := l.client()
+	// Sockets until each endpoint holds one.
+	on := map[string]string{}
+	for i := 0; len(on) < 2 && i < 50; i++ {
+		name := fmt.Sprint("s", i)
+		r := c.do("hold " + name + " " + vip + ":53")
+		if r.Err != "" {
+			t.Fatal(r.Err)
+		}
+		on[r.Backend] = name
+	}
+	if len(on) < 2 {
+		t.Fatalf("50 sockets reached only %v", on)
+	}
+	if r := c.do("hold k 10.96.0.12:53"); r.Err != "" {
+		t.Fatal(r.Err)
+	}
+	if r := c.do("hold direct " + bes[0]); r.Err != "" {
+		t.Fatal(r.Err)
+	}
+	mustSync(t, p, state(modeltest.WithEndpoints(dns, bes[1]), keep), false)
+	r := c.do("again " + on[bes[0]])
+	t.Logf("the socket on the endpoint that left: %+v", r)
+	if (r.Errno != int(unix.EDESTADDRREQ) && r.Errno != int(unix.ECONNABORTED)) || r.Took > 100*time.Millisecond {
+		t.Errorf("the socket on the endpoint that left: %+v, want EDESTADDRREQ or ECONNABORTED at once", r)
+	}
+	if r := c.do("again " + on[bes[1]]); r.Err != "" || r.Backend != bes[1] {
+		t.Errorf("the socket on the endpoint that stayed: %+v", r)
+	}
+	if r := c.do("again k"); r.Err != "" || r.Backend != other[0] {
+		t.Errorf("the socket of another service: %+v", r)
+	}
+	if r := c.do("again direct"); r.Err != "" || r.Backend != bes[0] {
+		t.Errorf("a socket connected to the endpoint's own address: %+v", r)
+	}
+	if r := c.do("cudp " + vip + ":53"); r.Backend != bes[1] {
+		t.Errorf("a new socket: %+v, want %s", r, bes[1])
 	}
 }

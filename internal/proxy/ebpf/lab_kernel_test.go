@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -116,7 +117,7 @@ func (l *lab) inNS(f func()) {
 // proxier is a Proxier on the lab's cgroup, namespace and bpffs; the test
 // ends with its Cleanup.
 func (l *lab) proxier() *Proxier {
-	p := New(Options{PinDir: l.pinDir, Cgroup: l.cgroup, NetnsCookie: l.cookie})
+	p := New(Options{PinDir: l.pinDir, Cgroup: l.cgroup, NetnsCookie: l.cookie, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	l.t.Cleanup(func() {
 		if err := p.Cleanup(l.t.Context()); err != nil {
 			l.t.Errorf("Cleanup: %v", err)
@@ -292,6 +293,8 @@ func clientMain(cg string) {
 	}
 	enc := json.NewEncoder(os.Stdout)
 	s := bufio.NewScanner(os.Stdin)
+	// held are connected UDP sockets kept between commands, by name.
+	held := map[string]net.Conn{}
 	for s.Scan() {
 		f := strings.Fields(s.Text())
 		var r result
@@ -304,6 +307,16 @@ func clientMain(cg string) {
 			r = sendUDP(f[1])
 		case "cudp":
 			r = connectedUDP(f[1])
+		case "hold":
+			// hold NAME VIP: a connected UDP socket, kept.
+			var c net.Conn
+			c, r = holdUDP(f[2])
+			if c != nil {
+				held[f[1]] = c
+			}
+		case "again":
+			// again NAME: one more request on a held socket.
+			r = exchange(held[f[1]], result{})
 		case "tcp6m":
 			r = mappedTCP(f[1])
 		case "udp6m":
@@ -475,6 +488,41 @@ func sendUDP(vip string) result {
 		return fail(r, err)
 	}
 	r.Backend, r.Peer = string(buf[:n]), from.String()
+	return r
+}
+
+func holdUDP(vip string) (net.Conn, result) {
+	c, err := net.Dial("udp", vip)
+	if err != nil {
+		return nil, fail(result{}, err)
+	}
+	r := exchange(c, result{Peer: peer(c.(*net.UDPConn))})
+	if r.Err != "" {
+		c.Close()
+		return nil, r
+	}
+	return c, r
+}
+
+// exchange sends a datagram on c and reads the answer.
+func exchange(c net.Conn, in result) (r result) {
+	r = in
+	if c == nil {
+		r.Err = "no such socket"
+		return r
+	}
+	start := time.Now()
+	defer func() { r.Took = time.Since(start) }()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		return fail(r, err)
+	}
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil {
+		return fail(r, err)
+	}
+	r.Backend = string(buf[:n])
 	return r
 }
 

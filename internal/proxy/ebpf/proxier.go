@@ -34,6 +34,10 @@ type Proxier struct {
 
 	mu sync.Mutex
 	dp *datapath
+	// destroyer is nil on a kernel without bpf_sock_destroy.
+	destroyer *destroyer
+	// inNetns runs the socket iterator; tests give their namespace's.
+	inNetns func(func() error) error
 	// w are the writers of the IPv4 (false) and IPv6 (true) maps.
 	w map[bool]*writer
 	// applied is what the last syncs programmed, per port, to write only
@@ -86,6 +90,9 @@ func (p *Proxier) start() error {
 		return &proxy.NotSupportedError{Mode: ModeName, Err: err}
 	}
 	p.dp, p.applied = dp, nil
+	if p.destroyer, err = loadDestroyer(dp.objs.KoSock); err != nil {
+		p.log.Info("connected UDP sockets of endpoints that leave are not destroyed: the kernel cannot (bpf_sock_destroy, Linux 6.5)", "err", err)
+	}
 	p.w = map[bool]*writer{
 		false: newWriter(maps4{dp.objs.KoSvc4, dp.objs.KoBe4}),
 		true:  newWriter(maps6{dp.objs.KoSvc6, dp.objs.KoBe6}),
@@ -183,7 +190,29 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		return err
 	}
 	p.applied = next
+	p.destroyStale()
 	return nil
+}
+
+// destroyStale destroys the connected UDP sockets of the endpoints that
+// left their service in this sync, once no new socket can be sent to
+// them. A failure is logged, not retried: the maps are right, and the
+// sockets' own traffic will tell them.
+func (p *Proxier) destroyStale() {
+	var gone []flow
+	for _, w := range p.w {
+		gone = append(gone, w.takeGone()...)
+	}
+	if len(gone) == 0 || p.destroyer == nil {
+		return
+	}
+	run := p.inNetns
+	if run == nil {
+		run = func(f func() error) error { return f() }
+	}
+	if err := p.destroyer.destroy(gone, run); err != nil {
+		p.log.Warn("could not destroy stale connected UDP sockets", "err", err)
+	}
 }
 
 func protoOf(pr model.Protocol) uint8 {
@@ -207,11 +236,18 @@ func endpointsOf(sp *model.ServicePort) []beKey {
 func (p *Proxier) Cleanup(context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.release()
+	return removePinned(p.opt.PinDir)
+}
+
+func (p *Proxier) release() {
+	if p.destroyer != nil {
+		p.destroyer.close()
+	}
 	if p.dp != nil {
 		p.dp.close()
 	}
-	p.dp, p.w, p.applied = nil, nil, nil
-	return removePinned(p.opt.PinDir)
+	p.dp, p.destroyer, p.w, p.applied = nil, nil, nil, nil
 }
 
 // Close lets go of the datapath and leaves it pinned and attached, for
@@ -219,8 +255,5 @@ func (p *Proxier) Cleanup(context.Context) error {
 func (p *Proxier) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.dp != nil {
-		p.dp.close()
-	}
-	p.dp, p.w, p.applied = nil, nil, nil
+	p.release()
 }

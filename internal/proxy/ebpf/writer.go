@@ -42,6 +42,36 @@ type writer struct {
 	byID     map[uint32]beKey
 	nextID   uint32
 	free     []uint32
+	// gone are the UDP translations that ended since takeGone: their
+	// connected sockets are to be destroyed (destroy.go).
+	gone []flow
+}
+
+// flow is a translation a socket may hold: service to endpoint.
+type flow struct {
+	svc svcID
+	be  beKey
+}
+
+const protoUDP = 17
+
+// takeGone returns and forgets gone.
+func (w *writer) takeGone() []flow {
+	g := w.gone
+	w.gone = nil
+	return g
+}
+
+// left records the endpoints of a UDP service that it no longer has.
+func (w *writer) left(s svcID, old, cur []uint32) {
+	if s.proto != protoUDP {
+		return
+	}
+	for _, id := range old {
+		if !slices.Contains(cur, id) {
+			w.gone = append(w.gone, flow{s, w.byID[id]})
+		}
+	}
 }
 
 func newWriter(m kernelMaps) *writer {
@@ -58,7 +88,7 @@ func (w *writer) load() error {
 	if err != nil {
 		return err
 	}
-	*w = *newWriter(w.m)
+	*w = writer{m: w.m, services: map[svcID]*svcState{}, backends: map[beKey]*beState{}, byID: map[uint32]beKey{}, nextID: 1, gone: w.gone}
 	for id, b := range bes {
 		w.byID[id] = b
 		w.backends[b] = &beState{id: id}
@@ -194,6 +224,7 @@ func (w *writer) setService(s svcID, owner uint32, eps []beKey) error {
 	for i := len(ids); i < max(len(oldSlots), high); i++ {
 		errs = append(errs, w.m.deleteService(slotKey{s, uint16(i + 1)}))
 	}
+	w.left(s, oldSlots, ids)
 	errs = append(errs, w.release(oldSlots))
 	return errors.Join(errs...)
 }
@@ -213,6 +244,7 @@ func (w *writer) deleteService(s svcID) error {
 	for i := range max(len(old.slots), int(old.high)) {
 		errs = append(errs, w.m.deleteService(slotKey{s, uint16(i + 1)}))
 	}
+	w.left(s, old.slots, nil)
 	errs = append(errs, w.release(old.slots))
 	return errors.Join(errs...)
 }

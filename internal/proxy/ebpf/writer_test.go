@@ -107,3 +107,31 @@ func TestWriterRecovers(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterGone: the endpoints a UDP service loses, by shrinking or by
+// going, are the flows whose sockets are to be destroyed; TCP's are not.
+func TestWriterGone(t *testing.T) {
+	w := newWriter(newFakeMaps())
+	a, b := beKey{addr: netip.MustParseAddr("10.1.0.1"), port: 53, proto: 17}, beKey{addr: netip.MustParseAddr("10.1.0.2"), port: 53, proto: 17}
+	dns := svcID{addr: netip.MustParseAddr("10.96.0.10"), port: 53, proto: 17}
+	web := svcID{addr: netip.MustParseAddr("10.96.0.11"), port: 80, proto: 6}
+	for _, step := range []func() error{
+		func() error { return w.setService(dns, 1, []beKey{a, b}) },
+		func() error { return w.setService(web, 1, []beKey{a}) },
+		func() error { return w.setService(dns, 1, []beKey{b}) },
+		func() error { return w.setService(web, 1, nil) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := w.takeGone(), []flow{{dns, a}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("gone %v, want %v", got, want)
+	}
+	if err := w.deleteService(dns); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := w.takeGone(), []flow{{dns, b}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("gone %v, want %v", got, want)
+	}
+}
