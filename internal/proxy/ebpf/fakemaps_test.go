@@ -56,20 +56,40 @@ func (f *fakeMaps) check() error {
 	return nil
 }
 
-func (f *fakeMaps) putService(k slotKey, v sockSvcValue) error {
-	return f.op("put service", func() { f.svcs[k] = v })
+func (f *fakeMaps) putServices(ks []slotKey, vs []sockSvcValue) error {
+	for i, k := range ks {
+		if err := f.op("put service", func() { f.svcs[k] = vs[i] }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (f *fakeMaps) deleteService(k slotKey) error {
-	return f.op("delete service", func() { delete(f.svcs, k) })
+func (f *fakeMaps) deleteServices(ks []slotKey) error {
+	for _, k := range ks {
+		if err := f.op("delete service", func() { delete(f.svcs, k) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (f *fakeMaps) putBackend(id uint32, b beKey) error {
-	return f.op("put backend", func() { f.bes[id] = b })
+func (f *fakeMaps) putBackends(ids []uint32, bs []beKey) error {
+	for i, id := range ids {
+		if err := f.op("put backend", func() { f.bes[id] = bs[i] }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (f *fakeMaps) deleteBackend(id uint32) error {
-	return f.op("delete backend", func() { delete(f.bes, id) })
+func (f *fakeMaps) deleteBackends(ids []uint32) error {
+	for _, id := range ids {
+		if err := f.op("delete backend", func() { delete(f.bes, id) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (f *fakeMaps) dump() (map[slotKey]sockSvcValue, map[uint32]beKey, error) {

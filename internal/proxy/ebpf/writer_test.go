@@ -27,16 +27,20 @@ func randomEndpoints(r *rand.Rand) []beKey {
 // a slot over a missing backend; at the end the maps hold exactly the
 // desired services, and no backend nobody names.
 func TestWriterOrder(t *testing.T) {
-	r := rand.New(rand.NewPCG(1, 2))
+	for seed := range uint64(20) {
+		writerOrder(t, seed)
+	}
+}
+
+func writerOrder(t *testing.T, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 2))
 	f := newFakeMaps()
 	w := newWriter(f)
 	want := map[svcID][]beKey{}
 	for step := range 2000 {
 		s := svcID{addr: netip.AddrFrom4([4]byte{10, 96, 0, byte(r.IntN(10))}), port: 80, proto: 6}
 		if r.IntN(5) == 0 {
-			if err := w.deleteService(s); err != nil {
-				t.Fatal(err)
-			}
+			w.deleteService(s)
 			delete(want, s)
 		} else {
 			eps := randomEndpoints(r)
@@ -45,9 +49,19 @@ func TestWriterOrder(t *testing.T) {
 			}
 			want[s] = eps
 		}
-		if f.broken != nil {
-			t.Fatalf("step %d: %v", step, f.broken)
+		// Some steps flush alone; others plan several services, or one
+		// service several times, before a flush.
+		if r.IntN(3) == 0 {
+			if err := w.flush(); err != nil {
+				t.Fatal(err)
+			}
 		}
+		if f.broken != nil {
+			t.Fatalf("seed %d, step %d: %v", seed, step, f.broken)
+		}
+	}
+	if err := w.flush(); err != nil {
+		t.Fatal(err)
 	}
 	if got := f.resolved(); !reflect.DeepEqual(got, want) {
 		t.Errorf("the maps resolve to\n%v\nwant\n%v", got, want)
@@ -81,6 +95,9 @@ func TestWriterRecovers(t *testing.T) {
 			eps := randomEndpoints(r)
 			want[s] = eps
 			if err := w.setService(s, 1, eps); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.flush(); err != nil {
 				if !errors.Is(err, errInjected) {
 					t.Fatal(err)
 				}
@@ -91,9 +108,13 @@ func TestWriterRecovers(t *testing.T) {
 				if err := w.setService(s, 1, eps); err != nil {
 					t.Fatal(err)
 				}
+				if err := w.flush(); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-		if err := w.collect(); err != nil {
+		w.collect()
+		if err := w.flush(); err != nil {
 			t.Fatal(err)
 		}
 		if f.broken != nil {
@@ -124,13 +145,14 @@ func TestWriterGone(t *testing.T) {
 		if err := step(); err != nil {
 			t.Fatal(err)
 		}
+		if err := w.flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got, want := w.takeGone(), []flow{{dns, a}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("gone %v, want %v", got, want)
 	}
-	if err := w.deleteService(dns); err != nil {
-		t.Fatal(err)
-	}
+	w.deleteService(dns)
 	if got, want := w.takeGone(), []flow{{dns, b}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("gone %v, want %v", got, want)
 	}
