@@ -82,7 +82,10 @@ func explain(r reader, want proxy.Want, share func(int) proxy.EndpointShare) (pr
 		return proxy.PortView{}, err
 	}
 	v := proxy.PortView{Endpoints: []proxy.KernelEndpoint{}}
-	v.Lines = append(v.Lines, fmt.Sprintf("service %s %s slot 0: count %d, owner %#x", want.Target, want.Protocol, head.Count, head.Owner))
+	v.Lines = append(v.Lines, fmt.Sprintf("service %s %s slot 0: count %d, owner %#x, affinity %ds", want.Target, want.Protocol, head.Count, head.Owner, head.AffinitySec))
+	if a := affinitySeconds(want.Affinity); a != head.AffinitySec {
+		v.Mismatches = append(v.Mismatches, fmt.Sprintf("affinity %ds, the model wants %ds", head.AffinitySec, a))
+	}
 	if head.Count == 0 {
 		v.Lines = append(v.Lines, "  connect() fails with ECONNREFUSED")
 	}

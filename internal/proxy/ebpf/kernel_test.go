@@ -365,3 +365,67 @@ func TestKernelStaleUDP(t *testing.T) {
 		t.Errorf("a new socket: %+v, want %s", r, bes[1])
 	}
 }
+
+// TestKernelAffinity: with ClientIP affinity every connect() of this
+// host's namespace (its one client) reaches the same endpoint, over TCP,
+// unconnected UDP and IPv6; when that endpoint leaves, the next ones
+// stick to another without a failure; without affinity they spread
+// again.
+func TestKernelAffinity(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(101, 4, 8080)
+	bes6 := l.backends6(0x101, 3, 8080)
+	p := l.proxier()
+	web := modeltest.WithAffinity(modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...), 3*time.Hour)
+	dns := modeltest.WithAffinity(modeltest.Svc("a", "default", "dns", "", model.UDP, vip, 53, bes...), 3*time.Hour)
+	web6 := modeltest.WithAffinity(modeltest.Svc("a", "default", "web", "", model.TCP, "fd00:96::10", 80, bes6...), 3*time.Hour)
+	// The same endpoints behind another port keep their backend entries
+	// when they leave web: the affinity itself must be forgotten.
+	other := modeltest.Svc("a", "default", "other", "", model.TCP, vip, 81, bes...)
+	st := func(ports ...*model.ServicePort) *model.State {
+		return modeltest.State(modeltest.Cluster("a", true, []string{"10.96.0.0/16", "fd00:96::/112"}, append(ports, other)...))
+	}
+	mustSync(t, p, st(web, dns, web6), true)
+	c := l.client()
+	reached := func(cmd, target string, n int) map[string]int {
+		t.Helper()
+		seen := map[string]int{}
+		for range n {
+			r := c.do(cmd + " " + target)
+			if r.Err != "" {
+				t.Fatalf("%s %s: %s", cmd, target, r.Err)
+			}
+			seen[r.Backend]++
+		}
+		return seen
+	}
+	var sticky string
+	for _, x := range []struct{ cmd, target string }{{"tcp", vip + ":80"}, {"udp", vip + ":53"}, {"tcp", "[fd00:96::10]:80"}} {
+		seen := reached(x.cmd, x.target, 30)
+		if len(seen) != 1 {
+			t.Errorf("%s %s with affinity reached %v, want one endpoint", x.cmd, x.target, seen)
+		}
+		if x.cmd == "tcp" && sticky == "" {
+			for b := range seen {
+				sticky = b
+			}
+		}
+	}
+	var rest []string
+	for _, b := range bes {
+		if b != sticky {
+			rest = append(rest, b)
+		}
+	}
+	mustSync(t, p, st(modeltest.WithEndpoints(web, rest...), dns, web6), false)
+	seen := reached("tcp", vip+":80", 30)
+	if len(seen) != 1 || seen[sticky] > 0 {
+		t.Errorf("after %s left: reached %v, want one other endpoint", sticky, seen)
+	}
+	var none model.ServicePort = *web
+	none.Affinity = 0
+	mustSync(t, p, st(&none, dns, web6), false)
+	if seen := reached("tcp", vip+":80", 30); len(seen) < 2 {
+		t.Errorf("without affinity: reached %v, want a spread", seen)
+	}
+}

@@ -20,9 +20,8 @@ func init() {
 		Name: ModeName,
 		// A socket hook sees only this host's own sockets: there is no
 		// packet of a routed client or to a node port to translate,
-		// and nothing to masquerade. ClientIP affinity is not written
-		// yet (issue 17).
-		Can: config.Capabilities{config.CanExternalIPs, config.CanIPv6, config.CanReject},
+		// and nothing to masquerade.
+		Can: config.Capabilities{config.CanExternalIPs, config.CanIPv6, config.CanReject, config.CanAffinity},
 		// Loading programs and maps, and attaching them to a cgroup.
 		Privileges: proxy.Privileges{Capabilities: []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}},
 		New:        newBackends,

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
+	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
@@ -35,6 +37,9 @@ type Proxier struct {
 	dp *datapath
 	// destroyer is nil on a kernel without bpf_sock_destroy.
 	destroyer *destroyer
+	// cookie is the network namespace translated: the client of every
+	// affinity entry.
+	cookie uint64
 	// inNetns runs the socket iterator; tests give their namespace's.
 	inNetns func(func() error) error
 	// w are the writers of the IPv4 (false) and IPv6 (true) maps.
@@ -84,6 +89,7 @@ func (p *Proxier) start() error {
 		}
 		opt.NetnsCookie = c
 	}
+	p.cookie = opt.NetnsCookie
 	dp, err := loadDatapath(opt)
 	if err != nil {
 		return &proxy.NotSupportedError{Mode: ModeName, Err: err}
@@ -158,11 +164,12 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			}
 			a := appliedPort{port: sp}
 			eps := endpointsOf(sp)
+			h := svcHead{owner: owner, affinity: affinitySeconds(sp.Affinity)}
 			for _, addr := range sp.Addrs() {
 				id := svcID{addr: addr, port: sp.Port, proto: protoOf(sp.Key.Protocol)}
 				a.ids = append(a.ids, id)
 				written[id] = true
-				if err := p.w[k.IPv6].setService(id, owner, eps); err != nil {
+				if err := p.w[k.IPv6].setService(id, h, eps); err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", k, err))
 				}
 			}
@@ -205,6 +212,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 		}
 	}
 	p.destroyStale()
+	p.forgetAffinity()
 	return nil
 }
 
@@ -227,6 +235,14 @@ func (p *Proxier) destroyStale() {
 	if err := p.destroyer.destroy(gone, run); err != nil {
 		p.log.Warn("could not destroy stale connected UDP sockets", "err", err)
 	}
+}
+
+// affinitySeconds rounds up: a timeout is never shortened.
+func affinitySeconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	return uint32(min((d+time.Second-1)/time.Second, math.MaxUint32))
 }
 
 func protoOf(pr model.Protocol) uint8 {

@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sockAffKey struct {
+	_     structs.HostLayout
+	Netns uint64
+	Addr  [4]uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+	Pad2  uint32
+}
+
+type sockAffValue struct {
+	_         structs.HostLayout
+	LastNs    uint64
+	BackendId uint32
+	Pad       uint32
+}
+
 type sockBackend4 struct {
 	_     structs.HostLayout
 	Addr  uint32
@@ -87,6 +104,7 @@ type sockSvcValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sockMapKoAffinity    = "ko_affinity"
 	sockMapKoBe4         = "ko_be4"
 	sockMapKoBe6         = "ko_be6"
 	sockMapKoConfig      = "ko_config"
@@ -160,6 +178,7 @@ type sockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockMapSpecs struct {
+	KoAffinity  *ebpf.MapSpec `ebpf:"ko_affinity"`
 	KoBe4       *ebpf.MapSpec `ebpf:"ko_be4"`
 	KoBe6       *ebpf.MapSpec `ebpf:"ko_be6"`
 	KoConfig    *ebpf.MapSpec `ebpf:"ko_config"`
@@ -195,6 +214,7 @@ func (o *sockObjects) Close() error {
 //
 // It can be passed to loadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockMaps struct {
+	KoAffinity  *ebpf.Map `ebpf:"ko_affinity"`
 	KoBe4       *ebpf.Map `ebpf:"ko_be4"`
 	KoBe6       *ebpf.Map `ebpf:"ko_be6"`
 	KoConfig    *ebpf.Map `ebpf:"ko_config"`
@@ -206,6 +226,7 @@ type sockMaps struct {
 
 func (m *sockMaps) Close() error {
 	return _SockClose(
+		m.KoAffinity,
 		m.KoBe4,
 		m.KoBe6,
 		m.KoConfig,

@@ -21,10 +21,16 @@ type kernelMaps interface {
 
 // svcState is one service as the writer last wrote it.
 type svcState struct {
-	owner uint32
+	svcHead
 	count uint16   // the head's count as the kernel has it
 	slots []uint32 // backend ids of slots 1..count; nil when load found one missing
 	high  uint16   // the highest slot the kernel may hold
+}
+
+// svcHead is what a service's head says besides its count.
+type svcHead struct {
+	owner    uint32
+	affinity uint32 // seconds, 0 for none
 }
 
 type beState struct {
@@ -51,7 +57,16 @@ type writer struct {
 	// gone are the UDP translations that ended since takeGone: their
 	// connected sockets are to be destroyed (destroy.go).
 	gone []flow
-	plan plan
+	// unstuck are the backends that services with affinity lost since
+	// takeUnstuck: their affinity entries are to be forgotten.
+	unstuck []stuck
+	plan    plan
+}
+
+// stuck is a service's affinity to one of its backends.
+type stuck struct {
+	svc svcID
+	id  uint32
 }
 
 // plan is what flush writes, phase after phase. A service planned twice
@@ -122,6 +137,13 @@ func newWriter(m kernelMaps) *writer {
 	return &writer{m: m, services: map[svcID]*svcState{}, backends: map[beKey]*beState{}, byID: map[uint32]beKey{}, nextID: 1}
 }
 
+// takeUnstuck returns and forgets unstuck.
+func (w *writer) takeUnstuck() []stuck {
+	u := w.unstuck
+	w.unstuck = nil
+	return u
+}
+
 // takeGone returns and forgets gone.
 func (w *writer) takeGone() []flow {
 	g := w.gone
@@ -129,14 +151,18 @@ func (w *writer) takeGone() []flow {
 	return g
 }
 
-// left records the endpoints of a UDP service that it no longer has.
-func (w *writer) left(s svcID, old, cur []uint32) {
-	if s.proto != protoUDP {
-		return
-	}
+// left records the endpoints a service no longer has: a UDP service's
+// connected sockets and any service's affinity to them are to go.
+func (w *writer) left(s svcID, h svcHead, old, cur []uint32) {
 	for _, id := range old {
-		if !slices.Contains(cur, id) {
+		if slices.Contains(cur, id) {
+			continue
+		}
+		if s.proto == protoUDP {
 			w.gone = append(w.gone, flow{s, w.byID[id]})
+		}
+		if h.affinity > 0 {
+			w.unstuck = append(w.unstuck, stuck{s, id})
 		}
 	}
 }
@@ -180,7 +206,8 @@ func (w *writer) load() error {
 	if err != nil {
 		return err
 	}
-	*w = writer{m: w.m, services: map[svcID]*svcState{}, backends: map[beKey]*beState{}, byID: map[uint32]beKey{}, nextID: 1, gone: w.gone}
+	*w = writer{m: w.m, services: map[svcID]*svcState{}, backends: map[beKey]*beState{}, byID: map[uint32]beKey{}, nextID: 1,
+		gone: w.gone, unstuck: w.unstuck}
 	for id, b := range bes {
 		w.byID[id] = b
 		w.backends[b] = &beState{id: id}
@@ -190,7 +217,7 @@ func (w *writer) load() error {
 		if k.slot != 0 {
 			continue
 		}
-		s := &svcState{owner: v.Owner, count: v.Count}
+		s := &svcState{svcHead: svcHead{owner: v.Owner, affinity: v.AffinitySec}, count: v.Count}
 		for i := uint16(1); i <= v.Count; i++ {
 			slot, ok := svcs[slotKey{k.svc, i}]
 			if _, known := w.byID[slot.BackendId]; !ok || !known {
@@ -266,7 +293,7 @@ func (w *writer) release(ids []uint32) {
 }
 
 // setService plans for s to lead to eps, refusing when eps is empty.
-func (w *writer) setService(s svcID, owner uint32, eps []beKey) error {
+func (w *writer) setService(s svcID, h svcHead, eps []beKey) error {
 	if len(eps) > 0xffff {
 		return fmt.Errorf("%s:%d: %d endpoints, more than a service's %d slots", s.addr, s.port, len(eps), 0xffff)
 	}
@@ -290,14 +317,16 @@ func (w *writer) setService(s svcID, owner uint32, eps []beKey) error {
 		}
 		w.plan.put(slotKey{s, uint16(i + 1)}, sockSvcValue{BackendId: id})
 	}
-	if old == nil || old.owner != owner || int(old.count) != len(ids) {
-		w.plan.put(slotKey{s, 0}, sockSvcValue{Count: uint16(len(ids)), Owner: owner})
+	if old == nil || old.svcHead != h || int(old.count) != len(ids) {
+		w.plan.put(slotKey{s, 0}, sockSvcValue{Count: uint16(len(ids)), Owner: h.owner, AffinitySec: h.affinity})
 	}
-	w.services[s] = &svcState{owner: owner, count: uint16(len(ids)), slots: ids, high: uint16(len(ids))}
+	w.services[s] = &svcState{svcHead: h, count: uint16(len(ids)), slots: ids, high: uint16(len(ids))}
 	for i := len(ids); i < max(len(oldSlots), high); i++ {
 		w.plan.del(slotKey{s, uint16(i + 1)})
 	}
-	w.left(s, oldSlots, ids)
+	if old != nil {
+		w.left(s, old.svcHead, oldSlots, ids)
+	}
 	w.release(oldSlots)
 	return nil
 }
@@ -314,7 +343,7 @@ func (w *writer) deleteService(s svcID) {
 	for i := range max(len(old.slots), int(old.high)) {
 		w.plan.del(slotKey{s, uint16(i + 1)})
 	}
-	w.left(s, old.slots, nil)
+	w.left(s, old.svcHead, old.slots, nil)
 	w.release(old.slots)
 }
 

@@ -44,7 +44,7 @@ func writerOrder(t *testing.T, seed uint64) {
 			delete(want, s)
 		} else {
 			eps := randomEndpoints(r)
-			if err := w.setService(s, 7, eps); err != nil {
+			if err := w.setService(s, svcHead{owner: 7}, eps); err != nil {
 				t.Fatal(err)
 			}
 			want[s] = eps
@@ -94,7 +94,7 @@ func TestWriterRecovers(t *testing.T) {
 			s := svcID{addr: netip.AddrFrom4([4]byte{10, 96, 0, byte(r.IntN(3))}), port: 53, proto: 17}
 			eps := randomEndpoints(r)
 			want[s] = eps
-			if err := w.setService(s, 1, eps); err != nil {
+			if err := w.setService(s, svcHead{owner: 1}, eps); err != nil {
 				t.Fatal(err)
 			}
 			if err := w.flush(); err != nil {
@@ -105,7 +105,7 @@ func TestWriterRecovers(t *testing.T) {
 				if err := w.load(); err != nil {
 					t.Fatal(err)
 				}
-				if err := w.setService(s, 1, eps); err != nil {
+				if err := w.setService(s, svcHead{owner: 1}, eps); err != nil {
 					t.Fatal(err)
 				}
 				if err := w.flush(); err != nil {
@@ -137,10 +137,10 @@ func TestWriterGone(t *testing.T) {
 	dns := svcID{addr: netip.MustParseAddr("10.96.0.10"), port: 53, proto: 17}
 	web := svcID{addr: netip.MustParseAddr("10.96.0.11"), port: 80, proto: 6}
 	for _, step := range []func() error{
-		func() error { return w.setService(dns, 1, []beKey{a, b}) },
-		func() error { return w.setService(web, 1, []beKey{a}) },
-		func() error { return w.setService(dns, 1, []beKey{b}) },
-		func() error { return w.setService(web, 1, nil) },
+		func() error { return w.setService(dns, svcHead{owner: 1}, []beKey{a, b}) },
+		func() error { return w.setService(web, svcHead{owner: 1}, []beKey{a}) },
+		func() error { return w.setService(dns, svcHead{owner: 1}, []beKey{b}) },
+		func() error { return w.setService(web, svcHead{owner: 1}, nil) },
 	} {
 		if err := step(); err != nil {
 			t.Fatal(err)
@@ -155,5 +155,29 @@ func TestWriterGone(t *testing.T) {
 	w.deleteService(dns)
 	if got, want := w.takeGone(), []flow{{dns, b}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("gone %v, want %v", got, want)
+	}
+}
+
+// TestWriterUnstuck: the backends a service with affinity loses are the
+// affinity entries to forget; a service without affinity has none.
+func TestWriterUnstuck(t *testing.T) {
+	w := newWriter(newFakeMaps())
+	a, b := beKey{addr: netip.MustParseAddr("10.1.0.1"), port: 80, proto: 6}, beKey{addr: netip.MustParseAddr("10.1.0.2"), port: 80, proto: 6}
+	web := svcID{addr: netip.MustParseAddr("10.96.0.10"), port: 80, proto: 6}
+	plain := svcID{addr: netip.MustParseAddr("10.96.0.11"), port: 80, proto: 6}
+	sticky := svcHead{owner: 1, affinity: 10800}
+	var idA uint32
+	for _, step := range []func() error{
+		func() error { return w.setService(web, sticky, []beKey{a, b}) },
+		func() error { idA = w.backends[a].id; return w.setService(plain, svcHead{owner: 1}, []beKey{a, b}) },
+		func() error { return w.setService(web, sticky, []beKey{b}) },
+		func() error { return w.setService(plain, svcHead{owner: 1}, []beKey{b}) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := w.takeUnstuck(), []stuck{{web, idA}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("unstuck %v, want %v", got, want)
 	}
 }

@@ -73,6 +73,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ko_config SEC(".maps");
 
+/* An LRU map: an affinity evicted under pressure only costs a new pick. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct aff_key);
+	__type(value, struct aff_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ko_affinity SEC(".maps");
+
 /* Translations that found a service and no backend: refusals of ports
  * without endpoints, and (never, if the writer's order holds) a slot or
  * backend missing under a concurrent update. */
@@ -84,12 +93,40 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ko_nobackend SEC(".maps");
 
-static __always_inline int in_scope(struct bpf_sock_addr *ctx)
+/* in_scope returns the socket's network namespace cookie when its
+ * sockets are translated, else 0. */
+static __always_inline __u64 in_scope(struct bpf_sock_addr *ctx)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&ko_config, &zero);
 
-	return cfg && cfg->netns_cookie && cfg->netns_cookie == bpf_get_netns_cookie(ctx);
+	if (cfg && cfg->netns_cookie && cfg->netns_cookie == bpf_get_netns_cookie(ctx))
+		return cfg->netns_cookie;
+	return 0;
+}
+
+/* affine returns the backend id the service's affinity holds for this
+ * namespace, 0 when none holds (or it timed out), and refreshes it. */
+static __always_inline __u32 affine(const struct aff_key *key, const struct svc_value *head, __u64 now)
+{
+	struct aff_value *a;
+
+	if (!head->affinity_sec)
+		return 0;
+	a = bpf_map_lookup_elem(&ko_affinity, key);
+	if (!a || now - a->last_ns > (__u64)head->affinity_sec * 1000000000ULL)
+		return 0;
+	a->last_ns = now;
+	return a->backend_id;
+}
+
+static __always_inline void stick(const struct aff_key *key, const struct svc_value *head, __u64 now,
+				  __u32 backend_id)
+{
+	struct aff_value a = {.last_ns = now, .backend_id = backend_id};
+
+	if (head->affinity_sec)
+		bpf_map_update_elem(&ko_affinity, key, &a, BPF_ANY);
 }
 
 static __always_inline int refuse(void)
@@ -105,11 +142,9 @@ static __always_inline int refuse(void)
 	return SYS_REJECT;
 }
 
-/* pick returns the slot of a backend, or 0 for a refusal. */
+/* pick returns a slot of a service that has some. */
 static __always_inline __u16 pick(const struct svc_value *head)
 {
-	if (head->count == 0)
-		return 0;
 	return (bpf_get_prandom_u32() % head->count) + 1;
 }
 
@@ -141,12 +176,15 @@ static __always_inline void remember4(struct sock_xlate *x, __be32 vip, __be16 v
 
 /* fwd4 finds the backend of IPv4 service vip:vport; NULL and *refused
  * when the service has none, NULL alone when there is no such service. */
-static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __be32 vip, __be16 vport,
-					     int *refused)
+static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __u64 netns, __be32 vip,
+					     __be16 vport, int *refused)
 {
 	struct svc4_key key = {};
+	struct aff_key akey = {};
 	struct svc_value *head, *slot;
 	struct backend4 *be;
+	__u64 now;
+	__u32 id;
 
 	key.addr = vip;
 	key.port = vport;
@@ -155,15 +193,28 @@ static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __be32 v
 	if (!head)
 		return 0;
 	*refused = 1;
-	key.slot = pick(head);
-	if (!key.slot)
+	if (!head->count)
 		return 0;
+	now = bpf_ktime_get_ns();
+	akey.netns = netns;
+	akey.addr[2] = bpf_htonl(0xffff);
+	akey.addr[3] = vip;
+	akey.port = vport;
+	akey.proto = key.proto;
+	/* An affine backend that is gone (the daemon forgets the affinity
+	 * just after) gets a new pick, not a refusal. */
+	id = affine(&akey, head, now);
+	if (id && (be = bpf_map_lookup_elem(&ko_be4, &id)))
+		goto found;
+	key.slot = pick(head);
 	slot = bpf_map_lookup_elem(&ko_svc4, &key);
 	if (!slot)
 		return 0;
 	be = bpf_map_lookup_elem(&ko_be4, &slot->backend_id);
 	if (!be)
 		return 0;
+	stick(&akey, head, now, slot->backend_id);
+found:
 	*refused = 0;
 	return be;
 }
@@ -175,10 +226,11 @@ static __always_inline int xlate_fwd4(struct bpf_sock_addr *ctx)
 	struct backend4 *be;
 	struct sock_xlate *x;
 	int refused = 0;
+	__u64 netns = in_scope(ctx);
 
-	if (!in_scope(ctx))
+	if (!netns)
 		return SYS_PROCEED;
-	be = fwd4(ctx, vip, vport, &refused);
+	be = fwd4(ctx, netns, vip, vport, &refused);
 	if (refused)
 		return refuse();
 	if (!be)
@@ -258,19 +310,22 @@ static __always_inline void remember6(struct sock_xlate *x, const struct svc6_ke
 static __always_inline int xlate_fwd6(struct bpf_sock_addr *ctx)
 {
 	struct svc6_key key = {};
+	struct aff_key akey = {};
 	struct svc_value *head, *slot;
 	struct sock_xlate *x;
 	struct backend6 *be;
 	__be16 vport = (__be16)ctx->user_port;
+	__u64 netns = in_scope(ctx), now;
+	__u32 id;
 
-	if (!in_scope(ctx))
+	if (!netns)
 		return SYS_PROCEED;
 	if (v4mapped(ctx)) {
 		__be32 vip = ctx->user_ip6[3];
 		struct backend4 *be4;
 		int refused = 0;
 
-		be4 = fwd4(ctx, vip, vport, &refused);
+		be4 = fwd4(ctx, netns, vip, vport, &refused);
 		if (refused)
 			return refuse();
 		if (!be4)
@@ -291,15 +346,25 @@ static __always_inline int xlate_fwd6(struct bpf_sock_addr *ctx)
 	head = bpf_map_lookup_elem(&ko_svc6, &key);
 	if (!head)
 		return SYS_PROCEED;
-	key.slot = pick(head);
-	if (!key.slot)
+	if (!head->count)
 		return refuse();
+	now = bpf_ktime_get_ns();
+	akey.netns = netns;
+	__builtin_memcpy(akey.addr, key.addr, sizeof(key.addr));
+	akey.port = vport;
+	akey.proto = key.proto;
+	id = affine(&akey, head, now);
+	if (id && (be = bpf_map_lookup_elem(&ko_be6, &id)))
+		goto found;
+	key.slot = pick(head);
 	slot = bpf_map_lookup_elem(&ko_svc6, &key);
 	if (!slot)
 		return refuse();
 	be = bpf_map_lookup_elem(&ko_be6, &slot->backend_id);
 	if (!be)
 		return refuse();
+	stick(&akey, head, now, slot->backend_id);
+found:
 	x = storage(ctx, BPF_SK_STORAGE_GET_F_CREATE);
 	if (x)
 		remember6(x, &key, be);

@@ -32,7 +32,7 @@ struct svc_value {
 	/* slot 0: a hash of the owning cluster's name, so that a restarted
 	 * daemon keeps the entries of clusters it has not synced yet. */
 	__u32 owner;
-	__u32 affinity_sec; /* slot 0; not used by the hooks yet */
+	__u32 affinity_sec; /* slot 0: ClientIP affinity timeout, 0 for none */
 };
 
 struct backend4 {
@@ -77,6 +77,24 @@ struct sock_xlate {
 	struct xlate6 v6[XLATE_SLOTS];
 	__u32 next4;
 	__u32 next6;
+};
+
+/* ClientIP affinity: the client of a socket-level balancer is the network
+ * namespace (all of this host's sockets in scope share one), as in
+ * Cilium. IPv4 services are keyed at ::ffff:a.b.c.d. */
+struct aff_key {
+	__u64 netns;
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u32 pad2;
+};
+
+struct aff_value {
+	__u64 last_ns;
+	__u32 backend_id;
+	__u32 pad;
 };
 
 struct config {
