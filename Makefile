@@ -45,10 +45,12 @@ unit:
 	@echo ">> unit tests"
 	@$(GO) test -race -count=1 $(PKGS)
 
-# iptables and nftables mode against this kernel (needs root). Each
+# iptables, nftables and ebpf mode against this kernel (needs root). Each
 # iptables test runs itself again in a network namespace of its own; the
 # nftables tests run in one made here and refuse any unnamed one (the
-# machine's).
+# machine's); each ebpf test attaches to a child cgroup it makes (never
+# an existing one) holding only its client, whose network namespace it
+# makes too, and pins under a bpffs it mounts.
 kernel:
 	@echo ">> real-kernel tests of iptables mode (each in a new network namespace)"
 	@$(GO) test -tags kernel -count=1 -run '^TestKernel' ./internal/proxy/iptables/
@@ -56,6 +58,9 @@ kernel:
 	@$(GO) test -tags kernel -c -o bin/nftables-kernel.test ./internal/proxy/nftables/
 	@ns=kotest-$$$$; ip netns add $$ns && trap "ip netns del $$ns" EXIT && \
 	  ip netns exec $$ns bin/nftables-kernel.test -test.count=1 -test.run '^TestKernel'
+	@echo ">> real-kernel tests of ebpf mode (each in a throw-away cgroup, netns and bpffs of its own)"
+	@$(GO) test -tags kernel -c -o bin/ebpf-kernel.test ./internal/proxy/ebpf/
+	@bin/ebpf-kernel.test -test.count=1 -test.run '^TestKernel'
 
 # The model fuzzed with random Services and EndpointSlices of several
 # clusters: no panic, nothing refused programmed, the same state in any
