@@ -10,11 +10,13 @@ package ebpf
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -427,5 +429,57 @@ func TestKernelAffinity(t *testing.T) {
 	mustSync(t, p, st(&none, dns, web6), false)
 	if seen := reached("tcp", vip+":80", 30); len(seen) < 2 {
 		t.Errorf("without affinity: reached %v, want a spread", seen)
+	}
+}
+
+// TestKernelMigrate: a previous version pinned its maps with another
+// capacity. The new one builds new maps beside them, copies what a
+// cluster it has not synced yet had, attaches its programs once the maps
+// hold the state and pins the new maps in place of the old: no connect()
+// fails across it, and the unsynced cluster's service still works.
+func TestKernelMigrate(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(111, 2, 8080)
+	p1 := l.proxier()
+	p1.spec = func(s *ebpf.CollectionSpec) {
+		s.Maps["ko_svc4"].MaxEntries = 1024
+		s.Maps["ko_be4"].MaxEntries = 1024
+	}
+	web := modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)
+	kept := modeltest.Svc("b", "default", "kept", "", model.TCP, "10.97.0.10", 80, bes...)
+	mustSync(t, p1, modeltest.State(
+		modeltest.Cluster("a", true, []string{"10.96.0.0/16"}, web),
+		modeltest.Cluster("b", true, []string{"10.97.0.0/16"}, kept),
+	), true)
+	c := l.client()
+	done := make(chan result)
+	go func() { done <- c.do("loop " + vip + ":80 1s") }()
+	time.Sleep(200 * time.Millisecond)
+	p1.Close()
+	p2 := l.proxier()
+	mustSync(t, p2, modeltest.State(
+		modeltest.Cluster("a", true, []string{"10.96.0.0/16"}, web),
+		modeltest.Cluster("b", false, []string{"10.97.0.0/16"}),
+	), true)
+	r := <-done
+	t.Logf("%d connects across the migration, %d failed; reached %v", r.Count, r.Failed, r.Backends)
+	if r.Failed > 0 || r.Count == 0 {
+		t.Errorf("%d of %d connects failed across the migration, the first: %s", r.Failed, r.Count, r.Err)
+	}
+	if r := c.do("tcp 10.97.0.10:80"); r.Err != "" {
+		t.Errorf("the unsynced cluster's service after the migration: %s", r.Err)
+	}
+	for _, name := range []string{"ko_svc4", "ko_be4"} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(l.pinDir, name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.MaxEntries() == 1024 {
+			t.Errorf("%s is still the old map", name)
+		}
+		m.Close()
+	}
+	if got := attached(t, l.cgroup); got != len(hooks) {
+		t.Errorf("%d programs attached, want %d", got, len(hooks))
 	}
 }

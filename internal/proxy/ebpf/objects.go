@@ -48,18 +48,26 @@ type objectsOptions struct {
 	// NetnsCookie is the network namespace whose sockets are
 	// translated; 0 translates none.
 	NetnsCookie uint64
+	// spec, when set, changes the objects before they are loaded: tests
+	// make a previous version's layout with it.
+	spec func(*ebpf.CollectionSpec)
 }
 
-// datapath is the loaded programs and maps, attached.
+// datapath is the loaded programs and maps.
 type datapath struct {
+	opt   objectsOptions
 	objs  sockObjects
 	links []link.Link
+	// migrated are new maps that replace pinned ones of another layout
+	// (migrate.go), by name: pinned in their place once the programs
+	// that use them are attached.
+	migrated map[string]*ebpf.Map
 }
 
-// loadDatapath loads the programs, takes over the pinned maps (or pins
-// new ones) and attaches each hook, replacing the program of a pinned
-// link in place so that no connect() goes untranslated during a
-// restart.
+// loadDatapath loads the programs over the pinned maps, or new maps of
+// this version's layout where the pinned ones differ (migrate.go). It
+// attaches nothing: attach does, once the first sync has filled the maps,
+// so that the programs of a previous run serve until then.
 func loadDatapath(opt objectsOptions) (_ *datapath, err error) {
 	if err := os.MkdirAll(opt.PinDir, 0o700); err != nil {
 		return nil, err
@@ -68,13 +76,23 @@ func loadDatapath(opt objectsOptions) (_ *datapath, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &datapath{}
-	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opt.PinDir}})
-	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		// TODO(issue 17): migrate a map whose layout changed.
-		return nil, fmt.Errorf("a map pinned under %s has another layout than this version's (remove it with kube-outpost cleanup): %w", opt.PinDir, err)
+	if opt.spec != nil {
+		opt.spec(spec)
 	}
+	old, err := mapsToMigrate(spec, opt.PinDir)
 	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, m := range old {
+			m.Close()
+		}
+	}()
+	for name := range old {
+		spec.Maps[name].Pinning = ebpf.PinNone
+	}
+	d := &datapath{opt: opt}
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opt.PinDir}}); err != nil {
 		return nil, fmt.Errorf("loading the eBPF programs: %w", err)
 	}
 	defer func() {
@@ -82,22 +100,50 @@ func loadDatapath(opt objectsOptions) (_ *datapath, err error) {
 			d.close()
 		}
 	}()
+	if len(old) > 0 {
+		d.migrated = map[string]*ebpf.Map{}
+		byName := d.objs.byName()
+		for name, m := range old {
+			d.migrated[name] = byName[name]
+			copyMap(m, byName[name])
+		}
+	}
 	if err := d.objs.KoConfig.Put(uint32(0), sockConfig{NetnsCookie: opt.NetnsCookie}); err != nil {
 		return nil, fmt.Errorf("writing the config map: %w", err)
 	}
-	cgID, err := inode(opt.Cgroup)
+	return d, nil
+}
+
+// attach attaches each hook, replacing the program of a pinned link in
+// place so that no connect() goes untranslated during a restart, and
+// then pins the migrated maps in place of the old ones, which the old
+// programs held.
+func (d *datapath) attach() error {
+	cgID, err := inode(d.opt.Cgroup)
 	if err != nil {
-		return nil, fmt.Errorf("cgroup %s: %w", opt.Cgroup, err)
+		return fmt.Errorf("cgroup %s: %w", d.opt.Cgroup, err)
 	}
-	for _, h := range hooks {
-		l, err := attachHook(opt, h, h.prog(&d.objs.sockPrograms), cgID)
+	for _, h := range hooks[len(d.links):] {
+		l, err := attachHook(d.opt, h, h.prog(&d.objs.sockPrograms), cgID)
 		if err != nil {
-			return nil, fmt.Errorf("attaching %s to %s: %w", h.name, opt.Cgroup, err)
+			return fmt.Errorf("attaching %s to %s: %w", h.name, d.opt.Cgroup, err)
 		}
 		d.links = append(d.links, l)
 	}
-	return d, nil
+	for name, m := range d.migrated {
+		pin := filepath.Join(d.opt.PinDir, name)
+		if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err := m.Pin(pin); err != nil {
+			return fmt.Errorf("pinning the migrated map %s: %w", name, err)
+		}
+		delete(d.migrated, name)
+	}
+	return nil
 }
+
+func (d *datapath) attached() bool { return len(d.links) == len(hooks) && len(d.migrated) == 0 }
 
 // attachHook updates the pinned link of h to prog when it is on the
 // right cgroup, and otherwise attaches and pins a new one (detaching the

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
@@ -37,6 +39,8 @@ type Proxier struct {
 	dp *datapath
 	// destroyer is nil on a kernel without bpf_sock_destroy.
 	destroyer *destroyer
+	// spec changes the objects before they load (tests only).
+	spec func(*ebpf.CollectionSpec)
 	// cookie is the network namespace translated: the client of every
 	// affinity entry.
 	cookie uint64
@@ -74,7 +78,7 @@ func (p *Proxier) start() error {
 	if p.w != nil {
 		return nil
 	}
-	opt := objectsOptions{PinDir: p.opt.PinDir, Cgroup: p.opt.Cgroup, NetnsCookie: p.opt.NetnsCookie}
+	opt := objectsOptions{PinDir: p.opt.PinDir, Cgroup: p.opt.Cgroup, NetnsCookie: p.opt.NetnsCookie, spec: p.spec}
 	if opt.Cgroup == "" {
 		mnt, err := Cgroup2Mount()
 		if err != nil {
@@ -209,6 +213,12 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	for v6, w := range p.w {
 		if err := w.flush(); err != nil {
 			return fmt.Errorf("writing the IPv%d maps: %w", map[bool]int{false: 4, true: 6}[v6], err)
+		}
+	}
+	// The hooks take this run's programs once its maps hold the state.
+	if p.dp != nil && !p.dp.attached() {
+		if err := p.dp.attach(); err != nil {
+			return err
 		}
 	}
 	p.destroyStale()
