@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"sync"
 	"time"
@@ -51,6 +52,11 @@ type Proxier struct {
 	// applied is what the last syncs programmed, per port, to write only
 	// what changed; nil forces the next sync to be full.
 	applied map[model.PortKey]appliedPort
+	// known says, per cluster the last sync saw, whether its ports were
+	// known. A cluster that comes, goes or gets its ports known makes
+	// the next sync full: what an earlier run left for it is in the maps
+	// and not in applied.
+	known map[string]bool
 }
 
 type appliedPort struct {
@@ -126,8 +132,12 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			p.applied = nil
 		}
 	}()
+	known := make(map[string]bool, len(st.Clusters))
+	for _, c := range st.Clusters {
+		known[c.Name] = c.PortsKnown()
+	}
 	prev := p.applied
-	full = full || prev == nil
+	full = full || prev == nil || !maps.Equal(known, p.known)
 	if full {
 		for _, w := range p.w {
 			if err := w.load(); err != nil {
@@ -221,6 +231,7 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 			return err
 		}
 	}
+	p.known = known
 	p.destroyStale()
 	p.forgetAffinity()
 	return nil
