@@ -11,7 +11,7 @@ E2E_PKGS := ./test/... ./internal/routes/
 # lists only what the daemon and its tests link.
 TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
-.PHONY: all build deps generate lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short bench-clusters bench-clusters-short package
+.PHONY: all build deps generate check-generated lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short bench-clusters bench-clusters-short package
 
 all: build
 
@@ -31,6 +31,12 @@ generate:
 	@echo ">> generating the eBPF objects (bpf2go, clang-14)"
 	@$(GO) generate ./internal/proxy/ebpf/
 
+# make test's guard that the committed objects are what the sources make.
+check-generated: generate
+	@echo ">> checking the generated eBPF objects match their sources"
+	@git diff --exit-code --stat -- internal/proxy/ebpf/ || \
+	  { echo "the generated eBPF objects differ from their sources: run make generate and commit"; exit 1; }
+
 # The lock is the one the lab takes around the same script (test/lab/lab.go,
 # findBinaries): two builds at once in the one cache collide on their .tmp
 # files, and the second fails.
@@ -39,7 +45,7 @@ lab-bins: deps
 
 # bench-compare-short asserts nothing about its figures: it is there so
 # that the harness of `make bench-compare` cannot rot unnoticed.
-test: lint unit kernel fuzz e2e soak-short bench-compare-short test-vm
+test: lint check-generated unit kernel fuzz e2e soak-short bench-compare-short test-vm
 
 unit:
 	@echo ">> unit tests"
