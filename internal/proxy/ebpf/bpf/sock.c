@@ -142,10 +142,11 @@ static __always_inline int refuse(void)
 	return SYS_REJECT;
 }
 
-/* pick returns a slot of a service that has some. */
-static __always_inline __u16 pick(const struct svc_value *head)
+/* pick returns one of count slots. The caller reads count once: the
+ * value it checked for 0 is the one it divides by. */
+static __always_inline __u16 pick(__u16 count)
 {
-	return (bpf_get_prandom_u32() % head->count) + 1;
+	return (bpf_get_prandom_u32() % count) + 1;
 }
 
 static __always_inline struct sock_xlate *storage(struct bpf_sock_addr *ctx, __u64 flags)
@@ -183,6 +184,7 @@ static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __u64 ne
 	struct aff_key akey = {};
 	struct svc_value *head, *slot;
 	struct backend4 *be;
+	__u16 count;
 	__u64 now;
 	__u32 id;
 
@@ -193,7 +195,8 @@ static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __u64 ne
 	if (!head)
 		return 0;
 	*refused = 1;
-	if (!head->count)
+	count = *(volatile __u16 *)&head->count;
+	if (!count)
 		return 0;
 	now = bpf_ktime_get_ns();
 	akey.netns = netns;
@@ -206,7 +209,7 @@ static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __u64 ne
 	id = affine(&akey, head, now);
 	if (id && (be = bpf_map_lookup_elem(&ko_be4, &id)))
 		goto found;
-	key.slot = pick(head);
+	key.slot = pick(count);
 	slot = bpf_map_lookup_elem(&ko_svc4, &key);
 	if (!slot)
 		return 0;
@@ -316,6 +319,7 @@ static __always_inline int xlate_fwd6(struct bpf_sock_addr *ctx)
 	struct backend6 *be;
 	__be16 vport = (__be16)ctx->user_port;
 	__u64 netns = in_scope(ctx), now;
+	__u16 count;
 	__u32 id;
 
 	if (!netns)
@@ -346,7 +350,8 @@ static __always_inline int xlate_fwd6(struct bpf_sock_addr *ctx)
 	head = bpf_map_lookup_elem(&ko_svc6, &key);
 	if (!head)
 		return SYS_PROCEED;
-	if (!head->count)
+	count = *(volatile __u16 *)&head->count;
+	if (!count)
 		return refuse();
 	now = bpf_ktime_get_ns();
 	akey.netns = netns;
@@ -356,7 +361,7 @@ static __always_inline int xlate_fwd6(struct bpf_sock_addr *ctx)
 	id = affine(&akey, head, now);
 	if (id && (be = bpf_map_lookup_elem(&ko_be6, &id)))
 		goto found;
-	key.slot = pick(head);
+	key.slot = pick(count);
 	slot = bpf_map_lookup_elem(&ko_svc6, &key);
 	if (!slot)
 		return refuse();
