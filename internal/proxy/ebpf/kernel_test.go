@@ -9,6 +9,7 @@ package ebpf
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -70,6 +71,20 @@ func TestKernelTCP(t *testing.T) {
 	p := l.proxier()
 	mustSync(t, p, state(modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)), true)
 	reachesAll(t, l.client(), "tcp", vip+":80", 60, bes)
+}
+
+// TestKernelExternalIP: a port's external IPs lead where its VIP does,
+// and getpeername shows the address dialed.
+func TestKernelExternalIP(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(121, 2, 8080)
+	p := l.proxier()
+	web := modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)
+	web.ExternalIPs = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	mustSync(t, p, state(web), true)
+	c := l.client()
+	reachesAll(t, c, "tcp", "192.0.2.10:80", 40, bes)
+	reachesAll(t, c, "tcp", vip+":80", 40, bes)
 }
 
 // TestKernelUDP: sendto() to the VIP reaches every endpoint and the
