@@ -37,11 +37,11 @@ func TestModeCapabilities(t *testing.T) {
 	}
 	_, err := Parse([]byte(text("limited")), filepath.Join(dir, "config.toml"))
 	want := []string{
-		`2: masquerade: mode "limited" cannot do masquerading`,
-		`3: routed_clients: mode "limited" cannot do routed clients`,
-		`7: cluster "a": service_cidrs: mode "limited" cannot do IPv6 services`,
-		`8: cluster "a": serve_node_ports: mode "limited" cannot do node ports`,
-		`9: cluster "a": allow_external_ips: mode "limited" cannot do external IPs`,
+		`2: masquerade: mode "limited" cannot do masquerading; use mode = "iptables" or mode = "ipvs"`,
+		`3: routed_clients: mode "limited" cannot do routed clients; use mode = "iptables" or mode = "ipvs"`,
+		`7: cluster "a": service_cidrs: mode "limited" cannot do IPv6 services; use mode = "iptables" or mode = "ipvs"`,
+		`8: cluster "a": serve_node_ports: mode "limited" cannot do node ports; use mode = "iptables" or mode = "ipvs"`,
+		`9: cluster "a": allow_external_ips: mode "limited" cannot do external IPs; use mode = "iptables" or mode = "ipvs"`,
 	}
 	if got := problems(t, err); !reflect.DeepEqual(got, want) {
 		t.Errorf("problems:\n got %q\nwant %q", got, want)
