@@ -11,10 +11,6 @@ import (
 // ModeName is this datapath's value of the config key mode.
 const ModeName config.Mode = "ebpf"
 
-// The mode registers itself, but internal/proxy/modes does not link it in
-// yet: the shared unit grants neither CAP_BPF nor the bpf() system call
-// (SystemCallFilter=@system-service), and issue 17 asks for the unit's
-// privileges to be derived from the mode rather than widened for all.
 func init() {
 	proxy.Register(&proxy.Mode{
 		Name: ModeName,
@@ -22,8 +18,16 @@ func init() {
 		// packet of a routed client or to a node port to translate,
 		// and nothing to masquerade.
 		Can: config.Capabilities{config.CanExternalIPs, config.CanIPv6, config.CanReject, config.CanAffinity},
-		// Loading programs and maps, and attaching them to a cgroup.
-		Privileges: proxy.Privileges{Capabilities: []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}},
+		// Loading programs and maps, and attaching them to a cgroup,
+		// which takes only a read-only descriptor of its directory: the
+		// unit's ProtectControlGroups=yes can stay. The pins are files
+		// on the bpffs, so its directory must be writable. Only this
+		// mode's unit drop-in grants these (unitfile.DropIn).
+		Privileges: proxy.Privileges{
+			Capabilities:   []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"},
+			SystemCalls:    []string{"bpf"},
+			ReadWritePaths: []string{"/sys/fs/bpf"},
+		},
 		New:        newBackends,
 		InUse:      func(context.Context) bool { return pinned(DefaultPinDir) },
 		Cleanup: func(_ context.Context, log *slog.Logger) error {
