@@ -86,3 +86,37 @@ func TestAutoAsks(t *testing.T) {
 		t.Errorf("problems:\n got %q\nwant %q", got, wantProblems)
 	}
 }
+
+// TestEBPFKeys: ebpf mode's keys are typed paths, each problem with its
+// line; the defaults stand when they are not set.
+func TestEBPFKeys(t *testing.T) {
+	dir := testDir(t)
+	cluster := lines(`[[clusters]]`, `name = "a"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/16"]`)
+	cfg, err := Parse([]byte(cluster), filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EBPFCgroup != "" || cfg.EBPFPinDir != "/sys/fs/bpf/kube-outpost" {
+		t.Errorf("defaults: cgroup %q, pin dir %q", cfg.EBPFCgroup, cfg.EBPFPinDir)
+	}
+	cfg, err = Parse([]byte(lines(`ebpf_cgroup = "/sys/fs/cgroup/unified/app.slice/"`, `ebpf_pin_dir = "/sys/fs/bpf/ko-2"`)+cluster), filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EBPFCgroup != "/sys/fs/cgroup/unified/app.slice" || cfg.EBPFPinDir != "/sys/fs/bpf/ko-2" {
+		t.Errorf("set: cgroup %q, pin dir %q", cfg.EBPFCgroup, cfg.EBPFPinDir)
+	}
+	for _, c := range []struct{ text, want string }{
+		{`ebpf_cgroup = "app.slice"`, `1: ebpf_cgroup "app.slice": must be an absolute path of a cgroup v2 directory, or "" for the root of the cgroup v2 hierarchy`},
+		{`ebpf_cgroup = 3`, `1: ebpf_cgroup: must be a path like "/sys/fs/cgroup/system.slice", not an integer`},
+		{`ebpf_pin_dir = "/tmp/pins"`, `1: ebpf_pin_dir "/tmp/pins": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+		{`ebpf_pin_dir = "/sys/fs/bpf"`, `1: ebpf_pin_dir "/sys/fs/bpf": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+		{`ebpf_pin_dir = "/sys/fs/bpf/a/b"`, `1: ebpf_pin_dir "/sys/fs/bpf/a/b": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+		{`ebpf_pin_dir = ""`, `1: ebpf_pin_dir "": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+	} {
+		_, err := Parse([]byte(lines(c.text)+cluster), filepath.Join(dir, "config.toml"))
+		if got := problems(t, err); !reflect.DeepEqual(got, []string{c.want}) {
+			t.Errorf("%s:\n got %q\nwant %q", c.text, got, []string{c.want})
+		}
+	}
+}

@@ -18,8 +18,12 @@ import (
 // explainer reads the pinned maps for `kube-outpost explain`.
 type explainer struct{ dir string }
 
-func newExplainer(*config.Config, *slog.Logger) proxy.Explainer {
-	return &explainer{dir: DefaultPinDir}
+func newExplainer(cfg *config.Config, _ *slog.Logger) proxy.Explainer {
+	dir := DefaultPinDir
+	if cfg != nil && cfg.EBPFPinDir != "" {
+		dir = cfg.EBPFPinDir
+	}
+	return &explainer{dir: dir}
 }
 
 // Share is what bpf_get_prandom_u32() % n gives each of n endpoints.

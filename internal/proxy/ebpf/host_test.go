@@ -2,6 +2,9 @@ package ebpf
 
 import (
 	"bufio"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -19,5 +22,56 @@ func TestCgroup2In(t *testing.T) {
 		if got != c.want || (err != nil) != (c.want == "") {
 			t.Errorf("%s: %q, %v; want %q", c.name, got, err, c.want)
 		}
+	}
+}
+
+// TestAttachCgroup: a configured cgroup must be a directory of the
+// cgroup v2 mount; none is its root.
+func TestAttachCgroup(t *testing.T) {
+	mnt := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(mnt, "app.slice"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := attachCgroup(mnt, ""); got != mnt || err != nil {
+		t.Errorf("none: %q, %v", got, err)
+	}
+	if got, err := attachCgroup(mnt, filepath.Join(mnt, "app.slice")); got != filepath.Join(mnt, "app.slice") || err != nil {
+		t.Errorf("a child: %q, %v", got, err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{"/sys/fs/cgroup/cpu,cpuacct", "is not in the cgroup v2 hierarchy, which is mounted at " + mnt},
+		{mnt + "/../x", "is not in the cgroup v2 hierarchy"},
+		{filepath.Join(mnt, "gone.slice"), "no such cgroup"},
+	} {
+		if _, err := attachCgroup(mnt, filepath.Clean(c.path)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.path, err, c.want)
+		}
+	}
+}
+
+// TestPinDirs: cleanup finds any pin directory a run used under the
+// bpffs by its ko_config pin, and leaves another tool's directory alone
+// even when it has pins named like ours.
+func TestPinDirs(t *testing.T) {
+	root := t.TempDir()
+	for name, files := range map[string][]string{
+		"kube-outpost": {"ko_config", "ko_svc4", "link_connect4"},
+		"ko-2":         {"ko_config"},
+		"tc":           {"link_connect4", "globals"},
+		"empty":        nil,
+	} {
+		if err := os.MkdirAll(filepath.Join(root, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if err := os.WriteFile(filepath.Join(root, name, f), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := pinDirs(root)
+	want := []string{filepath.Join(root, "ko-2"), filepath.Join(root, "kube-outpost")}
+	if !slices.Equal(got, want) {
+		t.Errorf("pinDirs = %q, want %q", got, want)
 	}
 }

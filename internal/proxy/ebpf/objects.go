@@ -10,11 +10,13 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
 )
 
 // DefaultPinDir is where the maps and links are pinned: a restarted
 // daemon takes them over, so the hooks never stop translating.
-const DefaultPinDir = "/sys/fs/bpf/kube-outpost"
+const DefaultPinDir = config.DefaultEBPFPinDir
 
 // hook is one program and where it attaches.
 type hook struct {
@@ -247,15 +249,4 @@ func removePinned(dir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// pinned says whether dir holds a pin of ours.
-func pinned(dir string) bool {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "link_") || strings.HasPrefix(e.Name(), "ko_") {
-			return true
-		}
-	}
-	return false
 }
