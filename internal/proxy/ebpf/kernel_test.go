@@ -124,16 +124,44 @@ func TestKernelRefuse(t *testing.T) {
 			t.Errorf("%s to a port without endpoints took %v, want an immediate refusal", cmd, r.Took)
 		}
 	}
-	var perCPU []uint64
-	if err := p.dp.objs.KoNobackend.Lookup(uint32(0), &perCPU); err != nil {
+	// What kube_outpost_no_backend_total reads.
+	if sum, err := p.NoBackend(t.Context()); err != nil || sum != 3 {
+		t.Errorf("ko_nobackend counts %d (%v), want 3", sum, err)
+	}
+}
+
+// TestKernelDatapath: what status shows is what the kernel holds: every
+// hook with its program on the lab's cgroup, and the services' slots
+// and backends counted in the maps.
+func TestKernelDatapath(t *testing.T) {
+	l := newLab(t)
+	p := l.proxier()
+	if dp, err := p.Datapath(t.Context()); err != nil || len(dp.Programs)+len(dp.Maps) != 0 {
+		t.Errorf("before the first sync: %+v, %v", dp, err)
+	}
+	bes := l.backends(41, 3, 8080)
+	mustSync(t, p, state(modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)), true)
+	dp, err := p.Datapath(t.Context())
+	if err != nil {
 		t.Fatal(err)
 	}
-	var sum uint64
-	for _, n := range perCPU {
-		sum += n
+	if len(dp.Programs) != len(hooks) {
+		t.Errorf("%d programs, want %d: %+v", len(dp.Programs), len(hooks), dp.Programs)
 	}
-	if sum != 3 {
-		t.Errorf("ko_nobackend counts %d, want 3", sum)
+	for i, pr := range dp.Programs {
+		if pr.Hook != hooks[i].name || pr.ID == 0 || pr.Target != l.cgroup {
+			t.Errorf("program %d: %+v, want hook %s on %s", i, pr, hooks[i].name, l.cgroup)
+		}
+	}
+	fill := map[string]proxy.MapFill{}
+	for _, m := range dp.Maps {
+		fill[m.Name] = m
+	}
+	// Slot 0 (the count) and one slot per endpoint; one backend each.
+	for name, want := range map[string]int{"ko_svc4": 4, "ko_be4": 3, "ko_svc6": 0, "ko_be6": 0} {
+		if m := fill[name]; m.Entries != want || m.Capacity == 0 {
+			t.Errorf("%s: %+v, want %d entries of a known capacity", name, m, want)
+		}
 	}
 }
 
