@@ -47,4 +47,3 @@ func (p *Proxier) publishCounters(next map[model.PortKey]*rendered, newKeys bool
 	}
 	p.counterNames.Store(&names)
 }
-
