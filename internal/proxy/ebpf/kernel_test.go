@@ -9,6 +9,7 @@ package ebpf
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -262,6 +263,36 @@ func TestKernelCleanup(t *testing.T) {
 	}
 	if r := c.do("tcp " + vip + ":80"); r.Errno != int(unix.ENETUNREACH) {
 		t.Errorf("after Cleanup: %+v, want it untranslated", r)
+	}
+}
+
+// TestKernelModeCleanup: `kube-outpost cleanup`, which has no config,
+// finds a run's pins under the bpffs by their ko_config pin and leaves
+// nothing attached or pinned.
+func TestKernelModeCleanup(t *testing.T) {
+	l := newLab(t)
+	bes := l.backends(62, 1, 8080)
+	p := l.proxier()
+	mustSync(t, p, state(modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)), true)
+	if got := pinDirs(l.bpffs); !slices.Equal(got, []string{l.pinDir}) {
+		t.Fatalf("pinDirs = %q, want %q", got, l.pinDir)
+	}
+	// The daemon is gone (its links closed), as when cleanup runs.
+	p.mu.Lock()
+	p.dp.close()
+	p.dp = nil
+	p.mu.Unlock()
+	if got := attached(t, l.cgroup); got != len(hooks) {
+		t.Fatalf("%d programs attached after the daemon closed its links, want the %d pinned ones", got, len(hooks))
+	}
+	if err := cleanupPins(l.bpffs, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if got := attached(t, l.cgroup); got != 0 {
+		t.Errorf("%d programs still attached to the cgroup", got)
+	}
+	if got := pinDirs(l.bpffs); len(got) != 0 {
+		t.Errorf("pins left in %q", got)
 	}
 }
 

@@ -36,12 +36,7 @@ func init() {
 		New:   newBackends,
 		InUse: func(context.Context) bool { return len(pinDirs(config.DefaultBPFFS)) > 0 },
 		Cleanup: func(_ context.Context, log *slog.Logger) error {
-			var errs []error
-			for _, dir := range pinDirs(config.DefaultBPFFS) {
-				log.Info("removing the ebpf mode's hooks and maps", "dir", dir)
-				errs = append(errs, removePinned(dir))
-			}
-			return errors.Join(errs...)
+			return cleanupPins(config.DefaultBPFFS, log)
 		},
 		Explainer: newExplainer,
 		// Never picked by mode = "auto" until it is complete.
@@ -77,6 +72,17 @@ func attachCgroup(mnt, configured string) (string, error) {
 		return "", fmt.Errorf("ebpf_cgroup %s: no such cgroup (create it, or its unit, first)", configured)
 	}
 	return configured, nil
+}
+
+// cleanupPins detaches and unpins what every run left under the bpffs
+// at root, whatever its ebpf_pin_dir was.
+func cleanupPins(root string, log *slog.Logger) error {
+	var errs []error
+	for _, dir := range pinDirs(root) {
+		log.Info("removing the ebpf mode's hooks and maps", "dir", dir)
+		errs = append(errs, removePinned(dir))
+	}
+	return errors.Join(errs...)
 }
 
 // pinDirs are the children of the bpffs at root that hold this mode's
