@@ -115,15 +115,18 @@ func serviceCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	switch action {
 	case "install":
+		// The drop-in first, so that the daemon-reload of Install reads
+		// it too. A config not written yet is no reason to refuse the
+		// unit: the drop-in can follow (service drop-in).
+		if msg, derr := writeDropIn(abs); derr != nil {
+			fmt.Fprintf(stderr, "service install: no unit drop-in for the mode (%v); once the config is right: kube-outpost service drop-in\n", derr)
+		} else {
+			fmt.Fprintln(stdout, msg)
+		}
 		if err = svc.Install(); err != nil {
 			// kardianos creates the file before rendering it; an empty
 			// unit left behind reads as "masked" and blocks a retry.
 			removeIfEmpty("/etc/systemd/system/kube-outpost.service")
-			break
-		}
-		var msg string
-		if msg, err = writeDropIn(abs); err == nil {
-			fmt.Fprintln(stdout, msg)
 		}
 	case "drop-in":
 		// For a packaged unit, after changing mode: the packages ship
