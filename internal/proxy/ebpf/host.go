@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,20 @@ func Cgroup2Mount() (string, error) {
 }
 
 func cgroup2In(s *bufio.Scanner) (string, error) {
+	mnts, err := mountsOf(s, "cgroup2")
+	if err != nil {
+		return "", err
+	}
+	if len(mnts) == 0 {
+		return "", errors.New("no cgroup v2 hierarchy is mounted (mode ebpf attaches to one)")
+	}
+	return mnts[0], nil
+}
+
+// mountsOf lists the mount points of file systems of type fstype, in
+// the mount table's order.
+func mountsOf(s *bufio.Scanner, fstype string) ([]string, error) {
+	var out []string
 	for s.Scan() {
 		// id parent major:minor root mountpoint options [optional...] - fstype source super
 		pre, post, ok := strings.Cut(s.Text(), " - ")
@@ -30,14 +45,38 @@ func cgroup2In(s *bufio.Scanner) (string, error) {
 			continue
 		}
 		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" {
-			return unescapeMount(f[4]), nil
+		if len(f) >= 5 && len(g) >= 1 && g[0] == fstype {
+			out = append(out, unescapeMount(f[4]))
 		}
 	}
-	if err := s.Err(); err != nil {
-		return "", err
+	return out, s.Err()
+}
+
+// ensureBPFFS mounts a bpffs at dir unless one is mounted there: the
+// pins must be on one, and a host whose systemd did not mount it (this
+// machine kind's) would otherwise refuse every pin. Only the privileged
+// prepare step can mount; the sandboxed daemon sees the mount through its
+// private mount namespace's propagation from the host.
+func ensureBPFFS(dir string) (mounted bool, err error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
 	}
-	return "", errors.New("no cgroup v2 hierarchy is mounted (mode ebpf attaches to one)")
+	mnts, err := mountsOf(bufio.NewScanner(f), "bpf")
+	f.Close()
+	if err != nil {
+		return false, err
+	}
+	if slices.Contains(mnts, dir) {
+		return false, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	if err := unix.Mount("bpf", dir, "bpf", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700"); err != nil {
+		return false, fmt.Errorf("mounting a bpffs at %s: %w", dir, err)
+	}
+	return true, nil
 }
 
 // unescapeMount undoes mountinfo's octal escapes of space, tab, newline

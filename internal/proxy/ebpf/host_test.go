@@ -75,3 +75,15 @@ func TestPinDirs(t *testing.T) {
 		t.Errorf("pinDirs = %q, want %q", got, want)
 	}
 }
+
+// TestMountsOf: the bpffs mounts are found by type, wherever they are.
+func TestMountsOf(t *testing.T) {
+	mi := `25 30 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+40 22 0:35 / /sys/fs/bpf rw,nosuid,nodev,noexec,relatime shared:15 - bpf bpf rw,mode=700
+41 22 0:36 / /tmp/with\040space rw,relatime - bpf bpf rw
+`
+	got, err := mountsOf(bufio.NewScanner(strings.NewReader(mi)), "bpf")
+	if err != nil || !slices.Equal(got, []string{"/sys/fs/bpf", "/tmp/with space"}) {
+		t.Errorf("mountsOf = %q, %v", got, err)
+	}
+}

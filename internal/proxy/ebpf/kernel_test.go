@@ -296,6 +296,28 @@ func TestKernelModeCleanup(t *testing.T) {
 	}
 }
 
+// TestKernelEnsureBPFFS: prepare mounts a bpffs where none is, and
+// leaves one that is there alone.
+func TestKernelEnsureBPFFS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bpf")
+	mounted, err := ensureBPFFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	})
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || !mounted || st.Type != unix.BPF_FS_MAGIC {
+		t.Fatalf("after ensureBPFFS: mounted %v, fs type %#x (%v), want a bpffs", mounted, st.Type, err)
+	}
+	if again, err := ensureBPFFS(dir); again || err != nil {
+		t.Errorf("a second ensureBPFFS mounted again (%v) or failed: %v", again, err)
+	}
+}
+
 // attached counts the programs attached to cgroup at our hooks.
 func attached(t *testing.T, cgroup string) int {
 	t.Helper()

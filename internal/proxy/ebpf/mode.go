@@ -33,7 +33,13 @@ func init() {
 			SystemCalls:    []string{"bpf"},
 			ReadWritePaths: []string{"/sys/fs/bpf"},
 		},
-		New:   newBackends,
+		New: newBackends,
+		// The bpffs the pins go on; the unit runs this outside the
+		// sandbox (kube-outpost prepare).
+		Prepare: func(context.Context, *config.Config) error {
+			_, err := ensureBPFFS(config.DefaultBPFFS)
+			return err
+		},
 		InUse: func(context.Context) bool { return len(pinDirs(config.DefaultBPFFS)) > 0 },
 		Cleanup: func(_ context.Context, log *slog.Logger) error {
 			return cleanupPins(config.DefaultBPFFS, log)
