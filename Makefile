@@ -11,7 +11,7 @@ E2E_PKGS := ./test/... ./internal/routes/
 # lists only what the daemon and its tests link.
 TOOL     := $(GO) tool -modfile=hack/tools/go.mod
 
-.PHONY: all build deps lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short bench-clusters bench-clusters-short package
+.PHONY: all build deps generate check-generated lab-bins test unit kernel fuzz e2e soak soak-short test-vm test-vm-coexist demo lint fmt vet staticcheck clean bench bench-compare bench-compare-short bench-fleet bench-fleet-short bench-clusters bench-clusters-short package
 
 all: build
 
@@ -22,6 +22,21 @@ build:
 deps:
 	@bash hack/deps.sh
 
+# The eBPF objects of mode ebpf (internal/proxy/ebpf/bpf/*.c), compiled by
+# bpf2go (pinned in hack/tools/go.mod) with Debian's clang-14. The .o and
+# .go files are committed, so building needs no clang; CI runs this and
+# fails on a diff.
+generate:
+	@bash hack/deps.sh generate
+	@echo ">> generating the eBPF objects (bpf2go, clang-14)"
+	@$(GO) generate ./internal/proxy/ebpf/
+
+# make test's guard that the committed objects are what the sources make.
+check-generated: generate
+	@echo ">> checking the generated eBPF objects match their sources"
+	@git diff --exit-code --stat -- internal/proxy/ebpf/ || \
+	  { echo "the generated eBPF objects differ from their sources: run make generate and commit"; exit 1; }
+
 # The lock is the one the lab takes around the same script (test/lab/lab.go,
 # findBinaries): two builds at once in the one cache collide on their .tmp
 # files, and the second fails.
@@ -30,16 +45,18 @@ lab-bins: deps
 
 # bench-compare-short asserts nothing about its figures: it is there so
 # that the harness of `make bench-compare` cannot rot unnoticed.
-test: lint unit kernel fuzz e2e soak-short bench-compare-short test-vm
+test: lint check-generated unit kernel fuzz e2e soak-short bench-compare-short test-vm
 
 unit:
 	@echo ">> unit tests"
 	@$(GO) test -race -count=1 $(PKGS)
 
-# iptables and nftables mode against this kernel (needs root). Each
+# iptables, nftables and ebpf mode against this kernel (needs root). Each
 # iptables test runs itself again in a network namespace of its own; the
 # nftables tests run in one made here and refuse any unnamed one (the
-# machine's).
+# machine's); each ebpf test attaches to a child cgroup it makes (never
+# an existing one) holding only its client, whose network namespace it
+# makes too, and pins under a bpffs it mounts.
 kernel:
 	@echo ">> real-kernel tests of iptables mode (each in a new network namespace)"
 	@$(GO) test -tags kernel -count=1 -run '^TestKernel' ./internal/proxy/iptables/
@@ -47,6 +64,9 @@ kernel:
 	@$(GO) test -tags kernel -c -o bin/nftables-kernel.test ./internal/proxy/nftables/
 	@ns=kotest-$$$$; ip netns add $$ns && trap "ip netns del $$ns" EXIT && \
 	  ip netns exec $$ns bin/nftables-kernel.test -test.count=1 -test.run '^TestKernel'
+	@echo ">> real-kernel tests of ebpf mode (each in a throw-away cgroup, netns and bpffs of its own)"
+	@$(GO) test -tags kernel -c -o bin/ebpf-kernel.test ./internal/proxy/ebpf/
+	@bin/ebpf-kernel.test -test.count=1 -test.run '^TestKernel'
 
 # The model fuzzed with random Services and EndpointSlices of several
 # clusters: no panic, nothing refused programmed, the same state in any

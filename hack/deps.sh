@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs, by Debian package name, what building and testing kube-outpost needs.
 # Idempotent: packages already present are not fetched again, and apt-get update
-# runs only when something is missing.
+# runs only when something is missing. `deps.sh generate` installs instead what
+# `make generate` needs to compile the eBPF programs (clang, libbpf's and
+# the kernel's headers); building and testing use the committed objects.
 set -euo pipefail
 
 pkgs=(iptables nftables iproute2 ipset curl socat openssl ca-certificates dnsutils dnsmasq-base)
+if [ "${1:-}" = generate ]; then
+  pkgs=(clang-14 llvm-14 libbpf-dev linux-libc-dev)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

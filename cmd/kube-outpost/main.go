@@ -33,7 +33,7 @@ Usage:
   kube-outpost check-config [--config FILE] [--online]
   kube-outpost prepare      [--config FILE]    (privileged: kernel modules and sysctls the mode needs)
   kube-outpost cleanup      [--log-level LEVEL]
-  kube-outpost service      install|uninstall|start|stop|status [--config FILE]
+  kube-outpost service      install|uninstall|start|stop|status|drop-in [--config FILE]
   kube-outpost status       [--socket PATH] [--output text|json]
   kube-outpost explain      CLUSTER/NAMESPACE/NAME | CLUSTER-IP:PORT[/PROTOCOL] [--socket PATH] [--output text|json]
   kube-outpost dns-config   [--config FILE] [--resolver NAME]   (forward zones for the host's resolver, from [dns])

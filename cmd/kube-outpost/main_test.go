@@ -36,6 +36,7 @@ func TestCheckConfig(t *testing.T) {
 	write(t, dir, "prod.kubeconfig", kubeconfig)
 	good := write(t, dir, "good.toml", "[[clusters]]\nname = \"prod\"\nkubeconfig = \"prod.kubeconfig\"\nservice_cidrs = [\"10.96.0.0/12\"]\n")
 	routed := write(t, dir, "routed.toml", "routed_clients = [\"172.17.0.0/16\", \"10.20.0.0/16\"]\n[[clusters]]\nname = \"prod\"\nkubeconfig = \"prod.kubeconfig\"\nservice_cidrs = [\"10.96.0.0/12\"]\n")
+	ebpfRouted := write(t, dir, "ebpf.toml", "mode = \"ebpf\"\nrouted_clients = [\"172.17.0.0/16\"]\n[[clusters]]\nname = \"prod\"\nkubeconfig = \"prod.kubeconfig\"\nservice_cidrs = [\"10.96.0.0/12\"]\nserve_node_ports = true\n")
 	bad := write(t, dir, "bad.toml", "mode = \"fast\"\nsync_perod = \"1s\"\n[[clusters]]\nname = \"Prod\"\nkubeconfig = \"missing.kubeconfig\"\nservice_cidrs = [\"10.96.0.1/12\"]\n")
 
 	for _, c := range []struct {
@@ -55,6 +56,10 @@ func TestCheckConfig(t *testing.T) {
 		// Every problem at once, each with its line; nothing on stdout.
 		{name: "bad", args: []string{"check-config", "--config", bad}, code: 1, noStdout: true,
 			stderr: []string{"bad.toml:1: mode \"fast\"", "bad.toml:2: unknown key \"sync_perod\"", "bad.toml:4:", "bad.toml:5:", "bad.toml:6:"}},
+		// Socket-level load balancing sees no routed packet: the way out
+		// is named with the refusal.
+		{name: "ebpf with routed clients and node ports", args: []string{"check-config", "--config", ebpfRouted}, code: 1, noStdout: true,
+			stderr: []string{`ebpf.toml:2: routed_clients: mode "ebpf" cannot do routed clients; use `, `ebpf.toml:7: cluster "prod": serve_node_ports: mode "ebpf" cannot do node ports; use `, `mode = "nftables"`}},
 		{name: "missing file", args: []string{"check-config", "--config", filepath.Join(dir, "nope.toml")}, code: 1, stderr: []string{"nope.toml"}},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`}},
 		{name: "no command", args: nil, code: 2, stderr: []string{"Usage:"}},

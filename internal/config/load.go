@@ -72,6 +72,8 @@ type rawConfig struct {
 	Masquerade     any          `toml:"masquerade"`
 	MasqueradeMark any          `toml:"masquerade_mark"`
 	IPVSScheduler  any          `toml:"ipvs_scheduler"`
+	EBPFCgroup     any          `toml:"ebpf_cgroup"`
+	EBPFPinDir     any          `toml:"ebpf_pin_dir"`
 	MetricsAddress any          `toml:"metrics_address"`
 	ServiceMetrics any          `toml:"service_metrics"`
 	Profiling      any          `toml:"profiling"`
@@ -111,6 +113,7 @@ type rawCluster struct {
 
 var (
 	topKeys = []string{"mode", "min_sync_period", "sync_period", "full_sync_period", "masquerade", "masquerade_mark", "ipvs_scheduler",
+		"ebpf_cgroup", "ebpf_pin_dir",
 		"metrics_address", "service_metrics", "profiling", "healthz_address", "log_level", "log_format", "status_socket", "routed_clients",
 		"state_dir", "stale_state_max_age", "dns", "clusters"}
 	clusterKeys = []string{"name", "kubeconfig", "context", "service_cidrs",
@@ -191,6 +194,7 @@ func Defaults() *Config {
 		Masquerade:       true,
 		MasqueradeMark:   DefaultMasqueradeMark,
 		IPVSScheduler:    DefaultIPVSScheduler,
+		EBPFPinDir:       DefaultEBPFPinDir,
 		MetricsAddress:   DefaultMetricsAddress,
 		HealthzAddress:   DefaultHealthzAddress,
 		LogLevel:         DefaultLogLevel,
@@ -253,6 +257,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 		}
 	}
 
+	c.ebpf(cfg, raw) // topkeys.go
 	c.serving(cfg, raw)
 	c.dns(cfg, raw.DNS) // dnskeys.go, after serving: it compares their ports
 	c.logging(cfg, raw)

@@ -131,11 +131,43 @@ func (c *checker) capabilities(cfg *Config, raw *rawConfig) {
 	if !ok {
 		return // an unknown mode is reported already
 	}
+	// The way out is a mode that does all the config asks, not only the
+	// one key: naming one that lacks another would send the admin round.
+	var all Capabilities
+	for _, a := range asks {
+		all = append(all, a.can)
+	}
+	alt := modesThatCan(all)
 	for _, a := range asks {
 		if !can.Has(a.can) {
-			c.add(a.line, a.who, "%s: mode %q cannot do %s", a.key, cfg.Mode, a.can)
+			if alt == "" {
+				c.add(a.line, a.who, "%s: mode %q cannot do %s", a.key, cfg.Mode, a.can)
+			} else {
+				c.add(a.line, a.who, "%s: mode %q cannot do %s; use %s", a.key, cfg.Mode, a.can, alt)
+			}
 		}
 	}
+}
+
+// modesThatCan names the modes that can do every one of want, as the
+// config would spell them: `mode = "iptables"` or `mode = "nftables"`.
+func modesThatCan(want Capabilities) string {
+	modesMu.RLock()
+	var names []string
+	for n, can := range modes {
+		if !slices.ContainsFunc(want, func(w Capability) bool { return !can.Has(w) }) {
+			names = append(names, fmt.Sprintf("mode = %q", n))
+		}
+	}
+	modesMu.RUnlock()
+	slices.Sort(names)
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 func anyModeCan(x Capability) bool {

@@ -37,11 +37,11 @@ func TestModeCapabilities(t *testing.T) {
 	}
 	_, err := Parse([]byte(text("limited")), filepath.Join(dir, "config.toml"))
 	want := []string{
-		`2: masquerade: mode "limited" cannot do masquerading`,
-		`3: routed_clients: mode "limited" cannot do routed clients`,
-		`7: cluster "a": service_cidrs: mode "limited" cannot do IPv6 services`,
-		`8: cluster "a": serve_node_ports: mode "limited" cannot do node ports`,
-		`9: cluster "a": allow_external_ips: mode "limited" cannot do external IPs`,
+		`2: masquerade: mode "limited" cannot do masquerading; use mode = "iptables" or mode = "ipvs"`,
+		`3: routed_clients: mode "limited" cannot do routed clients; use mode = "iptables" or mode = "ipvs"`,
+		`7: cluster "a": service_cidrs: mode "limited" cannot do IPv6 services; use mode = "iptables" or mode = "ipvs"`,
+		`8: cluster "a": serve_node_ports: mode "limited" cannot do node ports; use mode = "iptables" or mode = "ipvs"`,
+		`9: cluster "a": allow_external_ips: mode "limited" cannot do external IPs; use mode = "iptables" or mode = "ipvs"`,
 	}
 	if got := problems(t, err); !reflect.DeepEqual(got, want) {
 		t.Errorf("problems:\n got %q\nwant %q", got, want)
@@ -84,5 +84,39 @@ func TestAutoAsks(t *testing.T) {
 	}
 	if got := problems(t, err); !reflect.DeepEqual(got, wantProblems) {
 		t.Errorf("problems:\n got %q\nwant %q", got, wantProblems)
+	}
+}
+
+// TestEBPFKeys: ebpf mode's keys are typed paths, each problem with its
+// line; the defaults stand when they are not set.
+func TestEBPFKeys(t *testing.T) {
+	dir := testDir(t)
+	cluster := lines(`[[clusters]]`, `name = "a"`, `kubeconfig = "prod.kubeconfig"`, `service_cidrs = ["10.96.0.0/16"]`)
+	cfg, err := Parse([]byte(cluster), filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EBPFCgroup != "" || cfg.EBPFPinDir != "/sys/fs/bpf/kube-outpost" {
+		t.Errorf("defaults: cgroup %q, pin dir %q", cfg.EBPFCgroup, cfg.EBPFPinDir)
+	}
+	cfg, err = Parse([]byte(lines(`ebpf_cgroup = "/sys/fs/cgroup/unified/app.slice/"`, `ebpf_pin_dir = "/sys/fs/bpf/ko-2"`)+cluster), filepath.Join(dir, "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EBPFCgroup != "/sys/fs/cgroup/unified/app.slice" || cfg.EBPFPinDir != "/sys/fs/bpf/ko-2" {
+		t.Errorf("set: cgroup %q, pin dir %q", cfg.EBPFCgroup, cfg.EBPFPinDir)
+	}
+	for _, c := range []struct{ text, want string }{
+		{`ebpf_cgroup = "app.slice"`, `1: ebpf_cgroup "app.slice": must be an absolute path of a cgroup v2 directory, or "" for the root of the cgroup v2 hierarchy`},
+		{`ebpf_cgroup = 3`, `1: ebpf_cgroup: must be a path like "/sys/fs/cgroup/system.slice", not an integer`},
+		{`ebpf_pin_dir = "/tmp/pins"`, `1: ebpf_pin_dir "/tmp/pins": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+		{`ebpf_pin_dir = "/sys/fs/bpf"`, `1: ebpf_pin_dir "/sys/fs/bpf": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+		{`ebpf_pin_dir = "/sys/fs/bpf/a/b"`, `1: ebpf_pin_dir "/sys/fs/bpf/a/b": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+		{`ebpf_pin_dir = ""`, `1: ebpf_pin_dir "": must be a directory directly under /sys/fs/bpf, like "/sys/fs/bpf/kube-outpost"`},
+	} {
+		_, err := Parse([]byte(lines(c.text)+cluster), filepath.Join(dir, "config.toml"))
+		if got := problems(t, err); !reflect.DeepEqual(got, []string{c.want}) {
+			t.Errorf("%s:\n got %q\nwant %q", c.text, got, []string{c.want})
+		}
 	}
 }

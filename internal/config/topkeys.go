@@ -184,6 +184,34 @@ func (c *checker) state(cfg *Config, raw *rawConfig) {
 	cfg.StaleStateMaxAge = c.duration("stale_state_max_age", raw.StaleStateAge, cfg.StaleStateMaxAge)
 }
 
+// ebpf checks ebpf mode's keys. Whether the cgroup is on the cgroup v2
+// mount is the host's question, asked when the mode starts.
+func (c *checker) ebpf(cfg *Config, raw *rawConfig) {
+	if raw.EBPFCgroup != nil {
+		line := c.loc.line(-1, "ebpf_cgroup")
+		s, ok := c.str(line, "", "ebpf_cgroup", raw.EBPFCgroup, `a path like "/sys/fs/cgroup/system.slice"`)
+		switch {
+		case !ok:
+		case s != "" && !filepath.IsAbs(s):
+			c.add(line, "", "ebpf_cgroup %q: must be an absolute path of a cgroup v2 directory, or \"\" for the root of the cgroup v2 hierarchy", s)
+		case s != "":
+			cfg.EBPFCgroup = filepath.Clean(s)
+		}
+	}
+	if raw.EBPFPinDir != nil {
+		line := c.loc.line(-1, "ebpf_pin_dir")
+		s, ok := c.str(line, "", "ebpf_pin_dir", raw.EBPFPinDir, fmt.Sprintf("a path like %q", DefaultEBPFPinDir))
+		// A child of the bpffs, and no deeper: the unit lets the daemon
+		// write only there, and cleanup, which runs without a config,
+		// finds the pins of any run by looking at its children.
+		if ok && (!filepath.IsAbs(s) || filepath.Dir(filepath.Clean(s)) != DefaultBPFFS) {
+			c.add(line, "", "ebpf_pin_dir %q: must be a directory directly under %s, like %q", s, DefaultBPFFS, DefaultEBPFPinDir)
+		} else if ok {
+			cfg.EBPFPinDir = filepath.Clean(s)
+		}
+	}
+}
+
 // maxSocketPath is the room in sockaddr_un.sun_path, without its NUL.
 const maxSocketPath = 107
 

@@ -52,6 +52,14 @@ type Config struct {
 	// IPVSScheduler is the IPVS scheduler of every virtual server in ipvs
 	// mode; the kernel needs its ip_vs_<name> module.
 	IPVSScheduler string
+	// EBPFCgroup is the cgroup v2 directory ebpf mode's hooks attach to:
+	// the sockets of its processes and its descendants' are translated.
+	// "": the root of the cgroup v2 hierarchy, found at start from the
+	// mount table (its place differs between hybrid and pure v2 hosts).
+	EBPFCgroup string
+	// EBPFPinDir is the bpffs directory ebpf mode pins its maps and links
+	// in, for a restarted daemon to adopt; a child of DefaultBPFFS.
+	EBPFPinDir string
 
 	// MetricsAddress serves Prometheus metrics at /metrics; the zero value
 	// turns it off.
@@ -174,8 +182,12 @@ const (
 	DefaultFullSyncPeriod = time.Hour
 	DefaultMasqueradeMark = 0x00100000
 	DefaultIPVSScheduler  = "rr"
-	DefaultLogLevel       = slog.LevelInfo
-	DefaultLogFormat      = LogText
+	// DefaultBPFFS is where the bpffs is mounted, the one place of it the
+	// ebpf mode's unit drop-in lets the daemon write.
+	DefaultBPFFS      = "/sys/fs/bpf"
+	DefaultEBPFPinDir = DefaultBPFFS + "/kube-outpost"
+	DefaultLogLevel   = slog.LevelInfo
+	DefaultLogFormat  = LogText
 	// DefaultStatusSocket is under the unit's RuntimeDirectory.
 	DefaultStatusSocket = "/run/kube-outpost/status.sock"
 	// DefaultStateDir is the unit's StateDirectory, the one place besides

@@ -103,7 +103,8 @@ func New(cfg *config.Config, log *slog.Logger, backends ...proxy.Backend) (*Daem
 			}
 			return nil
 		}(),
-		DNS: cfg.DNS.Enabled(),
+		NoBackend: d.noBackend,
+		DNS:       cfg.DNS.Enabled(),
 	})
 	var installer *routes.Installer
 	if len(backends) == 0 {

@@ -102,3 +102,18 @@ func (d *Daemon) connectionCounts(ctx context.Context) (map[model.PortKey]uint64
 	}
 	return out, errors.Join(errs...)
 }
+
+// noBackend adds up what every backend that counts refusals in the
+// kernel (proxy.MissCounter) holds; ok is false when none does.
+func (d *Daemon) noBackend(ctx context.Context) (n uint64, ok bool, err error) {
+	var errs []error
+	for _, b := range d.backendList() {
+		c, is := b.(proxy.MissCounter)
+		if !is {
+			continue
+		}
+		m, err := c.NoBackend(ctx)
+		n, ok, errs = n+m, true, append(errs, err)
+	}
+	return n, ok, errors.Join(errs...)
+}

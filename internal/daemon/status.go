@@ -74,6 +74,7 @@ func (s *statusSource) Status() status.Report {
 			r.Warnings = append(r.Warnings, w.Warnings()...)
 		}
 	}
+	s.addDatapath(&r)
 	watch := map[string]cluster.Status{}
 	servers := map[string]string{}
 	reach := map[string]reachStatus{}
@@ -132,6 +133,29 @@ func (s *statusSource) addConnections(r *status.Report) {
 		return
 	}
 	r.AddConnections(counts)
+}
+
+// addDatapath puts in r the kernel objects of a mode that lists them
+// (proxy.Inspector): they are all of its rules there are to show.
+func (s *statusSource) addDatapath(r *status.Report) {
+	for _, b := range s.d.backendList() {
+		in, ok := b.(proxy.Inspector)
+		if !ok {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), connectionsTimeout)
+		dp, err := in.Datapath(ctx)
+		cancel()
+		if err != nil {
+			r.Warnings = append(r.Warnings, "datapath not read: "+err.Error())
+			continue
+		}
+		if r.Datapath == nil {
+			r.Datapath = &proxy.Datapath{}
+		}
+		r.Datapath.Programs = append(r.Datapath.Programs, dp.Programs...)
+		r.Datapath.Maps = append(r.Datapath.Maps, dp.Maps...)
+	}
 }
 
 func syncStatus(r SyncResult) status.Sync {

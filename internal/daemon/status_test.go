@@ -10,9 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
@@ -175,5 +179,62 @@ func TestExplainerFollowsReload(t *testing.T) {
 	}
 	if want := [][]bool{{false}, {false, true}}; !reflect.DeepEqual(familiesSeen, want) {
 		t.Errorf("explainers made for the families %v, want %v", familiesSeen, want)
+	}
+}
+
+// inspected is a backend that lists its kernel objects and counts
+// refusals, as ebpf mode's does.
+type inspected struct {
+	proxy.Backend
+	dp  proxy.Datapath
+	err error
+	n   uint64
+}
+
+func (b inspected) Datapath(context.Context) (proxy.Datapath, error) { return b.dp, b.err }
+func (b inspected) NoBackend(context.Context) (uint64, error)        { return b.n, b.err }
+
+// TestStatusDatapath: status shows the datapath of a backend that lists
+// one, and a failed read as a warning; the metric of refusals exists only
+// with a backend that counts them.
+func TestStatusDatapath(t *testing.T) {
+	cfg := &config.Config{Mode: iptables.ModeName, MinSyncPeriod: time.Millisecond, SyncPeriod: time.Hour, FullSyncPeriod: time.Hour}
+	plain := iptables.New(iptables.Options{Runner: iptables.NewFake()})
+	d, err := New(cfg, slog.New(slog.DiscardHandler), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := newStatusSource(d).Status(); r.Datapath != nil {
+		t.Errorf("a backend that lists nothing: datapath %+v", r.Datapath)
+	}
+	if n, err := testutil.GatherAndCount(d.metrics.Gatherer(), "kube_outpost_no_backend_total"); err != nil || n != 0 {
+		t.Errorf("a backend that counts nothing: %d series, %v", n, err)
+	}
+
+	dp := proxy.Datapath{Programs: []proxy.AttachedProgram{{Hook: "connect4", ID: 7, Target: "/sys/fs/cgroup"}},
+		Maps: []proxy.MapFill{{Name: "ko_svc4", Entries: 3, Capacity: 10}}}
+	d, err = New(cfg, slog.New(slog.DiscardHandler), inspected{Backend: plain, dp: dp, n: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := newStatusSource(d).Status(); r.Datapath == nil || !reflect.DeepEqual(*r.Datapath, dp) {
+		t.Errorf("datapath %+v, want %+v", r.Datapath, dp)
+	}
+	mfs, err := d.metrics.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == "kube_outpost_no_backend_total" })
+	if i < 0 || len(mfs[i].Metric) != 1 || mfs[i].Metric[0].GetCounter().GetValue() != 9 {
+		t.Errorf("kube_outpost_no_backend_total: %v, want 9", mfs[max(i, 0)])
+	}
+
+	d, err = New(cfg, slog.New(slog.DiscardHandler), inspected{Backend: plain, err: errors.New("map gone")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newStatusSource(d).Status()
+	if r.Datapath != nil || !slices.Contains(r.Warnings, "datapath not read: map gone") {
+		t.Errorf("a failed read: datapath %+v, warnings %q", r.Datapath, r.Warnings)
 	}
 }

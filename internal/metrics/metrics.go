@@ -59,6 +59,9 @@ type Options struct {
 	// ServiceConnections, when set (service_metrics), is read at every
 	// scrape for kube_outpost_service_connections_total.
 	ServiceConnections ConnectionCounts
+	// NoBackend, when set, is read at every scrape for
+	// kube_outpost_no_backend_total.
+	NoBackend NoBackendCount
 	// DNS: the DNS server runs, whose queries ObserveDNS counts.
 	DNS bool
 	Log *slog.Logger
@@ -187,6 +190,9 @@ func New(o Options) *Metrics {
 	)
 	if o.ServiceConnections != nil {
 		m.reg.MustRegister(newConnectionsCollector(o))
+	}
+	if o.NoBackend != nil {
+		m.reg.MustRegister(newNoBackendCollector(o))
 	}
 	if o.DNS {
 		m.dns = newDNSMetrics()

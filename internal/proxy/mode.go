@@ -61,6 +61,13 @@ type Privileges struct {
 	// Capabilities the daemon process needs, as systemd names them
 	// (CapabilityBoundingSet, AmbientCapabilities).
 	Capabilities []string
+	// SystemCalls the daemon makes beyond systemd's @system-service set
+	// (SystemCallFilter).
+	SystemCalls []string
+	// ReadWritePaths the daemon writes under the unit's read-only
+	// ProtectSystem=strict view (ReadWritePaths, each optional: a path
+	// missing on the host must not keep the unit from starting).
+	ReadWritePaths []string
 }
 
 // Env is what a mode's constructor gets.

@@ -56,3 +56,40 @@ type Prober interface {
 	// the first sync.
 	Missing(ctx context.Context) ([]string, error)
 }
+
+// Inspector is a Backend whose kernel objects status lists: programs
+// attached to hooks and the fill of maps (ebpf mode), which no rule
+// listing shows. It runs beside Sync.
+type Inspector interface {
+	// Datapath is what the kernel holds now; zero before the first
+	// sync.
+	Datapath(ctx context.Context) (Datapath, error)
+}
+
+// Datapath is the kernel objects of an Inspector.
+type Datapath struct {
+	Programs []AttachedProgram `json:"programs,omitempty"`
+	Maps     []MapFill         `json:"maps,omitempty"`
+}
+
+// AttachedProgram is a program on a hook.
+type AttachedProgram struct {
+	Hook string `json:"hook"`
+	// ID is the kernel's program ID, as bpftool prog show lists it.
+	ID     uint32 `json:"id"`
+	Target string `json:"target"`
+}
+
+// MapFill is how full a map is: a hash map that is full refuses new
+// entries, and a sync then fails.
+type MapFill struct {
+	Name     string `json:"name"`
+	Entries  int    `json:"entries"`
+	Capacity int    `json:"capacity"`
+}
+
+// MissCounter is a Backend that counts, in the kernel, translations that
+// found a service and no backend (ebpf mode's refusals), for metrics.
+type MissCounter interface {
+	NoBackend(ctx context.Context) (uint64, error)
+}

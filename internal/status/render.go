@@ -58,6 +58,9 @@ func (rd renderer) report(w io.Writer, r Report) error {
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "WARNING: %s\n", w)
 	}
+	if dp := r.Datapath; dp != nil {
+		datapathLines(&b, *dp)
+	}
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nCLUSTER\tAPISERVER\tCONNECTION\tSYNCED\tSERVICES\tPORTS\tENDPOINTS\tNO ENDPOINTS\tREFUSED")
@@ -92,6 +95,34 @@ func (rd renderer) report(w io.Writer, r Report) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// datapathLines lists the programs on one line (all go on the same
+// cgroup) and the maps with their fill: a full map is the one thing here
+// that makes syncs fail.
+func datapathLines(b *bytes.Buffer, dp proxy.Datapath) {
+	if len(dp.Programs) == 0 {
+		b.WriteString("programs: none attached\n")
+	} else {
+		var hooks []string
+		for _, p := range dp.Programs {
+			hooks = append(hooks, fmt.Sprintf("%s (id %d)", p.Hook, p.ID))
+		}
+		fmt.Fprintf(b, "programs on %s: %s\n", dp.Programs[0].Target, strings.Join(hooks, ", "))
+	}
+	if len(dp.Maps) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAP\tENTRIES\tCAPACITY\tFILL")
+	for _, m := range dp.Maps {
+		fill := "-"
+		if m.Capacity > 0 {
+			fill = fmt.Sprintf("%.1f%%", 100*float64(m.Entries)/float64(m.Capacity))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", m.Name, m.Entries, m.Capacity, fill)
+	}
+	tw.Flush()
 }
 
 func (rd renderer) syncLine(r Report) string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 )
@@ -327,5 +328,45 @@ func TestWriteExplanationWithoutEndpoints(t *testing.T) {
 	}
 	if want := "  kernel: nothing for this port\n  model and kernel agree\n"; !strings.Contains(b.String(), want) {
 		t.Errorf("output lacks %q:\n%s", want, b.String())
+	}
+}
+
+// TestWriteReportDatapath: a mode whose objects no rule listing shows
+// (ebpf) has its programs and map fill under the sync line; the others
+// have no such lines.
+func TestWriteReportDatapath(t *testing.T) {
+	r := exampleReport(t)
+	var b bytes.Buffer
+	if err := testRenderer.report(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "programs") || strings.Contains(b.String(), "MAP") {
+		t.Errorf("a report without a datapath lists one:\n%s", b.String())
+	}
+	r.Datapath = &proxy.Datapath{
+		Programs: []proxy.AttachedProgram{{Hook: "connect4", ID: 41, Target: "/sys/fs/cgroup/unified"}, {Hook: "sendmsg4", ID: 42, Target: "/sys/fs/cgroup/unified"}},
+		Maps:     []proxy.MapFill{{Name: "ko_svc4", Entries: 1024, Capacity: 65536}, {Name: "ko_nobackend", Entries: 1, Capacity: 0}},
+	}
+	b.Reset()
+	if err := testRenderer.report(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"programs on /sys/fs/cgroup/unified: connect4 (id 41), sendmsg4 (id 42)\n",
+		"MAP           ENTRIES  CAPACITY  FILL\n",
+		"ko_svc4       1024     65536     1.6%\n",
+		"ko_nobackend  1        0         -\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	r.Datapath = &proxy.Datapath{}
+	b.Reset()
+	if err := testRenderer.report(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "programs: none attached\n") {
+		t.Errorf("report of a datapath before its first sync:\n%s", b.String())
 	}
 }

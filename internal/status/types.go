@@ -34,7 +34,11 @@ type Report struct {
 	LastSuccess Sync `json:"last_successful_sync"`
 	// Warnings are what is wrong on this host that a sync cannot fix,
 	// from the datapath (a sysctl reset behind the daemon's back).
-	Warnings []string        `json:"warnings,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+	// Datapath is the kernel objects of a mode whose rules no rule
+	// listing shows (ebpf: programs on hooks, map fill); nil in the
+	// others.
+	Datapath *proxy.Datapath `json:"datapath,omitempty"`
 	Clusters []ClusterStatus `json:"clusters"`
 	// DNS is the DNS server's state; nil without [dns].
 	DNS *DNS `json:"dns,omitempty"`

@@ -3,6 +3,7 @@
 package modes
 
 import (
+	_ "github.com/kube-outpost/kube-outpost/internal/proxy/ebpf"     // mode = "ebpf"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/iptables" // mode = "iptables"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"     // mode = "ipvs"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/nftables" // mode = "nftables"
