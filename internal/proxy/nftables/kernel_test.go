@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -75,6 +76,37 @@ func TestKernelUsable(t *testing.T) {
 	}
 	if out := run(t, "nft", "list", "tables"); strings.Contains(out, "probe") {
 		t.Errorf("the probe left its table:\n%s", out)
+	}
+}
+
+// TestKernelInUse: tables of ours in either family make the mode in use,
+// whatever others there are; cleanupAll removes ours and only ours.
+func TestKernelInUse(t *testing.T) {
+	elsewhere(t)
+	ctx := t.Context()
+	run(t, "nft", "add", "table", "ip", "nat")
+	run(t, "nft", "add", "table", "inet", TableName) // another family's: not ours
+	t.Cleanup(func() {
+		_ = exec.Command("nft", "delete", "table", "ip", "nat").Run()
+		_ = exec.Command("nft", "delete", "table", "inet", TableName).Run()
+	})
+	if inUse(ctx) {
+		t.Fatal("in use with no table of ours")
+	}
+	for _, fam := range []string{"ip6", "ip"} {
+		run(t, "nft", "add", "table", fam, TableName)
+		if !inUse(ctx) {
+			t.Fatalf("not in use with table %s %s", fam, TableName)
+		}
+	}
+	if err := cleanupAll(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if inUse(ctx) {
+		t.Error("in use after cleanupAll")
+	}
+	if out := run(t, "nft", "list", "tables"); !strings.Contains(out, "table ip nat") || !strings.Contains(out, "table inet "+TableName) {
+		t.Errorf("cleanupAll removed others' tables:\n%s", out)
 	}
 }
 

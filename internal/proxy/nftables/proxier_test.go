@@ -559,16 +559,6 @@ func TestCleanup(t *testing.T) {
 	checkAllFlows(t, f, testState(), false)
 }
 
-func TestOurTables(t *testing.T) {
-	listing := "table inet firewalld\ntable ip kube-outpost\ntable ip nat\ntable ip6 kube-outpost-old\ntable ip6 kube-outpost\n"
-	if got := ourTables(listing); !slices.Equal(got, []knftables.Family{knftables.IPv4Family, knftables.IPv6Family}) {
-		t.Errorf("ourTables = %q", got)
-	}
-	if got := ourTables("table inet kube-outpost\ntable ip filter\n"); len(got) != 0 {
-		t.Errorf("ourTables of foreign tables = %q", got)
-	}
-}
-
 // TestSameStateSameTransaction: the order ports come in makes no
 // difference to what is written.
 func TestSameStateSameTransaction(t *testing.T) {
