@@ -470,7 +470,9 @@ func (p *proc) stop() {
 	}
 }
 
-var serviceIPRE = regexp.MustCompile(`10\.96\.[0-9]{1,3}\.[0-9]{1,3}`)
+// serviceIPRE matches the ClusterIPs of the benches' clusters: 10.96/16
+// (bench-compare's) to 10.99/16 (bench-clusters').
+var serviceIPRE = regexp.MustCompile(`10\.9[6-9]\.[0-9]{1,3}\.[0-9]{1,3}`)
 
 // programmed counts the services whose ClusterIP is in the kernel's rules
 // of the proxy's mode.
