@@ -43,9 +43,10 @@ check-generated: generate
 lab-bins: deps
 	@flock $${TMPDIR:-/tmp}/kube-outpost-lab-build.lock bash test/lab/build-k8s.sh >/dev/null
 
-# bench-compare-short asserts nothing about its figures: it is there so
-# that the harness of `make bench-compare` cannot rot unnoticed.
-test: lint check-generated unit kernel fuzz e2e soak-short bench-compare-short test-vm
+# bench-compare-short and bench-clusters-short assert nothing about their
+# figures: they are there so that the harnesses of `make bench-compare`
+# and `make bench-clusters` cannot rot unnoticed.
+test: lint check-generated unit kernel fuzz e2e soak-short bench-compare-short bench-clusters-short test-vm
 
 unit:
 	@echo ">> unit tests"
