@@ -41,10 +41,14 @@ type ClustersReport struct {
 // Markdown is the report's table, the several clusters' row against the
 // one cluster's.
 func (rep *ClustersReport) Markdown() string {
+	changes := 0
+	for _, r := range rep.Rows {
+		changes = max(changes, len(r.Latencies))
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# One cluster against %d: %d services × %d endpoints in all\n\n", rep.Clusters, rep.Clusters*rep.PerCluster, rep.Endpoints)
 	fmt.Fprintf(&b, "`make bench-clusters`, %s UTC, %s; kube-outpost in %s mode, every setting at its default (profiling on); %d lone changes per row.\n\n",
-		rep.Start.UTC().Format("2006-01-02 15:04"), rep.Took.Round(time.Second), rep.Mode, max(len(rep.rowLatencies(0)), len(rep.rowLatencies(1))))
+		rep.Start.UTC().Format("2006-01-02 15:04"), rep.Took.Round(time.Second), rep.Mode, changes)
 	b.WriteString("## Machine\n\n")
 	for _, m := range rep.Machine {
 		fmt.Fprintf(&b, "- %s\n", m)
@@ -70,13 +74,6 @@ func (rep *ClustersReport) Markdown() string {
 	}
 	b.WriteString("\nEach row's daemon log and heap profile at the cold sync are in logs/ and profiles/.\n")
 	return b.String()
-}
-
-func (rep *ClustersReport) rowLatencies(i int) []time.Duration {
-	if i < len(rep.Rows) {
-		return rep.Rows[i].Latencies
-	}
-	return nil
 }
 
 // Write puts the report, each row's log and heap profile in dir.
