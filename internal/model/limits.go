@@ -31,10 +31,15 @@ type Limits struct {
 	// MaxEndpoints bounds the cluster's endpoint entries: the sum over
 	// its programmed services of their ports times the endpoints their
 	// EndpointSlices list (at least one per port; a named service counts
-	// as one port, its endpoints being read once). That is what the
+	// as one port, its endpoints being read once), times the addresses
+	// each port is reached at where external IPs are allowed. That is what the
 	// model reads to build a service, so it bounds the work of one event
 	// and of a rebuild, not only the rules.
 	MaxEndpoints int
+	// ExternalIPs says that the cluster may have external IPs
+	// (allow_external_ips): a service's endpoint entries then count
+	// each address it names (costOf).
+	ExternalIPs bool
 }
 
 func (l Limits) services() int { return cmp.Or(l.MaxServices, config.DefaultMaxServices) }
@@ -149,16 +154,39 @@ func (a *admission) refusal(nn types.NamespacedName) Problem {
 
 // costOf is a service's endpoint entries: its ports (as many as are
 // programmed) times the endpoints its slices list, at least one per port,
-// and one for each slice (empty ones are read too). It is what building
-// the service reads, counted without reading it.
+// times the addresses each port is reached at when the cluster may have
+// external IPs (its ClusterIP and every external or load-balancer IP the
+// service names, taken or not), and one for each slice (empty ones are
+// read too). It is what building the service reads, counted without
+// reading it, and a bound on what a datapath holds for it: a translation
+// per address, port and endpoint in ebpf mode.
 func (a *admission) costOf(nn types.NamespacedName, svc *corev1.Service) int {
 	c := a.slices[nn]
 	ports := min(len(svc.Spec.Ports), maxServicePorts)
+	addrs := 1
 	if named(svc) {
 		ports = 1
+	} else if a.lim.ExternalIPs {
+		addrs += externalCount(svc)
 	}
-	return ports*max(c.endpoints, 1) + c.slices
+	return ports*max(c.endpoints, 1)*addrs + c.slices
 }
+
+// externalCount is how many external and load-balancer IPs svc names,
+// capped so that the cost cannot overflow: far past the cap, the service
+// is refused all the same.
+func externalCount(svc *corev1.Service) int {
+	n := len(svc.Spec.ExternalIPs)
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if ing.IP != "" {
+			n++
+		}
+	}
+	return min(n, maxCountedExternalIPs)
+}
+
+// maxCountedExternalIPs caps externalCount: more than every limit allows.
+const maxCountedExternalIPs = 1 << 20
 
 // limited says whether a service counts against the limits: every one the
 // model builds something from.

@@ -617,3 +617,48 @@ func BenchmarkHeapAtDefaultLimits(b *testing.B) {
 		runtime.KeepAlive(s)
 	}
 }
+
+// TestMaxEndpointsCountsExternalIPs: where a cluster may have external
+// IPs, each address a service names multiplies its endpoint entries (a
+// datapath holds a translation per address), so that a service naming
+// thousands of them is refused by max_endpoints, not programmed; where
+// none are allowed, they cost nothing (none is taken).
+func TestMaxEndpointsCountsExternalIPs(t *testing.T) {
+	var many []string
+	for i := range 60 {
+		many = append(many, fmt.Sprintf("203.0.113.%d", i+1))
+	}
+	for _, allow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("allowed=%v", allow), func(t *testing.T) {
+			ts := newTestStore(t)
+			cfg := testCfg
+			cfg.MaxEndpoints = 100
+			if allow {
+				cfg.AllowExternalIPs = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+			}
+			ts.SetClusters([]ClusterConfig{cfg})
+			ts.UpsertSlice("c1", webSlice("web-1", readyEP("10.0.0.1"), readyEP("10.0.0.2")))
+			// 1 port x 2 endpoints x 61 addresses + 1 slice = 123 > 100.
+			ts.UpsertService("c1", webSvc(externalIPsOpt(many...)))
+			refs := ts.Refusals()
+			if !allow {
+				if len(refs) != 1 || refs[0].Reason == "" || strings.HasPrefix(refs[0].Reason, overEndpointsPrefix) {
+					t.Fatalf("refusals %+v, want only the external IPs refused", refs)
+				}
+				checkEndpoints(t, ts.port(t, webKey), "10.0.0.1:8080", "10.0.0.2:8080")
+				return
+			}
+			if len(refs) != 1 || !strings.HasPrefix(refs[0].Reason, overEndpointsPrefix) {
+				t.Fatalf("refusals %+v, want web over max_endpoints", refs)
+			}
+			if n := countPorts(ts, "web"); n != 0 {
+				t.Fatalf("%d ports of web programmed", n)
+			}
+			// 3 addresses: 1 x 2 x 4 + 1 = 9.
+			ts.UpsertService("c1", webSvc(externalIPsOpt(many[:3]...)))
+			if p := ts.port(t, webKey); p == nil || len(p.ExternalIPs) != 3 {
+				t.Fatalf("web with 3 external IPs: %+v", p)
+			}
+		})
+	}
+}

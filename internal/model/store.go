@@ -35,7 +35,8 @@ type ClusterConfig struct {
 
 // limits are what the cluster may make this host hold (limits.go).
 func (c *ClusterConfig) limits() Limits {
-	return Limits{MaxServices: c.MaxServices, MaxEndpointsPerPort: c.MaxEndpointsPerPort, MaxEndpoints: c.MaxEndpoints}
+	return Limits{MaxServices: c.MaxServices, MaxEndpointsPerPort: c.MaxEndpointsPerPort, MaxEndpoints: c.MaxEndpoints,
+		ExternalIPs: len(c.AllowExternalIPs) > 0}
 }
 
 // Store collects Services and EndpointSlices per cluster and keeps the
