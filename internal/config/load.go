@@ -278,6 +278,7 @@ func (c *checker) config(raw *rawConfig) *Config {
 	c.podCIDROverlaps(cfg)
 	c.nodePortsNeedMasquerade(cfg)
 	c.capabilities(cfg, raw) // modes.go
+	c.bounds(cfg)            // bounds.go
 	return cfg
 }
 

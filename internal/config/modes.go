@@ -34,26 +34,52 @@ type Capabilities []Capability
 // Has says whether c includes x.
 func (c Capabilities) Has(x Capability) bool { return slices.Contains(c, x) }
 
+// Bounds are what a mode's kernel objects can hold, for a mode whose
+// objects are sized when they load (an eBPF map's capacity): a config
+// whose limits let the clusters hand it more is refused, since a write
+// that no longer fits would fail every sync, of every cluster. A zero
+// field bounds nothing.
+type Bounds struct {
+	// EndpointsPerPort is the most endpoints one service port can have:
+	// each cluster's max_endpoints_per_port must be within it.
+	EndpointsPerPort int
+	// Endpoints is the most endpoint entries of all clusters together:
+	// the sum of their max_endpoints must be within it.
+	Endpoints int
+}
+
 // modes are the datapath modes linked into this binary, registered by
 // internal/proxy so that this package never imports a backend.
 var (
 	modesMu sync.RWMutex
-	modes   = map[Mode]Capabilities{}
+	modes   = map[Mode]modeInfo{}
 )
 
-// RegisterMode makes name a valid value of the key mode, able to do can.
-// internal/proxy.Register calls it; tests of this package call it too.
-func RegisterMode(name Mode, can Capabilities) {
+type modeInfo struct {
+	can    Capabilities
+	bounds Bounds
+}
+
+// RegisterMode makes name a valid value of the key mode, able to do can
+// within b. internal/proxy.Register calls it; tests of this package call
+// it too.
+func RegisterMode(name Mode, can Capabilities, b Bounds) {
 	modesMu.Lock()
 	defer modesMu.Unlock()
-	modes[name] = slices.Clone(can)
+	modes[name] = modeInfo{slices.Clone(can), b}
 }
 
 func modeCapabilities(name Mode) (Capabilities, bool) {
 	modesMu.RLock()
 	defer modesMu.RUnlock()
-	c, ok := modes[name]
-	return c, ok
+	m, ok := modes[name]
+	return m.can, ok
+}
+
+func modeBounds(name Mode) Bounds {
+	modesMu.RLock()
+	defer modesMu.RUnlock()
+	return modes[name].bounds
 }
 
 func modeNames() string {
@@ -154,8 +180,8 @@ func (c *checker) capabilities(cfg *Config, raw *rawConfig) {
 func modesThatCan(want Capabilities) string {
 	modesMu.RLock()
 	var names []string
-	for n, can := range modes {
-		if !slices.ContainsFunc(want, func(w Capability) bool { return !can.Has(w) }) {
+	for n, m := range modes {
+		if !slices.ContainsFunc(want, func(w Capability) bool { return !m.can.Has(w) }) {
 			names = append(names, fmt.Sprintf("mode = %q", n))
 		}
 	}
@@ -173,8 +199,8 @@ func modesThatCan(want Capabilities) string {
 func anyModeCan(x Capability) bool {
 	modesMu.RLock()
 	defer modesMu.RUnlock()
-	for _, can := range modes {
-		if can.Has(x) {
+	for _, m := range modes {
+		if m.can.Has(x) {
 			return true
 		}
 	}

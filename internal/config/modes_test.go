@@ -11,9 +11,9 @@ import (
 // nothing a key asks for.
 func init() {
 	all := Capabilities{CanRoutedClients, CanNodePorts, CanExternalIPs, CanMasquerade, CanIPv6, CanReject, CanAffinity}
-	RegisterMode("iptables", all)
-	RegisterMode("ipvs", all)
-	RegisterMode("limited", Capabilities{CanReject})
+	RegisterMode("iptables", all, Bounds{})
+	RegisterMode("ipvs", all, Bounds{})
+	RegisterMode("limited", Capabilities{CanReject}, Bounds{})
 }
 
 // TestModeCapabilities: a config that asks a mode for what it cannot do is
@@ -72,7 +72,7 @@ func TestAutoAsks(t *testing.T) {
 
 	modesMu.Lock()
 	saved := modes
-	modes = map[Mode]Capabilities{"limited": {CanReject}}
+	modes = map[Mode]modeInfo{"limited": {can: Capabilities{CanReject}}}
 	modesMu.Unlock()
 	t.Cleanup(func() { modesMu.Lock(); modes = saved; modesMu.Unlock() })
 	_, err = Parse([]byte(text), filepath.Join(dir, "config.toml"))

@@ -204,10 +204,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 // Reload applies a new configuration's clusters: new ones start, removed
 // ones stop (and their rules go), changed ones restart (their rules stay
 // until they have synced again), unchanged ones keep running. Settings
-// outside [[clusters]] need a restart. On error nothing changed.
+// outside [[clusters]] need a restart, and so do limits past what a
+// backend sized at the start holds (proxy.Sized). On error nothing
+// changed.
 func (d *Daemon) Reload(cfg *config.Config) error {
 	d.startMu.Lock()
 	defer d.startMu.Unlock()
+	for _, b := range d.backendList() {
+		if s, ok := b.(proxy.Sized); ok {
+			if err := s.Fits(cfg); err != nil {
+				return err
+			}
+		}
+	}
 	if !d.running {
 		d.early = cfg
 		d.log.Info("configuration reloaded before the start; the clusters start from it", "clusters", len(cfg.Clusters))

@@ -2,12 +2,15 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
+	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
 
 // TestReloadBeforeRun: a SIGHUP caught before Run has started the clusters
@@ -42,5 +45,39 @@ func TestReloadBeforeRun(t *testing.T) {
 	}
 	if err := d.Reload(&next); err != nil {
 		t.Errorf("Reload after the start: %v", err)
+	}
+}
+
+// sizedBackend is a backend sized at the start for want endpoint entries.
+type sizedBackend struct {
+	proxy.Backend
+	want int
+}
+
+func (b sizedBackend) Fits(cfg *config.Config) error {
+	if n := cfg.EndpointEntries(); n > b.want {
+		return fmt.Errorf("%d endpoint entries, sized for %d", n, b.want)
+	}
+	return nil
+}
+
+// TestReloadPastSizedBackend: a reload whose clusters' limits add up to
+// more than a backend was sized for at the start is refused whole, before
+// and after the start, so that no cluster can fill what all share.
+func TestReloadPastSizedBackend(t *testing.T) {
+	d, _ := testDaemon(t)
+	d.backends = []proxy.Backend{sizedBackend{d.backends[0], 300000}}
+	next := *d.cfg
+	next.Clusters = []config.Cluster{{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}}, {Name: "beta", MaxEndpoints: 100001}}
+	err := d.Reload(&next)
+	if err == nil || !strings.Contains(err.Error(), "300001 endpoint entries, sized for 300000") {
+		t.Fatalf("Reload past the backend's size: %v", err)
+	}
+	if d.early != nil {
+		t.Error("the refused configuration is kept for the start")
+	}
+	next.Clusters[1].MaxEndpoints = 100000
+	if err := d.Reload(&next); err != nil {
+		t.Fatalf("Reload within the backend's size: %v", err)
 	}
 }

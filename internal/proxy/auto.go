@@ -17,8 +17,9 @@ import (
 const usableTimeout = 10 * time.Second
 
 // Resolve returns the mode cfg names. For mode = "auto" it is the first
-// registered mode, by Auto, that can do everything cfg asks (cfg.Asks) and
-// that this host can run; why says which it is and what every mode tried
+// registered mode, by Auto, that can do everything cfg asks (cfg.Asks),
+// holds what the clusters' limits allow (Mode.Bounds) and that this host
+// can run; why says which it is and what every mode tried
 // before it lacked, for the start log and status. The choice is made again
 // at every start, never on reload: a datapath does not change under a
 // running daemon.
@@ -40,6 +41,10 @@ func Resolve(ctx context.Context, cfg *config.Config) (m *Mode, why string, err 
 	for _, m := range candidates {
 		if lacks := missing(m, cfg.Asks); len(lacks) > 0 {
 			passed = append(passed, fmt.Sprintf("%s cannot do %s", m.Name, strings.Join(lacks, ", ")))
+			continue
+		}
+		if err := cfg.Fits(m.Name, m.Bounds); err != nil {
+			passed = append(passed, fmt.Sprintf("%s cannot hold the clusters' limits: %v", m.Name, err))
 			continue
 		}
 		if m.Usable != nil {

@@ -11,13 +11,16 @@ import (
 )
 
 // testMode registers a mode that does nothing, at rank auto, usable when
-// usable returns nil.
-func testMode(name config.Mode, auto int, can config.Capabilities, usable func() error) {
+// usable returns nil, within bounds.
+func testMode(name config.Mode, auto int, can config.Capabilities, usable func() error, bounds ...config.Bounds) {
 	m := &Mode{Name: name, Can: can, Auto: auto,
 		New:       func(Env) ([]Backend, error) { return nil, nil },
 		InUse:     func(context.Context) bool { return false },
 		Cleanup:   func(context.Context, *slog.Logger) error { return nil },
 		Explainer: func(*config.Config, *slog.Logger) Explainer { return nil },
+	}
+	if len(bounds) > 0 {
+		m.Bounds = bounds[0]
 	}
 	if usable != nil {
 		m.Usable = func(context.Context, *config.Config) error { return usable() }
@@ -31,7 +34,7 @@ func init() {
 	all := config.Capabilities{config.CanRoutedClients, config.CanNodePorts, config.CanIPv6}
 	// Registered out of rank order: auto goes by rank, not registration.
 	testMode("sure", 20, all, nil)
-	testMode("fast", 10, config.Capabilities{config.CanIPv6}, func() error { return fastUsable })
+	testMode("fast", 10, config.Capabilities{config.CanIPv6}, func() error { return fastUsable }, config.Bounds{Endpoints: 300000})
 	testMode("never", 0, all, nil)
 	testMode("spare", 30, all, func() error { return errors.New("no module") })
 }
@@ -56,6 +59,9 @@ func TestResolve(t *testing.T) {
 		{name: "auto passes over a mode that cannot do what is asked",
 			cfg:  config.Config{Mode: config.ModeAuto, Asks: config.Capabilities{config.CanNodePorts}},
 			want: "sure", whyHas: []string{"fast cannot do node ports"}},
+		{name: "auto passes over a mode that cannot hold the clusters' limits",
+			cfg:  config.Config{Mode: config.ModeAuto, Clusters: []config.Cluster{{Name: "a"}, {Name: "b", MaxEndpoints: 100001}}},
+			want: "sure", whyHas: []string{`fast cannot hold the clusters' limits: cluster "b": max_endpoints: the clusters' max_endpoints add up to 300001`}},
 		{name: "auto fails when no mode fits, naming each",
 			cfg:     config.Config{Mode: config.ModeAuto, Asks: config.Capabilities{config.CanAffinity}},
 			wantErr: "no mode of fast, sure, spare can run here: fast cannot do ClientIP session affinity; sure cannot do ClientIP session affinity; spare cannot do ClientIP session affinity"},

@@ -22,6 +22,10 @@ type Mode struct {
 	// Can lists what the mode does; check-config refuses a config that
 	// asks for anything else, naming the key and the mode.
 	Can config.Capabilities
+	// Bounds are what the mode's kernel objects hold when they are sized
+	// at load; check-config refuses limits past them, and mode = "auto"
+	// passes the mode over for such a config.
+	Bounds config.Bounds
 	// Privileges are what the daemon's unit must grant for this mode.
 	Privileges Privileges
 
@@ -138,7 +142,7 @@ func Register(m *Mode) {
 		panic(fmt.Sprintf("proxy: mode %q lacks New, InUse, Cleanup or Explainer", m.Name))
 	}
 	modes = append(modes, m)
-	config.RegisterMode(m.Name, m.Can)
+	config.RegisterMode(m.Name, m.Can, m.Bounds)
 }
 
 // Lookup returns the mode named name, nil when none is registered.

@@ -8,6 +8,7 @@ package proxy
 import (
 	"context"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 )
 
@@ -92,4 +93,11 @@ type MapFill struct {
 // found a service and no backend (ebpf mode's refusals), for metrics.
 type MissCounter interface {
 	NoBackend(ctx context.Context) (uint64, error)
+}
+
+// Sized is a Backend whose kernel objects were sized at the start from the
+// clusters' limits (ebpf mode's maps). A reload whose limits no longer fit
+// them is refused whole: the objects are sized anew at the next start.
+type Sized interface {
+	Fits(cfg *config.Config) error
 }
