@@ -38,8 +38,21 @@ func loadDestroyer(sock *ebpf.Map) (*destroyer, error) {
 
 // destroy destroys the connected UDP sockets that hold one of flows.
 // run opens the iterator: in this process's network namespace, or the
-// one a test gives.
+// one a test gives. The flows go in rounds of what the maps of flows to
+// forget hold: a cluster that drops a hundred thousand UDP endpoints in
+// one sync must not leave every socket stale.
 func (d *destroyer) destroy(flows []flow, run func(func() error) error) error {
+	round := int(min(d.objs.KoGone4.MaxEntries(), d.objs.KoGone6.MaxEntries()))
+	var errs []error
+	for len(flows) > 0 {
+		n := min(len(flows), round)
+		errs = append(errs, d.destroyRound(flows[:n], run))
+		flows = flows[n:]
+	}
+	return errors.Join(errs...)
+}
+
+func (d *destroyer) destroyRound(flows []flow, run func(func() error) error) error {
 	var k4 []destroyXlate4
 	var k6 []destroyXlate6
 	for _, f := range flows {

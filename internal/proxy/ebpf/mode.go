@@ -23,6 +23,9 @@ func init() {
 		// packet of a routed client or to a node port to translate,
 		// and nothing to masquerade.
 		Can: config.Capabilities{config.CanExternalIPs, config.CanIPv6, config.CanReject, config.CanAffinity},
+		// The maps are sized at load from the clusters' limits
+		// (capacity.go), up to a bound.
+		Bounds: bounds,
 		// Loading programs and maps, and attaching them to a cgroup,
 		// which takes only a read-only descriptor of its directory: the
 		// unit's ProtectControlGroups=yes can stay. The pins are files
@@ -60,7 +63,7 @@ func newBackends(env proxy.Env) ([]proxy.Backend, error) {
 		return nil, &proxy.NotSupportedError{Mode: ModeName, Err: err}
 	}
 	// One backend for both families: the hooks and maps serve both.
-	return []proxy.Backend{New(Options{Log: env.Log, Cgroup: cg, PinDir: env.Config.EBPFPinDir})}, nil
+	return []proxy.Backend{New(Options{Log: env.Log, Cgroup: cg, PinDir: env.Config.EBPFPinDir, Endpoints: env.Config.EndpointEntries()})}, nil
 }
 
 // attachCgroup is the configured ebpf_cgroup, or the root of the cgroup

@@ -50,6 +50,8 @@ type objectsOptions struct {
 	// NetnsCookie is the network namespace whose sockets are
 	// translated; 0 translates none.
 	NetnsCookie uint64
+	// Endpoints size the load-balancing maps (capacity.go).
+	Endpoints int
 	// spec, when set, changes the objects before they are loaded: tests
 	// make a previous version's layout with it.
 	spec func(*ebpf.CollectionSpec)
@@ -78,6 +80,7 @@ func loadDatapath(opt objectsOptions) (_ *datapath, err error) {
 	if err != nil {
 		return nil, err
 	}
+	sizeMaps(spec, opt.Endpoints)
 	if opt.spec != nil {
 		opt.spec(spec)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
 )
@@ -27,7 +28,11 @@ type Options struct {
 	// NetnsCookie is the network namespace whose sockets are
 	// translated; this process's own when 0.
 	NetnsCookie uint64
-	Log         *slog.Logger
+	// Endpoints are the endpoint entries the clusters' limits allow
+	// together (config.Config.EndpointEntries): the maps are sized for
+	// them (capacity.go); config.DefaultMaxEndpoints when 0.
+	Endpoints int
+	Log       *slog.Logger
 }
 
 // Proxier is the ebpf backend, for both IP families: one set of hooks
@@ -64,12 +69,18 @@ type appliedPort struct {
 	ids  []svcID
 }
 
-var _ proxy.Backend = (*Proxier)(nil)
+var (
+	_ proxy.Backend = (*Proxier)(nil)
+	_ proxy.Sized   = (*Proxier)(nil)
+)
 
 // New makes a Proxier. Nothing touches the kernel before the first Sync.
 func New(opt Options) *Proxier {
 	if opt.PinDir == "" {
 		opt.PinDir = DefaultPinDir
+	}
+	if opt.Endpoints == 0 {
+		opt.Endpoints = config.DefaultMaxEndpoints
 	}
 	log := opt.Log
 	if log == nil {
@@ -84,7 +95,7 @@ func (p *Proxier) start() error {
 	if p.w != nil {
 		return nil
 	}
-	opt := objectsOptions{PinDir: p.opt.PinDir, Cgroup: p.opt.Cgroup, NetnsCookie: p.opt.NetnsCookie, spec: p.spec}
+	opt := objectsOptions{PinDir: p.opt.PinDir, Cgroup: p.opt.Cgroup, NetnsCookie: p.opt.NetnsCookie, Endpoints: p.endpoints(), spec: p.spec}
 	if opt.Cgroup == "" {
 		mnt, err := Cgroup2Mount()
 		if err != nil {

@@ -1,0 +1,84 @@
+//go:build kernel
+
+package ebpf
+
+import (
+	"log/slog"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/kube-outpost/kube-outpost/internal/model"
+	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
+)
+
+// TestKernelStateAtTheLimitsFits: maps sized (capacities) for cluster a
+// limited to 1,024 endpoint entries and cluster b to 2 (its one service
+// and slice) take the largest states a can be handed, each replaced whole
+// in one sync (old and new at once): 1,023 endpoints of one port (2,047
+// backends with b's, of 2,052), then one endpoint reached at 1,023
+// addresses (4,092 slots and b's 2, of 4,104). No sync fails, and b's
+// service answers throughout. Maps 4 and 8 entries smaller fail it (tried
+// by hand: "key too big for map").
+func TestKernelStateAtTheLimitsFits(t *testing.T) {
+	l := newLab(t)
+	p := New(Options{PinDir: l.pinDir, Cgroup: l.cgroup, NetnsCookie: l.cookie, Endpoints: minEndpointEntries + 2,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	t.Cleanup(func() {
+		if err := p.Cleanup(t.Context()); err != nil {
+			t.Errorf("Cleanup: %v", err)
+		}
+	})
+	other := modeltest.Svc("b", "default", "web", "", model.TCP, "10.97.0.10", 80, l.backends(10, 1, 8080)...)
+	eps := func(first int) []string {
+		var out []string
+		for i := range minEndpointEntries - 1 {
+			out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(first), byte(i >> 8), byte(i)}), 8080).String())
+		}
+		return out
+	}
+	many := modeltest.Svc("a", "default", "many", "", model.TCP, vip, 80, eps(200)...)
+	state := func(a *model.ServicePort) *model.State {
+		return modeltest.State(
+			modeltest.Cluster("a", true, []string{"10.96.0.0/16"}, a),
+			modeltest.Cluster("b", true, []string{"10.97.0.0/16"}, other))
+	}
+	c := l.client()
+	check := func(when string) {
+		t.Helper()
+		if r := c.do("tcp 10.97.0.10:80"); r.Err != "" {
+			t.Fatalf("cluster b's service %s: %s", when, r.Err)
+		}
+	}
+	mustSync(t, p, state(many), true)
+	check("with 1,023 endpoints of cluster a")
+	mustSync(t, p, state(modeltest.WithEndpoints(many, eps(201)...)), false)
+	check("after they were replaced whole")
+
+	wide := modeltest.Svc("a", "default", "wide", "", model.TCP, vip, 80, "10.202.0.1:8080")
+	ext := func(first int) []netip.Addr {
+		var out []netip.Addr
+		for i := range minEndpointEntries - 2 {
+			out = append(out, netip.AddrFrom4([4]byte{198, byte(first), byte(i >> 8), byte(i)}))
+		}
+		return out
+	}
+	wide.ExternalIPs = ext(18)
+	mustSync(t, p, state(wide), false)
+	check("with one endpoint at 1,023 addresses")
+	moved := *wide
+	moved.ExternalIPs = ext(19)
+	mustSync(t, p, state(&moved), false)
+	check("after the addresses were replaced whole")
+	dp, err := p.Datapath(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"ko_svc4": 2*(minEndpointEntries-1) + 2, "ko_be4": 2} // and cluster b's
+	for _, m := range dp.Maps {
+		t.Logf("%s: %d of %d", m.Name, m.Entries, m.Capacity)
+		if w, ok := want[m.Name]; ok && m.Entries != w {
+			t.Errorf("%s holds %d entries, want %d", m.Name, m.Entries, w)
+		}
+	}
+}
