@@ -75,14 +75,19 @@ func isLB(name string) bool {
 // per-CPU or socket storage, which userspace cannot walk that way. A
 // socket's translations in old socket storage are then lost: recvmsg and
 // getpeername of sockets connected before no longer show the service.
-func copyMap(from, to *ebpf.Map) {
+//
+// It says whether the entries were copied, for the log: a layout change
+// leaves the maps to the first full sync, which writes what the model
+// has, a cluster not synced yet included when its last known state
+// (internal/laststate) could be read at the start.
+func copyMap(from, to *ebpf.Map) bool {
 	switch from.Type() {
 	case ebpf.Hash, ebpf.LRUHash, ebpf.Array:
 	default:
-		return
+		return false
 	}
 	if from.Type() != to.Type() || from.KeySize() != to.KeySize() || from.ValueSize() != to.ValueSize() {
-		return
+		return false
 	}
 	k, v := make([]byte, from.KeySize()), make([]byte, from.ValueSize())
 	it := from.Iterate()
@@ -90,6 +95,7 @@ func copyMap(from, to *ebpf.Map) {
 		// A smaller map keeps what fits; the full sync writes the rest.
 		_ = to.Put(k, v)
 	}
+	return true
 }
 
 // byName are the maps by their names in bpf/sock.c.

@@ -66,6 +66,9 @@ type datapath struct {
 	// (migrate.go), by name: pinned in their place once the programs
 	// that use them are attached.
 	migrated map[string]*ebpf.Map
+	// notCopied are the migrated maps whose entries could not be copied
+	// (another key or value layout, per-CPU or socket storage).
+	notCopied []string
 }
 
 // loadDatapath loads the programs over the pinned maps, or new maps of
@@ -110,7 +113,9 @@ func loadDatapath(opt objectsOptions) (_ *datapath, err error) {
 		byName := d.objs.byName()
 		for name, m := range old {
 			d.migrated[name] = byName[name]
-			copyMap(m, byName[name])
+			if !copyMap(m, byName[name]) {
+				d.notCopied = append(d.notCopied, name)
+			}
 		}
 	}
 	if err := d.objs.KoConfig.Put(uint32(0), sockConfig{NetnsCookie: opt.NetnsCookie}); err != nil {

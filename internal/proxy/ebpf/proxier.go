@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -116,6 +117,10 @@ func (p *Proxier) start() error {
 		return &proxy.NotSupportedError{Mode: ModeName, Err: err}
 	}
 	p.dp, p.applied = dp, nil
+	if len(dp.migrated) > 0 {
+		p.log.Info("ebpf: pinned maps of another layout or capacity are replaced; the programs move to the new ones once they hold the state",
+			"maps", slices.Sorted(maps.Keys(dp.migrated)), "not_copied", dp.notCopied)
+	}
 	if p.destroyer, err = loadDestroyer(dp.objs.KoSock); err != nil {
 		p.log.Info("connected UDP sockets of endpoints that leave are not destroyed: the kernel cannot (bpf_sock_destroy, Linux 6.5)", "err", err)
 	}
