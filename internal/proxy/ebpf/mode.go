@@ -48,7 +48,9 @@ func init() {
 			return cleanupPins(config.DefaultBPFFS, log)
 		},
 		Explainer: newExplainer,
-		// Never picked by mode = "auto" until it is complete.
+		// Never picked by mode = "auto": the hooks change what every
+		// process of the namespace sees, which is for an admin to
+		// choose by name (docs/ebpf.md).
 		Auto: 0,
 	})
 }
