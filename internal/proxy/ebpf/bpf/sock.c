@@ -142,6 +142,15 @@ static __always_inline int refuse(void)
 	return SYS_REJECT;
 }
 
+/* A pick can lose a race with the daemon: the head it read may count a
+ * slot that a shrink has deleted since, or its slot may name a backend
+ * that has gone since (the program can be preempted between lookups).
+ * The daemon's write order keeps the slots the current head counts, and
+ * their backends, whole, so the pick is made again from a fresh read of
+ * the head; only a service changed PICK_TRIES times under one connect()
+ * is refused. */
+#define PICK_TRIES 3
+
 /* pick returns one of count slots. The caller reads count once: the
  * value it checked for 0 is the one it divides by. */
 static __always_inline __u16 pick(__u16 count)
@@ -187,6 +196,7 @@ static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __u64 ne
 	__u16 count;
 	__u64 now;
 	__u32 id;
+	int try;
 
 	key.addr = vip;
 	key.port = vport;
@@ -209,14 +219,29 @@ static __always_inline struct backend4 *fwd4(struct bpf_sock_addr *ctx, __u64 ne
 	id = affine(&akey, head, now);
 	if (id && (be = bpf_map_lookup_elem(&ko_be4, &id)))
 		goto found;
-	key.slot = pick(count);
-	slot = bpf_map_lookup_elem(&ko_svc4, &key);
-	if (!slot)
-		return 0;
-	be = bpf_map_lookup_elem(&ko_be4, &slot->backend_id);
-	if (!be)
-		return 0;
-	stick(&akey, head, now, slot->backend_id);
+#pragma unroll
+	for (try = 0; try < PICK_TRIES; try++) {
+		if (try) {
+			key.slot = 0;
+			head = bpf_map_lookup_elem(&ko_svc4, &key);
+			if (!head)
+				return 0;
+			count = *(volatile __u16 *)&head->count;
+			if (!count)
+				return 0;
+		}
+		key.slot = pick(count);
+		slot = bpf_map_lookup_elem(&ko_svc4, &key);
+		if (!slot)
+			continue;
+		id = slot->backend_id;
+		be = bpf_map_lookup_elem(&ko_be4, &id);
+		if (!be)
+			continue;
+		stick(&akey, head, now, id);
+		goto found;
+	}
+	return 0;
 found:
 	*refused = 0;
 	return be;
@@ -321,6 +346,7 @@ static __always_inline int xlate_fwd6(struct bpf_sock_addr *ctx)
 	__u64 netns = in_scope(ctx), now;
 	__u16 count;
 	__u32 id;
+	int try;
 
 	if (!netns)
 		return SYS_PROCEED;
@@ -361,14 +387,29 @@ static __always_inline int xlate_fwd6(struct bpf_sock_addr *ctx)
 	id = affine(&akey, head, now);
 	if (id && (be = bpf_map_lookup_elem(&ko_be6, &id)))
 		goto found;
-	key.slot = pick(count);
-	slot = bpf_map_lookup_elem(&ko_svc6, &key);
-	if (!slot)
-		return refuse();
-	be = bpf_map_lookup_elem(&ko_be6, &slot->backend_id);
-	if (!be)
-		return refuse();
-	stick(&akey, head, now, slot->backend_id);
+#pragma unroll
+	for (try = 0; try < PICK_TRIES; try++) {
+		if (try) {
+			key.slot = 0;
+			head = bpf_map_lookup_elem(&ko_svc6, &key);
+			if (!head)
+				return refuse();
+			count = *(volatile __u16 *)&head->count;
+			if (!count)
+				return refuse();
+		}
+		key.slot = pick(count);
+		slot = bpf_map_lookup_elem(&ko_svc6, &key);
+		if (!slot)
+			continue;
+		id = slot->backend_id;
+		be = bpf_map_lookup_elem(&ko_be6, &id);
+		if (!be)
+			continue;
+		stick(&akey, head, now, id);
+		goto found;
+	}
+	return refuse();
 found:
 	x = storage(ctx, BPF_SK_STORAGE_GET_F_CREATE);
 	if (x)
