@@ -3,8 +3,10 @@
 // Package kernelbench holds the benchmarks every mode runs against the real
 // kernel, so that `make bench` prints the modes side by side with the same
 // load, the same change and the same probes: the first full sync, one
-// endpoint change, one new service, the memory a full sync needs, and the
-// connect time to a ClusterIP with few and with many services programmed.
+// endpoint change (and the time from its sync's start to the first
+// connection that reaches the new endpoints), one new service, the memory a
+// full sync needs, and the connect time to a ClusterIP with few and with
+// many services programmed.
 //
 // They program the network namespace they run in: each mode's
 // kernel_bench_test.go (build tag kernel) calls them, and `make bench` runs
@@ -134,13 +136,22 @@ func childrenCPU() (user, sys time.Duration) {
 }
 
 // OneChange: one service's endpoints change among the large state (a
-// partial sync).
+// partial sync). After the timed changes, reachSamples more (untimed) each
+// give the service 10 endpoints it never had and time, from the sync's
+// start, the first connect() to its ClusterIP that one of them answers,
+// with connects from this namespace starting as soon as Sync returns
+// (Sync returns once the kernel holds the change): reach-p50-ms and
+// reach-max-ms, beside the same changes' sync-p50-ms, and the connects
+// after Sync that an old endpoint still answered (stale-connects, 0 when
+// the change is in force as Sync returns).
 func OneChange(b *testing.B, newBackend New) {
+	srv := serve(b)
 	st := Big(Services(b), EndpointsPerService)
 	p := synced(b, newBackend, st)
 	ctx := context.Background()
 	cs := st.Clusters[0]
-	k := portKey("svc-42")
+	const svc = 42
+	k := portKey(fmt.Sprintf("svc-%d", svc))
 	orig := cs.Ports[k]
 	u0, s0 := childrenCPU()
 	n := 0
@@ -154,6 +165,61 @@ func OneChange(b *testing.B, newBackend New) {
 		n++
 	}
 	reportToolCPU(b, u0, s0, n)
+
+	srv.tell.Store(true)
+	target := netip.AddrPortFrom(clusterIP(svc), 80)
+	var reach, syncs []time.Duration
+	stale := 0
+	for i := range reachSamples {
+		np := *orig
+		np.Endpoints = freshEndpoints(i)
+		cs.Ports[k] = &np
+		start := time.Now()
+		if err := p.Sync(ctx, st, false); err != nil {
+			b.Fatal(err)
+		}
+		syncs = append(syncs, time.Since(start))
+		for {
+			ep, err := Reach(target)
+			if err == nil && slices.ContainsFunc(np.Endpoints, func(e model.Endpoint) bool { return e.Addr == ep }) {
+				reach = append(reach, time.Since(start))
+				break
+			}
+			if err != nil {
+				b.Logf("change %d: %v", i, err)
+			}
+			stale++
+			if time.Since(start) > reachTimeout {
+				b.Fatalf("change %d: no connect to %v reached its new endpoints %v in %v (last: %v, %v)", i, target, np.Endpoints, reachTimeout, ep, err)
+			}
+		}
+	}
+	runtime.KeepAlive(p)
+	ms := func(x time.Duration) float64 { return float64(x) / float64(time.Millisecond) }
+	slices.Sort(reach)
+	slices.Sort(syncs)
+	b.ReportMetric(ms(reach[len(reach)/2]), "reach-p50-ms")
+	b.ReportMetric(ms(reach[len(reach)-1]), "reach-max-ms")
+	b.ReportMetric(ms(syncs[len(syncs)/2]), "sync-p50-ms")
+	b.ReportMetric(float64(stale), "stale-connects")
+}
+
+// Changes of OneChange whose first connect to the new endpoints is timed,
+// and how long one may take before the benchmark fails.
+const (
+	reachSamples = 50
+	reachTimeout = 30 * time.Second
+)
+
+// freshEndpoints are the 10 endpoints of OneChange's i-th timed change to
+// first connect: addresses in 10.246.i.0/24, which no other endpoint of
+// the large state has (setupLocalNet makes them local).
+func freshEndpoints(i int) []model.Endpoint {
+	var eps []model.Endpoint
+	for j := range EndpointsPerService {
+		eps = append(eps, model.Endpoint{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 246, byte(i), byte(1 + j)}), 8080)})
+	}
+	return eps
 }
 
 // reportToolCPU reports the CPU time per operation of the commands run
@@ -297,16 +363,18 @@ func serve(b *testing.B) *server {
 
 // setupLocalNet brings lo up, gives the namespace an address of its own
 // (hostAddr), routes the service range to lo from that address (a host
-// needs a route to a ClusterIP before the OUTPUT DNAT) and makes the whole
-// endpoint range local. Without an address of global scope a connect to a
-// ClusterIP gets the source 0.0.0.0: the handshake completes, but what the
-// endpoint sends back is routed to 127.0.0.1 and never arrives.
+// needs a route to a ClusterIP before the OUTPUT DNAT) and makes local the
+// whole endpoint range and that of OneChange's new endpoints. Without an
+// address of global scope a connect to a ClusterIP gets the source
+// 0.0.0.0: the handshake completes, but what the endpoint sends back is
+// routed to 127.0.0.1 and never arrives.
 func setupLocalNet(b *testing.B) {
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
 		{"addr", "replace", hostAddr + "/32", "dev", "lo"},
 		{"route", "replace", "10.96.0.0/12", "dev", "lo", "src", hostAddr},
 		{"route", "replace", "local", "10.244.0.0/16", "dev", "lo"},
+		{"route", "replace", "local", "10.246.0.0/16", "dev", "lo"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			b.Fatalf("ip %v: %v: %s", args, err, out)
