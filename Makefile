@@ -169,14 +169,17 @@ clean:
 	@rm -rf bin dist
 
 # Benchmarks against the real kernel run in a throw-away network namespace,
-# never in the machine's own: one per mode, so that neither mode's rules
-# are in the other's path. BENCH_SERVICES=500 tries the harness quickly;
-# BENCHFLAGS=-cpuprofile=... profiles (one mode: BENCH_MODES=nftables).
+# never in the machine's own: one per mode, so that no mode's rules are in
+# another's path. ebpf mode's also attach to a throw-away cgroup holding
+# only the benchmark process and pin on a bpffs of their own
+# (internal/proxy/ebpf/kernel_bench_test.go). BENCH_SERVICES=500 tries the
+# harness quickly; BENCHFLAGS=-cpuprofile=... profiles (one mode:
+# BENCH_MODES=nftables).
 # At 10,000 services one nftables full sync takes minutes on a 6.18 kernel
 # (docs/benchmarks.md): each benchmark runs once, with no test timeout.
 BENCH_SERVICES ?= 10000
 BENCH_TIME ?= 1x
-BENCH_MODES ?= nftables iptables
+BENCH_MODES ?= nftables iptables ebpf
 bench: deps
 	@echo ">> benchmarks: rule generation (fake iptables), the DNS server at $(BENCH_SERVICES) services x 10 endpoints"
 	@BENCH_SERVICES=$(BENCH_SERVICES) $(GO) test -run '^$$' -bench . -benchmem ./internal/...

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The kernel benchmarks of several modes side by side, as a Markdown table:
-#   hack/bench-table.sh bin/bench/nftables.txt bin/bench/iptables.txt
+#   hack/bench-table.sh bin/bench/nftables.txt bin/bench/iptables.txt bin/bench/ebpf.txt
 # Each file is one mode's `go test -bench Kernel` output, named after the
 # mode. Times per operation are shown in ms; other metrics as reported.
 set -euo pipefail

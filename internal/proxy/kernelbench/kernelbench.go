@@ -3,8 +3,10 @@
 // Package kernelbench holds the benchmarks every mode runs against the real
 // kernel, so that `make bench` prints the modes side by side with the same
 // load, the same change and the same probes: the first full sync, one
-// endpoint change, one new service, the memory a full sync needs, and the
-// connect time to a ClusterIP with few and with many services programmed.
+// endpoint change (and the time from its sync's start to the first
+// connection that reaches the new endpoints), one new service, the memory a
+// full sync needs, and the connect time to a ClusterIP with few and with
+// many services programmed.
 //
 // They program the network namespace they run in: each mode's
 // kernel_bench_test.go (build tag kernel) calls them, and `make bench` runs
@@ -17,6 +19,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -24,6 +27,8 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -131,13 +136,22 @@ func childrenCPU() (user, sys time.Duration) {
 }
 
 // OneChange: one service's endpoints change among the large state (a
-// partial sync).
+// partial sync). After the timed changes, reachSamples more (untimed) each
+// give the service 10 endpoints it never had and time, from the sync's
+// start, the first connect() to its ClusterIP that one of them answers,
+// with connects from this namespace starting as soon as Sync returns
+// (Sync returns once the kernel holds the change): reach-p50-ms and
+// reach-max-ms, beside the same changes' sync-p50-ms, and the connects
+// after Sync that an old endpoint still answered (stale-connects, 0 when
+// the change is in force as Sync returns).
 func OneChange(b *testing.B, newBackend New) {
+	srv := serve(b)
 	st := Big(Services(b), EndpointsPerService)
 	p := synced(b, newBackend, st)
 	ctx := context.Background()
 	cs := st.Clusters[0]
-	k := portKey("svc-42")
+	const svc = 42
+	k := portKey(fmt.Sprintf("svc-%d", svc))
 	orig := cs.Ports[k]
 	u0, s0 := childrenCPU()
 	n := 0
@@ -151,6 +165,61 @@ func OneChange(b *testing.B, newBackend New) {
 		n++
 	}
 	reportToolCPU(b, u0, s0, n)
+
+	srv.tell.Store(true)
+	target := netip.AddrPortFrom(clusterIP(svc), 80)
+	var reach, syncs []time.Duration
+	stale := 0
+	for i := range reachSamples {
+		np := *orig
+		np.Endpoints = freshEndpoints(i)
+		cs.Ports[k] = &np
+		start := time.Now()
+		if err := p.Sync(ctx, st, false); err != nil {
+			b.Fatal(err)
+		}
+		syncs = append(syncs, time.Since(start))
+		for {
+			ep, err := Reach(target)
+			if err == nil && slices.ContainsFunc(np.Endpoints, func(e model.Endpoint) bool { return e.Addr == ep }) {
+				reach = append(reach, time.Since(start))
+				break
+			}
+			if err != nil {
+				b.Logf("change %d: %v", i, err)
+			}
+			stale++
+			if time.Since(start) > reachTimeout {
+				b.Fatalf("change %d: no connect to %v reached its new endpoints %v in %v (last: %v, %v)", i, target, np.Endpoints, reachTimeout, ep, err)
+			}
+		}
+	}
+	runtime.KeepAlive(p)
+	ms := func(x time.Duration) float64 { return float64(x) / float64(time.Millisecond) }
+	slices.Sort(reach)
+	slices.Sort(syncs)
+	b.ReportMetric(ms(reach[len(reach)/2]), "reach-p50-ms")
+	b.ReportMetric(ms(reach[len(reach)-1]), "reach-max-ms")
+	b.ReportMetric(ms(syncs[len(syncs)/2]), "sync-p50-ms")
+	b.ReportMetric(float64(stale), "stale-connects")
+}
+
+// Changes of OneChange whose first connect to the new endpoints is timed,
+// and how long one may take before the benchmark fails.
+const (
+	reachSamples = 50
+	reachTimeout = 30 * time.Second
+)
+
+// freshEndpoints are the 10 endpoints of OneChange's i-th timed change to
+// first connect: addresses in 10.246.i.0/24, which no other endpoint of
+// the large state has (setupLocalNet makes them local).
+func freshEndpoints(i int) []model.Endpoint {
+	var eps []model.Endpoint
+	for j := range EndpointsPerService {
+		eps = append(eps, model.Endpoint{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 246, byte(i), byte(1 + j)}), 8080)})
+	}
+	return eps
 }
 
 // reportToolCPU reports the CPU time per operation of the commands run
@@ -191,35 +260,45 @@ const (
 // FirstPacket is the connect time of a new TCP connection from this
 // namespace to a ClusterIP, with 10 services programmed and with the large
 // state: the kernel's cost of a connection's first packet through our
-// rules (a new conntrack entry walks the nat chains once). Every endpoint
-// address is this namespace's own (10.244.0.0/16 is a local route on lo)
-// and one listener on port 8080 answers them all. The probes go round
+// rules (a new conntrack entry walks the nat chains once; in ebpf mode the
+// socket hook translates the connect itself). Every endpoint address is
+// this namespace's own (10.244.0.0/16 is a local route on lo) and one
+// listener on port 8080 answers them all. Before timing, each probed
+// service is connected to reachChecks times and each connection must be
+// answered by one of that service's endpoints, as the listener tells it,
+// so that what is timed is a translated connection. The probes go round
 // the services i·n/10 + n/20, so a linear walk (iptables mode's cluster
 // chain) is met at every depth. It reports p50-µs, p99-µs and mean-µs of
 // the connect call; each connection is then reset (no TIME_WAIT).
 func FirstPacket(b *testing.B, newBackend New) {
-	setupLocalNet(b)
-	ln, err := net.Listen("tcp4", ":8080")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	srv := serve(b)
 	for _, n := range []int{10, Services(b)} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			p := synced(b, newBackend, Big(n, EndpointsPerService))
+			st := Big(n, EndpointsPerService)
+			p := synced(b, newBackend, st)
 			var targets []netip.AddrPort
+			srv.tell.Store(true)
 			for i := 0; i < 10; i++ {
-				targets = append(targets, netip.AddrPortFrom(clusterIP(i*n/10+n/20), 80))
+				s := i*n/10 + n/20
+				t := netip.AddrPortFrom(clusterIP(s), 80)
+				targets = append(targets, t)
+				eps := st.Clusters[0].Ports[portKey(fmt.Sprintf("svc-%d", s))].Endpoints
+				seen := map[netip.AddrPort]bool{}
+				for range reachChecks {
+					ep, err := Reach(t)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if !slices.ContainsFunc(eps, func(e model.Endpoint) bool { return e.Addr == ep }) {
+						b.Fatalf("a connect to %v (svc-%d) was answered by %v, not one of its endpoints", t, s, ep)
+					}
+					seen[ep] = true
+				}
+				if len(seen) < 2 {
+					b.Fatalf("%d connects to %v (svc-%d) all reached %v, of its %d endpoints", reachChecks, t, s, seen, len(eps))
+				}
 			}
+			srv.tell.Store(false)
 			for i := 0; i < warmUp; i++ {
 				connect(b, targets[i%len(targets)])
 			}
@@ -244,19 +323,90 @@ func FirstPacket(b *testing.B, newBackend New) {
 	}
 }
 
-// setupLocalNet brings lo up, routes the service range to it (a host
-// needs a route to a ClusterIP before the OUTPUT DNAT) and makes the whole
-// endpoint range local.
+// reachChecks is how many connects to each probed service FirstPacket
+// checks before timing; with 10 endpoints, all of them answering one
+// service's 20 is a chance of 10^-19.
+const reachChecks = 20
+
+// server is the one listener on port 8080 of every endpoint address.
+// While tell is set it writes each connection the address it was accepted
+// on (the endpoint the connection reached) before closing it; otherwise
+// it closes it at once.
+type server struct {
+	tell atomic.Bool
+}
+
+// serve makes the endpoint addresses local (setupLocalNet) and starts the
+// server, until the benchmark's end.
+func serve(b *testing.B) *server {
+	setupLocalNet(b)
+	ln, err := net.Listen("tcp4", ":8080")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	s := &server{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if s.tell.Load() {
+				io.WriteString(c, c.LocalAddr().String()+"\n")
+			}
+			c.Close()
+		}
+	}()
+	return s
+}
+
+// setupLocalNet brings lo up, gives the namespace an address of its own
+// (hostAddr), routes the service range to lo from that address (a host
+// needs a route to a ClusterIP before the OUTPUT DNAT) and makes local the
+// whole endpoint range and that of OneChange's new endpoints. Without an
+// address of global scope a connect to a ClusterIP gets the source
+// 0.0.0.0: the handshake completes, but what the endpoint sends back is
+// routed to 127.0.0.1 and never arrives.
 func setupLocalNet(b *testing.B) {
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
-		{"route", "replace", "10.96.0.0/12", "dev", "lo"},
+		{"addr", "replace", hostAddr + "/32", "dev", "lo"},
+		{"route", "replace", "10.96.0.0/12", "dev", "lo", "src", hostAddr},
 		{"route", "replace", "local", "10.244.0.0/16", "dev", "lo"},
+		{"route", "replace", "local", "10.246.0.0/16", "dev", "lo"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			b.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
+}
+
+// hostAddr is the benchmark namespace's own address (TEST-NET-1), the
+// source of its connections to ClusterIPs.
+const hostAddr = "192.0.2.1"
+
+// Reach connects to a and returns the endpoint that answered, as the
+// benchmarks' server tells it while its tell is set. The connect and the
+// answer time out after 2 s: a connect nothing translates goes nowhere.
+func Reach(a netip.AddrPort) (netip.AddrPort, error) {
+	c, err := net.DialTimeout("tcp4", a.String(), 2*time.Second)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	defer c.Close()
+	// Reset on close, as Connect's: no TIME_WAIT.
+	c.(*net.TCPConn).SetLinger(0)
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("reading the endpoint from %v: %w (%q)", a, err, line)
+	}
+	ep, err := netip.ParseAddrPort(strings.TrimSpace(line))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%v's answer: %w", a, err)
+	}
+	return ep, nil
 }
 
 // connect times one blocking connect(2) to a, then resets the connection.
