@@ -26,6 +26,12 @@ const (
 	// status and service_metrics; asked by no key: a mode without it
 	// exports no such series.
 	CanCountConnections Capability = "counting new connections per service port"
+	// Programming the kernel through a command each sync runs
+	// (iptables-restore, nft -f, ipset restore), found on PATH, rather
+	// than through system calls of the daemon's own; asked by no key. A
+	// sync fails when the command does, which is how the end-to-end
+	// scenarios make syncs fail on demand.
+	CanSyncByCommand Capability = "syncing through a command"
 )
 
 // Capabilities is what one mode can do.

@@ -274,6 +274,9 @@ func globalDiff(a, b *config.Config) string {
 	if a.IPVSScheduler != b.IPVSScheduler {
 		diff = append(diff, "ipvs_scheduler")
 	}
+	if a.EBPFCgroup != b.EBPFCgroup || a.EBPFPinDir != b.EBPFPinDir {
+		diff = append(diff, "ebpf_cgroup, ebpf_pin_dir")
+	}
 	if a.MetricsAddress != b.MetricsAddress || a.HealthzAddress != b.HealthzAddress {
 		diff = append(diff, "metrics and healthz addresses")
 	}

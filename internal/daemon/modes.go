@@ -49,7 +49,8 @@ func (d *Daemon) newBackends(families []bool) ([]proxy.Backend, error) {
 
 // addFamilies makes the backends of the IP families cfg has and the
 // running daemon has none for: a reload that adds the first IPv6 service
-// range. The settings outside [[clusters]] stay those of the start.
+// range; none for a mode whose backends serve both families. The settings
+// outside [[clusters]] stay those of the start.
 func (d *Daemon) addFamilies(cfg *config.Config) error {
 	if d.fixedBackends {
 		return nil
@@ -63,6 +64,11 @@ func (d *Daemon) addFamilies(cfg *config.Config) error {
 		}
 	}
 	if len(added) == 0 {
+		return nil
+	}
+	if d.mode != nil && d.mode.BothFamilies {
+		d.families = append(d.families, added...)
+		d.log.Info("a new IP family, which the running backends serve already", "ipv6", added)
 		return nil
 	}
 	bs, err := d.newBackends(added)

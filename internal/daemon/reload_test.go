@@ -3,14 +3,17 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
+	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 )
 
 // TestReloadBeforeRun: a SIGHUP caught before Run has started the clusters
@@ -79,5 +82,54 @@ func TestReloadPastSizedBackend(t *testing.T) {
 	next.Clusters[1].MaxEndpoints = 100000
 	if err := d.Reload(&next); err != nil {
 		t.Fatalf("Reload within the backend's size: %v", err)
+	}
+}
+
+// familyBackend is a backend of the modes of TestAddFamilies.
+type familyBackend struct{ proxy.Backend }
+
+// newFamilies records the families each New of those modes was asked for.
+var newFamilies [][]bool
+
+func init() {
+	for _, both := range []bool{false, true} {
+		proxy.Register(&proxy.Mode{
+			Name: config.Mode(map[bool]string{false: "per-family", true: "both-families"}[both]),
+			New: func(env proxy.Env) ([]proxy.Backend, error) {
+				newFamilies = append(newFamilies, env.Families)
+				return []proxy.Backend{familyBackend{}}, nil
+			},
+			BothFamilies: both,
+			InUse:        func(context.Context) bool { return false },
+			Cleanup:      func(context.Context, *slog.Logger) error { return nil },
+			Explainer:    func(*config.Config, *slog.Logger) proxy.Explainer { return iptables.NewExplainerFor(nil) },
+		})
+	}
+}
+
+// TestAddFamilies: a reload that adds the first IPv6 service range makes
+// an IPv6 backend for a mode with a backend per family, and none for a
+// mode whose one backend serves both (ebpf mode): a second would write
+// the same maps, and status would list its hooks twice.
+func TestAddFamilies(t *testing.T) {
+	v6 := config.Config{Clusters: []config.Cluster{{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR, netip.MustParsePrefix("fd00:96::/108")}}}}
+	for _, c := range []struct {
+		mode         string
+		wantNew      [][]bool
+		wantBackends int
+	}{
+		{"per-family", [][]bool{{true}}, 2},
+		{"both-families", nil, 1},
+	} {
+		d, _ := testDaemon(t)
+		d.mode, d.fixedBackends, d.families = proxy.Lookup(config.Mode(c.mode)), false, []bool{false}
+		newFamilies = nil
+		if err := d.addFamilies(&v6); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(newFamilies, c.wantNew) || len(d.backendList()) != c.wantBackends || !reflect.DeepEqual(d.families, []bool{false, true}) {
+			t.Errorf("%s: New asked for %v, %d backends, families %v; want %v, %d backends, families [false true]",
+				c.mode, newFamilies, len(d.backendList()), d.families, c.wantNew, c.wantBackends)
+		}
 	}
 }

@@ -24,3 +24,21 @@ func TestRoutedClientsNeedRestart(t *testing.T) {
 		t.Errorf("routed_clients removed: diff %q, want routed_clients", d)
 	}
 }
+
+// TestEBPFKeysNeedRestart: ebpf mode's cgroup and pin directory are given
+// to its backend when it is made; a reload that changes them says so
+// rather than keep the running ones without a word.
+func TestEBPFKeysNeedRestart(t *testing.T) {
+	a := &config.Config{EBPFCgroup: "/sys/fs/cgroup/a.slice", EBPFPinDir: config.DefaultEBPFPinDir}
+	for _, b := range []*config.Config{
+		{EBPFCgroup: "/sys/fs/cgroup/b.slice", EBPFPinDir: config.DefaultEBPFPinDir},
+		{EBPFCgroup: "/sys/fs/cgroup/a.slice", EBPFPinDir: config.DefaultBPFFS + "/other"},
+	} {
+		if d := globalDiff(a, b); d != "ebpf_cgroup, ebpf_pin_dir" {
+			t.Errorf("%+v to %+v: diff %q, want ebpf_cgroup, ebpf_pin_dir", a, b, d)
+		}
+	}
+	if d := globalDiff(a, &config.Config{EBPFCgroup: a.EBPFCgroup, EBPFPinDir: a.EBPFPinDir}); d != "" {
+		t.Errorf("the same keys: diff %q", d)
+	}
+}

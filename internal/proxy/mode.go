@@ -33,6 +33,11 @@ type Mode struct {
 	// (see Families) for a per-family datapath, or one for both. An error
 	// that the host cannot run the mode should wrap ErrNotSupported.
 	New func(env Env) ([]Backend, error)
+	// BothFamilies says that New makes one backend for both IP
+	// families, whatever Env.Families asks: a reload that adds the first
+	// range of a family then makes no other, which would program the
+	// same objects a second time.
+	BothFamilies bool
 	// Prepare does, with full privileges, what the sandboxed daemon may
 	// not: load modules, set sysctls. The unit runs it as a privileged
 	// ExecStartPre (kube-outpost prepare). nil: nothing to do.

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
@@ -136,10 +137,10 @@ func startHostileLab(t *testing.T) *hostileLab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	l, err := lab.Start(ctx, lab.Options{
+	l, err := lab.Start(ctx, labOptions(lab.Options{
 		Clusters: []lab.ClusterOptions{{Name: honest, ServiceCIDR: honestRange}, {Name: rogue, ServiceCIDR: rogueRange}},
 		Log:      os.Stderr,
-	})
+	}))
 	if err != nil {
 		t.Fatalf("starting the hostile lab: %v", err)
 	}
@@ -237,7 +238,7 @@ func (h *hostileLab) startQuietDaemon(t *testing.T) *daemon {
 	if err := os.WriteFile(filepath.Join(bin, "iptables-restore"), []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	withStateDir(t, h.cfgPath)
+	withHostKeys(t, h.cfgPath)
 	if out, err := l.HostRun(context.Background(), binary, "prepare", "--config", h.cfgPath); err != nil {
 		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
 	}
@@ -297,8 +298,13 @@ func (h *hostileLab) writeConfigWith(t *testing.T, path, rogueExtra string, limi
 	fmt.Fprintf(&b, "mode = %q\nmin_sync_period = \"200ms\"\nstatus_socket = %q\nmetrics_address = \"127.0.0.1:10249\"\nhealthz_address = \"\"\n", mode, h.sock)
 	fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", honest, h.l.Cluster(honest).Kubeconfig, honestRange)
 	// serve_node_ports: a rogue node port is one more way to publish what
-	// it reaches, and its rules carry the longest comments.
-	fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\nserve_node_ports = true\n", rogue, h.liar.Kubeconfig, rogueRange)
+	// it reaches, and its rules carry the longest comments; in a mode
+	// that serves none, the rogue cluster's node ports lead nowhere, and
+	// the subtests check that too.
+	fmt.Fprintf(&b, "\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", rogue, h.liar.Kubeconfig, rogueRange)
+	if can(t, config.CanNodePorts) {
+		b.WriteString("serve_node_ports = true\n")
+	}
 	if limits {
 		fmt.Fprintf(&b, "max_services = %d\nmax_endpoints_per_port = %d\nmax_endpoints = %d\n", limitServices, limitEndpointsPerPort, limitEndpoints)
 	}
@@ -618,9 +624,9 @@ func (h *hostileLab) longNames(t *testing.T) {
 	slice(t, h.honest, nsH, "web", "1", hostilePorts, []ep{readyEP(h.ip("h1"))})
 	answeredByIn(t, h.l, url(after, 80), 3, "h1")
 	// And the long-named service itself is programmed: refused, at its
-	// ClusterIP and at its node port.
+	// ClusterIP and, in a mode that serves node ports, at its node port.
 	eventually(t, 20*time.Second, "the long-named service refused", func() error {
-		if err := refusedIn(h.l, url(vip, 80)); err != nil {
+		if err := refusedIn(h.l, url(vip, 80)); err != nil || !can(t, config.CanNodePorts) {
 			return err
 		}
 		return refusedIn(h.l, url(h.l.HostIP, int(np)))

@@ -25,7 +25,7 @@ func TestIPVSModeRefusedWithoutModule(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	withStateDir(t, cfg)
+	withHostKeys(t, cfg)
 	before := iptablesSave(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

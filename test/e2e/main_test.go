@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
 
-func runMain(m *testing.M) int {
+func runMain(m *testing.M) (code int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "kube-outpost-e2e-")
@@ -67,13 +67,27 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 	}
-	opts := lab.Options{
+	if needsBPFHost(mode) || needsBPFHost(switchFrom) {
+		done, err := setUpBPFHost() // bpfhost_test.go
+		if err != nil {
+			fmt.Println("the throw-away cgroup:", err)
+			return 1
+		}
+		// Deferred first, so it runs last: after every lab is closed.
+		defer func() {
+			if err := done(); err != nil {
+				fmt.Println(err)
+				code = 1
+			}
+		}()
+	}
+	opts := labOptions(lab.Options{
 		Clusters: []lab.ClusterOptions{
 			{Name: "alpha", ServiceCIDR: alphaRange},
 			{Name: "beta", ServiceCIDR: betaRange},
 		},
 		Log: os.Stderr,
-	}
+	})
 	if path := os.Getenv("KO_E2E_REMOTE"); path != "" {
 		spec, err := lab.ReadRemoteSpec(path)
 		if err != nil {
@@ -191,7 +205,7 @@ func startDaemon(t *testing.T, cfgPath string) *daemon {
 // ends.
 func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
 	t.Helper()
-	withStateDir(t, cfgPath)
+	withHostKeys(t, cfgPath)
 	// What the unit's privileged ExecStartPre does, in every mode (ipvs
 	// mode's sysctls are per network namespace, so the lab's host needs
 	// them set).
@@ -216,21 +230,31 @@ func startDaemonIn(t *testing.T, l *lab.Lab, cfgPath string) *daemon {
 	return d
 }
 
-// withStateDir gives a config without a state_dir of its own one next to
-// it: the default is this machine's /var/lib/kube-outpost, which a test
-// must neither write nor share with another. A daemon restarted on the
-// same config finds what the last one saved, as on a real host.
-func withStateDir(t *testing.T, cfgPath string) {
+// withHostKeys gives a config the keys whose defaults are this machine's,
+// which a test daemon must not use, unless it has them: a state_dir next
+// to it, since the default is this machine's /var/lib/kube-outpost, which
+// a test must neither write nor share with another (a daemon restarted on
+// the same config finds what the last one saved, as on a real host); and
+// with a throw-away cgroup (bpfhost_test.go), that cgroup as ebpf_cgroup,
+// since the default is the machine's cgroup root.
+func withHostKeys(t *testing.T, cfgPath string) {
 	t.Helper()
 	data, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if regexp.MustCompile(`(?m)^state_dir\s*=`).Match(data) {
+	var lines string
+	if !regexp.MustCompile(`(?m)^state_dir\s*=`).Match(data) {
+		lines += fmt.Sprintf("state_dir = %q\n", filepath.Join(filepath.Dir(cfgPath), "state"))
+	}
+	if testCgroup != "" && !regexp.MustCompile(`(?m)^ebpf_cgroup\s*=`).Match(data) {
+		lines += fmt.Sprintf("ebpf_cgroup = %q\n", testCgroup)
+	}
+	if lines == "" {
 		return
 	}
-	line := fmt.Sprintf("state_dir = %q\n", filepath.Join(filepath.Dir(cfgPath), "state"))
-	if err := os.WriteFile(cfgPath, append([]byte(line), data...), 0o600); err != nil {
+	// Top-level keys: before the first [[clusters]].
+	if err := os.WriteFile(cfgPath, append([]byte(lines), data...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/test/lab"
 )
 
@@ -34,24 +35,28 @@ const (
 	healthzPort = 10256
 )
 
-// observed is a daemon whose syncs can be made to fail.
+// observed is a daemon whose syncs can be made to fail, in a mode that
+// syncs through a command.
 type observed struct {
 	*daemon
-	failFlag string // while this file exists, the mode's syncTool exits 1
+	failFlag string // while this file exists, the mode's syncTool exits 1; "" without one
 	http     *http.Client
 	healthz  string // base URL of the health endpoints
 	sock     string // its status socket
 }
 
 // startObserved runs kube-outpost for both clusters with a short
-// sync_period, so that the health check's window (twice it) is short, and
-// with a PATH whose syncTool (iptables-restore, or ipset restore) fails on
-// demand. extra are more top-level keys for its config.
+// sync_period, so that the health check's window (twice it) is short, and,
+// in a mode that syncs through a command, with a PATH whose syncTool
+// (iptables-restore, nft -f or ipset restore) fails on demand. extra are
+// more top-level keys for its config.
 func startObserved(t *testing.T, extra ...string) *observed {
 	t.Helper()
 	dir := t.TempDir()
+	if can(t, config.CanSyncByCommand) != (syncTool.name != "") {
+		t.Fatalf("mode %s: can do %s is %v, but syncTool is %+v", mode, config.CanSyncByCommand, can(t, config.CanSyncByCommand), syncTool)
+	}
 	o := &observed{
-		failFlag: filepath.Join(dir, "fail-"+syncTool.name),
 		http: &http.Client{
 			Transport: &http.Transport{DialContext: theLab.DialHost, DisableKeepAlives: true, Proxy: nil},
 			Timeout:   5 * time.Second,
@@ -59,21 +64,24 @@ func startObserved(t *testing.T, extra ...string) *observed {
 		healthz: "http://" + netip.AddrPortFrom(theLab.HostIP, healthzPort).String(),
 	}
 
-	real, err := exec.LookPath(syncTool.name)
-	if err != nil {
-		t.Fatal(err)
-	}
 	bin := filepath.Join(dir, "bin")
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	when := fmt.Sprintf("[ -e %q ]", o.failFlag)
-	if syncTool.sub != "" {
-		when += fmt.Sprintf(" && [ \"$1\" = %q ]", syncTool.sub)
-	}
-	wrapper := fmt.Sprintf("#!/bin/sh\nif %s; then\n  echo '%s: made to fail by the e2e test' >&2\n  exit 1\nfi\nexec %q \"$@\"\n", when, syncTool.name, real)
-	if err := os.WriteFile(filepath.Join(bin, syncTool.name), []byte(wrapper), 0o755); err != nil {
-		t.Fatal(err)
+	if syncTool.name != "" {
+		o.failFlag = filepath.Join(dir, "fail-"+syncTool.name)
+		real, err := exec.LookPath(syncTool.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		when := fmt.Sprintf("[ -e %q ]", o.failFlag)
+		if syncTool.sub != "" {
+			when += fmt.Sprintf(" && [ \"$1\" = %q ]", syncTool.sub)
+		}
+		wrapper := fmt.Sprintf("#!/bin/sh\nif %s; then\n  echo '%s: made to fail by the e2e test' >&2\n  exit 1\nfi\nexec %q \"$@\"\n", when, syncTool.name, real)
+		if err := os.WriteFile(filepath.Join(bin, syncTool.name), []byte(wrapper), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// writeConfig's file, with our settings instead of any it has.
@@ -99,7 +107,7 @@ func startObserved(t *testing.T, extra ...string) *observed {
 		t.Fatal(err)
 	}
 
-	withStateDir(t, cfgPath)
+	withHostKeys(t, cfgPath)
 	o.sock = configValue(t, cfgPath, "status_socket")
 	if out, err := theLab.HostRun(context.Background(), binary, "prepare", "--config", cfgPath); err != nil {
 		t.Fatalf("kube-outpost prepare: %v\n%s", err, out)
@@ -116,7 +124,9 @@ func startObserved(t *testing.T, extra ...string) *observed {
 	}
 	go func() { d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
-		os.Remove(o.failFlag)
+		if o.failFlag != "" {
+			os.Remove(o.failFlag)
+		}
 		d.stop()
 		if t.Failed() {
 			t.Logf("kube-outpost log:\n%s", d.log.String())
@@ -201,7 +211,7 @@ func triggeredSlice(t *testing.T, c kubernetes.Interface, ns, svc string, ports 
 
 // TestMetrics scrapes a running daemon as Prometheus would, and probes its
 // health as a load balancer would, while the clusters change, objects are
-// refused, iptables-restore fails, and an apiserver goes away.
+// refused, the mode's sync command fails, and an apiserver goes away.
 func TestMetrics(t *testing.T) {
 	alphaC, betaC := theLab.Cluster("alpha"), theLab.Cluster("beta")
 	alpha := alphaC.Admin
@@ -314,6 +324,11 @@ func TestMetrics(t *testing.T) {
 	})
 
 	t.Run("failing syncs keep the last rules, back off, and recover with a full sync", func(t *testing.T) {
+		// Made to fail through the command a sync runs: a mode that
+		// writes the kernel with its own system calls (ebpf mode's
+		// bpf()) has nothing to fail on demand short of filling its
+		// maps, which the next full sync would empty again.
+		needs(t, config.CanSyncByCommand)
 		// web (the first subtest's) is answered by a2 alone. While every
 		// sync fails, a new service flip and a move of web to a1 wait;
 		// web stays at a2.

@@ -4,17 +4,23 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	ciliumebpf "github.com/cilium/ebpf"
+
 	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/proxy"
+	koebpf "github.com/kube-outpost/kube-outpost/internal/proxy/ebpf"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/iptables"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/ipvs"
 	_ "github.com/kube-outpost/kube-outpost/internal/proxy/modes" // the modes needs reads
@@ -24,10 +30,12 @@ import (
 )
 
 // The scenarios are written once and run in every proxy mode: here, on this
-// machine's kernel, in iptables mode; in the IPVS VM suite (test/vm), whose
-// kernel has ip_vs, in ipvs mode, with KO_E2E_MODE=ipvs and a remote lab
-// (KO_E2E_REMOTE, see test/lab/remote.go). What differs between the modes
-// is only how the kernel's state is read, in this file.
+// machine's kernel, in iptables, nftables and ebpf mode; in the IPVS VM
+// suite (test/vm), whose kernel has ip_vs, in ipvs mode, with
+// KO_E2E_MODE=ipvs and a remote lab (KO_E2E_REMOTE, see
+// test/lab/remote.go). What differs between the modes is only how the
+// kernel's state is read, in this file (ebpf mode's: the maps pinned in
+// the lab host's bpffs, bpfhost_test.go).
 var mode = envOr("KO_E2E_MODE", "iptables")
 
 func envOr(key, def string) string {
@@ -64,7 +72,9 @@ func can(t *testing.T, c config.Capability) bool {
 // kube_outpost_sync_proxy_rules_restore_failures_total, as iptables-restore
 // transactions do, and nftables mode's `nft -f -` (its transactions; its
 // reads, `nft --json list`, stay working); ipvs mode's ipset restore fails
-// the sync without being counted there.
+// the sync without being counted there. A mode that syncs through no
+// command (config.CanSyncByCommand; ebpf mode writes its maps with bpf()
+// itself) has none, and the scenarios that need one skip.
 var syncTool = map[string]struct {
 	name, sub string
 	counted   bool
@@ -77,17 +87,21 @@ var syncTool = map[string]struct {
 // kernelState is everything the host namespace's kernel holds for proxying,
 // as text with every address spelled out: the iptables rules (our chains,
 // and in ipvs mode the fixed rules), and in ipvs mode the virtual servers
-// with their real servers, our ipsets and the addresses on outpost0. A
-// service is programmed when its ClusterIP appears in it; an address that
-// must never be programmed must not.
+// with their real servers, our ipsets and the addresses on outpost0; in
+// ebpf mode the pinned maps (ebpfMaps). A service is programmed when its
+// ClusterIP appears in it; an address that must never be programmed must
+// not.
 func kernelState(t *testing.T) string {
 	t.Helper()
 	s, err := saveRules(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mode == "nftables" {
+	switch mode {
+	case "nftables":
 		return s + nftTables(theLab)
+	case "ebpf":
+		return s + ebpfMaps(t, theLab, nil)
 	}
 	if mode != "ipvs" {
 		return s
@@ -186,9 +200,13 @@ func nftTables(l *lab.Lab) string {
 
 // familyRules is what the mode under test programmed in one IP family of
 // l's host namespace: the nat and filter tables of iptables-save or
-// ip6tables-save, or nftables mode's table of that family.
+// ip6tables-save, nftables mode's table of that family, or ebpf mode's
+// maps of that family.
 func familyRules(t *testing.T, l *lab.Lab, v6 bool) string {
 	t.Helper()
+	if mode == "ebpf" {
+		return ebpfMaps(t, l, &v6)
+	}
 	if mode == "nftables" {
 		fam := map[bool]string{false: "ip", true: "ip6"}[v6]
 		out, err := l.HostRun(context.Background(), "nft", "list", "table", fam, "kube-outpost")
@@ -207,40 +225,146 @@ func familyRules(t *testing.T, l *lab.Lab, v6 bool) string {
 
 // programmedAt, dnatText, hasOurs and refusals are what familyRules
 // shows in the mode under test: a port at an address, a DNAT to an
-// endpoint, any object of ours at all, the refusal of TCP and UDP.
+// endpoint (ebpf mode: a slot of a service), any object of ours at all,
+// the refusal of TCP and UDP (ebpf mode has no rule for it: the hooks
+// refuse a service without endpoints, noEndpointsAt).
 func programmedAt(vip netip.Addr, port int, proto string) string {
-	if mode == "nftables" {
+	switch mode {
+	case "nftables":
 		return fmt.Sprintf("%s . %s . %d", vip, proto, port)
+	case "ebpf":
+		return fmt.Sprintf("%s %s ", strings.ToUpper(proto), netip.AddrPortFrom(vip, uint16(port)))
 	}
 	return fmt.Sprintf("-d %s/%d -p %s -m %s --dport %d", vip, vip.BitLen(), proto, proto, port)
 }
 
 func dnatText(ep string) string {
-	if mode == "nftables" {
+	switch mode {
+	case "nftables":
 		return "dnat to " + ep
+	case "ebpf":
+		return "  -> " + ep + " "
 	}
 	return "--to-destination " + ep
 }
 
 func hasOurs(rules string) bool {
-	if mode == "nftables" {
+	switch mode {
+	case "nftables":
 		return strings.Contains(rules, "table ip kube-outpost") || strings.Contains(rules, "table ip6 kube-outpost")
+	case "ebpf":
+		return strings.Contains(rules, ebpfMapsHeader)
 	}
 	return strings.Contains(rules, "OUTPOST-")
 }
 
 func refusals() []string {
-	if mode == "nftables" {
+	switch mode {
+	case "nftables":
 		return []string{"reject with tcp reset", "chain reject-check"}
+	case "ebpf":
+		return nil
 	}
 	return []string{"--reject-with tcp-reset", "--reject-with icmp6-port-unreachable"}
 }
 
+// noEndpointsAt is what familyRules shows for the service port key (a
+// rule comment's name, "gamma/empty/web:http(v6)") at vip:port without
+// endpoints: the comment of its refusal, or in ebpf mode, whose maps hold
+// no names, a service entry without slots.
+func noEndpointsAt(key string, vip netip.Addr, port int, proto string) string {
+	if mode == "ebpf" {
+		return programmedAt(vip, port, proto) + "endpoints 0 "
+	}
+	return key + " has no endpoints"
+}
+
+// namesPorts says whether familyRules names each service port, in a rule
+// comment ("gamma/dual/web:http(v6)"): ipvs mode's virtual servers and
+// ebpf mode's maps hold addresses, not names.
+func namesPorts() bool {
+	return mode == "iptables" || mode == "nftables"
+}
+
+// ebpfMapsHeader starts ebpfMaps' text when anything is pinned.
+const ebpfMapsHeader = "ebpf maps pinned in "
+
+// ebpfMaps is what ebpf mode's maps pinned in l's host bpffs (the
+// default ebpf_pin_dir, which every config of the suite keeps) hold, in
+// the IPv6 family if *v6, the IPv4 one if not, both if v6 is nil: after a
+// header line, a line per service address, and one under it per slot,
+// laid out as decodeIPVS lays out virtual servers, so that dnatTo,
+// dnatFrom and mentions read both alike:
+//
+//	TCP 10.96.0.10:80 endpoints 2 owner 0x5d1f0c2e affinity 0s
+//	  -> 10.244.1.1:8080 backend 3
+//
+// "" when nothing is pinned.
+func ebpfMaps(t *testing.T, l *lab.Lab, v6 *bool) string {
+	t.Helper()
+	dir := pinDirOf(l)
+	svcs, err := koebpf.ReadPinned(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString(ebpfMapsHeader + dir + "\n")
+	for _, s := range svcs {
+		if v6 != nil && s.Target.Addr().Is6() != *v6 {
+			continue
+		}
+		fmt.Fprintf(&b, "%s %s endpoints %d owner %#08x affinity %ds\n", s.Protocol, s.Target, len(s.Backends), s.Owner, s.AffinitySeconds)
+		for _, be := range s.Backends {
+			if !be.Addr.IsValid() {
+				fmt.Fprintf(&b, "  -> missing backend %d (slot %d)\n", be.ID, be.Slot)
+				continue
+			}
+			fmt.Fprintf(&b, "  -> %s backend %d\n", be.Addr, be.ID)
+		}
+	}
+	return b.String()
+}
+
+// pinDirOf is the default ebpf_pin_dir in l's host bpffs, as the test
+// process sees it.
+func pinDirOf(l *lab.Lab) string {
+	if l.BPFFS == "" {
+		panic("the lab's host has no bpffs of its own (lab.Options.BPF)")
+	}
+	return filepath.Join(l.BPFFS, filepath.Base(config.DefaultEBPFPinDir))
+}
+
+// pinsIn lists every pin in l's host bpffs, which is the lab's own: in
+// ebpf mode, what must be gone after cleanup. The iterators the kernel
+// puts in every bpffs (maps.debug, progs.debug) are not pins.
+func pinsIn(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	var pins []string
+	err := filepath.WalkDir(l.BPFFS, func(path string, d fs.DirEntry, err error) error {
+		rel := strings.TrimPrefix(path, l.BPFFS+"/")
+		if err == nil && path != l.BPFFS && rel != "maps.debug" && rel != "progs.debug" {
+			pins = append(pins, rel)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pins) == 0 {
+		return ""
+	}
+	return "pinned in " + l.BPFFS + ": " + strings.Join(pins, " ")
+}
+
 // ownState is kernelState without anything that is not kube-outpost's: what
-// must be empty after cleanup.
+// must be empty after cleanup. In ebpf mode that is every pin in the lab
+// host's bpffs: removing the pins of the links detaches the hooks.
 func ownState(t *testing.T) string {
 	t.Helper()
-	if mode == "nftables" {
+	if mode == "nftables" || mode == "ebpf" {
 		s, err := saveRules(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -251,7 +375,11 @@ func ownState(t *testing.T) string {
 				own = append(own, l)
 			}
 		}
-		return strings.Join(own, "\n") + nftTables(theLab)
+		own = append(own, nftTables(theLab))
+		if mode == "ebpf" {
+			own = append(own, pinsIn(t, theLab))
+		}
+		return strings.TrimSpace(strings.Join(own, "\n"))
 	}
 	var own []string
 	for _, l := range strings.Split(kernelState(t), "\n") {
@@ -288,6 +416,8 @@ func refusedHere(t *testing.T, name string, vip netip.Addr) {
 		if !strings.Contains(state, "type filter hook forward") || !strings.Contains(state, "jump reject-check") || !strings.Contains(state, name+":") {
 			t.Fatalf("no forward hook into reject-check or reject element for %s:\n%s", name, state)
 		}
+	case "ebpf":
+		t.Fatalf("mode %s has no routed clients to refuse %s to: a scenario that asks this must need config.CanRoutedClients", mode, name)
 	default:
 		if !strings.Contains(state, "-A FORWARD") || !strings.Contains(state, name) {
 			t.Fatalf("no FORWARD hook or reject rule for %s:\n%s", name, state)
@@ -298,16 +428,17 @@ func refusedHere(t *testing.T, name string, vip netip.Addr) {
 // programmedByMode checks that the service port vip:port (TCP) is
 // programmed the way the mode under test does it, so that a suite run in
 // ipvs mode cannot pass on iptables rules: a virtual server with the
-// endpoints as real servers, or a dispatch rule into a service chain.
+// endpoints as real servers, a service entry of ebpf mode's maps with the
+// endpoints in its slots, or a dispatch rule into a service chain.
 func programmedByMode(t *testing.T, vip netip.Addr, port int, endpoints ...string) {
 	t.Helper()
 	state := kernelState(t)
 	switch mode {
-	case "ipvs":
+	case "ipvs", "ebpf":
 		head := fmt.Sprintf("TCP %s ", netip.AddrPortFrom(vip, uint16(port)))
 		_, rest, ok := strings.Cut(state, head)
 		if !ok {
-			t.Fatalf("no virtual server %q in the kernel:\n%s", head, state)
+			t.Fatalf("no virtual server or service entry %q in the kernel:\n%s", head, state)
 		}
 		var dests []string
 		for _, l := range strings.Split(rest, "\n")[1:] {
@@ -319,10 +450,18 @@ func programmedByMode(t *testing.T, vip netip.Addr, port int, endpoints ...strin
 		slices.Sort(dests)
 		want := slices.Sorted(slices.Values(endpoints))
 		if !slices.Equal(dests, want) {
-			t.Fatalf("virtual server %s has real servers %v, want %v", head, dests, want)
+			t.Fatalf("virtual server or service %s leads to %v, want %v", head, dests, want)
 		}
 		if strings.Contains(state, "OUTPOST-SERVICES") {
-			t.Fatalf("ipvs mode, but iptables mode's chains are there:\n%s", state)
+			t.Fatalf("%s mode, but iptables mode's chains are there:\n%s", mode, state)
+		}
+		if mode == "ebpf" {
+			if nft := nftTables(theLab); nft != "" {
+				t.Fatalf("ebpf mode, but nftables mode's tables are there:\n%s", nft)
+			}
+			if !strings.Contains(state, ebpfMapsHeader) {
+				t.Fatalf("ebpf mode, but nothing is pinned:\n%s", state)
+			}
 		}
 	case "nftables":
 		// The element of the cluster's verdict map, the endpoint
@@ -353,11 +492,11 @@ func programmedByMode(t *testing.T, vip netip.Addr, port int, endpoints ...strin
 	}
 }
 
-// kernelStateIn is kernelState for the host of lab l.
+// kernelStateIn is kernelState for the host of lab l (IPv4).
 func kernelStateIn(t *testing.T, l *lab.Lab) string {
 	t.Helper()
 	state := v4Rules(t, l)
-	if mode == "nftables" {
+	if mode == "nftables" || mode == "ebpf" {
 		return state + familyRules(t, l, false)
 	}
 	if mode != "ipvs" {
@@ -379,11 +518,12 @@ func kernelStateIn(t *testing.T, l *lab.Lab) string {
 // since recorded began (the iptables-restore input a wrapper appended to
 // it) or holds now (nftables mode's table), with the longest its tool
 // takes; ok is false for a mode that writes no comment per service (ipvs
-// mode restores only its fixed rules, once).
+// mode restores only its fixed rules, once; ebpf mode's maps hold no
+// names).
 func ruleComments(t *testing.T, l *lab.Lab, recorded string) (comments []string, limit int, ok bool) {
 	t.Helper()
 	switch mode {
-	case "ipvs":
+	case "ipvs", "ebpf":
 		return nil, 0, false
 	case "nftables":
 		for _, m := range regexp.MustCompile(`comment "([^"]*)"`).FindAllStringSubmatch(familyRules(t, l, false), -1) {
@@ -404,10 +544,15 @@ func ruleComments(t *testing.T, l *lab.Lab, recorded string) (comments []string,
 }
 
 // checkKernelDetail checks explain's kernel detail of port p as the mode
-// under test shows it: endpoints real servers or DNAT targets.
+// under test shows it: endpoints real servers or DNAT targets; ebpf mode
+// has no detail beyond its lines, a service entry and a slot per endpoint.
 func checkKernelDetail(t *testing.T, p status.PortExplanation, endpoints int) {
 	t.Helper()
 	switch mode {
+	case "ebpf":
+		if len(p.Kernel.Endpoints) != endpoints || len(p.Kernel.Lines) != 1+endpoints || !strings.HasPrefix(p.Kernel.Lines[0], "service ") {
+			t.Errorf("%s: kernel view %+v", p.Key, p.Kernel)
+		}
 	case "ipvs":
 		if v := kernelDetail[ipvs.ExplainDetail](t, p); !v.Bound || v.Server == nil || len(v.Server.Destinations) != endpoints {
 			t.Errorf("%s: kernel detail %+v", p.Key, v)
@@ -437,6 +582,10 @@ func breakPort(t *testing.T, p status.PortExplanation, vip netip.Addr) {
 	case "nftables":
 		// The service chain loses its rules: no endpoint is picked.
 		_, err = theLab.HostRun(ctx, "nft", "flush", "chain", "ip", nftables.TableName, kernelDetail[nftables.PortView](t, p).Chain)
+	case "ebpf":
+		// The backend of the port's first slot goes from the pinned
+		// map, as a `bpftool map delete` would take it.
+		err = deleteBackend(t, p)
 	default:
 		_, err = theLab.HostRun(ctx, "iptables", "-t", "nat", "-F", kernelDetail[iptables.ExplainDetail](t, p).Chain)
 	}
@@ -453,4 +602,30 @@ func evenShare(ep status.Endpoint, n int) bool {
 		return ep.Weight == 1
 	}
 	return ep.Probability == 1/float64(n)
+}
+
+// deleteBackend deletes the backend entry of port p's first slot from ebpf
+// mode's map pinned in the lab host's bpffs, behind the daemon's back.
+func deleteBackend(t *testing.T, p status.PortExplanation) error {
+	t.Helper()
+	target, proto, _ := strings.Cut(p.Target, "/")
+	ap := netip.MustParseAddrPort(target)
+	svcs, err := koebpf.ReadPinned(pinDirOf(theLab))
+	if err != nil {
+		return err
+	}
+	for _, s := range svcs {
+		if s.Target != ap || string(s.Protocol) != proto || len(s.Backends) == 0 {
+			continue
+		}
+		name := map[bool]string{false: "ko_be4", true: "ko_be6"}[ap.Addr().Is6()]
+		m, err := ciliumebpf.LoadPinnedMap(filepath.Join(pinDirOf(theLab), name), nil)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		t.Logf("deleting backend %d (%s) of %s from %s", s.Backends[0].ID, s.Backends[0].Addr, p.Target, name)
+		return m.Delete(s.Backends[0].ID)
+	}
+	return fmt.Errorf("no service entry with a slot for %s in the maps", p.Target)
 }

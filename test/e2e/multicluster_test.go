@@ -58,12 +58,12 @@ func multiLab(t *testing.T) (*lab.Lab, map[string]*lab.Pod) {
 func startMultiLab() (_ *lab.Lab, _ map[string]*lab.Pod, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l, err := lab.Start(ctx, lab.Options{
+	l, err := lab.Start(ctx, labOptions(lab.Options{
 		Clusters: []lab.ClusterOptions{
 			{Name: "a", ServiceCIDR: mcRange}, {Name: "b", ServiceCIDR: mcRange}, {Name: "c", ServiceCIDR: mcRange},
 		},
 		Log: os.Stderr,
-	})
+	}))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -48,10 +48,10 @@ func TestReach(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l, err := lab.Start(ctx, lab.Options{
+	l, err := lab.Start(ctx, labOptions(lab.Options{
 		Clusters: []lab.ClusterOptions{{Name: "delta", ServiceCIDR: deltaRange}},
 		Log:      os.Stderr,
-	})
+	}))
 	if err != nil {
 		t.Fatalf("starting the reach lab: %v", err)
 	}

@@ -27,14 +27,22 @@ const staleUDPWithin = time.Second
 
 // udpFlow is one UDP socket that sends a datagram every 10 ms, keeping one
 // conntrack flow as a resolver or a syslog sender does, and records what
-// comes back.
+// comes back. A socket the kernel disconnects (ebpf mode destroys a
+// connected socket whose endpoint left its service: its send fails with
+// EDESTADDRREQ, a read waiting on it with ECONNABORTED) is replaced by a
+// new one, connected again, as such a sender does on that error; no
+// other mode ever disconnects one.
 type udpFlow struct {
-	conn net.Conn
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	addr string
 	stop chan struct{}
 	wg   sync.WaitGroup
 
 	mu     sync.Mutex
+	conn   net.Conn // nil while connecting again is refused
 	events []flowEvent
+	// redials counts the sockets connected again after a disconnection.
+	redials int
 }
 
 // flowEvent is an answer (from: the pod's name) or a refusal: a send that
@@ -55,28 +63,47 @@ func startFlow(t *testing.T, dial func(ctx context.Context, network, addr string
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &udpFlow{conn: conn, stop: make(chan struct{})}
-	f.wg.Add(2)
+	f := &udpFlow{dial: dial, addr: addr, conn: conn, stop: make(chan struct{})}
+	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
+		f.read(conn)
 		for {
 			select {
 			case <-f.stop:
 				return
 			case <-tick.C:
 			}
-			if _, err := conn.Write([]byte("ping")); err != nil {
+			c := f.current()
+			if c == nil {
+				c = f.reconnect()
+				if c == nil {
+					continue
+				}
+			}
+			if _, err := c.Write([]byte("ping")); err != nil {
+				if disconnected(err) {
+					f.drop(c)
+					continue
+				}
 				f.record(flowEvent{at: time.Now(), refused: refusal(err)})
 			}
 		}
 	}()
+	t.Cleanup(f.close)
+	return f
+}
+
+// read records what comes back on c until c is closed.
+func (f *udpFlow) read(c net.Conn) {
+	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
 		buf := make([]byte, 512)
 		for {
-			n, err := conn.Read(buf)
+			n, err := c.Read(buf)
 			select {
 			case <-f.stop:
 				return
@@ -85,19 +112,67 @@ func startFlow(t *testing.T, dial func(ctx context.Context, network, addr string
 			switch {
 			case err == nil:
 				f.record(flowEvent{at: time.Now(), from: strings.TrimSpace(string(buf[:n]))})
+			case errors.Is(err, net.ErrClosed):
+				return // replaced, or the flow's end
 			case refusal(err):
 				f.record(flowEvent{at: time.Now(), refused: true})
 			default:
-				time.Sleep(10 * time.Millisecond) // another error: keep reading
+				// Another error (a disconnection: the sender
+				// replaces the socket): keep reading.
+				time.Sleep(10 * time.Millisecond)
 			}
 		}
 	}()
-	t.Cleanup(f.close)
-	return f
+}
+
+func (f *udpFlow) current() net.Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conn
+}
+
+// drop closes c, a socket the kernel disconnected, for the next send to
+// connect a new one.
+func (f *udpFlow) drop(c net.Conn) {
+	f.mu.Lock()
+	if f.conn == c {
+		f.conn = nil
+	}
+	f.mu.Unlock()
+	c.Close()
+}
+
+// reconnect connects a new socket: nil when connect() itself is refused
+// (ebpf mode refuses a service without endpoints there), which counts as
+// a refusal.
+func (f *udpFlow) reconnect() net.Conn {
+	c, err := f.dial(context.Background(), "udp", f.addr)
+	if err != nil {
+		f.record(flowEvent{at: time.Now(), refused: refusal(err)})
+		return nil
+	}
+	f.mu.Lock()
+	select {
+	case <-f.stop:
+		f.mu.Unlock()
+		c.Close()
+		return nil
+	default:
+	}
+	f.conn = c
+	f.redials++
+	f.mu.Unlock()
+	f.read(c)
+	return c
 }
 
 func refusal(err error) bool {
 	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// disconnected says the kernel disconnected the socket under the flow.
+func disconnected(err error) bool {
+	return errors.Is(err, syscall.EDESTADDRREQ) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 func (f *udpFlow) record(e flowEvent) {
@@ -110,14 +185,27 @@ func (f *udpFlow) record(e flowEvent) {
 }
 
 func (f *udpFlow) close() {
+	f.mu.Lock()
 	select {
 	case <-f.stop:
+		f.mu.Unlock()
 		return
 	default:
 	}
 	close(f.stop)
-	f.conn.Close()
+	if f.conn != nil {
+		f.conn.Close()
+	}
+	f.mu.Unlock()
 	f.wg.Wait()
+}
+
+// reconnects is how many times the flow connected a new socket since it
+// began, the kernel having disconnected the last.
+func (f *udpFlow) reconnects() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.redials
 }
 
 // since returns the events from t on.
@@ -221,6 +309,9 @@ func moves(t *testing.T, c kubernetes.Interface, dial func(ctx context.Context, 
 		}
 	}
 	f.close()
+	if n := f.reconnects(); n > 0 {
+		t.Logf("the kernel disconnected the flow's socket %d times over %d moves; each time a new one was connected", n, reps)
+	}
 	return took
 }
 
@@ -257,6 +348,9 @@ func flowStops(t *testing.T, dial func(ctx context.Context, network, addr string
 	refusedLog := ""
 	if wantRefused {
 		refusedLog = fmt.Sprintf("; refused after %s", refusedAfter.Round(time.Millisecond))
+	}
+	if n := f.reconnects(); n > 0 {
+		refusedLog += fmt.Sprintf("; the socket was disconnected and a new one connected %d times", n)
 	}
 	t.Logf("last answer from %s %s after the write%s; since the write: %s", pod, last.Round(time.Millisecond), refusedLog, summary(f.since(begin)))
 	return last

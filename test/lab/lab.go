@@ -103,6 +103,27 @@ type Options struct {
 	// clusters and pods are those of the lab that wrote the spec (see
 	// remote.go). Only for a throw-away machine.
 	Remote *RemoteSpec
+	// BPF, when set, gives the host namespace what a host of ebpf mode
+	// has and `ip netns exec`, which mounts a fresh /sys, takes away: a
+	// bpffs at /sys/fs/bpf and the cgroup v2 hierarchy (see BPFHost).
+	BPF *BPFHost
+}
+
+// BPFHost is what Options.BPF gives every command run in the host
+// namespace (HostCommand, HostRun, StartOutpost), in its own mount
+// namespace, before it execs:
+//
+//   - at /sys/fs/bpf, a bind mount of one bpffs of the lab's own, mounted
+//     on Lab.BPFFS in the test's mount namespace at Start and unmounted
+//     by Close. The pins outlive each process, so a restarted daemon
+//     adopts those of the last one, as on a real host, and the test reads
+//     them at Lab.BPFFS. The machine's own /sys/fs/bpf is never touched.
+//   - at Cgroup2, the cgroup v2 hierarchy, as the machine mounts it there,
+//     so that a cgroup's path is the same inside as outside.
+type BPFHost struct {
+	// Cgroup2 is where the machine mounts the cgroup v2 hierarchy:
+	// /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host.
+	Cgroup2 string
 }
 
 // Lab is a running lab; Close it (also when the test fails).
@@ -120,6 +141,13 @@ type Lab struct {
 	routerNS string
 	ipv6     bool   // some cluster has a ServiceCIDRv6: IPv6 addressing everywhere
 	remote   string // control URL of the serving lab; "" for a local lab
+	// hostMounts is the shell script that makes Options.BPF's mounts
+	// and execs its arguments; "" without Options.BPF.
+	hostMounts string
+
+	// BPFFS is the directory of the host's bpffs (Options.BPF) in the
+	// test's mount namespace; "" without.
+	BPFFS string
 
 	mu        sync.Mutex // guards the fields below
 	closed    bool
@@ -195,6 +223,11 @@ func Start(ctx context.Context, opts Options) (_ *Lab, err error) {
 	// this process dies without Close (see cleanupStaleLabs).
 	if err := os.WriteFile(filepath.Join(l.Dir, dirMarker), nil, 0o644); err != nil {
 		return nil, err
+	}
+	if opts.BPF != nil {
+		if err := l.mountBPF(*opts.BPF); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Remote != nil {
 		if err := l.startRemote(ctx, opts.Remote); err != nil {
@@ -457,6 +490,14 @@ func (l *Lab) close() error {
 			}
 		}
 	}
+	// Once nothing runs in the host namespace any more: its bpffs (and
+	// with it every pin and hook of ebpf mode there) goes with the last
+	// mount namespace that holds it.
+	if l.BPFFS != "" {
+		if err := unmountBPFFS(l.BPFFS); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if l.Dir != "" {
 		if os.Getenv("KO_LAB_KEEP") == "1" {
 			l.logf("KO_LAB_KEEP=1: keeping %s", l.Dir)
@@ -484,8 +525,14 @@ func (l *Lab) HostCommand(ctx context.Context, name string, args ...string) *exe
 }
 
 // nsCommand returns `ip netns exec <ns> name args...`, killed if the test
-// process dies.
+// process dies. In the host namespace of a lab with Options.BPF, the
+// program is execed by a shell that first makes the mounts of BPFHost.
 func (l *Lab) nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
+	if ns == l.HostNS && l.hostMounts != "" {
+		// $0 names the shell in its errors; "$@" is the program.
+		args = append([]string{"-c", l.hostMounts, "lab-host-mounts", name}, args...)
+		name = "sh"
+	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd

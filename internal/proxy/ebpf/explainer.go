@@ -80,7 +80,13 @@ func explain(r reader, want proxy.Want, share func(int) proxy.EndpointShare) (pr
 	id := svcID{addr: want.Target.Addr(), port: want.Target.Port(), proto: protoOf(want.Protocol)}
 	head, err := r.service(slotKey{id, 0})
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return proxy.PortView{Empty: true, Endpoints: []proxy.KernelEndpoint{}}, nil
+		v := proxy.PortView{Empty: true, Endpoints: []proxy.KernelEndpoint{}}
+		if want.Key != nil {
+			// The model has the port: its connects go untranslated,
+			// to whatever else answers at the address.
+			v.Mismatches = []string{fmt.Sprintf("no service entry for %s %s in the maps: connect() to it is not translated", want.Target, want.Protocol)}
+		}
+		return v, nil
 	}
 	if err != nil {
 		return proxy.PortView{}, err

@@ -398,8 +398,17 @@ func TestKernelExplain(t *testing.T) {
 		}
 	}
 	missing := modeltest.Svc("a", "default", "missing", "", model.TCP, "10.96.0.99", 80, "10.1.0.1:8080")
-	if v, err := ex.ExplainPort(t.Context(), proxy.PortWant(ex, missing, missing.VIP())); err != nil || !v.Empty {
-		t.Errorf("a port the maps lack: %+v, %v; want it empty", v, err)
+	if v, err := ex.ExplainPort(t.Context(), proxy.PortWant(ex, missing, missing.VIP())); err != nil || !v.Empty || len(v.Mismatches) != 1 {
+		t.Errorf("a port the maps lack: %+v, %v; want it empty, and that a mismatch", v, err)
+	}
+	// What the maps hold, read without the daemon.
+	pinned, err := ReadPinned(l.pinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pinned) != 3 || pinned[0].Target.String() != vip+":53" || len(pinned[0].Backends) != 0 ||
+		pinned[1].Target.String() != vip+":80" || len(pinned[1].Backends) != 2 || pinned[2].Backends[0].Addr.String() != "[fd00::1]:8080" {
+		t.Errorf("ReadPinned: %+v", pinned)
 	}
 }
 

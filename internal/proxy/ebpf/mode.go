@@ -37,6 +37,8 @@ func init() {
 			ReadWritePaths: []string{"/sys/fs/bpf"},
 		},
 		New: newBackends,
+		// One set of hooks and maps for both families.
+		BothFamilies: true,
 		// The bpffs the pins go on; the unit runs this outside the
 		// sandbox (kube-outpost prepare).
 		Prepare: func(context.Context, *config.Config) error {

@@ -18,7 +18,7 @@ func init() {
 	proxy.Register(&proxy.Mode{
 		Name: ModeName,
 		Can: config.Capabilities{config.CanRoutedClients, config.CanNodePorts, config.CanExternalIPs,
-			config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity},
+			config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity, config.CanSyncByCommand},
 		// iptables-restore needs CAP_NET_ADMIN; CAP_NET_RAW is what
 		// xtables asks for to open its raw socket.
 		Privileges: proxy.Privileges{Capabilities: []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}},

@@ -21,7 +21,7 @@ func init() {
 	proxy.Register(&proxy.Mode{
 		Name: ModeName,
 		Can: config.Capabilities{config.CanRoutedClients, config.CanNodePorts, config.CanExternalIPs,
-			config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity},
+			config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity, config.CanSyncByCommand},
 		// Netlink to IPVS and iptables-restore need CAP_NET_ADMIN;
 		// CAP_NET_RAW is what xtables asks for. Loading ip_vs needs
 		// CAP_SYS_MODULE, which only Prepare, in the privileged

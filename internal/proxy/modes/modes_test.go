@@ -42,7 +42,7 @@ func TestCapabilityTable(t *testing.T) {
 		t.Errorf("the table has %d mode columns (%q), %d modes are registered", got, header[2:], want)
 	}
 	all := []config.Capability{config.CanRoutedClients, config.CanNodePorts, config.CanExternalIPs,
-		config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity}
+		config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity, config.CanSyncByCommand}
 	for _, m := range modes {
 		col := slices.Index(header, string(m.Name))
 		if col < 0 {

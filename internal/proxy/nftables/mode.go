@@ -22,7 +22,7 @@ func init() {
 	proxy.Register(&proxy.Mode{
 		Name: ModeName,
 		Can: config.Capabilities{config.CanRoutedClients, config.CanNodePorts, config.CanExternalIPs,
-			config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity, config.CanCountConnections},
+			config.CanMasquerade, config.CanIPv6, config.CanReject, config.CanAffinity, config.CanCountConnections, config.CanSyncByCommand},
 		// nft and conntrack's netlink need CAP_NET_ADMIN and nothing else.
 		Privileges: proxy.Privileges{Capabilities: []string{"CAP_NET_ADMIN"}},
 		New:        newBackends,
