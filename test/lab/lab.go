@@ -103,21 +103,25 @@ type Options struct {
 	// clusters and pods are those of the lab that wrote the spec (see
 	// remote.go). Only for a throw-away machine.
 	Remote *RemoteSpec
-	// BPF, when set, gives the host namespace what a host of ebpf mode
-	// has and `ip netns exec`, which mounts a fresh /sys, takes away: a
-	// bpffs at /sys/fs/bpf and the cgroup v2 hierarchy (see BPFHost).
+	// BPF, when set, gives the host namespace and each node's (AddNode)
+	// what a host of ebpf mode has and `ip netns exec`, which mounts a
+	// fresh /sys, takes away: a bpffs at /sys/fs/bpf and the cgroup v2
+	// hierarchy (see BPFHost).
 	BPF *BPFHost
 }
 
 // BPFHost is what Options.BPF gives every command run in the host
-// namespace (HostCommand, HostRun, StartOutpost), in its own mount
+// namespace (HostCommand, HostRun, StartOutpost) or in a node's
+// (Node.Command, Node.StartOutpost, Node.StartDaemon), in its own mount
 // namespace, before it execs:
 //
-//   - at /sys/fs/bpf, a bind mount of one bpffs of the lab's own, mounted
-//     on Lab.BPFFS in the test's mount namespace at Start and unmounted
-//     by Close. The pins outlive each process, so a restarted daemon
-//     adopts those of the last one, as on a real host, and the test reads
-//     them at Lab.BPFFS. The machine's own /sys/fs/bpf is never touched.
+//   - at /sys/fs/bpf, a bind mount of one bpffs of the host's own,
+//     mounted on Lab.BPFFS in the test's mount namespace at Start, or of
+//     the node's own, mounted on Node.BPFFS at AddNode; Close unmounts
+//     them. The pins outlive each process, so a restarted daemon adopts
+//     those of the last one, as on a real host, and the test reads them
+//     at Lab.BPFFS (Node.BPFFS). Each node is a machine of its own: no
+//     two share pins. The machine's own /sys/fs/bpf is never touched.
 //   - at Cgroup2, the cgroup v2 hierarchy, as the machine mounts it there,
 //     so that a cgroup's path is the same inside as outside.
 type BPFHost struct {
@@ -141,8 +145,11 @@ type Lab struct {
 	routerNS string
 	ipv6     bool   // some cluster has a ServiceCIDRv6: IPv6 addressing everywhere
 	remote   string // control URL of the serving lab; "" for a local lab
+	// bpf is Options.BPF, its Cgroup2 cleaned; nil without.
+	bpf *BPFHost
 	// hostMounts is the shell script that makes Options.BPF's mounts
-	// and execs its arguments; "" without Options.BPF.
+	// in the host namespace and execs its arguments; "" without
+	// Options.BPF. A node's is Node.mounts.
 	hostMounts string
 
 	// BPFFS is the directory of the host's bpffs (Options.BPF) in the
@@ -493,8 +500,8 @@ func (l *Lab) close() error {
 	// Once nothing runs in the host namespace any more: its bpffs (and
 	// with it every pin and hook of ebpf mode there) goes with the last
 	// mount namespace that holds it.
-	if l.BPFFS != "" {
-		if err := unmountBPFFS(l.BPFFS); err != nil {
+	if l.bpf != nil && l.Dir != "" {
+		if err := unmountBPFFSes(l.Dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -525,12 +532,13 @@ func (l *Lab) HostCommand(ctx context.Context, name string, args ...string) *exe
 }
 
 // nsCommand returns `ip netns exec <ns> name args...`, killed if the test
-// process dies. In the host namespace of a lab with Options.BPF, the
-// program is execed by a shell that first makes the mounts of BPFHost.
+// process dies. In the host namespace or a node's of a lab with
+// Options.BPF, the program is execed by a shell that first makes the
+// mounts of BPFHost.
 func (l *Lab) nsCommand(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
-	if ns == l.HostNS && l.hostMounts != "" {
+	if script := l.mountsOf(ns); script != "" {
 		// $0 names the shell in its errors; "$@" is the program.
-		args = append([]string{"-c", l.hostMounts, "lab-host-mounts", name}, args...)
+		args = append([]string{"-c", script, "lab-host-mounts", name}, args...)
 		name = "sh"
 	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)

@@ -258,9 +258,9 @@ func cleanupStaleLabs(logf func(string, ...any)) {
 			continue
 		}
 		logf("removing %s of dead lab", dir)
-		// A bpffs of its host (Options.BPF) first, not its pins one
-		// by one.
-		if err := unmountBPFFS(filepath.Join(dir, "bpffs")); err != nil {
+		// The bpffs of its host and nodes (Options.BPF) first, not
+		// their pins one by one.
+		if err := unmountBPFFSes(dir); err != nil {
 			logf("%v", err)
 		}
 		if err := os.RemoveAll(dir); err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -40,9 +41,14 @@ type Node struct {
 	NS      string
 	IP      netip.Addr
 	PodCIDR netip.Prefix
+	// BPFFS is the directory of the node's bpffs (Options.BPF) in the
+	// test's mount namespace: where a daemon in the node pins (at its
+	// /sys/fs/bpf); "" without.
+	BPFFS string
 
-	lab  *Lab
-	pods int // pods added so far, guarded by lab.mu
+	lab    *Lab
+	pods   int    // pods added so far, guarded by lab.mu
+	mounts string // the script of Options.BPF's mounts, as Lab.hostMounts; set before the node is returned
 }
 
 // AddNode creates a node. Lab.Close removes it.
@@ -100,6 +106,16 @@ func (l *Lab) AddNode(ctx context.Context, name string) (_ *Node, err error) {
 	}
 	if err := writeSysctlIn(n.NS, "net/ipv4/ip_forward", "1"); err != nil {
 		return nil, err
+	}
+	if l.bpf != nil {
+		dir := filepath.Join(l.Dir, "bpffs-node-"+name)
+		script, err := l.bpfMounts(dir)
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		n.BPFFS, n.mounts = dir, script
+		l.mu.Unlock()
 	}
 	l.logf("node %s at %s, pods %s", name, n.IP, n.PodCIDR)
 	return n, nil
