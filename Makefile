@@ -202,7 +202,9 @@ bench: deps
 
 # kube-proxy v1.37.2 (built by test/lab/build-k8s.sh) and kube-outpost side
 # by side (docs/benchmarks.md): the same lab apiserver and objects, each
-# proxy in a node namespace of its own, for every mode this machine has.
+# proxy in a node namespace of its own, for every mode this machine has;
+# ebpf mode is kube-outpost's alone, its hooks on a throw-away cgroup
+# holding the bench process, its pins on a bpffs of each node's own.
 # A benchmark, never a timed test: it asserts nothing about the figures.
 # The report (results.md, latency-cdf.png, rss.png, results.json) goes to
 # COMPARE_OUT, by default test/bench/results/<UTC time>-<S>x<E>/.

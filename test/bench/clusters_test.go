@@ -37,10 +37,12 @@ func TestClusters(t *testing.T) {
 	k, per := *flagClusters, *flagClustersServices
 	m, ok := allModes[*flagClustersMode]
 	if !ok || k < 2 || per < 1 {
-		t.Fatalf("want -clusters >= 2, -clusters-services >= 1 and -clusters-mode one of iptables, iptables-legacy, nftables")
+		t.Fatalf("want -clusters >= 2, -clusters-services >= 1 and -clusters-mode one of %s", strings.Join(modeNames, ", "))
 	}
 	ctx := context.Background()
-	opts := lab.Options{Log: os.Stderr, Clusters: []lab.ClusterOptions{{Name: "solo", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16")}}}
+	// One bench per cluster, sharing the lab, the pods and the binaries.
+	shared := &bench{t: t, pods: map[byte][]netip.Addr{}, nEndpoints: *flagEndpoints}
+	opts := lab.Options{Log: os.Stderr, BPF: shared.ebpfHost([]mode{m}), Clusters: []lab.ClusterOptions{{Name: "solo", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16")}}}
 	for i := range k {
 		opts.Clusters = append(opts.Clusters, lab.ClusterOptions{Name: fmt.Sprintf("c%d", i+1),
 			ServiceCIDR: netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/16", 97+i))})
@@ -52,8 +54,7 @@ func TestClusters(t *testing.T) {
 	t.Cleanup(func() { l.Close() })
 	rep := &ClustersReport{Clusters: k, PerCluster: per, Endpoints: *flagEndpoints, Mode: m.name, Start: time.Now(), Machine: machine()}
 
-	// One bench per cluster, sharing the lab, the pods and the binaries.
-	shared := &bench{t: t, l: l, pods: map[byte][]netip.Addr{}, nEndpoints: *flagEndpoints}
+	shared.l = l
 	shared.binaries()
 	shared.addPods(ctx)
 	benches := make([]*bench, len(l.Clusters))
@@ -99,8 +100,8 @@ func runClustersRow(ctx context.Context, t *testing.T, shared *bench, m mode, bs
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\nprofiling = true\n",
-		m.proxyMode, filepath.Join(dir, "status.sock"), filepath.Join(dir, "state"))
+	text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\nprofiling = true\n%s",
+		m.proxyMode, filepath.Join(dir, "status.sock"), filepath.Join(dir, "state"), shared.modeKeys(m))
 	for _, b := range bs {
 		text += fmt.Sprintf("\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n", b.c.Name, b.c.Kubeconfig, b.c.ServiceCIDR)
 	}
@@ -113,7 +114,7 @@ func runClustersRow(ctx context.Context, t *testing.T, shared *bench, m mode, bs
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{Outpost: o, node: n, m: m, started: started}
+	p := &proc{Outpost: o, node: n, m: m, started: started, outpost: shared.outpost}
 	defer func() {
 		p.stop()
 		r.log = p.Log()

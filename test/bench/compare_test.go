@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kube-outpost/kube-outpost/internal/config"
+	koebpf "github.com/kube-outpost/kube-outpost/internal/proxy/ebpf"
 	"github.com/kube-outpost/kube-outpost/internal/proxy/kernelbench"
 	"github.com/kube-outpost/kube-outpost/test/lab"
 	"github.com/kube-outpost/kube-outpost/test/plot"
@@ -40,7 +43,7 @@ var (
 	flagSample      = flag.Int("sample", 10, "services whose endpoints are pods with real listeners; the first-packet figure with only these is the \"small S\" one")
 	flagChanges     = flag.Int("changes", 50, "changes measured per row")
 	flagChurn       = flag.Float64("churn", 50, "background EndpointSlice changes a second while the changes are measured")
-	flagModes       = flag.String("modes", "", "comma-separated iptables, iptables-legacy, nftables; empty: every one this machine has")
+	flagModes       = flag.String("modes", "", "comma-separated iptables, iptables-legacy, nftables, ebpf; empty: every one this machine has")
 	flagProxies     = flag.String("proxies", "kube-proxy,kube-proxy-min-sync-0,kube-outpost", "comma-separated proxies to run per mode")
 	flagColdTimeout = flag.Duration("cold-timeout", 5*time.Minute, "give a cold sync (and a restart) up after this")
 	flagConnects    = flag.Int("connects", 1000, "connect(2) samples per first-packet figure")
@@ -63,12 +66,21 @@ type mode struct {
 	name      string // as in the table
 	proxyMode string // kube-proxy's --proxy-mode, kube-outpost's mode
 	legacy    bool   // iptables is iptables-legacy (PATH)
+	// ebpf: kube-outpost's ebpf mode, which kube-proxy has not (no row
+	// of its). Its hooks attach to the bench's throw-away cgroup, which
+	// holds the bench process and so its probes (ebpfHost), and it pins
+	// on its node's bpffs (lab.Options.BPF).
+	ebpf bool
 }
 
+// modeNames are the modes in the order of the table.
+var modeNames = []string{"iptables", "iptables-legacy", "nftables", "ebpf"}
+
 var allModes = map[string]mode{
-	"iptables":        {"iptables (nf_tables)", "iptables", false},
-	"iptables-legacy": {"iptables (legacy)", "iptables", true},
-	"nftables":        {"nftables", "nftables", false},
+	"iptables":        {name: "iptables (nf_tables)", proxyMode: "iptables"},
+	"iptables-legacy": {name: "iptables (legacy)", proxyMode: "iptables", legacy: true},
+	"nftables":        {name: "nftables", proxyMode: "nftables"},
+	"ebpf":            {name: "ebpf", proxyMode: "ebpf", ebpf: true},
 }
 
 // service is one Service of the load with its EndpointSlice as last written.
@@ -95,6 +107,9 @@ type bench struct {
 	churnSeq atomic.Uint32
 	// nEndpoints is the endpoints per service of the load.
 	nEndpoints int
+	// cgroup is the throw-away cgroup of ebpf mode's rows (ebpfHost);
+	// "" when no row is in ebpf mode.
+	cgroup string
 }
 
 func TestCompare(t *testing.T) {
@@ -112,8 +127,9 @@ func TestCompare(t *testing.T) {
 
 	modes := b.modes()
 	rep.Machine = machine()
+	bpf := b.ebpfHost(modes) // before the lab, whose processes go into its cgroup
 	var err error
-	b.l, err = lab.Start(ctx, lab.Options{Clusters: []lab.ClusterOptions{{Name: "bench", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16")}}, Log: os.Stderr})
+	b.l, err = lab.Start(ctx, lab.Options{BPF: bpf, Clusters: []lab.ClusterOptions{{Name: "bench", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16")}}, Log: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +153,12 @@ func TestCompare(t *testing.T) {
 	var specs []spec
 	for _, m := range modes {
 		for _, px := range strings.Split(*flagProxies, ",") {
+			switch px {
+			case "kube-proxy", "kube-proxy-min-sync-0":
+				if m.ebpf {
+					continue // kube-proxy has no such mode
+				}
+			}
 			switch px {
 			case "kube-proxy":
 				specs = append(specs, spec{m, kubeProxy})
@@ -187,7 +209,7 @@ func errSuffix(e string) string {
 
 // modes are the -modes this machine has.
 func (b *bench) modes() []mode {
-	names := []string{"iptables", "iptables-legacy", "nftables"}
+	names := modeNames
 	if *flagModes != "" {
 		names = strings.Split(*flagModes, ",")
 	}
@@ -196,6 +218,14 @@ func (b *bench) modes() []mode {
 		m, ok := allModes[n]
 		if !ok {
 			b.t.Fatalf("-modes: unknown %q", n)
+		}
+		if m.ebpf {
+			if _, err := koebpf.Cgroup2Mount(); err != nil {
+				b.t.Logf("mode %s: %v, skipped", n, err)
+				continue
+			}
+			out = append(out, m)
+			continue
 		}
 		bin := map[string]string{"iptables": "iptables", "iptables-legacy": "iptables-legacy", "nftables": "nft"}[n]
 		if _, err := exec.LookPath(bin); err != nil {
@@ -208,6 +238,47 @@ func (b *bench) modes() []mode {
 		b.t.Fatal("no mode to run")
 	}
 	return out
+}
+
+// ebpfHost is what a lab needs for ebpf mode's rows when modes has one,
+// nil otherwise: it moves this process into a throw-away cgroup,
+// kube-outpost-test-bench-<pid> (lab.EnterCgroup), which those rows'
+// daemons attach to (ebpf_cgroup, never the machine's cgroup root). The
+// probes of a row (answers, connectP50, the restart's) run on this
+// process's threads in the row's node namespace, so its hooks translate
+// them as they would a process's of a real host; the pods' servers,
+// threads of this process too, are in namespaces of their own, which
+// the hooks leave alone. The cgroup goes at the end, after the lab:
+// called before lab.Start, its cleanup runs after the lab's Close.
+func (b *bench) ebpfHost(modes []mode) *lab.BPFHost {
+	if !slices.ContainsFunc(modes, func(m mode) bool { return m.ebpf }) {
+		return nil
+	}
+	cg, err := lab.EnterCgroup("bench", os.Stderr)
+	if err != nil {
+		b.t.Fatalf("ebpf mode's throw-away cgroup: %v", err)
+	}
+	b.t.Cleanup(func() {
+		if err := cg.Close(); err != nil {
+			b.t.Error(err)
+		}
+	})
+	b.cgroup = cg.Path
+	fmt.Fprintf(os.Stderr, ">> ebpf mode: the hooks attach to %s, which holds this process; each node pins on a bpffs of its own\n", cg.Path)
+	return cg.BPFHost()
+}
+
+// modeKeys are the top-level keys of kube-outpost's config that mode m
+// needs in the lab, one a line: ebpf mode's cgroup (its pins go to the
+// default ebpf_pin_dir, on the node's bpffs).
+func (b *bench) modeKeys(m mode) string {
+	if !m.ebpf {
+		return ""
+	}
+	if b.cgroup == "" {
+		b.t.Fatal("ebpf mode without the bench's cgroup (ebpfHost)")
+	}
+	return fmt.Sprintf("ebpf_cgroup = %q\n", b.cgroup)
 }
 
 // binaries finds kube-proxy where test/lab/build-k8s.sh built it (the lab
@@ -398,6 +469,7 @@ type proc struct {
 	node    *lab.Node
 	m       mode
 	started time.Time
+	outpost string // the kube-outpost binary; "" for kube-proxy
 }
 
 // newNode adds a node namespace for one row (kube-proxy needs its Node
@@ -432,8 +504,8 @@ func (b *bench) start(ctx context.Context, n *lab.Node, m mode, proxy string) (*
 		// Every setting but the paths (and profiling) at its default: the comparison is of
 		// what a user gets.
 		// profiling serves pprof beside /metrics and changes nothing else.
-		text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\nprofiling = true\n%s\n\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n",
-			m.proxyMode, filepath.Join(dir, "status.sock"), filepath.Join(dir, "state"), *flagOutpostKeys, b.c.Name, b.c.Kubeconfig, b.c.ServiceCIDR)
+		text := fmt.Sprintf("mode = %q\nstatus_socket = %q\nstate_dir = %q\nprofiling = true\n%s%s\n\n[[clusters]]\nname = %q\nkubeconfig = %q\nservice_cidrs = [%q]\n",
+			m.proxyMode, filepath.Join(dir, "status.sock"), filepath.Join(dir, "state"), b.modeKeys(m), *flagOutpostKeys, b.c.Name, b.c.Kubeconfig, b.c.ServiceCIDR)
 		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 			return nil, err
 		}
@@ -451,16 +523,32 @@ func (b *bench) start(ctx context.Context, n *lab.Node, m mode, proxy string) (*
 	if err != nil {
 		return nil, err
 	}
-	return &proc{Outpost: o, node: n, m: m, started: started}, nil
+	pr := &proc{Outpost: o, node: n, m: m, started: started}
+	if proxy == kubeOutpost {
+		pr.outpost = b.outpost
+	}
+	return pr, nil
 }
 
 // stop ends the proxy and everything it left running in the node (an
 // iptables-restore kube-proxy started outlives it), then removes the
-// rules, so that the kernel does not keep a finished row's state.
+// rules, so that the kernel does not keep a finished row's state. ebpf
+// mode's hooks and maps outlive its daemon by design (a restart adopts
+// them): `kube-outpost cleanup` in the node detaches the hooks and
+// removes the pins of the node's bpffs; Lab.Close would unmount it
+// anyway, taking what is left with it.
 func (p *proc) stop() {
 	_ = p.Stop(30 * time.Second)
 	p.node.KillAll()
 	ctx := context.Background()
+	if p.m.ebpf && p.outpost != "" {
+		if out, err := p.node.Command(ctx, p.outpost, "cleanup").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, ">> kube-outpost cleanup in %s: %v\n%s", p.node.Name, err, out)
+		}
+		if _, err := koebpf.ReadPinned(pinDir(p.node)); !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(os.Stderr, ">> ebpf maps still pinned in %s after kube-outpost cleanup: %v\n", pinDir(p.node), err)
+		}
+	}
 	_ = p.node.Command(ctx, "nft", "flush", "ruleset").Run()
 	for _, ipt := range []string{"iptables-legacy", "ip6tables-legacy"} {
 		for _, table := range []string{"nat", "filter", "mangle", "raw"} {
@@ -475,7 +563,7 @@ func (p *proc) stop() {
 var serviceIPRE = regexp.MustCompile(`10\.9[6-9]\.[0-9]{1,3}\.[0-9]{1,3}`)
 
 // programmed counts the services whose ClusterIP is in the kernel's rules
-// of the proxy's mode.
+// (ebpf mode: maps) of the proxy's mode.
 func (b *bench) programmed(ctx context.Context, p *proc, want map[netip.Addr]bool) (int, error) {
 	seen := map[netip.Addr]bool{}
 	err := b.scanRules(ctx, p, func(line []byte) {
@@ -489,8 +577,13 @@ func (b *bench) programmed(ctx context.Context, p *proc, want map[netip.Addr]boo
 }
 
 // scanRules calls f with each line of the kernel's rules of the proxy's
-// mode (`nft list ruleset`, `iptables-save -t nat`).
+// mode (`nft list ruleset`, `iptables-save -t nat`), or for ebpf mode
+// with a line per service address of its maps pinned on the node's
+// bpffs (ebpfLines): the one place that reads each mode's state.
 func (b *bench) scanRules(ctx context.Context, p *proc, f func(line []byte)) error {
+	if p.m.ebpf {
+		return ebpfLines(pinDir(p.node), f)
+	}
 	var cmd *exec.Cmd
 	if p.m.proxyMode == "nftables" {
 		cmd = p.node.Command(ctx, "nft", "list", "ruleset")
@@ -511,6 +604,43 @@ func (b *bench) scanRules(ctx context.Context, p *proc, f func(line []byte)) err
 		f(sc.Bytes())
 	}
 	return cmd.Wait()
+}
+
+// pinDir is where kube-outpost in node n pins ebpf mode's maps: the
+// default ebpf_pin_dir, on the node's bpffs.
+func pinDir(n *lab.Node) string {
+	return filepath.Join(n.BPFFS, filepath.Base(config.DefaultEBPFPinDir))
+}
+
+// ebpfLines calls f with a line per service address in ebpf mode's maps
+// pinned in dir (koebpf.ReadPinned), which a connect() to it is
+// translated with, as scanRules' callers read rules:
+//
+//	TCP 10.96.0.10:80 -> 10.244.1.1:8080 10.244.1.2:8080
+//
+// A service with no endpoint (refused) has nothing after the arrow; a
+// slot or backend missing is "?". Nothing pinned is no line.
+func ebpfLines(dir string, f func(line []byte)) error {
+	svcs, err := koebpf.ReadPinned(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var line []byte
+	for _, s := range svcs {
+		line = fmt.Appendf(line[:0], "%s %s ->", s.Protocol, s.Target)
+		for _, be := range s.Backends {
+			if be.Addr.IsValid() {
+				line = fmt.Appendf(line, " %s", be.Addr)
+			} else {
+				line = append(line, " ?"...)
+			}
+		}
+		f(line)
+	}
+	return nil
 }
 
 // probeTimeout bounds one probe of answers: short, since a SYN that a

@@ -11,8 +11,9 @@ import (
 )
 
 // TestReport writes the report of an invented run: the table has a row
-// per proxy and the ratios, a timed-out cold sync shows as such, and the
-// plots are written.
+// per proxy and the ratios, a timed-out cold sync shows as such, a mode
+// of kube-outpost's alone (ebpf) has its row and no ratio, and the plots
+// are written.
 func TestReport(t *testing.T) {
 	ms := time.Millisecond
 	rep := &Report{
@@ -29,18 +30,23 @@ func TestReport(t *testing.T) {
 				RestartProbes: 40, ConnectSmall: 20 * time.Microsecond, ConnectLarge: 20 * time.Microsecond},
 			{Mode: "iptables (nf_tables)", Proxy: kubeProxy, ColdTimedOut: true, Err: "cold sync: timed out"},
 			{Mode: "iptables (nf_tables)", Proxy: kubeOutpost, Cold: 3 * time.Second},
+			{Mode: "ebpf", Proxy: kubeOutpost, Cold: 800 * ms, Latencies: []time.Duration{9 * ms}},
 		},
 	}
 	table := rep.Table()
 	for _, want := range []string{
 		"| nftables | kube-proxy | 2.00 s | 1.10 s | 1.20 s | 1.20 s | 0.200 | 100 | 120 | 110 | 130 | 1.00 s | 0 / 50 | 20.0 µs | 22.0 µs |",
-		"| nftables | *ours / kube-proxy* | *0.50×* | *0.05×* |",
+		"| nftables | *ours / kube-proxy* | *0.50×* | *0.05×* | *0.06×* | *0.06×* | *0.25×* |",
+		"| ebpf | kube-outpost | 800 ms | 9 ms | 9 ms | 9 ms | — |",
 		"| iptables (nf_tables) | kube-proxy | not done |",
 		"| iptables (nf_tables) | *ours / kube-proxy* | *< 0.05×* |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
+	}
+	if strings.Contains(table, "| ebpf | *ours") {
+		t.Errorf("a ratio row for ebpf mode, which has no kube-proxy row:\n%s", table)
 	}
 	dir := t.TempDir()
 	if err := rep.Write(dir); err != nil {
