@@ -201,10 +201,7 @@ func (b *bench) outpostNode(ctx context.Context) *lab.Node {
 // heapMiB is the daemon's Go heap in use (go_memstats_heap_inuse_bytes
 // of its /metrics), just after the heap profile's collection.
 func (p *proc) heapMiB(ctx context.Context) float64 {
-	out, err := p.node.Command(ctx, "curl", "-sf", "--max-time", "30", "http://127.0.0.1:10249/metrics").Output()
-	if err != nil {
-		return 0
-	}
+	out := p.scrape(ctx)
 	for _, l := range strings.Split(string(out), "\n") {
 		if v, ok := strings.CutPrefix(l, "go_memstats_heap_inuse_bytes "); ok {
 			var f float64

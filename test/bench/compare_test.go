@@ -860,6 +860,8 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 		r.Err = "connect: " + err.Error()
 	}
 
+	r.scrape(ctx, p, "metrics-before-churn.txt")
+
 	// Changes under churn.
 	stopChurn := make(chan struct{})
 	churned := b.churn(ctx, par.Churn, stopChurn)
@@ -893,6 +895,7 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 		r.CPUPerChange = (cpuSeconds(p.Pid) - cpu0) / float64(total)
 	}
 	r.RSSChurn, r.PeakChurn = p.mem()
+	r.scrape(ctx, p, "metrics-churned.txt")
 	r.profile(ctx, p, "heap-churned", "heap?gc=1")
 
 	// Restart: probes round the sample services all along; one of them
@@ -963,6 +966,32 @@ func (r *Row) profile(ctx context.Context, p *proc, name, path string) {
 		}
 		r.profiles[name] = out
 	}
+}
+
+// scrape saves kube-outpost's /metrics as name in the row, beside its
+// profiles: its sync durations, full and partial, and its network
+// programming latency, as histograms counted since its start.
+func (r *Row) scrape(ctx context.Context, p *proc, name string) {
+	if r.Proxy != kubeOutpost {
+		return
+	}
+	if out := p.scrape(ctx); out != nil {
+		if r.profiles == nil {
+			r.profiles = map[string][]byte{}
+		}
+		r.profiles[name] = out
+	}
+}
+
+// scrape is kube-outpost's /metrics, on its metrics address in its node;
+// nil if it failed.
+func (p *proc) scrape(ctx context.Context) []byte {
+	out, err := p.node.Command(ctx, "curl", "-sf", "--max-time", "30", "http://127.0.0.1:10249/metrics").Output()
+	if err != nil || len(out) == 0 {
+		fmt.Fprintf(os.Stderr, ">> /metrics of pid %d: %v\n", p.Pid, err)
+		return nil
+	}
+	return out
 }
 
 // fetchProfile is kube-outpost's pprof profile at path (under

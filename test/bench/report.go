@@ -249,7 +249,9 @@ func (rep *Report) Markdown() string {
 	b.WriteString(rep.Table())
 	b.WriteString("\n![Change latency CDF](latency-cdf.png)\n\n![RSS over time](rss.png)\n")
 	b.WriteString("\nkube-outpost's profiles are in profiles/: its heap after the cold sync (heap-synced) and after the churn (heap-churned), " +
-		"and its CPU over the first " + fmt.Sprint(cpuProfileSeconds) + " s of the changes under churn (cpu-churn); read them with `go tool pprof -top <file>`.\n")
+		"and its CPU over the first " + fmt.Sprint(cpuProfileSeconds) + " s of the changes under churn (cpu-churn); read them with `go tool pprof -top <file>`. " +
+		"Its /metrics, counted since its start, are there too, before the churn (metrics-before-churn.txt) and after the churn (metrics-churned.txt): " +
+		"the difference is the churn's syncs.\n")
 	var errs []string
 	for _, r := range rep.Rows {
 		if r.Err != "" {
@@ -320,7 +322,10 @@ func (rep *Report) Write(dir string) error {
 			if err := os.MkdirAll(filepath.Join(dir, "profiles"), 0o755); err != nil {
 				return err
 			}
-			if err := os.WriteFile(filepath.Join(dir, "profiles", slug+"-"+name+".pb.gz"), raw, 0o644); err != nil {
+			if filepath.Ext(name) == "" {
+				name += ".pb.gz"
+			}
+			if err := os.WriteFile(filepath.Join(dir, "profiles", slug+"-"+name), raw, 0o644); err != nil {
 				return err
 			}
 		}
