@@ -212,6 +212,7 @@ COMPARE_SERVICES  ?= 10000
 COMPARE_ENDPOINTS ?= 10
 COMPARE_CHANGES   ?= 50
 COMPARE_CHURN     ?= 50
+COMPARE_LONE      ?= 20
 COMPARE_MODES     ?=
 COMPARE_COLD      ?= 5m
 COMPARE_OUT       ?=
@@ -222,14 +223,14 @@ bench-compare: deps lab-bins build
 	@cd test/bench && KO_BENCH_BINARY=$(abspath bin/kube-outpost) ../../bin/bench-compare.test \
 	  -test.run '^TestCompare$$' -test.v -test.timeout 0 \
 	  -services $(COMPARE_SERVICES) -endpoints $(COMPARE_ENDPOINTS) -changes $(COMPARE_CHANGES) \
-	  -churn $(COMPARE_CHURN) -modes '$(COMPARE_MODES)' -cold-timeout $(COMPARE_COLD) \
+	  -churn $(COMPARE_CHURN) -lone $(COMPARE_LONE) -modes '$(COMPARE_MODES)' -cold-timeout $(COMPARE_COLD) \
 	  $(if $(COMPARE_OUT),-out $(abspath $(COMPARE_OUT))) $(COMPARE_FLAGS)
 
 # The reduced run, for CI (a few minutes): 500 services x 5 endpoints,
-# 10 changes under 10 background changes a second; the report in
-# bin/bench-compare-short/.
+# 10 changes under 10 background changes a second, one lone change; the
+# report in bin/bench-compare-short/.
 bench-compare-short:
-	@$(MAKE) --no-print-directory bench-compare COMPARE_SERVICES=500 COMPARE_ENDPOINTS=5 COMPARE_CHANGES=10 \
+	@$(MAKE) --no-print-directory bench-compare COMPARE_SERVICES=500 COMPARE_ENDPOINTS=5 COMPARE_CHANGES=10 COMPARE_LONE=1 \
 	  COMPARE_CHURN=10 COMPARE_COLD=90s COMPARE_OUT=$(or $(COMPARE_OUT),bin/bench-compare-short) \
 	  COMPARE_FLAGS='-sample 5 -connects 300 $(COMPARE_FLAGS)'
 

@@ -41,7 +41,8 @@ var (
 	flagServices    = flag.Int("services", 10000, "services in the cluster (the sample ones included)")
 	flagEndpoints   = flag.Int("endpoints", 10, "endpoints per service")
 	flagSample      = flag.Int("sample", 10, "services whose endpoints are pods with real listeners; the first-packet figure with only these is the \"small S\" one")
-	flagChanges     = flag.Int("changes", 50, "changes measured per row")
+	flagChanges     = flag.Int("changes", 50, "changes measured per row under the churn")
+	flagLone        = flag.Int("lone", 20, "lone changes measured per row, each after the proxy was idle for loneGap")
 	flagChurn       = flag.Float64("churn", 50, "background EndpointSlice changes a second while the changes are measured")
 	flagModes       = flag.String("modes", "", "comma-separated iptables, iptables-legacy, nftables, ebpf; empty: every one this machine has")
 	flagProxies     = flag.String("proxies", "kube-proxy,kube-proxy-min-sync-0,kube-outpost", "comma-separated proxies to run per mode")
@@ -117,7 +118,7 @@ func TestCompare(t *testing.T) {
 		t.Skip("needs root: network namespaces")
 	}
 	p := Params{Services: *flagServices, Endpoints: *flagEndpoints, Sample: *flagSample, Changes: *flagChanges,
-		Churn: *flagChurn, ColdTimeout: *flagColdTimeout}
+		Lone: *flagLone, Churn: *flagChurn, ColdTimeout: *flagColdTimeout}
 	if p.Sample < 1 || p.Sample > p.Services || p.Endpoints < 1 {
 		t.Fatalf("want 1 <= -sample <= -services and -endpoints >= 1")
 	}
@@ -184,9 +185,9 @@ func TestCompare(t *testing.T) {
 		r := b.runRow(ctx, p, s.m, s.proxy)
 		r.ConnectSmall = small[s]
 		rep.Rows = append(rep.Rows, r)
-		fmt.Fprintf(os.Stderr, ">> %s, %s: cold %s, change p50 %s p99 %s, CPU/change %.3f s, RSS %.0f MiB (peak %.0f), restart %s (%d/%d failed)%s\n",
+		fmt.Fprintf(os.Stderr, ">> %s, %s: cold %s, change p50 %s p99 %s, lone change p50 %s p99 %s, CPU/change %.3f s, RSS %.0f MiB (peak %.0f), restart %s (%d/%d failed)%s\n",
 			r.Mode, r.Proxy, fmtDur(r.Cold), fmtDur(quantile(r.Latencies, .5)), fmtDur(quantile(r.Latencies, .99)),
-			r.CPUPerChange, r.RSSChurn, r.PeakChurn, fmtDur(r.Restart), r.RestartFailed, r.RestartProbes, errSuffix(r.Err))
+			fmtDur(quantile(r.Lone, .5)), fmtDur(quantile(r.Lone, .99)), r.CPUPerChange, r.RSSChurn, r.PeakChurn, fmtDur(r.Restart), r.RestartFailed, r.RestartProbes, errSuffix(r.Err))
 	}
 	rep.Took = time.Since(rep.Start)
 	rep.Machine = append(rep.Machine, "load average at the end: "+loadavg())
@@ -824,6 +825,25 @@ func (b *bench) churn(ctx context.Context, rate float64, stop <-chan struct{}) f
 	return func() int { wg.Wait(); return int(made.Load()) }
 }
 
+// change moves sample service s to its other set of pods and returns the
+// time from the write to the first connection a pod of the new set
+// answered, probing every 5 ms; ok is false when none had after a
+// minute (the time is then the minute).
+func (b *bench) change(ctx context.Context, p *proc, s *service) (d time.Duration, ok bool, err error) {
+	const changeTimeout = 60 * time.Second
+	at, err := b.flip(ctx, s)
+	if err != nil {
+		return 0, false, err
+	}
+	for !b.answers(ctx, p, s) {
+		if time.Since(at) > changeTimeout {
+			return time.Since(at), false, nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(at), true, nil
+}
+
 // runRow measures one proxy in one mode with the whole load.
 func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r Row) {
 	r = Row{Mode: m.name, Proxy: proxy}
@@ -860,6 +880,20 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 		r.Err = "connect: " + err.Error()
 	}
 
+	// Lone changes: each after the proxy had nothing to do for loneGap.
+	for i := range par.Lone {
+		time.Sleep(loneGap)
+		d, ok, err := b.change(ctx, p, b.sample[i%len(b.sample)])
+		if err != nil {
+			r.Err = "lone change: " + err.Error()
+			break
+		}
+		if !ok {
+			r.LoneFailed++
+		}
+		r.Lone = append(r.Lone, d)
+	}
+
 	r.scrape(ctx, p, "metrics-before-churn.txt")
 
 	// Changes under churn.
@@ -871,22 +905,16 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 		defer close(cpuProfile)
 		r.profile(ctx, p, "cpu-churn", fmt.Sprintf("profile?seconds=%d", cpuProfileSeconds))
 	}()
-	const changeTimeout = 60 * time.Second
 	for i := range par.Changes {
-		s := b.sample[i%len(b.sample)]
-		at, err := b.flip(ctx, s)
+		d, ok, err := b.change(ctx, p, b.sample[i%len(b.sample)])
 		if err != nil {
 			r.Err = "change: " + err.Error()
 			break
 		}
-		for !b.answers(ctx, p, s) {
-			if time.Since(at) > changeTimeout {
-				r.ChangesFailed++
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
+		if !ok {
+			r.ChangesFailed++
 		}
-		r.Latencies = append(r.Latencies, time.Since(at))
+		r.Latencies = append(r.Latencies, d)
 	}
 	<-cpuProfile // taken under churn throughout
 	close(stopChurn)

@@ -40,6 +40,10 @@ type Row struct {
 	Latencies     []time.Duration
 	ChangesFailed int // no connection reached the new endpoints in time
 	ChurnChanges  int // background changes during the measured ones
+	// Lone changes, the same without churn, each after the proxy had
+	// nothing to do for a while (loneGap).
+	Lone       []time.Duration
+	LoneFailed int
 	// CPU of the proxy and its children (iptables-restore, nft) during the
 	// changes, per change (measured and background ones).
 	CPUPerChange float64 // seconds
@@ -65,6 +69,7 @@ type Row struct {
 // Params are a run's settings, written above the table.
 type Params struct {
 	Services, Endpoints, Sample, Changes int
+	Lone                                 int     // lone changes per row
 	Churn                                float64 // background changes a second
 	ColdTimeout                          time.Duration
 }
@@ -141,6 +146,8 @@ var columns = []column{
 	durColumn("change p50", func(r Row) time.Duration { return quantile(r.Latencies, 0.5) }),
 	durColumn("p90", func(r Row) time.Duration { return quantile(r.Latencies, 0.9) }),
 	durColumn("p99", func(r Row) time.Duration { return quantile(r.Latencies, 0.99) }),
+	durColumn("lone change p50", func(r Row) time.Duration { return quantile(r.Lone, 0.5) }),
+	durColumn("p99", func(r Row) time.Duration { return quantile(r.Lone, 0.99) }),
 	{"CPU s/change", func(r Row) string {
 		if r.CPUPerChange == 0 {
 			return "—"
@@ -234,13 +241,19 @@ func (rep *Report) Table() string {
 // that it profiles nothing else.
 const cpuProfileSeconds = 10
 
+// loneGap is how long the proxy has nothing to do before a lone change:
+// longer than kube-proxy's default min-sync-period (1 s), which holds a
+// sync that soon after the last one, and than kube-outpost's settling
+// after a sync (at most 100 ms).
+const loneGap = 1200 * time.Millisecond
+
 func (rep *Report) Markdown() string {
 	var b strings.Builder
 	p := rep.Params
 	fmt.Fprintf(&b, "# kube-proxy and kube-outpost side by side: %d services × %d endpoints\n\n", p.Services, p.Endpoints)
 	fmt.Fprintf(&b, "`make bench-compare`, %s UTC, %s.\n\n", rep.Start.UTC().Format("2006-01-02 15:04"), rep.Took.Round(time.Second))
-	fmt.Fprintf(&b, "%d changes measured per row (EndpointSlice write → first connection reaching the new endpoints) under %.0f background EndpointSlice changes a second; %d sample services with real listeners; cold sync given up after %s.\n\n",
-		p.Changes, p.Churn, p.Sample, p.ColdTimeout)
+	fmt.Fprintf(&b, "%d changes measured per row (EndpointSlice write → first connection reaching the new endpoints) under %.0f background EndpointSlice changes a second, and %d lone ones before them, each after %s without a change; %d sample services with real listeners; cold sync given up after %s.\n\n",
+		p.Changes, p.Churn, p.Lone, loneGap, p.Sample, p.ColdTimeout)
 	b.WriteString("## Machine\n\n")
 	for _, l := range rep.Machine {
 		fmt.Fprintf(&b, "- %s\n", l)
@@ -259,6 +272,9 @@ func (rep *Report) Markdown() string {
 		}
 		if r.ChangesFailed > 0 {
 			errs = append(errs, fmt.Sprintf("- %s, %s: %d of %d changes never reached (counted at the timeout)", r.Mode, r.Proxy, r.ChangesFailed, len(r.Latencies)))
+		}
+		if r.LoneFailed > 0 {
+			errs = append(errs, fmt.Sprintf("- %s, %s: %d of %d lone changes never reached (counted at the timeout)", r.Mode, r.Proxy, r.LoneFailed, len(r.Lone)))
 		}
 	}
 	if len(errs) > 0 {

@@ -22,22 +22,24 @@ func TestReport(t *testing.T) {
 		Start:   time.Date(2026, 12, 2, 23, 0, 0, 0, time.UTC),
 		Rows: []Row{
 			{Mode: "nftables", Proxy: kubeProxy, Cold: 2 * time.Second, Latencies: []time.Duration{1000 * ms, 1200 * ms, 1100 * ms},
+				Lone:         []time.Duration{900 * ms, 1000 * ms},
 				CPUPerChange: 0.2, RSSSync: 100, PeakSync: 120, RSSChurn: 110, PeakChurn: 130, Restart: time.Second,
 				RestartProbes: 50, ConnectSmall: 20 * time.Microsecond, ConnectLarge: 22 * time.Microsecond,
 				RSS: []plot.Point{{X: 0, Y: 10}, {X: 1, Y: 100}}},
 			{Mode: "nftables", Proxy: kubeOutpost, Cold: time.Second, Latencies: []time.Duration{50 * ms, 60 * ms, 70 * ms},
+				Lone:         []time.Duration{30 * ms, 45 * ms},
 				CPUPerChange: 0.05, RSSSync: 50, PeakSync: 60, RSSChurn: 55, PeakChurn: 65, Restart: 500 * ms,
 				RestartProbes: 40, ConnectSmall: 20 * time.Microsecond, ConnectLarge: 20 * time.Microsecond},
 			{Mode: "iptables (nf_tables)", Proxy: kubeProxy, ColdTimedOut: true, Err: "cold sync: timed out"},
 			{Mode: "iptables (nf_tables)", Proxy: kubeOutpost, Cold: 3 * time.Second},
-			{Mode: "ebpf", Proxy: kubeOutpost, Cold: 800 * ms, Latencies: []time.Duration{9 * ms}},
+			{Mode: "ebpf", Proxy: kubeOutpost, Cold: 800 * ms, Latencies: []time.Duration{9 * ms}, Lone: []time.Duration{4 * ms}},
 		},
 	}
 	table := rep.Table()
 	for _, want := range []string{
-		"| nftables | kube-proxy | 2.00 s | 1.10 s | 1.20 s | 1.20 s | 0.200 | 100 | 120 | 110 | 130 | 1.00 s | 0 / 50 | 20.0 µs | 22.0 µs |",
-		"| nftables | *ours / kube-proxy* | *0.50×* | *0.05×* | *0.06×* | *0.06×* | *0.25×* |",
-		"| ebpf | kube-outpost | 800 ms | 9 ms | 9 ms | 9 ms | — |",
+		"| nftables | kube-proxy | 2.00 s | 1.10 s | 1.20 s | 1.20 s | 900 ms | 1.00 s | 0.200 | 100 | 120 | 110 | 130 | 1.00 s | 0 / 50 | 20.0 µs | 22.0 µs |",
+		"| nftables | *ours / kube-proxy* | *0.50×* | *0.05×* | *0.06×* | *0.06×* | *0.03×* | *0.04×* |",
+		"| ebpf | kube-outpost | 800 ms | 9 ms | 9 ms | 9 ms | 4 ms | 4 ms |",
 		"| iptables (nf_tables) | kube-proxy | not done |",
 		"| iptables (nf_tables) | *ours / kube-proxy* | *< 0.05×* |",
 	} {
