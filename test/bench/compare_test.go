@@ -787,6 +787,12 @@ func (b *bench) flip(ctx context.Context, s *service) (time.Time, error) {
 	sl := s.slice.DeepCopy()
 	sl.Endpoints = sliceFor(s.name, b.pods[next]).Endpoints
 	at := time.Now()
+	// As the EndpointSlice controller marks its writes: the proxies'
+	// network programming latency starts there.
+	if sl.Annotations == nil {
+		sl.Annotations = map[string]string{}
+	}
+	sl.Annotations[corev1.EndpointsLastChangeTriggerTime] = at.Format(time.RFC3339Nano)
 	got, err := b.cs.DiscoveryV1().EndpointSlices(namespace).Update(ctx, sl, metav1.UpdateOptions{})
 	if err != nil {
 		return at, err
@@ -879,6 +885,7 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	if r.ConnectLarge, err = b.connectP50(p); err != nil {
 		r.Err = "connect: " + err.Error()
 	}
+	r.scrape(ctx, p, "metrics-synced.txt")
 
 	// Lone changes: each after the proxy had nothing to do for loneGap.
 	for i := range par.Lone {
@@ -924,6 +931,8 @@ func (b *bench) runRow(ctx context.Context, par Params, m mode, proxy string) (r
 	}
 	r.RSSChurn, r.PeakChurn = p.mem()
 	r.scrape(ctx, p, "metrics-churned.txt")
+	r.ProgrammedLone = programmingMean(r.profiles["metrics-synced.txt"], r.profiles["metrics-before-churn.txt"])
+	r.ProgrammedChurn = programmingMean(r.profiles["metrics-before-churn.txt"], r.profiles["metrics-churned.txt"])
 	r.profile(ctx, p, "heap-churned", "heap?gc=1")
 
 	// Restart: probes round the sample services all along; one of them

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // metricSum adds up the series called name in a Prometheus text scrape
@@ -61,4 +62,21 @@ func hasLabel(set, want string) bool {
 		}
 		i = k + 1
 	}
+}
+
+// programmingMean is the mean of kube-outpost's network programming
+// latency (the trigger time flip writes to the end of the sync that
+// programmed it) over the observations between scrapes a and b; 0 with
+// none, or without either scrape.
+func programmingMean(a, b []byte) time.Duration {
+	const name = "kube_outpost_network_programming_duration_seconds"
+	if a == nil || b == nil {
+		return 0
+	}
+	n := metricSum(string(b), name+"_count") - metricSum(string(a), name+"_count")
+	sum := metricSum(string(b), name+"_sum") - metricSum(string(a), name+"_sum")
+	if n <= 0 {
+		return 0
+	}
+	return time.Duration(sum / n * float64(time.Second))
 }

@@ -1,6 +1,9 @@
 package bench
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestMetricSum(t *testing.T) {
 	scrape := `# HELP apiserver_watch_events_sizes Watch event size distribution in bytes
@@ -32,5 +35,19 @@ go_goroutines 42
 		if got := metricSum(scrape, c.name, c.labels...); got != c.want {
 			t.Errorf("metricSum(%s, %v) = %v, want %v", c.name, c.labels, got, c.want)
 		}
+	}
+}
+
+func TestProgrammingMean(t *testing.T) {
+	a := []byte("kube_outpost_network_programming_duration_seconds_sum 0.5\nkube_outpost_network_programming_duration_seconds_count 10\n")
+	b := []byte("kube_outpost_network_programming_duration_seconds_sum 0.62\nkube_outpost_network_programming_duration_seconds_count 14\n")
+	if got, want := programmingMean(a, b), 30*time.Millisecond; got < want-time.Microsecond || got > want+time.Microsecond {
+		t.Errorf("programmingMean = %v, want %v", got, want)
+	}
+	if got := programmingMean(b, b); got != 0 {
+		t.Errorf("no observation between the scrapes: %v, want 0", got)
+	}
+	if got := programmingMean(nil, b); got != 0 {
+		t.Errorf("a scrape missing: %v, want 0", got)
 	}
 }

@@ -44,6 +44,11 @@ type Row struct {
 	// nothing to do for a while (loneGap).
 	Lone       []time.Duration
 	LoneFailed int
+	// ProgrammedLone and ProgrammedChurn are kube-outpost's own mean of
+	// those (its network_programming_duration_seconds): from the write,
+	// as the EndpointSlice's last-change-trigger-time says, to the end
+	// of the sync that programmed it, without the way to a connection.
+	ProgrammedLone, ProgrammedChurn time.Duration
 	// CPU of the proxy and its children (iptables-restore, nft) during the
 	// changes, per change (measured and background ones).
 	CPUPerChange float64 // seconds
@@ -263,8 +268,18 @@ func (rep *Report) Markdown() string {
 	b.WriteString("\n![Change latency CDF](latency-cdf.png)\n\n![RSS over time](rss.png)\n")
 	b.WriteString("\nkube-outpost's profiles are in profiles/: its heap after the cold sync (heap-synced) and after the churn (heap-churned), " +
 		"and its CPU over the first " + fmt.Sprint(cpuProfileSeconds) + " s of the changes under churn (cpu-churn); read them with `go tool pprof -top <file>`. " +
-		"Its /metrics, counted since its start, are there too, before the churn (metrics-before-churn.txt) and after the churn (metrics-churned.txt): " +
-		"the difference is the churn's syncs.\n")
+		"Its /metrics, counted since its start, are there too: after the cold sync (metrics-synced.txt), before the churn (metrics-before-churn.txt) and after it (metrics-churned.txt).\n")
+	var own []string
+	for _, r := range rep.Rows {
+		if r.ProgrammedLone > 0 || r.ProgrammedChurn > 0 {
+			own = append(own, fmt.Sprintf("| %s | %s | %s |", r.Mode, fmtDur(r.ProgrammedLone), fmtDur(r.ProgrammedChurn)))
+		}
+	}
+	if len(own) > 0 {
+		b.WriteString("\nkube-outpost's own network programming latency, the mean of its `network_programming_duration_seconds` over the changes measured: " +
+			"from the write (the EndpointSlice's last-change-trigger-time, which the bench sets as the EndpointSlice controller does) to the end of the sync that programmed it, " +
+			"without the way to a connection that the table's figures include.\n\n| mode | lone changes | under churn |\n|---|---:|---:|\n" + strings.Join(own, "\n") + "\n")
+	}
 	var errs []string
 	for _, r := range rep.Rows {
 		if r.Err != "" {

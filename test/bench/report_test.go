@@ -32,7 +32,8 @@ func TestReport(t *testing.T) {
 				RestartProbes: 40, ConnectSmall: 20 * time.Microsecond, ConnectLarge: 20 * time.Microsecond},
 			{Mode: "iptables (nf_tables)", Proxy: kubeProxy, ColdTimedOut: true, Err: "cold sync: timed out"},
 			{Mode: "iptables (nf_tables)", Proxy: kubeOutpost, Cold: 3 * time.Second},
-			{Mode: "ebpf", Proxy: kubeOutpost, Cold: 800 * ms, Latencies: []time.Duration{9 * ms}, Lone: []time.Duration{4 * ms}},
+			{Mode: "ebpf", Proxy: kubeOutpost, Cold: 800 * ms, Latencies: []time.Duration{9 * ms}, Lone: []time.Duration{4 * ms},
+				ProgrammedLone: 3 * ms, ProgrammedChurn: 7 * ms},
 		},
 	}
 	table := rep.Table()
@@ -57,6 +58,9 @@ func TestReport(t *testing.T) {
 	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "| ebpf | 3 ms | 7 ms |") {
+		t.Errorf("results.md lacks kube-outpost's own programming latency:\n%s", md)
 	}
 	if !strings.Contains(string(md), "iptables (nf_tables), kube-proxy: cold sync: timed out") {
 		t.Errorf("results.md lacks the row's error:\n%s", md)
