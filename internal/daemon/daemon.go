@@ -204,15 +204,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 // Reload applies a new configuration's clusters: new ones start, removed
 // ones stop (and their rules go), changed ones restart (their rules stay
 // until they have synced again), unchanged ones keep running. Settings
-// outside [[clusters]] need a restart, and so do limits past what a
-// backend sized at the start holds (proxy.Sized). On error nothing
+// outside [[clusters]] need a restart. A backend sized from the limits
+// (proxy.Sized) grows first, or the reload is refused. On error nothing
 // changed.
 func (d *Daemon) Reload(cfg *config.Config) error {
 	d.startMu.Lock()
 	defer d.startMu.Unlock()
 	for _, b := range d.backendList() {
 		if s, ok := b.(proxy.Sized); ok {
-			if err := s.Fits(cfg); err != nil {
+			if err := s.Resize(cfg); err != nil {
 				return err
 			}
 		}

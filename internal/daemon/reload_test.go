@@ -51,37 +51,44 @@ func TestReloadBeforeRun(t *testing.T) {
 	}
 }
 
-// sizedBackend is a backend sized at the start for want endpoint entries.
+// sizedBackend is a backend that can be sized for at most max endpoint
+// entries, and records what it was sized for.
 type sizedBackend struct {
 	proxy.Backend
-	want int
+	max   int
+	sized *int
 }
 
-func (b sizedBackend) Fits(cfg *config.Config) error {
-	if n := cfg.EndpointEntries(); n > b.want {
-		return fmt.Errorf("%d endpoint entries, sized for %d", n, b.want)
+func (b sizedBackend) Resize(cfg *config.Config) error {
+	if n := cfg.EndpointEntries(); n > b.max {
+		return fmt.Errorf("%d endpoint entries, more than %d", n, b.max)
 	}
+	*b.sized = cfg.EndpointEntries()
 	return nil
 }
 
-// TestReloadPastSizedBackend: a reload whose clusters' limits add up to
-// more than a backend was sized for at the start is refused whole, before
-// and after the start, so that no cluster can fill what all share.
-func TestReloadPastSizedBackend(t *testing.T) {
+// TestReloadResizes: a reload hands a backend sized from the limits the
+// new configuration first, before and after the start; one it cannot be
+// sized for is refused whole.
+func TestReloadResizes(t *testing.T) {
 	d, _ := testDaemon(t)
-	d.backends = []proxy.Backend{sizedBackend{d.backends[0], 300000}}
+	sized := 0
+	d.backends = []proxy.Backend{sizedBackend{d.backends[0], 300000, &sized}}
 	next := *d.cfg
 	next.Clusters = []config.Cluster{{Name: "alpha", ServiceCIDRs: []netip.Prefix{alphaCIDR}}, {Name: "beta", MaxEndpoints: 100001}}
 	err := d.Reload(&next)
-	if err == nil || !strings.Contains(err.Error(), "300001 endpoint entries, sized for 300000") {
-		t.Fatalf("Reload past the backend's size: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "300001 endpoint entries, more than 300000") {
+		t.Fatalf("Reload past what the backend can hold: %v", err)
 	}
-	if d.early != nil {
-		t.Error("the refused configuration is kept for the start")
+	if d.early != nil || sized != 0 {
+		t.Errorf("the refused configuration is kept for the start (%v) or sized for (%d)", d.early != nil, sized)
 	}
 	next.Clusters[1].MaxEndpoints = 100000
 	if err := d.Reload(&next); err != nil {
-		t.Fatalf("Reload within the backend's size: %v", err)
+		t.Fatalf("Reload within: %v", err)
+	}
+	if sized != 300000 {
+		t.Errorf("the backend was sized for %d endpoint entries, want 300000", sized)
 	}
 }
 

@@ -95,9 +95,11 @@ type MissCounter interface {
 	NoBackend(ctx context.Context) (uint64, error)
 }
 
-// Sized is a Backend whose kernel objects were sized at the start from the
-// clusters' limits (ebpf mode's maps). A reload whose limits no longer fit
-// them is refused whole: the objects are sized anew at the next start.
+// Sized is a Backend whose kernel objects are sized from the clusters'
+// limits (ebpf mode's maps). A reload hands it the new configuration
+// before any of its clusters starts: the backend grows its objects for
+// them (by its next sync, serving from the old ones until then), or says
+// why it cannot, and the reload is then refused whole.
 type Sized interface {
-	Fits(cfg *config.Config) error
+	Resize(cfg *config.Config) error
 }

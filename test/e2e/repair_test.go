@@ -5,16 +5,20 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf/link"
 )
 
 // TestRepairAfterFlush: what a firewall reload does to our rules (a flushed
 // nat table; every table flushed and its chains deleted, as firewalld's
 // reload of the iptables backend does; `nft flush ruleset`; a VIP taken off
-// its interface) is found by the daemon's probe and repaired by a full
+// its interface; a hook of ebpf mode detached) is found by the daemon's probe and repaired by a full
 // sync: the service answers again within 5 s, each repair is counted once
 // in kube_outpost_sync_proxy_rules_repairs_total and logged in one line.
 func TestRepairAfterFlush(t *testing.T) {
@@ -69,6 +73,22 @@ func TestRepairAfterFlush(t *testing.T) {
 			}
 			return ""
 		}, func() { run("ip", "addr", "del", vip.String()+"/"+fmt.Sprint(vip.BitLen()), "dev", "outpost0") }},
+		// What `bpftool link detach` does to a hook of ebpf mode.
+		{"a hook detached", func() string {
+			if _, err := os.Stat(connect4Pin()); err != nil {
+				return "this mode pins no connect4 hook"
+			}
+			return ""
+		}, func() {
+			l, err := link.LoadPinnedLink(connect4Pin(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if err := l.Detach(); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.skip != nil {
@@ -107,6 +127,15 @@ func TestRepairAfterFlush(t *testing.T) {
 			}
 		})
 	}
+}
+
+// connect4Pin is where ebpf mode pins its connect4 hook's link in the
+// lab's bpffs.
+func connect4Pin() string {
+	if theLab.BPFFS == "" {
+		return ""
+	}
+	return filepath.Join(pinDirOf(theLab), "link_connect4")
 }
 
 // nftOnly skips `nft flush ruleset` where the mode wrote nothing that nft

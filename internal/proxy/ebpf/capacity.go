@@ -54,12 +54,24 @@ func sizeMaps(spec *ebpf.CollectionSpec, endpoints int) {
 	}
 }
 
-// Fits implements proxy.Sized: a reload may not raise the clusters'
-// limits past what the maps were sized for at the start.
-func (p *Proxier) Fits(cfg *config.Config) error {
-	if n := cfg.EndpointEntries(); n > p.endpoints() {
-		return fmt.Errorf("the clusters' max_endpoints add up to %d, more than the ebpf maps were sized for at the start (%d): restart the daemon to size them anew", n, p.endpoints())
+// Resize implements proxy.Sized: a reload whose clusters' limits add up
+// to more than the maps were sized for (a cluster added) makes the next
+// sync load maps of the new size beside the pinned ones, copy them, fill
+// them and move the hooks to them, as a restart does (migrate.go):
+// nothing stops translating. Maps are never shrunk before a restart.
+func (p *Proxier) Resize(cfg *config.Config) error {
+	n := cfg.EndpointEntries()
+	if n > maxEndpointEntries {
+		return fmt.Errorf("the clusters' max_endpoints add up to %d, more than mode %q holds (%d)", n, ModeName, maxEndpointEntries)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n <= p.endpoints() {
+		return nil
+	}
+	p.log.Info("ebpf: the maps grow for the clusters' limits at the next sync", "endpoint_entries", n, "were", p.endpoints())
+	p.opt.Endpoints = n
+	p.release()
 	return nil
 }
 

@@ -6,8 +6,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/cilium/ebpf"
+
+	"github.com/kube-outpost/kube-outpost/internal/config"
 	"github.com/kube-outpost/kube-outpost/internal/model"
 	"github.com/kube-outpost/kube-outpost/internal/model/modeltest"
 )
@@ -80,5 +85,56 @@ func TestKernelStateAtTheLimitsFits(t *testing.T) {
 		if w, ok := want[m.Name]; ok && m.Entries != w {
 			t.Errorf("%s holds %d entries, want %d", m.Name, m.Entries, w)
 		}
+	}
+}
+
+// TestKernelResize: a reload that adds a cluster grows the maps in the
+// running daemon (Resize), as a restart would: the next sync loads maps
+// of the new size beside the pinned ones, copies them, fills them and
+// moves the hooks to them, with a connect loop running and none failing;
+// the new cluster's service then fits.
+func TestKernelResize(t *testing.T) {
+	l := newLab(t)
+	p := l.proxier()
+	p.opt.Endpoints = minEndpointEntries
+	bes := l.backends(71, 2, 8080)
+	web := modeltest.Svc("a", "default", "web", "", model.TCP, vip, 80, bes...)
+	mustSync(t, p, state(web), true)
+	c := l.client()
+	done := make(chan result)
+	go func() { done <- c.do("loop " + vip + ":80 1s") }()
+	time.Sleep(200 * time.Millisecond)
+	cfg := &config.Config{Clusters: []config.Cluster{{Name: "a", MaxEndpoints: minEndpointEntries}, {Name: "b", MaxEndpoints: 3 * minEndpointEntries}}}
+	if err := p.Resize(cfg); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	var eps []string
+	for i := range 2 * minEndpointEntries {
+		eps = append(eps, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 210, byte(i >> 8), byte(i)}), 8080).String())
+	}
+	big := modeltest.Svc("b", "default", "big", "", model.TCP, "10.97.0.10", 80, eps...)
+	mustSync(t, p, modeltest.State(
+		modeltest.Cluster("a", true, []string{"10.96.0.0/16"}, web),
+		modeltest.Cluster("b", true, []string{"10.97.0.0/16"}, big)), false)
+	r := <-done
+	t.Logf("%d connects across the resize, %d failed; reached %v", r.Count, r.Failed, r.Backends)
+	if r.Failed > 0 || r.Count == 0 {
+		t.Errorf("%d of %d connects failed across the resize, the first: %s", r.Failed, r.Count, r.Err)
+	}
+	if got := attached(t, l.cgroup); got != len(hooks) {
+		t.Errorf("%d programs attached after the resize, want %d", got, len(hooks))
+	}
+	be, slots := capacities(4 * minEndpointEntries)
+	for _, name := range []string{"ko_be4", "ko_svc4"} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(l.pinDir, name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]uint32{"ko_be4": be, "ko_svc4": slots}[name]
+		if m.MaxEntries() != want {
+			t.Errorf("pinned %s holds %d entries, want %d", name, m.MaxEntries(), want)
+		}
+		m.Close()
 	}
 }

@@ -35,19 +35,25 @@ func TestSizeMaps(t *testing.T) {
 	}
 }
 
-// TestFits: a reload may not raise the clusters' limits past the size
-// the maps got at the start.
-func TestFits(t *testing.T) {
+// TestResize: a reload within the size of the maps changes nothing; one
+// past it sizes them anew (for the next sync to load); one past the
+// mode's bound is refused.
+func TestResize(t *testing.T) {
 	p := New(Options{Endpoints: 250000})
 	cfg := &config.Config{Clusters: []config.Cluster{{Name: "a", MaxEndpoints: 150000}, {Name: "b", MaxEndpoints: 100000}}}
-	if err := p.Fits(cfg); err != nil {
-		t.Errorf("within: %v", err)
+	if err := p.Resize(cfg); err != nil || p.endpoints() != 250000 {
+		t.Errorf("within: %v, sized for %d", err, p.endpoints())
 	}
-	cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: "c", MaxEndpoints: 1})
-	if err := p.Fits(cfg); err == nil || !strings.Contains(err.Error(), "add up to 250001, more than the ebpf maps were sized for at the start (250000)") {
-		t.Errorf("past: %v", err)
+	cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: "c"})
+	if err := p.Resize(cfg); err != nil || p.endpoints() != 450000 {
+		t.Errorf("a cluster added: %v, sized for %d, want 450000", err, p.endpoints())
 	}
-	if err := New(Options{}).Fits(&config.Config{Clusters: []config.Cluster{{Name: "a"}}}); err != nil {
-		t.Errorf("one cluster at the defaults, sized by default: %v", err)
+	cfg.Clusters = cfg.Clusters[:1]
+	if err := p.Resize(cfg); err != nil || p.endpoints() != 450000 {
+		t.Errorf("clusters removed: %v, sized for %d, want 450000 (no shrinking before a restart)", err, p.endpoints())
+	}
+	cfg.Clusters = append(cfg.Clusters, config.Cluster{Name: "big", MaxEndpoints: maxEndpointEntries})
+	if err := p.Resize(cfg); err == nil || !strings.Contains(err.Error(), "add up to 1150000, more than mode \"ebpf\" holds (1000000)") {
+		t.Errorf("past the bound: %v", err)
 	}
 }

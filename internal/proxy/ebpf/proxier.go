@@ -73,6 +73,7 @@ type appliedPort struct {
 var (
 	_ proxy.Backend = (*Proxier)(nil)
 	_ proxy.Sized   = (*Proxier)(nil)
+	_ proxy.Prober  = (*Proxier)(nil)
 )
 
 // New makes a Proxier. Nothing touches the kernel before the first Sync.
@@ -244,6 +245,11 @@ func (p *Proxier) Sync(ctx context.Context, st *model.State, full bool) (err err
 	// The hooks take this run's programs once its maps hold the state.
 	if p.dp != nil && !p.dp.attached() {
 		if err := p.dp.attach(); err != nil {
+			return err
+		}
+	} else if p.dp != nil && full {
+		// What a probe found gone (repair.go).
+		if err := p.dp.repair(); err != nil {
 			return err
 		}
 	}
