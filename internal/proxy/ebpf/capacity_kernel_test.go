@@ -22,7 +22,7 @@ import (
 // and slice) take the largest states a can be handed, each replaced whole
 // in one sync (old and new at once): 1,023 endpoints of one port (2,047
 // backends with b's, of 2,052), then one endpoint reached at 1,023
-// addresses (4,092 slots and b's 2, of 4,104). No sync fails, and b's
+// addresses (4,090 slots and b's 2, of 4,104). No sync fails, and b's
 // service answers throughout. Maps 4 and 8 entries smaller fail it (tried
 // by hand: "key too big for map").
 func TestKernelStateAtTheLimitsFits(t *testing.T) {
