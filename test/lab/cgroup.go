@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -157,12 +156,7 @@ func machineBPFState(mnt string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	for _, at := range []ebpf.AttachType{
-		ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect,
-		ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupUDP6Sendmsg,
-		ebpf.AttachCGroupUDP4Recvmsg, ebpf.AttachCGroupUDP6Recvmsg,
-		ebpf.AttachCgroupInet4GetPeername, ebpf.AttachCgroupInet6GetPeername,
-	} {
+	for _, at := range koebpf.HookAttachTypes() {
 		r, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
 		if err != nil {
 			return "", fmt.Errorf("programs attached to %s at %s: %w", mnt, at, err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"slices"
 
 	"github.com/cilium/ebpf"
@@ -36,16 +35,11 @@ func (*explainer) Share(n int) proxy.EndpointShare {
 
 func (e *explainer) ExplainPort(_ context.Context, want proxy.Want) (proxy.PortView, error) {
 	v6 := want.Target.Addr().Is6()
-	name := map[bool]string{false: "4", true: "6"}[v6]
-	svcs, err := ebpf.LoadPinnedMap(filepath.Join(e.dir, "ko_svc"+name), &ebpf.LoadPinOptions{ReadOnly: true})
+	svcs, bes, err := openPinned(e.dir, v6)
 	if err != nil {
 		return proxy.PortView{}, fmt.Errorf("kube-outpost has pinned no ebpf maps: %w", err)
 	}
 	defer svcs.Close()
-	bes, err := ebpf.LoadPinnedMap(filepath.Join(e.dir, "ko_be"+name), &ebpf.LoadPinOptions{ReadOnly: true})
-	if err != nil {
-		return proxy.PortView{}, err
-	}
 	defer bes.Close()
 	return explain(readerOf(v6, svcs, bes), want, e.Share)
 }

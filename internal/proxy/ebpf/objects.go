@@ -36,6 +36,16 @@ var hooks = []hook{
 	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(p *sockPrograms) *ebpf.Program { return p.Getpeername6 }},
 }
 
+// HookAttachTypes are where the mode attaches its programs on a cgroup,
+// for tests that check nothing was left on one.
+func HookAttachTypes() []ebpf.AttachType {
+	out := make([]ebpf.AttachType, len(hooks))
+	for i, h := range hooks {
+		out[i] = h.attach
+	}
+	return out
+}
+
 // linkPin is the pin of a hook's link; the maps are pinned by their own
 // names (LIBBPF_PIN_BY_NAME in bpf/sock.c) beside them.
 func linkPin(dir, name string) string { return filepath.Join(dir, "link_"+name) }

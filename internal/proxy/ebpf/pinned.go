@@ -39,25 +39,22 @@ type PinnedBackend struct {
 // The error wraps os.ErrNotExist when nothing is pinned there.
 func ReadPinned(dir string) ([]PinnedService, error) {
 	var out []PinnedService
-	for _, fam := range []string{"4", "6"} {
-		var ms [2]*ebpf.Map
-		for i, name := range []string{"ko_svc" + fam, "ko_be" + fam} {
-			m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			defer m.Close()
-			ms[i] = m
-		}
-		var km kernelMaps = maps4{ms[0], ms[1]}
-		if fam == "6" {
-			km = maps6{ms[0], ms[1]}
-		}
-		svcs, bes, err := km.dump()
+	for _, v6 := range []bool{false, true} {
+		svcs, bes, err := openPinned(dir, v6)
 		if err != nil {
-			return nil, fmt.Errorf("reading the IPv%s maps in %s: %w", fam, dir, err)
+			return nil, err
 		}
-		out = append(out, pinnedServices(svcs, bes)...)
+		defer svcs.Close()
+		defer bes.Close()
+		var km kernelMaps = maps4{svcs, bes}
+		if v6 {
+			km = maps6{svcs, bes}
+		}
+		s, b, err := km.dump()
+		if err != nil {
+			return nil, fmt.Errorf("reading the IPv%s maps in %s: %w", familyName(v6), dir, err)
+		}
+		out = append(out, pinnedServices(s, b)...)
 	}
 	slices.SortFunc(out, func(a, b PinnedService) int {
 		return cmp.Or(a.Target.Compare(b.Target), cmp.Compare(a.Protocol, b.Protocol))
@@ -97,3 +94,20 @@ func protocolOf(n uint8) model.Protocol {
 	}
 	return model.Protocol(fmt.Sprint(n))
 }
+
+// openPinned opens, read-only, one family's service and backend maps
+// pinned in dir.
+func openPinned(dir string, v6 bool) (svcs, bes *ebpf.Map, err error) {
+	fam := familyName(v6)
+	ro := &ebpf.LoadPinOptions{ReadOnly: true}
+	if svcs, err = ebpf.LoadPinnedMap(filepath.Join(dir, "ko_svc"+fam), ro); err != nil {
+		return nil, nil, fmt.Errorf("ko_svc%s: %w", fam, err)
+	}
+	if bes, err = ebpf.LoadPinnedMap(filepath.Join(dir, "ko_be"+fam), ro); err != nil {
+		svcs.Close()
+		return nil, nil, fmt.Errorf("ko_be%s: %w", fam, err)
+	}
+	return svcs, bes, nil
+}
+
+func familyName(v6 bool) string { return map[bool]string{false: "4", true: "6"}[v6] }
